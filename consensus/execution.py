@@ -1,0 +1,223 @@
+"""Block execution and the start-up handshake: how a decided block becomes stored state.
+
+`BlockExecutor.apply_block` runs the application's finalize_block, then writes the block, its
+commit, the results, the transaction index, the new chain state and the application's state in
+ONE synced LevelDB batch: after any crash the node is at height H or H-1, never between. Then it
+updates the mempool. `handshake` brings the application and the chain state together at start:
+a fresh node runs InitChain; a restarted one checks that both are at the same height and hash.
+It also feeds the machine's `ProposalSource` from the mempool and the application.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from consensus.app import (
+    Application,
+    Event,
+    ExecTxResult,
+    FinalizeBlockRequest,
+    FinalizeBlockResult,
+    InitChainRequest,
+    ProposalRequest,
+    ValidatorUpdate,
+)
+from consensus.mempool import Mempool
+from consensus.state import ChainState, ConsensusParams, genesis_state
+from consensus.types import MAX_BLOCK_BYTES, Block, BlockID, Commit
+from primitives.codec import decode, encode, field_bytes, field_int, field_list
+from primitives.hashing import merkle_root, sha256
+from storage.blockstore import BlockStore
+from storage.db import Database, WriteBatch
+from storage.statestore import StateStore
+
+
+class HandshakeError(RuntimeError):
+    """The stored chain state and the application disagree; the node cannot start."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlockResults:
+    """What finalize_block returned for a stored block (for block_results, tx and events)."""
+
+    height: int
+    tx_results: tuple[ExecTxResult, ...]
+    finalize: FinalizeBlockResult
+
+    def encode(self) -> bytes:
+        return encode(
+            [
+                self.height,
+                [r.to_fields() for r in self.tx_results],
+                [e.to_fields() for e in self.finalize.events],
+                [[u.pub_key, u.power] for u in self.finalize.validator_updates],
+                self.finalize.app_hash,
+            ]
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes) -> BlockResults:
+        f = field_list(decode(raw, max_size=MAX_BLOCK_BYTES), "block results", 5)
+        tx_results = tuple(ExecTxResult.from_fields(r) for r in field_list(f[1], "tx results"))
+        events = tuple(Event.from_fields(e) for e in field_list(f[2], "events"))
+        updates = []
+        for item in field_list(f[3], "validator updates"):
+            pair = field_list(item, "validator update", 2)
+            updates.append(ValidatorUpdate(field_bytes(pair[0], "pub_key", 32), field_int(pair[1], "power")))
+        app_hash = field_bytes(f[4], "app_hash", max_size=64)
+        finalize = FinalizeBlockResult(tx_results, app_hash, events, tuple(updates))
+        return cls(field_int(f[0], "height"), tx_results, finalize)
+
+
+def results_hash(tx_results: tuple[ExecTxResult, ...]) -> bytes:
+    return merkle_root([encode(r.deterministic_fields()) for r in tx_results])
+
+
+CommitListener = Callable[[Block, BlockID, BlockResults, ChainState], None]
+
+
+class BlockExecutor:
+    """Executes decided blocks through the application into the stores."""
+
+    def __init__(
+        self,
+        db: Database,
+        blocks: BlockStore,
+        states: StateStore,
+        app: Application,
+        mempool: Mempool,
+        retain_blocks: int = 0,
+    ) -> None:
+        self.db = db
+        self.blocks = blocks
+        self.states = states
+        self.app = app
+        self.mempool = mempool
+        self.retain_blocks = retain_blocks
+        self.listeners: list[CommitListener] = []
+
+    def apply_block(self, state: ChainState, block: Block, block_id: BlockID, commit: Commit) -> ChainState:
+        """Execute and store `block` (already validated and decided); return the next state."""
+        header = block.header
+        result = self.app.finalize_block(
+            FinalizeBlockRequest(
+                height=header.height,
+                time=header.time,
+                block_hash=block.hash,
+                proposer_address=header.proposer_address,
+                txs=block.txs,
+            )
+        )
+        if len(result.tx_results) != len(block.txs):
+            raise RuntimeError(
+                f"application returned {len(result.tx_results)} results for {len(block.txs)} transactions"
+            )
+        new_state = state.next_state(
+            block_id,
+            header,
+            results_hash(result.tx_results),
+            result.app_hash,
+            [(u.pub_key, u.power) for u in result.validator_updates],
+        )
+        results = BlockResults(header.height, result.tx_results, result)
+        batch = WriteBatch()
+        self.blocks.save_block(
+            batch,
+            header.height,
+            block.hash,
+            block.encode(),
+            commit.encode(),
+            results.encode(),
+            [sha256(tx) for tx in block.txs],
+        )
+        self.states.save_validators(batch, header.height, encode(state.validators.to_fields()))
+        self.states.save_validators(batch, new_state.height, encode(new_state.validators.to_fields()))
+        self.states.save(batch, new_state.encode())
+        app_retain = self.app.commit(batch)
+        self._prune(batch, header.height, app_retain)
+        self.db.write(batch, sync=True)
+        self.blocks.mark_written()
+        self.mempool.update(header.height, block.txs)
+        for listener in self.listeners:
+            listener(block, block_id, results, new_state)
+        return new_state
+
+    def _prune(self, batch: WriteBatch, height: int, app_retain: int) -> None:
+        """Add the pruning of blocks below the retain height to the height's batch: the lower of
+        the configured retention and the application's retain height (0 means keep all)."""
+        retain = max(0, height - self.retain_blocks + 1) if self.retain_blocks > 0 else 0
+        if app_retain > 0:
+            retain = min(retain, app_retain) if retain else app_retain
+        if retain > 0:
+            self.blocks.prune(batch, retain)
+
+    def load_results(self, height: int) -> BlockResults | None:
+        raw = self.blocks.load_results(height)
+        return None if raw is None else BlockResults.decode(raw)
+
+
+def handshake(
+    app: Application,
+    states: StateStore,
+    blocks: BlockStore,
+    genesis: InitChainRequest,
+    params: ConsensusParams,
+) -> tuple[ChainState, Commit | None]:
+    """The chain state to start from and the commit of its last block."""
+    info = app.info()
+    raw = states.load()
+    if raw is None:
+        if info.last_block_height != 0:
+            raise HandshakeError(
+                f"the application is at height {info.last_block_height} but there is no chain state"
+            )
+        result = app.init_chain(genesis)
+        members = result.validators or genesis.validators
+        state = genesis_state(
+            genesis.chain_id,
+            genesis.initial_height,
+            genesis.time,
+            [(v.pub_key, v.power) for v in members],
+            params,
+            result.app_hash,
+        )
+        return state, None
+    state = ChainState.decode(raw)
+    if state.chain_id != genesis.chain_id:
+        raise HandshakeError(
+            f"the data directory belongs to chain {state.chain_id!r}, not {genesis.chain_id!r}"
+        )
+    if info.last_block_height != state.last_block_height or info.last_block_app_hash != state.app_hash:
+        raise HandshakeError(
+            f"the application is at height {info.last_block_height} (app hash "
+            f"{info.last_block_app_hash.hex().upper()}) but the chain state is at height "
+            f"{state.last_block_height} (app hash {state.app_hash.hex().upper()})"
+        )
+    raw_commit = blocks.load_seen_commit(state.last_block_height)
+    if raw_commit is None:
+        raise HandshakeError(f"the commit of block {state.last_block_height} is missing from the block store")
+    return state, Commit.decode(raw_commit)
+
+
+class AppProposalSource:
+    """The machine's ProposalSource: the mempool's transactions through the application."""
+
+    def __init__(self, app: Application, mempool: Mempool) -> None:
+        self.app = app
+        self.mempool = mempool
+
+    def proposal_txs(
+        self, state: ChainState, height: int, time: int, proposer: bytes, max_bytes: int
+    ) -> list[bytes]:
+        # Each tx costs its bytes plus a few bytes of framing in the block encoding.
+        candidates = self.mempool.reap(max_bytes=max(0, max_bytes - 16 * len(self.mempool)))
+        return self.app.prepare_proposal(
+            ProposalRequest(height, time, proposer, tuple(candidates), max_bytes)
+        )
+
+    def process_proposal(self, state: ChainState, block: Block) -> bool:
+        header = block.header
+        return self.app.process_proposal(
+            ProposalRequest(header.height, header.time, header.proposer_address, block.txs, 0, block.hash)
+        )

@@ -1,0 +1,158 @@
+"""The mempool: transactions admitted by the application's check_tx, waiting for a block.
+
+In CometBFT's manner: a cache of recently seen transaction hashes (LRU) turns away duplicates
+before the application sees them; size limits bound the count, the total bytes and each
+transaction's bytes; admitted transactions keep their arrival order; after each commit the
+included ones are removed and the rest rechecked against the new state (those that fail go).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from consensus.app import CheckTxKind, CheckTxResult
+from primitives.hashing import sha256
+
+CheckTx = Callable[[bytes, CheckTxKind], CheckTxResult]
+
+
+class MempoolError(ValueError):
+    """A transaction the mempool turns away before or instead of the application."""
+
+
+class TxInCache(MempoolError):
+    def __init__(self) -> None:
+        super().__init__("tx already exists in cache")
+
+
+class TxTooLarge(MempoolError):
+    pass
+
+
+class MempoolFull(MempoolError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class MempoolConfig:
+    size: int = 5000
+    max_txs_bytes: int = 1_073_741_824
+    max_tx_bytes: int = 1_048_576
+    cache_size: int = 10_000
+    keep_invalid_txs_in_cache: bool = False
+    recheck: bool = True
+
+
+@dataclass(slots=True)
+class MempoolStats:
+    failed_txs: int = 0
+    rejected_txs: int = 0
+    evicted_txs: int = 0
+    recheck_times: int = 0
+    added_txs: int = 0
+
+
+class _LRUCache:
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[bytes, None] = OrderedDict()
+
+    def push(self, key: bytes) -> bool:
+        """Add `key`; False if it was already there (it becomes the most recent)."""
+        if key in self._items:
+            self._items.move_to_end(key)
+            return False
+        self._items[key] = None
+        if len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+        return True
+
+    def remove(self, key: bytes) -> None:
+        self._items.pop(key, None)
+
+
+class Mempool:
+    """Ordered pending transactions keyed by SHA-256."""
+
+    def __init__(self, config: MempoolConfig, check_tx: CheckTx) -> None:
+        self.config = config
+        self._check_tx = check_tx
+        self._txs: OrderedDict[bytes, bytes] = OrderedDict()
+        self._cache = _LRUCache(config.cache_size)
+        self.size_bytes = 0
+        self.stats = MempoolStats()
+        self.height = 0
+
+    def __len__(self) -> int:
+        return len(self._txs)
+
+    def __contains__(self, tx_hash: bytes) -> bool:
+        return tx_hash in self._txs
+
+    def check_tx(self, tx: bytes) -> CheckTxResult:
+        """Admit `tx` if the application accepts it; MempoolError if it never reaches it."""
+        if len(tx) > self.config.max_tx_bytes:
+            self.stats.rejected_txs += 1
+            raise TxTooLarge(f"tx too large: {len(tx)} bytes, max {self.config.max_tx_bytes}")
+        if len(self._txs) >= self.config.size or self.size_bytes + len(tx) > self.config.max_txs_bytes:
+            self.stats.rejected_txs += 1
+            raise MempoolFull(
+                f"mempool is full: number of txs {len(self._txs)} (max: {self.config.size}), "
+                f"total txs bytes {self.size_bytes} (max: {self.config.max_txs_bytes})"
+            )
+        key = sha256(tx)
+        if not self._cache.push(key):
+            raise TxInCache()
+        result = self._check_tx(tx, CheckTxKind.NEW)
+        if result.ok:
+            self._txs[key] = tx
+            self.size_bytes += len(tx)
+            self.stats.added_txs += 1
+        else:
+            self.stats.failed_txs += 1
+            if not self.config.keep_invalid_txs_in_cache:
+                self._cache.remove(key)
+        return result
+
+    def reap(self, max_bytes: int, max_count: int = -1) -> list[bytes]:
+        """Transactions in arrival order, up to `max_bytes` in total (and `max_count`)."""
+        out: list[bytes] = []
+        total = 0
+        for tx in self._txs.values():
+            if 0 <= max_count <= len(out):
+                break
+            if total + len(tx) > max_bytes:
+                break
+            out.append(tx)
+            total += len(tx)
+        return out
+
+    def update(self, height: int, committed: Sequence[bytes]) -> None:
+        """After a commit: drop the block's transactions, remember them, recheck the rest."""
+        self.height = height
+        for tx in committed:
+            key = sha256(tx)
+            self._cache.push(key)
+            dropped = self._txs.pop(key, None)
+            if dropped is not None:
+                self.size_bytes -= len(dropped)
+        if self.config.recheck and self._txs:
+            self.stats.recheck_times += 1
+            for key, tx in list(self._txs.items()):
+                if not self._check_tx(tx, CheckTxKind.RECHECK).ok:
+                    del self._txs[key]
+                    self.size_bytes -= len(tx)
+                    self.stats.evicted_txs += 1
+                    if not self.config.keep_invalid_txs_in_cache:
+                        self._cache.remove(key)
+
+    def txs(self, limit: int = -1) -> list[bytes]:
+        """Pending transactions in order (all, or the first `limit`)."""
+        values = list(self._txs.values())
+        return values if limit < 0 else values[:limit]
+
+    def flush(self) -> None:
+        self._txs.clear()
+        self.size_bytes = 0

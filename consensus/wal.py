@@ -1,0 +1,175 @@
+"""The consensus write-ahead log: every input of the state machine, appended before it is
+handled, so that a restarted node replays the height it was in and signs nothing new by mistake.
+
+A record is `crc32 | length | payload` (both 4-byte big-endian; CRC-32 of the payload as zlib
+computes it) with a canonical payload [kind, time, ...]: 1 message [peer, message], 2 timeout
+[height, round, step], 3 end of height [height]. Peer messages and timeouts are written
+buffered; the node's own messages and end-height markers are fsynced before anything depends on
+them. On open, a torn or corrupt tail (a crash mid-write) is cut off and logged, never fatal.
+Replay returns the inputs after the last end-height marker. When the file passes its size
+limit at an end-height marker it is replaced by a file holding only that marker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from consensus.machine import Event, Step, TimeoutEvent
+from consensus.messages import Message, message_fields, message_from_fields
+from primitives.codec import DecodeError, decode, encode, field_int, field_list, field_text
+from primitives.files import sync_directory
+
+log = logging.getLogger("derivd.wal")
+
+KIND_MESSAGE = 1
+KIND_TIMEOUT = 2
+KIND_END_HEIGHT = 3
+
+MAX_RECORD_BYTES = 2 << 20
+HEADER = struct.Struct(">II")
+DEFAULT_ROTATE_BYTES = 64 << 20
+
+
+class WALError(RuntimeError):
+    """The WAL contradicts the stores (it is ahead of them) or cannot be written."""
+
+
+@dataclass(frozen=True, slots=True)
+class WALRecord:
+    time: int
+    event: Event | None
+    end_height: int | None = None
+
+
+def _encode_record(time: int, event: Event | None, end_height: int | None) -> bytes:
+    if end_height is not None:
+        payload = encode([KIND_END_HEIGHT, time, end_height])
+    elif isinstance(event, TimeoutEvent):
+        payload = encode([KIND_TIMEOUT, time, event.height, event.round, int(event.step)])
+    else:
+        assert event is not None and not isinstance(event, TimeoutEvent)
+        message: Message = event  # type: ignore[assignment]
+        payload = encode([KIND_MESSAGE, time, message.peer.encode(), message_fields(message)])
+    return HEADER.pack(zlib.crc32(payload), len(payload)) + payload
+
+
+def _decode_payload(payload: bytes) -> WALRecord:
+    fields = field_list(decode(payload, max_size=MAX_RECORD_BYTES), "wal record")
+    if len(fields) < 2:
+        raise DecodeError("wal record: too short")
+    kind = field_int(fields[0], "wal record.kind")
+    time = field_int(fields[1], "wal record.time", -(2**63), 2**63 - 1)
+    if kind == KIND_END_HEIGHT and len(fields) == 3:
+        return WALRecord(time, None, field_int(fields[2], "end height"))
+    if kind == KIND_TIMEOUT and len(fields) == 5:
+        step = Step(field_int(fields[4], "timeout.step", 1, 8))
+        event = TimeoutEvent(
+            field_int(fields[2], "timeout.height"), field_int(fields[3], "timeout.round"), step
+        )
+        return WALRecord(time, event)
+    if kind == KIND_MESSAGE and len(fields) == 4:
+        peer = field_text(fields[2], "message.peer", 128)
+        return WALRecord(time, message_from_fields(fields[3], peer))
+    raise DecodeError(f"wal record: unknown kind {kind}")
+
+
+def read_records(path: Path) -> tuple[list[WALRecord], int]:
+    """The records of a WAL file and the length of its valid prefix."""
+    records: list[WALRecord] = []
+    data = path.read_bytes() if path.exists() else b""
+    offset = 0
+    while offset + HEADER.size <= len(data):
+        crc, length = HEADER.unpack_from(data, offset)
+        start = offset + HEADER.size
+        if length > MAX_RECORD_BYTES or start + length > len(data):
+            break
+        payload = data[start : start + length]
+        if zlib.crc32(payload) != crc:
+            break
+        try:
+            records.append(_decode_payload(payload))
+        except (DecodeError, ValueError):
+            break
+        offset = start + length
+    return records, offset
+
+
+class WAL:
+    """Append-only log of one node's consensus inputs."""
+
+    def __init__(self, path: Path, rotate_bytes: int = DEFAULT_ROTATE_BYTES) -> None:
+        self.path = path
+        self.rotate_bytes = rotate_bytes
+        path.parent.mkdir(parents=True, exist_ok=True)
+        records, valid = read_records(path)
+        size = path.stat().st_size if path.exists() else 0
+        if valid < size:
+            log.warning(
+                "WAL %s: cutting a torn or corrupt tail of %d bytes at offset %d", path, size - valid, valid
+            )
+            with open(path, "r+b") as fh:
+                fh.truncate(valid)
+                os.fsync(fh.fileno())
+        self._records = records
+        self._fh = open(path, "ab")  # noqa: SIM115 - held open for the node's lifetime
+        self.size = valid
+
+    def replay_after_last_end_height(self, committed_height: int) -> list[WALRecord]:
+        """Inputs after the last end-height marker; WALError if the WAL is ahead of the stores."""
+        last_end = -1
+        for i, record in enumerate(self._records):
+            if record.end_height is not None:
+                if record.end_height > committed_height:
+                    raise WALError(
+                        f"WAL {self.path} marks height {record.end_height} as ended but the block store "
+                        f"is at {committed_height}: the data directory and the WAL do not belong together"
+                    )
+                last_end = i
+        replay = [r for r in self._records[last_end + 1 :] if r.event is not None]
+        self._records = []
+        return replay
+
+    def write(self, time: int, event: Event, sync: bool = False) -> None:
+        record = _encode_record(time, event, None)
+        if len(record) > MAX_RECORD_BYTES:
+            raise WALError(f"WAL record of {len(record)} bytes exceeds {MAX_RECORD_BYTES}")
+        self._append(record, sync)
+
+    def write_end_height(self, time: int, height: int) -> None:
+        record = _encode_record(time, None, height)
+        self._append(record, True)
+        if self.size > self.rotate_bytes:
+            self._rotate(record)
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def _append(self, record: bytes, sync: bool) -> None:
+        self._fh.write(record)
+        self.size += len(record)
+        if sync:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+
+    def _rotate(self, last_record: bytes) -> None:
+        fresh = self.path.with_name(self.path.name + ".new")
+        with open(fresh, "wb") as fh:
+            fh.write(last_record)
+            fh.flush()
+            os.fsync(fh.fileno())
+        self._fh.close()
+        os.replace(fresh, self.path)
+        sync_directory(self.path.parent)
+        self._fh = open(self.path, "ab")  # noqa: SIM115
+        self.size = len(last_record)
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()

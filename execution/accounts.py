@@ -1,0 +1,133 @@
+"""Quote accounts: the account record, the nonce rule of replay protection, balance moves, and the
+total supply record that the conservation invariant checks against.
+
+An account lives at `storage.schema.account_key(address)` as the canonical array
+`[balance, nonces]`: `balance` in quote units (micro-USD, >= 0) and `nonces` the sorted (strictly
+increasing) list of the highest nonces the account has used, at most 100. An absent key is the
+empty account (balance 0, no nonces); an account that becomes empty is deleted.
+
+Nonce rule (Hyperliquid): a new nonce must be unused, larger than the smallest kept nonce once 100
+are kept, and strictly within (block time - 2 days, block time + 1 day), all in milliseconds; block
+time is nanoseconds and is converted by floor division. After use the 100 highest are kept.
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+from dataclasses import dataclass
+from itertools import pairwise
+
+from execution.state import StateReader, StateView
+from primitives import codec
+from primitives.codec import DecodeError
+from primitives.keys import Address
+from storage import schema
+
+MAX_KEPT_NONCES = 100
+MAX_BALANCE = 2**63 - 1
+MS_PER_DAY = 24 * 60 * 60 * 1000
+NONCE_PAST_WINDOW_MS = 2 * MS_PER_DAY
+NONCE_FUTURE_WINDOW_MS = MS_PER_DAY
+NS_PER_MS = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """One account's quote balance and its recently used nonces (ascending)."""
+
+    balance: int = 0
+    nonces: tuple[int, ...] = ()
+
+    @property
+    def is_empty(self) -> bool:
+        return self.balance == 0 and not self.nonces
+
+    def encode(self) -> bytes:
+        return codec.encode([self.balance, list(self.nonces)])
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Account:
+        f = codec.field_list(codec.decode(raw), "account", 2)
+        balance = codec.field_int(f[0], "account.balance", 0, MAX_BALANCE)
+        items = codec.field_list(f[1], "account.nonces", max_len=MAX_KEPT_NONCES)
+        nonces = tuple(codec.field_int(n, f"account.nonces[{i}]") for i, n in enumerate(items))
+        if any(a >= b for a, b in pairwise(nonces)):
+            raise DecodeError("account.nonces: not strictly increasing")
+        return cls(balance, nonces)
+
+    def with_balance(self, balance: int) -> Account:
+        if not 0 <= balance <= MAX_BALANCE:
+            raise ValueError(f"balance {balance} is outside [0, {MAX_BALANCE}]")
+        return Account(balance, self.nonces)
+
+    def with_nonce(self, nonce: int) -> Account:
+        """This account with `nonce` recorded, keeping the highest `MAX_KEPT_NONCES`."""
+        nonces = list(self.nonces)
+        insort(nonces, nonce)
+        return Account(self.balance, tuple(nonces[-MAX_KEPT_NONCES:]))
+
+
+def load_account(state: StateReader, address: Address) -> Account:
+    raw = state.get(schema.account_key(address.raw))
+    return Account() if raw is None else Account.decode(raw)
+
+
+def store_account(view: StateView, address: Address, account: Account) -> None:
+    """Write `account`, or delete its key when it is empty."""
+    key = schema.account_key(address.raw)
+    if account.is_empty:
+        view.delete(key)
+    else:
+        view.put(key, account.encode())
+
+
+def block_time_ms(block_time_ns: int) -> int:
+    """Block time in milliseconds, rounded down."""
+    return block_time_ns // NS_PER_MS
+
+
+def nonce_error(account: Account, nonce: int, block_time_ns: int) -> str | None:
+    """Why `nonce` may not be used by `account` at `block_time_ns`, or None if it may."""
+    if nonce in account.nonces:
+        return f"nonce {nonce} was already used"
+    if len(account.nonces) >= MAX_KEPT_NONCES and nonce <= account.nonces[0]:
+        return (
+            f"nonce {nonce} is not above the smallest of the {MAX_KEPT_NONCES} kept nonces "
+            f"({account.nonces[0]})"
+        )
+    now = block_time_ms(block_time_ns)
+    low, high = now - NONCE_PAST_WINDOW_MS, now + NONCE_FUTURE_WINDOW_MS
+    if not low < nonce < high:
+        return f"nonce {nonce} is outside the window ({low}, {high}) around block time {now} ms"
+    return None
+
+
+def use_nonce(view: StateView, address: Address, nonce: int) -> None:
+    """Record `nonce` as used by `address` (the caller checked it with `nonce_error`)."""
+    store_account(view, address, load_account(view, address).with_nonce(nonce))
+
+
+class FundsError(Exception):
+    """A debit larger than the balance."""
+
+
+def move_quote(view: StateView, sender: Address, recipient: Address, amount: int) -> None:
+    """Move `amount` from `sender` to `recipient`; FundsError if the sender's balance is short."""
+    if sender == recipient:
+        raise ValueError("a quote move needs two different accounts")
+    source = load_account(view, sender)
+    if source.balance < amount:
+        raise FundsError(f"insufficient funds: balance {source.balance}, need {amount}")
+    store_account(view, sender, source.with_balance(source.balance - amount))
+    target = load_account(view, recipient)
+    store_account(view, recipient, target.with_balance(target.balance + amount))
+
+
+def load_supply(state: StateReader) -> int:
+    """The total quote supply fixed at genesis (0 before genesis)."""
+    raw = state.get(schema.APP_SUPPLY)
+    return 0 if raw is None else codec.field_int(codec.decode(raw), "supply", 0, MAX_BALANCE)
+
+
+def store_supply(view: StateView, total: int) -> None:
+    view.put(schema.APP_SUPPLY, codec.encode(total))

@@ -1,0 +1,264 @@
+"""`ExchangeApp`: derivd's application, the `consensus.app.Application` that consensus drives.
+
+It owns the life cycle of application state across heights:
+
+- committed state: LevelDB plus the last commit's changes (`execution.state.CommittedState`);
+  `APP_META` holds `[height, app_hash]` and `APP_BLOCK_TIME` the last block time (ns), both
+  written by `commit` next to the changes and both outside the app hash;
+- pending state: what `init_chain` and `finalize_block` produced and `commit` puts into the
+  node's batch (the DB is never written here; the node writes the batch atomically with the block,
+  before the next block starts);
+- check state: a view over committed state that accumulates every tx `check_tx` accepted since the
+  last commit, so several txs of one sender are checked in sequence; reset by `commit`.
+
+Block execution: all signatures of a block go to the batch verifier in one call (signatures seen
+by check_tx are cache hits); txs run in block order on a block view, each on a tx view of its own
+(`execution.executor`). Result codes are in `execution.codes`; queries in `execution.query`.
+
+App hash (`execution.apphash`): app_hash(H) = sha256(encode([prev_app_hash, H, merkle_root(
+leaves)])) where the leaves are encode([key, 1, value]) for each put and encode([key, 0, b""])
+for each delete of height H, sorted by key; init_chain uses prev_app_hash = b"" and
+H = initial_height - 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from consensus.app import (
+    OK,
+    CheckTxKind,
+    CheckTxResult,
+    ExecTxResult,
+    FinalizeBlockRequest,
+    FinalizeBlockResult,
+    InfoResult,
+    InitChainRequest,
+    InitChainResult,
+    ProposalRequest,
+    QueryResult,
+)
+from execution.accounts import Account, load_supply, store_account, store_supply
+from execution.apphash import app_hash
+from execution.codes import CODESPACE, Code
+from execution.executor import execute_tx, failure
+from execution.genesis_state import load_app_state
+from execution.query import QueryContext, run_query
+from execution.state import CommittedState, StateReader, StateView
+from execution.tx import Tx
+from primitives import codec
+from primitives.batch_verify import BatchVerifier
+from primitives.codec import DecodeError
+from storage import schema
+from storage.db import Database, WriteBatch
+
+APP_NAME = "derivd"
+APP_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class AppMeta:
+    """The `APP_META` record: the last committed height and its app hash."""
+
+    height: int = 0
+    app_hash: bytes = b""
+
+    def encode(self) -> bytes:
+        return codec.encode([self.height, self.app_hash])
+
+    @classmethod
+    def decode(cls, raw: bytes) -> AppMeta:
+        f = codec.field_list(codec.decode(raw), "app meta", 2)
+        return cls(codec.field_int(f[0], "app meta.height"), codec.field_bytes(f[1], "app meta.app_hash"))
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """State produced by init_chain or finalize_block and not yet committed."""
+
+    view: StateView
+    height: int
+    app_hash: bytes
+    time: int
+    is_genesis: bool
+
+
+def _decode_or_error(raw: bytes) -> Tx | DecodeError:
+    try:
+        return Tx.decode(raw)
+    except DecodeError as exc:
+        return exc
+
+
+def _load_block_time(db: Database) -> int:
+    raw = db.get(schema.APP_BLOCK_TIME)
+    return 0 if raw is None else codec.field_int(codec.decode(raw), "block time", -(2**63))
+
+
+class ExchangeApp:
+    """The exchange application over one LevelDB (see the module docstring)."""
+
+    def __init__(self, db: Database, chain_id: str, verifier: BatchVerifier) -> None:
+        self.chain_id = chain_id
+        self._verifier = verifier
+        self._committed = CommittedState(db)
+        raw_meta = db.get(schema.APP_META)
+        self._meta = AppMeta() if raw_meta is None else AppMeta.decode(raw_meta)
+        self._last_block_time = _load_block_time(db)
+        self._pending: _Pending | None = None
+        self._check_state = StateView(self._committed)
+
+    # -- info and genesis -----------------------------------------------------------------------
+
+    def info(self) -> InfoResult:
+        return InfoResult(
+            last_block_height=self._meta.height,
+            last_block_app_hash=self._meta.app_hash,
+            app_version=APP_VERSION,
+            data=APP_NAME,
+        )
+
+    def init_chain(self, request: InitChainRequest) -> InitChainResult:
+        if request.chain_id != self.chain_id:
+            raise ValueError(f"init_chain for chain {request.chain_id!r}, the app serves {self.chain_id!r}")
+        if self._meta.height > 0 or self._pending is not None:
+            raise RuntimeError(f"init_chain on an application already at height {self._head_height()}")
+        if request.initial_height < 1:
+            raise ValueError(f"initial height must be at least 1, got {request.initial_height}")
+        state = load_app_state(request.app_state)
+        view = StateView(self._committed)
+        for account in state.accounts:
+            store_account(view, account.address, Account(balance=account.balance))
+        store_supply(view, state.total_supply)
+        height = request.initial_height - 1
+        genesis_hash = app_hash(b"", height, view.changes())
+        self._pending = _Pending(view, height, genesis_hash, request.time, is_genesis=True)
+        self._last_block_time = request.time
+        self._check_state = StateView(view)
+        return InitChainResult(app_hash=genesis_hash)
+
+    # -- mempool ---------------------------------------------------------------------------------
+
+    def check_tx(self, tx: bytes, kind: CheckTxKind) -> CheckTxResult:
+        """Admit `tx` against the check state (NEW and RECHECK apply the same rules)."""
+        decoded = _decode_or_error(tx)
+        if isinstance(decoded, DecodeError):
+            return CheckTxResult(int(Code.MALFORMED_TX), f"malformed tx: {decoded}", CODESPACE)
+        sender = str(decoded.sender)
+        if not self._verifier.verify_one(*decoded.signed_item(self.chain_id)):
+            return CheckTxResult(int(Code.BAD_SIGNATURE), self._bad_signature_log(decoded), CODESPACE, sender)
+        view = StateView(self._check_state)
+        result = execute_tx(view, decoded, self._last_block_time)
+        if result.code != OK:
+            return CheckTxResult(result.code, result.log, CODESPACE, sender)
+        view.apply_to(self._check_state)
+        return CheckTxResult(OK, "", "", sender)
+
+    def _bad_signature_log(self, tx: Tx) -> str:
+        return f"bad signature: it does not verify for signer {tx.sender} on chain {self.chain_id!r}"
+
+    # -- proposals -------------------------------------------------------------------------------
+
+    def _signatures_ok(self, txs: list[Tx]) -> list[bool]:
+        """One verify_batch call for all of `txs`."""
+        return self._verifier.verify_batch([tx.signed_item(self.chain_id) for tx in txs])
+
+    def prepare_proposal(self, request: ProposalRequest) -> list[bytes]:
+        """The txs, in order, that decode and carry good signatures, up to `max_tx_bytes` in total
+        (if > 0): the first tx that does not fit ends the block."""
+        decoded = [(raw, _decode_or_error(raw)) for raw in request.txs]
+        candidates = [(raw, tx) for raw, tx in decoded if isinstance(tx, Tx)]
+        valid = self._signatures_ok([tx for _, tx in candidates])
+        chosen: list[bytes] = []
+        total = 0
+        for (raw, _), ok in zip(candidates, valid, strict=True):
+            if not ok:
+                continue
+            if request.max_tx_bytes > 0 and total + len(raw) > request.max_tx_bytes:
+                break
+            chosen.append(raw)
+            total += len(raw)
+        return chosen
+
+    def process_proposal(self, request: ProposalRequest) -> bool:
+        """False if any tx is malformed or badly signed."""
+        txs: list[Tx] = []
+        for raw in request.txs:
+            decoded = _decode_or_error(raw)
+            if isinstance(decoded, DecodeError):
+                return False
+            txs.append(decoded)
+        return all(self._signatures_ok(txs))
+
+    # -- blocks ----------------------------------------------------------------------------------
+
+    def _head_height(self) -> int:
+        return self._pending.height if self._pending is not None else self._meta.height
+
+    def finalize_block(self, request: FinalizeBlockRequest) -> FinalizeBlockResult:
+        """Execute the block into pending state; the DB is not touched."""
+        pending = self._pending
+        if pending is not None and not pending.is_genesis:
+            raise RuntimeError(f"finalize_block({request.height}) while block {pending.height} awaits commit")
+        if request.height != self._head_height() + 1:
+            raise ValueError(f"finalize_block({request.height}) after height {self._head_height()}")
+        base: StateReader = pending.view if pending is not None else self._committed
+        prev_hash = pending.app_hash if pending is not None else self._meta.app_hash
+        block_view = StateView(base)
+        results = self._execute_block(block_view, request)
+        new_hash = app_hash(prev_hash, request.height, block_view.changes())
+        if pending is not None:
+            block_view.apply_to(pending.view)
+            block_view = pending.view
+        self._pending = _Pending(block_view, request.height, new_hash, request.time, is_genesis=False)
+        self._last_block_time = request.time
+        return FinalizeBlockResult(tx_results=tuple(results), app_hash=new_hash)
+
+    def _execute_block(self, block_view: StateView, request: FinalizeBlockRequest) -> list[ExecTxResult]:
+        decoded = [_decode_or_error(raw) for raw in request.txs]
+        valid = iter(self._signatures_ok([tx for tx in decoded if isinstance(tx, Tx)]))
+        results: list[ExecTxResult] = []
+        for tx in decoded:
+            if isinstance(tx, DecodeError):
+                results.append(failure(Code.MALFORMED_TX, f"malformed tx: {tx}"))
+            elif not next(valid):
+                results.append(failure(Code.BAD_SIGNATURE, self._bad_signature_log(tx)))
+            else:
+                tx_view = StateView(block_view)
+                results.append(execute_tx(tx_view, tx, request.time))
+                tx_view.apply_to(block_view)
+        return results
+
+    def commit(self, batch: WriteBatch) -> int:
+        """Put the pending changes, `APP_META` and the block time into `batch`; retain height 0."""
+        pending = self._pending
+        if pending is None:
+            raise RuntimeError("commit without a finalized block")
+        changes = pending.view.changes()
+        for key, value in changes:
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        meta = AppMeta(pending.height, pending.app_hash)
+        batch.put(schema.APP_META, meta.encode())
+        batch.put(schema.APP_BLOCK_TIME, codec.encode(pending.time))
+        self._committed.advance(changes)
+        self._meta = meta
+        self._pending = None
+        self._check_state = StateView(self._committed)
+        return 0
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    def query(self, path: str, data: bytes, height: int, prove: bool) -> QueryResult:
+        return run_query(QueryContext(self._committed, self._meta.height, self._meta.app_hash), path, height)
+
+    def total_supply(self) -> int:
+        """The committed genesis supply."""
+        return load_supply(self._committed)
+
+    def total_quote(self) -> int:
+        """The sum of every committed account balance (conservation: equals `total_supply`)."""
+        accounts = self._committed.iterate(schema.APP_ACCOUNT_PREFIX)
+        return sum(Account.decode(raw).balance for _, raw in accounts)

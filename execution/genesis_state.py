@@ -1,0 +1,165 @@
+"""The genesis `app_state`: parsing and validating the JSON object, and `add_account` for
+`derivd genesis add-account`.
+
+    {"accounts": [{"address": "<40 hex>", "balance": "<int string, or JSON int>"}]}
+
+Every section is optional and defaults to empty; unknown keys are errors. Each error is an
+`AppStateError` that names the field path, e.g.
+`app_state.accounts[2].balance: must be a non-negative integer, got "x"`. To add a section: a
+field on `AppState`, its name in `SECTIONS`, a `_parse_<section>` function called from
+`parse_app_state`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from primitives.keys import Address
+
+MAX_SUPPLY = 2**63 - 1
+SECTIONS = ("accounts",)
+ACCOUNT_FIELDS = ("address", "balance")
+
+
+class AppStateError(ValueError):
+    """An invalid genesis app_state; the message starts with the path of the bad field."""
+
+
+@dataclass(frozen=True, slots=True)
+class GenesisAccount:
+    address: Address
+    balance: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppState:
+    """The validated genesis app state."""
+
+    accounts: tuple[GenesisAccount, ...] = ()
+
+    @property
+    def total_supply(self) -> int:
+        return sum(account.balance for account in self.accounts)
+
+
+def _show(value: object) -> str:
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _object(value: object, path: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise AppStateError(f"{path}: must be a JSON object, got {_show(value)}")
+    return value
+
+
+def _check_keys(obj: dict[str, Any], path: str, known: tuple[str, ...], required: bool) -> None:
+    for key in obj:
+        if key not in known:
+            raise AppStateError(f"{path}.{key}: unknown field (known: {', '.join(known)})")
+    if required:
+        for key in known:
+            if key not in obj:
+                raise AppStateError(f"{path}.{key}: missing")
+
+
+def _amount(value: object, path: str) -> int:
+    """A non-negative integer given as a JSON int or a string of decimal digits."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.isascii() and value.isdigit():
+        number = int(value)
+    else:
+        raise AppStateError(f"{path}: must be a non-negative integer, got {_show(value)}")
+    if not 0 <= number <= MAX_SUPPLY:
+        raise AppStateError(f"{path}: must be a non-negative integer up to {MAX_SUPPLY}, got {_show(value)}")
+    return number
+
+
+def _address(value: object, path: str) -> Address:
+    if not isinstance(value, str):
+        raise AppStateError(f"{path}: must be 40 hex digits, got {_show(value)}")
+    try:
+        return Address.parse(value)
+    except ValueError as exc:
+        raise AppStateError(f"{path}: must be 40 hex digits, got {_show(value)}") from exc
+
+
+def _parse_account(value: object, path: str) -> GenesisAccount:
+    obj = _object(value, path)
+    _check_keys(obj, path, ACCOUNT_FIELDS, required=True)
+    address = _address(obj["address"], f"{path}.address")
+    return GenesisAccount(address, _amount(obj["balance"], f"{path}.balance"))
+
+
+def _parse_accounts(value: object, path: str) -> tuple[GenesisAccount, ...]:
+    if not isinstance(value, list):
+        raise AppStateError(f"{path}: must be a JSON array, got {_show(value)}")
+    accounts: list[GenesisAccount] = []
+    first_seen: dict[Address, int] = {}
+    for i, item in enumerate(value):
+        account = _parse_account(item, f"{path}[{i}]")
+        if account.address in first_seen:
+            raise AppStateError(f"{path}[{i}].address: duplicate of {path}[{first_seen[account.address]}]")
+        first_seen[account.address] = i
+        accounts.append(account)
+    total = sum(account.balance for account in accounts)
+    if total > MAX_SUPPLY:
+        raise AppStateError(f"{path}: total supply {total} exceeds the maximum {MAX_SUPPLY}")
+    return tuple(accounts)
+
+
+def parse_app_state(value: object, path: str = "app_state") -> AppState:
+    """Validate a JSON-decoded app_state (None counts as empty)."""
+    obj = _object({} if value is None else value, path)
+    _check_keys(obj, path, SECTIONS, required=False)
+    return AppState(accounts=_parse_accounts(obj.get("accounts", []), f"{path}.accounts"))
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise AppStateError(f"app_state: duplicate JSON key {_show(key)}")
+        obj[key] = value
+    return obj
+
+
+def load_app_state(data: bytes) -> AppState:
+    """Parse the app_state JSON bytes handed to init_chain (empty bytes count as `{}`)."""
+    if not data.strip():
+        return AppState()
+    hook: Callable[[list[tuple[str, Any]]], dict[str, Any]] = _no_duplicate_keys
+    try:
+        value = json.loads(data, object_pairs_hook=hook)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AppStateError(f"app_state: not valid JSON: {exc}") from exc
+    return parse_app_state(value)
+
+
+def add_account(app_state: dict[str, Any], address: str, amount: int) -> dict[str, Any]:
+    """A new app_state with `amount` added to `address` (a new account if it has none).
+
+    The input is validated first and the result after; the input is not modified. Balances are
+    written as decimal strings, new addresses as lower-case hex.
+    """
+    parse_app_state(app_state)
+    target = _address(address, "address")
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
+        raise AppStateError(f"amount: must be a non-negative integer, got {_show(amount)}")
+    result = copy.deepcopy(app_state)
+    accounts: list[dict[str, Any]] = result.setdefault("accounts", [])
+    for i, entry in enumerate(accounts):
+        if _address(entry["address"], f"app_state.accounts[{i}].address") == target:
+            entry["balance"] = str(_amount(entry["balance"], f"app_state.accounts[{i}].balance") + amount)
+            break
+    else:
+        accounts.append({"address": str(target), "balance": str(amount)})
+    parse_app_state(result)
+    return result

@@ -1,0 +1,1 @@
+"""The composition root: config, CLI, wiring of services, JSON-RPC, metrics, logging, events."""

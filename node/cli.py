@@ -1,0 +1,441 @@
+"""The `derivd` command line, in the manner of `cometbft` and `simd`.
+
+Node commands work on a home directory (`--home`, default `$DERIVD_HOME` or `~/.derivd`);
+client commands talk JSON-RPC to `--node` (default http://127.0.0.1:26657) and print JSON.
+Errors are one line on stderr naming what is wrong, with a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import httpx
+import trio
+
+from consensus.privval import FilePrivValidator, PrivValError
+from execution.genesis_state import AppStateError, add_account
+from execution.tx import Transfer, build_tx
+from genesis.genesis import GenesisDoc, GenesisError, load_genesis, new_genesis, save_genesis
+from node import logs
+from node.config import Config, ConfigError, load_config, write_config
+from node.keystore import KeyStore, KeyStoreError
+from node.node import VERSION, Node, NodeStartError
+from p2p.nodekey import load_or_generate_node_key, node_id
+from primitives.keyfile import PUB_KEY_TYPE, KeyFileError, load_key_file
+from primitives.keys import Address
+from primitives.timefmt import NS_PER_MS
+from storage.db import StorageError
+
+DEFAULT_NODE = "http://127.0.0.1:26657"
+QUOTE_DECIMALS = 6
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("DERIVD_HOME", str(Path.home() / ".derivd")))
+
+
+def fail(message: str) -> NoReturn:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(1)
+
+
+def emit(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2))
+
+
+home_option = click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=default_home,
+    show_default="$DERIVD_HOME or ~/.derivd",
+    help="Node home directory.",
+)
+node_option = click.option("--node", default=DEFAULT_NODE, show_default=True, help="RPC address of a node.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """derivd: a full node for a derivatives chain (Tendermint BFT, order books, perpetuals)."""
+
+
+# -- node set-up ---------------------------------------------------------------------------------
+
+
+def _load(home: Path) -> tuple[Config, GenesisDoc]:
+    try:
+        config = load_config(home)
+        doc = load_genesis(config.path(config.base.genesis_file))
+    except (ConfigError, GenesisError) as exc:
+        fail(str(exc))
+    return config, doc
+
+
+def init_home(home: Path, moniker: str, chain_id: str | None) -> tuple[Config, GenesisDoc]:
+    """Create a node home like `cometbft init`: config, keys and a one-validator genesis; keeps
+    whatever already exists."""
+    config_path = home / "config" / "config.toml"
+    if config_path.exists():
+        try:
+            config = load_config(home)
+        except ConfigError as exc:
+            fail(str(exc))
+        click.echo(f"Found config file {config_path}", err=True)
+    else:
+        config = Config.default(home, moniker)
+        write_config(config)
+        click.echo(f"Generated config file {config_path}", err=True)
+    key_path = config.path(config.base.priv_validator_key_file)
+    state_path = config.path(config.base.priv_validator_state_file)
+    if key_path.exists():
+        privval = FilePrivValidator.load(key_path, state_path)
+        click.echo(f"Found private validator {key_path}", err=True)
+    else:
+        privval = FilePrivValidator.generate(key_path, state_path)
+        click.echo(f"Generated private validator {key_path}", err=True)
+    node_key_path = config.path(config.base.node_key_file)
+    existed = node_key_path.exists()
+    load_or_generate_node_key(node_key_path)
+    click.echo(f"{'Found' if existed else 'Generated'} node key {node_key_path}", err=True)
+    genesis_file = config.path(config.base.genesis_file)
+    if genesis_file.exists():
+        doc = load_genesis(genesis_file)
+        click.echo(f"Found genesis file {genesis_file}", err=True)
+    else:
+        chain = chain_id or f"derivd-{os.urandom(3).hex()}"
+        doc = new_genesis(chain, [(privval.public_key.raw, 10, moniker)], time.time_ns(), {"accounts": []})
+        save_genesis(doc, genesis_file)
+        click.echo(f"Generated genesis file {genesis_file}", err=True)
+    return config, doc
+
+
+@main.command()
+@home_option
+@click.option("--moniker", default=socket.gethostname, help="Node name.")
+@click.option("--chain-id", default=None, help="Chain id of a new genesis (default: derivd-<random>).")
+def init(home: Path, moniker: str, chain_id: str | None) -> None:
+    """Initialise a node home: config.toml, keys and genesis.json."""
+    try:
+        init_home(home, moniker, chain_id)
+    except (GenesisError, PrivValError, KeyFileError, OSError) as exc:
+        fail(str(exc))
+
+
+@main.group(name="genesis")
+def genesis_group() -> None:
+    """Edit genesis.json before the chain starts."""
+
+
+@genesis_group.command(name="add-account")
+@home_option
+@click.argument("address_or_key")
+@click.argument("amount", type=int)
+def genesis_add_account(home: Path, address_or_key: str, amount: int) -> None:
+    """Fund ADDRESS_OR_KEY (an address, or a key name in the key store) with AMOUNT quote units
+    (micro-USD) in genesis."""
+    config, doc = _load(home)
+    address = _resolve_address(home, address_or_key)
+    try:
+        app_state = add_account(doc.app_state, address, amount)
+    except AppStateError as exc:
+        fail(f"{config.path(config.base.genesis_file)}: {exc}")
+    save_genesis(replace(doc, app_state=app_state), config.path(config.base.genesis_file))
+    emit({"address": address, "added": str(amount)})
+
+
+def _resolve_address(home: Path, address_or_key: str) -> str:
+    try:
+        return str(Address.parse(address_or_key))
+    except ValueError:
+        pass
+    try:
+        return str(KeyStore(home).get(address_or_key).address)
+    except KeyStoreError as exc:
+        fail(f"{address_or_key!r} is neither an address nor a key name: {exc}")
+
+
+# -- running -------------------------------------------------------------------------------------
+
+
+@main.command()
+@home_option
+@click.option(
+    "--rpc.laddr", "rpc_laddr", default=None, help="RPC listen address, e.g. tcp://127.0.0.1:26657."
+)
+@click.option("--p2p.laddr", "p2p_laddr", default=None, help="P2P listen address, e.g. tcp://0.0.0.0:26656.")
+@click.option("--log_level", default=None, help="debug, info, warn or error.")
+def start(home: Path, rpc_laddr: str | None, p2p_laddr: str | None, log_level: str | None) -> None:
+    """Run the node until SIGINT or SIGTERM."""
+    config, doc = _load(home)
+    overrides = {k: v for k, v in {"rpc.laddr": rpc_laddr, "p2p.laddr": p2p_laddr}.items() if v}
+    if log_level:
+        overrides["base.log_level"] = log_level
+    try:
+        config = config.with_overrides(**overrides)
+    except ConfigError as exc:
+        fail(str(exc))
+    run_node(config, doc)
+
+
+def run_node(config: Config, doc: GenesisDoc) -> None:
+    logs.configure(config.base.log_level, config.base.log_format)
+    for key in config.unknown_keys:
+        click.echo(
+            f"warning: {config.home / 'config' / 'config.toml'}: unknown key {key} (ignored)", err=True
+        )
+    try:
+        trio.run(_run_until_signal, config, doc)
+    except (NodeStartError, StorageError, PrivValError, KeyFileError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        pass
+
+
+async def _run_until_signal(config: Config, doc: GenesisDoc) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(Node(config, doc).run)
+            async for signum in signals:
+                click.echo(f"received {signal.Signals(signum).name}, stopping", err=True)
+                nursery.cancel_scope.cancel()
+                break
+
+
+@main.command()
+@click.option(
+    "--home", type=click.Path(file_okay=False, path_type=Path), default=Path(".localnet"), show_default=True
+)
+def localnet(home: Path) -> None:
+    """Create a local single-validator chain under --home if absent (with a funded key `alice`)
+    and run it in the foreground."""
+    if not (home / "config" / "genesis.json").exists():
+        try:
+            _, doc = init_home(home, "localnet", "derivd-localnet")
+            store = KeyStore(home)
+            alice = store.add("alice")
+            genesis_file = home / "config" / "genesis.json"
+            state = add_account(doc.app_state, str(alice.address), 1_000_000 * 10**QUOTE_DECIMALS)
+            save_genesis(replace(doc, app_state=state), genesis_file)
+        except (GenesisError, KeyStoreError, AppStateError, PrivValError, OSError) as exc:
+            fail(str(exc))
+        click.echo(
+            f"localnet created in {home}: key 'alice' ({alice.address}) holds 1,000,000 USD.\n"
+            f"Try: derivd tx transfer --home {home} --from alice --to <address> --amount 1000000",
+            err=True,
+        )
+    config, doc = _load(home)
+    run_node(config, doc)
+
+
+@main.command(name="unsafe-reset-all")
+@home_option
+def unsafe_reset_all(home: Path) -> None:
+    """Delete the blockchain data and reset the validator's signing state (keeps keys,
+    config and genesis). Never do this to a validator that has signed on a live chain."""
+    config, _ = _load(home)
+    data = config.path(config.base.db_dir)
+    for child in (data / "derivd.db", config.path(config.consensus.wal_file).parent):
+        if child.exists():
+            shutil.rmtree(child)
+            click.echo(f"Removed {child}", err=True)
+    key_path = config.path(config.base.priv_validator_key_file)
+    if key_path.exists():
+        FilePrivValidator.load(key_path, config.path(config.base.priv_validator_state_file)).reset_state()
+        click.echo("Reset private validator state", err=True)
+
+
+@main.command(name="show-node-id")
+@home_option
+def show_node_id(home: Path) -> None:
+    """Print this node's p2p id."""
+    config, _ = _load(home)
+    try:
+        key = load_key_file(config.path(config.base.node_key_file))
+    except KeyFileError as exc:
+        fail(str(exc))
+    click.echo(node_id(key.public_key))
+
+
+@main.command(name="show-validator")
+@home_option
+def show_validator(home: Path) -> None:
+    """Print this node's validator public key."""
+    config, _ = _load(home)
+    try:
+        key = load_key_file(config.path(config.base.priv_validator_key_file))
+    except KeyFileError as exc:
+        fail(str(exc))
+    click.echo(json.dumps({"type": PUB_KEY_TYPE, "value": _b64(key.public_key.raw)}))
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+@main.command()
+def version() -> None:
+    """Print the version."""
+    click.echo(VERSION)
+
+
+# -- keys ----------------------------------------------------------------------------------------
+
+
+@main.group()
+def keys() -> None:
+    """Manage the key store under <home>/keys."""
+
+
+@keys.command(name="add")
+@home_option
+@click.argument("name")
+def keys_add(home: Path, name: str) -> None:
+    """Create a new key NAME."""
+    try:
+        emit(KeyStore(home).add(name).to_json())
+    except KeyStoreError as exc:
+        fail(str(exc))
+
+
+@keys.command(name="show")
+@home_option
+@click.argument("name")
+def keys_show(home: Path, name: str) -> None:
+    """Show key NAME's address and public key."""
+    try:
+        emit(KeyStore(home).get(name).to_json())
+    except KeyStoreError as exc:
+        fail(str(exc))
+
+
+@keys.command(name="list")
+@home_option
+def keys_list(home: Path) -> None:
+    """List the keys."""
+    try:
+        emit([k.to_json() for k in KeyStore(home).list()])
+    except KeyStoreError as exc:
+        fail(str(exc))
+
+
+# -- client commands -------------------------------------------------------------------------------
+
+
+class RPCClient:
+    """A small JSON-RPC client for the CLI."""
+
+    def __init__(self, url: str, timeout: float = 15.0) -> None:
+        self.url = url
+        self.timeout = timeout
+
+    def call(self, method: str, **params: Any) -> Any:
+        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+        try:
+            response = httpx.post(self.url, json=body, timeout=self.timeout)
+        except httpx.HTTPError as exc:
+            fail(f"cannot reach {self.url}: {exc}")
+        try:
+            payload = response.json()
+        except ValueError:
+            fail(f"{self.url} answered HTTP {response.status_code} without JSON")
+        if "error" in payload:
+            error = payload["error"]
+            fail(f"{method}: {error.get('message')}: {error.get('data', '')}".rstrip(": "))
+        return payload["result"]
+
+
+@main.command()
+@node_option
+def status(node: str) -> None:
+    """Print the node's status."""
+    emit(RPCClient(node).call("status"))
+
+
+@main.group()
+def tx() -> None:
+    """Sign and broadcast transactions."""
+
+
+@tx.command(name="transfer")
+@home_option
+@node_option
+@click.option("--from", "from_", required=True, help="Key name in the key store.")
+@click.option("--to", "to", required=True, help="Recipient address.")
+@click.option("--amount", type=int, required=True, help="Amount in quote units (micro-USD).")
+@click.option("--chain-id", default=None, help="Chain id (default: asked from the node).")
+@click.option("--nonce", type=int, default=None, help="Nonce (default: the current time in ms).")
+@click.option(
+    "--broadcast-mode", type=click.Choice(["sync", "async", "commit"]), default="commit", show_default=True
+)
+def tx_transfer(
+    home: Path,
+    node: str,
+    from_: str,
+    to: str,
+    amount: int,
+    chain_id: str | None,
+    nonce: int | None,
+    broadcast_mode: str,
+) -> None:
+    """Transfer AMOUNT from key FROM to address TO."""
+    try:
+        recipient = Address.parse(to)
+    except ValueError as exc:
+        fail(f"--to: {exc}")
+    if amount <= 0:
+        fail("--amount: must be positive")
+    try:
+        key = KeyStore(home).private_key(from_)
+    except KeyStoreError as exc:
+        fail(str(exc))
+    client = RPCClient(node)
+    chain = chain_id or client.call("status")["node_info"]["network"]
+    tx_nonce = nonce if nonce is not None else time.time_ns() // NS_PER_MS
+    raw = build_tx(key, chain, tx_nonce, [Transfer(recipient, amount)])
+    _broadcast(client, raw, broadcast_mode)
+
+
+def _broadcast(client: RPCClient, raw: bytes, mode: str) -> None:
+    result = client.call(f"broadcast_tx_{mode}", tx=base64.b64encode(raw).decode())
+    emit(result)
+    code = result.get("code", 0)
+    if mode == "commit":
+        code = result["check_tx"]["code"] or result["tx_result"]["code"]
+    if code:
+        sys.exit(2)
+
+
+@main.group()
+def query() -> None:
+    """Query application state."""
+
+
+@query.command(name="account")
+@node_option
+@click.argument("address")
+@click.option("--height", type=int, default=0, help="Height to query at (0: latest).")
+def query_account(node: str, address: str, height: int) -> None:
+    """Show an account's balance and recent nonces."""
+    try:
+        parsed = Address.parse(address)
+    except ValueError as exc:
+        fail(str(exc))
+    emit(_abci_query(RPCClient(node), f"/accounts/{parsed}", height))
+
+
+def _abci_query(client: RPCClient, path: str, height: int = 0) -> Any:
+    response = client.call("abci_query", path=path, data="", height=str(height), prove=False)["response"]
+    if response["code"] != 0:
+        fail(f"query {path}: {response['log']} (code {response['code']})")
+    value = base64.b64decode(response["value"] or "")
+    return json.loads(value) if value else None

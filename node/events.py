@@ -1,0 +1,91 @@
+"""The node's event bus: what happened in each committed block, for RPC waiters and subscribers.
+
+The block executor's commit listener publishes a NewBlock event and one Tx event per
+transaction; subscribers receive the events their predicate accepts on a bounded trio channel.
+A subscriber that falls behind loses its subscription (CometBFT closes slow clients the same
+way) rather than slowing consensus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from consensus.app import ExecTxResult
+from consensus.execution import BlockResults
+from consensus.types import Block, BlockID
+from primitives.hashing import sha256
+
+
+@dataclass(frozen=True, slots=True)
+class NewBlock:
+    block: Block
+    block_id: BlockID
+    results: BlockResults
+
+
+@dataclass(frozen=True, slots=True)
+class TxCommitted:
+    height: int
+    index: int
+    tx: bytes
+    hash: bytes
+    result: ExecTxResult
+
+
+BusEvent = NewBlock | TxCommitted
+Predicate = Callable[[BusEvent], bool]
+
+
+class Subscription:
+    def __init__(self, bus: EventBus, predicate: Predicate, buffer: int) -> None:
+        self._bus = bus
+        self.predicate = predicate
+        self.send, self.receive = trio.open_memory_channel[BusEvent](buffer)
+        self.cancelled_reason = ""
+
+    def close(self) -> None:
+        self._bus.unsubscribe(self)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._subscriptions: list[Subscription] = []
+        self.published = 0
+
+    def subscribe(self, predicate: Predicate, buffer: int = 100) -> Subscription:
+        subscription = Subscription(self, predicate, buffer)
+        self._subscriptions.append(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        if subscription in self._subscriptions:
+            self._subscriptions.remove(subscription)
+            subscription.send.close()
+
+    def publish(self, event: BusEvent) -> None:
+        self.published += 1
+        for subscription in list(self._subscriptions):
+            if not subscription.predicate(event):
+                continue
+            try:
+                subscription.send.send_nowait(event)
+            except trio.WouldBlock:
+                subscription.cancelled_reason = "slow client"
+                self.unsubscribe(subscription)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                self.unsubscribe(subscription)
+
+    def on_commit(self, block: Block, block_id: BlockID, results: BlockResults) -> None:
+        """Publish a committed block and its transactions."""
+        self.publish(NewBlock(block, block_id, results))
+        for index, (tx, result) in enumerate(zip(block.txs, results.tx_results, strict=True)):
+            self.publish(TxCommitted(block.height, index, tx, sha256(tx), result))

@@ -1,0 +1,143 @@
+"""CometBFT's JSON forms of chain types, for RPC responses and the CLI.
+
+Conventions (REFERENCE.md): 64-bit integers as decimal strings, bytes as base64, hashes and
+addresses as upper-case hex, times as RFC 3339 with nanoseconds, keys as {type, value}.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from consensus.app import CheckTxResult, Event, ExecTxResult, QueryResult
+from consensus.types import Block, BlockID, Commit, Header, PartSetHeader
+from consensus.validators import Validator, ValidatorSet
+from primitives.keyfile import PUB_KEY_TYPE
+from primitives.timefmt import format_rfc3339
+
+JSON = dict[str, Any]
+
+
+def hex_upper(raw: bytes) -> str:
+    return raw.hex().upper()
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def pub_key(raw: bytes) -> JSON:
+    return {"type": PUB_KEY_TYPE, "value": b64(raw)}
+
+
+def part_set_header(header: PartSetHeader) -> JSON:
+    return {"total": header.total, "hash": hex_upper(header.hash)}
+
+
+def block_id(value: BlockID) -> JSON:
+    return {"hash": hex_upper(value.hash), "parts": part_set_header(value.parts)}
+
+
+def header(h: Header) -> JSON:
+    return {
+        "version": {"block": str(h.version_block), "app": str(h.version_app)},
+        "chain_id": h.chain_id,
+        "height": str(h.height),
+        "time": format_rfc3339(h.time),
+        "last_block_id": block_id(h.last_block_id),
+        "last_commit_hash": hex_upper(h.last_commit_hash),
+        "data_hash": hex_upper(h.data_hash),
+        "validators_hash": hex_upper(h.validators_hash),
+        "next_validators_hash": hex_upper(h.next_validators_hash),
+        "consensus_hash": hex_upper(h.consensus_hash),
+        "app_hash": hex_upper(h.app_hash),
+        "last_results_hash": hex_upper(h.last_results_hash),
+        "evidence_hash": hex_upper(h.evidence_hash),
+        "proposer_address": hex_upper(h.proposer_address),
+    }
+
+
+def commit(c: Commit) -> JSON:
+    return {
+        "height": str(c.height),
+        "round": c.round,
+        "block_id": block_id(c.block_id),
+        "signatures": [
+            {
+                "block_id_flag": int(s.flag),
+                "validator_address": hex_upper(s.validator_address),
+                "timestamp": format_rfc3339(s.timestamp) if s.timestamp else "0001-01-01T00:00:00Z",
+                "signature": b64(s.signature) if s.signature else None,
+            }
+            for s in c.signatures
+        ],
+    }
+
+
+def block(b: Block) -> JSON:
+    return {
+        "header": header(b.header),
+        "data": {"txs": [b64(tx) for tx in b.txs]},
+        "evidence": {"evidence": [b64(e) for e in b.evidence]},
+        "last_commit": commit(b.last_commit),
+    }
+
+
+def validator(v: Validator) -> JSON:
+    return {
+        "address": hex_upper(v.address),
+        "pub_key": pub_key(v.pub_key),
+        "voting_power": str(v.power),
+        "proposer_priority": str(v.proposer_priority),
+    }
+
+
+def validator_list(vs: ValidatorSet) -> list[JSON]:
+    return [validator(v) for v in vs.validators]
+
+
+def event(e: Event) -> JSON:
+    return {
+        "type": e.type,
+        "attributes": [{"key": a.key, "value": a.value, "index": a.index} for a in e.attributes],
+    }
+
+
+def exec_tx_result(r: ExecTxResult) -> JSON:
+    return {
+        "code": r.code,
+        "data": b64(r.data) if r.data else None,
+        "log": r.log,
+        "info": "",
+        "gas_wanted": "0",
+        "gas_used": "0",
+        "events": [event(e) for e in r.events],
+        "codespace": r.codespace,
+    }
+
+
+def check_tx_result(r: CheckTxResult) -> JSON:
+    return {
+        "code": r.code,
+        "data": None,
+        "log": r.log,
+        "info": "",
+        "gas_wanted": "0",
+        "gas_used": "0",
+        "events": [],
+        "codespace": r.codespace,
+    }
+
+
+def query_result(r: QueryResult) -> JSON:
+    return {
+        "code": r.code,
+        "log": r.log,
+        "info": r.info,
+        "index": "0",
+        "key": b64(r.key) if r.key else None,
+        "value": b64(r.value) if r.value else None,
+        "proofOps": None,
+        "height": str(r.height),
+        "codespace": r.codespace,
+    }

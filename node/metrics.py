@@ -1,0 +1,110 @@
+"""Prometheus metrics with CometBFT's names (`<namespace>_<subsystem>_<name>`, label chain_id),
+served on `[instrumentation] prometheus_listen_addr` at /metrics.
+
+Subsystems keep plain statistics; the collector here reads them at scrape time, so nothing
+outside node/ imports prometheus_client. The one thing a scrape cannot read afterwards, the
+interval between blocks, is observed into a histogram by a commit listener.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from consensus.execution import BlockResults
+from consensus.mempool import Mempool
+from consensus.service import ConsensusService
+from consensus.state import ChainState
+from consensus.types import Block, BlockID
+
+BLOCK_INTERVAL_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
+
+
+@dataclass
+class ChainStats:
+    """Figures of committed blocks, updated by the commit listener."""
+
+    height: int = 0
+    num_txs: int = 0
+    total_txs: int = 0
+    block_size_bytes: int = 0
+    last_block_time: int = 0
+
+
+class NodeCollector(Collector):
+    def __init__(
+        self, namespace: str, chain_id: str, consensus: ConsensusService, mempool: Mempool, stats: ChainStats
+    ):
+        self.ns = namespace
+        self.chain_id = chain_id
+        self.consensus = consensus
+        self.mempool = mempool
+        self.stats = stats
+
+    def _gauge(self, subsystem: str, name: str, doc: str, value: float) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(f"{self.ns}_{subsystem}_{name}", doc, labels=["chain_id"])
+        family.add_metric([self.chain_id], value)
+        return family
+
+    def _counter(self, subsystem: str, name: str, doc: str, value: float) -> CounterMetricFamily:
+        family = CounterMetricFamily(f"{self.ns}_{subsystem}_{name}", doc, labels=["chain_id"])
+        family.add_metric([self.chain_id], value)
+        return family
+
+    def collect(self) -> Iterator[Metric]:
+        machine = self.consensus.machine
+        state = machine.state
+        s = self.stats
+        yield self._gauge("consensus", "height", "Height of the chain.", machine.height)
+        yield self._gauge("consensus", "latest_block_height", "Latest block height.", s.height)
+        yield self._gauge("consensus", "rounds", "Number of rounds.", machine.round)
+        yield self._gauge("consensus", "validators", "Number of validators.", len(state.validators))
+        yield self._gauge(
+            "consensus", "validators_power", "Total power of all validators.", state.validators.total_power
+        )
+        yield self._gauge("consensus", "num_txs", "Number of transactions in the latest block.", s.num_txs)
+        yield self._gauge("consensus", "total_txs", "Total number of transactions.", s.total_txs)
+        yield self._gauge("consensus", "block_size_bytes", "Size of the latest block.", s.block_size_bytes)
+        yield self._gauge("mempool", "size", "Number of uncommitted transactions.", len(self.mempool))
+        yield self._gauge(
+            "mempool", "size_bytes", "Total size of the mempool in bytes.", self.mempool.size_bytes
+        )
+        ms = self.mempool.stats
+        yield self._counter("mempool", "failed_txs", "Transactions that failed check_tx.", ms.failed_txs)
+        yield self._counter(
+            "mempool", "rejected_txs", "Transactions rejected by the mempool.", ms.rejected_txs
+        )
+        yield self._counter("mempool", "evicted_txs", "Transactions evicted on recheck.", ms.evicted_txs)
+        yield self._counter("mempool", "recheck_times", "Times the mempool rechecked.", ms.recheck_times)
+
+
+class NodeMetrics:
+    """The registry and the commit listener that keeps ChainStats and the interval histogram."""
+
+    def __init__(self, namespace: str, chain_id: str, consensus: ConsensusService, mempool: Mempool) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.stats = ChainStats()
+        self.registry.register(NodeCollector(namespace, chain_id, consensus, mempool, self.stats))
+        self.block_interval = Histogram(
+            "block_interval_seconds",
+            "Time between this and the last block.",
+            ["chain_id"],
+            namespace=namespace,
+            subsystem="consensus",
+            buckets=BLOCK_INTERVAL_BUCKETS,
+            registry=self.registry,
+        ).labels(chain_id=chain_id)
+
+    def on_commit(self, block: Block, block_id: BlockID, results: BlockResults, state: ChainState) -> None:
+        s = self.stats
+        if s.last_block_time:
+            self.block_interval.observe(max(0, block.header.time - s.last_block_time) / 1e9)
+        s.last_block_time = block.header.time
+        s.height = block.height
+        s.num_txs = len(block.txs)
+        s.total_txs += len(block.txs)
+        s.block_size_bytes = len(block.encode())

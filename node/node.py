@@ -1,0 +1,225 @@
+"""The composition root: opens the stores, builds the application, consensus, mempool, RPC and
+metrics from the config and genesis, and runs them as services under one trio nursery.
+
+Start-up order: database, application, handshake (InitChain or a consistency check), private
+validator, WAL, consensus (which replays the WAL), then the RPC and metrics servers. Shutdown
+(cancellation) stops the servers and consensus, flushes the WAL and closes the database; the
+last committed height is always whole on disk, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+from prometheus_client import make_asgi_app
+
+from consensus.app import InitChainRequest, ValidatorUpdate
+from consensus.execution import AppProposalSource, BlockExecutor, handshake
+from consensus.machine import ConsensusMachine, TimeoutConfig
+from consensus.mempool import Mempool, MempoolConfig
+from consensus.privval import FilePrivValidator
+from consensus.service import ConsensusService
+from consensus.state import ConsensusParams
+from consensus.wal import WAL
+from execution.app import ExchangeApp
+from genesis.genesis import GenesisDoc
+from node.config import Config, parse_laddr
+from node.events import EventBus
+from node.metrics import NodeMetrics
+from node.rpc import NodeInfo, RPCEnv, make_app
+from p2p.nodekey import load_or_generate_node_key, node_id
+from primitives.batch_verify import BatchVerifier
+from storage.blockstore import BlockStore
+from storage.db import Database
+from storage.statestore import StateStore
+
+log = logging.getLogger("derivd.node")
+
+VERSION = "0.1.0"
+
+
+def consensus_params(doc: GenesisDoc) -> ConsensusParams:
+    return ConsensusParams.from_fields(doc.consensus_params.to_fields())
+
+
+def init_chain_request(doc: GenesisDoc) -> InitChainRequest:
+    return InitChainRequest(
+        chain_id=doc.chain_id,
+        time=doc.genesis_time,
+        initial_height=doc.initial_height,
+        validators=tuple(ValidatorUpdate(v.pub_key, v.power) for v in doc.validators),
+        app_state=json.dumps(doc.app_state, sort_keys=True, separators=(",", ":")).encode(),
+    )
+
+
+def timeout_config(config: Config) -> TimeoutConfig:
+    c = config.consensus
+    return TimeoutConfig(
+        propose=c.timeout_propose,
+        propose_delta=c.timeout_propose_delta,
+        prevote=c.timeout_prevote,
+        prevote_delta=c.timeout_prevote_delta,
+        precommit=c.timeout_precommit,
+        precommit_delta=c.timeout_precommit_delta,
+        commit=c.timeout_commit,
+        skip_timeout_commit=c.skip_timeout_commit,
+    )
+
+
+def mempool_config(config: Config) -> MempoolConfig:
+    m = config.mempool
+    return MempoolConfig(
+        size=m.size,
+        max_txs_bytes=m.max_txs_bytes,
+        max_tx_bytes=m.max_tx_bytes,
+        cache_size=m.cache_size,
+        keep_invalid_txs_in_cache=m.keep_invalid_txs_in_cache,
+        recheck=m.recheck,
+    )
+
+
+@dataclass
+class Listening:
+    """Where the node's servers listen (filled once they are bound)."""
+
+    rpc: str = ""
+    metrics: str = ""
+
+
+class Node:
+    """A full node (a validator if its key is in the validator set)."""
+
+    def __init__(self, config: Config, genesis: GenesisDoc) -> None:
+        self.config = config
+        self.genesis = genesis
+        self.listening = Listening()
+
+    async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
+        config, doc = self.config, self.genesis
+        db = Database(config.path(config.base.db_dir) / "derivd.db")
+        verifier = BatchVerifier()
+        try:
+            app = ExchangeApp(db, doc.chain_id, verifier)
+            blocks, states = BlockStore(db), StateStore(db)
+            mempool = Mempool(mempool_config(config), app.check_tx)
+            state, last_commit = handshake(
+                app, states, blocks, init_chain_request(doc), consensus_params(doc)
+            )
+            privval = FilePrivValidator.load(
+                config.path(config.base.priv_validator_key_file),
+                config.path(config.base.priv_validator_state_file),
+            )
+            node_key = load_or_generate_node_key(config.path(config.base.node_key_file))
+            address = privval.address if state.validators.get(privval.address) is not None else None
+            machine = ConsensusMachine(
+                state,
+                privval.address,
+                timeout_config(config),
+                AppProposalSource(app, mempool),
+                verifier.verify_batch,
+            )
+            wal = WAL(config.path(config.consensus.wal_file))
+            executor = BlockExecutor(db, blocks, states, app, mempool, config.storage.retain_blocks)
+            service = ConsensusService(machine, wal, privval, executor, last_commit)
+            bus = EventBus()
+            metrics = NodeMetrics(config.instrumentation.namespace, doc.chain_id, service, mempool)
+            executor.listeners.append(lambda b, bid, res, st: bus.on_commit(b, bid, res))
+            executor.listeners.append(metrics.on_commit)
+            self.db, self.app, self.mempool, self.blocks, self.service, self.bus = (
+                db,
+                app,
+                mempool,
+                blocks,
+                service,
+                bus,
+            )
+            log.info(
+                "starting node chain_id=%s height=%d validator=%s node_id=%s",
+                doc.chain_id,
+                state.height,
+                "yes" if address else "no",
+                node_id(node_key.public_key),
+            )
+            rpc_env = RPCEnv(
+                info=NodeInfo(
+                    node_id=node_id(node_key.public_key),
+                    listen_addr=config.p2p.laddr,
+                    network=doc.chain_id,
+                    version=VERSION,
+                    moniker=config.base.moniker,
+                    rpc_address=config.rpc.laddr,
+                ),
+                genesis=doc.to_json(),
+                blocks=blocks,
+                states=states,
+                executor=executor,
+                consensus=service,
+                mempool=mempool,
+                app=app,
+                bus=bus,
+                validator_pub_key=privval.public_key.raw,
+                timeout_broadcast_tx_commit=config.rpc.timeout_broadcast_tx_commit / 1e9,
+                max_batch=config.rpc.max_request_batch_size,
+                max_body_bytes=config.rpc.max_body_bytes,
+            )
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(service.run)
+                    self.listening.rpc = await _start_server(
+                        nursery, make_app(rpc_env), config.rpc.laddr, config.rpc.max_open_connections
+                    )
+                    if config.instrumentation.prometheus:
+                        self.listening.metrics = await _start_server(
+                            nursery,
+                            make_asgi_app(metrics.registry),
+                            config.instrumentation.prometheus_listen_addr,
+                            config.instrumentation.max_open_connections,
+                        )
+                    log.info("rpc listening on %s", self.listening.rpc)
+                    task_status.started(self)
+            finally:
+                wal.close()
+        finally:
+            verifier.close()
+            db.close()
+            log.info("node stopped")
+
+
+async def _serve(
+    app: object,
+    laddr: str,
+    max_connections: int,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve an ASGI app on `laddr` until cancelled; report the bound address."""
+    host, port = parse_laddr(laddr)
+    hconfig = HypercornConfig()
+    hconfig.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    hconfig.accesslog = None
+    hconfig.errorlog = logging.getLogger("hypercorn.error")
+    hconfig.graceful_timeout = 1.0
+    del max_connections  # hypercorn has no connection cap (CometBFT's default is 900)
+    try:
+        await serve(app, hconfig, task_status=task_status)  # type: ignore[arg-type]
+    except OSError as exc:
+        raise NodeStartError(f"cannot listen on {laddr}: {exc.strerror or exc}") from exc
+
+
+class NodeStartError(RuntimeError):
+    """The node cannot start; the message says why."""
+
+
+def genesis_path(config: Config) -> Path:
+    return config.path(config.base.genesis_file)
+
+
+async def _start_server(nursery: trio.Nursery, app: object, laddr: str, max_connections: int) -> str:
+    binds: list[str] = await nursery.start(_serve, app, laddr, max_connections)
+    return binds[0] if binds else laddr

@@ -1,0 +1,630 @@
+"""JSON-RPC 2.0 server with CometBFT's method names, parameters and response shapes.
+
+Served by hypercorn (trio worker) as a Starlette app: JSON-RPC POST to `/` (single calls and
+batches of up to `max_request_batch_size`), URI GET `/<method>?param=value` (strings may be
+quoted, bytes given as 0x-hex or quoted text, as in CometBFT), and a plain index at `/`.
+Handlers run on the node's trio thread and read the stores directly; they never block on I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from consensus.app import Application, ExecTxResult
+from consensus.execution import BlockExecutor
+from consensus.mempool import Mempool, MempoolError
+from consensus.service import ConsensusService
+from consensus.types import NIL_BLOCK_ID, Block, Commit
+from consensus.validators import ValidatorSet
+from node import jsonfmt
+from node.events import EventBus, TxCommitted
+from primitives.codec import DecodeError, decode
+from primitives.hashing import sha256
+from primitives.keys import Address
+from primitives.timefmt import format_rfc3339
+from storage.blockstore import BlockStore
+from storage.statestore import StateStore
+
+log = logging.getLogger("derivd.rpc")
+
+JSON = dict[str, Any]
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+
+
+class RPCError(Exception):
+    def __init__(self, code: int, message: str, data: str = "") -> None:
+        super().__init__(data or message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+def invalid_params(data: str) -> RPCError:
+    return RPCError(INVALID_PARAMS, "Invalid params", data)
+
+
+def internal(data: str) -> RPCError:
+    return RPCError(INTERNAL_ERROR, "Internal error", data)
+
+
+@dataclass
+class NodeInfo:
+    node_id: str
+    listen_addr: str
+    network: str
+    version: str
+    moniker: str
+    rpc_address: str
+    channels: str = "40202122233038"
+
+
+@dataclass
+class RPCEnv:
+    """What the handlers read: the node's stores and services."""
+
+    info: NodeInfo
+    genesis: JSON
+    blocks: BlockStore
+    states: StateStore
+    executor: BlockExecutor
+    consensus: ConsensusService
+    mempool: Mempool
+    app: Application
+    bus: EventBus
+    validator_pub_key: bytes | None
+    timeout_broadcast_tx_commit: float = 10.0
+    max_batch: int = 10
+    max_body_bytes: int = 1_000_000
+    catching_up: Callable[[], bool] = field(default=lambda: False)
+
+
+# -- parameters ----------------------------------------------------------------------------------
+
+
+def _unquote(text: str) -> str:
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        return text[1:-1]
+    return text
+
+
+def p_int(value: Any, name: str, default: int | None = None) -> int | None:
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        raise invalid_params(f"{name}: expected an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(_unquote(value))
+        except ValueError:
+            pass
+    raise invalid_params(f"{name}: expected an integer, got {value!r}")
+
+
+def p_str(value: Any, name: str, default: str = "") -> str:
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise invalid_params(f"{name}: expected a string")
+    return _unquote(value)
+
+
+def p_bool(value: Any, name: str) -> bool:
+    if value is None or value == "":
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and _unquote(value).lower() in ("true", "false"):
+        return _unquote(value).lower() == "true"
+    raise invalid_params(f"{name}: expected true or false")
+
+
+def p_bytes(value: Any, name: str, uri: bool, hex_default: bool = False) -> bytes:
+    """Bytes: 0x-hex anywhere; in URI calls a quoted string is its text; in JSON, base64 (or
+    hex for parameters CometBFT types as HexBytes)."""
+    if value is None:
+        return b""
+    if not isinstance(value, str):
+        raise invalid_params(f"{name}: expected a string")
+    try:
+        if value.startswith(("0x", "0X")):
+            return bytes.fromhex(value[2:])
+        if uri:
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                return value[1:-1].encode()
+            return bytes.fromhex(value) if hex_default else base64.b64decode(value, validate=True)
+        if hex_default:
+            return bytes.fromhex(value)
+        return base64.b64decode(value, validate=True)
+    except ValueError as exc:
+        raise invalid_params(f"{name}: not valid {'hex' if hex_default else 'base64 or 0x-hex'}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    params: dict[str, Any]
+    uri: bool
+
+    def get(self, name: str) -> Any:
+        return self.params.get(name)
+
+
+Handler = Callable[[RPCEnv, Call], Awaitable[JSON]]
+METHODS: dict[str, tuple[Handler, tuple[str, ...]]] = {}
+
+
+def method(name: str, *params: str) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        METHODS[name] = (fn, params)
+        return fn
+
+    return register
+
+
+# -- helpers over the stores -----------------------------------------------------------------------
+
+
+def _height(env: RPCEnv, call: Call, name: str = "height") -> int:
+    latest = env.blocks.height
+    height = p_int(call.get(name), name, 0) or latest
+    if height <= 0:
+        raise invalid_params(f"{name}: must be greater than 0, but got {height}")
+    if height > latest:
+        raise invalid_params(
+            f"{name} {height} must be less than or equal to the current blockchain height {latest}"
+        )
+    if height < env.blocks.base:
+        raise invalid_params(f"{name} {height} is not available, lowest height is {env.blocks.base}")
+    return height
+
+
+def _load_block(env: RPCEnv, height: int) -> Block:
+    raw = env.blocks.load_block(height)
+    if raw is None:
+        raise internal(f"block {height} is not in the block store")
+    return Block.decode(raw)
+
+
+def _block_id_json(env: RPCEnv, block: Block) -> JSON:
+    """The block id the commit of `block` names (it carries the part-set header)."""
+    raw = env.blocks.load_seen_commit(block.height)
+    if raw is None:
+        raise internal(f"commit {block.height} is not in the block store")
+    return jsonfmt.block_id(Commit.decode(raw).block_id)
+
+
+def _validators_at(env: RPCEnv, height: int) -> ValidatorSet:
+    raw = env.states.load_validators(height)
+    if raw is None:
+        state = env.consensus.machine.state
+        if height == state.height:
+            return state.validators
+        raise invalid_params(f"validators for height {height} are not stored")
+    try:
+        return ValidatorSet.from_fields(decode(raw))
+    except DecodeError as exc:
+        raise internal(f"stored validator set {height} is corrupt: {exc}") from exc
+
+
+# -- info methods ----------------------------------------------------------------------------------
+
+
+@method("health")
+async def health(env: RPCEnv, call: Call) -> JSON:
+    return {}
+
+
+@method("status")
+async def status(env: RPCEnv, call: Call) -> JSON:
+    state = env.consensus.machine.state
+    latest_hash, latest_time, earliest_hash, earliest_time = b"", 0, b"", 0
+    earliest_app_hash = b""
+    if env.blocks.height:
+        latest = _load_block(env, env.blocks.height)
+        latest_hash, latest_time = latest.hash, latest.header.time
+        earliest = _load_block(env, env.blocks.base)
+        earliest_hash, earliest_time = earliest.hash, earliest.header.time
+        earliest_app_hash = earliest.header.app_hash
+    validator_info: JSON = {"address": "", "pub_key": None, "voting_power": "0"}
+    if env.validator_pub_key is not None:
+        address = Address.from_public_key(env.validator_pub_key).raw
+        member = state.validators.get(address)
+        validator_info = {
+            "address": jsonfmt.hex_upper(address),
+            "pub_key": jsonfmt.pub_key(env.validator_pub_key),
+            "voting_power": str(member.power if member else 0),
+        }
+    return {
+        "node_info": {
+            "protocol_version": {"p2p": "8", "block": "11", "app": "0"},
+            "id": env.info.node_id,
+            "listen_addr": env.info.listen_addr,
+            "network": env.info.network,
+            "version": env.info.version,
+            "channels": env.info.channels,
+            "moniker": env.info.moniker,
+            "other": {"tx_index": "on", "rpc_address": env.info.rpc_address},
+        },
+        "sync_info": {
+            "latest_block_hash": jsonfmt.hex_upper(latest_hash),
+            "latest_app_hash": jsonfmt.hex_upper(state.app_hash),
+            "latest_block_height": str(env.blocks.height),
+            "latest_block_time": format_rfc3339(latest_time) if latest_time else "",
+            "earliest_block_hash": jsonfmt.hex_upper(earliest_hash),
+            "earliest_app_hash": jsonfmt.hex_upper(earliest_app_hash),
+            "earliest_block_height": str(env.blocks.base),
+            "earliest_block_time": format_rfc3339(earliest_time) if earliest_time else "",
+            "catching_up": env.catching_up(),
+        },
+        "validator_info": validator_info,
+    }
+
+
+@method("net_info")
+async def net_info(env: RPCEnv, call: Call) -> JSON:
+    return {
+        "listening": True,
+        "listeners": [f"Listener({env.info.listen_addr})"],
+        "n_peers": "0",
+        "peers": [],
+    }
+
+
+@method("genesis")
+async def genesis(env: RPCEnv, call: Call) -> JSON:
+    return {"genesis": env.genesis}
+
+
+@method("abci_info")
+async def abci_info(env: RPCEnv, call: Call) -> JSON:
+    info = env.app.info()
+    return {
+        "response": {
+            "data": info.data,
+            "version": info.version,
+            "app_version": str(info.app_version),
+            "last_block_height": str(info.last_block_height),
+            "last_block_app_hash": jsonfmt.b64(info.last_block_app_hash),
+        }
+    }
+
+
+# -- blocks --------------------------------------------------------------------------------------
+
+
+@method("block", "height")
+async def block(env: RPCEnv, call: Call) -> JSON:
+    if not env.blocks.height and not call.get("height"):
+        return {"block_id": jsonfmt.block_id(NIL_BLOCK_ID), "block": None}
+    b = _load_block(env, _height(env, call))
+    return {"block_id": _block_id_json(env, b), "block": jsonfmt.block(b)}
+
+
+@method("block_by_hash", "hash")
+async def block_by_hash(env: RPCEnv, call: Call) -> JSON:
+    block_hash = p_bytes(call.get("hash"), "hash", call.uri)
+    height = env.blocks.height_of_hash(block_hash)
+    if height is None:
+        return {"block_id": jsonfmt.block_id(NIL_BLOCK_ID), "block": None}
+    b = _load_block(env, height)
+    return {"block_id": _block_id_json(env, b), "block": jsonfmt.block(b)}
+
+
+@method("header", "height")
+async def header(env: RPCEnv, call: Call) -> JSON:
+    b = _load_block(env, _height(env, call))
+    return {"header": jsonfmt.header(b.header)}
+
+
+@method("commit", "height")
+async def commit(env: RPCEnv, call: Call) -> JSON:
+    height = _height(env, call)
+    b = _load_block(env, height)
+    canonical = False
+    if height < env.blocks.height:
+        c = _load_block(env, height + 1).last_commit
+        canonical = True
+    else:
+        raw = env.blocks.load_seen_commit(height)
+        if raw is None:
+            raise internal(f"commit {height} is not in the block store")
+        c = Commit.decode(raw)
+    return {
+        "signed_header": {"header": jsonfmt.header(b.header), "commit": jsonfmt.commit(c)},
+        "canonical": canonical,
+    }
+
+
+@method("block_results", "height")
+async def block_results(env: RPCEnv, call: Call) -> JSON:
+    height = _height(env, call)
+    results = env.executor.load_results(height)
+    if results is None:
+        raise internal(f"results of block {height} are not stored")
+    return {
+        "height": str(height),
+        "txs_results": [jsonfmt.exec_tx_result(r) for r in results.tx_results],
+        "finalize_block_events": [jsonfmt.event(e) for e in results.finalize.events],
+        "validator_updates": [
+            {"pub_key": jsonfmt.pub_key(u.pub_key), "power": str(u.power)}
+            for u in results.finalize.validator_updates
+        ],
+        "consensus_param_updates": None,
+        "app_hash": jsonfmt.b64(results.finalize.app_hash),
+    }
+
+
+@method("validators", "height", "page", "per_page")
+async def validators(env: RPCEnv, call: Call) -> JSON:
+    latest = env.consensus.machine.state.height
+    height = p_int(call.get("height"), "height", 0) or latest
+    if height <= 0 or height > latest:
+        raise invalid_params(f"height {height} must be between 1 and {latest}")
+    vals = _validators_at(env, height)
+    per_page = p_int(call.get("per_page"), "per_page", 30) or 30
+    per_page = max(1, min(per_page, 100))
+    pages = max(1, -(-len(vals) // per_page))
+    page = p_int(call.get("page"), "page", 1) or 1
+    if not 1 <= page <= pages:
+        raise invalid_params(f"page should be within [1, {pages}] range, given {page}")
+    chunk = vals.validators[(page - 1) * per_page : page * per_page]
+    return {
+        "block_height": str(height),
+        "validators": [jsonfmt.validator(v) for v in chunk],
+        "count": str(len(chunk)),
+        "total": str(len(vals)),
+    }
+
+
+@method("consensus_params", "height")
+async def consensus_params(env: RPCEnv, call: Call) -> JSON:
+    params = env.consensus.machine.state.params
+    return {
+        "block_height": str(env.blocks.height),
+        "consensus_params": {
+            "block": {"max_bytes": str(params.block_max_bytes), "max_gas": str(params.block_max_gas)},
+            "evidence": {
+                "max_age_num_blocks": str(params.evidence_max_age_num_blocks),
+                "max_age_duration": str(params.evidence_max_age_duration),
+                "max_bytes": str(params.evidence_max_bytes),
+            },
+            "validator": {"pub_key_types": ["ed25519"]},
+            "version": {"app": str(params.version_app)},
+        },
+    }
+
+
+# -- transactions ---------------------------------------------------------------------------------
+
+
+def _check(env: RPCEnv, tx: bytes) -> JSON:
+    try:
+        result = env.mempool.check_tx(tx)
+    except MempoolError as exc:
+        raise internal(str(exc)) from exc
+    return {
+        "code": result.code,
+        "data": "",
+        "log": result.log,
+        "codespace": result.codespace,
+        "hash": jsonfmt.hex_upper(sha256(tx)),
+    }
+
+
+@method("broadcast_tx_sync", "tx")
+async def broadcast_tx_sync(env: RPCEnv, call: Call) -> JSON:
+    return _check(env, p_bytes(call.get("tx"), "tx", call.uri))
+
+
+@method("broadcast_tx_async", "tx")
+async def broadcast_tx_async(env: RPCEnv, call: Call) -> JSON:
+    tx = p_bytes(call.get("tx"), "tx", call.uri)
+    try:
+        env.mempool.check_tx(tx)
+    except MempoolError as exc:
+        raise internal(str(exc)) from exc
+    return {"code": 0, "data": "", "log": "", "codespace": "", "hash": jsonfmt.hex_upper(sha256(tx))}
+
+
+@method("broadcast_tx_commit", "tx")
+async def broadcast_tx_commit(env: RPCEnv, call: Call) -> JSON:
+    tx = p_bytes(call.get("tx"), "tx", call.uri)
+    tx_hash = sha256(tx)
+
+    def wanted(event: object) -> bool:
+        return isinstance(event, TxCommitted) and event.hash == tx_hash
+
+    with env.bus.subscribe(wanted, buffer=1) as subscription:
+        try:
+            check = env.mempool.check_tx(tx)
+        except MempoolError as exc:
+            raise internal(str(exc)) from exc
+        check_json = jsonfmt.check_tx_result(check)
+        if not check.ok:
+            return {
+                "check_tx": check_json,
+                "tx_result": jsonfmt.exec_tx_result(ExecTxResult()),
+                "hash": jsonfmt.hex_upper(tx_hash),
+                "height": "0",
+            }
+        with trio.move_on_after(env.timeout_broadcast_tx_commit):
+            async for event in subscription.receive:
+                assert isinstance(event, TxCommitted)
+                return {
+                    "check_tx": check_json,
+                    "tx_result": jsonfmt.exec_tx_result(event.result),
+                    "hash": jsonfmt.hex_upper(tx_hash),
+                    "height": str(event.height),
+                }
+    raise internal("timed out waiting for tx to be included in a block")
+
+
+@method("tx", "hash", "prove")
+async def tx(env: RPCEnv, call: Call) -> JSON:
+    tx_hash = p_bytes(call.get("hash"), "hash", call.uri)
+    found = env.blocks.find_tx(tx_hash)
+    if found is None:
+        raise internal(f"tx ({jsonfmt.hex_upper(tx_hash)}) not found")
+    height, index = found
+    b = _load_block(env, height)
+    results = env.executor.load_results(height)
+    if results is None or index >= len(b.txs):
+        raise internal(f"tx ({jsonfmt.hex_upper(tx_hash)}) not found")
+    return {
+        "hash": jsonfmt.hex_upper(tx_hash),
+        "height": str(height),
+        "index": index,
+        "tx_result": jsonfmt.exec_tx_result(results.tx_results[index]),
+        "tx": jsonfmt.b64(b.txs[index]),
+    }
+
+
+@method("unconfirmed_txs", "limit")
+async def unconfirmed_txs(env: RPCEnv, call: Call) -> JSON:
+    limit = p_int(call.get("limit"), "limit", 30) or 30
+    txs = env.mempool.txs(max(1, min(limit, 100)))
+    return {
+        "n_txs": str(len(txs)),
+        "total": str(len(env.mempool)),
+        "total_bytes": str(env.mempool.size_bytes),
+        "txs": [jsonfmt.b64(t) for t in txs],
+    }
+
+
+@method("num_unconfirmed_txs")
+async def num_unconfirmed_txs(env: RPCEnv, call: Call) -> JSON:
+    return {
+        "n_txs": str(len(env.mempool)),
+        "total": str(len(env.mempool)),
+        "total_bytes": str(env.mempool.size_bytes),
+        "txs": None,
+    }
+
+
+@method("abci_query", "path", "data", "height", "prove")
+async def abci_query(env: RPCEnv, call: Call) -> JSON:
+    path = p_str(call.get("path"), "path")
+    data = p_bytes(call.get("data"), "data", call.uri, hex_default=True)
+    height = p_int(call.get("height"), "height", 0) or 0
+    prove = p_bool(call.get("prove"), "prove")
+    return {"response": jsonfmt.query_result(env.app.query(path, data, height, prove))}
+
+
+# -- the ASGI app -------------------------------------------------------------------------------
+
+
+async def dispatch(env: RPCEnv, name: str, raw_params: Any, uri: bool) -> JSON:
+    entry = METHODS.get(name)
+    if entry is None:
+        raise RPCError(METHOD_NOT_FOUND, "Method not found", name)
+    handler, names = entry
+    if raw_params is None:
+        params: dict[str, Any] = {}
+    elif isinstance(raw_params, dict):
+        params = raw_params
+    elif isinstance(raw_params, list):
+        if len(raw_params) > len(names):
+            raise invalid_params(f"{name} takes at most {len(names)} parameters")
+        params = dict(zip(names, raw_params, strict=False))
+    else:
+        raise invalid_params("params must be an object or an array")
+    unknown = sorted(set(params) - set(names))
+    if unknown:
+        raise invalid_params(f"unknown parameter {unknown[0]!r} for {name}")
+    return await handler(env, Call(params, uri))
+
+
+def _error(id_: Any, error: RPCError) -> JSON:
+    body: JSON = {"code": error.code, "message": error.message}
+    if error.data:
+        body["data"] = error.data
+    return {"jsonrpc": "2.0", "id": id_, "error": body}
+
+
+async def _one(env: RPCEnv, request: Any) -> JSON:
+    if (
+        not isinstance(request, dict)
+        or request.get("jsonrpc") != "2.0"
+        or not isinstance(request.get("method"), str)
+    ):
+        return _error(
+            request.get("id") if isinstance(request, dict) else None,
+            RPCError(INVALID_REQUEST, "Invalid Request"),
+        )
+    id_ = request.get("id", -1)
+    try:
+        result = await dispatch(env, request["method"], request.get("params"), uri=False)
+    except RPCError as exc:
+        return _error(id_, exc)
+    except Exception as exc:
+        log.exception("RPC %s failed", request["method"])
+        return _error(id_, internal(f"{type(exc).__name__}: {exc}"))
+    return {"jsonrpc": "2.0", "id": id_, "result": result}
+
+
+def make_app(env: RPCEnv) -> Starlette:
+    async def post(request: Request) -> Response:
+        body = await request.body()
+        if len(body) > env.max_body_bytes:
+            return JSONResponse(
+                _error(None, RPCError(INVALID_REQUEST, "Invalid Request", "request body too large")), 413
+            )
+        try:
+            payload = json.loads(body)
+        except ValueError as exc:
+            return JSONResponse(_error(None, RPCError(PARSE_ERROR, "Parse error", str(exc))), 500)
+        if isinstance(payload, list):
+            if not payload:
+                return JSONResponse(_error(None, RPCError(INVALID_REQUEST, "Invalid Request", "empty batch")))
+            if len(payload) > env.max_batch:
+                error = RPCError(
+                    INVALID_REQUEST, "Invalid Request", f"batch of {len(payload)} exceeds {env.max_batch}"
+                )
+                return JSONResponse(_error(None, error))
+            return JSONResponse([await _one(env, item) for item in payload])
+        response = await _one(env, payload)
+        return JSONResponse(
+            response, 500 if "error" in response and response["error"]["code"] == PARSE_ERROR else 200
+        )
+
+    async def index(request: Request) -> Response:
+        lines = ["Available endpoints:"] + [f"//{request.url.netloc}/{name}" for name in sorted(METHODS)]
+        return PlainTextResponse("\n".join(lines) + "\n")
+
+    async def get(request: Request) -> Response:
+        name = request.path_params["method"]
+        params = dict(request.query_params)
+        try:
+            result = await dispatch(env, name, params, uri=True)
+        except RPCError as exc:
+            status_code = 404 if exc.code == METHOD_NOT_FOUND else 500
+            return JSONResponse(_error(-1, exc), status_code)
+        except Exception as exc:
+            log.exception("RPC %s failed", name)
+            return JSONResponse(_error(-1, internal(f"{type(exc).__name__}: {exc}")), 500)
+        return JSONResponse({"jsonrpc": "2.0", "id": -1, "result": result})
+
+    return Starlette(
+        routes=[
+            Route("/", post, methods=["POST"]),
+            Route("/", index, methods=["GET"]),
+            Route("/{method}", get, methods=["GET"]),
+        ]
+    )

@@ -1,0 +1,101 @@
+"""The LevelDB handle (plyvel) and atomic write batches.
+
+Everything a height changes goes into one `WriteBatch` that `Database.write` applies with
+`sync=True`: after any crash the database holds either all of it or none of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import plyvel
+
+
+class StorageError(RuntimeError):
+    """The database cannot be opened or used; the message says why and where."""
+
+
+class WriteBatch:
+    """Puts and deletes collected in order, applied atomically by `Database.write`."""
+
+    __slots__ = ("_ops",)
+
+    def __init__(self) -> None:
+        self._ops: list[tuple[bytes, bytes | None]] = []
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._ops.append((key, value))
+
+    def delete(self, key: bytes) -> None:
+        self._ops.append((key, None))
+
+    def __len__(self) -> int:
+        return len(self._ops)
+
+    @property
+    def ops(self) -> list[tuple[bytes, bytes | None]]:
+        return self._ops
+
+
+class Database:
+    """One LevelDB directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = plyvel.DB(str(path), create_if_missing=True, paranoid_checks=True)
+        except plyvel.IOError as exc:
+            raise StorageError(
+                f"cannot open the database at {path}: {exc} (is another derivd running?)"
+            ) from exc
+        except plyvel.CorruptionError as exc:
+            raise StorageError(f"the database at {path} is corrupt: {exc}") from exc
+
+    def get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self._db.get(key)
+        return value
+
+    def iterate(
+        self, prefix: bytes, *, start: bytes | None = None, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) pairs whose key starts with `prefix` and is >= `start` (if given), in
+        ascending order, or descending with `reverse` (from the last such key down)."""
+        lower = prefix if start is None else max(start, prefix)
+        upper = _prefix_end(prefix)
+        if not reverse:
+            with self._db.iterator(start=lower, stop=upper) as it:
+                yield from it
+            return
+        # plyvel 1.5.1's reverse iterator skips a key equal to its `start` bound, so bound the
+        # reverse scan from above only and stop by hand.
+        with self._db.iterator(stop=upper, reverse=True) as it:
+            for key, value in it:
+                if key < lower:
+                    break
+                yield key, value
+
+    def write(self, batch: WriteBatch, *, sync: bool = True) -> None:
+        """Apply `batch` atomically; with sync (the default) it is on disk when this returns."""
+        with self._db.write_batch(sync=sync, transaction=True) as wb:
+            for key, value in batch.ops:
+                if value is None:
+                    wb.delete(key)
+                else:
+                    wb.put(key, value)
+
+    def close(self) -> None:
+        if not self._db.closed:
+            self._db.close()
+
+
+def _prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key starting with `prefix`."""
+    raw = bytearray(prefix)
+    while raw and raw[-1] == 0xFF:
+        raw.pop()
+    if not raw:
+        return None
+    raw[-1] += 1
+    return bytes(raw)

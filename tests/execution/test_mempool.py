@@ -1,0 +1,122 @@
+"""check_tx against the check state (sequencing, reset at commit, recheck) and the proposal calls
+(prepare_proposal filtering and capping, process_proposal accepting and rejecting)."""
+
+from __future__ import annotations
+
+from consensus.app import OK, CheckTxKind
+from execution.codes import CODESPACE, Code
+from execution.tx import Transfer, Tx, build_tx
+from tests.execution.chain import Chain, address, key
+from tests.execution.conftest import ALICE_FUNDS, CAROL_FUNDS
+
+ALICE, BOB, CAROL, DAVE = (address(i) for i in range(4))
+NEW, RECHECK = CheckTxKind.NEW, CheckTxKind.RECHECK
+
+
+def test_check_tx_accepts_a_good_tx(chain: Chain) -> None:
+    result = chain.app.check_tx(chain.transfer(key(0), BOB, 5), NEW)
+    assert result.ok, result.log
+    assert result.sender == str(ALICE)
+
+
+def test_check_tx_reports_each_failure(chain: Chain) -> None:
+    malformed = chain.app.check_tx(b"\x95\x01", NEW)
+    assert (malformed.code, malformed.codespace) == (Code.MALFORMED_TX, CODESPACE)
+    assert malformed.log.startswith("malformed tx: ")
+    other_chain = chain.app.check_tx(build_tx(key(0), "other", chain.nonce(), [Transfer(BOB, 1)]), NEW)
+    assert (other_chain.code, other_chain.sender) == (Code.BAD_SIGNATURE, str(ALICE))
+    poor = chain.app.check_tx(chain.transfer(key(2), BOB, CAROL_FUNDS + 250), NEW)
+    assert poor.code == Code.INSUFFICIENT_FUNDS
+    assert poor.log == f"action 0: insufficient funds: balance {CAROL_FUNDS}, need {CAROL_FUNDS + 250}"
+    assert poor.codespace == CODESPACE
+    zero = chain.app.check_tx(chain.transfer(key(0), BOB, 0), NEW)
+    assert zero.code == Code.INVALID_ACTION
+
+
+def test_check_tx_sequences_txs_of_one_sender(chain: Chain) -> None:
+    first = chain.transfer(key(2), DAVE, CAROL_FUNDS - 100)
+    second = chain.transfer(key(2), DAVE, 101)
+    assert chain.app.check_tx(first, NEW).ok
+    result = chain.app.check_tx(second, NEW)
+    assert result.code == Code.INSUFFICIENT_FUNDS
+    assert "balance 100, need 101" in result.log
+    # a failed check leaves no trace: its nonce is still free
+    retry = chain.transfer(key(2), DAVE, 60, nonce=Tx.decode(second).nonce)
+    assert chain.app.check_tx(retry, NEW).ok
+    assert chain.app.check_tx(chain.transfer(key(2), DAVE, 41), NEW).code == Code.INSUFFICIENT_FUNDS
+    assert chain.app.check_tx(chain.transfer(key(2), DAVE, 40), NEW).ok
+    assert chain.app.check_tx(first, NEW).code == Code.INVALID_NONCE
+
+
+def test_check_state_credits_are_seen_by_later_checks(chain: Chain) -> None:
+    assert chain.app.check_tx(chain.transfer(key(0), DAVE, 50), NEW).ok
+    assert chain.app.check_tx(chain.transfer(key(3), BOB, 50), NEW).ok
+
+
+def test_check_state_resets_at_commit(chain: Chain) -> None:
+    spend_all = chain.transfer(key(2), DAVE, CAROL_FUNDS)
+    assert chain.app.check_tx(spend_all, NEW).ok
+    assert chain.app.check_tx(chain.transfer(key(2), DAVE, 1), NEW).code == Code.INSUFFICIENT_FUNDS
+    chain.run_block([])  # spend_all never made it into a block
+    assert chain.app.check_tx(chain.transfer(key(2), DAVE, 1), NEW).ok
+
+
+def test_recheck_drops_txs_made_invalid_by_a_block(chain: Chain) -> None:
+    pending = [chain.transfer(key(2), DAVE, CAROL_FUNDS // 2), chain.transfer(key(0), BOB, 10)]
+    included = chain.transfer(key(2), BOB, CAROL_FUNDS // 2 + 1)
+    for tx in pending:
+        assert chain.app.check_tx(tx, NEW).ok
+    chain.run_block([included])
+    rechecked = [chain.app.check_tx(tx, RECHECK) for tx in pending]
+    assert rechecked[0].code == Code.INSUFFICIENT_FUNDS
+    assert rechecked[1].ok
+    # the block's own tx, if still in a mempool, is dropped for its used nonce
+    assert chain.app.check_tx(included, RECHECK).code == Code.INVALID_NONCE
+
+
+def test_check_tx_nonce_window_uses_the_last_block_time(chain: Chain) -> None:
+    far = chain.time // 1_000_000 + 2 * 86_400_000
+    assert chain.app.check_tx(chain.transfer(key(0), BOB, 1, nonce=far), NEW).code == Code.INVALID_NONCE
+    chain.run_block([], time=chain.time + 2 * 86_400 * 10**9)
+    assert chain.app.check_tx(chain.transfer(key(0), BOB, 1, nonce=far), NEW).ok
+
+
+def test_signature_checked_at_admission_is_not_verified_again(chain: Chain) -> None:
+    txs = [chain.transfer(key(i), DAVE, 1) for i in range(3)]
+    for tx in txs:
+        assert chain.app.check_tx(tx, NEW).ok
+    verified = chain.verifier.verified
+    assert chain.app.process_proposal(chain.proposal(txs))
+    results = chain.run_block(txs).tx_results
+    assert all(r.code == OK for r in results)
+    assert chain.verifier.verified == verified
+
+
+def test_prepare_proposal_keeps_decodable_well_signed_txs_in_order(chain: Chain) -> None:
+    good = [chain.transfer(key(i), DAVE, 1) for i in range(3)]
+    tx = Tx.decode(good[1])
+    forged = Tx(tx.signer, tx.nonce + 1, tx.actions, tx.signature).encode()
+    poor = chain.transfer(key(3), ALICE, 1)  # fails at execution, not at proposal time
+    txs = [good[0], b"garbage", good[1], forged, poor, good[2]]
+    assert chain.app.prepare_proposal(chain.proposal(txs)) == [good[0], good[1], poor, good[2]]
+
+
+def test_prepare_proposal_caps_total_bytes(chain: Chain) -> None:
+    txs = [chain.transfer(key(i % 3), DAVE, i + 1) for i in range(5)]
+    size = len(txs[0])
+    assert all(len(tx) == size for tx in txs)
+    assert chain.app.prepare_proposal(chain.proposal(txs, max_tx_bytes=3 * size)) == txs[:3]
+    assert chain.app.prepare_proposal(chain.proposal(txs, max_tx_bytes=3 * size - 1)) == txs[:2]
+    assert chain.app.prepare_proposal(chain.proposal(txs, max_tx_bytes=0)) == txs
+
+
+def test_process_proposal(chain: Chain) -> None:
+    good = [chain.transfer(key(0), BOB, 1), chain.transfer(key(3), ALICE, ALICE_FUNDS)]
+    assert chain.app.process_proposal(chain.proposal(good))
+    assert chain.app.process_proposal(chain.proposal([]))
+    assert not chain.app.process_proposal(chain.proposal([*good, b"\x00"]))
+    tx = Tx.decode(good[0])
+    bad = Tx(tx.signer, tx.nonce, (Transfer(DAVE, 1),), tx.signature).encode()
+    calls = chain.verifier.batch_calls
+    assert not chain.app.process_proposal(chain.proposal([good[0], bad]))
+    assert chain.verifier.batch_calls == calls + 1

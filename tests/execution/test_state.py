@@ -1,0 +1,68 @@
+"""The state view: reads through parents, read and write sets, sorted changes, merging and
+rollback by dropping; the committed-state adapter over LevelDB and its unwritten overlay."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from execution.state import CommittedState, StateView
+from storage.db import Database, WriteBatch
+
+
+class DictState:
+    def __init__(self, data: dict[bytes, bytes]) -> None:
+        self.data = data
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+
+def test_reads_writes_and_sets() -> None:
+    view = StateView(DictState({b"a": b"1", b"b": b"2"}))
+    assert view.get(b"a") == b"1"
+    assert view.get(b"zz") is None
+    view.put(b"c", b"3")
+    view.delete(b"b")
+    assert view.get(b"c") == b"3"  # own write: not a read of the parent
+    assert view.get(b"b") is None
+    assert view.read_set == frozenset({b"a", b"zz"})
+    assert view.write_set == frozenset({b"b", b"c"})
+
+
+def test_changes_are_sorted_by_key_whatever_the_write_order() -> None:
+    view = StateView(DictState({}))
+    for key in (b"m", b"a", b"z", b"b"):
+        view.put(key, key * 2)
+    view.delete(b"c")
+    view.put(b"m", b"last")
+    assert view.changes() == [(b"a", b"aa"), (b"b", b"bb"), (b"c", None), (b"m", b"last"), (b"z", b"zz")]
+
+
+def test_apply_to_merges_and_dropping_rolls_back() -> None:
+    base = StateView(DictState({b"k": b"old", b"gone": b"x"}))
+    child = StateView(base)
+    child.put(b"k", b"new")
+    child.delete(b"gone")
+    assert base.get(b"k") == b"old"
+    dropped = StateView(base)
+    dropped.put(b"k", b"never")
+    child.apply_to(base)
+    assert base.get(b"k") == b"new"
+    assert base.get(b"gone") is None
+    assert base.changes() == [(b"gone", None), (b"k", b"new")]
+
+
+def test_committed_state_overlays_the_last_commit(tmp_path: Path) -> None:
+    db = Database(tmp_path / "db")
+    batch = WriteBatch()
+    for key in (b"p:1", b"p:2", b"p:3", b"q:1"):
+        batch.put(key, b"disk")
+    db.write(batch)
+    state = CommittedState(db)
+    state.advance([(b"p:2", None), (b"p:4", b"mem"), (b"p:1", b"mem")])
+    assert state.get(b"p:2") is None
+    assert state.get(b"p:3") == b"disk"
+    assert state.iterate(b"p:") == [(b"p:1", b"mem"), (b"p:3", b"disk"), (b"p:4", b"mem")]
+    state.advance([])
+    assert state.get(b"p:2") == b"disk"
+    db.close()
