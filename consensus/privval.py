@@ -144,6 +144,17 @@ class FilePrivValidator:
 
     # -- signing ---------------------------------------------------------------------------------
 
+    def signed_past(self, height: int, round_: int, step: int) -> bool:
+        """Whether (height, round, step) is before the last signed step (a request for it would
+        be refused as a regression)."""
+        return (height, round_, step) < (self.last.height, self.last.round, self.last.step)
+
+    def vote_signed_past(self, vote: Vote) -> bool:
+        return self.signed_past(vote.height, vote.round, _vote_step(vote))
+
+    def proposal_signed_past(self, proposal: Proposal) -> bool:
+        return self.signed_past(proposal.height, proposal.round, STEP_PROPOSE)
+
     def sign_vote(self, chain_id: str, vote: Vote) -> Vote:
         """The vote with its signature; raises DoubleSignError on a conflicting request."""
         message = vote.sign_bytes(chain_id)

@@ -117,6 +117,7 @@ class ConsensusService:
         self.bad_peer_listeners: list[BadPeerListener] = []
         self.equivocations: list[Equivocation] = []
         self.double_sign_refusals = 0
+        self._replaying = False
 
     @property
     def chain_id(self) -> str:
@@ -150,9 +151,13 @@ class ConsensusService:
         replay = self.wal.replay_after_last_end_height(state.last_block_height)
         if replay:
             log.info("replaying %d WAL records of height %d", len(replay), self.machine.height)
-        for record in replay:
-            assert record.event is not None
-            self._process(record.event, own=False, at=record.time, record=False)
+        self._replaying = True
+        try:
+            for record in replay:
+                assert record.event is not None
+                self._process(record.event, own=False, at=record.time, record=False)
+        finally:
+            self._replaying = False
 
     def _process(self, first: Event, own: bool, at: int | None = None, record: bool = True) -> None:
         """Handle `first`, then every own message its effects produce, in order."""
@@ -196,6 +201,8 @@ class ConsensusService:
     def _sign_vote(self, effect: SignVote, followups: list[_Queued]) -> None:
         if self.privval is None:
             return
+        if self._replaying and self.privval.vote_signed_past(effect.vote):
+            return  # signed before the crash; the WAL replays what was signed
         try:
             vote = self.privval.sign_vote(self.chain_id, effect.vote)
         except DoubleSignError as exc:
@@ -209,6 +216,8 @@ class ConsensusService:
     def _sign_proposal(self, effect: SignProposal, followups: list[_Queued]) -> None:
         if self.privval is None:
             return
+        if self._replaying and self.privval.proposal_signed_past(effect.proposal):
+            return  # signed before the crash; the WAL replays what was signed
         try:
             proposal = self.privval.sign_proposal(self.chain_id, effect.proposal)
         except DoubleSignError as exc:

@@ -11,9 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from consensus.execution import BlockResults
 from consensus.mempool import Mempool
@@ -108,3 +112,11 @@ class NodeMetrics:
         s.num_txs = len(block.txs)
         s.total_txs += len(block.txs)
         s.block_size_bytes = len(block.encode())
+
+    def asgi_app(self) -> Starlette:
+        """The /metrics endpoint."""
+
+        async def scrape(request: Request) -> Response:
+            return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+        return Starlette(routes=[Route("/metrics", scrape, methods=["GET"])])

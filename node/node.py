@@ -17,7 +17,6 @@ from pathlib import Path
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
-from prometheus_client import make_asgi_app
 
 from consensus.app import InitChainRequest, ValidatorUpdate
 from consensus.execution import AppProposalSource, BlockExecutor, handshake
@@ -177,7 +176,7 @@ class Node:
                     if config.instrumentation.prometheus:
                         self.listening.metrics = await _start_server(
                             nursery,
-                            make_asgi_app(metrics.registry),
+                            metrics.asgi_app(),
                             config.instrumentation.prometheus_listen_addr,
                             config.instrumentation.max_open_connections,
                         )

@@ -1,0 +1,179 @@
+"""Helpers for end-to-end tests: real `derivd` processes on free loopback ports, a JSON-RPC
+client, and polling with deadlines (never sleeps to synchronise)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from execution.genesis_state import add_account
+from genesis.genesis import load_genesis, save_genesis
+from node.cli import init_home
+from node.config import load_config, write_config
+from node.keystore import KeyStore
+
+DERIVD = str(Path(sys.executable).parent / "derivd")
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.05) -> T:
+    """Poll `probe` until it returns something other than None, or fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = probe()
+        except (httpx.HTTPError, OSError) as exc:
+            last_error = exc
+            value = None
+        if value is not None:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
+
+
+def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([DERIVD, *args], capture_output=True, text=True, timeout=60, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"derivd {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+    return result
+
+
+@dataclass
+class ChainHome:
+    """A one-validator chain home with funded keys."""
+
+    home: Path
+    rpc_port: int
+    metrics_port: int
+    accounts: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def rpc_url(self) -> str:
+        return f"http://127.0.0.1:{self.rpc_port}"
+
+
+def make_chain(tmp: Path, funded: dict[str, int], chain_id: str = "e2e-chain") -> ChainHome:
+    """`derivd init` a home with short timeouts, free ports and the given keys funded."""
+    home = tmp / "node"
+    init_home(home, "e2e", chain_id)
+    rpc_port, p2p_port, metrics_port = free_port(), free_port(), free_port()
+    config = load_config(home).with_overrides(
+        **{
+            "rpc.laddr": f"tcp://127.0.0.1:{rpc_port}",
+            "p2p.laddr": f"tcp://127.0.0.1:{p2p_port}",
+            "instrumentation.prometheus_listen_addr": f"127.0.0.1:{metrics_port}",
+            "consensus.timeout_commit": "150ms",
+            "consensus.timeout_propose": "1s",
+            "rpc.timeout_broadcast_tx_commit": "10s",
+        }
+    )
+    write_config(config)
+    chain = ChainHome(home, rpc_port, metrics_port)
+    store = KeyStore(home)
+    doc = load_genesis(home / "config" / "genesis.json")
+    app_state = doc.app_state
+    for name, amount in funded.items():
+        info = store.add(name)
+        chain.accounts[name] = str(info.address)
+        app_state = add_account(app_state, str(info.address), amount)
+    save_genesis(replace(doc, app_state=app_state), home / "config" / "genesis.json")
+    return chain
+
+
+class NodeProcess:
+    """A `derivd start` subprocess."""
+
+    def __init__(self, chain: ChainHome, log_name: str = "node.log") -> None:
+        self.chain = chain
+        self.log_path = chain.home / log_name
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> NodeProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            [DERIVD, "start", "--home", str(self.chain.home)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+        wait_for("the node's RPC", lambda: self.status() if self.alive() else self._died())
+        return self
+
+    def _died(self) -> None:
+        raise AssertionError(
+            f"derivd exited with {self.proc.returncode if self.proc else None}:\n{self.log()}"
+        )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def rpc(self, method: str, **params: Any) -> Any:
+        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+        response = httpx.post(self.chain.rpc_url, json=body, timeout=15)
+        payload = response.json()
+        if "error" in payload:
+            raise RPCFailure(payload["error"])
+        return payload["result"]
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.rpc("status")
+        return result
+
+    def height(self) -> int:
+        return int(self.status()["sync_info"]["latest_block_height"])
+
+    def wait_height(self, height: int, timeout: float = 30.0) -> int:
+        return wait_for(f"height {height}", lambda: h if (h := self.height()) >= height else None, timeout)
+
+    def broadcast(self, tx: bytes, mode: str = "sync") -> dict[str, Any]:
+        result: dict[str, Any] = self.rpc(f"broadcast_tx_{mode}", tx=base64.b64encode(tx).decode())
+        return result
+
+    def query(self, path: str) -> Any:
+        response = self.rpc("abci_query", path=path, data="", height="0", prove=False)["response"]
+        assert response["code"] == 0, response["log"]
+        return json.loads(base64.b64decode(response["value"]))
+
+    def balance(self, address: str) -> int:
+        return int(self.query(f"/accounts/{address}")["balance"])
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+class RPCFailure(Exception):
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(f"{error.get('message')}: {error.get('data')}")
+        self.error = error

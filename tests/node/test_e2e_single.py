@@ -1,0 +1,185 @@
+"""End to end with a real `derivd start` on loopback: blocks, RPC shapes, transfers through the
+CLI and RPC, bad transactions, metrics, clean shutdown, bad config and genesis."""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from execution.tx import Transfer, Tx, build_tx
+from node.keystore import KeyStore
+from primitives.hashing import sha256
+from primitives.keys import Address, PrivateKey
+from tests.node.e2e import ChainHome, NodeProcess, RPCFailure, make_chain, run_cli, wait_for
+
+ALICE_FUNDS = 1_000_000_000_000
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> ChainHome:
+    return make_chain(tmp_path_factory.mktemp("single"), {"alice": ALICE_FUNDS, "carol": 5_000_000})
+
+
+@pytest.fixture(scope="module")
+def node(chain: ChainHome) -> Iterator[NodeProcess]:
+    process = NodeProcess(chain).start()
+    yield process
+    process.stop()
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def test_blocks_advance_and_status_has_cometbft_shape(node: NodeProcess) -> None:
+    first = node.wait_height(2)
+    node.wait_height(first + 2)
+    status = node.status()
+    assert status["node_info"]["network"] == "e2e-chain"
+    assert status["sync_info"]["catching_up"] is False
+    assert len(status["sync_info"]["latest_block_hash"]) == 64
+    assert status["validator_info"]["voting_power"] == "10"
+
+
+def test_block_commit_validators_and_uri_forms(node: NodeProcess, chain: ChainHome) -> None:
+    node.wait_height(3)
+    block = node.rpc("block", height="2")
+    header = block["block"]["header"]
+    assert header["height"] == "2" and header["chain_id"] == "e2e-chain"
+    assert block["block"]["last_commit"]["height"] == "1"
+    assert (
+        block["block_id"]["hash"] == node.rpc("block", height="3")["block"]["header"]["last_block_id"]["hash"]
+    )
+    commit = node.rpc("commit", height="2")
+    assert commit["canonical"] is True
+    assert commit["signed_header"]["commit"]["block_id"]["hash"] == block["block_id"]["hash"]
+    by_hash = node.rpc(
+        "block_by_hash", hash=base64.b64encode(bytes.fromhex(block["block_id"]["hash"])).decode()
+    )
+    assert by_hash["block"]["header"]["height"] == "2"
+    validators = node.rpc("validators")
+    assert validators["total"] == "1" and validators["validators"][0]["voting_power"] == "10"
+    uri = httpx.get(f"{chain.rpc_url}/block?height=2", timeout=10).json()
+    assert uri["result"]["block_id"] == block["block_id"]
+    assert httpx.get(f"{chain.rpc_url}/health", timeout=10).json()["result"] == {}
+    genesis = node.rpc("genesis")["genesis"]
+    assert genesis["chain_id"] == "e2e-chain"
+
+
+def test_rpc_errors(node: NodeProcess, chain: ChainHome) -> None:
+    with pytest.raises(RPCFailure) as unknown:
+        node.rpc("no_such_method")
+    assert unknown.value.error["code"] == -32601
+    with pytest.raises(RPCFailure) as bad:
+        node.rpc("block", height="not-a-number")
+    assert bad.value.error["code"] == -32602
+    with pytest.raises(RPCFailure) as future:
+        node.rpc("block", height=str(10**9))
+    assert "must be less than or equal" in future.value.error["data"]
+    response = httpx.post(chain.rpc_url, content=b"{not json", timeout=10)
+    assert response.json()["error"]["code"] == -32700
+    batch = httpx.post(
+        chain.rpc_url,
+        json=[{"jsonrpc": "2.0", "id": i, "method": "health"} for i in range(3)],
+        timeout=10,
+    ).json()
+    assert [r["id"] for r in batch] == [0, 1, 2]
+
+
+def test_transfer_through_cli_shows_in_query(node: NodeProcess, chain: ChainHome) -> None:
+    bob = str(PrivateKey.from_seed(sha256(b"bob")).address)
+    result = run_cli(
+        "tx", "transfer", "--home", str(chain.home), "--node", chain.rpc_url,
+        "--from", "alice", "--to", bob, "--amount", "2500000",
+    )  # fmt: skip
+    out = json.loads(result.stdout)
+    assert out["tx_result"]["code"] == 0
+    assert int(out["height"]) > 0
+    shown = json.loads(run_cli("query", "account", bob, "--node", chain.rpc_url).stdout)
+    assert shown == {"address": bob, "balance": "2500000", "nonces": []}
+    tx = node.rpc("tx", hash="0x" + out["hash"])
+    assert tx["height"] == out["height"]
+    assert any(e["type"] == "transfer" for e in tx["tx_result"]["events"])
+
+
+def test_transfer_through_rpc_and_bad_transactions(node: NodeProcess, chain: ChainHome) -> None:
+    carol = KeyStore(chain.home).private_key("carol")
+    dave = Address.parse(str(PrivateKey.from_seed(sha256(b"dave")).address))
+    before = node.balance(chain.accounts["carol"])
+    good = build_tx(carol, "e2e-chain", now_ms(), [Transfer(dave, 1_000_000)])
+    assert node.broadcast(good)["code"] == 0
+    wait_for("the transfer to commit", lambda: True if node.balance(str(dave)) == 1_000_000 else None)
+    assert node.balance(chain.accounts["carol"]) == before - 1_000_000
+
+    height = node.height()
+    garbage = node.broadcast(b"\x93\x01\x02")
+    assert garbage["code"] == 1 and garbage["codespace"] == "derivd"
+    other_chain = build_tx(carol, "another-chain", now_ms(), [Transfer(dave, 1)])
+    assert node.broadcast(other_chain)["code"] == 2
+    too_much = build_tx(carol, "e2e-chain", now_ms() + 1, [Transfer(dave, 10**12)])
+    rejected = node.broadcast(too_much)
+    assert rejected["code"] == 4 and "insufficient funds" in rejected["log"]
+    with pytest.raises(RPCFailure, match="already exists in cache"):
+        node.broadcast(good)
+    same_nonce = build_tx(carol, "e2e-chain", Tx.decode(good).nonce, [Transfer(dave, 5)])
+    replay = node.broadcast(same_nonce)
+    assert replay["code"] == 3 and "nonce" in replay["log"]
+    node.wait_height(height + 3)
+    assert node.balance(str(dave)) == 1_000_000
+
+
+def test_metrics_are_exported(node: NodeProcess, chain: ChainHome) -> None:
+    node.wait_height(2)
+    text = httpx.get(f"http://127.0.0.1:{chain.metrics_port}/metrics", timeout=10).text
+    for name in (
+        "cometbft_consensus_height",
+        "cometbft_consensus_num_txs",
+        "cometbft_consensus_total_txs",
+        "cometbft_consensus_block_interval_seconds_bucket",
+        "cometbft_mempool_size",
+    ):
+        assert f'{name}{{chain_id="e2e-chain"' in text, name
+
+
+def test_sigterm_stops_cleanly_and_restart_resumes(tmp_path: Path) -> None:
+    chain = make_chain(tmp_path, {"alice": 10**9})
+    node = NodeProcess(chain).start()
+    height = node.wait_height(3)
+    hashes = {h: node.rpc("block", height=str(h))["block_id"]["hash"] for h in range(1, height + 1)}
+    assert node.stop(signal.SIGTERM) == 0
+    assert "node stopped" in node.log()
+    node.start()
+    assert node.height() >= height
+    node.wait_height(height + 2)
+    assert {h: node.rpc("block", height=str(h))["block_id"]["hash"] for h in hashes} == hashes
+    assert node.stop(signal.SIGINT) == 0
+
+
+def test_bad_genesis_and_config_name_the_file_and_field(tmp_path: Path) -> None:
+    chain = make_chain(tmp_path, {"alice": 10**9})
+    genesis_path = chain.home / "config" / "genesis.json"
+    doc = json.loads(genesis_path.read_text())
+    doc["validators"][0]["power"] = "-5"
+    genesis_path.write_text(json.dumps(doc))
+    result = run_cli("start", "--home", str(chain.home), check=False)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(genesis_path) in lines[0] and "validators[0].power" in lines[0]
+
+    doc["validators"][0]["power"] = "10"
+    genesis_path.write_text(json.dumps(doc))
+    config_path = chain.home / "config" / "config.toml"
+    config_path.write_text(
+        config_path.read_text().replace('timeout_propose = "1s"', 'timeout_propose = "soon"')
+    )
+    result = run_cli("start", "--home", str(chain.home), check=False)
+    assert result.returncode != 0
+    line = result.stderr.strip()
+    assert str(config_path) in line and "timeout_propose" in line and "\n" not in line
