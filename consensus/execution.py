@@ -10,6 +10,7 @@ It also feeds the machine's `ProposalSource` from the mempool and the applicatio
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,14 +24,18 @@ from consensus.app import (
     ProposalRequest,
     ValidatorUpdate,
 )
+from consensus.evidence import EvidenceError, EvidencePool, decode_evidence_list
 from consensus.mempool import Mempool
 from consensus.state import ChainState, ConsensusParams, genesis_state
 from consensus.types import MAX_BLOCK_BYTES, Block, BlockID, Commit
+from consensus.validators import ValidatorSet
 from primitives.codec import decode, encode, field_bytes, field_int, field_list
 from primitives.hashing import merkle_root, sha256
 from storage.blockstore import BlockStore
 from storage.db import Database, WriteBatch
 from storage.statestore import StateStore
+
+log = logging.getLogger("derivd.consensus")
 
 
 class HandshakeError(RuntimeError):
@@ -89,6 +94,7 @@ class BlockExecutor:
         mempool: Mempool,
         retain_blocks: int = 0,
     ) -> None:
+        """`retain_blocks` > 0 keeps only that many recent blocks."""
         self.db = db
         self.blocks = blocks
         self.states = states
@@ -100,6 +106,7 @@ class BlockExecutor:
     def apply_block(self, state: ChainState, block: Block, block_id: BlockID, commit: Commit) -> ChainState:
         """Execute and store `block` (already validated and decided); return the next state."""
         header = block.header
+        evidence = decode_evidence_list(block.evidence)
         result = self.app.finalize_block(
             FinalizeBlockRequest(
                 height=header.height,
@@ -107,6 +114,7 @@ class BlockExecutor:
                 block_hash=block.hash,
                 proposer_address=header.proposer_address,
                 txs=block.txs,
+                misbehavior=tuple(e.misbehavior() for e in evidence),
             )
         )
         if len(result.tx_results) != len(block.txs):
@@ -134,6 +142,8 @@ class BlockExecutor:
         self.states.save_validators(batch, header.height, encode(state.validators.to_fields()))
         self.states.save_validators(batch, new_state.height, encode(new_state.validators.to_fields()))
         self.states.save(batch, new_state.encode())
+        for item in evidence:
+            self.states.save_committed_evidence(batch, item.hash(), header.height)
         app_retain = self.app.commit(batch)
         self._prune(batch, header.height, app_retain)
         self.db.write(batch, sync=True)
@@ -201,11 +211,16 @@ def handshake(
 
 
 class AppProposalSource:
-    """The machine's ProposalSource: the mempool's transactions through the application."""
+    """The machine's ProposalSource: the mempool's transactions through the application, and
+    the evidence pool's evidence."""
 
-    def __init__(self, app: Application, mempool: Mempool) -> None:
+    def __init__(self, app: Application, mempool: Mempool, evidence: EvidencePool) -> None:
         self.app = app
         self.mempool = mempool
+        self.evidence = evidence
+
+    def proposal_evidence(self, state: ChainState, max_bytes: int) -> list[bytes]:
+        return self.evidence.for_proposal(state, max_bytes)
 
     def proposal_txs(
         self, state: ChainState, height: int, time: int, proposer: bytes, max_bytes: int
@@ -218,6 +233,21 @@ class AppProposalSource:
 
     def process_proposal(self, state: ChainState, block: Block) -> bool:
         header = block.header
+        try:
+            self.evidence.check_block(state, block.evidence, header.time)
+        except EvidenceError as exc:
+            log.warning("block %d has invalid evidence: %s", header.height, exc)
+            return False
         return self.app.process_proposal(
             ProposalRequest(header.height, header.time, header.proposer_address, block.txs, 0, block.hash)
         )
+
+
+def stored_validators(states: StateStore) -> Callable[[int], ValidatorSet | None]:
+    """The validator set of a committed height, from the state store."""
+
+    def validators_at(height: int) -> ValidatorSet | None:
+        raw = states.load_validators(height)
+        return None if raw is None else ValidatorSet.from_fields(decode(raw))
+
+    return validators_at

@@ -203,8 +203,12 @@ class ProposalSource(Protocol):
         """Transactions for a new block (mempool reap + application's prepare_proposal)."""
         ...
 
+    def proposal_evidence(self, state: ChainState, max_bytes: int) -> list[bytes]:
+        """Pending evidence for a new block (encoded)."""
+        ...
+
     def process_proposal(self, state: ChainState, block: Block) -> bool:
-        """Whether the application accepts the block's contents."""
+        """Whether the block's evidence is valid and the application accepts its contents."""
         ...
 
 
@@ -357,11 +361,15 @@ class ConsensusMachine:
                 log.warning("cannot propose at height %d: no commit for the previous block", height)
                 return
             last_commit = self.last_commit.make_commit() if self.last_commit is not None else EMPTY_COMMIT
-            budget = self.state.params.block_max_bytes - HEADER_OVERHEAD - len(last_commit.encode())
+            params = self.state.params
+            evidence = self.source.proposal_evidence(self.state, params.evidence_max_bytes)
+            budget = (
+                params.block_max_bytes - HEADER_OVERHEAD - len(last_commit.encode()) - sum(map(len, evidence))
+            )
             txs = self.source.proposal_txs(
                 self.state, height, self.state.block_time(last_commit), self.address, max(0, budget)
             )
-            block = self.state.make_block(txs, (), last_commit, self.address)
+            block = self.state.make_block(txs, evidence, last_commit, self.address)
             parts = PartSet.from_data(block.encode())
         proposal = Proposal(height, round_, self.valid_round, BlockID(block.hash, parts.header), self.now)
         self._effects.append(SignProposal(proposal, parts))
@@ -447,6 +455,7 @@ class ConsensusMachine:
             return
         if self.locked_block is not None and self.locked_block.hash == polka.hash:
             self.locked_round = round_
+            self._set_valid(round_, self.locked_block, self.locked_parts)
             self._sign_vote(VoteType.PRECOMMIT, polka)
             return
         if self.proposal_block is not None and self.proposal_block.hash == polka.hash:
@@ -457,6 +466,7 @@ class ConsensusMachine:
             self.locked_round = round_
             self.locked_block = self.proposal_block
             self.locked_parts = self.proposal_parts
+            self._set_valid(round_, self.locked_block, self.locked_parts)
             self._sign_vote(VoteType.PRECOMMIT, polka)
             return
         # A polka for a block we do not have: fetch it, precommit nil.
@@ -464,6 +474,13 @@ class ConsensusMachine:
             self.proposal_block = None
             self.proposal_parts = PartSet(polka.parts)
         self._sign_vote(VoteType.PRECOMMIT, NIL_BLOCK_ID)
+
+    def _set_valid(self, round_: int, block: Block, parts: PartSet | None) -> None:
+        """Lines 36-43 of the paper: a polka seen for a block sets the valid value and round."""
+        if round_ > self.valid_round:
+            self.valid_round = round_
+            self.valid_block = block
+            self.valid_parts = parts
 
     def _enter_precommit_wait(self, height: int, round_: int) -> None:
         if (
@@ -582,12 +599,13 @@ class ConsensusMachine:
         except VoteError as exc:
             self._bad(peer, str(exc))
             return
+        if result.status == AddStatus.DUPLICATE:
+            return
         if result.status == AddStatus.CONFLICT:
             assert result.conflicting is not None
             self._effects.append(Equivocation(result.conflicting, vote))
-            return
-        if result.status == AddStatus.DUPLICATE:
-            return
+            if not result.counted:
+                return
         if vote.type == VoteType.PREVOTE:
             self._on_prevote_added(vote)
         else:

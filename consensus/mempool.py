@@ -103,6 +103,9 @@ class Mempool:
                 f"total txs bytes {self.size_bytes} (max: {self.config.max_txs_bytes})"
             )
         key = sha256(tx)
+        if key in self._txs:  # pending, though the cache may have forgotten it
+            self._cache.push(key)
+            raise TxInCache()
         if not self._cache.push(key):
             raise TxInCache()
         result = self._check_tx(tx, CheckTxKind.NEW)

@@ -1,11 +1,15 @@
 """Consensus messages in their canonical byte form: what the WAL records and peers exchange.
 
 A message is the canonical array [kind, fields]: 1 proposal, 2 block part [height, round, part],
-3 vote. Decoding validates every field (see consensus.types) and raises DecodeError naming it.
+3 vote, 4 evidence. Decoding validates every field (see consensus.types) and raises DecodeError
+naming it. Evidence is not a state-machine input: the driver hands it to the evidence pool.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from consensus.evidence import DuplicateVoteEvidence
 from consensus.machine import BlockPartEvent, ProposalEvent, VoteEvent
 from consensus.types import Part, Proposal, Vote
 from primitives.codec import DecodeError, Value, decode, encode, field_int, field_list
@@ -13,13 +17,24 @@ from primitives.codec import DecodeError, Value, decode, encode, field_int, fiel
 KIND_PROPOSAL = 1
 KIND_BLOCK_PART = 2
 KIND_VOTE = 3
+KIND_EVIDENCE = 4
 
 MAX_MESSAGE_BYTES = 1 << 20
 
-Message = ProposalEvent | BlockPartEvent | VoteEvent
+
+@dataclass(frozen=True, slots=True)
+class EvidenceMessage:
+    evidence: DuplicateVoteEvidence
+    peer: str = ""
+
+
+MachineMessage = ProposalEvent | BlockPartEvent | VoteEvent
+Message = MachineMessage | EvidenceMessage
 
 
 def message_fields(message: Message) -> Value:
+    if isinstance(message, EvidenceMessage):
+        return [KIND_EVIDENCE, message.evidence.to_fields()]
     if isinstance(message, ProposalEvent):
         return [KIND_PROPOSAL, message.proposal.to_fields()]
     if isinstance(message, BlockPartEvent):
@@ -42,6 +57,8 @@ def message_from_fields(value: Value, peer: str = "") -> Message:
         )
     if kind == KIND_VOTE:
         return VoteEvent(Vote.from_fields(f[1]), peer)
+    if kind == KIND_EVIDENCE:
+        return EvidenceMessage(DuplicateVoteEvidence.from_fields(f[1]), peer)
     raise DecodeError(f"consensus message.kind: unknown kind {kind}")
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from consensus.types import Proposal, Vote, VoteType
 from primitives.codec import DecodeError, Value, decode, field_list
-from primitives.files import atomic_write
+from primitives.files import DurableFile, OSFile
 from primitives.keyfile import KeyFileError, load_key_file, save_key_file
 from primitives.keys import PrivateKey, PublicKey
 
@@ -94,9 +94,9 @@ def _without_timestamp(sign_bytes: bytes) -> tuple[Value, int] | None:
 class FilePrivValidator:
     """Signs proposals and votes, guarding against double signing with a persisted state."""
 
-    def __init__(self, key: PrivateKey, state_path: Path, state: LastSignState) -> None:
+    def __init__(self, key: PrivateKey, state_file: DurableFile, state: LastSignState) -> None:
         self.key = key
-        self.state_path = state_path
+        self.state_file = state_file
         self.last = state
 
     @property
@@ -116,9 +116,10 @@ class FilePrivValidator:
             raise PrivValError(f"{key_path}: already exists; refusing to overwrite a validator key")
         key = PrivateKey.generate()
         save_key_file(key_path, key)
-        if not state_path.exists():
-            atomic_write(state_path, _dump(LastSignState().to_json()), 0o600)
-        return cls(key, state_path, LastSignState())
+        state_file = OSFile(state_path)
+        if not state_file.read():
+            state_file.replace(_dump(LastSignState().to_json()))
+        return cls(key, state_file, LastSignState())
 
     @classmethod
     def load(cls, key_path: Path, state_path: Path) -> FilePrivValidator:
@@ -126,21 +127,12 @@ class FilePrivValidator:
             key = load_key_file(key_path)
         except KeyFileError as exc:
             raise PrivValError(str(exc)) from exc
-        if state_path.exists():
-            try:
-                obj = json.loads(state_path.read_text())
-            except (OSError, ValueError) as exc:
-                raise PrivValError(f"{state_path}: unreadable: {exc}") from exc
-            state = LastSignState.from_json(obj, str(state_path))
-        else:
-            state = LastSignState()
-            atomic_write(state_path, _dump(state.to_json()), 0o600)
-        return cls(key, state_path, state)
+        return cls(key, OSFile(state_path), load_sign_state(OSFile(state_path)))
 
     def reset_state(self) -> None:
         """Forget what was signed (`unsafe-reset-all`)."""
         self.last = LastSignState()
-        atomic_write(self.state_path, _dump(self.last.to_json()), 0o600)
+        self.state_file.replace(_dump(self.last.to_json()))
 
     # -- signing ---------------------------------------------------------------------------------
 
@@ -195,10 +187,27 @@ class FilePrivValidator:
     def _sign_and_save(self, height: int, round_: int, step: int, message: bytes) -> bytes:
         signature = self.key.sign(message)
         new_state = LastSignState(height, round_, step, signature, message)
-        atomic_write(self.state_path, _dump(new_state.to_json()), 0o600)
+        self.state_file.replace(_dump(new_state.to_json()))
         self.last = new_state
         return signature
 
 
 def _dump(obj: dict[str, Any]) -> bytes:
     return (json.dumps(obj, indent=2) + "\n").encode()
+
+
+def load_sign_state(state_file: DurableFile) -> LastSignState:
+    """The last signed state in `state_file`, written empty if the file does not exist."""
+    try:
+        raw = state_file.read()
+    except OSError as exc:
+        raise PrivValError(f"{state_file.name}: unreadable: {exc}") from exc
+    if not raw:
+        state = LastSignState()
+        state_file.replace(_dump(state.to_json()))
+        return state
+    try:
+        obj = json.loads(raw)
+    except ValueError as exc:
+        raise PrivValError(f"{state_file.name}: unreadable: {exc}") from exc
+    return LastSignState.from_json(obj, state_file.name)

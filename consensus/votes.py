@@ -1,8 +1,14 @@
 """Vote sets: the votes of one (height, round, type), with +2/3 detection and conflicting-vote
 (equivocation) detection; the per-height collection over rounds; and commit verification.
 
-A validator's first valid vote in a set counts; a second, different one is a conflict, reported
-for evidence and not counted. "+2/3" is strictly more than two thirds of the total power.
+"+2/3" is strictly more than two thirds of the total power. As in the paper's counting, the tally
+of a block id is the power of the validators that signed a vote for it: a validator that signs
+votes for two block ids (an equivocation, reported for evidence) counts once in each tally, but
+once only in the power that has voted at all. Without that, a polka that needs a byzantine vote
+would exist for the nodes that saw one version and never for the others, and a validator locked
+by it could keep the rest from progressing. Two +2/3 tallies still cannot form for different
+block ids unless more than a third of the power equivocates. A validator's votes for at most
+`MAX_BLOCKS_PER_VALIDATOR` distinct block ids are kept, bounding what an equivocator can store.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ SignatureCheck = Callable[[Sequence[tuple[bytes, bytes, bytes]]], list[bool]]
 """A batch verifier: (public key, message, signature) items in, validity out."""
 
 
+MAX_BLOCKS_PER_VALIDATOR = 4
+
+
 class AddStatus(Enum):
     ADDED = "added"
     DUPLICATE = "duplicate"
@@ -41,6 +50,9 @@ class VoteError(ValueError):
 class AddResult:
     status: AddStatus
     conflicting: Vote | None = None
+    counted: bool = True
+    """Whether the vote entered its block id's tally (a conflicting vote may not, see
+    MAX_BLOCKS_PER_VALIDATOR)."""
 
 
 class VoteSet:
@@ -63,7 +75,9 @@ class VoteSet:
         self.validators = validators
         self._votes: list[Vote | None] = [None] * len(validators)
         self.sum = 0
+        self._by_block: dict[BlockID, dict[int, Vote]] = {}
         self._power_by_block: dict[BlockID, int] = {}
+        self._blocks_of: dict[int, int] = {}
         self.maj23: BlockID | None = None
 
     def add(self, vote: Vote, verified: bool = False) -> AddResult:
@@ -81,21 +95,26 @@ class VoteSet:
         if validator.address != vote.validator_address:
             raise VoteError("validator address does not match the index")
         existing = self._votes[index]
-        if existing is not None and existing.block_id == vote.block_id:
+        if index in self._by_block.get(vote.block_id, {}):
             return AddResult(AddStatus.DUPLICATE)
         if (
             not verified
             and not self._check([(validator.pub_key, vote.sign_bytes(self.chain_id), vote.signature)])[0]
         ):
             raise VoteError(f"bad signature from validator {validator.address.hex().upper()}")
+        if existing is None:
+            self._votes[index] = vote
+            self.sum += validator.power
+        counted = self._blocks_of.get(index, 0) < MAX_BLOCKS_PER_VALIDATOR
+        if counted:
+            self._blocks_of[index] = self._blocks_of.get(index, 0) + 1
+            self._by_block.setdefault(vote.block_id, {})[index] = vote
+            power = self._power_by_block.get(vote.block_id, 0) + validator.power
+            self._power_by_block[vote.block_id] = power
+            if self.maj23 is None and 3 * power > 2 * self.validators.total_power:
+                self.maj23 = vote.block_id
         if existing is not None:
-            return AddResult(AddStatus.CONFLICT, existing)
-        self._votes[index] = vote
-        self.sum += validator.power
-        power = self._power_by_block.get(vote.block_id, 0) + validator.power
-        self._power_by_block[vote.block_id] = power
-        if self.maj23 is None and 3 * power > 2 * self.validators.total_power:
-            self.maj23 = vote.block_id
+            return AddResult(AddStatus.CONFLICT, existing, counted)
         return AddResult(AddStatus.ADDED)
 
     def two_thirds_majority(self) -> BlockID | None:
@@ -109,7 +128,20 @@ class VoteSet:
         return self.sum == self.validators.total_power
 
     def get(self, index: int) -> Vote | None:
+        """The first vote of validator `index`."""
         return self._votes[index] if 0 <= index < len(self._votes) else None
+
+    def votes_for(self, block_id: BlockID) -> list[Vote]:
+        """The votes for `block_id`, in validator order."""
+        found = self._by_block.get(block_id, {})
+        return [found[i] for i in sorted(found)]
+
+    def all_votes(self) -> list[Vote]:
+        """Every vote kept, conflicting ones included, in validator then arrival order."""
+        out: list[Vote] = []
+        for index in range(len(self._votes)):
+            out.extend(votes[index] for votes in self._by_block.values() if index in votes)
+        return out
 
     def votes(self) -> list[Vote]:
         return [v for v in self._votes if v is not None]
@@ -122,7 +154,9 @@ class VoteSet:
         if self.type != VoteType.PRECOMMIT or self.maj23 is None or self.maj23.is_nil():
             raise ValueError("a commit needs +2/3 precommits for a block")
         sigs = []
-        for vote in self._votes:
+        for_block = self._by_block.get(self.maj23, {})
+        for index, first in enumerate(self._votes):
+            vote = for_block.get(index, first)
             if vote is None:
                 sigs.append(CommitSig.absent())
             elif vote.block_id == self.maj23:
@@ -252,6 +286,9 @@ def median_time(commit: Commit, validators: ValidatorSet) -> int:
     if not weighted:
         raise ValueError("a commit without votes has no median time")
     weighted.sort()
+    # The element at index total // 2 of the power-expanded sorted times (the upper median).
+    # CometBFT's weightedMedian compares with <= and so takes index total // 2 - 1, which for
+    # three equal validators is the earliest time; both stay within the honest validators' times.
     median = total // 2
     for timestamp, power in weighted:
         if median < power:

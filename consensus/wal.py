@@ -13,16 +13,15 @@ limit at an end-height marker it is replaced by a file holding only that marker.
 from __future__ import annotations
 
 import logging
-import os
 import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from consensus.machine import Event, Step, TimeoutEvent
-from consensus.messages import Message, message_fields, message_from_fields
+from consensus.messages import EvidenceMessage, MachineMessage, message_fields, message_from_fields
 from primitives.codec import DecodeError, decode, encode, field_int, field_list, field_text
-from primitives.files import sync_directory
+from primitives.files import DurableFile, OSFile
 
 log = logging.getLogger("derivd.wal")
 
@@ -53,7 +52,7 @@ def _encode_record(time: int, event: Event | None, end_height: int | None) -> by
         payload = encode([KIND_TIMEOUT, time, event.height, event.round, int(event.step)])
     else:
         assert event is not None and not isinstance(event, TimeoutEvent)
-        message: Message = event  # type: ignore[assignment]
+        message: MachineMessage = event  # type: ignore[assignment]
         payload = encode([KIND_MESSAGE, time, message.peer.encode(), message_fields(message)])
     return HEADER.pack(zlib.crc32(payload), len(payload)) + payload
 
@@ -74,14 +73,16 @@ def _decode_payload(payload: bytes) -> WALRecord:
         return WALRecord(time, event)
     if kind == KIND_MESSAGE and len(fields) == 4:
         peer = field_text(fields[2], "message.peer", 128)
-        return WALRecord(time, message_from_fields(fields[3], peer))
+        message = message_from_fields(fields[3], peer)
+        if isinstance(message, EvidenceMessage):
+            raise DecodeError("wal record: evidence is not a consensus input")
+        return WALRecord(time, message)
     raise DecodeError(f"wal record: unknown kind {kind}")
 
 
-def read_records(path: Path) -> tuple[list[WALRecord], int]:
-    """The records of a WAL file and the length of its valid prefix."""
+def parse_records(data: bytes) -> tuple[list[WALRecord], int]:
+    """The records in `data` and the length of its valid prefix."""
     records: list[WALRecord] = []
-    data = path.read_bytes() if path.exists() else b""
     offset = 0
     while offset + HEADER.size <= len(data):
         crc, length = HEADER.unpack_from(data, offset)
@@ -100,24 +101,27 @@ def read_records(path: Path) -> tuple[list[WALRecord], int]:
 
 
 class WAL:
-    """Append-only log of one node's consensus inputs."""
+    """Append-only log of one node's consensus inputs, kept in a DurableFile."""
 
-    def __init__(self, path: Path, rotate_bytes: int = DEFAULT_ROTATE_BYTES) -> None:
-        self.path = path
+    def __init__(self, file: DurableFile, rotate_bytes: int = DEFAULT_ROTATE_BYTES) -> None:
+        self.file = file
         self.rotate_bytes = rotate_bytes
-        path.parent.mkdir(parents=True, exist_ok=True)
-        records, valid = read_records(path)
-        size = path.stat().st_size if path.exists() else 0
-        if valid < size:
+        data = file.read()
+        records, valid = parse_records(data)
+        if valid < len(data):
             log.warning(
-                "WAL %s: cutting a torn or corrupt tail of %d bytes at offset %d", path, size - valid, valid
+                "WAL %s: cutting a torn or corrupt tail of %d bytes at offset %d",
+                file.name,
+                len(data) - valid,
+                valid,
             )
-            with open(path, "r+b") as fh:
-                fh.truncate(valid)
-                os.fsync(fh.fileno())
+            file.truncate(valid)
         self._records = records
-        self._fh = open(path, "ab")  # noqa: SIM115 - held open for the node's lifetime
         self.size = valid
+
+    @classmethod
+    def open(cls, path: Path, rotate_bytes: int = DEFAULT_ROTATE_BYTES) -> WAL:
+        return cls(OSFile(path), rotate_bytes)
 
     def replay_after_last_end_height(self, committed_height: int) -> list[WALRecord]:
         """Inputs after the last end-height marker; WALError if the WAL is ahead of the stores."""
@@ -126,8 +130,9 @@ class WAL:
             if record.end_height is not None:
                 if record.end_height > committed_height:
                     raise WALError(
-                        f"WAL {self.path} marks height {record.end_height} as ended but the block store "
-                        f"is at {committed_height}: the data directory and the WAL do not belong together"
+                        f"WAL {self.file.name} marks height {record.end_height} as ended but the block "
+                        f"store is at {committed_height}: the data directory and the WAL do not belong "
+                        "together"
                     )
                 last_end = i
         replay = [r for r in self._records[last_end + 1 :] if r.event is not None]
@@ -144,32 +149,15 @@ class WAL:
         record = _encode_record(time, None, height)
         self._append(record, True)
         if self.size > self.rotate_bytes:
-            self._rotate(record)
-
-    def flush(self) -> None:
-        self._fh.flush()
+            self.file.replace(record)
+            self.size = len(record)
 
     def _append(self, record: bytes, sync: bool) -> None:
-        self._fh.write(record)
+        self.file.append(record)
         self.size += len(record)
         if sync:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-
-    def _rotate(self, last_record: bytes) -> None:
-        fresh = self.path.with_name(self.path.name + ".new")
-        with open(fresh, "wb") as fh:
-            fh.write(last_record)
-            fh.flush()
-            os.fsync(fh.fileno())
-        self._fh.close()
-        os.replace(fresh, self.path)
-        sync_directory(self.path.parent)
-        self._fh = open(self.path, "ab")  # noqa: SIM115
-        self.size = len(last_record)
+            self.file.sync()
 
     def close(self) -> None:
-        if not self._fh.closed:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
+        self.file.sync()
+        self.file.close()

@@ -11,9 +11,14 @@ It owns the life cycle of application state across heights:
 - check state: a view over committed state that accumulates every tx `check_tx` accepted since the
   last commit, so several txs of one sender are checked in sequence; reset by `commit`.
 
-Block execution: all signatures of a block go to the batch verifier in one call (signatures seen
-by check_tx are cache hits); txs run in block order on a block view, each on a tx view of its own
-(`execution.executor`). Result codes are in `execution.codes`; queries in `execution.query`.
+Genesis: `init_chain` writes the accounts and supply of `app_state` and the validator registry
+(`execution.validators`) of the genesis validators; the app keeps them (it returns no validators).
+
+Block execution: first the block's misbehavior (`execution.evidence`: recorded, offenders' power
+set to 0 and returned as `validator_updates`, `misbehavior` block events); then all signatures of
+the block go to the batch verifier in one call (signatures seen by check_tx are cache hits); txs
+run in block order on a block view, each on a tx view of its own (`execution.executor`). Result
+codes are in `execution.codes`; queries in `execution.query`.
 
 App hash (`execution.apphash`): app_hash(H) = sha256(encode([prev_app_hash, H, merkle_root(
 leaves)])) where the leaves are encode([key, 1, value]) for each put and encode([key, 0, b""])
@@ -37,15 +42,18 @@ from consensus.app import (
     InitChainResult,
     ProposalRequest,
     QueryResult,
+    ValidatorUpdate,
 )
 from execution.accounts import Account, load_supply, store_account, store_supply
 from execution.apphash import app_hash
 from execution.codes import CODESPACE, Code
+from execution.evidence import handle_misbehavior
 from execution.executor import execute_tx, failure
 from execution.genesis_state import load_app_state
 from execution.query import QueryContext, run_query
 from execution.state import CommittedState, StateReader, StateView
 from execution.tx import Tx
+from execution.validators import register_genesis_validators
 from primitives import codec
 from primitives.batch_verify import BatchVerifier
 from primitives.codec import DecodeError
@@ -130,12 +138,14 @@ class ExchangeApp:
         for account in state.accounts:
             store_account(view, account.address, Account(balance=account.balance))
         store_supply(view, state.total_supply)
+        overriding: tuple[ValidatorUpdate, ...] = ()  # the app keeps the genesis validators
+        register_genesis_validators(view, overriding or request.validators)
         height = request.initial_height - 1
         genesis_hash = app_hash(b"", height, view.changes())
         self._pending = _Pending(view, height, genesis_hash, request.time, is_genesis=True)
         self._last_block_time = request.time
         self._check_state = StateView(view)
-        return InitChainResult(app_hash=genesis_hash)
+        return InitChainResult(app_hash=genesis_hash, validators=overriding)
 
     # -- mempool ---------------------------------------------------------------------------------
 
@@ -205,6 +215,7 @@ class ExchangeApp:
         base: StateReader = pending.view if pending is not None else self._committed
         prev_hash = pending.app_hash if pending is not None else self._meta.app_hash
         block_view = StateView(base)
+        accountability = handle_misbehavior(block_view, request.height, request.misbehavior)
         results = self._execute_block(block_view, request)
         new_hash = app_hash(prev_hash, request.height, block_view.changes())
         if pending is not None:
@@ -212,7 +223,12 @@ class ExchangeApp:
             block_view = pending.view
         self._pending = _Pending(block_view, request.height, new_hash, request.time, is_genesis=False)
         self._last_block_time = request.time
-        return FinalizeBlockResult(tx_results=tuple(results), app_hash=new_hash)
+        return FinalizeBlockResult(
+            tx_results=tuple(results),
+            app_hash=new_hash,
+            events=accountability.events,
+            validator_updates=accountability.validator_updates,
+        )
 
     def _execute_block(self, block_view: StateView, request: FinalizeBlockRequest) -> list[ExecTxResult]:
         decoded = [_decode_or_error(raw) for raw in request.txs]

@@ -6,6 +6,15 @@ decimal strings, hashes as upper-case hex:
 | `/accounts/<address hex>` | `{"address", "balance", "nonces"}` (an absent account is empty) |
 | `/supply` | `{"total"}`: the quote supply fixed at genesis |
 | `/app` | `{"height", "app_hash"}` of the last commit |
+| `/validators` | the validator registry, sorted by address: `[{"address", "pub_key", "power"}]` |
+| `/evidence` | every recorded misbehavior, oldest first (see below) |
+
+In `/validators`, `address` is upper-case hex, `pub_key` the base64 of the 32-byte Ed25519 key and
+`power` the application's current power (a slashed validator stays listed with "0").
+`/evidence` items are `{"kind", "validator", "validator_power", "height", "time",
+"total_voting_power", "block_height"}`: `validator` is the upper-case hex address; `height`, `time`
+(ns) and both powers are those of the infraction; `block_height` is the block that handed it to
+the application.
 
 Only the latest state is kept: height 0 or the last committed height are served, any other is
 HEIGHT_NOT_AVAILABLE. Results carry the last committed height. No proofs are produced yet.
@@ -13,6 +22,7 @@ HEIGHT_NOT_AVAILABLE. Results carry the last committed height. No proofs are pro
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +30,9 @@ from dataclasses import dataclass
 from consensus.app import QueryResult
 from execution.accounts import load_account, load_supply
 from execution.codes import CODESPACE, Code
+from execution.evidence import load_evidence
 from execution.state import CommittedState
+from execution.validators import registry
 from primitives.keys import Address
 from storage import schema
 
@@ -68,9 +80,39 @@ def query_app(ctx: QueryContext, path: str) -> QueryResult:
     return QueryResult(value=_json(value), height=ctx.height)
 
 
+def query_validators(ctx: QueryContext, path: str) -> QueryResult:
+    value = [
+        {
+            "address": validator.address.upper(),
+            "pub_key": base64.b64encode(validator.pub_key).decode(),
+            "power": str(validator.power),
+        }
+        for validator in registry(ctx.state)
+    ]
+    return QueryResult(value=_json(value), height=ctx.height)
+
+
+def query_evidence(ctx: QueryContext, path: str) -> QueryResult:
+    value = [
+        {
+            "kind": record.misbehavior.kind,
+            "validator": record.misbehavior.validator_address.hex().upper(),
+            "validator_power": str(record.misbehavior.validator_power),
+            "height": str(record.misbehavior.height),
+            "time": str(record.misbehavior.time),
+            "total_voting_power": str(record.misbehavior.total_voting_power),
+            "block_height": str(record.block_height),
+        }
+        for record in load_evidence(ctx.state)
+    ]
+    return QueryResult(value=_json(value), height=ctx.height)
+
+
 EXACT_PATHS: dict[str, Callable[[QueryContext, str], QueryResult]] = {
     "/supply": query_supply,
     "/app": query_app,
+    "/validators": query_validators,
+    "/evidence": query_evidence,
 }
 
 

@@ -18,12 +18,14 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
-from consensus.app import InitChainRequest, ValidatorUpdate
-from consensus.execution import AppProposalSource, BlockExecutor, handshake
+from consensus.app import Application, InitChainRequest, ValidatorUpdate
+from consensus.driver import ConsensusDriver
+from consensus.evidence import EvidencePool
+from consensus.execution import AppProposalSource, BlockExecutor, handshake, stored_validators
 from consensus.machine import ConsensusMachine, TimeoutConfig
 from consensus.mempool import Mempool, MempoolConfig
 from consensus.privval import FilePrivValidator
-from consensus.service import ConsensusService
+from consensus.service import ConsensusService, wall_clock
 from consensus.state import ConsensusParams
 from consensus.wal import WAL
 from execution.app import ExchangeApp
@@ -84,6 +86,51 @@ def mempool_config(config: Config) -> MempoolConfig:
 
 
 @dataclass
+class Core:
+    """The node's consensus and execution core, assembled (see `build_core`)."""
+
+    blocks: BlockStore
+    states: StateStore
+    mempool: Mempool
+    evidence: EvidencePool
+    executor: BlockExecutor
+    driver: ConsensusDriver
+    service: ConsensusService
+
+
+def build_core(
+    db: Database,
+    app: Application,
+    verifier: BatchVerifier,
+    privval: FilePrivValidator,
+    wal: WAL,
+    genesis: InitChainRequest,
+    params: ConsensusParams,
+    timeouts: TimeoutConfig,
+    mempool_settings: MempoolConfig,
+    retain_blocks: int = 0,
+) -> Core:
+    """Stores, mempool, evidence pool, block executor and consensus over `db` and `app`, at the
+    height the handshake finds."""
+    blocks, states = BlockStore(db), StateStore(db)
+    mempool = Mempool(mempool_settings, app.check_tx)
+    state, last_commit = handshake(app, states, blocks, genesis, params)
+    evidence = EvidencePool(
+        state.chain_id,
+        verifier.verify_batch,
+        stored_validators(states),
+        states.has_committed_evidence,
+        states,
+    )
+    source = AppProposalSource(app, mempool, evidence)
+    machine = ConsensusMachine(state, privval.address, timeouts, source, verifier.verify_batch)
+    executor = BlockExecutor(db, blocks, states, app, mempool, retain_blocks)
+    driver = ConsensusDriver(machine, wal, privval, executor, wall_clock, lambda _: None, evidence)
+    service = ConsensusService(driver, last_commit)
+    return Core(blocks, states, mempool, evidence, executor, driver, service)
+
+
+@dataclass
 class Listening:
     """Where the node's servers listen (filled once they are bound)."""
 
@@ -105,39 +152,31 @@ class Node:
         verifier = BatchVerifier()
         try:
             app = ExchangeApp(db, doc.chain_id, verifier)
-            blocks, states = BlockStore(db), StateStore(db)
-            mempool = Mempool(mempool_config(config), app.check_tx)
-            state, last_commit = handshake(
-                app, states, blocks, init_chain_request(doc), consensus_params(doc)
-            )
             privval = FilePrivValidator.load(
                 config.path(config.base.priv_validator_key_file),
                 config.path(config.base.priv_validator_state_file),
             )
             node_key = load_or_generate_node_key(config.path(config.base.node_key_file))
-            address = privval.address if state.validators.get(privval.address) is not None else None
-            machine = ConsensusMachine(
-                state,
-                privval.address,
+            core = build_core(
+                db,
+                app,
+                verifier,
+                privval,
+                WAL.open(config.path(config.consensus.wal_file)),
+                init_chain_request(doc),
+                consensus_params(doc),
                 timeout_config(config),
-                AppProposalSource(app, mempool),
-                verifier.verify_batch,
+                mempool_config(config),
+                config.storage.retain_blocks,
             )
-            wal = WAL(config.path(config.consensus.wal_file))
-            executor = BlockExecutor(db, blocks, states, app, mempool, config.storage.retain_blocks)
-            service = ConsensusService(machine, wal, privval, executor, last_commit)
+            service, mempool, executor = core.service, core.mempool, core.executor
+            state = service.machine.state
+            address = privval.address if state.validators.get(privval.address) is not None else None
             bus = EventBus()
             metrics = NodeMetrics(config.instrumentation.namespace, doc.chain_id, service, mempool)
             executor.listeners.append(lambda b, bid, res, st: bus.on_commit(b, bid, res))
             executor.listeners.append(metrics.on_commit)
-            self.db, self.app, self.mempool, self.blocks, self.service, self.bus = (
-                db,
-                app,
-                mempool,
-                blocks,
-                service,
-                bus,
-            )
+            self.core, self.bus = core, bus
             log.info(
                 "starting node chain_id=%s height=%d validator=%s node_id=%s",
                 doc.chain_id,
@@ -155,8 +194,8 @@ class Node:
                     rpc_address=config.rpc.laddr,
                 ),
                 genesis=doc.to_json(),
-                blocks=blocks,
-                states=states,
+                blocks=core.blocks,
+                states=core.states,
                 executor=executor,
                 consensus=service,
                 mempool=mempool,
@@ -183,7 +222,7 @@ class Node:
                     log.info("rpc listening on %s", self.listening.rpc)
                     task_status.started(self)
             finally:
-                wal.close()
+                core.driver.wal.close()
         finally:
             verifier.close()
             db.close()

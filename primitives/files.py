@@ -1,9 +1,16 @@
-"""Durable file writes: a file is replaced whole, synced to disk, or not at all."""
+"""Durable files: whole-file replacement that is atomic and synced, and the `DurableFile`
+interface the WAL and the private validator's state write through.
+
+`OSFile` is the real thing (write, fsync, rename, directory fsync). The interface exists so the
+deterministic simulator can give each simulated node an in-memory file whose unsynced bytes are
+lost, or torn, when that node crashes, exercising the same recovery code as a real crash.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Protocol
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -32,3 +39,79 @@ def sync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class DurableFile(Protocol):
+    """A file that is appended to and synced explicitly, or replaced whole."""
+
+    @property
+    def name(self) -> str: ...
+
+    def read(self) -> bytes:
+        """The whole current content (b"" if the file does not exist)."""
+        ...
+
+    def append(self, data: bytes) -> None:
+        """Append `data`; it is durable only after `sync`."""
+        ...
+
+    def sync(self) -> None: ...
+
+    def truncate(self, size: int) -> None:
+        """Cut the file to `size` bytes, durably."""
+        ...
+
+    def replace(self, data: bytes) -> None:
+        """Replace the whole content atomically and durably."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class OSFile:
+    """A DurableFile on the real file system."""
+
+    def __init__(self, path: Path, mode: int = 0o600) -> None:
+        self.path = path
+        self.mode = mode
+        self._fh: object | None = None
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    def read(self) -> bytes:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return b""
+
+    def _handle(self) -> int:
+        if self._fh is None:
+            self._fh = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, self.mode)
+        assert isinstance(self._fh, int)
+        return self._fh
+
+    def append(self, data: bytes) -> None:
+        fd = self._handle()
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+
+    def sync(self) -> None:
+        os.fsync(self._handle())
+
+    def truncate(self, size: int) -> None:
+        os.truncate(self.path, size)
+        self.sync()
+
+    def replace(self, data: bytes) -> None:
+        self.close()
+        atomic_write(self.path, data, self.mode)
+
+    def close(self) -> None:
+        if isinstance(self._fh, int):
+            os.close(self._fh)
+        self._fh = None

@@ -13,9 +13,12 @@ Heights are 8-byte big-endian so that keys of one prefix sort by height. Prefixe
 | `b:tx:` | tx hash | `[height, index]` |
 | `c:state` | | consensus state after the last committed block |
 | `c:vals:` | height | validator set that signs the block at height |
+| `c:ev:` | evidence hash | height of the block that committed the evidence |
+| `c:evp:` | evidence hash | encoded evidence waiting for a block |
 | `a:meta` | | application `[height, app hash]` |
 | `a:acct:` | address | an account |
-| `a:ev:` | height, index | evidence handed to the application |
+| `a:val:` | validator address | validator registry entry `[pub_key, power]` (in the app hash) |
+| `a:ev:` | block height, index | misbehavior handed over in that block (in the app hash; index: 4-byte BE) |
 | `a:supply` | | total quote supply fixed at genesis (canonical int; part of the app hash) |
 | `a:time` | | time (ns) of the last committed block (canonical int; not in the app hash) |
 """
@@ -34,6 +37,8 @@ _TX = b"b:tx:"
 
 CONSENSUS_STATE = b"c:state"
 _VALIDATORS = b"c:vals:"
+_COMMITTED_EVIDENCE = b"c:ev:"
+PENDING_EVIDENCE_PREFIX = b"c:evp:"
 
 APP_META = b"a:meta"
 APP_ACCOUNT_PREFIX = b"a:acct:"
@@ -80,6 +85,14 @@ def validators_key(height: int) -> bytes:
     return _VALIDATORS + height_bytes(height)
 
 
+def committed_evidence_key(evidence_hash: bytes) -> bytes:
+    return _COMMITTED_EVIDENCE + evidence_hash
+
+
+def pending_evidence_key(evidence_hash: bytes) -> bytes:
+    return PENDING_EVIDENCE_PREFIX + evidence_hash
+
+
 def account_key(address: bytes) -> bytes:
     return APP_ACCOUNT_PREFIX + address
 
@@ -92,3 +105,36 @@ def address_from_account_key(key: bytes) -> bytes:
 
 APP_SUPPLY = b"a:supply"
 APP_BLOCK_TIME = b"a:time"
+
+
+APP_VALIDATOR_PREFIX = b"a:val:"
+APP_EVIDENCE_PREFIX = b"a:ev:"
+EVIDENCE_INDEX_SIZE = 4
+
+
+def validator_key(address: bytes) -> bytes:
+    """The application's registry entry of the validator with the 20-byte `address`."""
+    if len(address) != 20:
+        raise ValueError(f"a validator address is 20 bytes, got {len(address)}")
+    return APP_VALIDATOR_PREFIX + address
+
+
+def address_from_validator_key(key: bytes) -> bytes:
+    if not key.startswith(APP_VALIDATOR_PREFIX) or len(key) != len(APP_VALIDATOR_PREFIX) + 20:
+        raise ValueError("not a validator key")
+    return key[len(APP_VALIDATOR_PREFIX) :]
+
+
+def evidence_key(block_height: int, index: int) -> bytes:
+    """The `index`-th misbehavior handed to the application in the block at `block_height`."""
+    if not 0 <= index < 2 ** (8 * EVIDENCE_INDEX_SIZE):
+        raise ValueError(f"evidence index {index} out of range")
+    return APP_EVIDENCE_PREFIX + height_bytes(block_height) + index.to_bytes(EVIDENCE_INDEX_SIZE, "big")
+
+
+def evidence_key_position(key: bytes) -> tuple[int, int]:
+    """(block height, index) of an evidence key."""
+    body = key[len(APP_EVIDENCE_PREFIX) :]
+    if not key.startswith(APP_EVIDENCE_PREFIX) or len(body) != HEIGHT_SIZE + EVIDENCE_INDEX_SIZE:
+        raise ValueError("not an evidence key")
+    return height_from_bytes(body[:HEIGHT_SIZE]), int.from_bytes(body[HEIGHT_SIZE:], "big")

@@ -28,6 +28,7 @@ from consensus.privval import FilePrivValidator, LastSignState
 from consensus.state import ChainState, ConsensusParams, genesis_state
 from consensus.types import Block, Commit
 from primitives.batch_verify import BatchVerifier
+from primitives.files import OSFile
 from primitives.hashing import merkle_root, sha256
 from primitives.keys import PrivateKey
 
@@ -72,6 +73,9 @@ class ToyApp:
         txs, self.pending = self.pending, []
         return txs
 
+    def proposal_evidence(self, state: ChainState, max_bytes: int) -> list[bytes]:
+        return []
+
     def process_proposal(self, state: ChainState, block: Block) -> bool:
         return not any(tx in self.poison for tx in block.txs)
 
@@ -88,7 +92,7 @@ class SoloDriver:
     def __init__(self, tmp_path: Path, key: PrivateKey, state: ChainState, app: ToyApp | None = None) -> None:
         self.verifier = BatchVerifier(workers=1)
         self.app = app or ToyApp()
-        self.privval = FilePrivValidator(key, tmp_path / "pv_state.json", LastSignState())
+        self.privval = FilePrivValidator(key, OSFile(tmp_path / "pv_state.json"), LastSignState())
         self.machine = ConsensusMachine(state, key.address.raw, FAST, self.app, self.verifier.verify_batch)
         self.now = GENESIS_TIME
         self.queue: deque[Event] = deque()

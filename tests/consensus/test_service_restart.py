@@ -12,21 +12,19 @@ import trio
 import trio.testing
 
 from consensus.app import InitChainRequest, ValidatorUpdate
-from consensus.execution import AppProposalSource, BlockExecutor, handshake
-from consensus.machine import ConsensusMachine, Step, StepChanged, TimeoutConfig
-from consensus.mempool import Mempool, MempoolConfig
+from consensus.machine import Step, StepChanged, TimeoutConfig
+from consensus.mempool import MempoolConfig
 from consensus.privval import FilePrivValidator
-from consensus.service import ConsensusService
 from consensus.state import ConsensusParams
 from consensus.types import Block, Commit
 from consensus.wal import WAL
 from execution.app import ExchangeApp
 from execution.tx import Transfer, build_tx
+from node.node import Core, build_core
 from primitives.batch_verify import BatchVerifier
 from primitives.keys import Address, PrivateKey
 from storage.blockstore import BlockStore
 from storage.db import Database
-from storage.statestore import StateStore
 from tests.consensus.harness import GENESIS_TIME
 
 MS = 1_000_000
@@ -42,12 +40,9 @@ class Crash(Exception):
     """Stands for the process dying at that instruction."""
 
 
-def build(home: Path, privval: FilePrivValidator) -> tuple[ConsensusService, Database]:
+def build(home: Path, privval: FilePrivValidator) -> tuple[Core, Database]:
     db = Database(home / "db")
     verifier = BatchVerifier(workers=1)
-    app = ExchangeApp(db, "restart-chain", verifier)
-    blocks, states = BlockStore(db), StateStore(db)
-    mempool = Mempool(MempoolConfig(), app.check_tx)
     genesis = InitChainRequest(
         "restart-chain",
         GENESIS_TIME,
@@ -55,26 +50,32 @@ def build(home: Path, privval: FilePrivValidator) -> tuple[ConsensusService, Dat
         (ValidatorUpdate(privval.public_key.raw, 10),),
         json.dumps({"accounts": [{"address": str(ALICE.address), "balance": "1000000"}]}).encode(),
     )
-    state, last_commit = handshake(app, states, blocks, genesis, ConsensusParams())
-    machine = ConsensusMachine(
-        state, privval.address, TIMEOUTS, AppProposalSource(app, mempool), verifier.verify_batch
+    core = build_core(
+        db,
+        ExchangeApp(db, "restart-chain", verifier),
+        verifier,
+        privval,
+        WAL.open(home / "wal"),
+        genesis,
+        ConsensusParams(),
+        TIMEOUTS,
+        MempoolConfig(),
     )
-    executor = BlockExecutor(db, blocks, states, app, mempool)
-    return ConsensusService(machine, WAL(home / "wal"), privval, executor, last_commit), db
+    return core, db
 
 
-async def run_until(service: ConsensusService, stop: StepChanged, tx_at: int = 0) -> None:
+async def run_until(core: Core, stop: StepChanged, tx_at: int = 0) -> None:
     def listener(step: StepChanged) -> None:
         if step.height == tx_at and step.step == Step.NEW_HEIGHT:
-            assert service.executor.mempool.check_tx(TRANSFER).ok
+            assert core.mempool.check_tx(TRANSFER).ok
         if step.height == stop.height and step.step == stop.step:
             raise Crash
 
-    service.step_listeners.append(listener)
+    core.driver.step_listeners.append(listener)
     try:
         with trio.fail_after(60):  # virtual seconds (autojump clock)
             async with trio.open_nursery() as nursery:
-                await nursery.start(service.run)
+                await nursery.start(core.service.run)
     except BaseExceptionGroup as group:
         if group.subgroup(Crash) is None:
             raise
@@ -87,19 +88,19 @@ async def test_restart_mid_height_commits_the_block_it_voted_for(
 ) -> None:
     key_path, state_path = tmp_path / "pv_key.json", tmp_path / "pv_state.json"
     privval = FilePrivValidator.generate(key_path, state_path)
-    service, db = build(tmp_path, privval)
-    await run_until(service, StepChanged(3, 0, Step.PRECOMMIT), tx_at=3)
-    service.wal.close()
+    core, db = build(tmp_path, privval)
+    await run_until(core, StepChanged(3, 0, Step.PRECOMMIT), tx_at=3)
+    core.driver.wal.close()
     db.close()
     voted = privval.last  # the precommit for height 3 was being produced: its prevote is signed
     assert (voted.height, voted.step) == (3, 2)
 
     restarted_pv = FilePrivValidator.load(key_path, state_path)
-    service, db = build(tmp_path, restarted_pv)
-    assert service.machine.state.last_block_height == 2
-    await run_until(service, StepChanged(5, 0, Step.NEW_HEIGHT))
-    service.wal.close()
-    assert service.double_sign_refusals == 0
+    core, db = build(tmp_path, restarted_pv)
+    assert core.driver.machine.state.last_block_height == 2
+    await run_until(core, StepChanged(5, 0, Step.NEW_HEIGHT))
+    core.driver.wal.close()
+    assert core.driver.double_sign_refusals == 0
     block = Block.decode(BlockStore(db).load_block(3) or b"")
     commit = Commit.decode(BlockStore(db).load_seen_commit(3) or b"")
     assert commit.block_id.hash == block.hash

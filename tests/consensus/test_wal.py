@@ -9,7 +9,7 @@ import pytest
 
 from consensus.machine import Step, TimeoutEvent, VoteEvent
 from consensus.types import NIL_BLOCK_ID, Vote, VoteType
-from consensus.wal import WAL, WALError, read_records
+from consensus.wal import WAL, WALError, parse_records
 
 
 def vote(height: int, round_: int = 0) -> VoteEvent:
@@ -20,13 +20,13 @@ def vote(height: int, round_: int = 0) -> VoteEvent:
 
 def test_records_round_trip_and_replay_after_end_height(tmp_path: Path) -> None:
     path = tmp_path / "wal"
-    wal = WAL(path)
+    wal = WAL.open(path)
     wal.write(1, vote(1))
     wal.write_end_height(2, 1)
     wal.write(3, vote(2), sync=True)
     wal.write(4, TimeoutEvent(2, 0, Step.PROPOSE))
     wal.close()
-    replay = WAL(path).replay_after_last_end_height(committed_height=1)
+    replay = WAL.open(path).replay_after_last_end_height(committed_height=1)
     assert [r.event for r in replay] == [vote(2), TimeoutEvent(2, 0, Step.PROPOSE)]
     assert [r.time for r in replay] == [3, 4]
 
@@ -34,55 +34,55 @@ def test_records_round_trip_and_replay_after_end_height(tmp_path: Path) -> None:
 @pytest.mark.parametrize("cut", [1, 5, 9, 20])
 def test_torn_tail_is_cut_and_the_log_stays_usable(tmp_path: Path, cut: int) -> None:
     path = tmp_path / "wal"
-    wal = WAL(path)
+    wal = WAL.open(path)
     wal.write(1, vote(1))
     wal.write(2, vote(1, 1))
     wal.close()
     good_size = len(path.read_bytes())
-    records, _ = read_records(path)
+    records, _ = parse_records(path.read_bytes())
     with open(path, "r+b") as fh:
         fh.truncate(good_size - cut)
-    reopened = WAL(path)
+    reopened = WAL.open(path)
     assert [r.event for r in reopened.replay_after_last_end_height(0)] == [vote(1)]
     reopened.write(3, vote(1, 2))
     reopened.close()
-    assert [r.event for r in WAL(path).replay_after_last_end_height(0)] == [vote(1), vote(1, 2)]
+    assert [r.event for r in WAL.open(path).replay_after_last_end_height(0)] == [vote(1), vote(1, 2)]
     assert len(records) == 2
 
 
 def test_corrupt_record_cuts_from_there(tmp_path: Path) -> None:
     path = tmp_path / "wal"
-    wal = WAL(path)
+    wal = WAL.open(path)
     for i in range(3):
         wal.write(i, vote(1, i))
     wal.close()
     data = bytearray(path.read_bytes())
-    _, valid = read_records(path)
+    _, valid = parse_records(path.read_bytes())
     assert valid == len(data)
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    replay = WAL(path).replay_after_last_end_height(0)
+    replay = WAL.open(path).replay_after_last_end_height(0)
     assert len(replay) < 3
     assert [r.event for r in replay] == [vote(1, i) for i in range(len(replay))]
 
 
 def test_wal_ahead_of_store_is_refused(tmp_path: Path) -> None:
-    wal = WAL(tmp_path / "wal")
+    wal = WAL.open(tmp_path / "wal")
     wal.write_end_height(1, 5)
     wal.close()
     with pytest.raises(WALError, match="height 5"):
-        WAL(tmp_path / "wal").replay_after_last_end_height(committed_height=4)
+        WAL.open(tmp_path / "wal").replay_after_last_end_height(committed_height=4)
 
 
 def test_rotation_keeps_only_the_last_end_height(tmp_path: Path) -> None:
     path = tmp_path / "wal"
-    wal = WAL(path, rotate_bytes=500)
+    wal = WAL.open(path, rotate_bytes=500)
     for height in range(1, 20):
         wal.write(height, vote(height))
         wal.write_end_height(height, height)
     wal.write(99, vote(20))
     wal.close()
     assert path.stat().st_size < 1000
-    records, _ = read_records(path)
+    records, _ = parse_records(path.read_bytes())
     assert records[0].end_height is not None
-    assert [r.event for r in WAL(path).replay_after_last_end_height(19)] == [vote(20)]
+    assert [r.event for r in WAL.open(path).replay_after_last_end_height(19)] == [vote(20)]

@@ -1,6 +1,6 @@
-"""Test helper: an `ExchangeApp` on a real LevelDB driven through init_chain, finalize_block and
-commit (the batch written with `Database.write`, as the node does), checking conservation after
-every block."""
+"""Test helper: an `ExchangeApp` on a real LevelDB driven through init_chain (with genesis validators
+if given), finalize_block (with misbehavior if given) and commit (the batch written with
+`Database.write`, as the node does), checking conservation after every block."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from consensus.app import (
     FinalizeBlockRequest,
     FinalizeBlockResult,
     InitChainRequest,
+    Misbehavior,
     ProposalRequest,
+    ValidatorUpdate,
 )
 from execution.app import ExchangeApp
 from execution.tx import Action, Transfer, build_tx
@@ -62,6 +64,7 @@ class Chain:
         *,
         chain_id: str = CHAIN_ID,
         initial_height: int = 1,
+        validators: Sequence[ValidatorUpdate] = (),
     ) -> None:
         self.path = path
         self.chain_id = chain_id
@@ -73,7 +76,9 @@ class Chain:
         self.time = GENESIS_TIME
         self._next_nonce = GENESIS_MS
         result = self.app.init_chain(
-            InitChainRequest(chain_id, GENESIS_TIME, initial_height, (), app_state_json(balances))
+            InitChainRequest(
+                chain_id, GENESIS_TIME, initial_height, tuple(validators), app_state_json(balances)
+            )
         )
         self.genesis_hash = result.app_hash
         self.app_hashes: list[bytes] = []
@@ -89,11 +94,15 @@ class Chain:
     def transfer(self, signer: PrivateKey, to: Address, amount: int, *, nonce: int | None = None) -> bytes:
         return self.tx(signer, Transfer(to, amount), nonce=nonce)
 
-    def finalize(self, txs: Sequence[bytes], time: int | None = None) -> FinalizeBlockResult:
+    def finalize(
+        self, txs: Sequence[bytes], time: int | None = None, misbehavior: Sequence[Misbehavior] = ()
+    ) -> FinalizeBlockResult:
         """finalize_block of the next height, without commit."""
         self.height += 1
         self.time = self.time + BLOCK_INTERVAL if time is None else time
-        request = FinalizeBlockRequest(self.height, self.time, b"\x11" * 32, b"\x22" * 20, tuple(txs))
+        request = FinalizeBlockRequest(
+            self.height, self.time, b"\x11" * 32, b"\x22" * 20, tuple(txs), tuple(misbehavior)
+        )
         return self.app.finalize_block(request)
 
     def commit(self) -> None:
@@ -102,8 +111,10 @@ class Chain:
         self.db.write(batch)
         self.assert_conservation()
 
-    def run_block(self, txs: Sequence[bytes], time: int | None = None) -> FinalizeBlockResult:
-        result = self.finalize(txs, time)
+    def run_block(
+        self, txs: Sequence[bytes], time: int | None = None, misbehavior: Sequence[Misbehavior] = ()
+    ) -> FinalizeBlockResult:
+        result = self.finalize(txs, time, misbehavior)
         assert len(result.tx_results) == len(txs)
         self.commit()
         self.app_hashes.append(result.app_hash)

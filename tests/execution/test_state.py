@@ -16,6 +16,9 @@ class DictState:
     def get(self, key: bytes) -> bytes | None:
         return self.data.get(key)
 
+    def iterate(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        return sorted((k, v) for k, v in self.data.items() if k.startswith(prefix))
+
 
 def test_reads_writes_and_sets() -> None:
     view = StateView(DictState({b"a": b"1", b"b": b"2"}))
@@ -50,6 +53,25 @@ def test_apply_to_merges_and_dropping_rolls_back() -> None:
     assert base.get(b"k") == b"new"
     assert base.get(b"gone") is None
     assert base.changes() == [(b"gone", None), (b"k", b"new")]
+
+
+def test_iterate_merges_stacked_views_and_records_what_it_scanned() -> None:
+    base = StateView(DictState({b"p:1": b"a", b"p:2": b"b", b"p:3": b"c", b"q:1": b"x"}))
+    base.put(b"p:0", b"new")
+    base.delete(b"p:2")
+    view = StateView(base)
+    view.put(b"p:3", b"mine")
+    view.put(b"p:5", b"five")
+    view.put(b"q:2", b"other prefix")
+    assert view.iterate(b"p:") == [(b"p:0", b"new"), (b"p:1", b"a"), (b"p:3", b"mine"), (b"p:5", b"five")]
+    assert view.iterate(b"q:") == [(b"q:1", b"x"), (b"q:2", b"other prefix")]
+    assert view.iterate(b"r:") == []
+    assert view.prefix_reads == frozenset({b"p:", b"q:", b"r:"})
+    # keys that came from the parent are reads; keys this view wrote are not
+    assert view.read_set == frozenset({b"p:0", b"p:1", b"q:1"})
+    assert base.prefix_reads == frozenset({b"p:", b"q:", b"r:"})
+    view.delete(b"p:1")
+    assert view.iterate(b"p:") == [(b"p:0", b"new"), (b"p:3", b"mine"), (b"p:5", b"five")]
 
 
 def test_committed_state_overlays_the_last_commit(tmp_path: Path) -> None:
