@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
 
 from consensus.app import Misbehavior
@@ -33,7 +34,7 @@ class EvidenceError(ValueError):
     """Evidence that does not prove misbehaviour, or may not go in this block."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class DuplicateVoteEvidence:
     vote_a: Vote
     vote_b: Vote
@@ -79,15 +80,24 @@ class DuplicateVoteEvidence:
             field_int(f[4], "evidence.timestamp", -(2**63), 2**63 - 1),
         )
 
-    def encode(self) -> bytes:
+    @cached_property
+    def encoded(self) -> bytes:
         return encode(self.to_fields())
+
+    def encode(self) -> bytes:
+        return self.encoded
 
     @classmethod
     def decode(cls, raw: bytes) -> DuplicateVoteEvidence:
         return cls.from_fields(decode(raw, max_size=MAX_EVIDENCE_BYTES))
 
+    @cached_property
+    def key(self) -> bytes:
+        """SHA-256 of the encoding: the evidence's identity."""
+        return sha256(self.encoded)
+
     def hash(self) -> bytes:
-        return sha256(self.encode())
+        return self.key
 
     def misbehavior(self) -> Misbehavior:
         return Misbehavior(

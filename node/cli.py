@@ -28,6 +28,7 @@ from execution.genesis_state import AppStateError, add_account
 from execution.tx import Transfer, build_tx
 from genesis.genesis import GenesisDoc, GenesisError, load_genesis, new_genesis, save_genesis
 from node import logs
+from node.bench import bench
 from node.config import Config, ConfigError, load_config, write_config
 from node.keystore import KeyStore, KeyStoreError
 from node.node import VERSION, Node, NodeStartError
@@ -280,6 +281,9 @@ def show_validator(home: Path) -> None:
 
 def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
+
+
+main.add_command(bench)
 
 
 @main.command()

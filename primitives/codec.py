@@ -26,22 +26,40 @@ class DecodeError(ValueError):
     """Bytes that are not the canonical encoding of the expected structure."""
 
 
-def _check(value: object, depth: int = 0) -> None:
-    if depth > 32:
-        raise TypeError("value nests deeper than 32 levels")
-    if isinstance(value, bool) or value is None:
-        raise TypeError(f"canonical values are ints, bytes and arrays, not {value!r}")
-    if isinstance(value, int):
-        if not INT_MIN <= value <= INT_MAX:
-            raise TypeError(f"integer {value} is outside the 64-bit range")
-        return
-    if isinstance(value, bytes):
-        return
-    if isinstance(value, list | tuple):
-        for item in value:
-            _check(item, depth + 1)
-        return
-    raise TypeError(f"canonical values are ints, bytes and arrays, not {type(value).__name__}")
+MAX_DEPTH = 32
+
+
+def _check(value: object) -> None:
+    """Raise TypeError unless `value` is ints (64-bit), bytes and arrays nested at most
+    MAX_DEPTH deep. Iterative, with the common types checked by exact type first (hot path)."""
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        kind = type(item)
+        if kind is bytes:
+            continue
+        if kind is int:
+            if not INT_MIN <= item <= INT_MAX:  # type: ignore[operator]
+                raise TypeError(f"integer {item} is outside the 64-bit range")
+            continue
+        if kind is list or kind is tuple:
+            if depth >= MAX_DEPTH:
+                raise TypeError(f"value nests deeper than {MAX_DEPTH} levels")
+            for child in item:  # type: ignore[attr-defined]
+                child_kind = type(child)
+                if child_kind is bytes:
+                    continue
+                if child_kind is int and INT_MIN <= child <= INT_MAX:
+                    continue
+                stack.append((child, depth + 1))
+            continue
+        if isinstance(item, bool) or item is None:
+            raise TypeError(f"canonical values are ints, bytes and arrays, not {item!r}")
+        if isinstance(item, int):  # an IntEnum member
+            if not INT_MIN <= item <= INT_MAX:
+                raise TypeError(f"integer {item} is outside the 64-bit range")
+            continue
+        raise TypeError(f"canonical values are ints, bytes and arrays, not {kind.__name__}")
 
 
 def encode(value: Value) -> bytes:
@@ -50,18 +68,26 @@ def encode(value: Value) -> bytes:
     return msgpack.packb(value, use_bin_type=True)
 
 
-def _check_decoded(value: object, depth: int = 0) -> None:
-    if depth > 32:
-        raise DecodeError("nesting deeper than 32 levels")
-    if isinstance(value, bool) or value is None:
-        raise DecodeError("booleans and nil are not canonical values")
-    if isinstance(value, int | bytes):
-        return
-    if isinstance(value, list):
-        for item in value:
-            _check_decoded(item, depth + 1)
-        return
-    raise DecodeError(f"{type(value).__name__} is not a canonical value")
+def _check_decoded(value: object) -> None:
+    """Raise DecodeError unless the decoded `value` is ints, bytes and lists (msgpack gives
+    booleans, nil, floats and text their own types, all refused here)."""
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        kind = type(item)
+        if kind is int or kind is bytes:
+            continue
+        if kind is list:
+            if depth >= MAX_DEPTH:
+                raise DecodeError(f"nesting deeper than {MAX_DEPTH} levels")
+            for child in item:  # type: ignore[attr-defined]
+                child_kind = type(child)
+                if child_kind is not int and child_kind is not bytes:
+                    stack.append((child, depth + 1))
+            continue
+        if kind is bool or item is None:
+            raise DecodeError("booleans and nil are not canonical values")
+        raise DecodeError(f"{kind.__name__} is not a canonical value")
 
 
 def decode(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Value:

@@ -92,7 +92,10 @@ def test_large_batch_uses_worker_threads(chunk_threads: list[tuple[str, int]]) -
         verifier.close()
     assert len(chunk_threads) == 4
     assert sorted(size for _, size in chunk_threads) == [25, 25, 25, 25]
-    assert all(name.startswith("sigverify") for name, _ in chunk_threads)
+    # the calling thread checks one chunk itself; three pool threads check the rest
+    names = sorted(name for name, _ in chunk_threads)
+    assert names.count(threading.current_thread().name) == 1
+    assert sum(name.startswith("sigverify") for name in names) == 3
 
 
 def test_small_batch_is_checked_inline(chunk_threads: list[tuple[str, int]]) -> None:

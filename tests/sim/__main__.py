@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 from concurrent.futures import ProcessPoolExecutor
 from itertools import repeat
 
@@ -21,8 +22,14 @@ from tests.sim.run import PROFILES, Result, run_seed
 
 
 def _run(seed: int, validators: int, faults: str) -> Result:
+    """One seed; an exception in the code under test is that seed's failure, not the run's end."""
     logging.disable(logging.CRITICAL)
-    return run_seed(seed, validators, faults)
+    try:
+        return run_seed(seed, validators, faults)
+    except Exception as exc:
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        failure = f"crashed: {type(exc).__name__}: {exc} at {where.filename}:{where.lineno}"
+        return Result(seed, validators, faults, failures=[failure])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 from consensus.driver import ConsensusDriver, Gossip
 from consensus.evidence import EvidenceError, EvidencePool, decode_evidence_list
-from consensus.machine import BlockPartEvent, ConsensusMachine, ScheduleTimeout, TimeoutConfig
+from consensus.machine import ConsensusMachine, ScheduleTimeout, TimeoutConfig
 from consensus.privval import FilePrivValidator, load_sign_state
 from consensus.state import ChainState
-from consensus.types import Block, BlockID, Commit, Proposal
+from consensus.types import Block, BlockID, Commit, PartSet, Proposal
 from consensus.validators import ValidatorSet
 from consensus.votes import SignatureCheck
 from consensus.wal import WAL
@@ -160,7 +160,7 @@ class SimNode:
         self.pending_timeout: ScheduleTimeout | None = None
         self.timer_token = 0
         self.last_stall_key: tuple[int, int, int, int] | None = None
-        self.held: tuple[Proposal, list[BlockPartEvent]] | None = None
+        self.held: tuple[Proposal, PartSet] | None = None
         """A byzantine proposer's proposal, held until its parts are there to send two versions."""
 
     @property

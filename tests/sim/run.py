@@ -199,6 +199,8 @@ class Simulation:
         self.signed: dict[tuple[bytes, int, int, int], tuple[Any, ...]] = {}
         self.detected: dict[tuple[bytes, int, int, int], int] = {}
         self.sent_catchups: dict[tuple[int, int], int] = {}
+        self._scanned: dict[int, int] = {}
+        self._included_keys: set[tuple[bytes, int, int, int]] = set()
         self._plan_faults()
 
     # -- set-up -------------------------------------------------------------------------------
@@ -336,23 +338,24 @@ class Simulation:
             for peer in group_b:
                 self._send(node.index, peer, VoteEvent(other))
             return
-        # Proposals: hold the proposal until its parts are all there, then send two blocks.
+        # Own proposals: hold the proposal until its parts are all there, then send two blocks.
         if isinstance(message, ProposalEvent):
-            node.held = (message.proposal, [])
+            if self._is_own_proposal(node, message.proposal):
+                node.held = (message.proposal, PartSet(message.proposal.block_id.parts))
+            else:
+                for peer in peers:
+                    self._send(node.index, peer, message)
             return
         held = node.held
-        if held is None or held[0].height != message.height or held[0].round != message.round:
+        if held is None or not held[1].add(message.part):
             for peer in peers:
                 self._send(node.index, peer, message)
             return
-        proposal, parts = held
-        parts.append(message)
-        if len(parts) < proposal.block_id.parts.total:
+        proposal, part_set = held
+        if not part_set.is_complete():
             return
         node.held = None
-        part_set = PartSet(proposal.block_id.parts)
-        for part in parts:
-            part_set.add(part.part)
+        parts = [BlockPartEvent(proposal.height, proposal.round, part) for part in part_set.parts()]
         block = Block.decode(part_set.data())
         txs = (*block.txs, b"evil %d" % self.rng.getrandbits(32))
         other_block = Block(
@@ -525,13 +528,14 @@ class Simulation:
         return result
 
     def _included(self) -> set[tuple[bytes, int, int, int]]:
-        keys: set[tuple[bytes, int, int, int]] = set()
+        """(validator, height, round, type) of the evidence in honest nodes' committed blocks."""
         for node in self.honest:
-            for block in node.chain.blocks:
+            for block in node.chain.blocks[self._scanned.get(node.index, 0) :]:
                 for raw in block.evidence:
                     vote = DuplicateVoteEvidence.decode(raw).vote_a
-                    keys.add((vote.validator_address, vote.height, vote.round, int(vote.type)))
-        return keys
+                    self._included_keys.add((vote.validator_address, vote.height, vote.round, int(vote.type)))
+            self._scanned[node.index] = len(node.chain.blocks)
+        return self._included_keys
 
     def _check_agreement_and_validity(self) -> None:
         longest = max(self.honest, key=lambda n: n.chain.height).chain

@@ -1,0 +1,240 @@
+"""`derivd bench ...`: measurements of the node's hot paths, each printed beside the machine's own
+limit (Ed25519 verifications per second on one core and on all cores), never asserted by a
+test. `--json` prints the same figures as one JSON object.
+
+- `bench consensus`: for a 150-validator set, the votes per second the state machine handles
+  (signatures already verified, so the figure is the machine's own cost; and with the
+  verification included), and the time to verify a 150-signature commit through the batch
+  verifier against one signature at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from consensus.machine import (
+    BlockPartEvent,
+    CommittedEvent,
+    ConsensusMachine,
+    Decide,
+    ProposalEvent,
+    TimeoutConfig,
+    VoteEvent,
+)
+from consensus.state import ChainState, ConsensusParams, genesis_state
+from consensus.types import EMPTY_COMMIT, Block, BlockID, PartSet, Proposal, Vote, VoteType
+from consensus.votes import verify_commit
+from primitives.batch_verify import BatchVerifier, SignedItem
+from primitives.hashing import merkle_root, sha256
+from primitives.keys import PrivateKey, verify
+
+GENESIS_TIME = 1_750_000_000 * 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class MachineLimit:
+    cores: int
+    verify_per_second_one_core: float
+    verify_per_second_all_cores: float
+
+    def line(self) -> str:
+        return (
+            f"machine limit: Ed25519 verify {self.verify_per_second_one_core:,.0f}/s on 1 core, "
+            f"{self.verify_per_second_all_cores:,.0f}/s on {self.cores} cores"
+        )
+
+
+def _signed_items(count: int) -> list[SignedItem]:
+    keys = [PrivateKey.from_seed(sha256(b"bench %d" % i)) for i in range(min(count, 256))]
+    items = []
+    for i in range(count):
+        key = keys[i % len(keys)]
+        message = b"bench message %d" % i
+        items.append((key.public_key.raw, message, key.sign(message)))
+    return items
+
+
+def _best_of(repeats: int, run: Callable[[], object]) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def machine_limit(samples: int = 4000) -> MachineLimit:
+    """Ed25519 verifications per second on one core and through the batch verifier on all."""
+    items = _signed_items(samples)
+    one = _best_of(3, lambda: [verify(*item) for item in items])
+    cores = os.cpu_count() or 1
+    verifier = BatchVerifier(workers=cores, cached=False)
+    try:
+        every = _best_of(3, lambda: verifier.verify_batch(items))
+    finally:
+        verifier.close()
+    return MachineLimit(cores, samples / one, samples / every)
+
+
+class _Silent:
+    """A ProposalSource for a machine that never proposes and accepts every block."""
+
+    def proposal_txs(
+        self, state: ChainState, height: int, time: int, proposer: bytes, max_bytes: int
+    ) -> list[bytes]:
+        return []
+
+    def proposal_evidence(self, state: ChainState, max_bytes: int) -> list[bytes]:
+        return []
+
+    def process_proposal(self, state: ChainState, block: Block) -> bool:
+        return True
+
+
+@dataclass
+class _Height:
+    events: list[ProposalEvent | BlockPartEvent | VoteEvent]
+    votes: int
+
+
+def _height_events(
+    state: ChainState, keys: dict[bytes, PrivateKey], last: Decide | None
+) -> tuple[_Height, Block, BlockID]:
+    """A proposal, its parts and every validator's prevote and precommit for one height."""
+    proposer = state.validators.proposer.address
+    last_commit = last.commit if last is not None else None
+    block = state.make_block(
+        [b"bench tx"], [], last_commit if last_commit is not None else EMPTY_COMMIT, proposer
+    )
+    parts = PartSet.from_data(block.encode())
+    block_id = BlockID(block.hash, parts.header)
+    proposal = Proposal(state.height, 0, -1, block_id, block.header.time + 1)
+    proposal = proposal.with_signature(keys[proposer].sign(proposal.sign_bytes(state.chain_id)))
+    events: list[ProposalEvent | BlockPartEvent | VoteEvent] = [ProposalEvent(proposal)]
+    events.extend(BlockPartEvent(state.height, 0, p) for p in parts.parts())
+    votes = 0
+    for vote_type in (VoteType.PREVOTE, VoteType.PRECOMMIT):
+        for index, validator in enumerate(state.validators.validators):
+            vote = Vote(vote_type, state.height, 0, block_id, block.header.time + 2, validator.address, index)
+            events.append(
+                VoteEvent(vote.with_signature(keys[validator.address].sign(vote.sign_bytes(state.chain_id))))
+            )
+            votes += 1
+    return _Height(events, votes), block, block_id
+
+
+def bench_consensus(validators: int = 150, heights: int = 20) -> dict[str, Any]:
+    keys = [PrivateKey.from_seed(sha256(b"validator %d" % i)) for i in range(validators)]
+    by_address = {k.address.raw: k for k in keys}
+    genesis = genesis_state(
+        "bench", 1, GENESIS_TIME, [(k.public_key.raw, 10) for k in keys], ConsensusParams(), sha256(b"app")
+    )
+    # Pre-build every height's messages by running one machine through them.
+    prepared: list[_Height] = []
+    state, last = genesis, None
+    builder = BatchVerifier(workers=1)
+    for _ in range(heights):
+        height, block, block_id = _height_events(state, by_address, last)
+        prepared.append(height)
+        machine = ConsensusMachine(state, None, TimeoutConfig(), _Silent(), builder.verify_batch)
+        machine.handle(CommittedEvent(state, last.commit if last else None), 0)
+        decided = None
+        for event in height.events:
+            for effect in machine.handle(event, 0):
+                if isinstance(effect, Decide):
+                    decided = effect
+        assert decided is not None, "the benchmark's height did not decide"
+        state = state.next_state(block_id, block.header, merkle_root([]), sha256(state.app_hash), [])
+        last = decided
+    results: dict[str, Any] = {"validators": validators, "heights": heights}
+    # `builder`'s cache holds every signature: with it the figure is the machine's own cost.
+    for label, verifier in (("pre_verified", builder), ("with_verification", BatchVerifier(cached=False))):
+        machine = ConsensusMachine(genesis, None, TimeoutConfig(), _Silent(), verifier.verify_batch)
+        machine.handle(CommittedEvent(genesis, None), 0)
+        total_votes = sum(h.votes for h in prepared)
+        started = time.perf_counter()
+        for height in prepared:
+            for event in height.events:
+                for effect in machine.handle(event, 0):
+                    if isinstance(effect, Decide):
+                        new_state = machine.state.next_state(
+                            effect.block_id,
+                            effect.block.header,
+                            merkle_root([]),
+                            sha256(machine.state.app_hash),
+                            [],
+                        )
+                        machine.handle(CommittedEvent(new_state, effect.commit), 0)
+        elapsed = time.perf_counter() - started
+        results[f"votes_per_second_{label}"] = total_votes / elapsed
+        verifier.close()
+    assert last is not None
+    commit = last.commit  # signed by the genesis set: powers never change here
+    one_by_one = BatchVerifier(workers=1, cached=False)
+    batched = BatchVerifier(cached=False)
+    try:
+
+        def check_with(verifier: BatchVerifier) -> None:
+            verify_commit(
+                genesis.chain_id,
+                genesis.validators,
+                commit.block_id,
+                commit.height,
+                commit,
+                verifier.verify_batch,
+            )
+
+        single = _best_of(20, lambda: check_with(one_by_one))
+        batch = _best_of(20, lambda: check_with(batched))
+    finally:
+        one_by_one.close()
+        batched.close()
+    results["commit_verify_ms_one_by_one"] = single * 1000
+    results["commit_verify_ms_batched"] = batch * 1000
+    results["commit_verify_speedup"] = single / batch
+    results["batch_workers"] = batched.workers
+    return results
+
+
+@click.group()
+def bench() -> None:
+    """Measure the node's hot paths beside the machine's limits."""
+
+
+@bench.command(name="consensus")
+@click.option("--validators", type=int, default=150, show_default=True)
+@click.option("--heights", type=int, default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def consensus_command(validators: int, heights: int, as_json: bool) -> None:
+    """Vote handling by the state machine and commit verification, batched vs one by one."""
+    limit = machine_limit()
+    figures = bench_consensus(validators, heights)
+    if as_json:
+        click.echo(json.dumps({"machine_limit": _limit_json(limit), **figures}, indent=2))
+        return
+    click.echo(limit.line())
+    click.echo(
+        f"state machine, {validators} validators: "
+        f"{figures['votes_per_second_pre_verified']:,.0f} votes/s with signatures already verified, "
+        f"{figures['votes_per_second_with_verification']:,.0f} votes/s verifying each on arrival"
+    )
+    click.echo(
+        f"commit of {validators} signatures: {figures['commit_verify_ms_one_by_one']:.2f} ms one by one, "
+        f"{figures['commit_verify_ms_batched']:.2f} ms batched on {figures['batch_workers']} threads "
+        f"({figures['commit_verify_speedup']:.2f}x; target 1.8x on 2 cores)"
+    )
+
+
+def _limit_json(limit: MachineLimit) -> dict[str, Any]:
+    return {
+        "cores": limit.cores,
+        "verify_per_second_one_core": limit.verify_per_second_one_core,
+        "verify_per_second_all_cores": limit.verify_per_second_all_cores,
+    }
