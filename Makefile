@@ -1,4 +1,4 @@
-# derivd: `make localnet` runs a local chain, `make test` runs the whole suite.
+# derivd: `make localnet` runs a local 4-validator chain, `make test` runs the whole suite.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# 4 validators on 127.0.0.1 (node i: p2p 26656+10i, RPC 26657+10i, metrics 26660+10i), created in
+# ./.localnet on first use; `derivd localnet --validators 1` runs a single-node chain instead.
 localnet: $(STAMP)
 	$(BIN)/derivd localnet --home ./.localnet
 

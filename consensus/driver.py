@@ -112,9 +112,11 @@ class ConsensusDriver:
     def chain_id(self) -> str:
         return self.machine.state.chain_id
 
-    def start(self, last_commit: Commit | None) -> None:
-        """Enter the state's height and replay the WAL after its last end-height marker."""
-        state = self.machine.state
+    def start(self, last_commit: Commit | None, state: ChainState | None = None) -> None:
+        """Enter the height of `state` (by default the machine's: block sync may have moved the
+        chain on since the machine was built) and replay the WAL after its last end-height
+        marker."""
+        state = state if state is not None else self.machine.state
         self._process(_Queued(CommittedEvent(state, last_commit), own=False, record=False))
         replay = self.wal.replay_after_last_end_height(state.last_block_height)
         if replay:

@@ -84,6 +84,8 @@ class Mempool:
         self.size_bytes = 0
         self.stats = MempoolStats()
         self.height = 0
+        self.listeners: list[Callable[[bytes, bytes, str], None]] = []
+        """called with (tx, hash, source peer id or "") for each admitted transaction"""
 
     def __len__(self) -> int:
         return len(self._txs)
@@ -91,8 +93,9 @@ class Mempool:
     def __contains__(self, tx_hash: bytes) -> bool:
         return tx_hash in self._txs
 
-    def check_tx(self, tx: bytes) -> CheckTxResult:
-        """Admit `tx` if the application accepts it; MempoolError if it never reaches it."""
+    def check_tx(self, tx: bytes, source: str = "") -> CheckTxResult:
+        """Admit `tx` if the application accepts it; MempoolError if it never reaches it.
+        `source` is the peer it came from ("" for a local client)."""
         if len(tx) > self.config.max_tx_bytes:
             self.stats.rejected_txs += 1
             raise TxTooLarge(f"tx too large: {len(tx)} bytes, max {self.config.max_tx_bytes}")
@@ -113,6 +116,8 @@ class Mempool:
             self._txs[key] = tx
             self.size_bytes += len(tx)
             self.stats.added_txs += 1
+            for listener in self.listeners:
+                listener(tx, key, source)
         else:
             self.stats.failed_txs += 1
             if not self.config.keep_invalid_txs_in_cache:
@@ -150,6 +155,10 @@ class Mempool:
                     self.stats.evicted_txs += 1
                     if not self.config.keep_invalid_txs_in_cache:
                         self._cache.remove(key)
+
+    def pending(self) -> list[tuple[bytes, bytes]]:
+        """(hash, tx) of every pending transaction, in order."""
+        return list(self._txs.items())
 
     def txs(self, limit: int = -1) -> list[bytes]:
         """Pending transactions in order (all, or the first `limit`)."""

@@ -23,10 +23,13 @@ from consensus.machine import (
     TimeoutEvent,
     VoteEvent,
 )
-from consensus.messages import Message
+from consensus.messages import DecidedBlock, Message
+from consensus.state import ChainState
 from consensus.types import Commit
 
 MAX_BATCH = 256
+
+Inbound = Event | Message | DecidedBlock
 
 
 class TimeoutTicker:
@@ -73,7 +76,8 @@ class ConsensusService:
     ) -> None:
         self.driver = driver
         self._start_commit = start_commit
-        self._send, self._receive = trio.open_memory_channel[Event | Message](inbox_size)
+        self._start_state: ChainState | None = None
+        self._send, self._receive = trio.open_memory_channel[Inbound](inbox_size)
         self.ticker = TimeoutTicker()
         driver.schedule = self.ticker.schedule
 
@@ -81,7 +85,12 @@ class ConsensusService:
     def machine(self) -> ConsensusMachine:
         return self.driver.machine
 
-    def submit_nowait(self, message: Event | Message) -> bool:
+    def start_from(self, state: ChainState, last_commit: Commit | None) -> None:
+        """Start consensus at `state` instead (block sync moved the chain on)."""
+        self._start_state = state
+        self._start_commit = last_commit
+
+    def submit_nowait(self, message: Inbound) -> bool:
         """Queue a peer's message; False if the inbox is full (the message is dropped)."""
         try:
             self._send.send_nowait(message)
@@ -89,11 +98,11 @@ class ConsensusService:
             return False
         return True
 
-    async def submit(self, message: Event | Message) -> None:
+    async def submit(self, message: Inbound) -> None:
         await self._send.send(message)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self.driver.start(self._start_commit)
+        self.driver.start(self._start_commit, self._start_state)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.ticker.run, self.submit)
             task_status.started()
@@ -108,10 +117,12 @@ class ConsensusService:
                 for item in batch:
                     if isinstance(item, TimeoutEvent | CommittedEvent):
                         self.driver.handle(item)
+                    elif isinstance(item, DecidedBlock):
+                        self.driver.apply_decided(item.block, item.commit)
                     else:
                         self.driver.receive(item)
 
-    def _preverify(self, batch: list[Event | Message]) -> None:
+    def _preverify(self, batch: list[Inbound]) -> None:
         """Check the signatures of the batch's votes for the current height in one call."""
         machine = self.driver.machine
         validators = machine.votes.validators

@@ -18,8 +18,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from consensus.machine import Event, Step, TimeoutEvent
-from consensus.messages import EvidenceMessage, MachineMessage, message_fields, message_from_fields
+from consensus.machine import BlockPartEvent, Event, ProposalEvent, Step, TimeoutEvent, VoteEvent
+from consensus.messages import MachineMessage, message_fields, message_from_fields
 from primitives.codec import DecodeError, decode, encode, field_int, field_list, field_text
 from primitives.files import DurableFile, OSFile
 
@@ -74,8 +74,8 @@ def _decode_payload(payload: bytes) -> WALRecord:
     if kind == KIND_MESSAGE and len(fields) == 4:
         peer = field_text(fields[2], "message.peer", 128)
         message = message_from_fields(fields[3], peer)
-        if isinstance(message, EvidenceMessage):
-            raise DecodeError("wal record: evidence is not a consensus input")
+        if not isinstance(message, ProposalEvent | BlockPartEvent | VoteEvent):
+            raise DecodeError("wal record: only proposals, block parts and votes are consensus inputs")
         return WALRecord(time, message)
     raise DecodeError(f"wal record: unknown kind {kind}")
 

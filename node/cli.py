@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 import click
 import httpx
 import trio
+from click.core import ParameterSource
 
 from consensus.privval import FilePrivValidator, PrivValError
 from execution.genesis_state import AppStateError, add_account
@@ -32,6 +33,14 @@ from node.bench import bench
 from node.config import Config, ConfigError, load_config, write_config
 from node.keystore import KeyStore, KeyStoreError
 from node.node import VERSION, Node, NodeStartError
+from node.supervisor import SupervisorError, supervise
+from node.testnet import (
+    DEFAULT_BASE_PORT,
+    TestnetError,
+    create_testnet,
+    parse_hostnames,
+    starting_ip_hosts,
+)
 from p2p.nodekey import load_or_generate_node_key, node_id
 from primitives.keyfile import PUB_KEY_TYPE, KeyFileError, load_key_file
 from primitives.keys import Address
@@ -212,30 +221,144 @@ async def _run_until_signal(config: Config, doc: GenesisDoc) -> None:
                 break
 
 
+# -- testnets -------------------------------------------------------------------------------------
+
+
 @main.command()
 @click.option(
-    "--home", type=click.Path(file_okay=False, path_type=Path), default=Path(".localnet"), show_default=True
+    "--validators", type=click.IntRange(min=1), default=4, show_default=True, help="Number of validators."
 )
-def localnet(home: Path) -> None:
-    """Create a local single-validator chain under --home if absent (with a funded key `alice`)
-    and run it in the foreground."""
-    if not (home / "config" / "genesis.json").exists():
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Directory to write node0, node1, ... into (must not exist, or be empty).",
+)
+@click.option(
+    "--non-validators",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Number of full nodes (not in the validator set).",
+)
+@click.option(
+    "--base-port",
+    type=click.IntRange(min=1, max=65535),
+    default=DEFAULT_BASE_PORT,
+    show_default=True,
+    help="node0's p2p port; node i uses base+10i (p2p), base+10i+1 (RPC), base+10i+4 (metrics) "
+    "on 127.0.0.1, or base, base+1, base+4 on its own host with --hostnames/--starting-ip.",
+)
+@click.option("--chain-id", default=None, help="Chain id (default: derivd-testnet-<random>).")
+@click.option(
+    "--starting-ip",
+    default=None,
+    help="Give node i the IPv4 address STARTING_IP+i and the same ports on every node "
+    "(default: every node on 127.0.0.1 with its own ports).",
+)
+@click.option(
+    "--hostnames",
+    default=None,
+    help="Comma-separated host of each node (e.g. node0,node1,node2,node3 for containers); "
+    "every node then uses the same ports.",
+)
+@click.option(
+    "--accounts",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Number of funded keys account0, account1, ... (1,000,000 USD each) in every home.",
+)
+def testnet(
+    validators: int,
+    output: Path,
+    non_validators: int,
+    base_port: int,
+    chain_id: str | None,
+    starting_ip: str | None,
+    hostnames: str | None,
+    accounts: int,
+) -> None:
+    """Write the homes of a VALIDATORS (+ NON-VALIDATORS) node network sharing one genesis, with
+    persistent peers between all nodes, and print a JSON summary."""
+    try:
+        hosts: list[str] | None = None
+        if starting_ip is not None and hostnames is not None:
+            fail("--starting-ip and --hostnames cannot be used together")
+        if hostnames is not None:
+            hosts = parse_hostnames(hostnames)
+        elif starting_ip is not None:
+            hosts = starting_ip_hosts(starting_ip, validators + non_validators)
+        net = create_testnet(output, validators, non_validators, base_port, chain_id, hosts, accounts)
+    except TestnetError as exc:
+        fail(str(exc))
+    emit(net.to_json())
+
+
+@main.command()
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".localnet"),
+    show_default=True,
+    help="Testnet directory holding node0, node1, ...",
+)
+@click.option(
+    "--validators",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Validators of a new localnet (1 runs the single-node chain).",
+)
+@click.option(
+    "--non-validators",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Full nodes of a new localnet.",
+)
+@click.option(
+    "--base-port",
+    type=click.IntRange(min=1, max=65535),
+    default=DEFAULT_BASE_PORT,
+    show_default=True,
+    help="node0's p2p port of a new localnet (node i: p2p base+10i, RPC base+10i+1, metrics base+10i+4).",
+)
+def localnet(home: Path, validators: int, non_validators: int, base_port: int) -> None:
+    """Create a local testnet under --home if absent (chain derivd-localnet, funded key `account0`
+    in every node's key store) and run all its nodes until Ctrl-C."""
+    if (home / "config" / "genesis.json").exists():
+        fail(
+            f"{home} holds a single-node home from an older `derivd localnet`; run it with "
+            f"`derivd start --home {home}`, or remove it to create a new localnet"
+        )
+    if not (home / "node0" / "config" / "genesis.json").exists():
         try:
-            _, doc = init_home(home, "localnet", "derivd-localnet")
-            store = KeyStore(home)
-            alice = store.add("alice")
-            genesis_file = home / "config" / "genesis.json"
-            state = add_account(doc.app_state, str(alice.address), 1_000_000 * 10**QUOTE_DECIMALS)
-            save_genesis(replace(doc, app_state=state), genesis_file)
-        except (GenesisError, KeyStoreError, AppStateError, PrivValError, OSError) as exc:
+            net = create_testnet(home, validators, non_validators, base_port, "derivd-localnet")
+        except TestnetError as exc:
             fail(str(exc))
+        account = net.accounts[0]
         click.echo(
-            f"localnet created in {home}: key 'alice' ({alice.address}) holds 1,000,000 USD.\n"
-            f"Try: derivd tx transfer --home {home} --from alice --to <address> --amount 1000000",
+            f"localnet created in {home}: {validators} validator(s), {non_validators} full node(s); "
+            f"key '{account.name}' ({account.address}) holds 1,000,000 USD.\n"
+            f"Try: derivd tx transfer --home {home / 'node0'} --from {account.name} --to <address> "
+            f"--amount 1000000",
             err=True,
         )
-    config, doc = _load(home)
-    run_node(config, doc)
+    else:
+        context = click.get_current_context()
+        given = [
+            f"--{name.replace('_', '-')}"
+            for name in ("validators", "non_validators", "base_port")
+            if context.get_parameter_source(name) is ParameterSource.COMMANDLINE
+        ]
+        if given:
+            click.echo(f"note: {home} already holds a localnet; {', '.join(given)} ignored", err=True)
+    try:
+        code = supervise(home, click.echo)
+    except SupervisorError as exc:
+        fail(str(exc))
+    sys.exit(code)
 
 
 @main.command(name="unsafe-reset-all")
@@ -443,3 +566,7 @@ def _abci_query(client: RPCClient, path: str, height: int = 0) -> Any:
         fail(f"query {path}: {response['log']} (code {response['code']})")
     value = base64.b64decode(response["value"] or "")
     return json.loads(value) if value else None
+
+
+if __name__ == "__main__":
+    main()

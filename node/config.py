@@ -24,6 +24,8 @@ from typing import Any
 import tomlkit
 import tomlkit.items
 
+from p2p.address import NetAddress
+from p2p.address import parse_node_id as _parse_node_id
 from primitives.files import atomic_write
 
 INT64_MIN = -(2**63)
@@ -137,7 +139,6 @@ def format_duration(ns: int) -> str:
 
 _HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 _PORT = re.compile(r"[0-9]{1,5}")
-_NODE_ID = re.compile(r"[0-9a-fA-F]{40}")
 ALL_INTERFACES = "0.0.0.0"
 
 
@@ -180,35 +181,18 @@ def parse_laddr(text: str) -> tuple[str, int]:
     return host or ALL_INTERFACES, port
 
 
-@dataclass(frozen=True, slots=True)
-class PeerAddress:
-    """A peer as `id@host:port` (the id is the lower-case hex node id)."""
-
-    node_id: str
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.node_id}@{host}:{self.port}"
+PeerAddress = NetAddress
+"""A peer as `id@host:port` (the id is the lower-case hex node id); p2p's NetAddress."""
 
 
 def parse_node_id(text: str) -> str:
     """A node id (40 hex digits), lower-cased; ValueError if it is not one."""
-    if not _NODE_ID.fullmatch(text):
-        raise ValueError(f"not a node id (40 hex digits): {_show(text)}")
-    return text.lower()
+    return _parse_node_id(text)
 
 
 def parse_peer(text: str) -> PeerAddress:
     """Parse `id@host:port`; ValueError names what is wrong."""
-    node_id, at, address = text.partition("@")
-    if not at:
-        raise ValueError(f"not a peer address (want id@host:port): {_show(text)}")
-    host, port = _split_host_port(address, text)
-    if not host or port == 0:
-        raise ValueError(f"a peer needs a host and a non-zero port: {_show(text)}")
-    return PeerAddress(parse_node_id(node_id), host, port)
+    return NetAddress.parse(text)
 
 
 def _split_list(text: str) -> list[str]:

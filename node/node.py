@@ -19,22 +19,27 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from consensus.app import Application, InitChainRequest, ValidatorUpdate
+from consensus.blocksync import BlockSync
 from consensus.driver import ConsensusDriver
 from consensus.evidence import EvidencePool
 from consensus.execution import AppProposalSource, BlockExecutor, handshake, stored_validators
 from consensus.machine import ConsensusMachine, TimeoutConfig
 from consensus.mempool import Mempool, MempoolConfig
+from consensus.mempool_reactor import MempoolReactor
 from consensus.privval import FilePrivValidator
+from consensus.reactor import ConsensusReactor
 from consensus.service import ConsensusService, wall_clock
 from consensus.state import ConsensusParams
 from consensus.wal import WAL
 from execution.app import ExchangeApp
 from genesis.genesis import GenesisDoc
-from node.config import Config, parse_laddr
+from node.config import Config, parse_id_list, parse_laddr, parse_peer_list
 from node.events import EventBus
 from node.metrics import NodeMetrics
 from node.rpc import NodeInfo, RPCEnv, make_app
+from p2p.base import NodeInfo as P2PNodeInfo
 from p2p.nodekey import load_or_generate_node_key, node_id
+from p2p.switch import P2PSettings, Switch
 from primitives.batch_verify import BatchVerifier
 from storage.blockstore import BlockStore
 from storage.db import Database
@@ -177,6 +182,32 @@ class Node:
             executor.listeners.append(lambda b, bid, res, st: bus.on_commit(b, bid, res))
             executor.listeners.append(metrics.on_commit)
             self.core, self.bus = core, bus
+            switches: list[Switch] = []
+
+            def ban(peer_id: str, reason: str) -> None:
+                for switch in switches:
+                    switch.stop_peer_for_error(peer_id, reason)
+
+            blocksync = BlockSync(executor, core.blocks, state, verifier.verify_batch, ban)
+            reactor = ConsensusReactor(
+                service, core.blocks, ban, config.consensus.peer_gossip_sleep_duration / 1e9
+            )
+            switch = Switch(
+                node_key,
+                P2PNodeInfo(
+                    node_id=node_id(node_key.public_key),
+                    listen_addr=config.p2p.laddr,
+                    network=doc.chain_id,
+                    version=VERSION,
+                    channels=b"",
+                    moniker=config.base.moniker,
+                    other={"rpc_address": config.rpc.laddr},
+                ),
+                p2p_settings(config),
+                [reactor, MempoolReactor(mempool), blocksync],
+            )
+            switches.append(switch)
+            self.switch, self.blocksync = switch, blocksync
             log.info(
                 "starting node chain_id=%s height=%d validator=%s node_id=%s",
                 doc.chain_id,
@@ -205,10 +236,12 @@ class Node:
                 timeout_broadcast_tx_commit=config.rpc.timeout_broadcast_tx_commit / 1e9,
                 max_batch=config.rpc.max_request_batch_size,
                 max_body_bytes=config.rpc.max_body_bytes,
+                catching_up=lambda: blocksync.syncing,
+                switch=switch,
             )
             try:
                 async with trio.open_nursery() as nursery:
-                    await nursery.start(service.run)
+                    await nursery.start(switch.run)
                     self.listening.rpc = await _start_server(
                         nursery, make_app(rpc_env), config.rpc.laddr, config.rpc.max_open_connections
                     )
@@ -221,6 +254,10 @@ class Node:
                         )
                     log.info("rpc listening on %s", self.listening.rpc)
                     task_status.started(self)
+                    synced_state, synced_commit = await blocksync.sync()
+                    service.start_from(synced_state, synced_commit)
+                    await nursery.start(service.run)
+                    await nursery.start(reactor.run)
             finally:
                 core.driver.wal.close()
         finally:
@@ -252,6 +289,31 @@ async def _serve(
 
 class NodeStartError(RuntimeError):
     """The node cannot start; the message says why."""
+
+
+def p2p_settings(config: Config) -> P2PSettings:
+    """The transport's settings from `[p2p]`."""
+    p = config.p2p
+    host, port = parse_laddr(p.laddr)
+    return P2PSettings(
+        listen_host=host,
+        listen_port=port,
+        external_address=parse_laddr(p.external_address) if p.external_address else None,
+        persistent_peers=parse_peer_list(p.persistent_peers),
+        seeds=parse_peer_list(p.seeds),
+        max_inbound=p.max_num_inbound_peers,
+        max_outbound=p.max_num_outbound_peers,
+        unconditional_peer_ids=parse_id_list(p.unconditional_peer_ids),
+        private_peer_ids=parse_id_list(p.private_peer_ids),
+        handshake_timeout=p.handshake_timeout / 1e9,
+        dial_timeout=p.dial_timeout / 1e9,
+        pex=p.pex,
+        address_book_path=config.path(p.addr_book_file),
+        send_rate=p.send_rate,
+        recv_rate=p.recv_rate,
+        max_packet_payload=p.max_packet_msg_payload_size,
+        redial_max_delay=p.persistent_peers_max_dial_period / 1e9 or 60.0,
+    )
 
 
 def genesis_path(config: Config) -> Path:

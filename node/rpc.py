@@ -29,6 +29,7 @@ from consensus.types import NIL_BLOCK_ID, Block, Commit
 from consensus.validators import ValidatorSet
 from node import jsonfmt
 from node.events import EventBus, TxCommitted
+from p2p.switch import Switch
 from primitives.codec import DecodeError, decode
 from primitives.hashing import sha256
 from primitives.keys import Address
@@ -92,6 +93,7 @@ class RPCEnv:
     max_batch: int = 10
     max_body_bytes: int = 1_000_000
     catching_up: Callable[[], bool] = field(default=lambda: False)
+    switch: Switch | None = None
 
 
 # -- parameters ----------------------------------------------------------------------------------
@@ -279,11 +281,25 @@ async def status(env: RPCEnv, call: Call) -> JSON:
 
 @method("net_info")
 async def net_info(env: RPCEnv, call: Call) -> JSON:
+    peers = env.switch.peers() if env.switch is not None else []
     return {
         "listening": True,
         "listeners": [f"Listener({env.info.listen_addr})"],
-        "n_peers": "0",
-        "peers": [],
+        "n_peers": str(len(peers)),
+        "peers": [
+            {
+                "node_info": {
+                    "id": peer.id,
+                    "listen_addr": peer.node_info.listen_addr,
+                    "network": peer.node_info.network,
+                    "version": peer.node_info.version,
+                    "moniker": peer.node_info.moniker,
+                },
+                "is_outbound": peer.is_outbound,
+                "remote_ip": peer.remote_ip,
+            }
+            for peer in peers
+        ],
     }
 
 

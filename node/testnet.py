@@ -1,0 +1,315 @@
+"""`derivd testnet`: the homes of an N-validator (plus M full node) network, in the manner of
+`cometbft testnet`.
+
+Owns the port scheme, the per-node configuration (listen addresses, `persistent_peers` naming every
+other node as `id@host:port`), the one shared genesis (validators `node0..` of power 10, funded
+accounts) and the account keys copied into every home's key store.
+
+Port scheme. On one machine (the default) node i listens on 127.0.0.1 with its own ports:
+p2p `base + 10*i`, RPC `base + 10*i + 1`, Prometheus `base + 10*i + 4`; the default base 26656
+gives node0 CometBFT's 26656/26657/26660. With `hosts` (from `--hostnames` or `--starting-ip`)
+every node is on its own host (a container or a machine), listens on all interfaces and uses the
+same three ports `base`, `base + 1` and `base + 4`; peers are dialed at `id@host:base`.
+
+A failure leaves nothing behind: what was written is removed and a TestnetError of one line says
+what went wrong.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from consensus.privval import FilePrivValidator, PrivValError
+from execution.genesis_state import AppStateError, add_account
+from genesis.genesis import GenesisError, new_genesis, save_genesis
+from node.config import Config, ConfigError, PeerAddress, parse_peer, write_config
+from node.keystore import KeyStore, KeyStoreError
+from p2p.nodekey import load_or_generate_node_key, node_id
+from primitives.keyfile import KeyFileError
+
+DEFAULT_BASE_PORT = 26656
+"""node0's p2p port; its RPC port is one above (26657), its Prometheus port four above (26660)."""
+PORT_STRIDE = 10
+RPC_OFFSET = 1
+METRICS_OFFSET = 4
+MAX_PORT = 65535
+LOOPBACK = "127.0.0.1"
+ALL_INTERFACES = "0.0.0.0"
+VALIDATOR_POWER = 10
+QUOTE_DECIMALS = 6
+ACCOUNT_FUNDS = 1_000_000 * 10**QUOTE_DECIMALS
+"""What each generated account holds at genesis: 1,000,000 USD in quote units."""
+ACCOUNT_PREFIX = "account"
+NODE_PREFIX = "node"
+
+
+class TestnetError(ValueError):
+    """A testnet that cannot be created; the message is one line naming the problem."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodePlan:
+    """Where one node of the testnet lives and listens."""
+
+    index: int
+    host: str
+    """the address other nodes dial (and clients reach)"""
+    listen_host: str
+    """the address the node's servers bind"""
+    p2p_port: int
+    rpc_port: int
+    metrics_port: int
+    validator: bool
+
+    @property
+    def name(self) -> str:
+        """`node<index>`: the home directory's name, the moniker and the genesis validator name."""
+        return f"{NODE_PREFIX}{self.index}"
+
+
+def plan_nodes(
+    validators: int,
+    non_validators: int = 0,
+    base_port: int = DEFAULT_BASE_PORT,
+    hosts: Sequence[str] | None = None,
+) -> list[NodePlan]:
+    """The nodes' addresses and ports: validators first, then full nodes. Without `hosts` all
+    nodes share 127.0.0.1 with ports `base + 10*i (+1, +4)`; with `hosts` (one per node) each
+    node has its own host and every node uses `base`, `base + 1` and `base + 4`."""
+    if validators < 1:
+        raise TestnetError(f"--validators: must be at least 1, got {validators}")
+    if non_validators < 0:
+        raise TestnetError(f"--non-validators: must not be negative, got {non_validators}")
+    count = validators + non_validators
+    if hosts is not None and len(hosts) != count:
+        raise TestnetError(f"--hostnames: {len(hosts)} hosts for {count} nodes; give exactly one per node")
+    last_offset = (0 if hosts is not None else PORT_STRIDE * (count - 1)) + METRICS_OFFSET
+    if base_port < 1 or base_port + last_offset > MAX_PORT:
+        raise TestnetError(
+            f"--base-port: must be between 1 and {MAX_PORT - last_offset} for {count} nodes, got {base_port}"
+        )
+    plans = []
+    for i in range(count):
+        offset = 0 if hosts is not None else PORT_STRIDE * i
+        plans.append(
+            NodePlan(
+                index=i,
+                host=LOOPBACK if hosts is None else hosts[i],
+                listen_host=LOOPBACK if hosts is None else ALL_INTERFACES,
+                p2p_port=base_port + offset,
+                rpc_port=base_port + offset + RPC_OFFSET,
+                metrics_port=base_port + offset + METRICS_OFFSET,
+                validator=i < validators,
+            )
+        )
+    return plans
+
+
+def parse_hostnames(text: str) -> list[str]:
+    """`node0,node1,...` as a list of host names or IP addresses, each usable in `id@host:port`,
+    none repeated."""
+    hosts = [item.strip() for item in text.split(",")]
+    seen: set[str] = set()
+    for host in hosts:
+        try:
+            parse_peer(f"{'0' * 40}@{host}:1")
+        except ValueError:
+            raise TestnetError(f"--hostnames: not a host name or IP address: {host!r}") from None
+        if host in seen:
+            raise TestnetError(f"--hostnames: {host!r} is given twice (every node needs its own host)")
+        seen.add(host)
+    return hosts
+
+
+def starting_ip_hosts(starting_ip: str, count: int) -> list[str]:
+    """`count` consecutive IPv4 addresses from `starting_ip` (CometBFT's `--starting-ip`)."""
+    try:
+        first = ipaddress.IPv4Address(starting_ip)
+    except ValueError:
+        raise TestnetError(f"--starting-ip: not an IPv4 address: {starting_ip!r}") from None
+    if int(first) + count - 1 > int(ipaddress.IPv4Address("255.255.255.255")):
+        raise TestnetError(f"--starting-ip: {count} addresses from {first} run past 255.255.255.255")
+    return [str(first + i) for i in range(count)]
+
+
+@dataclass(frozen=True, slots=True)
+class TestnetNode:
+    """A node home that was written."""
+
+    plan: NodePlan
+    home: Path
+    node_id: str
+    validator_pub_key: bytes
+    validator_address: str
+    """upper-case hex, as in genesis.json"""
+
+    @property
+    def peer_address(self) -> PeerAddress:
+        """How the other nodes dial this one."""
+        return PeerAddress(self.node_id, self.plan.host, self.plan.p2p_port)
+
+    def to_json(self) -> dict[str, Any]:
+        plan = self.plan
+        return {
+            "name": plan.name,
+            "home": str(self.home),
+            "node_id": self.node_id,
+            "validator": plan.validator,
+            "validator_address": self.validator_address,
+            "p2p": str(self.peer_address),
+            "rpc": f"http://{plan.host}:{plan.rpc_port}",
+            "metrics": f"http://{plan.host}:{plan.metrics_port}/metrics",
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TestnetAccount:
+    """A funded key, present in every home's key store."""
+
+    name: str
+    address: str
+    balance: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "address": self.address, "balance": str(self.balance)}
+
+
+@dataclass(frozen=True, slots=True)
+class Testnet:
+    """What `create_testnet` wrote."""
+
+    output: Path
+    chain_id: str
+    nodes: tuple[TestnetNode, ...]
+    accounts: tuple[TestnetAccount, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "output": str(self.output),
+            "chain_id": self.chain_id,
+            "validators": sum(1 for n in self.nodes if n.plan.validator),
+            "nodes": [n.to_json() for n in self.nodes],
+            "accounts": [a.to_json() for a in self.accounts],
+        }
+
+
+def default_chain_id() -> str:
+    return f"derivd-testnet-{secrets.token_hex(3)}"
+
+
+def create_testnet(
+    output: Path,
+    validators: int,
+    non_validators: int = 0,
+    base_port: int = DEFAULT_BASE_PORT,
+    chain_id: str | None = None,
+    hosts: Sequence[str] | None = None,
+    accounts: int = 1,
+    account_funds: int = ACCOUNT_FUNDS,
+    genesis_time_ns: int | None = None,
+) -> Testnet:
+    """Write `output/node0 .. node<N+M-1>`, each a complete home (config.toml, validator key and
+    sign state, node key, the shared genesis.json, the account keys). `output` must not exist or
+    be an empty directory."""
+    plans = plan_nodes(validators, non_validators, base_port, hosts)
+    if accounts < 0:
+        raise TestnetError(f"--accounts: must not be negative, got {accounts}")
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise TestnetError(f"{output}: already exists and is not empty; refusing to overwrite it")
+    created_output = not output.exists()
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        return _write(output, plans, chain_id or default_chain_id(), accounts, account_funds, genesis_time_ns)
+    except (GenesisError, AppStateError, KeyStoreError, PrivValError, KeyFileError, ConfigError) as exc:
+        _remove(output, plans, created_output)
+        raise TestnetError(str(exc)) from None
+    except OSError as exc:
+        _remove(output, plans, created_output)
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise TestnetError(f"{where}{exc.strerror or exc}") from None
+    except BaseException:
+        _remove(output, plans, created_output)
+        raise
+
+
+def _remove(output: Path, plans: Sequence[NodePlan], created_output: bool) -> None:
+    if created_output:
+        shutil.rmtree(output, ignore_errors=True)
+        return
+    for plan in plans:
+        shutil.rmtree(output / plan.name, ignore_errors=True)
+
+
+def _node_config(home: Path, plan: NodePlan) -> Config:
+    overrides: dict[str, object] = {
+        "p2p.laddr": f"tcp://{plan.listen_host}:{plan.p2p_port}",
+        "rpc.laddr": f"tcp://{plan.listen_host}:{plan.rpc_port}",
+        "instrumentation.prometheus_listen_addr": f"{plan.listen_host}:{plan.metrics_port}",
+        "p2p.allow_duplicate_ip": True,
+    }
+    if plan.listen_host == ALL_INTERFACES:  # its own host: tell peers where to dial
+        overrides["p2p.external_address"] = f"tcp://{plan.host}:{plan.p2p_port}"
+    return Config.default(home, plan.name).with_overrides(**overrides)
+
+
+def _write(
+    output: Path,
+    plans: Sequence[NodePlan],
+    chain_id: str,
+    account_count: int,
+    account_funds: int,
+    genesis_time_ns: int | None,
+) -> Testnet:
+    configs: list[Config] = []
+    nodes: list[TestnetNode] = []
+    for plan in plans:
+        home = output / plan.name
+        config = _node_config(home, plan)
+        privval = FilePrivValidator.generate(
+            config.path(config.base.priv_validator_key_file),
+            config.path(config.base.priv_validator_state_file),
+        )
+        node_key = load_or_generate_node_key(config.path(config.base.node_key_file))
+        configs.append(config)
+        nodes.append(
+            TestnetNode(
+                plan=plan,
+                home=home,
+                node_id=node_id(node_key.public_key),
+                validator_pub_key=privval.public_key.raw,
+                validator_address=privval.public_key.address.upper(),
+            )
+        )
+    doc = new_genesis(
+        chain_id,
+        [(n.validator_pub_key, VALIDATOR_POWER, n.plan.name) for n in nodes if n.plan.validator],
+        time.time_ns() if genesis_time_ns is None else genesis_time_ns,
+        {"accounts": []},
+    )
+    app_state = doc.app_state
+    funded: list[TestnetAccount] = []
+    seeds: list[tuple[str, bytes]] = []
+    for k in range(account_count):
+        name, seed = f"{ACCOUNT_PREFIX}{k}", os.urandom(32)
+        info = KeyStore(nodes[0].home).add(name, seed)
+        app_state = add_account(app_state, str(info.address), account_funds)
+        funded.append(TestnetAccount(name, str(info.address), account_funds))
+        seeds.append((name, seed))
+    doc = replace(doc, app_state=app_state)
+    for node, config in zip(nodes, configs, strict=True):
+        peers = ",".join(str(other.peer_address) for other in nodes if other is not node)
+        write_config(config.with_overrides(**{"p2p.persistent_peers": peers}))
+        save_genesis(doc, config.path(config.base.genesis_file))
+        if node is not nodes[0]:
+            store = KeyStore(node.home)
+            for name, seed in seeds:
+                store.add(name, seed)
+    return Testnet(output, chain_id, tuple(nodes), tuple(funded))
