@@ -2,6 +2,8 @@
 limit (Ed25519 verifications per second on one core and on all cores), never asserted by a
 test. `--json` prints the same figures as one JSON object.
 
+- `bench throughput`: committed tx/s, latency and per-node CPU and memory of a temporary
+  localnet under load (see node.loadgen).
 - `bench consensus`: for a 150-validator set, the votes per second the state machine handles
   (signatures already verified, so the figure is the machine's own cost; and with the
   verification included), and the time to verify a 150-signature commit through the batch
@@ -31,6 +33,7 @@ from consensus.machine import (
 from consensus.state import ChainState, ConsensusParams, genesis_state
 from consensus.types import EMPTY_COMMIT, Block, BlockID, PartSet, Proposal, Vote, VoteType
 from consensus.votes import verify_commit
+from node.loadgen import bench_throughput
 from primitives.batch_verify import BatchVerifier, SignedItem
 from primitives.hashing import merkle_root, sha256
 from primitives.keys import PrivateKey, verify
@@ -238,3 +241,35 @@ def _limit_json(limit: MachineLimit) -> dict[str, Any]:
         "verify_per_second_one_core": limit.verify_per_second_one_core,
         "verify_per_second_all_cores": limit.verify_per_second_all_cores,
     }
+
+
+@bench.command(name="throughput")
+@click.option("--validators", type=int, default=4, show_default=True)
+@click.option("--duration", type=float, default=20.0, show_default=True, help="Seconds of load.")
+@click.option("--accounts", type=int, default=32, show_default=True, help="Sending accounts (workers).")
+@click.option(
+    "--timeout-commit", default="1s", show_default=True, help="[consensus] timeout_commit of the nodes."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def throughput_command(
+    validators: int, duration: float, accounts: int, timeout_commit: str, as_json: bool
+) -> None:
+    """Committed tx/s and latency of a temporary localnet under signed-transfer load."""
+    limit = machine_limit()
+    figures = bench_throughput(validators, duration, accounts, timeout_commit)
+    if as_json:
+        click.echo(json.dumps({"machine_limit": _limit_json(limit), **figures}, indent=2))
+        return
+    click.echo(limit.line())
+    click.echo(
+        f"{validators} validators, {duration:.0f} s, {accounts} accounts: "
+        f"{figures['committed_tx_per_s']:,.1f} committed tx/s ({figures['committed']} of "
+        f"{figures['submitted']} accepted, {figures['rejected']} refused), latency p50 "
+        f"{figures['latency_p50_s']:.2f} s p99 {figures['latency_p99_s']:.2f} s, "
+        f"block interval {figures['block_interval_s']:.2f} s"
+    )
+    for i, node in enumerate(figures["nodes"]):
+        click.echo(
+            f"  node{i}: cpu {node['cpu_percent']:.0f}% ({node['cpu_seconds']:.1f} s), "
+            f"rss {node['rss_mib']:.0f} MiB"
+        )

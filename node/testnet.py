@@ -21,6 +21,7 @@ import ipaddress
 import os
 import secrets
 import shutil
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -313,3 +314,24 @@ def _write(
             for name, seed in seeds:
                 store.add(name, seed)
     return Testnet(output, chain_id, tuple(nodes), tuple(funded))
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_base_port(nodes: int) -> int:
+    """A base port whose testnet ports (p2p, RPC and metrics of `nodes` nodes) are all free now
+    on 127.0.0.1 (for tests and benchmarks that run beside other localnets)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        start = 20000 + sock.getsockname()[1] % 20000
+    for base in range(start, 60000, 97):
+        if all(_port_free(base + 10 * i + k) for i in range(nodes) for k in (0, 1, 4)):
+            return base
+    raise TestnetError("no free range of ports on 127.0.0.1")

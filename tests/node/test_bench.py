@@ -19,3 +19,12 @@ def test_bench_consensus_reports_its_figures() -> None:
         "commit_verify_speedup",
     ):
         assert out[key] > 0, key
+
+
+def test_bench_throughput_reports_its_figures() -> None:
+    out = json.loads(run_cli("bench", "throughput", "--validators", "1", "--duration", "3", "--json").stdout)
+    assert out["validators"] == 1 and len(out["nodes"]) == 1
+    assert out["submitted"] > 0 and out["committed"] > 0
+    assert out["committed"] <= out["submitted"]
+    assert 0 < out["latency_p50_s"] <= out["latency_p99_s"]
+    assert out["nodes"][0]["rss_mib"] > 0

@@ -1,0 +1,154 @@
+"""End to end with several real `derivd` processes on loopback: they agree, carry transactions
+between them, survive a validator's crash (it catches up by block sync and votes again), stop
+without +2/3 and resume without a fork, let a fresh full node sync from far behind, and drop
+peers that misbehave on the wire."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from time import time_ns
+
+import pytest
+
+from execution.tx import Transfer, build_tx
+from node.config import load_config, write_config
+from node.keystore import KeyStore
+from node.testnet import Testnet as Network
+from node.testnet import create_testnet, free_base_port
+from primitives.hashing import sha256
+from primitives.keys import Address, PrivateKey
+from tests.node.e2e import ChainHome, NodeProcess, wait_for
+
+SPEED = {
+    "consensus.timeout_commit": "100ms",
+    "consensus.timeout_propose": "1s",
+    "consensus.timeout_prevote": "300ms",
+    "consensus.timeout_precommit": "300ms",
+    "consensus.peer_gossip_sleep_duration": "50ms",
+}
+
+
+def make_net(tmp: Path, validators: int, full_nodes: int = 0) -> tuple[Network, list[NodeProcess]]:
+    base = free_base_port(validators + full_nodes)
+    net = create_testnet(tmp / "net", validators, full_nodes, base_port=base, chain_id="e2e-chain")
+    processes = []
+    for node in net.nodes:
+        write_config(load_config(node.home).with_overrides(**SPEED))
+        processes.append(NodeProcess(ChainHome(node.home, node.plan.rpc_port, node.plan.metrics_port)))
+    return net, processes
+
+
+def block_hashes(node: NodeProcess, heights: range) -> list[str]:
+    return [node.rpc("block", height=str(h))["block_id"]["hash"] for h in heights]
+
+
+@pytest.fixture
+def four(tmp_path: Path) -> Iterator[tuple[Network, list[NodeProcess]]]:
+    net, nodes = make_net(tmp_path, 4)
+    for node in nodes:
+        node.start()
+    yield net, nodes
+    for node in nodes:
+        if node.alive():
+            node.stop()
+
+
+def test_four_validators_agree_and_carry_a_transfer(four: tuple[Network, list[NodeProcess]]) -> None:
+    net, nodes = four
+    top = min(node.wait_height(5) for node in nodes)
+    reference = block_hashes(nodes[0], range(1, top + 1))
+    for node in nodes[1:]:
+        assert block_hashes(node, range(1, top + 1)) == reference
+    commit = nodes[0].rpc("commit", height="3")["signed_header"]["commit"]
+    assert sum(sig["block_id_flag"] == 2 for sig in commit["signatures"]) >= 3
+    assert int(nodes[0].rpc("net_info")["n_peers"]) == 3
+
+    sender = KeyStore(net.nodes[0].home).private_key("account0")
+    recipient = Address.parse(str(PrivateKey.from_seed(sha256(b"e2e recipient")).address))
+    tx = build_tx(sender, "e2e-chain", time_ns() // 1_000_000, [Transfer(recipient, 777)])
+    assert nodes[0].broadcast(tx)["code"] == 0
+    wait_for("the transfer on node 3", lambda: True if nodes[3].balance(str(recipient)) == 777 else None)
+
+
+def test_a_crashed_validator_catches_up_and_votes_again(four: tuple[Network, list[NodeProcess]]) -> None:
+    net, nodes = four
+    nodes[0].wait_height(3)
+    victim = nodes[3]
+    victim.kill9()
+    stopped_at = nodes[0].height()
+    nodes[0].wait_height(stopped_at + 8)  # the other three (30 of 40) keep committing
+    victim.start()
+    tip = nodes[0].height()
+    victim.wait_height(tip, timeout=60)
+    assert block_hashes(victim, range(1, tip + 1)) == block_hashes(nodes[0], range(1, tip + 1))
+    address = net.nodes[3].validator_address
+
+    def signed_again() -> bool | None:
+        latest = nodes[0].height()
+        for height in range(max(tip + 1, latest - 5), latest + 1):
+            commit = nodes[0].rpc("commit", height=str(height))["signed_header"]["commit"]
+            for sig in commit["signatures"]:
+                if sig["validator_address"] == address and sig["block_id_flag"] == 2:
+                    return True
+        return None
+
+    wait_for("the restarted validator's signature in a commit", signed_again, timeout=60)
+
+
+def test_no_progress_without_two_thirds_then_resume_without_fork(
+    four: tuple[Network, list[NodeProcess]],
+) -> None:
+    _, nodes = four
+    nodes[0].wait_height(3)
+    nodes[2].stop()
+    nodes[3].stop()
+    halted = max(nodes[0].height(), nodes[1].height())
+    # An observation window, not a synchronisation: with 20 of 40 voting power no block may be
+    # committed however long we watch (30 block intervals here).
+    with pytest.raises(AssertionError, match="timed out"):
+        wait_for("a block without +2/3", lambda: True if nodes[0].height() > halted else None, timeout=3)
+    assert max(nodes[0].height(), nodes[1].height()) == halted
+    nodes[2].start()
+    resumed = nodes[0].wait_height(halted + 3, timeout=60)
+    assert block_hashes(nodes[2], range(1, halted + 1)) == block_hashes(nodes[0], range(1, halted + 1))
+    assert block_hashes(nodes[1], range(1, resumed + 1)) == block_hashes(nodes[0], range(1, resumed + 1))
+
+
+def test_fresh_full_node_syncs_from_far_behind_and_follows(tmp_path: Path) -> None:
+    _, nodes = make_net(tmp_path, 4, full_nodes=1)
+    validators, full = nodes[:4], nodes[4]
+    try:
+        for node in validators:
+            node.start()
+        validators[0].wait_height(105, timeout=120)
+        full.start()
+        tip = validators[0].height()
+        full.wait_height(tip, timeout=60)
+        assert block_hashes(full, range(tip - 5, tip + 1)) == block_hashes(
+            validators[0], range(tip - 5, tip + 1)
+        )
+        full.wait_height(tip + 5, timeout=30)  # and it follows the chain
+        assert full.status()["sync_info"]["catching_up"] is False
+    finally:
+        for node in nodes:
+            if node.alive():
+                node.stop()
+
+
+def test_misbehaving_peers_are_dropped_while_blocks_continue(four: tuple[Network, list[NodeProcess]]) -> None:
+    net, nodes = four
+    start = nodes[0].wait_height(3)
+    port = net.nodes[0].plan.p2p_port
+    for payload in (b"\x00" * 64, bytes(range(256)) * 40, b"GET / HTTP/1.1\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(payload)
+            sock.settimeout(10)
+            try:
+                while sock.recv(4096):
+                    pass  # the node hangs up on garbage
+            except (TimeoutError, ConnectionResetError):
+                pass
+    nodes[0].wait_height(start + 3)
+    assert int(nodes[0].rpc("net_info")["n_peers"]) == 3
