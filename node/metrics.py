@@ -19,11 +19,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from consensus.blocksync import BlockSync
 from consensus.execution import BlockResults
 from consensus.mempool import Mempool
 from consensus.service import ConsensusService
 from consensus.state import ChainState
 from consensus.types import Block, BlockID
+from p2p.switch import Switch
 
 BLOCK_INTERVAL_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
 
@@ -41,8 +43,17 @@ class ChainStats:
 
 class NodeCollector(Collector):
     def __init__(
-        self, namespace: str, chain_id: str, consensus: ConsensusService, mempool: Mempool, stats: ChainStats
+        self,
+        namespace: str,
+        chain_id: str,
+        consensus: ConsensusService,
+        mempool: Mempool,
+        stats: ChainStats,
+        switch: Switch | None = None,
+        blocksync: BlockSync | None = None,
     ):
+        self.switch = switch
+        self.blocksync = blocksync
         self.ns = namespace
         self.chain_id = chain_id
         self.consensus = consensus
@@ -84,15 +95,59 @@ class NodeCollector(Collector):
         )
         yield self._counter("mempool", "evicted_txs", "Transactions evicted on recheck.", ms.evicted_txs)
         yield self._counter("mempool", "recheck_times", "Times the mempool rechecked.", ms.recheck_times)
+        if self.switch is not None:
+            yield from self._p2p(self.switch)
+        if self.blocksync is not None:
+            yield self._gauge(
+                "blocksync", "syncing", "Whether the node is block syncing.", int(self.blocksync.syncing)
+            )
+            yield self._gauge(
+                "blocksync",
+                "latest_block_height",
+                "Height reached by block sync.",
+                self.blocksync.state.last_block_height,
+            )
+
+    def _p2p(self, switch: Switch) -> Iterator[Metric]:
+        yield self._gauge("p2p", "peers", "Number of connected peers.", switch.num_peers)
+        labels = ["chain_id", "peer_id", "chID"]
+        received = CounterMetricFamily(
+            f"{self.ns}_p2p_peer_receive_bytes", "Bytes received from a peer.", labels=labels
+        )
+        sent = CounterMetricFamily(f"{self.ns}_p2p_peer_send_bytes", "Bytes sent to a peer.", labels=labels)
+        pending = GaugeMetricFamily(
+            f"{self.ns}_p2p_peer_pending_send_bytes",
+            "Bytes queued for a peer.",
+            labels=["chain_id", "peer_id"],
+        )
+        for peer in switch.peers():
+            for channel, count in sorted(peer.traffic.received_by_channel.items()):
+                received.add_metric([self.chain_id, peer.id, f"{channel:#x}"], count)
+            for channel, count in sorted(peer.traffic.sent_by_channel.items()):
+                sent.add_metric([self.chain_id, peer.id, f"{channel:#x}"], count)
+            pending.add_metric([self.chain_id, peer.id], peer.pending_send_bytes)
+        yield received
+        yield sent
+        yield pending
 
 
 class NodeMetrics:
     """The registry and the commit listener that keeps ChainStats and the interval histogram."""
 
-    def __init__(self, namespace: str, chain_id: str, consensus: ConsensusService, mempool: Mempool) -> None:
+    def __init__(
+        self,
+        namespace: str,
+        chain_id: str,
+        consensus: ConsensusService,
+        mempool: Mempool,
+        switch: Switch | None = None,
+        blocksync: BlockSync | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.stats = ChainStats()
-        self.registry.register(NodeCollector(namespace, chain_id, consensus, mempool, self.stats))
+        self.registry.register(
+            NodeCollector(namespace, chain_id, consensus, mempool, self.stats, switch, blocksync)
+        )
         self.block_interval = Histogram(
             "block_interval_seconds",
             "Time between this and the last block.",

@@ -178,9 +178,7 @@ class Node:
             state = service.machine.state
             address = privval.address if state.validators.get(privval.address) is not None else None
             bus = EventBus()
-            metrics = NodeMetrics(config.instrumentation.namespace, doc.chain_id, service, mempool)
             executor.listeners.append(lambda b, bid, res, st: bus.on_commit(b, bid, res))
-            executor.listeners.append(metrics.on_commit)
             self.core, self.bus = core, bus
             switches: list[Switch] = []
 
@@ -207,6 +205,10 @@ class Node:
                 [reactor, MempoolReactor(mempool), blocksync],
             )
             switches.append(switch)
+            metrics = NodeMetrics(
+                config.instrumentation.namespace, doc.chain_id, service, mempool, switch, blocksync
+            )
+            executor.listeners.append(metrics.on_commit)
             self.switch, self.blocksync = switch, blocksync
             log.info(
                 "starting node chain_id=%s height=%d validator=%s node_id=%s",

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from time import time_ns
 
+import httpx
 import pytest
 
 from execution.tx import Transfer, build_tx
@@ -64,6 +65,10 @@ def test_four_validators_agree_and_carry_a_transfer(four: tuple[Network, list[No
     commit = nodes[0].rpc("commit", height="3")["signed_header"]["commit"]
     assert sum(sig["block_id_flag"] == 2 for sig in commit["signatures"]) >= 3
     assert int(nodes[0].rpc("net_info")["n_peers"]) == 3
+    metrics = httpx.get(f"http://127.0.0.1:{net.nodes[0].plan.metrics_port}/metrics", timeout=10).text
+    assert 'cometbft_p2p_peers{chain_id="e2e-chain"} 3.0' in metrics
+    assert 'cometbft_blocksync_syncing{chain_id="e2e-chain"} 0.0' in metrics
+    assert "cometbft_p2p_peer_receive_bytes_total{" in metrics
 
     sender = KeyStore(net.nodes[0].home).private_key("account0")
     recipient = Address.parse(str(PrivateKey.from_seed(sha256(b"e2e recipient")).address))
