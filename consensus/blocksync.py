@@ -71,7 +71,10 @@ class BlockSync:
         check: SignatureCheck,
         ban: Callable[[str, str], None],
         status_wait: float = 2.0,
+        on_applied: Callable[[ChainState, tuple[bytes, ...]], None] | None = None,
     ) -> None:
+        """`on_applied(state, evidence)` is told of each applied block (the evidence pool)."""
+        self.on_applied = on_applied
         self.executor = executor
         self.blocks = blocks
         self.state = state
@@ -233,3 +236,5 @@ class BlockSync:
                 continue
             self.state = self.executor.apply_block(state, block, commit.block_id, commit)
             self.synced_blocks += 1
+            if self.on_applied is not None:
+                self.on_applied(self.state, block.evidence)

@@ -13,8 +13,9 @@ Evidence expires when it is older than both `evidence_max_age_num_blocks` and
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Protocol
 
@@ -25,6 +26,8 @@ from consensus.validators import ValidatorSet
 from consensus.votes import SignatureCheck
 from primitives.codec import DecodeError, Value, decode, encode, field_int, field_list
 from primitives.hashing import sha256
+
+log = logging.getLogger("derivd.evidence")
 
 KIND_DUPLICATE_VOTE = "duplicate_vote"
 MAX_EVIDENCE_BYTES = 4096
@@ -93,10 +96,12 @@ class DuplicateVoteEvidence:
 
     @cached_property
     def key(self) -> bytes:
-        """SHA-256 of the encoding: the evidence's identity."""
-        return sha256(self.encoded)
+        """The evidence's identity: SHA-256 of the two votes (not of the timestamp, so that one
+        double sign is one piece of evidence however it is stamped)."""
+        return sha256(encode([self.vote_a.to_fields(), self.vote_b.to_fields()]))
 
     def hash(self) -> bytes:
+        """The identity (`key`)."""
         return self.key
 
     def misbehavior(self) -> Misbehavior:
@@ -146,6 +151,8 @@ def decode_evidence_list(raw_items: Iterable[bytes]) -> list[DuplicateVoteEviden
 
 ValidatorsAt = Callable[[int], ValidatorSet | None]
 IsCommitted = Callable[[bytes], bool]
+BlockTimeAt = Callable[[int], int | None]
+"""header time of the committed block at a height, if known"""
 
 
 class PendingStore(Protocol):
@@ -159,7 +166,13 @@ class PendingStore(Protocol):
 
 
 class EvidencePool:
-    """Verified evidence waiting for a block, and the checks of evidence in proposed blocks."""
+    """Verified evidence waiting for a block, and the checks of evidence in proposed blocks.
+
+    An evidence's timestamp is the header time of the block at its height (CometBFT's rule), so
+    every node computes the same one: evidence of the height still in progress is held and
+    stamped when that block commits, and only then proposed. Identity (`key`) leaves the
+    timestamp out. Expiry counts blocks from the last committed height.
+    """
 
     def __init__(
         self,
@@ -168,17 +181,25 @@ class EvidencePool:
         validators_at: ValidatorsAt,
         is_committed: IsCommitted,
         store: PendingStore | None = None,
+        block_time_at: BlockTimeAt | None = None,
     ) -> None:
         self.chain_id = chain_id
         self.check = check
         self.validators_at = validators_at
         self.is_committed = is_committed
         self.store = store
+        self.block_time_at = block_time_at or (lambda height: None)
         self._pending: dict[bytes, DuplicateVoteEvidence] = {}
         self._committed: set[bytes] = set()
         if store is not None:
+            stale: list[bytes] = []
             for evidence in decode_evidence_list(store.load_pending()):
-                self._pending[evidence.hash()] = evidence
+                if self._committed_already(evidence.key):
+                    stale.append(evidence.key)
+                else:
+                    self._pending[evidence.key] = evidence
+            if stale:
+                store.delete_pending(stale)
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -189,13 +210,29 @@ class EvidencePool:
     def _committed_already(self, key: bytes) -> bool:
         return key in self._committed or self.is_committed(key)
 
+    def _block_time(self, state: ChainState, height: int) -> int | None:
+        if height == state.last_block_height:
+            return state.last_block_time
+        return self.block_time_at(height)
+
     def _verify(
-        self, state: ChainState, evidence: DuplicateVoteEvidence, block_time: int, max_height: int
+        self, state: ChainState, evidence: DuplicateVoteEvidence, block_time: int, stamped: bool
     ) -> None:
-        if evidence.height > max_height or evidence.height < state.initial_height:
+        """Full verification; `stamped` requires the canonical timestamp of a committed height
+        (otherwise the evidence may be of the height in progress and is not yet stamped)."""
+        max_height = state.last_block_height if stamped else state.height
+        if evidence.height < state.initial_height:
+            raise EvidenceError(f"evidence for height {evidence.height} is below the chain's first height")
+        if evidence.height > max_height:
             raise EvidenceError(f"evidence for height {evidence.height} is from the future")
+        if evidence.height <= state.last_block_height:
+            expected = self._block_time(state, evidence.height)
+            if expected is None:
+                raise EvidenceError(f"the time of block {evidence.height} is unknown")
+            if evidence.timestamp != expected:
+                raise EvidenceError(f"evidence timestamp is not the time of block {evidence.height}")
         params = state.params
-        age_blocks = state.height - evidence.height
+        age_blocks = state.last_block_height - evidence.height
         age_time = block_time - evidence.timestamp
         if age_blocks > params.evidence_max_age_num_blocks and age_time > params.evidence_max_age_duration:
             raise EvidenceError(f"evidence from height {evidence.height} has expired")
@@ -209,24 +246,44 @@ class EvidencePool:
             raise EvidenceError(f"the validator set of height {evidence.height} is unknown")
         verify_evidence(self.chain_id, evidence, validators, self.check)
 
+    def stamp(self, state: ChainState, evidence: DuplicateVoteEvidence) -> DuplicateVoteEvidence:
+        """`evidence` with the canonical timestamp if its block is committed (else as it is)."""
+        time = (
+            self._block_time(state, evidence.height) if evidence.height <= state.last_block_height else None
+        )
+        return evidence if time is None or time == evidence.timestamp else replace(evidence, timestamp=time)
+
     def add(self, state: ChainState, evidence: DuplicateVoteEvidence) -> bool:
         """Verify and keep `evidence`; False if it was already known. EvidenceError if invalid."""
-        key = evidence.hash()
+        key = evidence.key
         if key in self._pending or self._committed_already(key):
             return False
-        self._verify(state, evidence, state.last_block_time, state.height)
+        evidence = self.stamp(state, evidence)
+        self._verify(state, evidence, state.last_block_time, stamped=False)
+        self._keep(key, evidence)
+        return True
+
+    def _keep(self, key: bytes, evidence: DuplicateVoteEvidence) -> None:
         self._pending[key] = evidence
         if self.store is not None:
             self.store.save_pending(key, evidence.encode())
-        return True
 
     def for_proposal(self, state: ChainState, max_bytes: int) -> list[bytes]:
         """Pending evidence of committed heights, oldest first, within `max_bytes`."""
         out: list[bytes] = []
         total = 0
-        for evidence in self._pending.values():
+        for key, evidence in list(self._pending.items()):
+            if self._committed_already(key):
+                self._drop([key])
+                continue
             if evidence.height >= state.height:
-                continue  # the height in progress: includable once it is committed
+                continue  # the height in progress: stamped and proposed once it is committed
+            try:
+                self._verify(state, evidence, state.last_block_time, stamped=True)
+            except EvidenceError as exc:
+                log.warning("dropping pending evidence that no longer verifies: %s", exc)
+                self._drop([key])
+                continue
             raw = evidence.encode()
             if total + len(raw) > max_bytes:
                 break
@@ -241,31 +298,38 @@ class EvidencePool:
         items = decode_evidence_list(raw_items)
         seen: set[bytes] = set()
         for evidence in items:
-            key = evidence.hash()
+            key = evidence.key
             if key in seen:
                 raise EvidenceError("the same evidence appears twice in the block")
             seen.add(key)
             if self._committed_already(key):
                 raise EvidenceError("the evidence was committed before")
-            if key in self._pending and evidence.height < state.height:
-                continue
-            self._verify(state, evidence, block_time, state.last_block_height)
+            self._verify(state, evidence, block_time, stamped=True)
         return items
 
     def mark_committed(self, state: ChainState, raw_items: Sequence[bytes]) -> None:
-        """A block with `raw_items` is committed; `state` is the state after it."""
+        """A block with `raw_items` is committed; `state` is the state after it. Its evidence
+        leaves the pool, expired evidence goes, and evidence of the block's height is stamped."""
         gone: list[bytes] = []
-        for raw in raw_items:
-            key = sha256(raw)
-            if self._pending.pop(key, None) is not None:
-                gone.append(key)
-            self._committed.add(key)
+        for evidence in decode_evidence_list(raw_items):
+            if self._pending.pop(evidence.key, None) is not None:
+                gone.append(evidence.key)
+            self._committed.add(evidence.key)
         params = state.params
         for key, evidence in list(self._pending.items()):
-            old_blocks = state.height - evidence.height > params.evidence_max_age_num_blocks
+            old_blocks = state.last_block_height - evidence.height > params.evidence_max_age_num_blocks
             old_time = state.last_block_time - evidence.timestamp > params.evidence_max_age_duration
             if old_blocks and old_time:
                 del self._pending[key]
                 gone.append(key)
-        if gone and self.store is not None:
-            self.store.delete_pending(gone)
+            elif evidence.height == state.last_block_height:
+                stamped = self.stamp(state, evidence)
+                if stamped is not evidence:
+                    self._keep(key, stamped)
+        self._drop(gone)
+
+    def _drop(self, keys: list[bytes]) -> None:
+        for key in keys:
+            self._pending.pop(key, None)
+        if keys and self.store is not None:
+            self.store.delete_pending(keys)

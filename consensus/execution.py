@@ -251,3 +251,13 @@ def stored_validators(states: StateStore) -> Callable[[int], ValidatorSet | None
         return None if raw is None else ValidatorSet.from_fields(decode(raw))
 
     return validators_at
+
+
+def stored_block_time(blocks: BlockStore) -> Callable[[int], int | None]:
+    """The header time of a stored block."""
+
+    def block_time_at(height: int) -> int | None:
+        raw = blocks.load_block(height)
+        return None if raw is None else Block.decode(raw).header.time
+
+    return block_time_at

@@ -265,7 +265,8 @@ class ConsensusReactor:
         sent = 0
         for round_ in sorted(r for r in rounds if r >= 0):
             for vote_type in (VoteType.PREVOTE, VoteType.PRECOMMIT):
-                for vote in machine.votes.get(round_, vote_type).all_votes():
+                vote_set = machine.votes.peek(round_, vote_type)
+                for vote in vote_set.all_votes() if vote_set is not None else ():
                     if sent >= VOTES_PER_TICK:
                         return
                     if self._send_vote(peer, vote):

@@ -205,6 +205,10 @@ class HeightVoteSet:
             self._sets[key] = found
         return found
 
+    def peek(self, round_: int, vote_type: VoteType) -> VoteSet | None:
+        """The votes of a round if any set exists for it (never creates one)."""
+        return self._sets.get((round_, vote_type))
+
     def prevotes(self, round_: int) -> VoteSet:
         return self.get(round_, VoteType.PREVOTE)
 

@@ -53,6 +53,10 @@ class Chain:
             return self.blocks[index], self.commits[index]
         return None
 
+    def time_at(self, height: int) -> int | None:
+        found = self.block_at(height)
+        return None if found is None else found[0].header.time
+
     def validators_at(self, height: int) -> ValidatorSet | None:
         for state in [self.genesis, *self.states]:
             if state.height == height:
@@ -89,9 +93,8 @@ class ToyApplier:
             removed.add(address)
             remaining -= member.power
             updates.append((member.pub_key, 0))
-            self.chain.committed_evidence.add(evidence.hash())
-        for raw in block.evidence:
-            self.chain.committed_evidence.add(sha256(raw))
+        for evidence in decode_evidence_list(block.evidence):
+            self.chain.committed_evidence.add(evidence.key)
         app_hash = sha256(state.app_hash + merkle_root(list(block.txs)))
         new_state = state.next_state(block_id, block.header, merkle_root([]), app_hash, updates)
         self.chain.blocks.append(block)
@@ -191,6 +194,7 @@ class SimNode:
             self.chain.validators_at,
             self.chain.committed_evidence.__contains__,
             self.chain,
+            self.chain.time_at,
         )
         machine = ConsensusMachine(state, self.address, self.timeouts, ToySource(self), self.check)
         self.driver = ConsensusDriver(
