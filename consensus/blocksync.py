@@ -47,6 +47,8 @@ class PeerStatus:
     height: int = 0
     pending: dict[int, float] = field(default_factory=dict)
     """requested height -> when"""
+    timed_out: set[int] = field(default_factory=set)
+    """heights this peer was asked for and did not deliver in time (asked of others first)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,24 +202,40 @@ class BlockSync:
         return self.state, Commit.decode(raw) if raw is not None else None
 
     def _request(self, now: float) -> None:
+        """Ask for every missing height of the window: of the peers that have it and are not
+        saturated, the one that has not timed out on it and has the fewest requests outstanding
+        first; a peer whose send queue is full is passed over for the next."""
         for status in self._peers.values():
             for height, asked in list(status.pending.items()):
                 if now - asked > REQUEST_TIMEOUT:
                     del status.pending[height]
+                    status.timed_out.add(height)
+            status.timed_out = {h for h in status.timed_out if h >= self.state.height}
         requested = {h for s in self._peers.values() for h in s.pending}
         for height in range(self.state.height, self.state.height + WINDOW):
             if height in self._responses or height in requested:
                 continue
-            candidates = [
-                s
-                for s in self._peers.values()
-                if s.base <= height <= s.height and len(s.pending) < MAX_PENDING_PER_PEER
-            ]
-            if not candidates:
-                continue
-            chosen = min(candidates, key=lambda s: (len(s.pending), s.peer.id))
-            if chosen.peer.try_send(BLOCKSYNC_CHANNEL, _encode(BLOCK_REQUEST, height)):
-                chosen.pending[height] = now
+            candidates = sorted(
+                (
+                    s
+                    for s in self._peers.values()
+                    if s.base <= height <= s.height and len(s.pending) < MAX_PENDING_PER_PEER
+                ),
+                key=lambda s: (height in s.timed_out, len(s.pending), s.peer.id),
+            )
+            for chosen in candidates:
+                if chosen.peer.try_send(BLOCKSYNC_CHANNEL, _encode(BLOCK_REQUEST, height)):
+                    chosen.pending[height] = now
+                    break
+
+    def _drop_bad_peer(self, peer_id: str, reason: str) -> None:
+        """Ban `peer_id` once and forget it: its outstanding requests and the blocks it sent that
+        are not applied yet go with it (they are asked of other peers)."""
+        log.warning("peer %s: %s", peer_id, reason)
+        self._peers.pop(peer_id, None)
+        for height in [h for h, r in self._responses.items() if r.peer_id == peer_id]:
+            del self._responses[height]
+        self.ban(peer_id, reason)
 
     def _apply_ready(self) -> None:
         while (response := self._responses.pop(self.state.height, None)) is not None:
@@ -231,8 +249,7 @@ class BlockSync:
                 )
                 validate_block(state, block, self.check)
             except (CommitError, BlockError) as exc:
-                log.warning("peer %s sent a bad block %d: %s", response.peer_id, block.height, exc)
-                self.ban(response.peer_id, f"bad block {block.height} in block sync: {exc}")
+                self._drop_bad_peer(response.peer_id, f"bad block {block.height} in block sync: {exc}")
                 continue
             self.state = self.executor.apply_block(state, block, commit.block_id, commit)
             self.synced_blocks += 1

@@ -22,7 +22,12 @@ from consensus.app import Application, InitChainRequest, ValidatorUpdate
 from consensus.blocksync import BlockSync
 from consensus.driver import ConsensusDriver
 from consensus.evidence import EvidencePool
-from consensus.execution import AppProposalSource, BlockExecutor, handshake, stored_validators
+from consensus.execution import (
+    AppProposalSource,
+    BlockExecutor,
+    handshake,
+    stored_validators,
+)
 from consensus.machine import ConsensusMachine, TimeoutConfig
 from consensus.mempool import Mempool, MempoolConfig
 from consensus.mempool_reactor import MempoolReactor
@@ -186,7 +191,14 @@ class Node:
                 for switch in switches:
                     switch.stop_peer_for_error(peer_id, reason)
 
-            blocksync = BlockSync(executor, core.blocks, state, verifier.verify_batch, ban)
+            blocksync = BlockSync(
+                executor,
+                core.blocks,
+                state,
+                verifier.verify_batch,
+                ban,
+                on_applied=core.evidence.mark_committed,
+            )
             reactor = ConsensusReactor(
                 service, core.blocks, ban, config.consensus.peer_gossip_sleep_duration / 1e9
             )

@@ -1,0 +1,513 @@
+"""The mempool and consensus gossip reactors driven directly through fake peers.
+
+The mempool reactor runs over a real Mempool with a fake check_tx; the consensus reactor over a
+real node core (`build_core` on a LevelDB in tmp_path) whose consensus service runs under trio's
+mock clock, with one local validator key (alone, or among four validators whose other keys the
+test signs with as if they were remote)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from consensus.app import CheckTxKind, CheckTxResult
+from consensus.machine import BlockPartEvent, ConsensusMachine, ProposalEvent, Step, StepChanged, VoteEvent
+from consensus.mempool import Mempool, MempoolConfig, TxInCache
+from consensus.mempool_reactor import MempoolReactor
+from consensus.messages import DecidedBlock, RoundStep, WireMessage, decode_message, encode_message
+from consensus.reactor import CATCH_UP_INTERVAL, ConsensusReactor
+from consensus.types import NIL_BLOCK_ID, Block, BlockID, Commit, PartSetHeader, Proposal, Vote, VoteType
+from consensus.validators import ValidatorSet
+from p2p.base import (
+    CONSENSUS_DATA_CHANNEL,
+    CONSENSUS_STATE_CHANNEL,
+    CONSENSUS_VOTE_CHANNEL,
+    MEMPOOL_CHANNEL,
+    PeerMisbehaved,
+)
+from primitives.hashing import sha256
+from primitives.keys import PrivateKey
+from tests.consensus.fakes import (
+    CHAIN_ID,
+    FakePeer,
+    Node,
+    genesis_request,
+    open_node,
+    run_to_height,
+    validator_keys,
+)
+
+# -- the mempool reactor --------------------------------------------------------------------------
+
+
+def fake_check_tx(tx: bytes, kind: CheckTxKind) -> CheckTxResult:
+    """Accepts every transaction except those starting with b"bad"."""
+    return CheckTxResult(code=1, log="rejected") if tx.startswith(b"bad") else CheckTxResult()
+
+
+def mempool_net(*peer_ids: str, max_tx_bytes: int = 1024) -> tuple[Mempool, MempoolReactor, list[FakePeer]]:
+    mempool = Mempool(MempoolConfig(max_tx_bytes=max_tx_bytes), fake_check_tx)
+    reactor = MempoolReactor(mempool)
+    peers = [FakePeer(peer_id) for peer_id in peer_ids]
+    for peer in peers:
+        reactor.add_peer(peer)
+    return mempool, reactor, peers
+
+
+def test_mempool_channel_allows_max_tx_bytes() -> None:
+    _, reactor, _ = mempool_net(max_tx_bytes=777)
+    [channel] = reactor.channels()
+    assert (channel.id, channel.max_message_size) == (MEMPOOL_CHANNEL, 777)
+
+
+def test_local_tx_goes_to_every_peer_once() -> None:
+    mempool, _, peers = mempool_net("a", "b", "c")
+    assert mempool.check_tx(b"tx-1").ok
+    with pytest.raises(TxInCache):
+        mempool.check_tx(b"tx-1")
+    assert mempool.check_tx(b"tx-2").ok
+    for peer in peers:
+        assert peer.sent == [(MEMPOOL_CHANNEL, b"tx-1"), (MEMPOOL_CHANNEL, b"tx-2")]
+
+
+def test_tx_from_a_peer_goes_to_the_others_never_back() -> None:
+    mempool, reactor, (a, b, c) = mempool_net("a", "b", "c")
+    reactor.receive(MEMPOOL_CHANNEL, a, b"from-a")
+    assert sha256(b"from-a") in mempool
+    assert a.sent == []
+    assert b.sent == c.sent == [(MEMPOOL_CHANNEL, b"from-a")]
+
+    # The same transaction again (from its source, or relayed back by a peer that got it).
+    reactor.receive(MEMPOOL_CHANNEL, a, b"from-a")
+    reactor.receive(MEMPOOL_CHANNEL, b, b"from-a")
+    assert a.sent == []
+    assert b.sent == c.sent == [(MEMPOOL_CHANNEL, b"from-a")]
+    assert len(mempool) == 1
+    assert reactor.received == 3
+
+
+def test_a_peer_that_sent_a_tx_first_is_not_sent_it_later() -> None:
+    mempool, reactor, (a, b) = mempool_net("a", "b")
+    reactor.receive(MEMPOOL_CHANNEL, b, b"shared")  # b has it ...
+    assert a.sent == [(MEMPOOL_CHANNEL, b"shared")]
+    reactor.receive(MEMPOOL_CHANNEL, a, b"shared")  # ... and now a too: nothing goes anywhere
+    assert mempool.check_tx(b"local").ok
+    assert a.sent == [(MEMPOOL_CHANNEL, b"shared"), (MEMPOOL_CHANNEL, b"local")]
+    assert b.sent == [(MEMPOOL_CHANNEL, b"local")]
+
+
+def test_a_new_peer_gets_every_pending_tx_in_order() -> None:
+    mempool, reactor, (a,) = mempool_net("a")
+    for tx in (b"one", b"two", b"three"):
+        assert mempool.check_tx(tx).ok
+    mempool.update(1, [b"two"])  # committed: no longer pending
+    late = FakePeer("late")
+    reactor.add_peer(late)
+    assert late.sent == [(MEMPOOL_CHANNEL, b"one"), (MEMPOOL_CHANNEL, b"three")]
+    assert mempool.check_tx(b"four").ok
+    assert late.sent[-1] == (MEMPOOL_CHANNEL, b"four")
+    assert len(late.sent) == 3
+
+    reactor.remove_peer(a, "gone")
+    assert mempool.check_tx(b"five").ok
+    assert (MEMPOOL_CHANNEL, b"five") not in a.sent
+    assert late.sent[-1] == (MEMPOOL_CHANNEL, b"five")
+
+
+def test_a_pending_tx_the_new_peer_sent_us_is_not_sent_back_to_it() -> None:
+    mempool, reactor, (a,) = mempool_net("a")
+    assert mempool.check_tx(b"pending").ok
+    b = FakePeer("b")
+    reactor.add_peer(b)
+    reactor.receive(MEMPOOL_CHANNEL, b, b"from-b")
+    assert b.sent == [(MEMPOOL_CHANNEL, b"pending")]
+    assert a.sent == [(MEMPOOL_CHANNEL, b"pending"), (MEMPOOL_CHANNEL, b"from-b")]
+
+
+def test_an_oversized_tx_is_misbehaviour() -> None:
+    mempool, reactor, (a, b) = mempool_net("a", "b", max_tx_bytes=100)
+    reactor.receive(MEMPOOL_CHANNEL, a, b"x" * 100)  # at the limit: fine
+    assert b.sent == [(MEMPOOL_CHANNEL, b"x" * 100)]
+    with pytest.raises(PeerMisbehaved):
+        reactor.receive(MEMPOOL_CHANNEL, a, b"y" * 101)
+    assert sha256(b"y" * 101) not in mempool
+    assert len(b.sent) == 1
+
+
+def test_a_tx_the_application_refuses_is_not_misbehaviour_and_not_relayed() -> None:
+    mempool, reactor, (a, b) = mempool_net("a", "b")
+    reactor.receive(MEMPOOL_CHANNEL, a, b"bad \x00\xff garbage")
+    assert len(mempool) == 0
+    assert a.sent == b.sent == []
+    assert mempool.stats.failed_txs == 1
+    reactor.receive(MEMPOOL_CHANNEL, a, b"good")  # the peer is still served
+    assert b.sent == [(MEMPOOL_CHANNEL, b"good")]
+
+
+# -- the consensus reactor: scaffolding ------------------------------------------------------------
+
+KEYS = validator_keys(4)
+GENESIS4 = genesis_request(KEYS)
+GENESIS_SET = ValidatorSet.genesis([(k.public_key.raw, 10) for k in KEYS])
+PROPOSER = next(k for k in KEYS if k.address.raw == GENESIS_SET.proposer.address)
+OTHERS = [k for k in KEYS if k is not PROPOSER]
+INTERVAL = 0.1
+
+Bans = list[tuple[str, str]]
+
+
+def wire(peer: FakePeer, channel: int) -> list[WireMessage]:
+    return [decode_message(raw) for raw in peer.on(channel)]
+
+
+def votes_to(peer: FakePeer) -> list[Vote]:
+    return [m.vote for m in wire(peer, CONSENSUS_VOTE_CHANNEL) if isinstance(m, VoteEvent)]
+
+
+def proposals_to(peer: FakePeer) -> list[Proposal]:
+    return [m.proposal for m in wire(peer, CONSENSUS_DATA_CHANNEL) if isinstance(m, ProposalEvent)]
+
+
+def part_indexes_to(peer: FakePeer) -> list[int]:
+    return [m.part.index for m in wire(peer, CONSENSUS_DATA_CHANNEL) if isinstance(m, BlockPartEvent)]
+
+
+def round_step(height: int, round_: int, step: Step) -> bytes:
+    return encode_message(RoundStep(height, round_, int(step)))
+
+
+def signed_vote(
+    key: PrivateKey, machine: ConsensusMachine, round_: int = 0, vote_type: VoteType = VoteType.PREVOTE
+) -> Vote:
+    index = machine.state.validators.index_of(key.address.raw)
+    assert index is not None
+    vote = Vote(
+        vote_type, machine.height, round_, NIL_BLOCK_ID, 1_700_000_001 * 10**9, key.address.raw, index
+    )
+    return vote.with_signature(key.sign(vote.sign_bytes(CHAIN_ID)))
+
+
+def signed_proposal(key: PrivateKey, height: int, round_: int) -> Proposal:
+    block_id = BlockID(sha256(b"some block"), PartSetHeader(1, sha256(b"its parts")))
+    proposal = Proposal(height, round_, -1, block_id, 1_700_000_001 * 10**9)
+    return proposal.with_signature(key.sign(proposal.sign_bytes(CHAIN_ID)))
+
+
+@pytest.fixture
+def open_nodes() -> Iterator[Callable[[Path, PrivateKey, int], Node]]:
+    """Opens node cores (`n` validators, the first `n` of KEYS) and closes them afterwards."""
+    opened: list[Node] = []
+
+    def make(home: Path, key: PrivateKey, n: int) -> Node:
+        members = [key] if n == 1 else KEYS[:n]
+        node = open_node(home, key, genesis_request(members))
+        opened.append(node)
+        return node
+
+    yield make
+    for node in opened:
+        node.close()
+
+
+def reactor_for(node: Node, bans: Bans) -> ConsensusReactor:
+    return ConsensusReactor(node.core.service, node.core.blocks, lambda p, r: bans.append((p, r)), INTERVAL)
+
+
+def connect(reactor: ConsensusReactor, peer_id: str, at: tuple[int, int, Step] | None = None) -> FakePeer:
+    """Add a peer; if `at` is given it reports that (height, round, step)."""
+    peer = FakePeer(peer_id)
+    reactor.add_peer(peer)
+    if at is not None:
+        reactor.receive(CONSENSUS_STATE_CHANNEL, peer, round_step(*at))
+    return peer
+
+
+async def until(node: Node, condition: Callable[[ConsensusMachine], bool]) -> None:
+    """Until `condition(machine)` holds, re-checked at each step change of the machine."""
+    changed = trio.Event()
+
+    def listener(step: StepChanged) -> None:
+        changed.set()
+
+    node.core.driver.step_listeners.append(listener)
+    try:
+        while not condition(node.core.service.machine):
+            await changed.wait()
+            changed = trio.Event()
+    finally:
+        node.core.driver.step_listeners.remove(listener)
+
+
+async def ticks(clock: trio.testing.MockClock, n: int) -> None:
+    """Let `n` gossip intervals of virtual time pass, each fully processed."""
+    for _ in range(n):
+        clock.jump(INTERVAL)
+        await trio.testing.wait_all_tasks_blocked()
+
+
+# -- the consensus reactor: wire checks ------------------------------------------------------------
+
+
+async def test_add_peer_sends_our_round_step(tmp_path: Path, open_nodes: Callable[..., Node]) -> None:
+    node = open_nodes(tmp_path, KEYS[0], 1)
+    reactor = reactor_for(node, [])
+    peer = connect(reactor, "a")
+    assert peer.sent == [(CONSENSUS_STATE_CHANNEL, round_step(1, 0, Step.NEW_HEIGHT))]
+
+
+@pytest.mark.parametrize(
+    ("channel", "message"),
+    [
+        (CONSENSUS_STATE_CHANNEL, b"\xc1 not msgpack"),
+        (CONSENSUS_VOTE_CHANNEL, encode_message(RoundStep(1, 0, 1))[:-1]),
+        (CONSENSUS_DATA_CHANNEL, b"\x92\x09\x90"),  # [9, []]: an unknown kind
+        (CONSENSUS_VOTE_CHANNEL, round_step(1, 0, Step.PROPOSE)),  # a round step on the vote channel
+        (CONSENSUS_STATE_CHANNEL, encode_message(ProposalEvent(signed_proposal(PROPOSER, 1, 0)))),
+        (CONSENSUS_DATA_CHANNEL, encode_message(RoundStep(1, 0, 1))),
+    ],
+    ids=["garbage", "truncated", "unknown-kind", "step-on-vote", "proposal-on-state", "step-on-data"],
+)
+async def test_undecodable_or_misplaced_messages_are_misbehaviour(
+    tmp_path: Path, open_nodes: Callable[..., Node], channel: int, message: bytes
+) -> None:
+    node = open_nodes(tmp_path, KEYS[0], 1)
+    reactor = reactor_for(node, [])
+    peer = connect(reactor, "a")
+    with pytest.raises(PeerMisbehaved):
+        reactor.receive(channel, peer, message)
+
+
+async def test_a_vote_on_the_data_channel_is_misbehaviour(
+    tmp_path: Path, open_nodes: Callable[..., Node]
+) -> None:
+    node = open_nodes(tmp_path, KEYS[0], 4)
+    reactor = reactor_for(node, [])
+    peer = connect(reactor, "a")
+    vote = encode_message(VoteEvent(signed_vote(KEYS[1], node.core.service.machine)))
+    with pytest.raises(PeerMisbehaved):
+        reactor.receive(CONSENSUS_DATA_CHANNEL, peer, vote)
+    reactor.receive(CONSENSUS_VOTE_CHANNEL, peer, vote)  # where it belongs: fine
+
+
+async def test_a_round_step_going_back_in_height_is_misbehaviour(
+    tmp_path: Path, open_nodes: Callable[..., Node]
+) -> None:
+    node = open_nodes(tmp_path, KEYS[0], 1)
+    reactor = reactor_for(node, [])
+    peer = connect(reactor, "a", (3, 2, Step.PREVOTE))
+    reactor.receive(CONSENSUS_STATE_CHANNEL, peer, round_step(3, 0, Step.NEW_HEIGHT))  # same height
+    reactor.receive(CONSENSUS_STATE_CHANNEL, peer, round_step(4, 0, Step.NEW_HEIGHT))
+    with pytest.raises(PeerMisbehaved):
+        reactor.receive(CONSENSUS_STATE_CHANNEL, peer, round_step(3, 0, Step.COMMIT))
+
+
+# -- the consensus reactor: gossip -----------------------------------------------------------------
+
+
+async def test_own_proposal_and_votes_go_to_the_peers_that_can_use_them(
+    tmp_path: Path, open_nodes: Callable[..., Node], autojump_clock: trio.testing.MockClock
+) -> None:
+    node = open_nodes(tmp_path, PROPOSER, 4)
+    machine = node.core.service.machine
+    assert machine.proposer() == PROPOSER.address.raw
+    reactor = reactor_for(node, [])
+    same = connect(reactor, "same", (1, 0, Step.NEW_HEIGHT))
+    silent = connect(reactor, "silent")  # has not told us where it is
+    later_round = connect(reactor, "later-round", (1, 1, Step.NEW_ROUND))
+    ahead = connect(reactor, "ahead", (2, 0, Step.NEW_HEIGHT))
+    full = FakePeer("full", full=True)  # its send queue is full: nothing goes through
+    reactor.add_peer(full)
+    reactor.receive(CONSENSUS_STATE_CHANNEL, full, round_step(1, 0, Step.NEW_HEIGHT))
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.core.service.run)
+        await nursery.start(reactor.run)
+        await until(node, lambda m: (m.height, m.round, m.step) == (1, 0, Step.PREVOTE))
+        await trio.testing.wait_all_tasks_blocked()
+
+        proposal, parts = machine.proposal, machine.proposal_parts
+        assert proposal is not None and parts is not None and parts.is_complete()
+        [prevote] = machine.votes.prevotes(0).all_votes()
+        assert prevote.validator_address == PROPOSER.address.raw
+        all_parts = [part.index for part in parts.parts()]
+
+        assert proposals_to(same) == [proposal]
+        assert part_indexes_to(same) == all_parts
+        assert votes_to(same) == [prevote]
+        assert wire(same, CONSENSUS_STATE_CHANNEL)[-1] == RoundStep(1, 0, int(Step.PREVOTE))
+        # Another round of the same height: the vote, not the proposal.
+        assert proposals_to(later_round) == [] and part_indexes_to(later_round) == []
+        assert votes_to(later_round) == [prevote]
+        # Another height, or no height known: neither.
+        for peer in (ahead, silent):
+            assert peer.on(CONSENSUS_DATA_CHANNEL) == [] and peer.on(CONSENSUS_VOTE_CHANNEL) == []
+        assert full.sent == [] and full.refused
+
+        # The silent peer reports our round, the full one has room again: the gossip tick sends
+        # them what they lack.
+        reactor.receive(CONSENSUS_STATE_CHANNEL, silent, round_step(1, 0, Step.PROPOSE))
+        full.full = False
+        await silent.wait_sent(lambda: bool(votes_to(silent)) and part_indexes_to(silent) == all_parts)
+        await full.wait_sent(lambda: bool(votes_to(full)) and part_indexes_to(full) == all_parts)
+        await ticks(autojump_clock, 20)
+
+        for peer in (same, silent, full):
+            assert proposals_to(peer) == [proposal], peer.id
+            assert part_indexes_to(peer) == all_parts, peer.id
+            assert votes_to(peer) == [prevote], peer.id
+        assert proposals_to(later_round) == [] and votes_to(later_round) == [prevote]
+        assert ahead.on(CONSENSUS_DATA_CHANNEL) == [] and ahead.on(CONSENSUS_VOTE_CHANNEL) == []
+        assert (machine.height, machine.step) == (1, Step.PREVOTE)  # one of four: no progress
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_received_vote_is_handled_and_never_sent_back(
+    tmp_path: Path, open_nodes: Callable[..., Node], autojump_clock: trio.testing.MockClock
+) -> None:
+    local, remote = OTHERS[0], OTHERS[1]
+    node = open_nodes(tmp_path, local, 4)
+    machine = node.core.service.machine
+    reactor = reactor_for(node, [])
+    source = connect(reactor, "source", (1, 0, Step.NEW_HEIGHT))
+    other = connect(reactor, "other", (1, 0, Step.NEW_HEIGHT))
+    vote = signed_vote(remote, machine)
+    reactor.receive(CONSENSUS_VOTE_CHANNEL, source, encode_message(VoteEvent(vote)))
+    assert reactor.dropped_inbound == 0
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.core.service.run)
+        await nursery.start(reactor.run)
+        await other.wait_sent(lambda: vote in votes_to(other))
+        assert vote in machine.votes.prevotes(0).all_votes()
+        await until(node, lambda m: m.step == Step.PREVOTE)  # after the propose timeout: nil
+        await ticks(autojump_clock, 20)
+
+        own = [v for v in machine.votes.prevotes(0).all_votes() if v.validator_address == local.address.raw]
+        assert len(own) == 1
+        assert votes_to(source) == own
+        assert sorted(votes_to(other), key=lambda v: v.validator_index) == sorted(
+            [vote, *own], key=lambda v: v.validator_index
+        )
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_received_proposal_is_handled_and_never_sent_back(
+    tmp_path: Path, open_nodes: Callable[..., Node], autojump_clock: trio.testing.MockClock
+) -> None:
+    node = open_nodes(tmp_path, OTHERS[0], 4)
+    machine = node.core.service.machine
+    reactor = reactor_for(node, [])
+    source = connect(reactor, "source", (1, 0, Step.NEW_HEIGHT))
+    other = connect(reactor, "other", (1, 0, Step.PROPOSE))
+    proposal = signed_proposal(PROPOSER, 1, 0)
+    reactor.receive(CONSENSUS_DATA_CHANNEL, source, encode_message(ProposalEvent(proposal)))
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.core.service.run)
+        await nursery.start(reactor.run)
+        await other.wait_sent(lambda: bool(proposals_to(other)))
+        assert machine.proposal == proposal
+        await ticks(autojump_clock, 20)
+        assert proposals_to(other) == [proposal]
+        assert proposals_to(source) == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_gossip_does_not_create_vote_sets_for_rounds_a_peer_reports(
+    tmp_path: Path, open_nodes: Callable[..., Node], autojump_clock: trio.testing.MockClock
+) -> None:
+    """Reading what to send must not change the machine: a peer choosing the rounds it reports
+    would otherwise make us allocate vote sets far beyond the round window, without bound."""
+    node = open_nodes(tmp_path, OTHERS[0], 4)
+    machine = node.core.service.machine
+    reactor = reactor_for(node, [])
+    peer = connect(reactor, "roamer", (1, 0, Step.NEW_HEIGHT))
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.core.service.run)
+        await nursery.start(reactor.run)
+        await until(node, lambda m: m.step == Step.PREVOTE)
+        await ticks(autojump_clock, 2)
+        before = machine.votes.rounds()
+        for round_ in range(1_000, 1_100):
+            reactor.receive(CONSENSUS_STATE_CHANNEL, peer, round_step(1, round_, Step.PREVOTE))
+            await ticks(autojump_clock, 1)
+        assert machine.votes.rounds() == before
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_lagging_peer_gets_the_decided_block_of_its_height_at_most_once_per_interval(
+    tmp_path: Path, open_nodes: Callable[..., Node], autojump_clock: trio.testing.MockClock
+) -> None:
+    node = open_nodes(tmp_path, KEYS[0], 1)
+    await run_to_height(node.core, 6)  # blocks 1..5 stored, consensus stopped at height 6
+    blocks = node.core.blocks
+    assert (blocks.height, node.core.service.machine.height) == (5, 6)
+    reactor = reactor_for(node, [])
+    behind = connect(reactor, "behind", (2, 0, Step.PREVOTE))
+    just_behind = connect(reactor, "just-behind", (5, 1, Step.PRECOMMIT))
+    level = connect(reactor, "level", (6, 0, Step.NEW_HEIGHT))
+
+    def decided(peer: FakePeer) -> list[DecidedBlock]:
+        return [m for m in wire(peer, CONSENSUS_DATA_CHANNEL) if isinstance(m, DecidedBlock)]
+
+    def stored(height: int) -> tuple[bytes, bytes]:
+        return blocks.load_block(height) or b"", blocks.load_seen_commit(height) or b""
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(reactor.run)
+        await ticks(autojump_clock, 1)
+        [first] = decided(behind)
+        assert (first.block.encode(), first.commit.encode()) == stored(2)
+        assert first.commit.block_id.hash == first.block.hash
+        [other] = decided(just_behind)
+        assert (other.block.encode(), other.commit.encode()) == stored(5)
+        assert level.on(CONSENSUS_DATA_CHANNEL) == []
+
+        interval_ticks = round(CATCH_UP_INTERVAL / INTERVAL)
+        await ticks(autojump_clock, interval_ticks - 2)
+        assert len(decided(behind)) == 1  # not again within the interval
+        await ticks(autojump_clock, 4)
+        assert [(d.block.height, d.commit.height) for d in decided(behind)] == [(2, 2), (2, 2)]
+
+        # It applied block 2: the next one comes, still no faster than the interval allows.
+        reactor.receive(CONSENSUS_STATE_CHANNEL, behind, round_step(3, 0, Step.NEW_HEIGHT))
+        await ticks(autojump_clock, interval_ticks + 2)
+        heights = [d.block.height for d in decided(behind)]
+        assert heights == [2, 2, 3]
+        assert [Block.decode(stored(3)[0]).hash] == [d.block.hash for d in decided(behind)[2:]]
+        assert Commit.decode(stored(3)[1]) == decided(behind)[2].commit
+        assert level.on(CONSENSUS_DATA_CHANNEL) == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_invalid_message_gets_its_sender_banned(
+    tmp_path: Path, open_nodes: Callable[..., Node], autojump_clock: trio.testing.MockClock
+) -> None:
+    node = open_nodes(tmp_path, OTHERS[0], 4)
+    machine = node.core.service.machine
+    bans: Bans = []
+    reactor = reactor_for(node, bans)
+    honest = connect(reactor, "honest", (1, 0, Step.NEW_HEIGHT))
+    forger = connect(reactor, "forger", (1, 0, Step.NEW_HEIGHT))
+    departed = connect(reactor, "departed", (1, 0, Step.NEW_HEIGHT))
+    good = signed_vote(OTHERS[1], machine)
+    forged = signed_vote(OTHERS[2], machine).with_signature(OTHERS[1].sign(b"something else"))
+    forged_too = signed_vote(PROPOSER, machine).with_signature(OTHERS[1].sign(b"something else"))
+    reactor.receive(CONSENSUS_VOTE_CHANNEL, honest, encode_message(VoteEvent(good)))
+    reactor.receive(CONSENSUS_VOTE_CHANNEL, forger, encode_message(VoteEvent(forged)))
+    reactor.receive(CONSENSUS_VOTE_CHANNEL, departed, encode_message(VoteEvent(forged_too)))
+    reactor.remove_peer(departed, "disconnected")  # the switch dropped it already
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.core.service.run)
+        await nursery.start(reactor.run)
+        await trio.testing.wait_all_tasks_blocked()
+        assert [peer for peer, _ in bans] == ["forger"]
+        assert "signature" in bans[0][1]
+        assert machine.votes.prevotes(0).all_votes() == [good]
+        nursery.cancel_scope.cancel()
