@@ -4,6 +4,8 @@ test. `--json` prints the same figures as one JSON object.
 
 - `bench throughput`: committed tx/s, latency and per-node CPU and memory of a temporary
   localnet under load (see node.loadgen).
+- `bench book`: order-book operations per second on one core, one market, a realistic mix of
+  placements, cancels and crossing orders (see node.bench_book); target 200,000/s.
 - `bench consensus`: for a 150-validator set, the votes per second the state machine handles
   (signatures already verified, so the figure is the machine's own cost; and with the
   verification included), and the time to verify a 150-signature commit through the batch
@@ -33,6 +35,7 @@ from consensus.machine import (
 from consensus.state import ChainState, ConsensusParams, genesis_state
 from consensus.types import EMPTY_COMMIT, Block, BlockID, PartSet, Proposal, Vote, VoteType
 from consensus.votes import verify_commit
+from node.bench_book import bench_book
 from node.loadgen import bench_throughput
 from primitives.batch_verify import BatchVerifier, SignedItem
 from primitives.hashing import merkle_root, sha256
@@ -232,6 +235,27 @@ def consensus_command(validators: int, heights: int, as_json: bool) -> None:
         f"commit of {validators} signatures: {figures['commit_verify_ms_one_by_one']:.2f} ms one by one, "
         f"{figures['commit_verify_ms_batched']:.2f} ms batched on {figures['batch_workers']} threads "
         f"({figures['commit_verify_speedup']:.2f}x; target 1.8x on 2 cores)"
+    )
+
+
+@bench.command(name="book")
+@click.option("--operations", type=int, default=500_000, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def book_command(operations: int, seed: int, as_json: bool) -> None:
+    """Order-book operations per second on one core (placements, cancels, crossing orders)."""
+    limit = machine_limit()
+    figures = bench_book(operations, seed)
+    if as_json:
+        click.echo(json.dumps({"machine_limit": _limit_json(limit), **figures}, indent=2))
+        return
+    click.echo(limit.line())
+    click.echo(
+        f"order book, one market, {operations:,} operations: {figures['ops_per_second']:,.0f} ops/s "
+        f"on one core (target 200,000/s): {figures['placements']:,} placements "
+        f"({figures['fills']:,} fills, {figures['rested']:,} rested), {figures['cancels']:,} cancels, "
+        f"{figures['expired']:,} expired; {figures['resting_at_end']:,} orders on "
+        f"{figures['levels_at_end']:,} levels at the end"
     )
 
 

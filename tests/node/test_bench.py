@@ -1,4 +1,4 @@
-"""`derivd bench consensus` runs and reports its figures (speed is reported, never asserted)."""
+"""`derivd bench ...` commands run and report their figures (speed is reported, never asserted)."""
 
 from __future__ import annotations
 
@@ -28,3 +28,14 @@ def test_bench_throughput_reports_its_figures() -> None:
     assert out["committed"] <= out["submitted"]
     assert 0 < out["latency_p50_s"] <= out["latency_p99_s"]
     assert out["nodes"][0]["rss_mib"] > 0
+
+
+def test_bench_book_reports_its_figures() -> None:
+    out = json.loads(run_cli("bench", "book", "--operations", "5000", "--seed", "3", "--json").stdout)
+    assert out["operations"] == 5000 and out["ops_per_second"] > 0
+    assert out["placements"] + out["cancels"] == 5000
+    assert out["fills"] > 0 and out["resting_at_end"] > 0
+    again = json.loads(run_cli("bench", "book", "--operations", "5000", "--seed", "3", "--json").stdout)
+    assert {k: v for k, v in again.items() if k not in ("seconds", "ops_per_second", "machine_limit")} == {
+        k: v for k, v in out.items() if k not in ("seconds", "ops_per_second", "machine_limit")
+    }, "the same seed does the same work"
