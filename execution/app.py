@@ -17,8 +17,17 @@ Genesis: `init_chain` writes the accounts and supply of `app_state` and the vali
 Block execution: first the block's misbehavior (`execution.evidence`: recorded, offenders' power
 set to 0 and returned as `validator_updates`, `misbehavior` block events); then all signatures of
 the block go to the batch verifier in one call (signatures seen by check_tx are cache hits); txs
-run in block order on a block view, each on a tx view of its own (`execution.executor`). Result
-codes are in `execution.codes`; queries in `execution.query`.
+run on a block view, each on a tx view of its own (`execution.executor`). Block phases: the
+expiry of good-til-block orders (block events), then the txs whose actions are all non-taking
+(transfers, oracle votes, cancels, post-only placements and amends) in tx order, then the others
+in tx order (`execution.exchange.block_order`; tx_results stay in the block's tx order), then the
+oracle aggregation (`execution.oracle.end_block`, block events). Result codes are in
+`execution.codes`; queries in `execution.query`.
+
+Order books (`execution.exchange.Books`): loaded from committed state when the app starts (and
+from the genesis state by `init_chain`), changed only by `finalize_block`; a failed tx's book
+changes are reverted at once, and a `finalize_block` that raises reloads them from the state it
+started from. check_tx never touches them (validation only).
 
 App hash (`execution.apphash`): app_hash(H) = sha256(encode([prev_app_hash, H, merkle_root(
 leaves)])) where the leaves are encode([key, 1, value]) for each put and encode([key, 0, b""])
@@ -48,8 +57,12 @@ from execution.accounts import Account, load_supply, store_account, store_supply
 from execution.apphash import app_hash
 from execution.codes import CODESPACE, Code
 from execution.evidence import handle_misbehavior
+from execution.exchange import Books, ExchangeContext, block_order, expire_orders, is_non_taking
 from execution.executor import execute_tx, failure
 from execution.genesis_state import load_app_state
+from execution.margin import Position
+from execution.oracle import end_block as oracle_end_block
+from execution.oracle import init_exchange_state
 from execution.query import QueryContext, run_query
 from execution.state import CommittedState, StateReader, StateView
 from execution.tx import Tx
@@ -115,6 +128,7 @@ class ExchangeApp:
         self._last_block_time = _load_block_time(db)
         self._pending: _Pending | None = None
         self._check_state = StateView(self._committed)
+        self._books = Books.load(self._committed)
 
     # -- info and genesis -----------------------------------------------------------------------
 
@@ -140,6 +154,8 @@ class ExchangeApp:
         store_supply(view, state.total_supply)
         overriding: tuple[ValidatorUpdate, ...] = ()  # the app keeps the genesis validators
         register_genesis_validators(view, overriding or request.validators)
+        init_exchange_state(view, state, request.initial_height)
+        self._books = Books.load(view)
         height = request.initial_height - 1
         genesis_hash = app_hash(b"", height, view.changes())
         self._pending = _Pending(view, height, genesis_hash, request.time, is_genesis=True)
@@ -158,7 +174,9 @@ class ExchangeApp:
         if not self._verifier.verify_one(*decoded.signed_item(self.chain_id)):
             return CheckTxResult(int(Code.BAD_SIGNATURE), self._bad_signature_log(decoded), CODESPACE, sender)
         view = StateView(self._check_state)
-        result = execute_tx(view, decoded, self._last_block_time)
+        height = self._head_height() + 1
+        check = ExchangeContext(height, self._books, live=False)
+        result = execute_tx(view, decoded, self._last_block_time, height, check)
         if result.code != OK:
             return CheckTxResult(result.code, result.log, CODESPACE, sender)
         view.apply_to(self._check_state)
@@ -215,8 +233,14 @@ class ExchangeApp:
         base: StateReader = pending.view if pending is not None else self._committed
         prev_hash = pending.app_hash if pending is not None else self._meta.app_hash
         block_view = StateView(base)
-        accountability = handle_misbehavior(block_view, request.height, request.misbehavior)
-        results = self._execute_block(block_view, request)
+        try:
+            accountability = handle_misbehavior(block_view, request.height, request.misbehavior)
+            expired = expire_orders(block_view, self._books, request.height)
+            results = self._execute_block(block_view, request)
+            prices = oracle_end_block(block_view, request.height)
+        except BaseException:
+            self._books = Books.load(base)  # the block is abandoned: so are its book changes
+            raise
         new_hash = app_hash(prev_hash, request.height, block_view.changes())
         if pending is not None:
             block_view.apply_to(pending.view)
@@ -226,24 +250,37 @@ class ExchangeApp:
         return FinalizeBlockResult(
             tx_results=tuple(results),
             app_hash=new_hash,
-            events=accountability.events,
+            events=(*accountability.events, *expired, *prices),
             validator_updates=accountability.validator_updates,
         )
 
     def _execute_block(self, block_view: StateView, request: FinalizeBlockRequest) -> list[ExecTxResult]:
+        """The txs: the non-taking ones first, then the others, each group in tx order
+        (`execution.exchange.block_order`); results in the block's tx order."""
         decoded = [_decode_or_error(raw) for raw in request.txs]
         valid = iter(self._signatures_ok([tx for tx in decoded if isinstance(tx, Tx)]))
-        results: list[ExecTxResult] = []
+        checked: list[Tx | ExecTxResult] = []
         for tx in decoded:
             if isinstance(tx, DecodeError):
-                results.append(failure(Code.MALFORMED_TX, f"malformed tx: {tx}"))
+                checked.append(failure(Code.MALFORMED_TX, f"malformed tx: {tx}"))
             elif not next(valid):
-                results.append(failure(Code.BAD_SIGNATURE, self._bad_signature_log(tx)))
+                checked.append(failure(Code.BAD_SIGNATURE, self._bad_signature_log(tx)))
             else:
+                checked.append(tx)
+        books = self._books
+        order = block_order(not isinstance(tx, Tx) or is_non_taking(tx.actions, books) for tx in checked)
+        exchange = ExchangeContext(request.height, books, live=True)
+        results: list[ExecTxResult | None] = [None] * len(checked)
+        for index in order:
+            item = checked[index]
+            if isinstance(item, Tx):
                 tx_view = StateView(block_view)
-                results.append(execute_tx(tx_view, tx, request.time))
+                results[index] = execute_tx(tx_view, item, request.time, request.height, exchange)
                 tx_view.apply_to(block_view)
-        return results
+            else:
+                results[index] = item
+        exchange.flush(block_view)
+        return [result for result in results if result is not None]
 
     def commit(self, batch: WriteBatch) -> int:
         """Put the pending changes, `APP_META` and the block time into `batch`; retain height 0."""
@@ -275,6 +312,22 @@ class ExchangeApp:
         return load_supply(self._committed)
 
     def total_quote(self) -> int:
-        """The sum of every committed account balance (conservation: equals `total_supply`)."""
+        """The sum of every committed account balance and every position's quote balance
+        (conservation: equals `total_supply`)."""
         accounts = self._committed.iterate(schema.APP_ACCOUNT_PREFIX)
-        return sum(Account.decode(raw).balance for _, raw in accounts)
+        balances = sum(Account.decode(raw).balance for _, raw in accounts)
+        positions = self._committed.iterate(schema.APP_POSITION_PREFIX)
+        return balances + sum(Position.decode(raw).quote for _, raw in positions)
+
+    def position_size_sums(self) -> dict[int, int]:
+        """Per market id, the sum of every committed position's size (always 0)."""
+        sums: dict[int, int] = {}
+        for key, raw in self._committed.iterate(schema.APP_POSITION_PREFIX):
+            market_id = schema.market_id_from_position_key(key)
+            sums[market_id] = sums.get(market_id, 0) + Position.decode(raw).size
+        return sums
+
+    @property
+    def books(self) -> Books:
+        """The order books as of the last finalized block (read only)."""
+        return self._books

@@ -36,6 +36,38 @@ class Code(IntEnum):
     INVALID_ACTION = 6
     """an action or action list that breaks a rule (amount 0, transfer to self, too many actions)"""
 
+    UNKNOWN_MARKET = 20
+    """no market of that id"""
+    OFF_TICK = 21
+    """the price is not a positive multiple of the market's subticks per tick"""
+    OFF_STEP = 22
+    """the size is not a multiple of the market's step"""
+    BELOW_MIN_SIZE = 23
+    """the size is below the market's minimum order size"""
+    RATE_LIMITED = 24
+    """too many placements and amends by this account on this market in this block"""
+    TOO_MANY_OPEN_ORDERS = 25
+    """the account has the market's maximum of open orders"""
+    ORDER_NOT_FOUND = 26
+    """no live order of the sender with that order id or client id"""
+    DUPLICATE_CLIENT_ID = 27
+    """the sender has a live order with that client id on the market"""
+    INVALID_ORDER = 28
+    """a malformed order: bad side or time in force, size or price 0, expired good-til-block..."""
+    REDUCE_ONLY_WOULD_INCREASE = 29
+    """a reduce-only order that could increase the position"""
+    MARKET_STALE = 30
+    """the market's oracle price is stale: only reducing orders are accepted"""
+
+    INSUFFICIENT_MARGIN = 40
+    """the account would fall below initial margin"""
+
+    NOT_A_VALIDATOR = 60
+    """an oracle vote signed by an account that is not a validator with power"""
+    INVALID_ORACLE_VOTE = 61
+    """an oracle vote that breaks a rule (no prices, market ids not strictly increasing, price 0);
+    a vote on an unknown market is UNKNOWN_MARKET"""
+
     UNKNOWN_QUERY = 100
     """no query path of that name"""
     INVALID_QUERY = 101

@@ -10,9 +10,10 @@ actions fail still uses its nonce, so the same bytes can never execute later.
 from __future__ import annotations
 
 from consensus.app import OK, Event, EventAttribute, ExecTxResult
-from execution.accounts import load_account, nonce_error, use_nonce
+from execution.accounts import load_account, nonce_error, store_account
 from execution.actions import ActionError, apply_actions
 from execution.codes import CODESPACE, Code
+from execution.exchange import ExchangeContext
 from execution.state import StateView
 from execution.tx import Tx
 
@@ -27,17 +28,28 @@ def tx_event(tx: Tx) -> Event:
     return Event("tx", (EventAttribute("sender", str(tx.sender)), EventAttribute("nonce", str(tx.nonce))))
 
 
-def execute_tx(view: StateView, tx: Tx, block_time_ns: int) -> ExecTxResult:
-    """Execute `tx` (signature already verified) on `view` at `block_time_ns`."""
+def execute_tx(
+    view: StateView, tx: Tx, block_time_ns: int, height: int = 0, exchange: ExchangeContext | None = None
+) -> ExecTxResult:
+    """Execute `tx` (signature already verified) on `view` in the block at `height` and
+    `block_time_ns` (check_tx: the next height and the last block time). Order actions run in
+    `exchange`; when the actions fail, the books they changed are rebuilt from `view`."""
     sender = tx.sender
-    problem = nonce_error(load_account(view, sender), tx.nonce, block_time_ns)
+    account = load_account(view, sender)
+    problem = nonce_error(account, tx.nonce, block_time_ns)
     if problem is not None:
         return failure(Code.INVALID_NONCE, f"invalid nonce: {problem}")
-    use_nonce(view, sender, tx.nonce)
+    store_account(view, sender, account.with_nonce(tx.nonce))  # use_nonce, with the account at hand
     actions_view = StateView(view)
+    if exchange is not None:
+        exchange.begin_tx()
     try:
-        events = apply_actions(actions_view, sender, tx.actions)
+        events = apply_actions(actions_view, sender, tx.actions, height, exchange)
     except ActionError as exc:
+        if exchange is not None:
+            exchange.abort_tx(view, actions_view)
         return failure(exc.code, exc.log, (tx_event(tx),))
+    if exchange is not None:
+        exchange.commit_tx()
     actions_view.apply_to(view)
     return ExecTxResult(code=OK, events=(tx_event(tx), *events))

@@ -1,7 +1,13 @@
 """The genesis `app_state`: parsing and validating the JSON object, and `add_account` for
 `derivd genesis add-account`.
 
-    {"accounts": [{"address": "<40 hex>", "balance": "<int string, or JSON int>"}]}
+    {"accounts": [{"address": "<40 hex>", "balance": "<int string, or JSON int>"}],
+     "markets": [{"id": 1, "ticker": "BTC-USD", "atomic_resolution": -10, ...}],
+     "oracle": {"max_vote_age_blocks": 3, "stale_after_blocks": 10}}
+
+`markets` entries carry every field of `execution.markets.MARKET_FIELDS` as JSON integers (the
+ticker a string); ids and tickers are unique and the entries are sorted by id in state. `oracle`
+defaults to `execution.oracle.OracleParams()`; both its fields are required when it is given.
 
 Every section is optional and defaults to empty; unknown keys are errors. Each error is an
 `AppStateError` that names the field path, e.g.
@@ -18,10 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from execution.markets import MARKET_FIELDS, Market, default_markets, market_error
+from execution.oracle import OracleParams
 from primitives.keys import Address
 
 MAX_SUPPLY = 2**63 - 1
-SECTIONS = ("accounts",)
+SECTIONS = ("accounts", "markets", "oracle")
+ORACLE_FIELDS = ("max_vote_age_blocks", "stale_after_blocks")
 ACCOUNT_FIELDS = ("address", "balance")
 
 
@@ -40,6 +49,8 @@ class AppState:
     """The validated genesis app state."""
 
     accounts: tuple[GenesisAccount, ...] = ()
+    markets: tuple[Market, ...] = ()
+    oracle: OracleParams = OracleParams()  # noqa: RUF009 (frozen, so one shared default is safe)
 
     @property
     def total_supply(self) -> int:
@@ -115,11 +126,75 @@ def _parse_accounts(value: object, path: str) -> tuple[GenesisAccount, ...]:
     return tuple(accounts)
 
 
+def _integer(value: object, path: str) -> int:
+    """A JSON integer (not a bool, not a string) within int64."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise AppStateError(f"{path}: must be a JSON integer, got {_show(value)}")
+    if not -MAX_SUPPLY <= value <= MAX_SUPPLY:
+        raise AppStateError(f"{path}: must be within [{-MAX_SUPPLY}, {MAX_SUPPLY}], got {_show(value)}")
+    return value
+
+
+def _parse_market(value: object, path: str) -> Market:
+    obj = _object(value, path)
+    _check_keys(obj, path, MARKET_FIELDS, required=True)
+    ticker = obj["ticker"]
+    if not isinstance(ticker, str):
+        raise AppStateError(f"{path}.ticker: must be a string, got {_show(ticker)}")
+    ints = {name: _integer(obj[name], f"{path}.{name}") for name in MARKET_FIELDS if name != "ticker"}
+    market_id = ints.pop("id")
+    market = Market(market_id=market_id, ticker=ticker, **ints)
+    problem = market_error(market)
+    if problem is not None:
+        raise AppStateError(f"{path}.{problem[0]}: {problem[1]}")
+    return market
+
+
+def _parse_markets(value: object, path: str) -> tuple[Market, ...]:
+    if not isinstance(value, list):
+        raise AppStateError(f"{path}: must be a JSON array, got {_show(value)}")
+    markets: list[Market] = []
+    ids: dict[int, int] = {}
+    tickers: dict[str, int] = {}
+    for i, item in enumerate(value):
+        market = _parse_market(item, f"{path}[{i}]")
+        if market.market_id in ids:
+            raise AppStateError(f"{path}[{i}].id: duplicate of {path}[{ids[market.market_id]}]")
+        if market.ticker in tickers:
+            raise AppStateError(f"{path}[{i}].ticker: duplicate of {path}[{tickers[market.ticker]}]")
+        ids[market.market_id] = i
+        tickers[market.ticker] = i
+        markets.append(market)
+    return tuple(sorted(markets, key=lambda market: market.market_id))
+
+
+def _parse_oracle(value: object, path: str) -> OracleParams:
+    obj = _object(value, path)
+    _check_keys(obj, path, ORACLE_FIELDS, required=True)
+    numbers = {name: _integer(obj[name], f"{path}.{name}") for name in ORACLE_FIELDS}
+    for name, number in numbers.items():
+        if number < 1:
+            raise AppStateError(f"{path}.{name}: must be a positive integer, got {number}")
+    return OracleParams(**numbers)
+
+
 def parse_app_state(value: object, path: str = "app_state") -> AppState:
     """Validate a JSON-decoded app_state (None counts as empty)."""
     obj = _object({} if value is None else value, path)
     _check_keys(obj, path, SECTIONS, required=False)
-    return AppState(accounts=_parse_accounts(obj.get("accounts", []), f"{path}.accounts"))
+    return AppState(
+        accounts=_parse_accounts(obj.get("accounts", []), f"{path}.accounts"),
+        markets=_parse_markets(obj.get("markets", []), f"{path}.markets"),
+        oracle=_parse_oracle(obj["oracle"], f"{path}.oracle") if "oracle" in obj else OracleParams(),
+    )
+
+
+def default_exchange_app_state() -> dict[str, Any]:
+    """The `markets` and `oracle` sections of the default and testnet genesis (BTC-USD, ETH-USD)."""
+    return {
+        "markets": [market.to_json() for market in default_markets()],
+        "oracle": OracleParams().to_json(),
+    }
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -3,7 +3,11 @@ decimal strings, hashes as upper-case hex:
 
 | path | value |
 |---|---|
-| `/accounts/<address hex>` | `{"address", "balance", "nonces"}` (an absent account is empty) |
+| `/accounts/<address hex>` | the account, its positions, orders and margin (below; absent: empty) |
+| `/markets` | every market by id: parameters, human tick/step/minimum, oracle price |
+| `/book/<TICKER>` | L2 `{"market", "bids", "asks"}`: levels best first (at most 1,000 a side) |
+| `/book/<TICKER>/l3` | L3 `{"market", "bids", "asks"}`: orders by priority (at most 10,000 a side) |
+| `/oracle` | per market: price, `updated_height`, `age_blocks`, `stale` (below) |
 | `/supply` | `{"total"}`: the quote supply fixed at genesis |
 | `/app` | `{"height", "app_hash"}` of the last commit |
 | `/validators` | the validator registry, sorted by address: `[{"address", "pub_key", "power"}]` |
@@ -15,6 +19,23 @@ In `/validators`, `address` is upper-case hex, `pub_key` the base64 of the 32-by
 "total_voting_power", "block_height"}`: `validator` is the upper-case hex address; `height`, `time`
 (ns) and both powers are those of the infraction; `block_height` is the block that handed it to
 the application.
+
+`/accounts/<address>` is `{"address", "balance", "nonces", "collateral", "positions", "orders",
+"account_value", "initial_requirement", "maintenance_requirement", "free_collateral"}`:
+`collateral` is the balance; `positions` lists `{"market", "market_id",
+"size", "size_human", "quote", "quote_human", "open_buy", "open_sell", "open_orders",
+"oracle_price"}` by market id; `orders` lists the resting orders `{"order_id", "market", "side",
+"price", "price_human", "size", "remaining", "remaining_human", "client_id", "post_only",
+"reduce_only", "good_til_block"}` by market then order id; the four margin figures
+(`execution.margin`) are quote quantums at the oracle prices, each with a `*_human` USD string
+beside it. Orders (`order_id`, `side` "buy"/"sell", `post_only`/`reduce_only` booleans) look the
+same in `/book/<TICKER>/l3`. `age_blocks` is the committed height minus `updated_height`; `stale`
+uses the oracle's `stale_after_blocks` at the next height. An L2 level is `{"price",
+"price_human", "size", "size_human"}` (its summed remaining size); `/oracle` items are
+`{"market", "market_id", "price", "price_human", "updated_height", "age_blocks", "stale"}`.
+Prices are subticks, sizes base quantums and quote amounts quote quantums, as integer strings;
+the `*_human` strings beside them are USD per base unit, base units and USD
+(`execution.markets`).
 
 Only the latest state is kept: height 0 or the last committed height are served, any other is
 HEIGHT_NOT_AVAILABLE. Results carry the last committed height. No proofs are produced yet.
@@ -31,12 +52,29 @@ from consensus.app import QueryResult
 from execution.accounts import load_account, load_supply
 from execution.codes import CODESPACE, Code
 from execution.evidence import load_evidence
+from execution.exchange import SIDE_NAMES, load_orders
+from execution.margin import margin_summary, positions
+from execution.markets import (
+    Market,
+    load_market,
+    load_markets,
+    market_by_ticker,
+    price_to_human,
+    quote_to_human,
+    size_to_human,
+)
+from execution.oracle import is_stale, load_params, load_price, prices_at
+from execution.orderbook import Order, OrderBook
 from execution.state import CommittedState
 from execution.validators import registry
 from primitives.keys import Address
 from storage import schema
 
 ACCOUNTS_PREFIX = "/accounts/"
+BOOK_PREFIX = "/book/"
+L3_SUFFIX = "/l3"
+MAX_L2_LEVELS = 1_000
+MAX_L3_ORDERS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +101,14 @@ def query_account(ctx: QueryContext, path: str) -> QueryResult:
     except ValueError as exc:
         return _error(ctx, Code.INVALID_QUERY, f"invalid address in {path!r}: {exc}")
     account = load_account(ctx.state, address)
-    value = {
+    value: dict[str, object] = {
         "address": str(address),
         "balance": str(account.balance),
         "nonces": [str(nonce) for nonce in account.nonces],
+        "collateral": str(account.balance),
+        "collateral_human": quote_to_human(account.balance),
     }
+    value.update(_account_trading(ctx, address))
     return QueryResult(key=schema.account_key(address.raw), value=_json(value), height=ctx.height)
 
 
@@ -108,7 +149,147 @@ def query_evidence(ctx: QueryContext, path: str) -> QueryResult:
     return QueryResult(value=_json(value), height=ctx.height)
 
 
+def _prices(ctx: QueryContext) -> Callable[[int], int]:
+    """market id -> oracle price (the market's initial price if it has none)."""
+    known = prices_at(ctx.state)
+
+    def price(market_id: int) -> int:
+        try:
+            return known(market_id)
+        except LookupError:
+            market = load_market(ctx.state, market_id)
+            return 0 if market is None else market.initial_price
+
+    return price
+
+
+def _order_json(market: Market, order: Order) -> dict[str, object]:
+    return {
+        "order_id": str(order.order_id),
+        "market": market.ticker,
+        "owner": order.owner.hex(),
+        "side": SIDE_NAMES[order.side],
+        "price": str(order.price),
+        "price_human": price_to_human(market, order.price),
+        "size": str(order.size),
+        "remaining": str(order.remaining),
+        "remaining_human": size_to_human(market, order.remaining),
+        "client_id": str(order.client_id),
+        "post_only": order.post_only,
+        "reduce_only": order.reduce_only,
+        "good_til_block": str(order.good_til_block),
+    }
+
+
+def _account_trading(ctx: QueryContext, address: Address) -> dict[str, object]:
+    """Positions, resting orders and margin figures of `address`."""
+    markets = {market.market_id: market for market in load_markets(ctx.state)}
+    prices = _prices(ctx)
+    held = positions(ctx.state, address)
+    summary = margin_summary(ctx.state, address, prices)
+    return {
+        "positions": [
+            {
+                "market": markets[market_id].ticker,
+                "market_id": str(market_id),
+                "size": str(position.size),
+                "size_human": size_to_human(markets[market_id], position.size),
+                "quote": str(position.quote),
+                "quote_human": quote_to_human(position.quote),
+                "open_buy": str(position.open_buy),
+                "open_sell": str(position.open_sell),
+                "open_orders": str(position.open_orders),
+                "oracle_price": str(prices(market_id)),
+            }
+            for market_id, position in held
+        ],
+        "orders": [
+            _order_json(markets[market_id], order)
+            for market_id, position in held
+            if position.open_orders
+            for order in load_orders(ctx.state, market_id)
+            if order.owner == address.raw
+        ],
+        "account_value": str(summary.value),
+        "account_value_human": quote_to_human(summary.value),
+        "initial_requirement": str(summary.initial),
+        "initial_requirement_human": quote_to_human(summary.initial),
+        "maintenance_requirement": str(summary.maintenance),
+        "maintenance_requirement_human": quote_to_human(summary.maintenance),
+        "free_collateral": str(summary.free),
+        "free_collateral_human": quote_to_human(summary.free),
+    }
+
+
+def query_markets(ctx: QueryContext, path: str) -> QueryResult:
+    prices = _prices(ctx)
+    value = [
+        {
+            **{name: str(v) if isinstance(v, int) else v for name, v in market.to_json().items()},
+            "tick_human": price_to_human(market, market.subticks_per_tick),
+            "step_human": size_to_human(market, market.step_base_quantums),
+            "min_order_size_human": size_to_human(market, market.min_order_base_quantums),
+            "oracle_price": str(prices(market.market_id)),
+            "oracle_price_human": price_to_human(market, prices(market.market_id)),
+        }
+        for market in load_markets(ctx.state)
+    ]
+    return QueryResult(value=_json(value), height=ctx.height)
+
+
+def query_book(ctx: QueryContext, path: str) -> QueryResult:
+    rest = path[len(BOOK_PREFIX) :]
+    l3 = rest.endswith(L3_SUFFIX)
+    ticker = rest[: -len(L3_SUFFIX)] if l3 else rest
+    market = market_by_ticker(ctx.state, ticker)
+    if market is None:
+        return _error(ctx, Code.INVALID_QUERY, f"unknown market {ticker!r} in {path!r}")
+    book = OrderBook()
+    book.restore(load_orders(ctx.state, market.market_id))
+    value: dict[str, object] = {"market": market.ticker}
+    if l3:
+        bids, asks = book.orders()
+        value["bids"] = [_order_json(market, order) for order in bids[:MAX_L3_ORDERS]]
+        value["asks"] = [_order_json(market, order) for order in asks[:MAX_L3_ORDERS]]
+    else:
+        depth_bids, depth_asks = book.depth(MAX_L2_LEVELS)
+        for name, levels in (("bids", depth_bids), ("asks", depth_asks)):
+            value[name] = [
+                {
+                    "price": str(price),
+                    "price_human": price_to_human(market, price),
+                    "size": str(size),
+                    "size_human": size_to_human(market, size),
+                }
+                for price, size in levels
+            ]
+    return QueryResult(value=_json(value), height=ctx.height)
+
+
+def query_oracle(ctx: QueryContext, path: str) -> QueryResult:
+    params = load_params(ctx.state)
+    value = []
+    for market in load_markets(ctx.state):
+        stored = load_price(ctx.state, market.market_id)
+        if stored is None:
+            continue
+        value.append(
+            {
+                "market": market.ticker,
+                "market_id": str(market.market_id),
+                "price": str(stored.price),
+                "price_human": price_to_human(market, stored.price),
+                "updated_height": str(stored.updated_height),
+                "age_blocks": str(ctx.height - stored.updated_height),
+                "stale": is_stale(stored, ctx.height + 1, params),
+            }
+        )
+    return QueryResult(value=_json(value), height=ctx.height)
+
+
 EXACT_PATHS: dict[str, Callable[[QueryContext, str], QueryResult]] = {
+    "/markets": query_markets,
+    "/oracle": query_oracle,
     "/supply": query_supply,
     "/app": query_app,
     "/validators": query_validators,
@@ -123,8 +304,10 @@ def run_query(ctx: QueryContext, path: str, height: int) -> QueryResult:
         return _error(ctx, Code.HEIGHT_NOT_AVAILABLE, log)
     if path.startswith(ACCOUNTS_PREFIX):
         return query_account(ctx, path)
+    if path.startswith(BOOK_PREFIX):
+        return query_book(ctx, path)
     handler = EXACT_PATHS.get(path)
     if handler is None:
-        known = ", ".join([ACCOUNTS_PREFIX + "<address>", *EXACT_PATHS])
+        known = ", ".join([ACCOUNTS_PREFIX + "<address>", BOOK_PREFIX + "<TICKER>[/l3]", *EXACT_PATHS])
         return _error(ctx, Code.UNKNOWN_QUERY, f"unknown query path {path!r} (known: {known})")
     return handler(ctx, path)

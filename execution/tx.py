@@ -6,6 +6,15 @@ Wire form (canonical encoding, `primitives.codec`):
     tx       = [version=1, signer public key (32 bytes), nonce, actions, signature (64 bytes)]
     action   = [kind, fields...]                  first element: the action kind
     transfer = [1, to address (20 bytes), amount]  amount in quote units (micro-USD, 6 decimals)
+    place    = [2, market_id, side (0 buy, 1 sell), size, price, tif (0 GTC, 1 IOC, 2 FOK,
+                3 POST_ONLY), flags (bit 0 reduce-only), client_id, good_til_block]
+    cancel   = [3, market_id, by (0 order id, 1 client id), id]
+    cancel_all = [4, market_id]                   market_id 0: every market
+    amend    = [5, market_id, order_id, new_size, new_price]
+    oracle_vote = [6, [[market_id, price], ...]]  a validator's prices in subticks
+
+Order sizes are base quantums and prices subticks (`execution.markets`); the meaning of each field
+(side, tif and flags values, tick, step...) is checked by execution (`execution.exchange`).
 
 The nonce is an integer of milliseconds (Hyperliquid style, see `execution.accounts`). The
 signature is Ed25519 over `sign_bytes(b"derivd/tx/v1", chain_id, sign_payload)` where
@@ -43,6 +52,11 @@ class ActionKind(IntEnum):
     """The first field of every action."""
 
     TRANSFER = 1
+    PLACE_ORDER = 2
+    CANCEL_ORDER = 3
+    CANCEL_ALL = 4
+    AMEND_ORDER = 5
+    ORACLE_VOTE = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +81,163 @@ class Transfer:
         return cls(Address(to), amount)
 
 
+MAX_ORDER_INT = 2**63 - 1
+MAX_CLIENT_ID = 2**64 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceOrder:
+    """Place an order: `side` 0 buy / 1 sell, `size` base quantums, `price` subticks (the worst
+    price of a market order), `tif` 0 GTC / 1 IOC / 2 FOK / 3 POST_ONLY, `flags` bit 0 reduce-only,
+    `client_id` the sender's own id (0: none), `good_til_block` the last height the order may rest
+    (0: no expiry)."""
+
+    market_id: int
+    side: int
+    size: int
+    price: int
+    tif: int = 0
+    flags: int = 0
+    client_id: int = 0
+    good_til_block: int = 0
+
+    @property
+    def kind(self) -> int:
+        return ActionKind.PLACE_ORDER
+
+    @property
+    def reduce_only(self) -> bool:
+        return bool(self.flags & 1)
+
+    def to_fields(self) -> Value:
+        return [
+            int(ActionKind.PLACE_ORDER),
+            self.market_id,
+            self.side,
+            self.size,
+            self.price,
+            self.tif,
+            self.flags,
+            self.client_id,
+            self.good_til_block,
+        ]
+
+    @classmethod
+    def from_fields(cls, fields: list[Value], name: str) -> PlaceOrder:
+        codec.field_list(fields, name, 9)
+        ints = [
+            codec.field_int(fields[i], f"{name}.{field}", 0, MAX_CLIENT_ID if i == 7 else MAX_ORDER_INT)
+            for i, field in enumerate(
+                ("kind", "market_id", "side", "size", "price", "tif", "flags", "client_id", "good_til_block")
+            )
+            if i > 0
+        ]
+        return cls(*ints)
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOrder:
+    """Cancel one resting order of the sender: `by` 0 names it by order id, 1 by client id."""
+
+    market_id: int
+    by: int
+    id: int
+
+    @property
+    def kind(self) -> int:
+        return ActionKind.CANCEL_ORDER
+
+    def to_fields(self) -> Value:
+        return [int(ActionKind.CANCEL_ORDER), self.market_id, self.by, self.id]
+
+    @classmethod
+    def from_fields(cls, fields: list[Value], name: str) -> CancelOrder:
+        codec.field_list(fields, name, 4)
+        return cls(
+            codec.field_int(fields[1], f"{name}.market_id", 0, MAX_ORDER_INT),
+            codec.field_int(fields[2], f"{name}.by", 0, MAX_ORDER_INT),
+            codec.field_int(fields[3], f"{name}.id", 0, MAX_CLIENT_ID),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CancelAll:
+    """Cancel every resting order of the sender on `market_id` (0: on every market)."""
+
+    market_id: int
+
+    @property
+    def kind(self) -> int:
+        return ActionKind.CANCEL_ALL
+
+    def to_fields(self) -> Value:
+        return [int(ActionKind.CANCEL_ALL), self.market_id]
+
+    @classmethod
+    def from_fields(cls, fields: list[Value], name: str) -> CancelAll:
+        codec.field_list(fields, name, 2)
+        return cls(codec.field_int(fields[1], f"{name}.market_id", 0, MAX_ORDER_INT))
+
+
+@dataclass(frozen=True, slots=True)
+class AmendOrder:
+    """Cancel-replace a resting order of the sender with a new size and price: a new order id and
+    the back of the queue; side, time in force, flags, client id and good-til-block are kept."""
+
+    market_id: int
+    order_id: int
+    new_size: int
+    new_price: int
+
+    @property
+    def kind(self) -> int:
+        return ActionKind.AMEND_ORDER
+
+    def to_fields(self) -> Value:
+        return [int(ActionKind.AMEND_ORDER), self.market_id, self.order_id, self.new_size, self.new_price]
+
+    @classmethod
+    def from_fields(cls, fields: list[Value], name: str) -> AmendOrder:
+        codec.field_list(fields, name, 5)
+        ints = [
+            codec.field_int(fields[i], f"{name}.{field}", 0, MAX_ORDER_INT)
+            for i, field in enumerate(("kind", "market_id", "order_id", "new_size", "new_price"))
+            if i > 0
+        ]
+        return cls(*ints)
+
+
+MAX_VOTE_PRICES = 256
+
+
+@dataclass(frozen=True, slots=True)
+class OracleVote:
+    """A validator's price per market: `prices` is ((market_id, price in subticks), ...). Decoding
+    checks the structure; the rules (strictly increasing ids, price > 0, known markets, signer is a
+    validator) are execution's (`execution.oracle.apply_oracle_vote`)."""
+
+    prices: tuple[tuple[int, int], ...]
+
+    @property
+    def kind(self) -> int:
+        return ActionKind.ORACLE_VOTE
+
+    def to_fields(self) -> Value:
+        return [int(ActionKind.ORACLE_VOTE), [[market_id, price] for market_id, price in self.prices]]
+
+    @classmethod
+    def from_fields(cls, fields: list[Value], name: str) -> OracleVote:
+        codec.field_list(fields, name, 2)
+        items = codec.field_list(fields[1], f"{name}.prices", max_len=MAX_VOTE_PRICES)
+        prices: list[tuple[int, int]] = []
+        for i, item in enumerate(items):
+            pair = codec.field_list(item, f"{name}.prices[{i}]", 2)
+            market_id = codec.field_int(pair[0], f"{name}.prices[{i}].market_id", 0, 2**32 - 1)
+            price = codec.field_int(pair[1], f"{name}.prices[{i}].price", 0, MAX_AMOUNT)
+            prices.append((market_id, price))
+        return cls(tuple(prices))
+
+
 @dataclass(frozen=True, slots=True)
 class UnknownAction:
     """An action of a kind this version does not know, kept as its canonical bytes."""
@@ -78,7 +249,7 @@ class UnknownAction:
         return codec.decode(self.encoded)
 
 
-Action = Transfer | UnknownAction
+Action = Transfer | PlaceOrder | CancelOrder | CancelAll | AmendOrder | OracleVote | UnknownAction
 
 
 def decode_action(value: Value, name: str) -> Action:
@@ -89,6 +260,16 @@ def decode_action(value: Value, name: str) -> Action:
     kind = codec.field_int(fields[0], f"{name}.kind")
     if kind == ActionKind.TRANSFER:
         return Transfer.from_fields(fields, name)
+    if kind == ActionKind.PLACE_ORDER:
+        return PlaceOrder.from_fields(fields, name)
+    if kind == ActionKind.CANCEL_ORDER:
+        return CancelOrder.from_fields(fields, name)
+    if kind == ActionKind.CANCEL_ALL:
+        return CancelAll.from_fields(fields, name)
+    if kind == ActionKind.AMEND_ORDER:
+        return AmendOrder.from_fields(fields, name)
+    if kind == ActionKind.ORACLE_VOTE:
+        return OracleVote.from_fields(fields, name)
     return UnknownAction(kind, codec.encode(fields))
 
 
@@ -172,6 +353,11 @@ def build_tx(private_key: PrivateKey, chain_id: str, nonce: int, actions: Sequen
     for action in actions:
         if isinstance(action, Transfer) and not 0 <= action.amount <= MAX_AMOUNT:
             raise ValueError(f"transfer amount {action.amount} is outside [0, {MAX_AMOUNT}]")
+        if isinstance(action, PlaceOrder | CancelOrder | CancelAll | AmendOrder):
+            try:
+                decode_action(action.to_fields(), "action")
+            except DecodeError as exc:
+                raise ValueError(str(exc)) from exc
     raw = Tx.create(private_key, chain_id, nonce, tuple(actions)).encode()
     if len(raw) > MAX_TX_BYTES:
         raise ValueError(f"tx of {len(raw)} bytes exceeds the limit of {MAX_TX_BYTES}")

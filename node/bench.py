@@ -4,6 +4,9 @@ test. `--json` prints the same figures as one JSON object.
 
 - `bench throughput`: committed tx/s, latency and per-node CPU and memory of a temporary
   localnet under load (see node.loadgen).
+- `bench exec`: order actions per second through `ExchangeApp.finalize_block` + `commit` on one
+  core, signatures pre-verified, the app hash checked across two runs (see node.bench_exec);
+  target 20,000/s.
 - `bench book`: order-book operations per second on one core, one market, a realistic mix of
   placements, cancels and crossing orders (see node.bench_book); target 200,000/s.
 - `bench consensus`: for a 150-validator set, the votes per second the state machine handles
@@ -36,6 +39,7 @@ from consensus.state import ChainState, ConsensusParams, genesis_state
 from consensus.types import EMPTY_COMMIT, Block, BlockID, PartSet, Proposal, Vote, VoteType
 from consensus.votes import verify_commit
 from node.bench_book import bench_book
+from node.bench_exec import bench_exec
 from node.loadgen import bench_throughput
 from primitives.batch_verify import BatchVerifier, SignedItem
 from primitives.hashing import merkle_root, sha256
@@ -256,6 +260,41 @@ def book_command(operations: int, seed: int, as_json: bool) -> None:
         f"({figures['fills']:,} fills, {figures['rested']:,} rested), {figures['cancels']:,} cancels, "
         f"{figures['expired']:,} expired; {figures['resting_at_end']:,} orders on "
         f"{figures['levels_at_end']:,} levels at the end"
+    )
+
+
+@bench.command(name="exec")
+@click.option("--blocks", type=int, default=20, show_default=True)
+@click.option("--txs-per-block", type=int, default=1_000, show_default=True)
+@click.option("--orders-per-tx", type=int, default=4, show_default=True, help="Actions per market-maker tx.")
+@click.option("--accounts", type=int, default=500, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--profile", is_flag=True, help="Print a cProfile of the first run (slower).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def exec_command(
+    blocks: int,
+    txs_per_block: int,
+    orders_per_tx: int,
+    accounts: int,
+    seed: int,
+    profile: bool,
+    as_json: bool,
+) -> None:
+    """Order actions per second through finalize_block + commit, signatures pre-verified."""
+    limit = machine_limit()
+    figures = bench_exec(blocks, txs_per_block, accounts, seed, profile, orders_per_tx)
+    if as_json:
+        click.echo(json.dumps({"machine_limit": _limit_json(limit), **figures}, indent=2))
+        return
+    click.echo(limit.line())
+    click.echo(
+        f"execution, {figures['orders']:,} order actions in {blocks} blocks of {txs_per_block:,} txs "
+        f"({orders_per_tx} actions per market-maker tx): "
+        f"{figures['orders_per_second']:,.0f} orders/s on one core (target 20,000/s), "
+        f"{figures['orders_per_cpu_second']:,.0f} per CPU second; {figures['txs_succeeded']:,} txs "
+        f"succeeded, {figures['txs_failed']:,} failed, {figures['fills']:,} fills, "
+        f"{figures['resting_at_end']:,} resting at the end; app hash {figures['app_hash'][:16]}... "
+        "identical in both runs"
     )
 
 

@@ -17,19 +17,26 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, NoReturn
 
 import click
-import httpx
 import trio
 from click.core import ParameterSource
 
 from consensus.privval import FilePrivValidator, PrivValError
-from execution.genesis_state import AppStateError, add_account
+from execution.genesis_state import AppStateError, add_account, default_exchange_app_state
 from execution.tx import Transfer, build_tx
 from genesis.genesis import GenesisDoc, GenesisError, load_genesis, new_genesis, save_genesis
 from node import logs
 from node.bench import bench
+from node.client import (
+    RPCClient,
+    abci_query,
+    broadcast,
+    emit,
+    fail,
+    home_option,
+    node_option,
+)
 from node.config import Config, ConfigError, load_config, write_config
 from node.keystore import KeyStore, KeyStoreError
 from node.node import VERSION, Node, NodeStartError
@@ -41,37 +48,14 @@ from node.testnet import (
     parse_hostnames,
     starting_ip_hosts,
 )
+from node.trade_cli import book_command, markets_command, oracle_command, order_group
 from p2p.nodekey import load_or_generate_node_key, node_id
 from primitives.keyfile import PUB_KEY_TYPE, KeyFileError, load_key_file
 from primitives.keys import Address
 from primitives.timefmt import NS_PER_MS
 from storage.db import StorageError
 
-DEFAULT_NODE = "http://127.0.0.1:26657"
 QUOTE_DECIMALS = 6
-
-
-def default_home() -> Path:
-    return Path(os.environ.get("DERIVD_HOME", str(Path.home() / ".derivd")))
-
-
-def fail(message: str) -> NoReturn:
-    click.echo(f"Error: {message}", err=True)
-    sys.exit(1)
-
-
-def emit(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2))
-
-
-home_option = click.option(
-    "--home",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=default_home,
-    show_default="$DERIVD_HOME or ~/.derivd",
-    help="Node home directory.",
-)
-node_option = click.option("--node", default=DEFAULT_NODE, show_default=True, help="RPC address of a node.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -123,7 +107,8 @@ def init_home(home: Path, moniker: str, chain_id: str | None) -> tuple[Config, G
         click.echo(f"Found genesis file {genesis_file}", err=True)
     else:
         chain = chain_id or f"derivd-{os.urandom(3).hex()}"
-        doc = new_genesis(chain, [(privval.public_key.raw, 10, moniker)], time.time_ns(), {"accounts": []})
+        app_state = {"accounts": [], **default_exchange_app_state()}
+        doc = new_genesis(chain, [(privval.public_key.raw, 10, moniker)], time.time_ns(), app_state)
         save_genesis(doc, genesis_file)
         click.echo(f"Generated genesis file {genesis_file}", err=True)
     return config, doc
@@ -458,29 +443,6 @@ def keys_list(home: Path) -> None:
 # -- client commands -------------------------------------------------------------------------------
 
 
-class RPCClient:
-    """A small JSON-RPC client for the CLI."""
-
-    def __init__(self, url: str, timeout: float = 15.0) -> None:
-        self.url = url
-        self.timeout = timeout
-
-    def call(self, method: str, **params: Any) -> Any:
-        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
-        try:
-            response = httpx.post(self.url, json=body, timeout=self.timeout)
-        except httpx.HTTPError as exc:
-            fail(f"cannot reach {self.url}: {exc}")
-        try:
-            payload = response.json()
-        except ValueError:
-            fail(f"{self.url} answered HTTP {response.status_code} without JSON")
-        if "error" in payload:
-            error = payload["error"]
-            fail(f"{method}: {error.get('message')}: {error.get('data', '')}".rstrip(": "))
-        return payload["result"]
-
-
 @main.command()
 @node_option
 def status(node: str) -> None:
@@ -529,17 +491,7 @@ def tx_transfer(
     chain = chain_id or client.call("status")["node_info"]["network"]
     tx_nonce = nonce if nonce is not None else time.time_ns() // NS_PER_MS
     raw = build_tx(key, chain, tx_nonce, [Transfer(recipient, amount)])
-    _broadcast(client, raw, broadcast_mode)
-
-
-def _broadcast(client: RPCClient, raw: bytes, mode: str) -> None:
-    result = client.call(f"broadcast_tx_{mode}", tx=base64.b64encode(raw).decode())
-    emit(result)
-    code = result.get("code", 0)
-    if mode == "commit":
-        code = result["check_tx"]["code"] or result["tx_result"]["code"]
-    if code:
-        sys.exit(2)
+    broadcast(client, raw, broadcast_mode)
 
 
 @main.group()
@@ -557,15 +509,13 @@ def query_account(node: str, address: str, height: int) -> None:
         parsed = Address.parse(address)
     except ValueError as exc:
         fail(str(exc))
-    emit(_abci_query(RPCClient(node), f"/accounts/{parsed}", height))
+    emit(abci_query(RPCClient(node), f"/accounts/{parsed}", height))
 
 
-def _abci_query(client: RPCClient, path: str, height: int = 0) -> Any:
-    response = client.call("abci_query", path=path, data="", height=str(height), prove=False)["response"]
-    if response["code"] != 0:
-        fail(f"query {path}: {response['log']} (code {response['code']})")
-    value = base64.b64decode(response["value"] or "")
-    return json.loads(value) if value else None
+tx.add_command(order_group)
+query.add_command(book_command)
+query.add_command(markets_command)
+query.add_command(oracle_command)
 
 
 if __name__ == "__main__":

@@ -747,6 +747,70 @@ _register(
     },
 )
 
+ORACLE_SOURCES = ("sim", "file", "http")
+
+
+def _field_entries(value: tuple[str, ...], shown: str) -> str | None:
+    seen: set[str] = set()
+    for entry in value:
+        ticker, eq, path = entry.partition("=")
+        if not eq or not ticker.strip() or not path.strip():
+            return f'each entry must be "TICKER=field.path", got {_show(entry)}'
+        if ticker.strip() in seen:
+            return f"market {_show(ticker.strip())} appears twice"
+        seen.add(ticker.strip())
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class OracleConfig:
+    """[oracle]: the validator's price feeder, which submits an oracle vote after every block."""
+
+    enabled: bool = True
+    source: str = "sim"
+    file: str = "config/prices.json"
+    url: str = ""
+    fields: tuple[str, ...] = ()
+    reload_interval: int = 3 * _S
+    timeout: int = 2 * _S
+
+    def __post_init__(self) -> None:
+        _validate(self)
+        if self.source == "http" and not self.url:
+            raise ConfigError(_DEFAULT_SOURCE, 'must be set when source = "http"', "oracle", "url")
+        if self.source == "http" and not self.fields:
+            raise ConfigError(_DEFAULT_SOURCE, 'must name a market when source = "http"', "oracle", "fields")
+
+
+_register(
+    OracleConfig,
+    "oracle",
+    "Oracle price feeder configuration options (validators only)",
+    {
+        "enabled": _Key(_BOOL, "Submit an oracle vote (signed with the validator key) after every block"),
+        "source": _Key(
+            _STR,
+            'Where prices come from: "sim" (a seeded random walk, the same on every validator), '
+            '"file" (a JSON file of ticker -> USD price) or "http" (a JSON endpoint)',
+            _one_of(*ORACLE_SOURCES),
+        ),
+        "file": _Key(
+            _STR, 'The price file of source = "file": {"BTC-USD": "64000.5", "ETH-USD": 3400}', _non_empty
+        ),
+        "url": _Key(_STR, 'The JSON endpoint of source = "http"'),
+        "fields": _Key(
+            _STR_LIST,
+            'Per market, the field path of its USD price in the endpoint\'s JSON (source = "http"): '
+            '["BTC-USD=bitcoin.usd", "ETH-USD=data.1.price"] (dots separate keys, integers index arrays)',
+            _field_entries,
+        ),
+        "reload_interval": _Key(
+            _DURATION_KEY, "The price file is re-read when it changes and at least this often", _positive
+        ),
+        "timeout": _Key(_DURATION_KEY, 'How long a request of source = "http" may take', _positive),
+    },
+)
+
 _TABLES: tuple[tuple[str, type], ...] = (
     ("rpc", RPCConfig),
     ("p2p", P2PConfig),
@@ -756,6 +820,7 @@ _TABLES: tuple[tuple[str, type], ...] = (
     ("storage", StorageConfig),
     ("tx_index", TxIndexConfig),
     ("instrumentation", InstrumentationConfig),
+    ("oracle", OracleConfig),
 )
 """The TOML tables in file order, each with its record; the Config attribute is the table name."""
 
@@ -777,6 +842,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     tx_index: TxIndexConfig = field(default_factory=TxIndexConfig)
     instrumentation: InstrumentationConfig = field(default_factory=InstrumentationConfig)
+    oracle: OracleConfig = field(default_factory=OracleConfig)
     unknown_keys: tuple[str, ...] = ()
     """keys of the file this node does not know, as "p2p.foo" (a whole unknown table by its name)"""
 

@@ -37,10 +37,12 @@ from consensus.service import ConsensusService, wall_clock
 from consensus.state import ConsensusParams
 from consensus.wal import WAL
 from execution.app import ExchangeApp
+from execution.state import CommittedState
 from genesis.genesis import GenesisDoc
 from node.config import Config, parse_id_list, parse_laddr, parse_peer_list
 from node.events import EventBus
 from node.metrics import NodeMetrics
+from node.pricefeed import feeder_from_config
 from node.rpc import NodeInfo, RPCEnv, make_app
 from p2p.base import NodeInfo as P2PNodeInfo
 from p2p.nodekey import load_or_generate_node_key, node_id
@@ -217,6 +219,18 @@ class Node:
                 [reactor, MempoolReactor(mempool), blocksync],
             )
             switches.append(switch)
+            feeder = feeder_from_config(
+                config.oracle,
+                config.path,
+                doc.chain_id,
+                doc.initial_height - 1,
+                CommittedState(db),
+                doc.app_state,
+                privval.key,
+                mempool.check_tx,
+                bus,
+                lambda: blocksync.syncing,
+            )
             metrics = NodeMetrics(
                 config.instrumentation.namespace, doc.chain_id, service, mempool, switch, blocksync
             )
@@ -267,6 +281,8 @@ class Node:
                             config.instrumentation.max_open_connections,
                         )
                     log.info("rpc listening on %s", self.listening.rpc)
+                    if feeder is not None:
+                        await nursery.start(feeder.run)
                     task_status.started(self)
                     synced_state, synced_commit = await blocksync.sync()
                     service.start_from(synced_state, synced_commit)

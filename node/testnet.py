@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from consensus.privval import FilePrivValidator, PrivValError
-from execution.genesis_state import AppStateError, add_account
+from execution.genesis_state import AppStateError, add_account, default_exchange_app_state
 from genesis.genesis import GenesisError, new_genesis, save_genesis
 from node.config import Config, ConfigError, PeerAddress, parse_peer, write_config
 from node.keystore import KeyStore, KeyStoreError
@@ -293,7 +293,7 @@ def _write(
         chain_id,
         [(n.validator_pub_key, VALIDATOR_POWER, n.plan.name) for n in nodes if n.plan.validator],
         time.time_ns() if genesis_time_ns is None else genesis_time_ns,
-        {"accounts": []},
+        {"accounts": [], **default_exchange_app_state()},
     )
     app_state = doc.app_state
     funded: list[TestnetAccount] = []

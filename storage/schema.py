@@ -21,6 +21,14 @@ Heights are 8-byte big-endian so that keys of one prefix sort by height. Prefixe
 | `a:ev:` | block height, index | misbehavior handed over in that block (in the app hash; index: 4-byte BE) |
 | `a:supply` | | total quote supply fixed at genesis (canonical int; part of the app hash) |
 | `a:time` | | time (ns) of the last committed block (canonical int; not in the app hash) |
+| `a:mkt:` | market id (4-byte BE) | a market's parameters (`execution.markets.Market`) |
+| `a:ord:` | market id, order id (8-byte BE) | a resting order (`execution.orderbook.Order`) |
+| `a:cid:` | owner (20), market id, client id (8-byte BE) | order id of a live client order id |
+| `a:pos:` | owner (20), market id | a position (`execution.margin.Position`) |
+| `a:oid` | | the next order id (canonical int) |
+| `a:orc:` | market id | the oracle price `[price, updated_height]` |
+| `a:ovt:` | market id, validator address (20) | a validator's latest vote `[price, height]` |
+| `a:orp` | | oracle parameters `[max_vote_age_blocks, stale_after_blocks]` |
 """
 
 from __future__ import annotations
@@ -138,3 +146,94 @@ def evidence_key_position(key: bytes) -> tuple[int, int]:
     if not key.startswith(APP_EVIDENCE_PREFIX) or len(body) != HEIGHT_SIZE + EVIDENCE_INDEX_SIZE:
         raise ValueError("not an evidence key")
     return height_from_bytes(body[:HEIGHT_SIZE]), int.from_bytes(body[HEIGHT_SIZE:], "big")
+
+
+# -- exchange (markets, orders, positions, oracle) ----------------------------------------------
+
+MARKET_ID_SIZE = 4
+ORDER_ID_SIZE = 8
+CLIENT_ID_SIZE = 8
+OWNER_SIZE = 20
+
+APP_MARKET_PREFIX = b"a:mkt:"
+APP_ORDER_PREFIX = b"a:ord:"
+APP_CLIENT_ORDER_PREFIX = b"a:cid:"
+APP_POSITION_PREFIX = b"a:pos:"
+NEXT_ORDER_ID = b"a:oid"
+APP_ORACLE_PRICE_PREFIX = b"a:orc:"
+APP_ORACLE_VOTE_PREFIX = b"a:ovt:"
+ORACLE_PARAMS = b"a:orp"
+
+
+def _fixed(value: int, size: int, what: str) -> bytes:
+    if not 0 <= value < 2 ** (8 * size):
+        raise ValueError(f"{what} {value} out of range")
+    return value.to_bytes(size, "big")
+
+
+def _owner(owner: bytes) -> bytes:
+    if len(owner) != OWNER_SIZE:
+        raise ValueError(f"an owner address is {OWNER_SIZE} bytes, got {len(owner)}")
+    return owner
+
+
+def market_id_bytes(market_id: int) -> bytes:
+    return _fixed(market_id, MARKET_ID_SIZE, "market id")
+
+
+def market_key(market_id: int) -> bytes:
+    return APP_MARKET_PREFIX + market_id_bytes(market_id)
+
+
+def order_prefix(market_id: int) -> bytes:
+    """Every resting order of one market, sorted by order id."""
+    return APP_ORDER_PREFIX + market_id_bytes(market_id)
+
+
+def order_key(market_id: int, order_id: int) -> bytes:
+    return order_prefix(market_id) + _fixed(order_id, ORDER_ID_SIZE, "order id")
+
+
+def client_order_key(owner: bytes, market_id: int, client_id: int) -> bytes:
+    return (
+        APP_CLIENT_ORDER_PREFIX
+        + _owner(owner)
+        + market_id_bytes(market_id)
+        + _fixed(client_id, CLIENT_ID_SIZE, "client id")
+    )
+
+
+def position_prefix(owner: bytes) -> bytes:
+    """Every position of one owner, sorted by market id."""
+    return APP_POSITION_PREFIX + _owner(owner)
+
+
+def position_key(owner: bytes, market_id: int) -> bytes:
+    return position_prefix(owner) + market_id_bytes(market_id)
+
+
+def market_id_from_position_key(key: bytes) -> int:
+    body = key[len(APP_POSITION_PREFIX) :]
+    if not key.startswith(APP_POSITION_PREFIX) or len(body) != OWNER_SIZE + MARKET_ID_SIZE:
+        raise ValueError("not a position key")
+    return int.from_bytes(body[OWNER_SIZE:], "big")
+
+
+def oracle_price_key(market_id: int) -> bytes:
+    return APP_ORACLE_PRICE_PREFIX + market_id_bytes(market_id)
+
+
+def oracle_vote_prefix(market_id: int) -> bytes:
+    """Every validator's vote on one market, sorted by validator address."""
+    return APP_ORACLE_VOTE_PREFIX + market_id_bytes(market_id)
+
+
+def oracle_vote_key(market_id: int, validator: bytes) -> bytes:
+    return oracle_vote_prefix(market_id) + _owner(validator)
+
+
+def validator_from_oracle_vote_key(key: bytes) -> bytes:
+    body = key[len(APP_ORACLE_VOTE_PREFIX) :]
+    if not key.startswith(APP_ORACLE_VOTE_PREFIX) or len(body) != MARKET_ID_SIZE + OWNER_SIZE:
+        raise ValueError("not an oracle vote key")
+    return body[MARKET_ID_SIZE:]

@@ -37,9 +37,10 @@ def address(i: int) -> Address:
     return key(i).address
 
 
-def app_state_json(balances: Mapping[Address, int]) -> bytes:
+def app_state_json(balances: Mapping[Address, int], extra: Mapping[str, object] | None = None) -> bytes:
+    """The genesis app_state of `balances`, with the other sections of `extra` (markets, oracle)."""
     accounts = [{"address": str(addr), "balance": str(amount)} for addr, amount in balances.items()]
-    return json.dumps({"accounts": accounts}).encode()
+    return json.dumps({"accounts": accounts, **(extra or {})}).encode()
 
 
 class CountingVerifier(BatchVerifier):
@@ -65,6 +66,7 @@ class Chain:
         chain_id: str = CHAIN_ID,
         initial_height: int = 1,
         validators: Sequence[ValidatorUpdate] = (),
+        app_state: Mapping[str, object] | None = None,
     ) -> None:
         self.path = path
         self.chain_id = chain_id
@@ -77,7 +79,7 @@ class Chain:
         self._next_nonce = GENESIS_MS
         result = self.app.init_chain(
             InitChainRequest(
-                chain_id, GENESIS_TIME, initial_height, tuple(validators), app_state_json(balances)
+                chain_id, GENESIS_TIME, initial_height, tuple(validators), app_state_json(balances, app_state)
             )
         )
         self.genesis_hash = result.app_hash
@@ -126,8 +128,11 @@ class Chain:
         )
 
     def assert_conservation(self) -> None:
+        """Accounts' balances plus positions' quote balances equal the genesis supply, and on every
+        market the position sizes sum to zero."""
         assert self.app.total_supply() == self.supply
         assert self.app.total_quote() == self.supply
+        assert all(total == 0 for total in self.app.position_size_sums().values())
 
     def account(self, addr: Address) -> dict[str, object]:
         result = self.app.query(f"/accounts/{addr}", b"", 0, False)

@@ -19,9 +19,17 @@ def test_account_query(chain: Chain) -> None:
     assert result.key == schema.account_key(address(0).raw)
     value = json.loads(result.value)
     nonce = chain.nonces(address(0))[0]
-    assert value == {"address": str(address(0)), "balance": str(ALICE_FUNDS - 5), "nonces": [str(nonce)]}
+    base = {"address", "balance", "nonces"}
+    assert {k: value[k] for k in base} == {
+        "address": str(address(0)),
+        "balance": str(ALICE_FUNDS - 5),
+        "nonces": [str(nonce)],
+    }
+    assert value["positions"] == value["orders"] == []
+    assert value["collateral"] == value["account_value"] == value["free_collateral"] == str(ALICE_FUNDS - 5)
     empty = json.loads(chain.app.query(f"/accounts/{address(9)}", b"", 1, False).value)
-    assert empty == {"address": str(address(9)), "balance": "0", "nonces": []}
+    assert {k: empty[k] for k in base} == {"address": str(address(9)), "balance": "0", "nonces": []}
+    assert empty["account_value"] == empty["initial_requirement"] == "0"
 
 
 def test_supply_and_app_queries(chain: Chain) -> None:

@@ -39,3 +39,12 @@ def test_bench_book_reports_its_figures() -> None:
     assert {k: v for k, v in again.items() if k not in ("seconds", "ops_per_second", "machine_limit")} == {
         k: v for k, v in out.items() if k not in ("seconds", "ops_per_second", "machine_limit")
     }, "the same seed does the same work"
+
+
+def test_bench_exec_reports_its_figures() -> None:
+    args = ("bench", "exec", "--blocks", "2", "--txs-per-block", "300", "--accounts", "50", "--json")
+    out = json.loads(run_cli(*args).stdout)
+    assert out["orders"] > 600 and out["orders_per_second"] > 0 and out["orders_per_cpu_second"] > 0
+    assert out["txs_succeeded"] == 600 and out["txs_failed"] == 0
+    assert out["fills"] > 0 and out["resting_at_end"] > 0
+    assert out["app_hash_matches"] is True and len(out["app_hash"]) == 64

@@ -72,7 +72,7 @@ def test_written_file_is_commented_cometbft_toml(tmp_path: Path) -> None:
     text = config_to_toml(Config.default(tmp_path, "node0"))
     lines = text.splitlines()
     assignments = [i for i, line in enumerate(lines) if re.match(r"^[A-Za-z0-9_-]+ = ", line)]
-    assert len(assignments) == 11 + 9 + 19 + 7 + 1 + 14 + 2 + 1 + 4
+    assert len(assignments) == 11 + 9 + 19 + 7 + 1 + 14 + 2 + 1 + 4 + 7
     for i in assignments:
         assert lines[i - 1].startswith("# "), lines[i]
     parsed = tomllib.loads(text)
@@ -80,7 +80,7 @@ def test_written_file_is_commented_cometbft_toml(tmp_path: Path) -> None:
     assert parsed["consensus"]["timeout_propose_delta"] == "500ms"
     assert parsed["mempool"]["keep-invalid-txs-in-cache"] is False
     assert parsed["rpc"]["cors_allowed_origins"] == []
-    assert list(parsed)[-8:] == [
+    assert list(parsed)[-9:] == [
         "rpc",
         "p2p",
         "mempool",
@@ -89,6 +89,7 @@ def test_written_file_is_commented_cometbft_toml(tmp_path: Path) -> None:
         "storage",
         "tx_index",
         "instrumentation",
+        "oracle",
     ]
 
 

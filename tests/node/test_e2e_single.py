@@ -103,7 +103,12 @@ def test_transfer_through_cli_shows_in_query(node: NodeProcess, chain: ChainHome
     assert out["tx_result"]["code"] == 0
     assert int(out["height"]) > 0
     shown = json.loads(run_cli("query", "account", bob, "--node", chain.rpc_url).stdout)
-    assert shown == {"address": bob, "balance": "2500000", "nonces": []}
+    assert {k: shown[k] for k in ("address", "balance", "nonces")} == {
+        "address": bob,
+        "balance": "2500000",
+        "nonces": [],
+    }
+    assert shown["positions"] == [] and shown["orders"] == [] and shown["free_collateral"] == "2500000"
     tx = node.rpc("tx", hash="0x" + out["hash"])
     assert tx["height"] == out["height"]
     assert any(e["type"] == "transfer" for e in tx["tx_result"]["events"])

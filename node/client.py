@@ -1,0 +1,83 @@
+"""What every client command of the `derivd` CLI shares: the `--home` and `--node` options,
+one-line errors (`fail`), JSON output (`emit`), the JSON-RPC client, broadcasting a signed tx and
+`abci_query` with a JSON value."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import httpx
+
+DEFAULT_NODE = "http://127.0.0.1:26657"
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("DERIVD_HOME", str(Path.home() / ".derivd")))
+
+
+def fail(message: str) -> NoReturn:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(1)
+
+
+def emit(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2))
+
+
+home_option = click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=default_home,
+    show_default="$DERIVD_HOME or ~/.derivd",
+    help="Node home directory.",
+)
+node_option = click.option("--node", default=DEFAULT_NODE, show_default=True, help="RPC address of a node.")
+
+
+class RPCClient:
+    """A small JSON-RPC client for the CLI."""
+
+    def __init__(self, url: str, timeout: float = 15.0) -> None:
+        self.url = url
+        self.timeout = timeout
+
+    def call(self, method: str, **params: Any) -> Any:
+        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+        try:
+            response = httpx.post(self.url, json=body, timeout=self.timeout)
+        except httpx.HTTPError as exc:
+            fail(f"cannot reach {self.url}: {exc}")
+        try:
+            payload = response.json()
+        except ValueError:
+            fail(f"{self.url} answered HTTP {response.status_code} without JSON")
+        if "error" in payload:
+            error = payload["error"]
+            fail(f"{method}: {error.get('message')}: {error.get('data', '')}".rstrip(": "))
+        return payload["result"]
+
+
+def broadcast(client: RPCClient, raw: bytes, mode: str) -> None:
+    """Send `raw` with `broadcast_tx_<mode>`, print the result; exit 2 if the tx was refused or failed."""
+    result = client.call(f"broadcast_tx_{mode}", tx=base64.b64encode(raw).decode())
+    emit(result)
+    code = result.get("code", 0)
+    if mode == "commit":
+        code = result["check_tx"]["code"] or result["tx_result"]["code"]
+    if code:
+        sys.exit(2)
+
+
+def abci_query(client: RPCClient, path: str, height: int = 0) -> Any:
+    """The JSON value of an `abci_query` of `path`; a non-zero code fails with the app's log."""
+    response = client.call("abci_query", path=path, data="", height=str(height), prove=False)["response"]
+    if response["code"] != 0:
+        fail(f"query {path}: {response['log']} (code {response['code']})")
+    value = base64.b64decode(response["value"] or "")
+    return json.loads(value) if value else None

@@ -1,0 +1,562 @@
+"""The validator's price feeder: after every committed block it takes a price per market from the
+configured source and submits one signed ORACLE_VOTE transaction to the node's own mempool.
+
+The vote is signed with the validator's consensus key (the priv_validator key), so the tx signer's
+address is the validator address the application's oracle checks. It enters the mempool through
+the same `check_tx` path as RPC `broadcast_tx_sync`, and the mempool reactor gossips it on. The
+nonce is the committed block's time in milliseconds, raised to one more than the previous vote's
+nonce if needed (strictly increasing; `execution.accounts`' nonce window is relative to block time).
+
+Sources (`[oracle] source` in config.toml), each a small class behind `PriceSource`:
+
+- `sim`: a seeded random walk from genesis, the same on every validator: the price of a market at
+  height h is a pure function of (chain id, market id, initial price, genesis height, h), computed
+  with integers from SHA-256: each block moves the (unrounded) price by at most +-0.2%, the voted
+  price is rounded to the market's tick and never below one tick. The walk is cached, so a block
+  costs O(1); a long catch-up (after a restart) runs in a worker thread.
+- `file`: a JSON object of human USD prices, `{"BTC-USD": "64000.5", "ETH-USD": 3400}`, re-read when
+  its mtime or size changes and at least every `reload_interval`. An operator's override and a
+  test's lever. Markets missing from the file are not voted on.
+- `http`: GET a URL (httpx, with a timeout) and take each market's price from a field path of the
+  JSON answer (dot-separated keys, integer indices into arrays: `data.0.price`).
+
+Human prices are converted to subticks (`execution.markets.human_to_price`) and rounded to the
+nearest tick (half up), never below one tick. A source that fails (missing or malformed file,
+unknown ticker, HTTP error, bad field path) raises `PriceSourceError`; the feeder logs it and skips
+that block, it never crashes the node. Nothing here is consensus code: the median of the votes is
+the chain's business (`execution.oracle`).
+"""
+
+from __future__ import annotations
+
+import decimal
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import trio
+
+from consensus.app import CheckTxResult
+from consensus.mempool import MempoolError
+from execution.genesis_state import AppStateError, parse_app_state
+from execution.markets import Market, human_to_price, load_markets, price_to_human
+from execution.state import StateReader
+from execution.tx import OracleVote, Tx
+from execution.validators import load_validator
+from node.config import OracleConfig
+from node.events import BusEvent, EventBus, NewBlock
+from primitives import codec
+from primitives.hashing import sha256
+from primitives.keys import PrivateKey
+
+log = logging.getLogger("derivd.pricefeed")
+
+NS_PER_MS = 1_000_000
+SIM_DOMAIN = b"derivd/oracle/sim/v1"
+SIM_MAX_STEP_PPM = 2_000
+"""the largest move of the simulated price in one block: 0.2%"""
+SIM_THREAD_STEPS = 2_000
+"""a walk further than this many blocks from its cache is computed in a worker thread"""
+_PPM = 1_000_000
+_DECIMALS = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_UP)
+
+
+class PriceSourceError(Exception):
+    """A price source that cannot give prices for this block; the message says why."""
+
+
+class PriceSource(Protocol):
+    """Where a validator's prices come from."""
+
+    async def prices(self, height: int) -> dict[int, int]:
+        """Price (subticks, on tick, > 0) per market id after committed block `height`;
+        PriceSourceError if there are none to give."""
+        ...
+
+
+# -- units ---------------------------------------------------------------------------------------
+
+
+def round_to_tick(market: Market, subticks: int) -> int:
+    """`subticks` rounded to the nearest multiple of the market's tick (half up), at least one tick."""
+    tick = market.subticks_per_tick
+    ticks = (subticks + tick // 2) // tick
+    return max(1, ticks) * tick
+
+
+def human_price_to_subticks(market: Market, value: object) -> int:
+    """A human USD price (a decimal string, a JSON int or a Decimal) as subticks rounded to tick;
+    ValueError if it is not a positive finite number."""
+    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+        raise ValueError(f"not a number: {value!r}")
+    try:
+        number = Decimal(value.strip()) if isinstance(value, str) else Decimal(value)
+    except decimal.InvalidOperation:
+        raise ValueError(f"not a number: {value!r}") from None
+    if not number.is_finite() or number <= 0:
+        raise ValueError(f"not a positive price: {value!r}")
+    text = format(number, "f")
+    try:
+        subticks = human_to_price(market, text)
+    except ValueError:  # finer than a subtick: round to the nearest subtick first
+        unit = Decimal(price_to_human(market, 1))
+        subticks = int(_DECIMALS.divide(number, unit).to_integral_value(decimal.ROUND_HALF_UP))
+    return round_to_tick(market, subticks)
+
+
+def _markets_by_ticker(markets: Sequence[Market]) -> dict[str, Market]:
+    return {m.ticker: m for m in markets}
+
+
+# -- sim: a deterministic random walk ------------------------------------------------------------
+
+
+def sim_step_ppm(chain_id: str, market_id: int, height: int) -> int:
+    """The walk's move into `height`, in ppm of the price, within +-SIM_MAX_STEP_PPM."""
+    digest = sha256(SIM_DOMAIN + codec.encode([chain_id.encode(), market_id, height]))
+    span = 2 * SIM_MAX_STEP_PPM + 1
+    return int.from_bytes(digest[:8], "big") % span - SIM_MAX_STEP_PPM
+
+
+def _sim_next(raw: int, step_ppm: int, floor: int) -> int:
+    """The unrounded price after a move of `step_ppm` (the move's magnitude rounded down)."""
+    move = raw * abs(step_ppm) // _PPM
+    return max(floor, raw + move if step_ppm >= 0 else raw - move)
+
+
+class SimWalk:
+    """One market's walk; `price(h)` is a pure function of (chain id, market id, initial price,
+    genesis height, h). The last point is cached, so successive heights cost one step each."""
+
+    def __init__(self, chain_id: str, market: Market, genesis_height: int = 0) -> None:
+        self.chain_id = chain_id
+        self.market_id = market.market_id
+        self.tick = market.subticks_per_tick
+        self.initial_price = market.initial_price
+        self.genesis_height = genesis_height
+        self._height = genesis_height
+        self._raw = max(self.tick, market.initial_price)
+
+    def steps_to(self, height: int) -> int:
+        """How many steps `price(height)` would compute from the cache."""
+        height = max(height, self.genesis_height)
+        return height - self._height if height >= self._height else height - self.genesis_height
+
+    def raw(self, height: int) -> int:
+        """The unrounded price (subticks) at `height`; at and before genesis, the initial price."""
+        height = max(height, self.genesis_height)
+        if height < self._height:  # asked about the past: walk again from genesis
+            self._height, self._raw = self.genesis_height, max(self.tick, self.initial_price)
+        raw, h = self._raw, self._height
+        while h < height:
+            h += 1
+            raw = _sim_next(raw, sim_step_ppm(self.chain_id, self.market_id, h), self.tick)
+        self._height, self._raw = h, raw
+        return raw
+
+    def price(self, height: int) -> int:
+        """The walk's price at `height`, on tick and at least one tick."""
+        raw = self.raw(height)
+        tick = self.tick
+        return max(1, (raw + tick // 2) // tick) * tick
+
+
+def sim_price(chain_id: str, market: Market, height: int, genesis_height: int = 0) -> int:
+    """The simulated price of `market` at `height`, computed from scratch (no cache)."""
+    return SimWalk(chain_id, market, genesis_height).price(height)
+
+
+class SimSource:
+    """`source = "sim"`: every market's seeded random walk."""
+
+    def __init__(self, chain_id: str, markets: Sequence[Market], genesis_height: int = 0) -> None:
+        self.walks = [SimWalk(chain_id, m, genesis_height) for m in markets]
+
+    def prices_now(self, height: int) -> dict[int, int]:
+        """The prices at `height`, computed in this thread."""
+        return {walk.market_id: walk.price(height) for walk in self.walks}
+
+    async def prices(self, height: int) -> dict[int, int]:
+        if any(walk.steps_to(height) > SIM_THREAD_STEPS for walk in self.walks):
+            return await trio.to_thread.run_sync(self.prices_now, height)
+        return self.prices_now(height)
+
+
+# -- file: an operator's JSON file ---------------------------------------------------------------
+
+
+def parse_price_object(doc: object, markets: Mapping[str, Market], what: str) -> dict[int, int]:
+    """`{"TICKER": price, ...}` (human prices) as subticks by market id; PriceSourceError names
+    the unknown ticker or the bad value."""
+    if not isinstance(doc, dict):
+        raise PriceSourceError(f"{what}: expected a JSON object of ticker -> price, got {type(doc).__name__}")
+    prices: dict[int, int] = {}
+    for ticker, value in doc.items():
+        market = markets.get(ticker)
+        if market is None:
+            known = ", ".join(sorted(markets))
+            raise PriceSourceError(f"{what}: unknown market {ticker!r} (markets: {known})")
+        try:
+            prices[market.market_id] = human_price_to_subticks(market, value)
+        except ValueError as exc:
+            raise PriceSourceError(f"{what}: {ticker}: {exc}") from None
+    if not prices:
+        raise PriceSourceError(f"{what}: no prices")
+    return prices
+
+
+class FileSource:
+    """`source = "file"`: a JSON object of human prices, re-read when its mtime or size changes and
+    at least every `reload_interval` seconds (`clock`: trio's clock by default)."""
+
+    def __init__(
+        self,
+        path: Path,
+        markets: Sequence[Market],
+        reload_interval: float = 3.0,
+        clock: Callable[[], float] = trio.current_time,
+    ) -> None:
+        self.path = path
+        self.markets = _markets_by_ticker(markets)
+        self.reload_interval = reload_interval
+        self.clock = clock
+        self.reads = 0
+        self._stamp: tuple[int, int] | None = None
+        self._read_at = 0.0
+        self._result: dict[int, int] | PriceSourceError | None = None
+
+    async def prices(self, height: int) -> dict[int, int]:
+        try:
+            st = os.stat(self.path)
+        except OSError as exc:
+            self._result = None
+            raise PriceSourceError(f"price file {self.path}: cannot read: {exc.strerror or exc}") from None
+        stamp = (st.st_mtime_ns, st.st_size)
+        now = self.clock()
+        if self._result is None or stamp != self._stamp or now - self._read_at >= self.reload_interval:
+            self._stamp, self._read_at = stamp, now
+            self._result = self._read()
+        if isinstance(self._result, PriceSourceError):
+            raise self._result
+        return dict(self._result)
+
+    def _read(self) -> dict[int, int] | PriceSourceError:
+        self.reads += 1
+        what = f"price file {self.path}"
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            return PriceSourceError(f"{what}: cannot read: {getattr(exc, 'strerror', None) or exc}")
+        try:
+            doc = json.loads(text, parse_float=Decimal)
+        except ValueError as exc:
+            return PriceSourceError(f"{what}: not valid JSON: {exc}")
+        try:
+            return parse_price_object(doc, self.markets, what)
+        except PriceSourceError as exc:
+            return exc
+
+
+# -- http: a JSON price endpoint -----------------------------------------------------------------
+
+
+def extract_field(doc: object, path: str) -> object:
+    """The value at a dot-separated `path` ("data.0.price": keys of objects, integer indices of
+    arrays; "" is the whole document); KeyError names the first segment that is not there."""
+    value = doc
+    walked: list[str] = []
+    for segment in path.split(".") if path else []:
+        walked.append(segment)
+        if isinstance(value, dict) and segment in value:
+            value = value[segment]
+        elif (
+            isinstance(value, list)
+            and segment.lstrip("-").isdigit()
+            and -len(value) <= int(segment) < len(value)
+        ):
+            value = value[int(segment)]
+        else:
+            raise KeyError(".".join(walked))
+    return value
+
+
+def parse_field_entries(entries: Sequence[str]) -> dict[str, str]:
+    """`["BTC-USD=bitcoin.usd", ...]` (config's `[oracle] fields`) as ticker -> field path;
+    ValueError names a bad entry."""
+    fields: dict[str, str] = {}
+    for entry in entries:
+        ticker, eq, path = entry.partition("=")
+        ticker, path = ticker.strip(), path.strip()
+        if not eq or not ticker or not path:
+            raise ValueError(f"want TICKER=field.path, got {entry!r}")
+        if ticker in fields:
+            raise ValueError(f"market {ticker!r} appears twice")
+        fields[ticker] = path
+    return fields
+
+
+class HttpSource:
+    """`source = "http"`: GET `url` and read each market's price at its field path."""
+
+    def __init__(
+        self, url: str, fields: Mapping[str, str], markets: Sequence[Market], timeout: float = 2.0
+    ) -> None:
+        by_ticker = _markets_by_ticker(markets)
+        unknown = sorted(set(fields) - set(by_ticker))
+        if unknown:
+            raise PriceSourceError(
+                f"[oracle] fields: unknown market {unknown[0]!r} (markets: {', '.join(sorted(by_ticker))})"
+            )
+        if not fields:
+            raise PriceSourceError("[oracle] fields: no market has a field path")
+        self.url = url
+        self.fields = sorted(((by_ticker[t], p) for t, p in fields.items()), key=lambda mp: mp[0].market_id)
+        self.timeout = timeout
+
+    async def fetch(self) -> Any:
+        """The endpoint's JSON document (floats as Decimal)."""
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=True) as client:
+                response = await client.get(self.url, headers={"Accept": "application/json"})
+                response.raise_for_status()
+        except httpx.HTTPStatusError as exc:
+            raise PriceSourceError(f"GET {self.url}: HTTP {exc.response.status_code}") from None
+        except httpx.HTTPError as exc:
+            raise PriceSourceError(f"GET {self.url}: {type(exc).__name__}: {exc}") from None
+        try:
+            return json.loads(response.content, parse_float=Decimal)
+        except ValueError as exc:
+            raise PriceSourceError(f"GET {self.url}: not valid JSON: {exc}") from None
+
+    async def prices(self, height: int) -> dict[int, int]:
+        doc = await self.fetch()
+        prices: dict[int, int] = {}
+        for market, path in self.fields:
+            try:
+                value = extract_field(doc, path)
+            except KeyError as exc:
+                raise PriceSourceError(
+                    f"GET {self.url}: {market.ticker}: no field {exc.args[0]!r} (path {path!r})"
+                ) from None
+            try:
+                prices[market.market_id] = human_price_to_subticks(market, value)
+            except ValueError as exc:
+                raise PriceSourceError(f"GET {self.url}: {market.ticker}: field {path!r}: {exc}") from None
+        return prices
+
+
+# -- the feeder ----------------------------------------------------------------------------------
+
+Submit = Callable[[bytes], CheckTxResult]
+"""How a signed tx enters the mempool: `Mempool.check_tx` (may raise MempoolError)."""
+
+
+@dataclass(slots=True)
+class FeederStats:
+    blocks: int = 0
+    """committed blocks seen"""
+    votes: int = 0
+    """votes the mempool admitted"""
+    refused: int = 0
+    """votes the mempool or check_tx turned away"""
+    source_errors: int = 0
+    """blocks skipped because the source failed"""
+    inactive: int = 0
+    """blocks skipped because this node was not an active validator (or was catching up)"""
+
+
+def _always() -> bool:
+    return True
+
+
+def _is_new_block(event: BusEvent) -> bool:
+    return isinstance(event, NewBlock)
+
+
+class PriceFeeder:
+    """Submits one ORACLE_VOTE per committed block, signed with `key` (the validator's key)."""
+
+    def __init__(
+        self,
+        source: PriceSource,
+        key: PrivateKey,
+        chain_id: str,
+        submit: Submit,
+        bus: EventBus,
+        is_active: Callable[[], bool] = _always,
+    ) -> None:
+        self.source = source
+        self.key = key
+        self.chain_id = chain_id
+        self.submit = submit
+        self.bus = bus
+        self.is_active = is_active
+        self.stats = FeederStats()
+        self.last_nonce = 0
+        self._last_problem = ""
+
+    def build_vote(self, prices: Mapping[int, int], time_ns: int) -> bytes:
+        """The signed vote tx for `prices` (by market id) after a block of time `time_ns`."""
+        nonce = max(time_ns // NS_PER_MS, self.last_nonce + 1)
+        vote = OracleVote(tuple(sorted(prices.items())))
+        raw = Tx.create(self.key, self.chain_id, nonce, (vote,)).encode()
+        self.last_nonce = nonce
+        return raw
+
+    def _problem(self, height: int, problem: str) -> None:
+        """Log a skipped block: the first of a run of identical problems as an error, the rest quietly."""
+        if problem != self._last_problem:
+            log.error("oracle vote skipped at height %d: %s", height, problem)
+        else:
+            log.debug("oracle vote skipped at height %d: %s", height, problem)
+        self._last_problem = problem
+
+    async def on_block(self, height: int, time_ns: int) -> bytes | None:
+        """Vote after committed block `height` (of time `time_ns`); the tx submitted, or None if
+        this block is skipped."""
+        self.stats.blocks += 1
+        if not self.is_active():
+            self.stats.inactive += 1
+            return None
+        try:
+            prices = await self.source.prices(height)
+        except PriceSourceError as exc:
+            self.stats.source_errors += 1
+            self._problem(height, str(exc))
+            return None
+        prices = {market_id: price for market_id, price in prices.items() if price > 0}
+        if not prices:
+            self.stats.source_errors += 1
+            self._problem(height, "the source gave no prices")
+            return None
+        if self._last_problem:
+            log.info("oracle prices available again at height %d", height)
+            self._last_problem = ""
+        raw = self.build_vote(prices, time_ns)
+        try:
+            result = self.submit(raw)
+        except MempoolError as exc:
+            self.stats.refused += 1
+            log.warning("oracle vote at height %d not admitted: %s", height, exc)
+            return None
+        if not result.ok:
+            self.stats.refused += 1
+            log.warning("oracle vote at height %d refused: code %d: %s", height, result.code, result.log)
+            return None
+        self.stats.votes += 1
+        log.debug("oracle vote after height %d: %s", height, prices)
+        return raw
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Vote after every committed block until cancelled. Blocks that arrive while a vote is in
+        progress are coalesced: only the newest is voted on."""
+        started = False
+        while True:
+            with self.bus.subscribe(_is_new_block, buffer=64) as subscription:
+                if not started:
+                    task_status.started()
+                    started = True
+                async for event in subscription.receive:
+                    latest = event
+                    while True:
+                        try:
+                            latest = subscription.receive.receive_nowait()
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                    assert isinstance(latest, NewBlock)
+                    header = latest.block.header
+                    await self.on_block(header.height, header.time)
+            log.warning("price feeder fell behind the event bus; subscribing again")
+
+
+def build_source(
+    kind: str,
+    markets: Sequence[Market],
+    *,
+    chain_id: str,
+    genesis_height: int = 0,
+    file: Path | None = None,
+    reload_interval: float = 3.0,
+    url: str = "",
+    fields: Sequence[str] = (),
+    timeout: float = 2.0,
+) -> PriceSource:
+    """The source of `[oracle] source = kind`; PriceSourceError if it cannot be built."""
+    if kind == "sim":
+        return SimSource(chain_id, markets, genesis_height)
+    if kind == "file":
+        if file is None:
+            raise PriceSourceError("[oracle] file: not set")
+        return FileSource(file, markets, reload_interval)
+    if kind == "http":
+        try:
+            paths = parse_field_entries(fields)
+        except ValueError as exc:
+            raise PriceSourceError(f"[oracle] fields: {exc}") from None
+        return HttpSource(url, paths, markets, timeout)
+    raise PriceSourceError(f"[oracle] source: unknown source {kind!r}")
+
+
+def feeder_from_config(
+    oracle: OracleConfig,
+    home_path: Callable[[str], Path],
+    chain_id: str,
+    genesis_height: int,
+    committed: StateReader,
+    genesis_app_state: object,
+    key: PrivateKey,
+    submit: Submit,
+    bus: EventBus,
+    catching_up: Callable[[], bool] = lambda: False,
+) -> PriceFeeder | None:
+    """The node's feeder from `[oracle]`, or None (disabled, no markets, or a source that cannot be
+    built: logged). The markets are the committed ones, or the genesis app state's before the first
+    block is written. It votes only while `key` is a validator with power in the application's
+    registry (read from `committed` at each block) and the node is not catching up."""
+    if not oracle.enabled:
+        log.info("price feeder disabled ([oracle] enabled = false)")
+        return None
+    markets = load_markets(committed)
+    if not markets:
+        try:
+            markets = list(parse_app_state(genesis_app_state).markets)
+        except AppStateError as exc:
+            log.warning("price feeder: the genesis markets cannot be read: %s", exc)
+    if not markets:
+        log.warning("price feeder not started: the chain has no markets")
+        return None
+    try:
+        source = build_source(
+            oracle.source,
+            markets,
+            chain_id=chain_id,
+            genesis_height=genesis_height,
+            file=home_path(oracle.file),
+            reload_interval=oracle.reload_interval / 1e9,
+            url=oracle.url,
+            fields=oracle.fields,
+            timeout=oracle.timeout / 1e9,
+        )
+    except PriceSourceError as exc:
+        log.error("price feeder not started: %s", exc)
+        return None
+    address = key.address.raw
+
+    def is_active() -> bool:
+        if catching_up():
+            return False
+        validator = load_validator(committed, address)
+        return validator is not None and validator.power > 0
+
+    log.info(
+        "price feeder source=%s markets=%s (votes while this node is a validator)",
+        oracle.source,
+        ",".join(m.ticker for m in markets),
+    )
+    return PriceFeeder(source, key, chain_id, submit, bus, is_active)

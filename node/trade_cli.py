@@ -1,0 +1,319 @@
+"""The trading commands of the `derivd` CLI: `tx order place|market|cancel|cancel-all|amend` and
+`query book|markets|oracle`.
+
+Traders give human decimals (`--size 0.5 --price 65000` on BTC-USD); the CLI reads the market's
+units from the node (`abci_query /markets`) and converts exactly to base quantums and subticks
+(a value finer than the market's units is an error, never rounded silently). Whether a price is
+on the tick or a size on the step is the chain's to answer, with its own code and reason. A market
+order is an IOC limit order at a worst price: `--worst-price`, or the oracle price moved by
+`--slippage` (default 1%) against the trader, rounded outward to the tick.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import click
+
+from execution.markets import MARKET_FIELDS, Market, human_to_price, human_to_size
+from execution.tx import Action, AmendOrder, CancelAll, CancelOrder, PlaceOrder, build_tx
+from node.client import RPCClient, abci_query, broadcast, emit, fail, home_option, node_option
+from node.keystore import KeyStore, KeyStoreError
+from primitives.timefmt import NS_PER_MS
+
+SIDES = {"buy": 0, "sell": 1}
+TIME_IN_FORCE = {"gtc": 0, "ioc": 1, "fok": 2, "post-only": 3}
+REDUCE_ONLY = 1
+CANCEL_BY_ORDER_ID, CANCEL_BY_CLIENT_ID = 0, 1
+
+
+def market_from_query(item: dict[str, Any]) -> Market:
+    """A `Market` from one item of the `/markets` query (integers as strings)."""
+    return Market(int(item["id"]), str(item["ticker"]), *(int(item[name]) for name in MARKET_FIELDS[2:]))
+
+
+def fetch_markets(client: RPCClient) -> dict[str, tuple[Market, dict[str, Any]]]:
+    """ticker -> (market, its `/markets` item)."""
+    items = abci_query(client, "/markets") or []
+    return {str(item["ticker"]): (market_from_query(item), item) for item in items}
+
+
+def _market(client: RPCClient, ticker: str) -> tuple[Market, dict[str, Any]]:
+    markets = fetch_markets(client)
+    if ticker not in markets:
+        fail(f"--market: unknown market {ticker!r} (the chain has {', '.join(sorted(markets)) or 'none'})")
+    return markets[ticker]
+
+
+def _convert(option: str, convert: Any, market: Market, text: str) -> int:
+    try:
+        value = int(convert(market, text))
+    except ValueError as exc:
+        fail(f"{option}: {exc}")
+    if value <= 0:
+        fail(f"{option}: must be positive, got {text!r}")
+    return value
+
+
+def _send(
+    home: Path,
+    client: RPCClient,
+    from_: str,
+    actions: list[Action],
+    chain_id: str | None,
+    nonce: int | None,
+    mode: str,
+) -> None:
+    try:
+        key = KeyStore(home).private_key(from_)
+    except KeyStoreError as exc:
+        fail(str(exc))
+    chain = chain_id or client.call("status")["node_info"]["network"]
+    tx_nonce = nonce if nonce is not None else time.time_ns() // NS_PER_MS
+    try:
+        raw = build_tx(key, chain, tx_nonce, actions)
+    except ValueError as exc:
+        fail(str(exc))
+    broadcast(client, raw, mode)
+
+
+def signing_options(command: Any) -> Any:
+    """--home, --node, --from, --chain-id, --nonce and --broadcast-mode."""
+    for option in reversed(
+        [
+            home_option,
+            node_option,
+            click.option("--from", "from_", required=True, help="Key name in the key store."),
+            click.option("--chain-id", default=None, help="Chain id (default: asked from the node)."),
+            click.option("--nonce", type=int, default=None, help="Nonce (default: the current time in ms)."),
+            click.option(
+                "--broadcast-mode",
+                type=click.Choice(["sync", "async", "commit"]),
+                default="commit",
+                show_default=True,
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+market_option = click.option("--market", required=True, help="Market ticker, e.g. BTC-USD.")
+side_option = click.option("--side", type=click.Choice(list(SIDES)), required=True)
+size_option = click.option("--size", required=True, help="Size in base units, e.g. 0.5 (BTC).")
+client_id_option = click.option("--client-id", type=int, default=0, help="Your own order id (0: none).")
+reduce_only_option = click.option("--reduce-only", is_flag=True, help="Only ever reduce the position.")
+
+
+@click.group(name="order")
+def order_group() -> None:
+    """Place, cancel and amend orders."""
+
+
+@order_group.command(name="place")
+@signing_options
+@market_option
+@side_option
+@size_option
+@click.option("--price", required=True, help="Limit price in USD per base unit, e.g. 65000.")
+@click.option("--tif", type=click.Choice(list(TIME_IN_FORCE)), default="gtc", show_default=True)
+@reduce_only_option
+@client_id_option
+@click.option("--good-til-block", type=int, default=0, help="Last height the order may rest (0: none).")
+def order_place(
+    home: Path,
+    node: str,
+    from_: str,
+    chain_id: str | None,
+    nonce: int | None,
+    broadcast_mode: str,
+    market: str,
+    side: str,
+    size: str,
+    price: str,
+    tif: str,
+    reduce_only: bool,
+    client_id: int,
+    good_til_block: int,
+) -> None:
+    """Place a limit order."""
+    client = RPCClient(node)
+    m, _ = _market(client, market)
+    action = PlaceOrder(
+        m.market_id,
+        SIDES[side],
+        _convert("--size", human_to_size, m, size),
+        _convert("--price", human_to_price, m, price),
+        TIME_IN_FORCE[tif],
+        REDUCE_ONLY if reduce_only else 0,
+        client_id,
+        good_til_block,
+    )
+    _send(home, client, from_, [action], chain_id, nonce, broadcast_mode)
+
+
+def slipped_price(m: Market, oracle_price: int, side: int, slippage: Decimal) -> int:
+    """The oracle price moved by `slippage` against the trader, rounded outward to the tick (and
+    at least one tick)."""
+    factor = 1 + slippage if side == SIDES["buy"] else 1 - slippage
+    ticks = Decimal(oracle_price) * factor / m.subticks_per_tick
+    rounded = ticks.to_integral_value(ROUND_CEILING if side == SIDES["buy"] else ROUND_FLOOR)
+    return max(int(rounded), 1) * m.subticks_per_tick
+
+
+@order_group.command(name="market")
+@signing_options
+@market_option
+@side_option
+@size_option
+@click.option("--worst-price", default=None, help="Worst price accepted (USD per base unit).")
+@click.option(
+    "--slippage",
+    default="0.01",
+    show_default=True,
+    help="Without --worst-price: the oracle price moved by this fraction against you.",
+)
+@reduce_only_option
+@client_id_option
+def order_market(
+    home: Path,
+    node: str,
+    from_: str,
+    chain_id: str | None,
+    nonce: int | None,
+    broadcast_mode: str,
+    market: str,
+    side: str,
+    size: str,
+    worst_price: str | None,
+    slippage: str,
+    reduce_only: bool,
+    client_id: int,
+) -> None:
+    """Place a market order: immediate-or-cancel at a worst price."""
+    client = RPCClient(node)
+    m, item = _market(client, market)
+    if worst_price is not None:
+        price = _convert("--worst-price", human_to_price, m, worst_price)
+    else:
+        try:
+            fraction = Decimal(slippage)
+        except InvalidOperation:
+            fail(f"--slippage: not a decimal number: {slippage!r}")
+        if not 0 <= fraction < 1:
+            fail(f"--slippage: must be in [0, 1), got {slippage}")
+        price = slipped_price(m, int(item["oracle_price"]), SIDES[side], fraction)
+    action = PlaceOrder(
+        m.market_id,
+        SIDES[side],
+        _convert("--size", human_to_size, m, size),
+        price,
+        TIME_IN_FORCE["ioc"],
+        REDUCE_ONLY if reduce_only else 0,
+        client_id,
+        0,
+    )
+    _send(home, client, from_, [action], chain_id, nonce, broadcast_mode)
+
+
+@order_group.command(name="cancel")
+@signing_options
+@market_option
+@click.option("--order-id", type=int, default=None, help="The chain's order id.")
+@click.option("--client-id", type=int, default=None, help="Your client id of the order.")
+def order_cancel(
+    home: Path,
+    node: str,
+    from_: str,
+    chain_id: str | None,
+    nonce: int | None,
+    broadcast_mode: str,
+    market: str,
+    order_id: int | None,
+    client_id: int | None,
+) -> None:
+    """Cancel one of your resting orders, by order id or client id."""
+    if (order_id is None) == (client_id is None):
+        fail("give exactly one of --order-id and --client-id")
+    client = RPCClient(node)
+    m, _ = _market(client, market)
+    if order_id is not None:
+        action = CancelOrder(m.market_id, CANCEL_BY_ORDER_ID, order_id)
+    else:
+        assert client_id is not None
+        action = CancelOrder(m.market_id, CANCEL_BY_CLIENT_ID, client_id)
+    _send(home, client, from_, [action], chain_id, nonce, broadcast_mode)
+
+
+@order_group.command(name="cancel-all")
+@signing_options
+@click.option("--market", default=None, help="Only this market (default: every market).")
+def order_cancel_all(
+    home: Path,
+    node: str,
+    from_: str,
+    chain_id: str | None,
+    nonce: int | None,
+    broadcast_mode: str,
+    market: str | None,
+) -> None:
+    """Cancel every resting order of yours, on one market or everywhere."""
+    client = RPCClient(node)
+    market_id = _market(client, market)[0].market_id if market is not None else 0
+    _send(home, client, from_, [CancelAll(market_id)], chain_id, nonce, broadcast_mode)
+
+
+@order_group.command(name="amend")
+@signing_options
+@market_option
+@click.option("--order-id", type=int, required=True, help="The chain's order id.")
+@click.option("--size", required=True, help="New size in base units.")
+@click.option("--price", required=True, help="New limit price in USD per base unit.")
+def order_amend(
+    home: Path,
+    node: str,
+    from_: str,
+    chain_id: str | None,
+    nonce: int | None,
+    broadcast_mode: str,
+    market: str,
+    order_id: int,
+    size: str,
+    price: str,
+) -> None:
+    """Cancel-replace a resting order with a new size and price (it loses its priority)."""
+    client = RPCClient(node)
+    m, _ = _market(client, market)
+    action = AmendOrder(
+        m.market_id,
+        order_id,
+        _convert("--size", human_to_size, m, size),
+        _convert("--price", human_to_price, m, price),
+    )
+    _send(home, client, from_, [action], chain_id, nonce, broadcast_mode)
+
+
+@click.command(name="book")
+@node_option
+@click.argument("ticker")
+@click.option("--l3", is_flag=True, help="Every order (default: aggregated depth per price level).")
+def book_command(node: str, ticker: str, l3: bool) -> None:
+    """Show a market's order book."""
+    emit(abci_query(RPCClient(node), f"/book/{ticker}" + ("/l3" if l3 else "")))
+
+
+@click.command(name="markets")
+@node_option
+def markets_command(node: str) -> None:
+    """Show every market's parameters and oracle price."""
+    emit(abci_query(RPCClient(node), "/markets"))
+
+
+@click.command(name="oracle")
+@node_option
+def oracle_command(node: str) -> None:
+    """Show the oracle price of every market and its age."""
+    emit(abci_query(RPCClient(node), "/oracle"))
