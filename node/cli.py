@@ -56,6 +56,7 @@ from primitives.timefmt import NS_PER_MS
 from storage.db import StorageError
 
 QUOTE_DECIMALS = 6
+LOCALNET_ACCOUNTS = 2
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -319,15 +320,17 @@ def localnet(home: Path, validators: int, non_validators: int, base_port: int) -
         )
     if not (home / "node0" / "config" / "genesis.json").exists():
         try:
-            net = create_testnet(home, validators, non_validators, base_port, "derivd-localnet")
+            net = create_testnet(
+                home, validators, non_validators, base_port, "derivd-localnet", accounts=LOCALNET_ACCOUNTS
+            )
         except TestnetError as exc:
             fail(str(exc))
-        account = net.accounts[0]
+        names = " and ".join(f"'{account.name}' ({account.address})" for account in net.accounts)
         click.echo(
             f"localnet created in {home}: {validators} validator(s), {non_validators} full node(s); "
-            f"key '{account.name}' ({account.address}) holds 1,000,000 USD.\n"
-            f"Try: derivd tx transfer --home {home / 'node0'} --from {account.name} --to <address> "
-            f"--amount 1000000",
+            f"keys {names} hold 1,000,000 USD each.\n"
+            f"Try: derivd tx order place --home {home / 'node0'} --from {net.accounts[0].name} "
+            f"--market BTC-USD --side sell --size 0.1 --price 65000",
             err=True,
         )
     else:
