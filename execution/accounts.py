@@ -16,10 +16,11 @@ from __future__ import annotations
 from bisect import insort
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import cast
 
-from execution.state import StateReader, StateView
+from execution.state import StateReader, StateView, read_record
 from primitives import codec
-from primitives.codec import DecodeError
+from primitives.codec import DecodeError, Value
 from primitives.keys import Address
 from storage import schema
 
@@ -29,6 +30,8 @@ MS_PER_DAY = 24 * 60 * 60 * 1000
 NONCE_PAST_WINDOW_MS = 2 * MS_PER_DAY
 NONCE_FUTURE_WINDOW_MS = MS_PER_DAY
 NS_PER_MS = 1_000_000
+MAX_INT64 = 2**63 - 1
+_INT = frozenset({int})
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +53,7 @@ class Account:
         f = codec.field_list(codec.decode(raw), "account", 2)
         balance = codec.field_int(f[0], "account.balance", 0, MAX_BALANCE)
         items = codec.field_list(f[1], "account.nonces", max_len=MAX_KEPT_NONCES)
-        nonces = tuple(codec.field_int(n, f"account.nonces[{i}]") for i, n in enumerate(items))
+        nonces = _nonces(items)
         if any(a >= b for a, b in pairwise(nonces)):
             raise DecodeError("account.nonces: not strictly increasing")
         return cls(balance, nonces)
@@ -67,18 +70,32 @@ class Account:
         return Account(self.balance, tuple(nonces[-MAX_KEPT_NONCES:]))
 
 
+_EMPTY = Account()
+
+
+def _nonces(items: list[Value]) -> tuple[int, ...]:
+    """`items` as non-negative int64 nonces: `field_int` of each, checked in C when they are all
+    plain ints (the common case; an account has up to 100 nonces)."""
+    if set(map(type, items)) <= _INT:
+        ints = cast("list[int]", items)
+        if not ints or (min(ints) >= 0 and max(ints) <= MAX_INT64):
+            return tuple(ints)
+    return tuple(codec.field_int(n, f"account.nonces[{i}]") for i, n in enumerate(items))
+
+
 def load_account(state: StateReader, address: Address) -> Account:
-    raw = state.get(schema.account_key(address.raw))
-    return Account() if raw is None else Account.decode(raw)
+    """The account of `address` (decoded once per view that holds its bytes: `read_record`)."""
+    account = read_record(state, schema.account_key(address.raw), Account.decode)
+    return _EMPTY if account is None else account
 
 
 def store_account(view: StateView, address: Address, account: Account) -> None:
-    """Write `account`, or delete its key when it is empty."""
+    """Write `account` (encoded when its bytes are needed), or delete its key when it is empty."""
     key = schema.account_key(address.raw)
     if account.is_empty:
         view.delete(key)
     else:
-        view.put(key, account.encode())
+        view.put_record(key, account)
 
 
 def block_time_ms(block_time_ns: int) -> int:

@@ -12,10 +12,12 @@ from consensus.app import Event, EventAttribute
 from execution.accounts import FundsError, move_quote
 from execution.codes import Code
 from execution.exchange import ORDER_ACTIONS, ExchangeContext, ExchangeError, apply_order_action
+from execution.liquidation import apply_liquidate
 from execution.margin import transfer_margin_error
 from execution.oracle import OracleError, apply_oracle_vote, prices_at
 from execution.state import StateView
-from execution.tx import MAX_ACTIONS, Action, OracleVote, Transfer, UnknownAction
+from execution.triggers import apply_place_trigger
+from execution.tx import MAX_ACTIONS, Action, Liquidate, OracleVote, PlaceTrigger, Transfer, UnknownAction
 from primitives.keys import Address
 
 
@@ -75,6 +77,16 @@ def apply_action(
             raise ActionError(exc.code, exc.log) from exc
     if isinstance(action, OracleVote):
         return apply_vote(view, sender, action, height)
+    if isinstance(action, PlaceTrigger):
+        try:
+            return apply_place_trigger(view, sender, action, exchange or ExchangeContext(height))
+        except ExchangeError as exc:
+            raise ActionError(exc.code, exc.log) from exc
+    if isinstance(action, Liquidate):
+        try:
+            return apply_liquidate(view, sender, action, exchange or ExchangeContext(height))
+        except ExchangeError as exc:
+            raise ActionError(exc.code, exc.log) from exc
     if isinstance(action, UnknownAction):
         raise ActionError(Code.UNKNOWN_ACTION, f"unknown action kind {action.kind}")
     raise TypeError(f"not an action: {action!r}")

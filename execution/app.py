@@ -21,7 +21,14 @@ run on a block view, each on a tx view of its own (`execution.executor`). Block 
 expiry of good-til-block orders (block events), then the txs whose actions are all non-taking
 (transfers, oracle votes, cancels, post-only placements and amends) in tx order, then the others
 in tx order (`execution.exchange.block_order`; tx_results stay in the block's tx order), then the
-oracle aggregation (`execution.oracle.end_block`, block events). Result codes are in
+oracle aggregation (`execution.oracle.end_block`, block events), then the trigger orders that the
+new oracle prices fire (`execution.triggers.trigger_orders`, on a fresh live exchange context,
+block events), then the funding phase (`execution.funding.funding_end_block`: premium samples, the
+funding tick when the block time reaches it; block events), and last the liquidation pass
+(`execution.liquidation.liquidation_pass`, on the same context, carrying the txs' touched owners;
+block events). The pass comes last so that it sees everything that changed an account's value in
+the block, the funding tick included: an account that a tick pushes under water is liquidated in
+that block, and no account ends a block with a negative value. Result codes are in
 `execution.codes`; queries in `execution.query`.
 
 Order books (`execution.exchange.Books`): loaded from committed state when the app starts (and
@@ -59,12 +66,21 @@ from execution.codes import CODESPACE, Code
 from execution.evidence import handle_misbehavior
 from execution.exchange import Books, ExchangeContext, block_order, expire_orders, is_non_taking
 from execution.executor import execute_tx, failure
+from execution.funding import funding_end_block, init_funding_state, load_market_funding, pool_total
 from execution.genesis_state import load_app_state
+from execution.liquidation import (
+    RiskStats,
+    carry_tx_state,
+    init_liquidation_state,
+    insurance_fund_balance,
+    liquidation_pass,
+)
 from execution.margin import Position
 from execution.oracle import end_block as oracle_end_block
 from execution.oracle import init_exchange_state
 from execution.query import QueryContext, run_query
 from execution.state import CommittedState, StateReader, StateView
+from execution.triggers import init_trigger_state, trigger_orders, triggers_fired
 from execution.tx import Tx
 from execution.validators import register_genesis_validators
 from primitives import codec
@@ -129,6 +145,11 @@ class ExchangeApp:
         self._pending: _Pending | None = None
         self._check_state = StateView(self._committed)
         self._books = Books.load(self._committed)
+        self.triggered_orders_total = 0
+        """trigger orders fired since start (`derivd_triggered_orders_total`)"""
+        self.risk_stats = RiskStats()
+        """liquidation counters since start (`execution.liquidation.RiskStats`)"""
+        self._tx_exchange = ExchangeContext(0)
 
     # -- info and genesis -----------------------------------------------------------------------
 
@@ -155,6 +176,9 @@ class ExchangeApp:
         overriding: tuple[ValidatorUpdate, ...] = ()  # the app keeps the genesis validators
         register_genesis_validators(view, overriding or request.validators)
         init_exchange_state(view, state, request.initial_height)
+        init_funding_state(view, state.funding, request.time)
+        init_liquidation_state(view, state.liquidation)
+        init_trigger_state(view, state.triggers)
         self._books = Books.load(view)
         height = request.initial_height - 1
         genesis_hash = app_hash(b"", height, view.changes())
@@ -238,9 +262,18 @@ class ExchangeApp:
             expired = expire_orders(block_view, self._books, request.height)
             results = self._execute_block(block_view, request)
             prices = oracle_end_block(block_view, request.height)
+            end_block = ExchangeContext(request.height, self._books, live=True)  # the new oracle prices
+            triggered = trigger_orders(block_view, end_block, request.height)
+            funded = funding_end_block(block_view, end_block, request.height, request.time)
+            carry_tx_state(self._tx_exchange, end_block)  # the txs' touched owners and counts
+            liquidations = liquidation_pass(block_view, end_block, request.height)  # last
+            end_block.flush(block_view)
         except BaseException:
             self._books = Books.load(base)  # the block is abandoned: so are its book changes
             raise
+        self.triggered_orders_total += triggers_fired(triggered)
+        self.risk_stats.add(end_block.risk_counts)
+        self.risk_stats.insurance_fund_balance = insurance_fund_balance(block_view)
         new_hash = app_hash(prev_hash, request.height, block_view.changes())
         if pending is not None:
             block_view.apply_to(pending.view)
@@ -250,7 +283,7 @@ class ExchangeApp:
         return FinalizeBlockResult(
             tx_results=tuple(results),
             app_hash=new_hash,
-            events=(*accountability.events, *expired, *prices),
+            events=(*accountability.events, *expired, *prices, *triggered, *funded, *liquidations),
             validator_updates=accountability.validator_updates,
         )
 
@@ -280,6 +313,7 @@ class ExchangeApp:
             else:
                 results[index] = item
         exchange.flush(block_view)
+        self._tx_exchange = exchange
         return [result for result in results if result is not None]
 
     def commit(self, batch: WriteBatch) -> int:
@@ -312,12 +346,21 @@ class ExchangeApp:
         return load_supply(self._committed)
 
     def total_quote(self) -> int:
-        """The sum of every committed account balance and every position's quote balance
-        (conservation: equals `total_supply`)."""
+        """The sum of every committed account balance, every position's quote balance and every
+        market's funding pool balance (conservation: equals `total_supply`)."""
         accounts = self._committed.iterate(schema.APP_ACCOUNT_PREFIX)
         balances = sum(Account.decode(raw).balance for _, raw in accounts)
         positions = self._committed.iterate(schema.APP_POSITION_PREFIX)
-        return balances + sum(Position.decode(raw).quote for _, raw in positions)
+        quotes = sum(Position.decode(raw).quote for _, raw in positions)
+        return balances + quotes + pool_total(self._committed)
+
+    def funding_rates(self) -> dict[str, int]:
+        """Per market ticker (by id), the committed rate (ppm) of its last funding tick
+        (`derivd_funding_rate_ppm{market}`)."""
+        return {
+            market.ticker: load_market_funding(self._committed, market.market_id).last_rate_ppm
+            for market in self._books.markets()
+        }
 
     def position_size_sums(self) -> dict[int, int]:
         """Per market id, the sum of every committed position's size (always 0)."""

@@ -58,9 +58,16 @@ class Code(IntEnum):
     """a reduce-only order that could increase the position"""
     MARKET_STALE = 30
     """the market's oracle price is stale: only reducing orders are accepted"""
+    INVALID_TRIGGER = 31
+    """a malformed trigger order: trigger kind not 0/1, trigger price 0, or a market trigger whose
+    execution price is out of range"""
 
     INSUFFICIENT_MARGIN = 40
     """the account would fall below initial margin"""
+    NOT_LIQUIDATABLE = 41
+    """a liquidate action naming an account whose value is not below its maintenance requirement"""
+    LIQUIDATION_HALTED = 42
+    """a liquidate action for an account whose positions are all on markets with a stale oracle price"""
 
     NOT_A_VALIDATOR = 60
     """an oracle vote signed by an account that is not a validator with power"""

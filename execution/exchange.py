@@ -45,15 +45,21 @@ Matching (live mode) and settlement
     Taker re-check: an order that was not exempt from the placement check must leave its account at
     free collateral >= 0 after its fills, else the action fails with INSUFFICIENT_MARGIN (the
     placement check makes this a matter of rounding only; it keeps the invariant exact).
-    Position.open_buy / open_sell / open_orders follow every rest, fill, cancel and expiry.
+    Position.open_buy / open_sell / open_orders follow every rest, fill, cancel and expiry;
+    open_orders also counts the owner's resting trigger orders (`execution.triggers`), which
+    `Books` keep per market beside the book (`Books.triggers`, loaded, rebuilt and reverted with it).
+    Funding: every position an action loads to change (`_Positions.get`) is first settled to its
+    market's funding index, the payment going through the market's funding pool
+    (`execution.funding`); the margin figures of the other markets count their pending funding.
 
 Cancel / cancel-all / amend
-    cancel: ORDER_NOT_FOUND unless the sender has that resting order (by order id, or by a live
-    client id); `by` other than 0/1 is INVALID_ORDER. cancel-all: market 0 means every market (in
-    id order); cancelling nothing is not an error. amend: the old order (ORDER_NOT_FOUND) is
-    cancelled (reason "amend") and a new order placed with a new id at the back of the queue,
-    keeping side, time in force (post-only or GTC), reduce-only, client id and good-til-block; it
-    counts towards the rate limit and goes through every placement rule.
+    cancel: ORDER_NOT_FOUND unless the sender has that resting order or resting trigger order
+    (`execution.triggers`; by order id, or by a live client id); `by` other than 0/1 is
+    INVALID_ORDER. cancel-all: market 0 means every market (in id order), each market's resting
+    orders then its resting trigger orders; cancelling nothing is not an error. amend: the old
+    order (ORDER_NOT_FOUND) is cancelled (reason "amend") and a new order placed with a new id at
+    the back of the queue, keeping side, time in force (post-only or GTC), reduce-only, client id
+    and good-til-block; it counts towards the rate limit and goes through every placement rule.
 
 Events (attribute values are strings; `market` is the ticker, `owner`/`maker`/`taker` lower-case
 hex addresses, sides "buy"/"sell", tif "gtc"/"ioc"/"fok"/"post_only"):
@@ -72,14 +78,17 @@ orders) in tx order, then the others in tx order.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 from consensus.app import Event, EventAttribute
-from execution.accounts import load_account, store_account
+from execution.accounts import Account, load_account, store_account
 from execution.codes import Code
+from execution.funding import Settlements, load_funding_index, settled
 from execution.margin import (
     FEE_COLLECTOR,
     Position,
+    index_holder,
     initial_requirement,
     order_only_reduces,
     position_value,
@@ -100,7 +109,14 @@ from execution.orderbook import (
     TimeInForce,
     _fast_constructor,
 )
-from execution.state import StateReader, StateView
+from execution.state import StateReader, StateView, read_record
+from execution.trigger_book import (
+    TriggerBook,
+    TriggerOrder,
+    delete_trigger,
+    load_trigger,
+    trigger_cancelled_event,
+)
 from execution.tx import Action, AmendOrder, CancelAll, CancelOrder, PlaceOrder, Transfer
 from primitives import codec
 from primitives.keys import Address
@@ -144,10 +160,11 @@ def load_orders(state: StateReader, market_id: int) -> list[Order]:
 class Books:
     """market id -> its `OrderBook` and `Market`, built from state (see the module docstring)."""
 
-    __slots__ = ("_books", "_by_id", "_markets")
+    __slots__ = ("_books", "_by_id", "_markets", "_triggers")
 
     def __init__(self) -> None:
         self._books: dict[int, OrderBook] = {}
+        self._triggers: dict[int, TriggerBook] = {}  # resting stop/take-profit orders (execution.triggers)
         self._markets: dict[int, Market] = {}
         self._by_id: list[Market] = []
 
@@ -166,6 +183,7 @@ class Books:
         book = OrderBook()
         book.restore(load_orders(state, market_id))
         self._books[market_id] = book
+        self._triggers[market_id] = TriggerBook.load(state, market_id)
 
     def revert(self, state: StateReader, market_id: int, dropped: StateView) -> None:
         """Rebuild the book of `market_id` from its current orders with the order records written
@@ -185,6 +203,7 @@ class Books:
         book = OrderBook()
         book.restore(orders.values())
         self._books[market_id] = book
+        self._triggers[market_id] = self._triggers[market_id].reverted(state, market_id, dropped.write_set)
 
     def market(self, market_id: int) -> Market | None:
         return self._markets.get(market_id)
@@ -195,6 +214,10 @@ class Books:
 
     def book(self, market_id: int) -> OrderBook:
         return self._books[market_id]
+
+    def triggers(self, market_id: int) -> TriggerBook:
+        """The resting trigger orders of `market_id` (`execution.triggers`)."""
+        return self._triggers[market_id]
 
     def __contains__(self, market_id: int) -> bool:
         return market_id in self._books
@@ -220,6 +243,16 @@ class ExchangeContext:
     """the order id counter (`NEXT_ORDER_ID`) of the block, once read; written back by `flush`"""
     tx_start_order_id: int | None = None
     """(owner) -> `_other_markets` within one placement (nothing else of the owner changes)"""
+    touched_owners: dict[bytes, None] = field(default_factory=dict)
+    """the owners whose positions a fill changed in this block, in first-touch order: candidates of
+    `execution.liquidation` (those of a failed tx stay: a needless check, never a missed one)"""
+    liquidated: dict[tuple[bytes, int], int] = field(default_factory=dict)
+    """(owner, market id) -> the size `execution.liquidation` closed through the book this block"""
+    risk_counts: dict[str, int] = field(default_factory=dict)
+    """`execution.liquidation`'s counters of this block (liquidations, deleveragings, ...)"""
+
+    funding_indexes: dict[int, int] = field(default_factory=dict)
+    """market id -> its funding index, once read (`funding_index`)"""
 
     def __post_init__(self) -> None:
         if self.live and self.books is None:
@@ -281,6 +314,14 @@ class ExchangeContext:
     def markets(self, state: StateReader) -> list[Market]:
         return self.books.markets() if self.books is not None else load_markets(state)
 
+    def funding_index(self, state: StateReader, market_id: int) -> int:
+        """The market's cumulative funding index (`execution.funding`; it changes only in the
+        funding phase at the end of the block, which updates this cache)."""
+        index = self.funding_indexes.get(market_id)
+        if index is None:
+            index = self.funding_indexes[market_id] = load_funding_index(state, market_id)
+        return index
+
     def price(self, state: StateReader, market_id: int) -> int:
         """The market's oracle price (subticks); the initial price if it has none."""
         price = self.prices.get(market_id)
@@ -322,7 +363,6 @@ class ExchangeContext:
 
 _new_event = _fast_constructor(Event)
 _new_attribute = _fast_constructor(EventAttribute)
-_new_position = _fast_constructor(Position)
 _EMPTY_POSITION = Position()
 
 
@@ -332,61 +372,93 @@ def _event(kind: str, *pairs: tuple[str, object]) -> Event:
     return _new_event(kind, tuple([_new_attribute(key, str(value), True) for key, value in pairs]))
 
 
+def _attribute(key: str, value: int) -> EventAttribute:
+    """An attribute whose value is a number of this event alone (an id, a size, a price)."""
+    return _new_attribute(key, str(value), True)
+
+
+@lru_cache(maxsize=4096)
+def _shared(key: str, value: str) -> EventAttribute:
+    """The attribute `key=value` for a value that recurs from event to event (a ticker, a side, a
+    reason, a flag): one object, shared by the events (they are immutable). Fewer allocations, and
+    fewer objects for the garbage collector to walk while a block's results are alive."""
+    return _new_attribute(key, value, True)
+
+
+@lru_cache(maxsize=4096)
+def _owner_attribute(key: str, owner: bytes) -> EventAttribute:
+    """`key=<owner as lower-case hex>`, shared as `_shared` is (a trader appears in many events)."""
+    return _new_attribute(key, owner.hex(), True)
+
+
 def _placed_event(market: Market, order: Order, tif: int) -> Event:
-    return _event(
+    return _new_event(
         "order_placed",
-        ("order_id", order.order_id),
-        ("market", market.ticker),
-        ("owner", order.owner.hex()),
-        ("side", SIDE_NAMES[order.side]),
-        ("size", order.size),
-        ("price", order.price),
-        ("tif", TIF_NAMES[tif]),
-        ("client_id", order.client_id),
-        ("reduce_only", int(order.reduce_only)),
-        ("good_til_block", order.good_til_block),
+        (
+            _attribute("order_id", order.order_id),
+            _shared("market", market.ticker),
+            _owner_attribute("owner", order.owner),
+            _shared("side", SIDE_NAMES[order.side]),
+            _attribute("size", order.size),
+            _attribute("price", order.price),
+            _shared("tif", TIF_NAMES[tif]),
+            _attribute("client_id", order.client_id),
+            _shared("reduce_only", "1" if order.reduce_only else "0"),
+            _shared("good_til_block", str(order.good_til_block)),
+        ),
     )
 
 
 def _cancelled_event(market: Market, order: Order, reason: str) -> Event:
-    return _event(
+    return _new_event(
         "order_cancelled",
-        ("order_id", order.order_id),
-        ("market", market.ticker),
-        ("owner", order.owner.hex()),
-        ("reason", reason),
+        (
+            _attribute("order_id", order.order_id),
+            _shared("market", market.ticker),
+            _owner_attribute("owner", order.owner),
+            _shared("reason", reason),
+        ),
     )
 
 
 def _expired_event(market: Market, order: Order) -> Event:
-    return _event(
-        "order_expired", ("order_id", order.order_id), ("market", market.ticker), ("owner", order.owner.hex())
+    return _new_event(
+        "order_expired",
+        (
+            _attribute("order_id", order.order_id),
+            _shared("market", market.ticker),
+            _owner_attribute("owner", order.owner),
+        ),
     )
 
 
 def _rejected_event(market: Market, order: Order, reason: str) -> Event:
-    return _event(
+    return _new_event(
         "order_rejected",
-        ("market", market.ticker),
-        ("owner", order.owner.hex()),
-        ("client_id", order.client_id),
-        ("reason", reason),
+        (
+            _shared("market", market.ticker),
+            _owner_attribute("owner", order.owner),
+            _attribute("client_id", order.client_id),
+            _shared("reason", reason),
+        ),
     )
 
 
 def _filled_event(market: Market, fill: Fill, maker_fee: int, taker_fee: int) -> Event:
-    return _event(
+    return _new_event(
         "order_filled",
-        ("market", market.ticker),
-        ("maker_order_id", fill.maker_order_id),
-        ("taker_order_id", fill.taker_order_id),
-        ("maker", fill.maker_owner.hex()),
-        ("taker", fill.taker_owner.hex()),
-        ("price", fill.price),
-        ("size", fill.size),
-        ("maker_fee", maker_fee),
-        ("taker_fee", taker_fee),
-        ("taker_side", SIDE_NAMES[fill.taker_side]),
+        (
+            _shared("market", market.ticker),
+            _attribute("maker_order_id", fill.maker_order_id),
+            _attribute("taker_order_id", fill.taker_order_id),
+            _owner_attribute("maker", fill.maker_owner),
+            _owner_attribute("taker", fill.taker_owner),
+            _attribute("price", fill.price),
+            _attribute("size", fill.size),
+            _attribute("maker_fee", maker_fee),
+            _attribute("taker_fee", taker_fee),
+            _shared("taker_side", SIDE_NAMES[fill.taker_side]),
+        ),
     )
 
 
@@ -409,18 +481,31 @@ def fee_of(notional: int, fee_ppm: int) -> int:
 class _Positions:
     """The positions one action changes on one market, loaded once and written back at the end."""
 
-    __slots__ = ("_dirty", "_held", "_market_id", "_view")
+    __slots__ = ("_dirty", "_funding", "_held", "_index", "_market_id", "_sizes", "_view")
 
     def __init__(self, view: StateView, market_id: int) -> None:
         self._view = view
         self._market_id = market_id
         self._held: dict[bytes, Position] = {}
         self._dirty: dict[bytes, None] = {}
+        self._sizes: dict[bytes, int] = {}  # owner -> its size in the view (the holder index)
+        self._index: int | None = None  # the market's funding index, read on first use
+        self._funding = Settlements(market_id)
 
     def get(self, owner: bytes) -> Position:
+        """The owner's position, settled to the market's funding index (`execution.funding`): a
+        settlement that changes a stored position marks it changed (written by `store`)."""
         position = self._held.get(owner)
         if position is None:
             position = _load_position(self._view, owner, self._market_id)
+            self._sizes[owner] = position.size
+            index = self._index
+            if index is None:
+                index = self._index = load_funding_index(self._view, self._market_id)
+            if position.funding_index != index:
+                position = self._funding.settle(position, index)
+                if position.size:
+                    self._dirty[owner] = None
             self._held[owner] = position
         return position
 
@@ -441,31 +526,28 @@ class _Positions:
             if p.size == p.quote == p.open_buy == p.open_sell == p.open_orders == 0:
                 view.delete(key)
             else:
-                view.put(key, codec.encode([p.size, p.quote, p.open_buy, p.open_sell, p.open_orders]))
+                view.put_record(key, p)
+            before = self._sizes.get(owner)
+            if before is None or (before == 0) != (p.size == 0):
+                index_holder(view, self._market_id, owner, before, p.size)
+            self._sizes[owner] = p.size
         self._dirty.clear()
+        self._funding.flush(view)
 
 
 def _load_position(state: StateReader, owner: bytes, market_id: int) -> Position:
-    """`load_position` on the hot path: a record this module wrote is five ints (anything else
-    goes through the full decoder and its errors)."""
-    raw = state.get(schema.position_key(owner, market_id))
-    if raw is None:
-        return _EMPTY_POSITION
-    f = codec.decode(raw)
-    if type(f) is list and len(f) == 5 and all(type(x) is int for x in f):
-        return _new_position(*f)
-    return Position.decode(raw)
+    """`load_position`, with `_EMPTY_POSITION` itself for no position."""
+    position = read_record(state, schema.position_key(owner, market_id), Position.decode)
+    return _EMPTY_POSITION if position is None else position
 
 
 # -- margin figures (per-key reads over the known markets) ----------------------------------------
 
 
 def _collateral(state: StateReader, owner: bytes) -> int:
-    """The account's balance, without decoding its nonces (the hot path reads it per order)."""
-    raw = state.get(schema.account_key(owner))
-    if raw is None:
-        return 0
-    return codec.field_int(codec.field_list(codec.decode(raw), "account", 2)[0], "account.balance")
+    """The account's balance."""
+    account = read_record(state, schema.account_key(owner), Account.decode)
+    return 0 if account is None else account.balance
 
 
 def _other_markets(ctx: ExchangeContext, state: StateReader, owner: bytes, market_id: int) -> tuple[int, int]:
@@ -480,6 +562,7 @@ def _other_markets(ctx: ExchangeContext, state: StateReader, owner: bytes, marke
         if position is _EMPTY_POSITION:
             continue
         price = ctx.price(state, market.market_id)
+        position = settled(position, ctx.funding_index(state, market.market_id))  # pending funding
         value += position_value(market, position, price)
         initial += initial_requirement(market, position, price)
     return value, initial
@@ -705,6 +788,11 @@ def _place(
         return
     events.append(_placed_event(market, order, request.tif))
     fees = _settle(view, market, result, checker.makers, positions, events)
+    if result.filled:
+        touched = ctx.touched_owners
+        touched[owner] = None
+        for maker in checker.makers.values():
+            touched[maker.owner] = None
     if result.status is PlaceStatus.RESTED:
         taker = result.order
         positions.add_orders(taker, taker.remaining, 1)
@@ -751,10 +839,10 @@ class _MakerCheck:
         fee = fee_of(notional, market.maker_fee_ppm)
         if maker.side is Side.BUY:
             after = Position(before.size + fill, before.quote - notional - fee, before.open_buy - fill,
-                             before.open_sell, before.open_orders)  # fmt: skip
+                             before.open_sell, before.open_orders, before.funding_index)  # fmt: skip
         else:
             after = Position(before.size - fill, before.quote + notional - fee, before.open_buy,
-                             before.open_sell - fill, before.open_orders)  # fmt: skip
+                             before.open_sell - fill, before.open_orders, before.funding_index)  # fmt: skip
         if maker.reduce_only and (abs(after.size) > abs(before.size) or after.size * before.size < 0):
             return False
         base = _base_of(self._ctx, self._view, owner, market.market_id)
@@ -865,21 +953,24 @@ def _remove_resting(
 def apply_cancel(view: StateView, sender: Address, action: CancelOrder, ctx: ExchangeContext) -> list[Event]:
     market = ctx.market(view, action.market_id)
     market_id = market.market_id
+    order_id: int | None
     if action.by == 0:
+        order_id = action.id
         order = _find_order(view, ctx, market_id, action.id)
         what = f"order {action.id}"
     elif action.by == 1:
         raw = view.get(schema.client_order_key(sender.raw, market_id, action.id))
-        order = (
-            None
-            if raw is None
-            else _find_order(view, ctx, market_id, codec.field_int(codec.decode(raw), "order id"))
-        )
+        order_id = None if raw is None else codec.field_int(codec.decode(raw), "order id")
+        order = None if order_id is None else _find_order(view, ctx, market_id, order_id)
         what = f"client id {action.id}"
     else:
         raise ExchangeError(
             Code.INVALID_ORDER, f"invalid cancel: by must be 0 (order id) or 1 (client id), got {action.by}"
         )
+    if order is None and order_id is not None:  # a resting trigger order (execution.triggers)?
+        trigger = load_trigger(view, market_id, order_id)
+        if trigger is not None and trigger.owner == sender.raw:
+            return _cancel_triggers(view, ctx, market, [trigger])
     if order is None or order.owner != sender.raw:
         raise ExchangeError(
             Code.ORDER_NOT_FOUND, f"no resting order of {sender} with {what} on {market.ticker}"
@@ -892,6 +983,31 @@ def apply_cancel(view: StateView, sender: Address, action: CancelOrder, ctx: Exc
     return [_cancelled_event(market, order, USER_REASON)]
 
 
+def _cancel_triggers(
+    view: StateView,
+    ctx: ExchangeContext,
+    market: Market,
+    triggers: list[TriggerOrder],
+    reason: str = USER_REASON,
+) -> list[Event]:
+    """Cancel resting trigger orders of one owner (live: out of the index, state and the owner's
+    open-order count); a `trigger_cancelled` event each (`reason`, "user" by default)."""
+    if not ctx.live:
+        return []
+    assert ctx.books is not None
+    ctx.touched.add(market.market_id)
+    index = ctx.books.triggers(market.market_id)
+    positions = _Positions(view, market.market_id)
+    events: list[Event] = []
+    for trigger in triggers:
+        index.remove(trigger.order_id)
+        delete_trigger(view, market.market_id, trigger)
+        positions.set(trigger.owner, positions.get(trigger.owner).with_orders(trigger.side, 0, -1))
+        events.append(trigger_cancelled_event(market.ticker, trigger, reason))
+    positions.store()
+    return events
+
+
 def apply_cancel_all(
     view: StateView, sender: Address, action: CancelAll, ctx: ExchangeContext
 ) -> list[Event]:
@@ -902,15 +1018,17 @@ def apply_cancel_all(
     events: list[Event] = []
     for market in markets:
         cancelled = ctx.books.book(market.market_id).cancel_owner(sender.raw)
-        if not cancelled:
-            continue
-        ctx.touched.add(market.market_id)
-        positions = _Positions(view, market.market_id)
-        for order in cancelled:
-            _delete_order(view, market.market_id, order)
-            positions.add_orders(order, -order.remaining, -1)
-            events.append(_cancelled_event(market, order, USER_REASON))
-        positions.store()
+        if cancelled:
+            ctx.touched.add(market.market_id)
+            positions = _Positions(view, market.market_id)
+            for order in cancelled:
+                _delete_order(view, market.market_id, order)
+                positions.add_orders(order, -order.remaining, -1)
+                events.append(_cancelled_event(market, order, USER_REASON))
+            positions.store()
+        triggers = ctx.books.triggers(market.market_id).owner_triggers(sender.raw)
+        if triggers:  # the resting trigger orders too (execution.triggers), after the book's
+            events.extend(_cancel_triggers(view, ctx, market, triggers))
     return events
 
 
@@ -951,6 +1069,59 @@ def apply_amend(view: StateView, sender: Address, action: AmendOrder, ctx: Excha
     events.append(_cancelled_event(market, old, AMEND_REASON))
     positions.store()  # every rule of the new order reads the state without the old one
     _place(view, sender, market, request, ctx, events, positions)
+    return events
+
+
+def liquidation_match(
+    view: StateView, ctx: ExchangeContext, market: Market, owner: bytes, side: int, size: int, limit: int
+) -> tuple[int, int, list[Event]]:
+    """Match an IOC order of `owner` (a liquidated account: `execution.liquidation`) of `size` at
+    prices no worse than `limit` against the book of `market` (live), without the placement rules
+    and without a taker fee (the liquidation fee replaces it); makers get their normal re-check and
+    pay their fees. Returns (the size filled, the quote the owner's position received: positive for
+    a sale, negative for a purchase, its events)."""
+    assert ctx.books is not None
+    market_id = market.market_id
+    ctx.bases.clear()
+    positions = _Positions(view, market_id)
+    before = positions.get(owner).quote
+    order = Order(ctx.take_order_id(view), owner, Side(side), limit, size, size, 0, False, False, 0)
+    no_taker_fee = replace(market, taker_fee_ppm=0)
+    checker = _MakerCheck(ctx, view, no_taker_fee, positions)
+    ctx.touched.add(market_id)
+    result = ctx.books.book(market_id).place(order, TimeInForce.IOC, checker)
+    events = [_placed_event(market, order, int(TimeInForce.IOC))]
+    fees = _settle(view, no_taker_fee, result, checker.makers, positions, events)
+    touched = ctx.touched_owners
+    touched[owner] = None
+    for maker in checker.makers.values():
+        touched[maker.owner] = None
+    received = positions.get(owner).quote - before
+    positions.store()
+    _credit_fees(view, fees)
+    return result.filled, received, events
+
+
+def cancel_owner_orders(
+    view: StateView, ctx: ExchangeContext, market: Market, owner: bytes, reason: str
+) -> list[Event]:
+    """Cancel every resting order of `owner` on `market` (live), an `order_cancelled` event each
+    with `reason`, then its resting trigger orders, a `trigger_cancelled` event each with `reason`
+    (a liquidation cancels the liquidated account's orders first)."""
+    assert ctx.books is not None
+    cancelled = ctx.books.book(market.market_id).cancel_owner(owner)
+    events: list[Event] = []
+    if cancelled:
+        ctx.touched.add(market.market_id)
+        positions = _Positions(view, market.market_id)
+        for order in cancelled:
+            _delete_order(view, market.market_id, order)
+            positions.add_orders(order, -order.remaining, -1)
+            events.append(_cancelled_event(market, order, reason))
+        positions.store()
+    triggers = ctx.books.triggers(market.market_id).owner_triggers(owner)
+    if triggers:
+        events.extend(_cancel_triggers(view, ctx, market, triggers, reason))
     return events
 
 

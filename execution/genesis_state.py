@@ -3,11 +3,18 @@
 
     {"accounts": [{"address": "<40 hex>", "balance": "<int string, or JSON int>"}],
      "markets": [{"id": 1, "ticker": "BTC-USD", "atomic_resolution": -10, ...}],
-     "oracle": {"max_vote_age_blocks": 3, "stale_after_blocks": 10}}
+     "oracle": {"max_vote_age_blocks": 3, "stale_after_blocks": 10, "max_price_move_ppm": 500000},
+     "funding": {"interval_seconds": 3600, "interest_ppm_per_interval": 12, "clamp_ppm": 625,
+                 "impact_notional": 10000000000}}
 
 `markets` entries carry every field of `execution.markets.MARKET_FIELDS` as JSON integers (the
 ticker a string); ids and tickers are unique and the entries are sorted by id in state. `oracle`
-defaults to `execution.oracle.OracleParams()`; both its fields are required when it is given.
+defaults to `execution.oracle.OracleParams()`; its first two fields are required when it is given
+(`max_price_move_ppm` defaults to 500000). `funding` defaults to `execution.funding.FundingParams()`,
+each of its fields optional. `liquidation` (`execution.liquidation.LiquidationParams`: `fee_ppm`,
+`liquidator_reward_ppm`, `max_liquidations_per_block`, `max_deleverages_per_block`,
+`max_position_fraction_ppm`, `min_liquidation_notional`) likewise defaults field by field, and so
+does `triggers` (`execution.triggers.TriggerParams`: `max_triggers_per_block`).
 
 Every section is optional and defaults to empty; unknown keys are errors. Each error is an
 `AppStateError` that names the field path, e.g.
@@ -24,13 +31,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from execution.funding import FUNDING_FIELDS, FundingParams
+from execution.liquidation import LIQUIDATION_FIELDS, LiquidationParams
 from execution.markets import MARKET_FIELDS, Market, default_markets, market_error
 from execution.oracle import OracleParams
+from execution.triggers import TRIGGER_FIELDS, TriggerParams
 from primitives.keys import Address
 
 MAX_SUPPLY = 2**63 - 1
-SECTIONS = ("accounts", "markets", "oracle")
-ORACLE_FIELDS = ("max_vote_age_blocks", "stale_after_blocks")
+SECTIONS = ("accounts", "markets", "oracle", "funding", "liquidation", "triggers")
+ORACLE_FIELDS = ("max_vote_age_blocks", "stale_after_blocks", "max_price_move_ppm")
+ORACLE_REQUIRED = ("max_vote_age_blocks", "stale_after_blocks")
 ACCOUNT_FIELDS = ("address", "balance")
 
 
@@ -51,6 +62,9 @@ class AppState:
     accounts: tuple[GenesisAccount, ...] = ()
     markets: tuple[Market, ...] = ()
     oracle: OracleParams = OracleParams()  # noqa: RUF009 (frozen, so one shared default is safe)
+    funding: FundingParams = FundingParams()  # noqa: RUF009 (frozen, so one shared default is safe)
+    liquidation: LiquidationParams = LiquidationParams()  # noqa: RUF009 (frozen, so one shared default is safe)
+    triggers: TriggerParams = TriggerParams()  # noqa: RUF009 (frozen, so one shared default is safe)
 
     @property
     def total_supply(self) -> int:
@@ -170,12 +184,45 @@ def _parse_markets(value: object, path: str) -> tuple[Market, ...]:
 
 def _parse_oracle(value: object, path: str) -> OracleParams:
     obj = _object(value, path)
-    _check_keys(obj, path, ORACLE_FIELDS, required=True)
-    numbers = {name: _integer(obj[name], f"{path}.{name}") for name in ORACLE_FIELDS}
+    _check_keys(obj, path, ORACLE_FIELDS, required=False)
+    for name in ORACLE_REQUIRED:
+        if name not in obj:
+            raise AppStateError(f"{path}.{name}: missing")
+    numbers = {name: _integer(obj[name], f"{path}.{name}") for name in ORACLE_FIELDS if name in obj}
     for name, number in numbers.items():
         if number < 1:
             raise AppStateError(f"{path}.{name}: must be a positive integer, got {number}")
     return OracleParams(**numbers)
+
+
+def _parse_funding(value: object, path: str) -> FundingParams:
+    obj = _object(value, path)
+    _check_keys(obj, path, FUNDING_FIELDS, required=False)
+    numbers = {name: _integer(obj[name], f"{path}.{name}") for name in FUNDING_FIELDS if name in obj}
+    try:
+        return FundingParams(**numbers)
+    except ValueError as exc:  # "<field>: <reason>"
+        raise AppStateError(f"{path}.{exc}") from exc
+
+
+def _parse_liquidation(value: object, path: str) -> LiquidationParams:
+    obj = _object(value, path)
+    _check_keys(obj, path, LIQUIDATION_FIELDS, required=False)
+    numbers = {name: _integer(obj[name], f"{path}.{name}") for name in LIQUIDATION_FIELDS if name in obj}
+    try:
+        return LiquidationParams(**numbers)
+    except ValueError as exc:  # "<field>: <reason>"
+        raise AppStateError(f"{path}.{exc}") from exc
+
+
+def _parse_triggers(value: object, path: str) -> TriggerParams:
+    obj = _object(value, path)
+    _check_keys(obj, path, TRIGGER_FIELDS, required=False)
+    numbers = {name: _integer(obj[name], f"{path}.{name}") for name in TRIGGER_FIELDS if name in obj}
+    try:
+        return TriggerParams(**numbers)
+    except ValueError as exc:  # "<field>: <reason>"
+        raise AppStateError(f"{path}.{exc}") from exc
 
 
 def parse_app_state(value: object, path: str = "app_state") -> AppState:
@@ -186,14 +233,27 @@ def parse_app_state(value: object, path: str = "app_state") -> AppState:
         accounts=_parse_accounts(obj.get("accounts", []), f"{path}.accounts"),
         markets=_parse_markets(obj.get("markets", []), f"{path}.markets"),
         oracle=_parse_oracle(obj["oracle"], f"{path}.oracle") if "oracle" in obj else OracleParams(),
+        funding=_parse_funding(obj["funding"], f"{path}.funding") if "funding" in obj else FundingParams(),
+        liquidation=(
+            _parse_liquidation(obj["liquidation"], f"{path}.liquidation")
+            if "liquidation" in obj
+            else LiquidationParams()
+        ),
+        triggers=(
+            _parse_triggers(obj["triggers"], f"{path}.triggers") if "triggers" in obj else TriggerParams()
+        ),
     )
 
 
 def default_exchange_app_state() -> dict[str, Any]:
-    """The `markets` and `oracle` sections of the default and testnet genesis (BTC-USD, ETH-USD)."""
+    """The `markets`, `oracle` and `funding` sections of the default and testnet genesis (BTC-USD,
+    ETH-USD)."""
     return {
         "markets": [market.to_json() for market in default_markets()],
         "oracle": OracleParams().to_json(),
+        "funding": FundingParams().to_json(),
+        "liquidation": LiquidationParams().to_json(),
+        "triggers": TriggerParams().to_json(),
     }
 
 

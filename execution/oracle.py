@@ -4,7 +4,7 @@ writes of the exchange (`init_exchange_state`: markets, oracle parameters and in
 
 State (keys in `storage.schema`):
 
-- `ORACLE_PARAMS`: `[max_vote_age_blocks, stale_after_blocks]`;
+- `ORACLE_PARAMS`: `[max_vote_age_blocks, stale_after_blocks, max_price_move_ppm]`;
 - `oracle_price_key(market)`: `[price, updated_height]`, the chain's price in subticks and the
   height that last set it (genesis: `market.initial_price` at the genesis height
   `initial_height - 1`);
@@ -21,11 +21,16 @@ that power. If the counted power * 3 > the registry's total power * 2, the price
 stake-weighted median of the counted votes (the lower weighted median: sort by (price, validator
 address), the first price at which the cumulative power * 2 >= the counted power) with
 `updated_height = H`, and an `oracle_price` event is emitted; otherwise the price is unchanged.
+Price-move bound: a median M that moves more than `max_price_move_ppm` from the stored price P
+(|M - P| * 1e6 > max_price_move_ppm * P, exact) is not applied: the stored price and its
+`updated_height` stay (a market whose votes keep moving too far goes stale), an
+`oracle_price_rejected` event (market, price, previous, height) is emitted and a warning logged.
 A price is stale at height H when H - updated_height > stale_after_blocks (`is_stale`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -45,6 +50,10 @@ if TYPE_CHECKING:
 
 DEFAULT_MAX_VOTE_AGE_BLOCKS = 3
 DEFAULT_STALE_AFTER_BLOCKS = 10
+DEFAULT_MAX_PRICE_MOVE_PPM = 500_000
+PPM = 1_000_000
+
+log = logging.getLogger("derivd.oracle")
 
 
 class OracleError(Exception):
@@ -58,32 +67,36 @@ class OracleError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class OracleParams:
-    """How old a vote may be to count, and after how many blocks without an update a price is stale."""
+    """How old a vote may be to count, after how many blocks without an update a price is stale,
+    and how far (ppm of the previous price) one block may move a price."""
 
     max_vote_age_blocks: int = DEFAULT_MAX_VOTE_AGE_BLOCKS
     stale_after_blocks: int = DEFAULT_STALE_AFTER_BLOCKS
+    max_price_move_ppm: int = DEFAULT_MAX_PRICE_MOVE_PPM
 
     def __post_init__(self) -> None:
-        for name in ("max_vote_age_blocks", "stale_after_blocks"):
+        for name in ("max_vote_age_blocks", "stale_after_blocks", "max_price_move_ppm"):
             value = getattr(self, name)
             if not 1 <= value <= MAX_INT:
                 raise ValueError(f"{name} must be a positive integer, got {value}")
 
     def encode(self) -> bytes:
-        return codec.encode([self.max_vote_age_blocks, self.stale_after_blocks])
+        return codec.encode([self.max_vote_age_blocks, self.stale_after_blocks, self.max_price_move_ppm])
 
     @classmethod
     def decode(cls, raw: bytes) -> OracleParams:
-        f = codec.field_list(codec.decode(raw), "oracle params", 2)
+        f = codec.field_list(codec.decode(raw), "oracle params", 3)
         return cls(
             codec.field_int(f[0], "oracle params.max_vote_age_blocks", 1),
             codec.field_int(f[1], "oracle params.stale_after_blocks", 1),
+            codec.field_int(f[2], "oracle params.max_price_move_ppm", 1),
         )
 
     def to_json(self) -> dict[str, int]:
         return {
             "max_vote_age_blocks": self.max_vote_age_blocks,
             "stale_after_blocks": self.stale_after_blocks,
+            "max_price_move_ppm": self.max_price_move_ppm,
         }
 
 
@@ -248,6 +261,23 @@ def oracle_price_event(market_id: int, price: int, height: int) -> Event:
     )
 
 
+def oracle_price_rejected_event(market_id: int, price: int, previous: int, height: int) -> Event:
+    return Event(
+        "oracle_price_rejected",
+        (
+            EventAttribute("market", str(market_id)),
+            EventAttribute("price", str(price)),
+            EventAttribute("previous", str(previous)),
+            EventAttribute("height", str(height)),
+        ),
+    )
+
+
+def moves_too_far(previous: int, price: int, max_move_ppm: int) -> bool:
+    """|price - previous| * 1e6 > max_move_ppm * previous (the price-move bound, exact)."""
+    return abs(price - previous) * PPM > max_move_ppm * previous
+
+
 def end_block(view: StateView, height: int) -> list[Event]:
     """Aggregate the votes of every market at the end of the block at `height` (module docstring)."""
     params = load_params(view)
@@ -265,6 +295,14 @@ def end_block(view: StateView, height: int) -> list[Event]:
         if total == 0 or voting_power * 3 <= total * 2:
             continue
         price = weighted_median(counted)
+        previous = load_price(view, market.market_id)
+        if previous is not None and moves_too_far(previous.price, price, params.max_price_move_ppm):
+            log.warning(
+                "oracle price of market %d rejected at height %d: %d moves more than %d ppm from %d",
+                market.market_id, height, price, params.max_price_move_ppm, previous.price,
+            )  # fmt: skip
+            events.append(oracle_price_rejected_event(market.market_id, price, previous.price, height))
+            continue
         store_price(view, market.market_id, OraclePrice(price, height))
         events.append(oracle_price_event(market.market_id, price, height))
     return events

@@ -7,7 +7,9 @@ decimal strings, hashes as upper-case hex:
 | `/markets` | every market by id: parameters, human tick/step/minimum, oracle price |
 | `/book/<TICKER>` | L2 `{"market", "bids", "asks"}`: levels best first (at most 1,000 a side) |
 | `/book/<TICKER>/l3` | L3 `{"market", "bids", "asks"}`: orders by priority (at most 10,000 a side) |
+| `/triggers/<TICKER>` | `{"market", "rise", "fall"}`: resting stop-loss / take-profit orders (below) |
 | `/oracle` | per market: price, `updated_height`, `age_blocks`, `stale` (below) |
+| `/funding` | per market: the predicted and the last funding rate, the index, the next funding time (below) |
 | `/supply` | `{"total"}`: the quote supply fixed at genesis |
 | `/app` | `{"height", "app_hash"}` of the last commit |
 | `/validators` | the validator registry, sorted by address: `[{"address", "pub_key", "power"}]` |
@@ -20,19 +22,37 @@ In `/validators`, `address` is upper-case hex, `pub_key` the base64 of the 32-by
 (ns) and both powers are those of the infraction; `block_height` is the block that handed it to
 the application.
 
-`/accounts/<address>` is `{"address", "balance", "nonces", "collateral", "positions", "orders",
+`/accounts/<address>` is `{"address", "balance", "nonces", "collateral", "positions", "orders", "triggers",
 "account_value", "initial_requirement", "maintenance_requirement", "free_collateral"}`:
 `collateral` is the balance; `positions` lists `{"market", "market_id",
 "size", "size_human", "quote", "quote_human", "open_buy", "open_sell", "open_orders",
-"oracle_price"}` by market id; `orders` lists the resting orders `{"order_id", "market", "side",
+"oracle_price", "funding_index", "pending_funding"}` by market id, each settled to its market's
+funding index (`execution.funding`): `quote` is the settled quote balance, `pending_funding` what
+that settlement takes from the stored one (negative: adds), `funding_index` the market's index;
+`orders` lists the resting orders `{"order_id", "market", "side",
 "price", "price_human", "size", "remaining", "remaining_human", "client_id", "post_only",
 "reduce_only", "good_til_block"}` by market then order id; the four margin figures
 (`execution.margin`) are quote quantums at the oracle prices, each with a `*_human` USD string
 beside it. Orders (`order_id`, `side` "buy"/"sell", `post_only`/`reduce_only` booleans) look the
-same in `/book/<TICKER>/l3`. `age_blocks` is the committed height minus `updated_height`; `stale`
+same in `/book/<TICKER>/l3`. `triggers` lists the account's resting trigger orders
+(`execution.triggers`) by market then order id, each `{"order_id", "market", "owner", "side",
+"kind" ("stop_loss"/"take_profit"), "size", "size_human", "trigger_price", "trigger_price_human",
+"limit_price", "limit_price_human" (0: a market order once triggered), "execution_price",
+"execution_price_human", "fires_when" ("oracle >= trigger" or "oracle <= trigger"), "reduce_only",
+"client_id"}`; `/triggers/<TICKER>` lists the market's, `rise` (those that fire when the oracle
+price is >= their trigger price, lowest trigger first) and `fall` (<=, highest first), at most
+10,000 each. `age_blocks` is the committed height minus `updated_height`; `stale`
 uses the oracle's `stale_after_blocks` at the next height. An L2 level is `{"price",
 "price_human", "size", "size_human"}` (its summed remaining size); `/oracle` items are
 `{"market", "market_id", "price", "price_human", "updated_height", "age_blocks", "stale"}`.
+`/funding` items are `{"market", "market_id", "funding_rate_ppm", "last_funding_rate_ppm",
+"funding_index", "funding_samples", "next_funding_time", "oracle_price"}`: `funding_rate_ppm` is
+the rate the running interval gets from its premium samples so far (the predicted rate, clamped,
+interest included), `last_funding_rate_ppm` the rate of the last funding tick (0 before the first),
+`funding_index` the cumulative index (quote quantums per base quantum times
+`execution.funding.FUNDING_INDEX_SCALE`), `funding_samples` the samples of the running interval
+and `next_funding_time` the block time (ns) at or after which the next tick happens (a rate > 0:
+longs pay shorts). `/markets` items carry the same funding fields.
 Prices are subticks, sizes base quantums and quote amounts quote quantums, as integer strings;
 the `*_human` strings beside them are USD per base unit, base units and USD
 (`execution.markets`).
@@ -53,6 +73,7 @@ from execution.accounts import load_account, load_supply
 from execution.codes import CODESPACE, Code
 from execution.evidence import load_evidence
 from execution.exchange import SIDE_NAMES, load_orders
+from execution.funding import funding_json, load_funding_index, pending_funding, settled
 from execution.margin import margin_summary, positions
 from execution.markets import (
     Market,
@@ -66,11 +87,14 @@ from execution.markets import (
 from execution.oracle import is_stale, load_params, load_price, prices_at
 from execution.orderbook import Order, OrderBook
 from execution.state import CommittedState
+from execution.trigger_book import KIND_NAMES, TriggerOrder, load_triggers
+from execution.triggers import execution_price
 from execution.validators import registry
 from primitives.keys import Address
 from storage import schema
 
 ACCOUNTS_PREFIX = "/accounts/"
+TRIGGERS_PREFIX = "/triggers/"
 BOOK_PREFIX = "/book/"
 L3_SUFFIX = "/l3"
 MAX_L2_LEVELS = 1_000
@@ -181,12 +205,51 @@ def _order_json(market: Market, order: Order) -> dict[str, object]:
     }
 
 
+def _trigger_json(market: Market, trigger: TriggerOrder) -> dict[str, object]:
+    price = execution_price(market, trigger.side, trigger.trigger_price, trigger.limit_price)
+    return {
+        "order_id": str(trigger.order_id),
+        "market": market.ticker,
+        "owner": trigger.owner.hex(),
+        "side": SIDE_NAMES[trigger.side],
+        "kind": KIND_NAMES[trigger.kind],
+        "size": str(trigger.size),
+        "size_human": size_to_human(market, trigger.size),
+        "trigger_price": str(trigger.trigger_price),
+        "trigger_price_human": price_to_human(market, trigger.trigger_price),
+        "limit_price": str(trigger.limit_price),
+        "limit_price_human": price_to_human(market, trigger.limit_price),
+        "execution_price": str(price),
+        "execution_price_human": price_to_human(market, price),
+        "fires_when": "oracle >= trigger" if trigger.fires_on_rise else "oracle <= trigger",
+        "reduce_only": trigger.reduce_only,
+        "client_id": str(trigger.client_id),
+    }
+
+
+def query_triggers(ctx: QueryContext, path: str) -> QueryResult:
+    ticker = path[len(TRIGGERS_PREFIX) :]
+    market = market_by_ticker(ctx.state, ticker)
+    if market is None:
+        return _error(ctx, Code.INVALID_QUERY, f"unknown market {ticker!r} in {path!r}")
+    triggers = load_triggers(ctx.state, market.market_id)
+    rise = sorted((t for t in triggers if t.fires_on_rise), key=lambda t: (t.trigger_price, t.order_id))
+    fall = sorted((t for t in triggers if not t.fires_on_rise), key=lambda t: (-t.trigger_price, t.order_id))
+    value = {
+        "market": market.ticker,
+        "rise": [_trigger_json(market, t) for t in rise[:MAX_L3_ORDERS]],
+        "fall": [_trigger_json(market, t) for t in fall[:MAX_L3_ORDERS]],
+    }
+    return QueryResult(value=_json(value), height=ctx.height)
+
+
 def _account_trading(ctx: QueryContext, address: Address) -> dict[str, object]:
     """Positions, resting orders and margin figures of `address`."""
     markets = {market.market_id: market for market in load_markets(ctx.state)}
     prices = _prices(ctx)
     held = positions(ctx.state, address)
     summary = margin_summary(ctx.state, address, prices)
+    indexes = {market_id: load_funding_index(ctx.state, market_id) for market_id, _ in held}
     return {
         "positions": [
             {
@@ -194,12 +257,14 @@ def _account_trading(ctx: QueryContext, address: Address) -> dict[str, object]:
                 "market_id": str(market_id),
                 "size": str(position.size),
                 "size_human": size_to_human(markets[market_id], position.size),
-                "quote": str(position.quote),
-                "quote_human": quote_to_human(position.quote),
+                "quote": str(settled(position, indexes[market_id]).quote),
+                "quote_human": quote_to_human(settled(position, indexes[market_id]).quote),
                 "open_buy": str(position.open_buy),
                 "open_sell": str(position.open_sell),
                 "open_orders": str(position.open_orders),
                 "oracle_price": str(prices(market_id)),
+                "funding_index": str(indexes[market_id]),
+                "pending_funding": str(pending_funding(position, indexes[market_id])),
             }
             for market_id, position in held
         ],
@@ -209,6 +274,13 @@ def _account_trading(ctx: QueryContext, address: Address) -> dict[str, object]:
             if position.open_orders
             for order in load_orders(ctx.state, market_id)
             if order.owner == address.raw
+        ],
+        "triggers": [
+            _trigger_json(markets[market_id], trigger)
+            for market_id, position in held
+            if position.open_orders
+            for trigger in load_triggers(ctx.state, market_id)
+            if trigger.owner == address.raw
         ],
         "account_value": str(summary.value),
         "account_value_human": quote_to_human(summary.value),
@@ -231,6 +303,7 @@ def query_markets(ctx: QueryContext, path: str) -> QueryResult:
             "min_order_size_human": size_to_human(market, market.min_order_base_quantums),
             "oracle_price": str(prices(market.market_id)),
             "oracle_price_human": price_to_human(market, prices(market.market_id)),
+            **funding_json(ctx.state, market),
         }
         for market in load_markets(ctx.state)
     ]
@@ -287,8 +360,23 @@ def query_oracle(ctx: QueryContext, path: str) -> QueryResult:
     return QueryResult(value=_json(value), height=ctx.height)
 
 
+def query_funding(ctx: QueryContext, path: str) -> QueryResult:
+    prices = _prices(ctx)
+    value = [
+        {
+            "market": market.ticker,
+            "market_id": str(market.market_id),
+            **funding_json(ctx.state, market),
+            "oracle_price": str(prices(market.market_id)),
+        }
+        for market in load_markets(ctx.state)
+    ]
+    return QueryResult(value=_json(value), height=ctx.height)
+
+
 EXACT_PATHS: dict[str, Callable[[QueryContext, str], QueryResult]] = {
     "/markets": query_markets,
+    "/funding": query_funding,
     "/oracle": query_oracle,
     "/supply": query_supply,
     "/app": query_app,
@@ -306,8 +394,11 @@ def run_query(ctx: QueryContext, path: str, height: int) -> QueryResult:
         return query_account(ctx, path)
     if path.startswith(BOOK_PREFIX):
         return query_book(ctx, path)
+    if path.startswith(TRIGGERS_PREFIX):
+        return query_triggers(ctx, path)
     handler = EXACT_PATHS.get(path)
     if handler is None:
-        known = ", ".join([ACCOUNTS_PREFIX + "<address>", BOOK_PREFIX + "<TICKER>[/l3]", *EXACT_PATHS])
+        paths = [ACCOUNTS_PREFIX + "<address>", BOOK_PREFIX + "<TICKER>[/l3]", TRIGGERS_PREFIX + "<TICKER>"]
+        known = ", ".join([*paths, *EXACT_PATHS])
         return _error(ctx, Code.UNKNOWN_QUERY, f"unknown query path {path!r} (known: {known})")
     return handler(ctx, path)

@@ -12,17 +12,38 @@ tx view; dropping a view rolls its writes back.
 `CommittedState` reads LevelDB plus the changes of the last commit, which the node writes in its
 atomic batch after `commit` returns (the node writes that batch before the next block starts).
 Values are canonical bytes (`primitives.codec`); a deleted or absent key reads as None.
+
+Decoded records (the hot path). Besides bytes, a view reads and writes decoded records (a
+`Record`: a frozen value with `encode() -> bytes`, such as a position or an account):
+`get_record(key, decode)` is `get` followed by `decode`, and `put_record(key, record)` is
+`put(key, record.encode())`, with the same read and write sets, but neither repeats work: a
+record put is kept as the object and encoded only when its bytes are needed (`get`, `iterate`,
+`changes`), once, however many times it was overwritten before; and the bytes a view or the
+committed state holds are decoded once (the decoded record is kept beside them). Each key is
+always read with the one decoder of its record type, and a record put must be one its decoder
+accepts (the writers build them through the record's own checked constructors).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar, cast
 
 from storage.db import Database
 
 Change = tuple[bytes, bytes | None]
 """(key, new value), None for a delete"""
+
+
+class Record(Protocol):
+    """A decoded state value that knows its canonical bytes."""
+
+    def encode(self) -> bytes: ...
+
+
+R = TypeVar("R", bound=Record)
+
+_ABSENT = object()
 
 
 class StateReader(Protocol):
@@ -35,14 +56,24 @@ class StateReader(Protocol):
         ...
 
 
+def read_record(state: StateReader, key: bytes, decode: Callable[[bytes], R]) -> R | None:
+    """The record at `key` decoded with `decode` (None if absent), through the decoded-record
+    cache of `state` when it has one (`StateView`, `CommittedState`)."""
+    if isinstance(state, (StateView, CommittedState)):
+        return state.get_record(key, decode)
+    raw = state.get(key)
+    return None if raw is None else decode(raw)
+
+
 def _overlay(
     base: list[tuple[bytes, bytes]], writes: dict[bytes, bytes | None], prefix: bytes
 ) -> list[tuple[bytes, bytes]]:
-    """`base` (pairs under `prefix`) with the writes under `prefix` applied, sorted by key."""
+    """`base` (pairs under `prefix`) with `writes` (already only those under `prefix`) applied,
+    sorted by key."""
+    if not writes:
+        return base
     merged = dict(base)
     for key, value in writes.items():
-        if not key.startswith(prefix):
-            continue
         if value is None:
             merged.pop(key, None)
         else:
@@ -53,34 +84,78 @@ def _overlay(
 class StateView:
     """Buffered writes over a parent, with the read and write sets of what ran on it."""
 
-    __slots__ = ("_parent", "_prefix_reads", "_reads", "_writes")
+    __slots__ = ("_cached_parent", "_decoded", "_parent", "_prefix_reads", "_reads", "_writes")
 
     def __init__(self, parent: StateReader) -> None:
         self._parent = parent
-        self._writes: dict[bytes, bytes | None] = {}
+        # the parent again when it has a decoded-record cache of its own, else None
+        self._cached_parent = parent if isinstance(parent, (StateView, CommittedState)) else None
+        # key -> bytes, None (deleted) or a Record put and not yet encoded
+        self._writes: dict[bytes, bytes | Record | None] = {}
+        # key -> the record that this view's written bytes decode to (see the module docstring)
+        self._decoded: dict[bytes, Record] = {}
         self._reads: set[bytes] = set()
         self._prefix_reads: set[bytes] = set()
 
     def get(self, key: bytes) -> bytes | None:
         """The value of `key` as this view sees it; reads that reach the parent are recorded."""
-        if key in self._writes:
-            return self._writes[key]
-        self._reads.add(key)
-        return self._parent.get(key)
+        value = self._writes.get(key, _ABSENT)
+        if value is _ABSENT:
+            self._reads.add(key)
+            return self._parent.get(key)
+        if value is None or type(value) is bytes:
+            return value
+        return self._encode(key, cast(Record, value))
+
+    def get_record(self, key: bytes, decode: Callable[[bytes], R]) -> R | None:
+        """`decode(get(key))` (None if absent), recording the same read, without decoding bytes
+        twice or encoding a record put here."""
+        value = self._writes.get(key, _ABSENT)
+        if value is _ABSENT:
+            self._reads.add(key)
+            parent = self._cached_parent
+            if parent is not None:
+                return parent.get_record(key, decode)
+            raw = self._parent.get(key)
+            return None if raw is None else decode(raw)
+        if value is None:
+            return None
+        if type(value) is bytes:
+            record = self._decoded.get(key)
+            if record is None:
+                record = self._decoded[key] = decode(value)
+            return cast(R, record)
+        return cast(R, value)
+
+    def _encode(self, key: bytes, record: Record) -> bytes:
+        """Replace the record put at `key` with its bytes (keeping it decoded) and return them."""
+        raw = record.encode()
+        self._writes[key] = raw
+        self._decoded[key] = record
+        return raw
 
     def iterate(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
         """Every (key, value) under `prefix` as this view sees it, sorted by key. The prefix is
         recorded in `prefix_reads` and the keys that came from the parent in `read_set`."""
         self._prefix_reads.add(prefix)
         from_parent = self._parent.iterate(prefix)
-        self._reads.update(key for key, _ in from_parent if key not in self._writes)
-        return _overlay(from_parent, self._writes, prefix)
+        writes = self._writes
+        self._reads.update(key for key, _ in from_parent if key not in writes)
+        mine = {key: self.get(key) for key in [key for key in writes if key.startswith(prefix)]}
+        return _overlay(from_parent, mine, prefix)
 
     def put(self, key: bytes, value: bytes) -> None:
         self._writes[key] = value
+        self._decoded.pop(key, None)
+
+    def put_record(self, key: bytes, record: Record) -> None:
+        """`put(key, record.encode())`, the encoding deferred until the bytes are needed."""
+        self._writes[key] = record
+        self._decoded.pop(key, None)
 
     def delete(self, key: bytes) -> None:
         self._writes[key] = None
+        self._decoded.pop(key, None)
 
     @property
     def read_set(self) -> frozenset[bytes]:
@@ -98,37 +173,50 @@ class StateView:
         return frozenset(self._writes)
 
     def changes(self) -> list[Change]:
-        """This view's writes, sorted by key."""
-        return sorted(self._writes.items(), key=lambda item: item[0])
+        """This view's writes, sorted by key (records put are encoded now, once)."""
+        return [(key, self.get(key)) for key in sorted(self._writes)]
 
     def apply_to(self, target: StateView) -> None:
-        """Write this view's changes into `target` (normally its parent), in key order."""
-        for key, value in self.changes():
-            if value is None:
-                target.delete(key)
-            else:
-                target.put(key, value)
+        """Write this view's changes into `target` (normally its parent), as `put` and `delete`
+        of each would; records not yet encoded travel as records."""
+        decoded = target._decoded
+        if decoded:
+            for key in self._writes:
+                decoded.pop(key, None)
+        target._writes.update(self._writes)
+        decoded.update(self._decoded)
 
 
 class CommittedState:
     """Committed application state: LevelDB plus the last commit's changes (until the node has
-    written them, they exist only here)."""
+    written them, they exist only here). Decoded records are kept until the next `advance`."""
 
-    __slots__ = ("_db", "_unwritten")
+    __slots__ = ("_db", "_decoded", "_unwritten")
 
     def __init__(self, db: Database) -> None:
         self._db = db
         self._unwritten: dict[bytes, bytes | None] = {}
+        self._decoded: dict[bytes, Record | None] = {}
 
     def get(self, key: bytes) -> bytes | None:
         if key in self._unwritten:
             return self._unwritten[key]
         return self._db.get(key)
 
+    def get_record(self, key: bytes, decode: Callable[[bytes], R]) -> R | None:
+        """`decode(get(key))` (None if absent), each key decoded once per commit."""
+        record = self._decoded.get(key, _ABSENT)
+        if record is _ABSENT:
+            raw = self.get(key)
+            record = self._decoded[key] = None if raw is None else decode(raw)
+        return cast(R | None, record)
+
     def iterate(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
         """Every (key, value) under `prefix`, sorted by key."""
-        return _overlay(list(self._db.iterate(prefix)), self._unwritten, prefix)
+        unwritten = {key: value for key, value in self._unwritten.items() if key.startswith(prefix)}
+        return _overlay(list(self._db.iterate(prefix)), unwritten, prefix)
 
     def advance(self, changes: Sequence[Change]) -> None:
         """Make `changes` (one commit's) the committed state; the previous commit's batch is on disk."""
         self._unwritten = dict(changes)
+        self._decoded = {}

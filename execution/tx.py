@@ -12,6 +12,10 @@ Wire form (canonical encoding, `primitives.codec`):
     cancel_all = [4, market_id]                   market_id 0: every market
     amend    = [5, market_id, order_id, new_size, new_price]
     oracle_vote = [6, [[market_id, price], ...]]  a validator's prices in subticks
+    liquidate = [7, account (20 bytes)]           see `execution.liquidation`
+    place_trigger = [8, market_id, side, size, trigger_price, limit_price (0: a market order once
+                triggered), trigger_kind (0 stop-loss, 1 take-profit), flags (bit 0 reduce-only),
+                client_id]                        see `execution.triggers`
 
 Order sizes are base quantums and prices subticks (`execution.markets`); the meaning of each field
 (side, tif and flags values, tick, step...) is checked by execution (`execution.exchange`).
@@ -57,6 +61,8 @@ class ActionKind(IntEnum):
     CANCEL_ALL = 4
     AMEND_ORDER = 5
     ORACLE_VOTE = 6
+    LIQUIDATE = 7
+    PLACE_TRIGGER = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +213,76 @@ class AmendOrder:
         return cls(*ints)
 
 
+@dataclass(frozen=True, slots=True)
+class Liquidate:
+    """Liquidate `account` (permissionless; the rules and the sender's reward are
+    `execution.liquidation`'s)."""
+
+    account: Address
+
+    @property
+    def kind(self) -> int:
+        return ActionKind.LIQUIDATE
+
+    def to_fields(self) -> Value:
+        return [int(ActionKind.LIQUIDATE), self.account.raw]
+
+    @classmethod
+    def from_fields(cls, fields: list[Value], name: str) -> Liquidate:
+        codec.field_list(fields, name, 2)
+        return cls(Address(codec.field_bytes(fields[1], f"{name}.account", ADDRESS_SIZE)))
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceTrigger:
+    """Place a stop-loss (`trigger_kind` 0) or take-profit (1) order that rests outside the book
+    until the oracle price reaches `trigger_price` (subticks), then executes as a market order
+    (`limit_price` 0) or a GTC limit order at `limit_price`; `flags` bit 0 reduce-only;
+    `client_id` the sender's own id (0: none). The rules are `execution.triggers`'."""
+
+    market_id: int
+    side: int
+    size: int
+    trigger_price: int
+    limit_price: int = 0
+    trigger_kind: int = 0
+    flags: int = 0
+    client_id: int = 0
+
+    @property
+    def kind(self) -> int:
+        return ActionKind.PLACE_TRIGGER
+
+    @property
+    def reduce_only(self) -> bool:
+        return bool(self.flags & 1)
+
+    def to_fields(self) -> Value:
+        return [
+            int(ActionKind.PLACE_TRIGGER),
+            self.market_id,
+            self.side,
+            self.size,
+            self.trigger_price,
+            self.limit_price,
+            self.trigger_kind,
+            self.flags,
+            self.client_id,
+        ]
+
+    @classmethod
+    def from_fields(cls, fields: list[Value], name: str) -> PlaceTrigger:
+        codec.field_list(fields, name, 9)
+        names = ("kind", "market_id", "side", "size", "trigger_price", "limit_price", "trigger_kind", "flags",
+                 "client_id")  # fmt: skip
+        ints = [
+            codec.field_int(fields[i], f"{name}.{field}", 0, MAX_CLIENT_ID if i == 8 else MAX_ORDER_INT)
+            for i, field in enumerate(names)
+            if i > 0
+        ]
+        return cls(*ints)
+
+
 MAX_VOTE_PRICES = 256
 
 
@@ -249,7 +325,17 @@ class UnknownAction:
         return codec.decode(self.encoded)
 
 
-Action = Transfer | PlaceOrder | CancelOrder | CancelAll | AmendOrder | OracleVote | UnknownAction
+Action = (
+    Transfer
+    | PlaceOrder
+    | CancelOrder
+    | CancelAll
+    | AmendOrder
+    | OracleVote
+    | Liquidate
+    | PlaceTrigger
+    | UnknownAction
+)
 
 
 def decode_action(value: Value, name: str) -> Action:
@@ -270,6 +356,10 @@ def decode_action(value: Value, name: str) -> Action:
         return AmendOrder.from_fields(fields, name)
     if kind == ActionKind.ORACLE_VOTE:
         return OracleVote.from_fields(fields, name)
+    if kind == ActionKind.LIQUIDATE:
+        return Liquidate.from_fields(fields, name)
+    if kind == ActionKind.PLACE_TRIGGER:
+        return PlaceTrigger.from_fields(fields, name)
     return UnknownAction(kind, codec.encode(fields))
 
 
@@ -353,7 +443,7 @@ def build_tx(private_key: PrivateKey, chain_id: str, nonce: int, actions: Sequen
     for action in actions:
         if isinstance(action, Transfer) and not 0 <= action.amount <= MAX_AMOUNT:
             raise ValueError(f"transfer amount {action.amount} is outside [0, {MAX_AMOUNT}]")
-        if isinstance(action, PlaceOrder | CancelOrder | CancelAll | AmendOrder):
+        if isinstance(action, PlaceOrder | CancelOrder | CancelAll | AmendOrder | PlaceTrigger):
             try:
                 decode_action(action.to_fields(), "action")
             except DecodeError as exc:

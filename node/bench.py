@@ -9,6 +9,9 @@ test. `--json` prints the same figures as one JSON object.
   target 20,000/s.
 - `bench book`: order-book operations per second on one core, one market, a realistic mix of
   placements, cancels and crossing orders (see node.bench_book); target 200,000/s.
+- `bench liquidation`: the end-block time with 100,000 accounts holding positions, with no price
+  move and after a 10% fall that puts 1% under water (see node.bench_liquidation); targets 5 ms and
+  500 ms.
 - `bench consensus`: for a 150-validator set, the votes per second the state machine handles
   (signatures already verified, so the figure is the machine's own cost; and with the
   verification included), and the time to verify a 150-signature commit through the batch
@@ -40,6 +43,7 @@ from consensus.types import EMPTY_COMMIT, Block, BlockID, PartSet, Proposal, Vot
 from consensus.votes import verify_commit
 from node.bench_book import bench_book
 from node.bench_exec import bench_exec
+from node.bench_liquidation import bench_liquidation
 from node.loadgen import bench_throughput
 from primitives.batch_verify import BatchVerifier, SignedItem
 from primitives.hashing import merkle_root, sha256
@@ -295,6 +299,30 @@ def exec_command(
         f"succeeded, {figures['txs_failed']:,} failed, {figures['fills']:,} fills, "
         f"{figures['resting_at_end']:,} resting at the end; app hash {figures['app_hash'][:16]}... "
         "identical in both runs"
+    )
+
+
+@bench.command(name="liquidation")
+@click.option("--accounts", type=int, default=100_000, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def liquidation_command(accounts: int, as_json: bool) -> None:
+    """End-block time with open positions: no price move, and a 10% fall that liquidates 1%."""
+    limit = machine_limit()
+    figures = bench_liquidation(accounts)
+    if as_json:
+        click.echo(json.dumps({"machine_limit": _limit_json(limit), **figures}, indent=2))
+        return
+    click.echo(limit.line())
+    click.echo(
+        f"liquidation, {figures['accounts']:,} accounts with open positions on {figures['markets']} markets: "
+        f"end block with no price move {figures['no_move_end_block_ms']:.2f} ms "
+        f"(liquidation pass {figures['no_move_liquidation_pass_ms']:.2f} ms; target 5 ms); "
+        f"block with a 10% fall that puts {figures['under_water']:,} accounts under water "
+        f"{figures['move_block_ms']:.1f} ms (liquidation pass {figures['move_liquidation_pass_ms']:.1f} ms, "
+        f"{figures['move_liquidations']} liquidations; target 500 ms); "
+        f"next block {figures['next_block_ms']:.1f} ms ({figures['next_liquidations']} liquidations, "
+        f"{figures['queue_after']:,} queued); "
+        f"first pass over every holder {figures['first_pass_ms']:.0f} ms"
     )
 
 

@@ -48,7 +48,7 @@ from node.testnet import (
     parse_hostnames,
     starting_ip_hosts,
 )
-from node.trade_cli import book_command, markets_command, oracle_command, order_group
+from node.trade_cli import book_command, funding_command, markets_command, oracle_command, order_group
 from p2p.nodekey import load_or_generate_node_key, node_id
 from primitives.keyfile import PUB_KEY_TYPE, KeyFileError, load_key_file
 from primitives.keys import Address
@@ -519,6 +519,7 @@ tx.add_command(order_group)
 query.add_command(book_command)
 query.add_command(markets_command)
 query.add_command(oracle_command)
+query.add_command(funding_command)
 
 
 if __name__ == "__main__":

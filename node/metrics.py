@@ -25,6 +25,7 @@ from consensus.mempool import Mempool
 from consensus.service import ConsensusService
 from consensus.state import ChainState
 from consensus.types import Block, BlockID
+from execution.app import ExchangeApp
 from p2p.switch import Switch
 
 BLOCK_INTERVAL_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
@@ -51,9 +52,11 @@ class NodeCollector(Collector):
         stats: ChainStats,
         switch: Switch | None = None,
         blocksync: BlockSync | None = None,
+        app: ExchangeApp | None = None,
     ):
         self.switch = switch
         self.blocksync = blocksync
+        self.app = app
         self.ns = namespace
         self.chain_id = chain_id
         self.consensus = consensus
@@ -97,6 +100,9 @@ class NodeCollector(Collector):
         yield self._counter("mempool", "recheck_times", "Times the mempool rechecked.", ms.recheck_times)
         if self.switch is not None:
             yield from self._p2p(self.switch)
+        if self.app is not None:
+            yield from self._risk(self.app)
+            yield self._funding_rates(self.app)
         if self.blocksync is not None:
             yield self._gauge(
                 "blocksync", "syncing", "Whether the node is block syncing.", int(self.blocksync.syncing)
@@ -107,6 +113,37 @@ class NodeCollector(Collector):
                 "Height reached by block sync.",
                 self.blocksync.state.last_block_height,
             )
+
+    def _risk(self, app: ExchangeApp) -> Iterator[Metric]:
+        """The exchange's risk counters (`execution.liquidation.RiskStats` and the app's count of
+        fired triggers), named as the exchange's own metrics: `derivd_*`."""
+        risk = app.risk_stats
+        for name, doc, value in (
+            ("liquidations_total", "Accounts liquidated (liquidation steps).", risk.liquidations),
+            ("deleveragings_total", "Accounts deleveraged against opposite positions.", risk.deleveragings),
+            ("insurance_takeovers_total", "Positions taken over by the insurance fund.", risk.takeovers),
+            ("liquidation_fills_total", "Book fills of liquidation orders.", risk.liquidation_fills),
+            ("triggered_orders_total", "Stop-loss and take-profit orders fired.", app.triggered_orders_total),
+        ):
+            family = CounterMetricFamily(f"derivd_{name}", doc, labels=["chain_id"])
+            family.add_metric([self.chain_id], value)
+            yield family
+        fund = GaugeMetricFamily(
+            "derivd_insurance_fund_balance", "Insurance fund balance (quote quantums).", labels=["chain_id"]
+        )
+        fund.add_metric([self.chain_id], risk.insurance_fund_balance)
+        yield fund
+
+    def _funding_rates(self, app: ExchangeApp) -> Metric:
+        """`derivd_funding_rate_ppm{market}`: the rate of each market's last funding tick."""
+        family = GaugeMetricFamily(
+            "derivd_funding_rate_ppm",
+            "Funding rate of the last funding tick (ppm per interval; > 0: longs pay shorts).",
+            labels=["chain_id", "market"],
+        )
+        for ticker, rate in app.funding_rates().items():
+            family.add_metric([self.chain_id, ticker], rate)
+        return family
 
     def _p2p(self, switch: Switch) -> Iterator[Metric]:
         yield self._gauge("p2p", "peers", "Number of connected peers.", switch.num_peers)
@@ -142,11 +179,12 @@ class NodeMetrics:
         mempool: Mempool,
         switch: Switch | None = None,
         blocksync: BlockSync | None = None,
+        app: ExchangeApp | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.stats = ChainStats()
         self.registry.register(
-            NodeCollector(namespace, chain_id, consensus, mempool, self.stats, switch, blocksync)
+            NodeCollector(namespace, chain_id, consensus, mempool, self.stats, switch, blocksync, app)
         )
         self.block_interval = Histogram(
             "block_interval_seconds",

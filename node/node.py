@@ -232,7 +232,7 @@ class Node:
                 lambda: blocksync.syncing,
             )
             metrics = NodeMetrics(
-                config.instrumentation.namespace, doc.chain_id, service, mempool, switch, blocksync
+                config.instrumentation.namespace, doc.chain_id, service, mempool, switch, blocksync, app
             )
             executor.listeners.append(metrics.on_commit)
             self.switch, self.blocksync = switch, blocksync

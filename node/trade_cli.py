@@ -1,12 +1,16 @@
-"""The trading commands of the `derivd` CLI: `tx order place|market|cancel|cancel-all|amend` and
-`query book|markets|oracle`.
+"""The trading commands of the `derivd` CLI: `tx order place|market|stop|cancel|cancel-all|amend`
+and `query book|markets|oracle|funding`.
 
 Traders give human decimals (`--size 0.5 --price 65000` on BTC-USD); the CLI reads the market's
 units from the node (`abci_query /markets`) and converts exactly to base quantums and subticks
 (a value finer than the market's units is an error, never rounded silently). Whether a price is
 on the tick or a size on the step is the chain's to answer, with its own code and reason. A market
 order is an IOC limit order at a worst price: `--worst-price`, or the oracle price moved by
-`--slippage` (default 1%) against the trader, rounded outward to the tick.
+`--slippage` (default 1%) against the trader, rounded outward to the tick. A stop order
+(`tx order stop`) is a stop-loss, or with `--take-profit` a take-profit, that rests outside the
+book until the oracle price reaches `--trigger-price`, then executes as a market order (the
+trigger price moved by the chain's slippage bound, `execution.triggers`) or, with
+`--limit-price`, as a GTC limit order; cancel it like an order, by its order id or client id.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 import click
 
 from execution.markets import MARKET_FIELDS, Market, human_to_price, human_to_size
-from execution.tx import Action, AmendOrder, CancelAll, CancelOrder, PlaceOrder, build_tx
+from execution.tx import Action, AmendOrder, CancelAll, CancelOrder, PlaceOrder, PlaceTrigger, build_tx
 from node.client import RPCClient, abci_query, broadcast, emit, fail, home_option, node_option
 from node.keystore import KeyStore, KeyStoreError
 from primitives.timefmt import NS_PER_MS
@@ -28,6 +32,7 @@ SIDES = {"buy": 0, "sell": 1}
 TIME_IN_FORCE = {"gtc": 0, "ioc": 1, "fok": 2, "post-only": 3}
 REDUCE_ONLY = 1
 CANCEL_BY_ORDER_ID, CANCEL_BY_CLIENT_ID = 0, 1
+STOP_LOSS, TAKE_PROFIT = 0, 1
 
 
 def market_from_query(item: dict[str, Any]) -> Market:
@@ -219,6 +224,50 @@ def order_market(
     _send(home, client, from_, [action], chain_id, nonce, broadcast_mode)
 
 
+@order_group.command(name="stop")
+@signing_options
+@market_option
+@side_option
+@size_option
+@click.option("--trigger-price", required=True, help="Oracle price that fires it (USD per base unit).")
+@click.option("--limit-price", default=None, help="Limit price once fired (default: a market order).")
+@click.option("--take-profit", is_flag=True, help="A take-profit (default: a stop-loss).")
+@reduce_only_option
+@client_id_option
+def order_stop(
+    home: Path,
+    node: str,
+    from_: str,
+    chain_id: str | None,
+    nonce: int | None,
+    broadcast_mode: str,
+    market: str,
+    side: str,
+    size: str,
+    trigger_price: str,
+    limit_price: str | None,
+    take_profit: bool,
+    reduce_only: bool,
+    client_id: int,
+) -> None:
+    """Place a stop-loss or take-profit order, triggered by the oracle price: a buy stop-loss
+    fires when the price is at or above the trigger, a sell stop-loss at or below (a take-profit
+    the other way round)."""
+    client = RPCClient(node)
+    m, _ = _market(client, market)
+    action = PlaceTrigger(
+        m.market_id,
+        SIDES[side],
+        _convert("--size", human_to_size, m, size),
+        _convert("--trigger-price", human_to_price, m, trigger_price),
+        0 if limit_price is None else _convert("--limit-price", human_to_price, m, limit_price),
+        TAKE_PROFIT if take_profit else STOP_LOSS,
+        REDUCE_ONLY if reduce_only else 0,
+        client_id,
+    )
+    _send(home, client, from_, [action], chain_id, nonce, broadcast_mode)
+
+
 @order_group.command(name="cancel")
 @signing_options
 @market_option
@@ -235,7 +284,7 @@ def order_cancel(
     order_id: int | None,
     client_id: int | None,
 ) -> None:
-    """Cancel one of your resting orders, by order id or client id."""
+    """Cancel one of your resting orders or stop orders, by order id or client id."""
     if (order_id is None) == (client_id is None):
         fail("give exactly one of --order-id and --client-id")
     client = RPCClient(node)
@@ -317,3 +366,11 @@ def markets_command(node: str) -> None:
 def oracle_command(node: str) -> None:
     """Show the oracle price of every market and its age."""
     emit(abci_query(RPCClient(node), "/oracle"))
+
+
+@click.command(name="funding")
+@node_option
+def funding_command(node: str) -> None:
+    """Show each market's funding: the predicted rate of the running interval, the last applied
+    rate, the cumulative index and the next funding time."""
+    emit(abci_query(RPCClient(node), "/funding"))

@@ -26,9 +26,19 @@ Heights are 8-byte big-endian so that keys of one prefix sort by height. Prefixe
 | `a:cid:` | owner (20), market id, client id (8-byte BE) | order id of a live client order id |
 | `a:pos:` | owner (20), market id | a position (`execution.margin.Position`) |
 | `a:oid` | | the next order id (canonical int) |
+| `a:trg:` | market id, order id (8-byte BE) | a resting trigger order (`execution.trigger_book`) |
+| `a:tgp` | | triggered-order parameters `[max_triggers_per_block]` (`execution.triggers`) |
 | `a:orc:` | market id | the oracle price `[price, updated_height]` |
 | `a:ovt:` | market id, validator address (20) | a validator's latest vote `[price, height]` |
-| `a:orp` | | oracle parameters `[max_vote_age_blocks, stale_after_blocks]` |
+| `a:orp` | | oracle parameters `[max_vote_age_blocks, stale_after_blocks, max_price_move_ppm]` |
+| `a:fpr` | | funding parameters `[interval_seconds, interest_ppm_per_interval, clamp_ppm, impact_notional]` |
+| `a:fnx` | | the block time (ns) at or after which the next funding tick happens |
+| `a:fmk:` | market id | funding of a market `[index, last_rate_ppm, sample_sum, sample_count]` |
+| `a:fpl:` | market id | a market's funding pool `[balance, sweepable, dust]` (`execution.funding`) |
+| `a:lqp` | | liquidation parameters (`execution.liquidation.LiquidationParams`) |
+| `a:lqq` | | the liquidation queue: `[owner, ...]`, candidates carried to the next block, in order |
+| `a:lqm:` | market id | `[price, funding index]` the liquidation pass last saw (a change: the market moved) |
+| `a:hld:` | market id, owner (20) | a non-zero position's holder: healthy band `[lo, hi, funding index]` |
 """
 
 from __future__ import annotations
@@ -160,9 +170,19 @@ APP_ORDER_PREFIX = b"a:ord:"
 APP_CLIENT_ORDER_PREFIX = b"a:cid:"
 APP_POSITION_PREFIX = b"a:pos:"
 NEXT_ORDER_ID = b"a:oid"
+APP_TRIGGER_PREFIX = b"a:trg:"
+TRIGGER_PARAMS = b"a:tgp"
 APP_ORACLE_PRICE_PREFIX = b"a:orc:"
 APP_ORACLE_VOTE_PREFIX = b"a:ovt:"
 ORACLE_PARAMS = b"a:orp"
+FUNDING_PARAMS = b"a:fpr"
+FUNDING_NEXT_TIME = b"a:fnx"
+APP_FUNDING_MARKET_PREFIX = b"a:fmk:"
+APP_FUNDING_POOL_PREFIX = b"a:fpl:"
+LIQUIDATION_PARAMS = b"a:lqp"
+LIQUIDATION_QUEUE = b"a:lqq"
+APP_LIQUIDATION_MARK_PREFIX = b"a:lqm:"
+APP_HOLDER_PREFIX = b"a:hld:"
 
 
 def _fixed(value: int, size: int, what: str) -> bytes:
@@ -192,6 +212,15 @@ def order_prefix(market_id: int) -> bytes:
 
 def order_key(market_id: int, order_id: int) -> bytes:
     return order_prefix(market_id) + _fixed(order_id, ORDER_ID_SIZE, "order id")
+
+
+def trigger_prefix(market_id: int) -> bytes:
+    """Every resting trigger order of one market, sorted by order id."""
+    return APP_TRIGGER_PREFIX + market_id_bytes(market_id)
+
+
+def trigger_key(market_id: int, order_id: int) -> bytes:
+    return trigger_prefix(market_id) + _fixed(order_id, ORDER_ID_SIZE, "order id")
 
 
 def client_order_key(owner: bytes, market_id: int, client_id: int) -> bytes:
@@ -236,4 +265,35 @@ def validator_from_oracle_vote_key(key: bytes) -> bytes:
     body = key[len(APP_ORACLE_VOTE_PREFIX) :]
     if not key.startswith(APP_ORACLE_VOTE_PREFIX) or len(body) != MARKET_ID_SIZE + OWNER_SIZE:
         raise ValueError("not an oracle vote key")
+    return body[MARKET_ID_SIZE:]
+
+
+def funding_market_key(market_id: int) -> bytes:
+    """A market's funding record (`execution.funding.MarketFunding`)."""
+    return APP_FUNDING_MARKET_PREFIX + market_id_bytes(market_id)
+
+
+def funding_pool_key(market_id: int) -> bytes:
+    """A market's funding pool (`execution.funding.FundingPool`), a holder of quote."""
+    return APP_FUNDING_POOL_PREFIX + market_id_bytes(market_id)
+
+
+def liquidation_mark_key(market_id: int) -> bytes:
+    """What the liquidation pass last saw of a market (`execution.liquidation`)."""
+    return APP_LIQUIDATION_MARK_PREFIX + market_id_bytes(market_id)
+
+
+def holder_prefix(market_id: int) -> bytes:
+    """Every holder of a non-zero position on one market, sorted by owner."""
+    return APP_HOLDER_PREFIX + market_id_bytes(market_id)
+
+
+def holder_key(market_id: int, owner: bytes) -> bytes:
+    return holder_prefix(market_id) + _owner(owner)
+
+
+def owner_from_holder_key(key: bytes) -> bytes:
+    body = key[len(APP_HOLDER_PREFIX) :]
+    if not key.startswith(APP_HOLDER_PREFIX) or len(body) != MARKET_ID_SIZE + OWNER_SIZE:
+        raise ValueError("not a holder key")
     return body[MARKET_ID_SIZE:]

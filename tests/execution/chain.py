@@ -17,6 +17,10 @@ from consensus.app import (
     ValidatorUpdate,
 )
 from execution.app import ExchangeApp
+from execution.funding import funding_imbalances
+from execution.margin import margin_summary
+from execution.oracle import prices_at
+from execution.state import CommittedState
 from execution.tx import Action, Transfer, build_tx
 from primitives.batch_verify import BatchVerifier, SignedItem
 from primitives.keys import Address, PrivateKey
@@ -112,6 +116,7 @@ class Chain:
         assert self.app.commit(batch) == 0
         self.db.write(batch)
         self.assert_conservation()
+        self.assert_no_negative_account()
 
     def run_block(
         self, txs: Sequence[bytes], time: int | None = None, misbehavior: Sequence[Misbehavior] = ()
@@ -128,11 +133,24 @@ class Chain:
         )
 
     def assert_conservation(self) -> None:
-        """Accounts' balances plus positions' quote balances equal the genesis supply, and on every
-        market the position sizes sum to zero."""
+        """Accounts' balances plus positions' quote balances plus the markets' funding pools
+        (`ExchangeApp.total_quote`) equal the genesis supply, each funding pool holds exactly what the
+        unsettled positions owe net plus its dust (`execution.funding.funding_imbalances`), and on
+        every market the position sizes sum to zero."""
         assert self.app.total_supply() == self.supply
         assert self.app.total_quote() == self.supply
+        assert all(v == 0 for v in funding_imbalances(CommittedState(self.db)).values())
         assert all(total == 0 for total in self.app.position_size_sums().values())
+
+    def assert_no_negative_account(self) -> None:
+        """Every account with a position record has a value >= 0 at the oracle prices (an account
+        without one is its balance, never negative)."""
+        state = CommittedState(self.db)
+        owners = dict.fromkeys(key[6:26] for key, _ in state.iterate(b"a:pos:"))
+        prices = prices_at(state)
+        for owner in owners:
+            value = margin_summary(state, Address(owner), prices).value
+            assert value >= 0, f"account {owner.hex()} ends block {self.height} with value {value}"
 
     def account(self, addr: Address) -> dict[str, object]:
         result = self.app.query(f"/accounts/{addr}", b"", 0, False)

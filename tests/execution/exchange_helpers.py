@@ -12,6 +12,7 @@ from execution.exchange import load_orders
 from execution.genesis_state import default_exchange_app_state
 from execution.margin import FEE_COLLECTOR, Position, load_position
 from execution.orderbook import Order
+from execution.trigger_book import load_triggers
 from execution.tx import AmendOrder, CancelAll, CancelOrder, PlaceOrder
 from primitives.keys import Address
 from tests.execution.chain import Chain, address
@@ -115,20 +116,28 @@ def assert_ok(results: Sequence[ExecTxResult]) -> None:
 
 
 def assert_books_match_state(chain: Chain) -> None:
-    """The in-memory books equal the persisted orders, and every position's open-order totals
-    equal its resting orders."""
-    for market in (BTC, ETH):
-        stored = stored_orders(chain, market)
-        assert book_orders(chain, market) == stored
+    """On every market: the in-memory book equals the persisted orders, the in-memory trigger index
+    equals the persisted trigger orders (`execution.trigger_book`), and every position's open-order
+    totals equal its resting orders: `open_buy` / `open_sell` the book's orders only, `open_orders`
+    the book's orders plus the resting trigger orders."""
+    committed = chain.app._committed
+    for market in chain.app.books.markets():
+        market_id = market.market_id
+        stored = stored_orders(chain, market_id)
+        assert book_orders(chain, market_id) == stored
+        triggers = load_triggers(committed, market_id)
+        assert chain.app.books.triggers(market_id).triggers() == triggers
         totals: dict[bytes, list[int]] = {}
         for order in stored:
             t = totals.setdefault(order.owner, [0, 0, 0])
             t[int(order.side)] += order.remaining
             t[2] += 1
-        for key, raw in chain.app._committed.iterate(b"a:pos:"):
-            owner, market_id = key[6:26], int.from_bytes(key[26:], "big")
-            if market_id != market:
+        for trig in triggers:
+            totals.setdefault(trig.owner, [0, 0, 0])[2] += 1
+        for key, raw in committed.iterate(b"a:pos:"):
+            owner, position_market = key[6:26], int.from_bytes(key[26:], "big")
+            if position_market != market_id:
                 continue
             p = Position.decode(raw)
-            assert [p.open_buy, p.open_sell, p.open_orders] == totals.pop(owner, [0, 0, 0])
+            assert [p.open_buy, p.open_sell, p.open_orders] == totals.pop(owner, [0, 0, 0]), owner.hex()
         assert totals == {}

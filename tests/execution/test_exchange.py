@@ -97,7 +97,7 @@ def test_crossing_two_accounts_moves_exact_notional_and_fees(ex: Chain) -> None:
     assert account["positions"] == [
         {"market": "BTC-USD", "market_id": "1", "size": str(size), "size_human": "0.5",
          "quote": str(-notional - taker_fee), "quote_human": "-32516.25", "open_buy": "0", "open_sell": "0",
-         "open_orders": "0", "oracle_price": str(price)},
+         "open_orders": "0", "oracle_price": str(price), "funding_index": "0", "pending_funding": "0"},
     ]  # fmt: skip
     assert account["account_value"] == str(FUNDS - taker_fee)
     assert account["initial_requirement"] == str(notional // 20)

@@ -48,7 +48,8 @@ class Empty:
         return []
 
 
-PARAMS = OracleParams(max_vote_age_blocks=3, stale_after_blocks=10)
+UNBOUNDED_MOVE = 10**12
+PARAMS = OracleParams(max_vote_age_blocks=3, stale_after_blocks=10, max_price_move_ppm=UNBOUNDED_MOVE)
 
 
 def oracle_state(powers: list[int], params: OracleParams = PARAMS) -> StateView:
@@ -207,7 +208,7 @@ def test_slashed_validators_do_not_count() -> None:
 
 
 def test_staleness() -> None:
-    params = OracleParams(max_vote_age_blocks=3, stale_after_blocks=10)
+    params = OracleParams(max_vote_age_blocks=3, stale_after_blocks=10, max_price_move_ppm=UNBOUNDED_MOVE)
     price = OraclePrice(100, 5)
     assert not is_stale(price, 15, params)
     assert is_stale(price, 16, params)

@@ -48,3 +48,10 @@ def test_bench_exec_reports_its_figures() -> None:
     assert out["txs_succeeded"] == 600 and out["txs_failed"] == 0
     assert out["fills"] > 0 and out["resting_at_end"] > 0
     assert out["app_hash_matches"] is True and len(out["app_hash"]) == 64
+
+
+def test_bench_liquidation_reports_its_figures() -> None:
+    out = json.loads(run_cli("bench", "liquidation", "--accounts", "1000", "--json").stdout)
+    assert out["accounts"] == 1000 and out["markets"] == 4 and out["under_water"] == 10
+    assert out["no_move_end_block_ms"] > 0 and out["move_block_ms"] > 0
+    assert out["move_liquidations"] == 10, "the 10% fall liquidates exactly the 9x longs"

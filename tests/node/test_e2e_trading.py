@@ -2,7 +2,8 @@
 through the CLI and both see the fill and their positions through any node's RPC; every
 validator's price feeder reads a `file` source, and the chain's oracle price follows the file;
 with the file gone no validator votes, the market goes stale and refuses an opening order while
-it still takes a reducing one."""
+it still takes a reducing one; a price drop written to the file gets a leveraged account
+liquidated against the book."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from execution.funding import INSURANCE_FUND
 from genesis.genesis import load_genesis, save_genesis
 from node.config import load_config, write_config
 from node.testnet import Testnet as Network
@@ -184,3 +187,44 @@ def test_two_accounts_cross_and_prices_follow_the_file_source(
         "--reduce-only",
     )
     assert reducing["tx_result"]["code"] == 0, reducing
+
+
+def test_a_price_drop_on_the_file_source_liquidates_a_leveraged_account(
+    trading_net: tuple[Network, list[NodeProcess], Path],
+) -> None:
+    net, nodes, prices = trading_net
+    for node in nodes:
+        node.wait_height(3, timeout=60)
+    maker, trader = (account.address for account in net.accounts)
+    home0 = str(net.nodes[0].home)
+    rpc0 = f"http://127.0.0.1:{net.nodes[0].plan.rpc_port}"
+    # the trader keeps $10,000 of collateral and goes long 1 BTC at $65,000 (6.5x)
+    run_cli("tx", "transfer", "--home", home0, "--node", rpc0, "--from", "account1", "--to", maker,
+            "--amount", str(990_000 * 10**6))  # fmt: skip
+    assert order(net, 0, "place", "--from", "account0", "--market", "BTC-USD", "--side", "sell",
+                 "--size", "1", "--price", "65000")["tx_result"]["code"] == 0  # fmt: skip
+    assert order(net, 0, "place", "--from", "account1", "--market", "BTC-USD", "--side", "buy",
+                 "--size", "1", "--price", "65000", "--tif", "ioc")["tx_result"]["code"] == 0  # fmt: skip
+    # bids that can absorb the liquidation above the trader's bankruptcy price (about $55,033)
+    assert order(net, 0, "place", "--from", "account0", "--market", "BTC-USD", "--side", "buy",
+                 "--size", "1", "--price", "55500")["tx_result"]["code"] == 0  # fmt: skip
+    long = btc_position(nodes[2], trader)
+    assert long is not None and long["size_human"] == "1"
+
+    prices.write_text(json.dumps({"BTC-USD": "56000", "ETH-USD": "3500"}))  # value $967 < maintenance $1,680
+
+    def closed() -> bool | None:
+        position = btc_position(nodes[3], trader)
+        return True if position is None or position["size"] == "0" else None
+
+    wait_for("the long to be liquidated", closed, timeout=120)
+    account = nodes[1].query(f"/accounts/{trader}")
+    assert int(account["account_value"]) >= 0
+    assert int(nodes[1].query(f"/accounts/{INSURANCE_FUND}")["balance"]) > 0, "the liquidation fee"
+    metrics = httpx.get(f"http://127.0.0.1:{net.nodes[2].plan.metrics_port}/metrics", timeout=10).text
+    assert any(
+        line.startswith("derivd_liquidations_total") and float(line.split()[-1]) >= 1
+        for line in metrics.splitlines()
+    ), metrics[-2000:]
+    for family in ("liquidation_fills_total", "insurance_fund_balance", "triggered_orders_total"):
+        assert f"derivd_{family}{{" in metrics, family

@@ -1,0 +1,848 @@
+"""Liquidation, the insurance fund and deleveraging: which accounts are at risk (without scanning
+every account), the permissionless `LIQUIDATE` action, the automatic end-block pass, the closing of
+positions through the book, the insurance fund's takeover and auto-deleveraging.
+
+Parameters (`LiquidationParams`, genesis section `liquidation`, stored at `LIQUIDATION_PARAMS`):
+`fee_ppm` (15000: 1.5%), `liquidator_reward_ppm` (5000), `max_liquidations_per_block` (50),
+`max_deleverages_per_block` (10), `max_position_fraction_ppm` (100000: 10% of a position per
+block), `min_liquidation_notional` (1000000000 quote quantums: $1,000).
+
+Figures (`execution.margin`, at the oracle prices, q = 10**quantum_conversion_exponent, every
+position settled to its market's funding index: `account_health`, as `margin_summary` counts it;
+`ExchangeContext.funding_index` caches the index, which changes only in the funding phase just
+before this pass, which updates the cache): an account is **liquidatable** when it has a non-zero
+position and `value < maintenance`. It is **bankrupt** when `value < 0`. The **bankruptcy price**
+of its position of size s on market m is the price at which closing the whole position brings the
+account value to 0, every other position at its oracle price: with `rest = value - floor(s * P_m *
+q)` (the account value without m's mark),
+
+    B = -rest / (s * q)          (subticks, a rational number)
+
+Closing s at B pays the account exactly `X = -rest` quote quantums (a sale: X > 0 for a long); a
+transfer of the whole position at the bankruptcy price (takeover, deleveraging) moves exactly X, so
+the account ends at value 0 with no rounding at all. Where B must be a price (the limit of the
+book order, the `price` of events), it is rounded against the liquidated account: a sale's limit is
+B rounded up to the tick, a purchase's rounded down (a fill at the limit never leaves the account
+below what the exact B gives it); events show floor(B).
+
+Candidates (detection costs what changed, never every account)
+    1. the queue (`LIQUIDATION_QUEUE`): accounts carried over from earlier blocks, in order;
+    2. the owners whose positions a fill changed in this block (`ExchangeContext.touched_owners`,
+       marked by settlement), in first-touch order;
+    3. for each market whose oracle price (or funding index) differs from what the last pass saw
+       (`liquidation_mark_key`), in market id order, the holders whose healthy price band the new
+       price leaves, in address order. The holder index (`holder_key(market, owner)`, written by
+       `execution.margin.index_holder` whenever a position's size becomes non-zero or zero) keeps
+       for each holder a band `[lo, hi, I]`: while the price P of every market it holds stays
+       within lo < P < hi and the market's funding index stays I, the account is guaranteed
+       healthy. With exactly one open position the band is exact (`_band`: the break-even price of
+       value = maintenance, widened by three quote quantums: two for the roundings of the figures,
+       one for that of a later funding settlement); with k > 1 (`_multi_bands`) the cushion value
+       - maintenance (less 3k) is split evenly and each market's band is how far its price may
+       move before its share is used up; an unknown band (a new holder, or no cushion) is
+       `[0, 0]`: checked on every move. Funding: a change of the index since I costs the account
+       at most what an adverse price move of `_funding_shift(market, index - I)` subticks would
+       (plus the rounding quantum kept above), so the band is read shrunk by that much on the
+       payers' adverse side (`_in_band`: `lo` when the index rose, `hi` when it fell); a funding
+       tick marks the market as moved (the mark holds the price and
+       the index), and the rescan finds exactly the holders that the funding may have pushed out
+       of their shrunk band, without rewriting the bands of the others. A band
+       is refreshed whenever its account is checked, and every change to an account between checks
+       marks it (2.), so a band is never trusted for an account that changed since. A price move
+       costs one read of the market's holder index (the keys and their bands, no account) plus
+       the accounts whose band it crosses; a block without a move or trade costs one read per
+       market.
+    Each candidate is checked once per pass (its account and its position on each market).
+
+Order and caps
+    Bankrupt candidates first (by value, lowest first, then address), then the others in candidate
+    order. Every liquidated account counts towards `max_liquidations_per_block` (LIQUIDATE actions
+    of the block included); once it is reached, the remaining non-bankrupt liquidatable accounts
+    are written to the queue, in order, for the next block. A bankrupt account is always resolved in
+    the block it is found, whatever the caps (the rule that no account ends a block with negative
+    value comes first); it still counts. Owners whose positions the pass itself changed (makers,
+    the fund, deleveraging counterparties) and accounts still liquidatable after their step join
+    the queue.
+
+One liquidation step of an account (`_liquidate`)
+    Its resting orders and resting trigger orders on every market are cancelled first (reason
+    "liquidation": `execution.exchange.cancel_owner_orders`). Then, while it
+    is liquidatable, for each of its positions by notional at the oracle price (largest first,
+    then market id), skipping markets whose oracle price is stale:
+    1. IOC through the book (`execution.exchange.liquidation_match`: the account is the taker,
+       makers get their normal re-check, the liquidation fee replaces the taker fee) of at most
+       `max(ceil(|s0| * max_position_fraction_ppm / 1e6), the size of min_liquidation_notional at
+       the oracle price)` rounded up to the step, and at most the position, per block (s0: the
+       position when its first step of the block began), at the bankruptcy price or better;
+    2. the liquidation fee `ceil(closed notional * fee_ppm / 1e6)`, capped at the account value
+       after the fill (never below 0), from the position's quote balance to `INSURANCE_FUND`;
+       for a LIQUIDATE action, then the reward `floor(closed notional * liquidator_reward_ppm /
+       1e6)`, capped the same way, to the sender's balance (a payout, so rounded down; it can be 0
+       when the account has nothing left, and nothing is paid for the part not closed through the
+       book: the takeover and deleveraging leave the account at exactly 0);
+    3. if the account is still liquidatable and either the book did not fill the whole part or the
+       account is bankrupt: the backstop. The insurance fund takes over the whole remaining
+       position at the bankruptcy price if, with it, the fund's value stays >= its maintenance
+       requirement ("while its balance can pay the loss"; the fund is an ordinary account whose
+       positions count, and it is never its own backstop); else **deleveraging** (counted towards
+       `max_deleverages_per_block` unless the account is bankrupt) against the opposite positions
+       of the market, found by a scan of that market's holder index (the rare path):
+       counterparties are ranked by the key `(-profit, -leverage_ppm, address)` where `profit` is
+       the position's value `floor(size * P * q) + quote` and `leverage_ppm = |floor(size * P *
+       q)| * 1e6 // value` of its account (a value <= 0 ranks as the largest leverage, 2**63 - 1).
+       Each closes `d = min(what remains, its position)` (less if taking d would leave its account
+       value negative) at the bankruptcy price: the liquidated account receives
+       `floor(X * D_i / |s|) - floor(X * D_(i-1) / |s|)` for cumulative sizes D (rounded against it;
+       the total is exactly X once the whole position is closed). An account without an open
+       position is never a counterparty, so it never pays for another's loss.
+
+Stale markets: no step closes, takes over or deleverages a position on a market whose oracle
+price is stale; a LIQUIDATE action whose account's positions are all on stale markets fails with
+LIQUIDATION_HALTED (one that is not liquidatable: NOT_LIQUIDATABLE, checked first).
+
+Events (attributes are strings, addresses lower-case hex, `market` the ticker):
+liquidation_started(account, market, size, oracle_price, bankruptcy_price, value, maintenance,
+liquidator), liquidation_filled(account, market, size, notional, fee, reward, liquidator),
+liquidation_taken_over(account, fund, market, size, price, quote), deleveraged(account,
+counterparty, market, size, price, quote). The book order of step 1 also emits the exchange's
+order_placed / order_filled / order_cancelled events.
+
+Funding: every figure counts pending funding (above); every change of a position here (the fee and
+reward, the takeover, deleveraging) loads it through `execution.margin.load_settled_position` (the
+book fill through the exchange's `_Positions`), so the funding pool always holds exactly what the
+unsettled positions owe.
+
+The pass is the last end-block phase (`execution.app`), after the funding phase: an account that
+a funding tick pushes under water is found (its market's mark changed) and resolved in that block.
+
+Known limits: the insurance fund keeps the positions
+it takes over (it does not unwind them through the book). An account bankrupt only through
+positions on stale markets stays so until the market is fresh again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass, field, fields
+
+from consensus.app import Event, EventAttribute
+from execution.accounts import load_account, store_account
+from execution.codes import Code
+from execution.exchange import ExchangeContext, ExchangeError, cancel_owner_orders, liquidation_match
+from execution.funding import FUNDING_INDEX_SCALE, INSURANCE_FUND, settled
+from execution.margin import (
+    HOLDER_UNKNOWN,
+    Position,
+    load_position,
+    load_settled_position,
+    maintenance_requirement,
+    position_value,
+    store_position,
+)
+from execution.markets import Market, pow10, value_floor
+from execution.state import StateReader, StateView
+from execution.tx import Liquidate
+from primitives import codec
+from primitives.keys import ADDRESS_SIZE, Address
+from storage import schema
+
+PPM = 1_000_000
+MAX_PRICE = 2**63 - 1
+LIQUIDATION_REASON = "liquidation"
+LIQUIDATION_FIELDS = (
+    "fee_ppm",
+    "liquidator_reward_ppm",
+    "max_liquidations_per_block",
+    "max_deleverages_per_block",
+    "max_position_fraction_ppm",
+    "min_liquidation_notional",
+)
+"""The keys of the genesis `liquidation` section, in `LiquidationParams` field order."""
+
+
+@dataclass(frozen=True, slots=True)
+class LiquidationParams:
+    """The liquidation parameters (module docstring)."""
+
+    fee_ppm: int = 15_000
+    liquidator_reward_ppm: int = 5_000
+    max_liquidations_per_block: int = 50
+    max_deleverages_per_block: int = 10
+    max_position_fraction_ppm: int = 100_000
+    min_liquidation_notional: int = 1_000_000_000
+
+    def __post_init__(self) -> None:
+        problem = self.error()
+        if problem is not None:
+            raise ValueError(f"{problem[0]}: {problem[1]}")
+
+    def error(self) -> tuple[str, str] | None:
+        """The first rule broken as (field, reason), or None."""
+        for name in ("fee_ppm", "liquidator_reward_ppm"):
+            value = getattr(self, name)
+            if not 0 <= value <= PPM:
+                return name, f"must be within [0, {PPM}], got {value}"
+        for name in ("max_liquidations_per_block", "max_deleverages_per_block"):
+            value = getattr(self, name)
+            if not 1 <= value <= 1_000_000:
+                return name, f"must be within [1, 1000000], got {value}"
+        if not 1 <= self.max_position_fraction_ppm <= PPM:
+            value = self.max_position_fraction_ppm
+            return "max_position_fraction_ppm", f"must be within [1, {PPM}], got {value}"
+        if not 0 <= self.min_liquidation_notional <= 2**63 - 1:
+            value = self.min_liquidation_notional
+            return "min_liquidation_notional", f"must be a non-negative integer, got {value}"
+        return None
+
+    def encode(self) -> bytes:
+        return codec.encode(list(astuple(self)))
+
+    @classmethod
+    def decode(cls, raw: bytes) -> LiquidationParams:
+        f = codec.field_list(codec.decode(raw), "liquidation params", len(LIQUIDATION_FIELDS))
+        names = [item.name for item in fields(cls)]
+        return cls(*(codec.field_int(v, f"liquidation params.{n}") for v, n in zip(f, names, strict=True)))
+
+    def to_json(self) -> dict[str, int]:
+        return dict(zip(LIQUIDATION_FIELDS, astuple(self), strict=True))
+
+
+def load_params(state: StateReader) -> LiquidationParams:
+    """The liquidation parameters (the defaults if genesis wrote none)."""
+    raw = state.get(schema.LIQUIDATION_PARAMS)
+    return LiquidationParams() if raw is None else LiquidationParams.decode(raw)
+
+
+def init_liquidation_state(view: StateView, params: LiquidationParams) -> None:
+    """The genesis write of the parameters."""
+    view.put(schema.LIQUIDATION_PARAMS, params.encode())
+
+
+# -- account health ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Health:
+    """An account's value and maintenance requirement at the oracle prices, with its positions
+    (market, position settled to the market's funding index, oracle price), by market id."""
+
+    owner: bytes
+    value: int
+    maintenance: int
+    held: list[tuple[Market, Position, int]] = field(default_factory=list)
+
+    @property
+    def has_open_position(self) -> bool:
+        return any(p.size for _, p, _ in self.held)
+
+    @property
+    def liquidatable(self) -> bool:
+        return self.value < self.maintenance and self.has_open_position
+
+    def position(self, market_id: int) -> tuple[Market, Position, int] | None:
+        for entry in self.held:
+            if entry[0].market_id == market_id:
+                return entry
+        return None
+
+
+def account_health(view: StateReader, ctx: ExchangeContext, owner: bytes) -> Health:
+    """The figures of `owner` (module docstring), reading its account and its position key on each
+    market (no prefix scan). Each position counts as settled to its market's funding index
+    (`execution.funding.settled`, as `execution.margin.margin_summary` counts it): its pending
+    funding is part of the value, rounded as settlement rounds."""
+    address = Address(owner)
+    value = load_account(view, address).balance
+    maintenance = 0
+    held: list[tuple[Market, Position, int]] = []
+    for market in ctx.markets(view):
+        position = load_position(view, address, market.market_id)
+        if position.is_empty:
+            continue
+        position = settled(position, ctx.funding_index(view, market.market_id))
+        price = ctx.price(view, market.market_id)
+        value += position_value(market, position, price)
+        maintenance += maintenance_requirement(market, position, price)
+        held.append((market, position, price))
+    return Health(owner, value, maintenance, held)
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _band(health: Health) -> tuple[int, int] | None:
+    """The healthy band `(lo, hi)` of the account: every price lo < P < hi of its one open
+    position's market keeps it healthy (at the funding index of `health`); None (unknown) unless it
+    has exactly one open position. With K = value - floor(s * P * q) (independent of P) the account
+    is liquidatable iff K + floor(s*P*q) < ceil(|s|*P*q*mmf/1e6), which implies K - 2 <
+    P*q*(|s|*mmf/1e6 - s); one more quote quantum is kept for the rounding of a later funding
+    settlement (`_funding_shift`): liquidatable implies for a long P < (3 - K) * 1e6 / (q * s *
+    (1e6 - mmf)), for a short P > (K - 3) * 1e6 / (q * |s| * (1e6 + mmf))."""
+    open_positions = [entry for entry in health.held if entry[1].size]
+    if len(open_positions) != 1:
+        return None
+    return _single_band(health, *open_positions[0])
+
+
+def _multi_bands(
+    health: Health, open_positions: list[tuple[Market, Position, int]]
+) -> list[tuple[int, int] | None]:
+    """The bands of an account with k > 1 open positions: its cushion value - maintenance, less 3k
+    for the roundings (two of the figures, one of a later funding settlement), split evenly;
+    position m keeps its share while its price moves by at most d_m = share * 1e6 / (|s_m| * q *
+    (1e6 + mmf_m)) (the most value - maintenance can lose per unit of price), so the account is
+    healthy while every price stays within P_m +- d_m."""
+    k = len(open_positions)
+    if k == 0:
+        return []
+    share = (health.value - health.maintenance - 3 * k) // k
+    if share <= 0:
+        return [None] * k
+    bands: list[tuple[int, int] | None] = []
+    for market, position, price in open_positions:
+        e = market.quantum_conversion_exponent
+        num = share * PPM * (pow10(-e) if e < 0 else 1)
+        den = abs(position.size) * (PPM + market.maintenance_margin_ppm) * (pow10(e) if e > 0 else 1)
+        reach = num // den
+        bands.append((max(0, price - reach - 1), min(MAX_PRICE, price + reach + 1)))
+    return bands
+
+
+def _single_band(health: Health, market: Market, position: Position, price: int) -> tuple[int, int] | None:
+    size = position.size
+    k = health.value - value_floor(market, size, price)
+    mmf = market.maintenance_margin_ppm
+    e = market.quantum_conversion_exponent
+    scale_num = pow10(-e) if e < 0 else 1
+    scale_den = pow10(e) if e > 0 else 1
+    if size > 0:
+        den = size * (PPM - mmf) * scale_den
+        if den <= 0:
+            return None
+        num = (3 - k) * PPM * scale_num
+        threshold = _ceil_div(num, den)  # liquidatable => P < threshold
+        return max(0, threshold - 1), MAX_PRICE
+    den = -size * (PPM + mmf) * scale_den
+    num = (k - 3) * PPM * scale_num
+    threshold = num // den  # liquidatable => P > threshold
+    return 0, max(0, min(MAX_PRICE, threshold + 1))
+
+
+def _funding_shift(market: Market, change: int) -> int:
+    """How far (subticks) a band of `market` shrinks once the market's funding index has moved by
+    `change` since the band was computed: a position of size s pays at most |s| * |change| / SCALE
+    (plus one quote quantum of rounding, kept in the band), which costs its account no more
+    cushion than a price move of |change| * 1e6 / (SCALE * q * (1e6 - mmf)) would (value -
+    maintenance loses at least |s| * q * (1e6 - mmf) / 1e6 per subtick of an adverse move, for a
+    long, a short and the k > 1 split alike); rounded up. Only payers lose: for change > 0 the
+    longs, whose adverse move is down (the band's `lo` rises by the shift), for change < 0 the
+    shorts, whose adverse move is up (`hi` falls); a receiver gains at least -1 quantum of
+    rounding, also kept in the band. MAX_PRICE when mmf >= 100%."""
+    if change == 0:
+        return 0
+    mmf = market.maintenance_margin_ppm
+    if mmf >= PPM:
+        return MAX_PRICE
+    e = market.quantum_conversion_exponent
+    num = abs(change) * PPM * (pow10(-e) if e < 0 else 1)
+    den = FUNDING_INDEX_SCALE * (PPM - mmf) * (pow10(e) if e > 0 else 1)
+    return _ceil_div(num, den)
+
+
+def _in_band(raw: bytes, price: int, market: Market, index: int, shifts: dict[int, int]) -> bool:
+    """Whether the holder-index value `raw` (`[lo, hi, funding index]`; `HOLDER_UNKNOWN`: never)
+    guarantees health at `price` and the market's funding `index`: lo < price < hi with `lo` raised
+    (the index rose) or `hi` lowered (it fell) by the `_funding_shift` of the index change since
+    the band was computed (`shifts`: a cache by that index)."""
+    band = codec.decode(raw)
+    if type(band) is not list or len(band) != 3:
+        return False
+    lo, hi, at = band
+    if type(lo) is not int or type(hi) is not int or type(at) is not int:
+        return False
+    shift = shifts.get(at)
+    if shift is None:
+        shift = shifts[at] = _funding_shift(market, index - at)
+    if index > at:
+        lo += shift
+    else:
+        hi -= shift
+    return lo < price < hi
+
+
+def _refresh_bands(view: StateView, ctx: ExchangeContext, health: Health) -> None:
+    """Write the account's band on every market it holds (only keys that exist: size != 0), with
+    the market's funding index that `health` counted."""
+    open_positions = [entry for entry in health.held if entry[1].size]
+    bands = [_band(health)] if len(open_positions) == 1 else _multi_bands(health, open_positions)
+    for (market, _, _), band in zip(open_positions, bands, strict=True):
+        market_id = market.market_id
+        key = schema.holder_key(market_id, health.owner)
+        if band is None:
+            raw = HOLDER_UNKNOWN
+        else:
+            raw = codec.encode([band[0], band[1], ctx.funding_index(view, market_id)])
+        if view.get(key) != raw:
+            view.put(key, raw)
+
+
+# -- detection -----------------------------------------------------------------------------------
+
+
+def moved_markets(view: StateView, ctx: ExchangeContext) -> list[Market]:
+    """The markets whose oracle price or funding index differ from what the last pass saw (by
+    id); the marks are updated."""
+    moved: list[Market] = []
+    for market in ctx.markets(view):
+        market_id = market.market_id
+        mark = codec.encode([ctx.price(view, market_id), ctx.funding_index(view, market_id)])
+        key = schema.liquidation_mark_key(market_id)
+        if view.get(key) != mark:
+            view.put(key, mark)
+            moved.append(market)
+    return moved
+
+
+def crossed_holders(view: StateView, market: Market, price: int, index: int) -> list[bytes]:
+    """The holders of `market` whose healthy band, shrunk by the funding since it was computed,
+    does not contain `price` at funding `index` (`_in_band`), by address."""
+    prefix = schema.holder_prefix(market.market_id)
+    start = len(prefix)
+    shifts: dict[int, int] = {}
+    return [
+        key[start:] for key, raw in view.iterate(prefix) if not _in_band(raw, price, market, index, shifts)
+    ]
+
+
+def load_queue(state: StateReader) -> list[bytes]:
+    raw = state.get(schema.LIQUIDATION_QUEUE)
+    if raw is None:
+        return []
+    items = codec.field_list(codec.decode(raw), "liquidation queue")
+    return [codec.field_bytes(item, "liquidation queue[]", ADDRESS_SIZE) for item in items]
+
+
+def store_queue(view: StateView, owners: list[bytes]) -> None:
+    if owners:
+        view.put(schema.LIQUIDATION_QUEUE, codec.encode(tuple(owners)))
+    elif view.get(schema.LIQUIDATION_QUEUE) is not None:
+        view.delete(schema.LIQUIDATION_QUEUE)
+
+
+def candidates(view: StateView, ctx: ExchangeContext) -> list[bytes]:
+    """The pass's candidates in order, each once (module docstring)."""
+    found: dict[bytes, None] = dict.fromkeys(load_queue(view))
+    for owner in ctx.touched_owners:
+        found[owner] = None
+    for market in moved_markets(view, ctx):
+        market_id = market.market_id
+        index = ctx.funding_index(view, market_id)
+        for owner in crossed_holders(view, market, ctx.price(view, market_id), index):
+            found[owner] = None
+    return list(found)
+
+
+# -- events ---------------------------------------------------------------------------------------
+
+
+def _event(kind: str, *pairs: tuple[str, object]) -> Event:
+    return Event(kind, tuple(EventAttribute(key, str(value)) for key, value in pairs))
+
+
+def _price_of(market: Market, quote: int, size: int) -> int:
+    """floor(|quote| / (|size| * q)) in subticks: the price that `quote` pays for `size`."""
+    e = market.quantum_conversion_exponent
+    if size == 0:
+        return 0
+    if e <= 0:
+        return abs(quote) * pow10(-e) // abs(size)
+    return abs(quote) // (abs(size) * pow10(e))
+
+
+# -- one liquidation step ----------------------------------------------------------------------------
+
+
+def _bump(ctx: ExchangeContext, name: str, by: int = 1) -> None:
+    ctx.risk_counts[name] = ctx.risk_counts.get(name, 0) + by
+
+
+def _slice_size(params: LiquidationParams, market: Market, base: int, price: int) -> int:
+    """The most of a position of |size| `base` that may close through the book in one block."""
+    step = market.step_base_quantums
+    by_fraction = _ceil_div(base * params.max_position_fraction_ppm, PPM)
+    e = market.quantum_conversion_exponent
+    if e <= 0:
+        by_notional = _ceil_div(params.min_liquidation_notional * pow10(-e), price)
+    else:
+        by_notional = _ceil_div(params.min_liquidation_notional, price * pow10(e))
+    wanted = _ceil_div(max(by_fraction, by_notional), step) * step
+    return min(base, wanted)
+
+
+def _bankruptcy_limit(market: Market, size: int, rest: int) -> int:
+    """The limit price (subticks, on the tick) of a book order closing a position of `size`, from
+    the exact bankruptcy price B = -rest / (size * q): a sale's B rounded up to the tick, a
+    purchase's rounded down (0: no price is good enough)."""
+    tick = market.subticks_per_tick
+    e = market.quantum_conversion_exponent
+    # B in subticks = -rest * 10**-e / size
+    num = -rest * (pow10(-e) if e < 0 else 1)
+    den = size * (pow10(e) if e > 0 else 1)
+    if size > 0:  # a sale: the lowest acceptable price
+        b = _ceil_div(num, den)
+        return max(tick, _ceil_div(b, tick) * tick)
+    b = num // den  # den < 0: a purchase, the highest acceptable price
+    return max(0, (b // tick) * tick)
+
+
+def _move_position_quote(view: StateView, owner: Address, market_id: int, delta: int) -> None:
+    position = load_settled_position(view, owner, market_id)
+    store_position(view, owner, market_id, position.with_fill(0, delta))
+
+
+def _pay_from_position(view: StateView, owner: Address, market_id: int, to: Address, amount: int) -> None:
+    if amount <= 0:
+        return
+    _move_position_quote(view, owner, market_id, -amount)
+    account = load_account(view, to)
+    store_account(view, to, account.with_balance(account.balance + amount))
+
+
+class _Step:
+    """One account's liquidation step (module docstring) in `view` under `ctx`."""
+
+    def __init__(
+        self,
+        view: StateView,
+        ctx: ExchangeContext,
+        params: LiquidationParams,
+        liquidator: Address | None,
+        capped_deleveraging: bool,
+    ) -> None:
+        self.view = view
+        self.ctx = ctx
+        self.params = params
+        self.liquidator = liquidator
+        self.capped_deleveraging = capped_deleveraging
+        self.events: list[Event] = []
+
+    def run(self, health: Health) -> None:
+        view, ctx = self.view, self.ctx
+        owner = health.owner
+        for market, position, _ in health.held:
+            if position.open_orders and ctx.books is not None and market.market_id in ctx.books:
+                self.events.extend(cancel_owner_orders(view, ctx, market, owner, LIQUIDATION_REASON))
+        order = sorted(
+            (entry for entry in health.held if entry[1].size),
+            key=lambda entry: (-abs(value_floor(entry[0], entry[1].size, entry[2])), entry[0].market_id),
+        )
+        _bump(ctx, "liquidations")
+        for market, _, _ in order:
+            if ctx.is_stale(view, market.market_id):
+                continue
+            health = account_health(view, ctx, owner)
+            if not health.liquidatable:
+                break
+            self._close(market, health)
+
+    def _close(self, market: Market, health: Health) -> None:
+        view, ctx, params = self.view, self.ctx, self.params
+        owner = health.owner
+        address = Address(owner)
+        entry = health.position(market.market_id)
+        assert entry is not None
+        _, position, price = entry
+        size = position.size
+        rest = health.value - value_floor(market, size, price)
+        limit = _bankruptcy_limit(market, size, rest)
+        liquidator = "" if self.liquidator is None else self.liquidator.raw.hex()
+        self.events.append(
+            _event(
+                "liquidation_started",
+                ("account", owner.hex()),
+                ("market", market.ticker),
+                ("size", size),
+                ("oracle_price", price),
+                ("bankruptcy_price", _price_of(market, rest, size)),
+                ("value", health.value),
+                ("maintenance", health.maintenance),
+                ("liquidator", liquidator),
+            )
+        )
+        key = (owner, market.market_id)
+        closed = ctx.liquidated.get(key, 0)
+        wanted = max(0, _slice_size(params, market, closed + abs(size), price) - closed)
+        wanted = min(wanted, abs(size))
+        filled = 0
+        if wanted > 0 and limit > 0 and ctx.books is not None:
+            side = 1 if size > 0 else 0
+            filled, received, events = liquidation_match(view, ctx, market, owner, side, wanted, limit)
+            self.events.extend(events)
+            if filled:
+                ctx.liquidated[key] = closed + filled
+                notional = abs(received)
+                after = account_health(view, ctx, owner)
+                fee = min(-(-notional * params.fee_ppm // PPM), max(0, after.value))
+                _pay_from_position(view, address, market.market_id, INSURANCE_FUND, fee)
+                reward = 0
+                if self.liquidator is not None:
+                    reward = min(notional * params.liquidator_reward_ppm // PPM, max(0, after.value - fee))
+                    _pay_from_position(view, address, market.market_id, self.liquidator, reward)
+                _bump(ctx, "filled")
+                self.events.append(
+                    _event(
+                        "liquidation_filled",
+                        ("account", owner.hex()),
+                        ("market", market.ticker),
+                        ("size", filled),
+                        ("notional", notional),
+                        ("fee", fee),
+                        ("reward", reward),
+                        ("liquidator", liquidator),
+                    )
+                )
+        health = account_health(view, ctx, owner)
+        if not health.liquidatable or (filled >= wanted and health.value >= 0):
+            return
+        self._backstop(market, health)
+
+    def _backstop(self, market: Market, health: Health) -> None:
+        """The fund's takeover of the whole position at the bankruptcy price, else deleveraging."""
+        ctx = self.ctx
+        owner = health.owner
+        entry = health.position(market.market_id)
+        assert entry is not None
+        _, position, price = entry
+        size = position.size
+        quote = -(health.value - value_floor(market, size, price))  # X: the account ends at 0
+        if owner != INSURANCE_FUND.raw and self._fund_can_take(market, size, price, health.value):
+            self._transfer(owner, INSURANCE_FUND.raw, market, size, quote)
+            _bump(ctx, "takeovers")
+            self.events.append(
+                _event(
+                    "liquidation_taken_over",
+                    ("account", owner.hex()),
+                    ("fund", INSURANCE_FUND.raw.hex()),
+                    ("market", market.ticker),
+                    ("size", size),
+                    ("price", _price_of(market, quote, size)),
+                    ("quote", quote),
+                )
+            )
+            return
+        bankrupt = health.value < 0
+        capped = self.capped_deleveraging and not bankrupt
+        if capped and ctx.risk_counts.get("deleveragings", 0) >= self.params.max_deleverages_per_block:
+            return
+        self._deleverage(market, health, size, price, quote)
+
+    def _fund_can_take(self, market: Market, size: int, price: int, account_value: int) -> bool:
+        fund = account_health(self.view, self.ctx, INSURANCE_FUND.raw)
+        entry = fund.position(market.market_id)
+        current = Position() if entry is None else entry[1]
+        after = Position(size=current.size + size)
+        maintenance = (
+            fund.maintenance
+            - maintenance_requirement(market, current, price)
+            + maintenance_requirement(market, after, price)
+        )
+        # the fund pays X for a position worth floor(s*P*q): its value changes by the account's value
+        return fund.value + account_value >= maintenance and fund.value + account_value >= 0
+
+    def _transfer(self, source: bytes, target: bytes, market: Market, size: int, quote: int) -> None:
+        """Move `size` of `source`'s position on `market` to `target`; `source` receives `quote`.
+        Both positions are settled to the market's funding index first (`load_settled_position`),
+        so the funding pool keeps exactly what the unsettled positions owe."""
+        view, ctx = self.view, self.ctx
+        market_id = market.market_id
+        src, dst = Address(source), Address(target)
+        moved = load_settled_position(view, src, market_id).with_fill(-size, quote)
+        store_position(view, src, market_id, moved)
+        taken = load_settled_position(view, dst, market_id).with_fill(size, -quote)
+        store_position(view, dst, market_id, taken)
+        ctx.touched_owners[source] = None
+        ctx.touched_owners[target] = None
+
+    def _deleverage(self, market: Market, health: Health, size: int, price: int, quote: int) -> None:
+        view, ctx = self.view, self.ctx
+        owner = health.owner
+        market_id = market.market_id
+        ranked: list[tuple[tuple[int, int, bytes], Health, int]] = []
+        prefix = schema.holder_prefix(market_id)
+        for key, _ in view.iterate(prefix):
+            other = key[len(prefix) :]
+            if other == owner:
+                continue
+            their = load_position(view, Address(other), market_id)
+            if their.size == 0 or (their.size > 0) == (size > 0):
+                continue
+            h = account_health(view, ctx, other)
+            their = settled(their, ctx.funding_index(view, market_id))  # its profit net of funding
+            profit = position_value(market, their, price)
+            notional = abs(value_floor(market, their.size, price))
+            leverage = notional * PPM // h.value if h.value > 0 else MAX_PRICE
+            ranked.append(((-profit, -leverage, other), h, their.size))
+        ranked.sort(key=lambda item: item[0])
+        total = abs(size)
+        sign = 1 if size > 0 else -1
+        done = 0
+        paid = 0
+        step = market.step_base_quantums
+        for (_, _, other), h, their_size in ranked:
+            if done == total:
+                break
+            most = min(total - done, abs(their_size))
+
+            def keeps_value(
+                take: int, h: Health = h, their_size: int = their_size, done: int = done, paid: int = paid
+            ) -> bool:
+                # the counterparty gets sign*take of size and pays its share of X
+                share = quote * (done + take) // total - paid
+                delta = (
+                    value_floor(market, their_size + sign * take, price)
+                    - value_floor(market, their_size, price)
+                    - share
+                )
+                return h.value + delta >= 0
+
+            take = most
+            if not keeps_value(most):
+                # the largest multiple of the step that keeps its value >= 0 (the loss grows with it)
+                low, high = 0, most // step
+                while low < high:
+                    mid = (low + high + 1) // 2
+                    if keeps_value(mid * step):
+                        low = mid
+                    else:
+                        high = mid - 1
+                take = low * step
+            if take <= 0:
+                continue
+            share = quote * (done + take) // total - paid
+            self._transfer(owner, other, market, sign * take, share)
+            done += take
+            paid += share
+            self.events.append(
+                _event(
+                    "deleveraged",
+                    ("account", owner.hex()),
+                    ("counterparty", other.hex()),
+                    ("market", market.ticker),
+                    ("size", sign * take),
+                    ("price", _price_of(market, quote, size)),
+                    ("quote", share),
+                )
+            )
+        if done:
+            _bump(self.ctx, "deleveragings")
+
+
+# -- the action and the pass -------------------------------------------------------------------------
+
+
+def apply_liquidate(view: StateView, sender: Address, action: Liquidate, ctx: ExchangeContext) -> list[Event]:
+    """The LIQUIDATE action: NOT_LIQUIDATABLE unless the account is liquidatable at the block's
+    oracle prices; LIQUIDATION_HALTED if each of its open positions is on a stale market; else one
+    liquidation step with the sender as liquidator (validation only when `ctx` is not live)."""
+    owner = action.account.raw
+    health = account_health(view, ctx, owner)
+    if not health.liquidatable:
+        raise ExchangeError(
+            Code.NOT_LIQUIDATABLE,
+            f"account {action.account} is not liquidatable: value {health.value} >= maintenance "
+            f"requirement {health.maintenance} (or no open position)",
+        )
+    if all(ctx.is_stale(view, market.market_id) for market, p, _ in health.held if p.size):
+        raise ExchangeError(
+            Code.LIQUIDATION_HALTED,
+            f"account {action.account}: every market of its positions has a stale oracle price",
+        )
+    if not ctx.live:
+        return []
+    step = _Step(view, ctx, load_params(view), sender, capped_deleveraging=True)
+    step.run(health)
+    return step.events
+
+
+def liquidation_pass(view: StateView, ctx: ExchangeContext, height: int) -> list[Event]:
+    """The end-block pass (module docstring), after the oracle aggregation, the triggered orders
+    and the funding phase; its events. `ctx` is the block's live exchange context (its cached
+    prices are dropped: the oracle has just aggregated)."""
+    ctx.prices.clear()
+    ctx.stale.clear()
+    ctx.bases.clear()
+    params = load_params(view)
+    found = candidates(view, ctx)
+    ctx.touched_owners.clear()  # from here on: the owners the pass itself changes
+    bankrupt: list[Health] = []
+    others: list[Health] = []
+    for owner in found:
+        health = account_health(view, ctx, owner)
+        _refresh_bands(view, ctx, health)
+        if not health.liquidatable:
+            continue
+        (bankrupt if health.value < 0 else others).append(health)
+    bankrupt.sort(key=lambda h: (h.value, h.owner))
+    queue: list[bytes] = []
+    events: list[Event] = []
+    for health in bankrupt:
+        events.extend(_run_step(view, ctx, params, health, capped=False))
+    for health in others:
+        if ctx.risk_counts.get("liquidations", 0) >= params.max_liquidations_per_block:
+            queue.append(health.owner)
+            continue
+        events.extend(_run_step(view, ctx, params, health, capped=True))
+    for health in (*bankrupt, *others):
+        if health.owner not in queue and account_health(view, ctx, health.owner).liquidatable:
+            queue.append(health.owner)
+    queued = dict.fromkeys(queue)
+    for owner in ctx.touched_owners:
+        queued[owner] = None
+    store_queue(view, list(queued))
+    return events
+
+
+def _run_step(
+    view: StateView, ctx: ExchangeContext, params: LiquidationParams, health: Health, capped: bool
+) -> list[Event]:
+    current = account_health(view, ctx, health.owner)
+    if not current.liquidatable:
+        return []
+    step = _Step(view, ctx, params, None, capped_deleveraging=capped)
+    step.run(current)
+    return step.events
+
+
+def carry_tx_state(tx_ctx: ExchangeContext, end_ctx: ExchangeContext) -> None:
+    """Hand what the block's txs recorded (touched owners, sizes closed and counts of LIQUIDATE
+    actions) from their exchange context to the end-block one."""
+    for owner in tx_ctx.touched_owners:
+        end_ctx.touched_owners[owner] = None
+    for key, size in tx_ctx.liquidated.items():
+        end_ctx.liquidated[key] = end_ctx.liquidated.get(key, 0) + size
+    for name, count in tx_ctx.risk_counts.items():
+        end_ctx.risk_counts[name] = end_ctx.risk_counts.get(name, 0) + count
+
+
+@dataclass(slots=True)
+class RiskStats:
+    """Counters since the node started, for metrics (plain ints: `node.metrics` reads them):
+    accounts liquidated (steps), book fills of liquidations, takeovers by the insurance fund,
+    deleveraged accounts, and the fund's balance after the last finalized block."""
+
+    liquidations: int = 0
+    liquidation_fills: int = 0
+    takeovers: int = 0
+    deleveragings: int = 0
+    insurance_fund_balance: int = 0
+
+    def add(self, counts: dict[str, int]) -> None:
+        self.liquidations += counts.get("liquidations", 0)
+        self.liquidation_fills += counts.get("filled", 0)
+        self.takeovers += counts.get("takeovers", 0)
+        self.deleveragings += counts.get("deleveragings", 0)
+
+
+def insurance_fund_balance(state: StateReader) -> int:
+    """The fund's quote balance (its account; positions it took over are not counted)."""
+    return load_account(state, INSURANCE_FUND).balance
