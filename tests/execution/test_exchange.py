@@ -5,7 +5,6 @@ equal the persisted orders."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,14 +44,6 @@ from tests.execution.exchange_helpers import (
 
 ALICE, BOB, CAROL, DAVE = (address(i) for i in range(4))
 A, B, C, D = (key(i) for i in range(4))
-
-
-@pytest.fixture
-def ex(tmp_path: Path) -> Iterator[Chain]:
-    chain = exchange_chain(tmp_path / "db")
-    yield chain
-    assert_books_match_state(chain)
-    chain.close()
 
 
 def run_ok(chain: Chain, *txs: bytes) -> list[dict[str, str]]:

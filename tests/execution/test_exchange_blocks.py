@@ -7,7 +7,6 @@ books). Conservation and zero-sum positions are checked after every block (`Chai
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,14 +41,6 @@ from tests.execution.exchange_helpers import (
 
 ALICE, BOB, CAROL, DAVE = (address(i) for i in range(4))
 A, B, C, D = (key(i) for i in range(4))
-
-
-@pytest.fixture
-def ex(tmp_path: Path) -> Iterator[Chain]:
-    chain = exchange_chain(tmp_path / "db")
-    yield chain
-    assert_books_match_state(chain)
-    chain.close()
 
 
 def test_a_tx_whose_second_action_fails_leaves_no_trace(ex: Chain) -> None:
