@@ -31,8 +31,18 @@ def change_leaf(key: bytes, value: bytes | None) -> bytes:
     return codec.encode([key, PUT, value])
 
 
+def _leaves(ordered: list[Change]) -> list[bytes]:
+    """`change_leaf` of each change, packed directly: a key and a value are bytes (a `Change`),
+    so `codec.encode`'s check of the value's types has nothing to refuse and is skipped."""
+    pack = codec.pack_unchecked
+    for key, value in ordered:
+        if type(key) is not bytes or (value is not None and type(value) is not bytes):
+            raise TypeError(f"a change is (bytes, bytes | None), got ({key!r}, {value!r})")
+    return [pack([key, DELETE, b""] if value is None else [key, PUT, value]) for key, value in ordered]
+
+
 def app_hash(prev_app_hash: bytes, height: int, changes: Iterable[Change]) -> bytes:
     """The app hash after applying `changes` at `height` on top of `prev_app_hash`."""
     ordered = sorted(changes, key=lambda change: change[0])
-    root = merkle_root([change_leaf(key, value) for key, value in ordered])
+    root = merkle_root(_leaves(ordered))
     return sha256(codec.encode([prev_app_hash, height, root]))

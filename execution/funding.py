@@ -72,7 +72,7 @@ from execution.accounts import load_account, store_account
 from execution.markets import MAX_INT, PPM, Market, pow10, scale_ceil
 from execution.oracle import is_stale, load_params, load_price
 from execution.orderbook import OrderBook
-from execution.state import StateReader, StateView
+from execution.state import StateReader, StateView, read_record
 from primitives import codec
 from primitives.hashing import sha256
 from primitives.keys import ADDRESS_SIZE, Address
@@ -243,8 +243,12 @@ def load_funding_params(state: StateReader) -> FundingParams:
 
 
 def load_market_funding(state: StateReader, market_id: int) -> MarketFunding:
-    raw = state.get(schema.funding_market_key(market_id))
-    return MarketFunding() if raw is None else MarketFunding.decode(raw)
+    """Through the views' decoded-record cache: every position an action loads reads it."""
+    funding = read_record(state, schema.funding_market_key(market_id), MarketFunding.decode)
+    return _NO_FUNDING if funding is None else funding
+
+
+_NO_FUNDING = MarketFunding()
 
 
 def store_market_funding(view: StateView, market_id: int, funding: MarketFunding) -> None:

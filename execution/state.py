@@ -26,6 +26,7 @@ accepts (the writers build them through the record's own checked constructors).
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar, cast
 
@@ -174,7 +175,14 @@ class StateView:
 
     def changes(self) -> list[Change]:
         """This view's writes, sorted by key (records put are encoded now, once)."""
-        return [(key, self.get(key)) for key in sorted(self._writes)]
+        writes = self._writes
+        out: list[Change] = []
+        for key in sorted(writes):
+            value = writes[key]
+            if value is not None and type(value) is not bytes:  # a record put: `get` encodes it
+                value = self._encode(key, cast(Record, value))
+            out.append((key, value))
+        return out
 
     def apply_to(self, target: StateView) -> None:
         """Write this view's changes into `target` (normally its parent), as `put` and `delete`
@@ -191,11 +199,12 @@ class CommittedState:
     """Committed application state: LevelDB plus the last commit's changes (until the node has
     written them, they exist only here). Decoded records are kept until the next `advance`."""
 
-    __slots__ = ("_db", "_decoded", "_unwritten")
+    __slots__ = ("_db", "_decoded", "_unwritten", "_unwritten_keys")
 
     def __init__(self, db: Database) -> None:
         self._db = db
         self._unwritten: dict[bytes, bytes | None] = {}
+        self._unwritten_keys: list[bytes] = []  # the keys of `_unwritten`, sorted
         self._decoded: dict[bytes, Record | None] = {}
 
     def get(self, key: bytes) -> bytes | None:
@@ -209,14 +218,22 @@ class CommittedState:
         if record is _ABSENT:
             raw = self.get(key)
             record = self._decoded[key] = None if raw is None else decode(raw)
-        return cast(R | None, record)
+        return cast("R | None", record)  # a string: `R | None` would build a Union on every call
 
     def iterate(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
         """Every (key, value) under `prefix`, sorted by key."""
-        unwritten = {key: value for key, value in self._unwritten.items() if key.startswith(prefix)}
+        # the unwritten keys under `prefix` are one run of the sorted keys: found by bisection,
+        # not by testing every key of the last commit
+        keys = self._unwritten_keys
+        start = bisect_left(keys, prefix)
+        end = start
+        while end < len(keys) and keys[end].startswith(prefix):
+            end += 1
+        unwritten = {key: self._unwritten[key] for key in keys[start:end]}
         return _overlay(list(self._db.iterate(prefix)), unwritten, prefix)
 
     def advance(self, changes: Sequence[Change]) -> None:
         """Make `changes` (one commit's) the committed state; the previous commit's batch is on disk."""
         self._unwritten = dict(changes)
+        self._unwritten_keys = sorted(self._unwritten)
         self._decoded = {}

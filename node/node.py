@@ -41,6 +41,7 @@ from execution.state import CommittedState
 from genesis.genesis import GenesisDoc
 from node.config import Config, parse_id_list, parse_laddr, parse_peer_list
 from node.events import EventBus
+from node.gcpolicy import apply_gc_policy
 from node.metrics import NodeMetrics
 from node.pricefeed import feeder_from_config
 from node.rpc import NodeInfo, RPCEnv, make_app
@@ -243,6 +244,7 @@ class Node:
                 "yes" if address else "no",
                 node_id(node_key.public_key),
             )
+            apply_gc_policy()  # start-up is done: what it built is frozen (node.gcpolicy)
             rpc_env = RPCEnv(
                 info=NodeInfo(
                     node_id=node_id(node_key.public_key),

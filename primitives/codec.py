@@ -13,6 +13,8 @@ field in their errors, so every message's `from_fields` reads the same way.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgpack
 
 Value = int | bytes | list["Value"] | tuple["Value", ...]
@@ -77,9 +79,28 @@ def _check(value: object) -> None:
         raise TypeError(f"canonical values are ints, bytes and arrays, not {kind.__name__}")
 
 
+def _flat_scalars(value: Sequence[object]) -> bool:
+    """Whether `value` holds only bytes and 64-bit ints (a record's fields): the common case of
+    `encode`, checked with C loops only. False sends the value to `_check`, which decides."""
+    kinds = set(map(type, value))
+    if not kinds <= _SCALARS:
+        return False
+    ints = value if bytes not in kinds else [item for item in value if type(item) is int]
+    return not ints or (min(ints) >= INT_MIN and max(ints) <= INT_MAX)  # type: ignore[type-var, operator]
+
+
 def encode(value: Value) -> bytes:
     """The canonical bytes of `value` (ints, bytes and arrays of them)."""
-    _check(value)
+    if type(value) is not list or not _flat_scalars(value):
+        _check(value)
+    return _pack(value)
+
+
+def pack_unchecked(value: Value) -> bytes:
+    """`encode(value)` without the check of its types and ranges: only for a hot path whose
+    value is known to be canonical (bytes, and ints in range, in arrays), which the caller
+    guarantees (see `execution.apphash`). Anything else would not raise: it would pack a
+    non-canonical form."""
     return _pack(value)
 
 

@@ -37,18 +37,27 @@ def _split_point(n: int) -> int:
 
 
 def _root_of_hashes(hashes: Sequence[bytes]) -> bytes:
-    n = len(hashes)
-    if n == 1:
-        return hashes[0]
-    k = _split_point(n)
-    return inner_hash(_root_of_hashes(hashes[:k]), _root_of_hashes(hashes[k:]))
+    """The root over the node hashes `hashes` (at least one), level by level: adjacent pairs are
+    hashed and an odd last node moves up a level unchanged. This is the RFC 6962 tree (split at
+    the largest power of two below n): the left subtree of every split is a full power-of-two
+    tree, so pairing from the left never crosses a split, and the lone right-most node of a level
+    is exactly a right subtree that is not yet complete. Iterative: no recursion, no slicing."""
+    level = list(hashes)
+    new = hashlib.sha256
+    while len(level) > 1:
+        paired = [new(_INNER + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            paired.append(level[-1])
+        level = paired
+    return level[0]
 
 
 def merkle_root(leaves: Sequence[bytes]) -> bytes:
     """The RFC 6962 Merkle root of `leaves`."""
     if not leaves:
         return sha256(b"")
-    return _root_of_hashes([leaf_hash(leaf) for leaf in leaves])
+    new = hashlib.sha256
+    return _root_of_hashes([new(_LEAF + leaf).digest() for leaf in leaves])
 
 
 @dataclass(frozen=True, slots=True)

@@ -186,9 +186,17 @@ APP_HOLDER_PREFIX = b"a:hld:"
 
 
 def _fixed(value: int, size: int, what: str) -> bytes:
-    if not 0 <= value < 2 ** (8 * size):
-        raise ValueError(f"{what} {value} out of range")
-    return value.to_bytes(size, "big")
+    """`value` as `size` big-endian bytes; ValueError outside [0, 2**(8*size)). `to_bytes`
+    (unsigned) does the range check itself: it raises OverflowError for a negative or too large
+    value, so the hot path computes no bound."""
+    try:
+        return value.to_bytes(size, "big")
+    except OverflowError:
+        raise ValueError(f"{what} {value} out of range") from None
+
+
+_MARKET_ID_BYTES: dict[int, bytes] = {}
+"""market id -> its 4 bytes, for the ids seen (markets are few; every key of the exchange has one)"""
 
 
 def _owner(owner: bytes) -> bytes:
@@ -198,7 +206,12 @@ def _owner(owner: bytes) -> bytes:
 
 
 def market_id_bytes(market_id: int) -> bytes:
-    return _fixed(market_id, MARKET_ID_SIZE, "market id")
+    raw = _MARKET_ID_BYTES.get(market_id)
+    if raw is None:
+        raw = _fixed(market_id, MARKET_ID_SIZE, "market id")
+        if type(market_id) is int and len(_MARKET_ID_BYTES) < 4096:  # not a bool or an IntEnum
+            _MARKET_ID_BYTES[market_id] = raw
+    return raw
 
 
 def market_key(market_id: int) -> bytes:
