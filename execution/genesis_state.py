@@ -29,7 +29,7 @@ import copy
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from execution.funding import FUNDING_FIELDS, FundingParams
 from execution.liquidation import LIQUIDATION_FIELDS, LiquidationParams
@@ -195,33 +195,18 @@ def _parse_oracle(value: object, path: str) -> OracleParams:
     return OracleParams(**numbers)
 
 
-def _parse_funding(value: object, path: str) -> FundingParams:
+_Params = TypeVar("_Params", FundingParams, LiquidationParams, TriggerParams)
+
+
+def _parse_params(value: object, path: str, names: tuple[str, ...], params: type[_Params]) -> _Params:
+    """A section of integer parameters, each optional (the dataclass has the defaults and raises
+    ValueError("<field>: <reason>") for a bad value)."""
     obj = _object(value, path)
-    _check_keys(obj, path, FUNDING_FIELDS, required=False)
-    numbers = {name: _integer(obj[name], f"{path}.{name}") for name in FUNDING_FIELDS if name in obj}
+    _check_keys(obj, path, names, required=False)
+    numbers = {name: _integer(obj[name], f"{path}.{name}") for name in names if name in obj}
     try:
-        return FundingParams(**numbers)
-    except ValueError as exc:  # "<field>: <reason>"
-        raise AppStateError(f"{path}.{exc}") from exc
-
-
-def _parse_liquidation(value: object, path: str) -> LiquidationParams:
-    obj = _object(value, path)
-    _check_keys(obj, path, LIQUIDATION_FIELDS, required=False)
-    numbers = {name: _integer(obj[name], f"{path}.{name}") for name in LIQUIDATION_FIELDS if name in obj}
-    try:
-        return LiquidationParams(**numbers)
-    except ValueError as exc:  # "<field>: <reason>"
-        raise AppStateError(f"{path}.{exc}") from exc
-
-
-def _parse_triggers(value: object, path: str) -> TriggerParams:
-    obj = _object(value, path)
-    _check_keys(obj, path, TRIGGER_FIELDS, required=False)
-    numbers = {name: _integer(obj[name], f"{path}.{name}") for name in TRIGGER_FIELDS if name in obj}
-    try:
-        return TriggerParams(**numbers)
-    except ValueError as exc:  # "<field>: <reason>"
+        return params(**numbers)
+    except ValueError as exc:
         raise AppStateError(f"{path}.{exc}") from exc
 
 
@@ -233,21 +218,27 @@ def parse_app_state(value: object, path: str = "app_state") -> AppState:
         accounts=_parse_accounts(obj.get("accounts", []), f"{path}.accounts"),
         markets=_parse_markets(obj.get("markets", []), f"{path}.markets"),
         oracle=_parse_oracle(obj["oracle"], f"{path}.oracle") if "oracle" in obj else OracleParams(),
-        funding=_parse_funding(obj["funding"], f"{path}.funding") if "funding" in obj else FundingParams(),
+        funding=(
+            _parse_params(obj["funding"], f"{path}.funding", FUNDING_FIELDS, FundingParams)
+            if "funding" in obj
+            else FundingParams()
+        ),
         liquidation=(
-            _parse_liquidation(obj["liquidation"], f"{path}.liquidation")
+            _parse_params(obj["liquidation"], f"{path}.liquidation", LIQUIDATION_FIELDS, LiquidationParams)
             if "liquidation" in obj
             else LiquidationParams()
         ),
         triggers=(
-            _parse_triggers(obj["triggers"], f"{path}.triggers") if "triggers" in obj else TriggerParams()
+            _parse_params(obj["triggers"], f"{path}.triggers", TRIGGER_FIELDS, TriggerParams)
+            if "triggers" in obj
+            else TriggerParams()
         ),
     )
 
 
 def default_exchange_app_state() -> dict[str, Any]:
-    """The `markets`, `oracle` and `funding` sections of the default and testnet genesis (BTC-USD,
-    ETH-USD)."""
+    """The exchange's sections of the default and testnet genesis: the markets (BTC-USD, ETH-USD)
+    and the oracle, funding, liquidation and trigger parameters at their defaults."""
     return {
         "markets": [market.to_json() for market in default_markets()],
         "oracle": OracleParams().to_json(),
