@@ -130,6 +130,8 @@ REDUCE_ONLY_FLAG = 1
 KNOWN_FLAGS = REDUCE_ONLY_FLAG
 ORACLE_VOTE_KIND = 6
 SIDE_NAMES = ("buy", "sell")
+_SIDES = tuple(Side)  # Side(i) is _SIDES[i] (i checked 0/1)
+_TIFS = tuple(TimeInForce)  # TimeInForce(i) is _TIFS[i] (i checked 0-3)
 TIF_NAMES = ("gtc", "ioc", "fok", "post_only")
 REJECT_REASONS = {
     CancelReason.POST_ONLY_CROSS: "post_only_would_cross",
@@ -392,17 +394,18 @@ def _owner_attribute(key: str, owner: bytes) -> EventAttribute:
 
 
 def _placed_event(market: Market, order: Order, tif: int) -> Event:
+    # `_attribute(key, n)` written out as `_new_attribute(key, str(n), True)`: one call fewer each
     return _new_event(
         "order_placed",
         (
-            _attribute("order_id", order.order_id),
+            _new_attribute("order_id", str(order.order_id), True),
             _shared("market", market.ticker),
             _owner_attribute("owner", order.owner),
             _shared("side", SIDE_NAMES[order.side]),
-            _attribute("size", order.size),
-            _attribute("price", order.price),
+            _new_attribute("size", str(order.size), True),
+            _new_attribute("price", str(order.price), True),
             _shared("tif", TIF_NAMES[tif]),
-            _attribute("client_id", order.client_id),
+            _new_attribute("client_id", str(order.client_id), True),
             _shared("reduce_only", "1" if order.reduce_only else "0"),
             _shared("good_til_block", str(order.good_til_block)),
         ),
@@ -445,18 +448,19 @@ def _rejected_event(market: Market, order: Order, reason: str) -> Event:
 
 
 def _filled_event(market: Market, fill: Fill, maker_fee: int, taker_fee: int) -> Event:
+    # number attributes inline, as in `_placed_event`
     return _new_event(
         "order_filled",
         (
             _shared("market", market.ticker),
-            _attribute("maker_order_id", fill.maker_order_id),
-            _attribute("taker_order_id", fill.taker_order_id),
+            _new_attribute("maker_order_id", str(fill.maker_order_id), True),
+            _new_attribute("taker_order_id", str(fill.taker_order_id), True),
             _owner_attribute("maker", fill.maker_owner),
             _owner_attribute("taker", fill.taker_owner),
-            _attribute("price", fill.price),
-            _attribute("size", fill.size),
-            _attribute("maker_fee", maker_fee),
-            _attribute("taker_fee", taker_fee),
+            _new_attribute("price", str(fill.price), True),
+            _new_attribute("size", str(fill.size), True),
+            _new_attribute("maker_fee", str(maker_fee), True),
+            _new_attribute("taker_fee", str(taker_fee), True),
             _shared("taker_side", SIDE_NAMES[fill.taker_side]),
         ),
     )
@@ -497,7 +501,9 @@ class _Positions:
         settlement that changes a stored position marks it changed (written by `store`)."""
         position = self._held.get(owner)
         if position is None:
-            position = _load_position(self._view, owner, self._market_id)
+            position = self._view.get_record(schema.position_key(owner, self._market_id), Position.decode)
+            if position is None:
+                position = _EMPTY_POSITION
             self._sizes[owner] = position.size
             index = self._index
             if index is None:
@@ -555,14 +561,16 @@ def _other_markets(ctx: ExchangeContext, state: StateReader, owner: bytes, marke
     requirement with orders)."""
     value = _collateral(state, owner)
     initial = 0
+    prefix = schema.position_prefix(owner)  # position_key(owner, id) = prefix + the id's bytes
     for market in ctx.markets(state):
-        if market.market_id == market_id:
+        other = market.market_id
+        if other == market_id:
             continue
-        position = _load_position(state, owner, market.market_id)
-        if position is _EMPTY_POSITION:
+        position = read_record(state, prefix + schema.market_id_bytes(other), Position.decode)
+        if position is None:
             continue
-        price = ctx.price(state, market.market_id)
-        position = settled(position, ctx.funding_index(state, market.market_id))  # pending funding
+        price = ctx.price(state, other)
+        position = settled(position, ctx.funding_index(state, other))  # pending funding
         value += position_value(market, position, price)
         initial += initial_requirement(market, position, price)
     return value, initial
@@ -590,7 +598,9 @@ def _free_with(market: Market, base: tuple[int, int], position: Position, price:
 
 
 def _write_order(view: StateView, market_id: int, order: Order) -> None:
-    view.put(schema.order_key(market_id, order.order_id), codec.encode(order.to_fields()))
+    # put as a record: encoded once, when the block's changes are listed, and never if a later
+    # fill or cancel of the block deletes or rewrites it (readers of the key use `get`)
+    view.put_record(schema.order_key(market_id, order.order_id), order)
 
 
 def _delete_order(view: StateView, market_id: int, order: Order) -> None:
@@ -774,9 +784,9 @@ def _place(
     assert ctx.books is not None
     book = ctx.books.book(market_id)
     order_id = ctx.take_order_id(view)
-    tif = TimeInForce(request.tif)
+    tif = _TIFS[request.tif]  # TimeInForce(request.tif) without the enum call (checked 0-3)
     order = Order(
-        order_id, owner, Side(request.side), request.price, request.size, request.size,
+        order_id, owner, _SIDES[request.side], request.price, request.size, request.size,
         request.client_id, tif is TimeInForce.POST_ONLY, request.reduce_only, request.good_til_block,
     )  # fmt: skip
     checker = _MakerCheck(ctx, view, market, positions)

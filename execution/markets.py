@@ -162,8 +162,14 @@ def market_error(m: Market) -> tuple[str, str] | None:
     return None
 
 
+_POW10: tuple[int, ...] = tuple(int(10**k) for k in range(64))
+"""10**k for the exponents that occur (the unit arithmetic asks for a few, again and again)"""
+
+
 def pow10(k: int) -> int:
     """10**k for k >= 0 (typed as int)."""
+    if 0 <= k < 64:
+        return _POW10[k]
     if k < 0:
         raise ValueError(f"negative power of ten {k}")
     return int(10**k)

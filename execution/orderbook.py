@@ -168,6 +168,11 @@ class Order:
             self.good_til_block,
         ]
 
+    def encode(self) -> bytes:
+        """The canonical bytes of the stored order record (`to_fields`): an order is a state
+        `Record` (`execution.state`), so a view encodes it only if its bytes are needed."""
+        return codec.encode(self.to_fields())
+
     @classmethod
     def from_fields(cls, value: Value) -> Order:
         f = codec.field_list(value, "order", length=10)
