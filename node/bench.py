@@ -230,10 +230,8 @@ def consensus_command(validators: int, heights: int, as_json: bool) -> None:
     """Vote handling by the state machine and commit verification, batched vs one by one."""
     limit = machine_limit()
     figures = bench_consensus(validators, heights)
-    if as_json:
-        click.echo(json.dumps({"machine_limit": _limit_json(limit), **figures}, indent=2))
+    if _print_json_or_limit(limit, figures, as_json):
         return
-    click.echo(limit.line())
     click.echo(
         f"state machine, {validators} validators: "
         f"{figures['votes_per_second_pre_verified']:,.0f} votes/s with signatures already verified, "
@@ -254,10 +252,8 @@ def book_command(operations: int, seed: int, as_json: bool) -> None:
     """Order-book operations per second on one core (placements, cancels, crossing orders)."""
     limit = machine_limit()
     figures = bench_book(operations, seed)
-    if as_json:
-        click.echo(json.dumps({"machine_limit": _limit_json(limit), **figures}, indent=2))
+    if _print_json_or_limit(limit, figures, as_json):
         return
-    click.echo(limit.line())
     click.echo(
         f"order book, one market, {operations:,} operations: {figures['ops_per_second']:,.0f} ops/s "
         f"on one core (target 200,000/s): {figures['placements']:,} placements "
@@ -287,10 +283,8 @@ def exec_command(
     """Order actions per second through finalize_block + commit, signatures pre-verified."""
     limit = machine_limit()
     figures = bench_exec(blocks, txs_per_block, accounts, seed, profile, orders_per_tx)
-    if as_json:
-        click.echo(json.dumps({"machine_limit": _limit_json(limit), **figures}, indent=2))
+    if _print_json_or_limit(limit, figures, as_json):
         return
-    click.echo(limit.line())
     click.echo(
         f"execution, {figures['orders']:,} order actions in {blocks} blocks of {txs_per_block:,} txs "
         f"({orders_per_tx} actions per market-maker tx): "
@@ -309,10 +303,8 @@ def liquidation_command(accounts: int, as_json: bool) -> None:
     """End-block time with open positions: no price move, and a 10% fall that liquidates 1%."""
     limit = machine_limit()
     figures = bench_liquidation(accounts)
-    if as_json:
-        click.echo(json.dumps({"machine_limit": _limit_json(limit), **figures}, indent=2))
+    if _print_json_or_limit(limit, figures, as_json):
         return
-    click.echo(limit.line())
     click.echo(
         f"liquidation, {figures['accounts']:,} accounts with open positions on {figures['markets']} markets: "
         f"end block with no price move {figures['no_move_end_block_ms']:.2f} ms "
@@ -324,6 +316,16 @@ def liquidation_command(accounts: int, as_json: bool) -> None:
         f"{figures['queue_after']:,} queued); "
         f"first pass over every holder {figures['first_pass_ms']:.0f} ms"
     )
+
+
+def _print_json_or_limit(limit: MachineLimit, figures: dict[str, Any], as_json: bool) -> bool:
+    """With `--json`, print the figures and the limit as one JSON object and say so (True); else
+    print the machine limit line, which the human-readable figures follow."""
+    if as_json:
+        click.echo(json.dumps({"machine_limit": _limit_json(limit), **figures}, indent=2))
+        return True
+    click.echo(limit.line())
+    return False
 
 
 def _limit_json(limit: MachineLimit) -> dict[str, Any]:
@@ -348,10 +350,8 @@ def throughput_command(
     """Committed tx/s and latency of a temporary localnet under signed-transfer load."""
     limit = machine_limit()
     figures = bench_throughput(validators, duration, accounts, timeout_commit)
-    if as_json:
-        click.echo(json.dumps({"machine_limit": _limit_json(limit), **figures}, indent=2))
+    if _print_json_or_limit(limit, figures, as_json):
         return
-    click.echo(limit.line())
     click.echo(
         f"{validators} validators, {duration:.0f} s, {accounts} accounts: "
         f"{figures['committed_tx_per_s']:,.1f} committed tx/s ({figures['committed']} of "
