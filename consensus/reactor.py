@@ -51,7 +51,7 @@ log = logging.getLogger("derivd.consensus.reactor")
 
 PEER_STATE = "consensus"
 VOTES_PER_TICK = 256
-CATCH_UP_INTERVAL = 1.0  # seconds between decided blocks sent to one lagging peer (driver timer)
+CATCH_UP_INTERVAL = 1.0  # seconds before a decided block is sent again to a peer still at its height
 MAX_DATA_MESSAGE = MAX_BLOCK_BYTES + (4 << 20)
 
 VoteKey = tuple[int, int, int, int, bytes]
@@ -73,6 +73,7 @@ class PeerRoundState:
     parts: set[tuple[int, int, bytes, int]] = field(default_factory=set)
     evidence: set[bytes] = field(default_factory=set)
     last_catch_up: float = -1e9
+    last_catch_up_height: int = 0
 
     def moved_to(self, height: int) -> None:
         """Forget what belongs to heights the peer has left."""
@@ -277,8 +278,11 @@ class ConsensusReactor:
                 self._send_evidence(peer, item)
 
     def _catch_up(self, peer: Peer, state: PeerRoundState) -> None:
+        """Send a lagging peer the decided block of its height, at once when it reached a new
+        height (so it catches up as fast as it applies blocks, faster than the chain grows), and
+        again only after `CATCH_UP_INTERVAL` while it stays at one height (lost or in flight)."""
         now = trio.current_time()
-        if now - state.last_catch_up < CATCH_UP_INTERVAL:
+        if state.height == state.last_catch_up_height and now - state.last_catch_up < CATCH_UP_INTERVAL:
             return
         raw_block = self.blocks.load_block(state.height)
         raw_commit = self.blocks.load_seen_commit(state.height)
@@ -287,6 +291,7 @@ class ConsensusReactor:
         message = DecidedBlock(Block.decode(raw_block), Commit.decode(raw_commit))
         if self._send(peer, CONSENSUS_DATA_CHANNEL, message):
             state.last_catch_up = now
+            state.last_catch_up_height = state.height
 
 
 def _on_right_channel(channel: int, message: WireMessage) -> bool:
