@@ -51,7 +51,7 @@ log = logging.getLogger("derivd.consensus.reactor")
 
 PEER_STATE = "consensus"
 VOTES_PER_TICK = 256
-CATCH_UP_INTERVAL = 1.0  # seconds before a decided block is sent again to a peer still at its height
+CATCH_UP_INTERVAL = 1.0  # driver timer (seconds, not state): resend pacing of a peer still at one height
 MAX_DATA_MESSAGE = MAX_BLOCK_BYTES + (4 << 20)
 
 VoteKey = tuple[int, int, int, int, bytes]

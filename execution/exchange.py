@@ -747,18 +747,37 @@ def _placement_margin_error(
     """The placement check of `execution.margin.placement_error` (same formula) for a non-exempt
     order, with `position` as the sender's position on `market` (an amend removed its old order
     from it), reading the other positions key by key (no prefix scan on the hot path)."""
-    market_id = market.market_id
-    oracle = ctx.price(view, market_id)
-    loss = worst_loss(market, request.side, request.size, request.price, oracle)
-    fee = trade_fee(market, request.size, request.price, market.taker_fee_ppm)
-    base_value, base_initial = _base_of(ctx, view, sender.raw, market_id)
-    with_order = position.with_orders(request.side, request.size)
+    oracle = ctx.price(view, market.market_id)
+    return placement_margin_error(
+        ctx, view, sender.raw, market, position, request.side, request.size, request.price, oracle
+    )
+
+
+def placement_margin_error(
+    ctx: ExchangeContext,
+    view: StateView,
+    owner: bytes,
+    market: Market,
+    position: Position,
+    side: int,
+    size: int,
+    limit: int,
+    oracle: int,
+    where: str = "",
+) -> str | None:
+    """None if the account still meets initial margin with an order of `size` at `limit` added to
+    `position` in the worst case (worst loss against `oracle`, worst taker fee), else why not;
+    `where` says at which price it was judged (empty: the oracle's)."""
+    loss = worst_loss(market, side, size, limit, oracle)
+    fee = trade_fee(market, size, limit, market.taker_fee_ppm)
+    base_value, base_initial = _base_of(ctx, view, owner, market.market_id)
+    with_order = position.with_orders(side, size)
     value = base_value + position_value(market, with_order, oracle)
     initial = base_initial + initial_requirement(market, with_order, oracle)
     if value - loss - fee >= initial:
         return None
     return (
-        f"insufficient margin: account value {value} - worst loss {loss} - worst fee {fee} "
+        f"insufficient margin: {where}account value {value} - worst loss {loss} - worst fee {fee} "
         f"< initial requirement {initial} with the order"
     )
 

@@ -88,20 +88,16 @@ from execution.exchange import (
     REDUCE_ONLY_FLAG,
     ExchangeContext,
     ExchangeError,
-    _base_of,
     _check_shape,
     _place,
     _Positions,
     _Request,
+    placement_margin_error,
 )
 from execution.margin import (
     BUY,
     Position,
-    initial_requirement,
     order_only_reduces,
-    position_value,
-    trade_fee,
-    worst_loss,
 )
 from execution.markets import Market
 from execution.orderbook import TimeInForce
@@ -230,19 +226,18 @@ def _margin_error(
 ) -> str | None:
     """The exchange's placement formula as if `trigger` fired now: this market's oracle price
     taken as the trigger price, `position` the owner's on the market (module docstring)."""
-    oracle = trigger.trigger_price
-    loss = worst_loss(market, trigger.side, trigger.size, price, oracle)
-    fee = trade_fee(market, trigger.size, price, market.taker_fee_ppm)
     ctx.bases.clear()
-    base_value, base_initial = _base_of(ctx, view, owner, market.market_id)
-    with_order = position.with_orders(trigger.side, trigger.size)
-    value = base_value + position_value(market, with_order, oracle)
-    initial = base_initial + initial_requirement(market, with_order, oracle)
-    if value - loss - fee >= initial:
-        return None
-    return (
-        f"insufficient margin: at the trigger price, account value {value} - worst loss {loss} - "
-        f"worst fee {fee} < initial requirement {initial} with the order"
+    return placement_margin_error(
+        ctx,
+        view,
+        owner,
+        market,
+        position,
+        trigger.side,
+        trigger.size,
+        price,
+        trigger.trigger_price,
+        "at the trigger price, ",
     )
 
 

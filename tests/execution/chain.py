@@ -47,6 +47,16 @@ def app_state_json(balances: Mapping[Address, int], extra: Mapping[str, object] 
     return json.dumps({"accounts": accounts, **(extra or {})}).encode()
 
 
+class Empty:
+    """A state with no keys (a `StateReader` to build views on)."""
+
+    def get(self, key: bytes) -> bytes | None:
+        return None
+
+    def iterate(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        return []
+
+
 class CountingVerifier(BatchVerifier):
     """A batch verifier that counts its verify_batch calls."""
 

@@ -47,18 +47,9 @@ from primitives.batch_verify import BatchVerifier
 from primitives.codec import DecodeError
 from storage import schema
 from storage.db import Database, WriteBatch
+from tests.execution.chain import Empty
 
 BTC, ETH = default_markets()
-
-
-class Empty:
-    """A state with no keys."""
-
-    def get(self, key: bytes) -> bytes | None:
-        return None
-
-    def iterate(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
-        return []
 
 
 def exact(m: Market, size: int, price: int) -> Fraction:

@@ -35,17 +35,9 @@ from execution.state import CommittedState, StateView
 from execution.tx import OracleVote, Tx, decode_action
 from execution.validators import RegisteredValidator, store_validator
 from primitives.codec import DecodeError
-from tests.execution.chain import Chain, address, key
+from tests.execution.chain import Chain, Empty, address, key
 
 BTC, ETH = default_markets()
-
-
-class Empty:
-    def get(self, key: bytes) -> bytes | None:
-        return None
-
-    def iterate(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
-        return []
 
 
 UNBOUNDED_MOVE = 10**12
