@@ -2,8 +2,10 @@
 
 It follows "The latest gossip on BFT consensus" (Buchman, Kwon, Milosevic 2018) in the shape of
 CometBFT's consensus/state.go: heights and rounds; propose, prevote, precommit; locked and valid
-value and round; proposals with a proof-of-lock round; round skipping on +2/3 votes of any kind
-for a higher round; timeouts `base + delta * round`.
+value and round; proposals with a proof-of-lock round; the paper's round skipping (votes of a
+higher round from more than a third of the power move a node to that round; CometBFT waits for
+two thirds); timeouts `base + delta * round`. The vote decisions themselves are the pure
+functions of `consensus.rules`.
 
 Nothing here touches sockets, files, clocks or threads. Time comes in with each event; signing,
 timers, persistence and block execution go out as effects, which the driver carries out. Signed
@@ -18,13 +20,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Protocol
+from typing import Protocol, assert_never
 
+from consensus import rules
+from consensus.rules import Precommit, SeenProposal
 from consensus.state import BlockError, ChainState, validate_block
 from consensus.types import (
     EMPTY_COMMIT,
     MS,
-    NIL_BLOCK_ID,
     Block,
     BlockID,
     Commit,
@@ -322,6 +325,7 @@ class ConsensusMachine:
             height != self.height
             or round_ < self.round
             or (round_ == self.round and self.step != Step.NEW_HEIGHT)
+            or self.step == Step.COMMIT
         ):
             return
         if round_ > self.round:
@@ -392,25 +396,22 @@ class ConsensusMachine:
         self._sign_vote(VoteType.PREVOTE, self._prevote_choice())
 
     def _prevote_choice(self) -> BlockID:
-        """Lines 22-33 of the paper: the proposal's block id, or nil."""
+        """The prevote of this round by the paper's rules (`rules.prevote`)."""
         proposal, block = self.proposal, self.proposal_block
-        if proposal is None or block is None:
-            return NIL_BLOCK_ID
-        if block.hash != proposal.block_id.hash or not self._block_acceptable(block):
-            return NIL_BLOCK_ID
-        if proposal.pol_round == -1:
-            if self.locked_round == -1 or (
-                self.locked_block is not None and self.locked_block.hash == block.hash
-            ):
-                return proposal.block_id
-            return NIL_BLOCK_ID
-        polka = self.votes.prevotes(proposal.pol_round).two_thirds_majority()
-        if polka is not None and polka.hash == block.hash and proposal.pol_round < self.round:
-            if self.locked_round <= proposal.pol_round:
-                return proposal.block_id
-            if self.locked_block is not None and self.locked_block.hash == block.hash:
-                return proposal.block_id
-        return NIL_BLOCK_ID
+        seen: SeenProposal | None = None
+        pol_majority: BlockID | None = None
+        if proposal is not None and block is not None:
+            valid = block.hash == proposal.block_id.hash and self._block_acceptable(block)
+            seen = SeenProposal(block_id=proposal.block_id, pol_round=proposal.pol_round, valid=valid)
+            if proposal.pol_round >= 0:
+                pol_majority = self.votes.prevotes(proposal.pol_round).two_thirds_majority()
+        return rules.prevote(
+            round_=self.round,
+            proposal=seen,
+            locked_round=self.locked_round,
+            locked_hash=self.locked_block.hash if self.locked_block is not None else None,
+            pol_majority=pol_majority,
+        )
 
     def _block_acceptable(self, block: Block) -> bool:
         """Whether `block` is valid on this state and accepted by the application (memoised)."""
@@ -450,30 +451,42 @@ class ConsensusMachine:
         self.round = round_
         self._set_step(Step.PRECOMMIT)
         polka = self.votes.prevotes(round_).two_thirds_majority()
-        if polka is None or polka.is_nil():
-            self._sign_vote(VoteType.PRECOMMIT, NIL_BLOCK_ID)
-            return
-        if self.locked_block is not None and self.locked_block.hash == polka.hash:
-            self.locked_round = round_
-            self._set_valid(round_, self.locked_block, self.locked_parts)
-            self._sign_vote(VoteType.PRECOMMIT, polka)
-            return
-        if self.proposal_block is not None and self.proposal_block.hash == polka.hash:
-            if not self._block_acceptable(self.proposal_block):
+        block = self.proposal_block
+        decision = rules.precommit(
+            polka=polka,
+            locked_hash=self.locked_block.hash if self.locked_block is not None else None,
+            proposal_hash=block.hash if block is not None else None,
+            proposal_valid=(
+                block is not None
+                and polka is not None
+                and block.hash == polka.hash
+                and self._block_acceptable(block)
+            ),
+        )
+        match decision:
+            case Precommit.NIL:
+                pass
+            case Precommit.RELOCK:
+                assert self.locked_block is not None
+                self.locked_round = round_
+                self._set_valid(round_, self.locked_block, self.locked_parts)
+            case Precommit.LOCK:
+                assert block is not None
+                self.locked_round = round_
+                self.locked_block = block
+                self.locked_parts = self.proposal_parts
+                self._set_valid(round_, block, self.proposal_parts)
+            case Precommit.INVALID:
+                assert polka is not None
                 log.error("+2/3 prevoted block %s that this node finds invalid", polka.short())
-                self._sign_vote(VoteType.PRECOMMIT, NIL_BLOCK_ID)
-                return
-            self.locked_round = round_
-            self.locked_block = self.proposal_block
-            self.locked_parts = self.proposal_parts
-            self._set_valid(round_, self.locked_block, self.locked_parts)
-            self._sign_vote(VoteType.PRECOMMIT, polka)
-            return
-        # A polka for a block we do not have: fetch it, precommit nil.
-        if self.proposal_parts is None or self.proposal_parts.header != polka.parts:
-            self.proposal_block = None
-            self.proposal_parts = PartSet(polka.parts)
-        self._sign_vote(VoteType.PRECOMMIT, NIL_BLOCK_ID)
+            case Precommit.MISSING:
+                assert polka is not None
+                if self.proposal_parts is None or self.proposal_parts.header != polka.parts:
+                    self.proposal_block = None
+                    self.proposal_parts = PartSet(polka.parts)
+            case _:
+                assert_never(decision)
+        self._sign_vote(VoteType.PRECOMMIT, rules.precommit_vote(decision, polka))
 
     def _set_valid(self, round_: int, block: Block, parts: PartSet | None) -> None:
         """Lines 36-43 of the paper: a polka seen for a block sets the valid value and round."""
@@ -606,6 +619,9 @@ class ConsensusMachine:
             self._effects.append(Equivocation(result.conflicting, vote))
             if not result.counted:
                 return
+        ahead = self.votes.round_power(vote.round)
+        if vote.round > self.round and 3 * ahead > self.votes.validators.total_power:
+            self._enter_new_round(self.height, vote.round)  # line 55: over 1/3 of the power is ahead
         if vote.type == VoteType.PREVOTE:
             self._on_prevote_added(vote)
         else:
@@ -641,9 +657,7 @@ class ConsensusMachine:
                 self.proposal_block = None
                 if self.proposal_parts is None or self.proposal_parts.header != polka.parts:
                     self.proposal_parts = PartSet(polka.parts)
-        if self.round < vote.round and prevotes.has_two_thirds_any():
-            self._enter_new_round(height, vote.round)
-        elif self.round == vote.round and self.step >= Step.PREVOTE:
+        if self.round == vote.round and self.step >= Step.PREVOTE:
             if polka is not None and (self._is_proposal_complete() or polka.is_nil()):
                 self._enter_precommit(height, vote.round)
             elif prevotes.has_two_thirds_any():

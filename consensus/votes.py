@@ -189,6 +189,7 @@ class HeightVoteSet:
         self.validators = validators
         self.round_window = round_window
         self._sets: dict[tuple[int, VoteType], VoteSet] = {}
+        self._round_power: dict[int, int] = {}
         self.current_round = 0
 
     def set_round(self, round_: int) -> None:
@@ -220,7 +221,18 @@ class HeightVoteSet:
             raise VoteError(f"vote for height {vote.height}, not {self.height}")
         if not self.accepts_round(vote.round):
             raise VoteError(f"vote for round {vote.round} is beyond the window of round {self.current_round}")
-        return self.get(vote.round, vote.type).add(vote, verified)
+        result = self.get(vote.round, vote.type).add(vote, verified)
+        if result.status == AddStatus.ADDED:
+            other = VoteType.PRECOMMIT if vote.type == VoteType.PREVOTE else VoteType.PREVOTE
+            other_set = self._sets.get((vote.round, other))
+            if other_set is None or other_set.get(vote.validator_index) is None:
+                power = self.validators.validators[vote.validator_index].power
+                self._round_power[vote.round] = self._round_power.get(vote.round, 0) + power
+        return result
+
+    def round_power(self, round_: int) -> int:
+        """The power of the validators with a vote of any type in `round_`."""
+        return self._round_power.get(round_, 0)
 
     def pol_info(self) -> tuple[int, BlockID] | None:
         """The highest round with +2/3 prevotes for a block, and that block."""
