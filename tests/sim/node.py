@@ -19,7 +19,7 @@ from consensus.evidence import EvidenceError, EvidencePool, decode_evidence_list
 from consensus.machine import ConsensusMachine, ScheduleTimeout, TimeoutConfig
 from consensus.privval import FilePrivValidator, load_sign_state
 from consensus.state import ChainState
-from consensus.types import Block, BlockID, Commit, PartSet, Proposal
+from consensus.types import Block, BlockID, Commit
 from consensus.validators import ValidatorSet
 from consensus.votes import SignatureCheck
 from consensus.wal import WAL
@@ -75,6 +75,10 @@ class Chain:
         return list(self.pending_evidence.values())
 
 
+POISON = b"poison "
+"""Transactions that start with this make the toy application reject a block."""
+
+
 class ToyApplier:
     """Applies decided blocks to a node's Chain (the BlockApplier of a simulated node)."""
 
@@ -121,6 +125,8 @@ class ToySource:
 
     def process_proposal(self, state: ChainState, block: Block) -> bool:
         assert self.node.evidence is not None
+        if any(tx.startswith(POISON) for tx in block.txs):
+            return False
         try:
             self.node.evidence.check_block(state, block.evidence, block.header.time)
         except EvidenceError:
@@ -163,8 +169,8 @@ class SimNode:
         self.pending_timeout: ScheduleTimeout | None = None
         self.timer_token = 0
         self.last_stall_key: tuple[int, int, int, int] | None = None
-        self.held: tuple[Proposal, PartSet] | None = None
-        """A byzantine proposer's proposal, held until its parts are there to send two versions."""
+        self.committed_height = genesis.last_block_height
+        """The height up to which the simulation has checked this node's commits."""
 
     @property
     def address(self) -> bytes:

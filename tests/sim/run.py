@@ -1,28 +1,25 @@
-"""One simulated run from a seed: n validators on a virtual network with faults, then the
-properties every run must keep.
+"""One simulated run from a seed: n validators on a virtual network with faults (tests/sim/network.py),
+byzantine validators (tests/sim/byzantine.py), and the safety monitor (tests/sim/checks.py)
+consulted after every event.
 
 Everything random comes from `random.Random(seed)`, time is a virtual clock, and every
 collection that orders events is a list or a heap keyed by (time, sequence), so one seed always
 gives the same run; the run's digest (a hash over every event handled) shows it.
 
-Faults, before the heal time: message delays, drops, duplicates and reordering, partitions that
-heal; crashes that lose a node's memory and the unsynced end of its WAL (it restarts from its
-WAL, private-validator state and committed chain); byzantine validators (under 1/3 of the
-power) that sign two votes per step and two proposals per round, sending each to part of the
-network. After the heal time the network delivers everything (late, but surely) and every node
-is up; byzantine validators keep equivocating.
-
-Properties: agreement (no two honest nodes commit different blocks at one height), validity
-(each committed block is valid on the state before it), no honest double-sign, liveness (after
-the heal every honest node commits at least K more heights within a bounded virtual time), and
-every equivocation an honest node detected ends up as evidence in a committed block.
+A run has two phases. Until the heal time faults come and go; then every honest node is up, the
+network delivers everything, and each honest node must commit `HEIGHTS_AFTER_HEAL` more heights
+within `LIVENESS_BOUND` of virtual time (liveness), and every equivocation an honest node
+detected must end up as evidence in a committed block. Byzantine validators keep misbehaving
+after the heal.
 
 Gossip here is a stand-in for the p2p reactors: every signed message is broadcast once; a node
-that has made no progress for a gossip interval tells its peers its height and re-sends its own
-votes of every round of the height, every vote it holds (conflicting ones included) of the
-current round, its valid and locked rounds and the proposal's proof-of-lock round, the proposal
-it holds for the current round and its pending evidence; a node that hears of a peer at a lower
-height sends that peer the block and commit of that height.
+that has made no progress for a gossip interval re-sends, to each peer that lacks it (a reactor
+knows its peers' round states and votes): its own votes of every round of the height, every
+vote it holds (conflicting ones included) of its current, valid and locked rounds, of the rounds
+its peers are in and of the proof-of-lock rounds of their proposals, the proposal it holds for
+the current round and its pending evidence; it tells the peers ahead of it its height, and a
+node that hears of a peer at a lower height sends that peer the block and commit of that
+height.
 """
 
 from __future__ import annotations
@@ -30,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from consensus.driver import supersedes
@@ -44,23 +41,15 @@ from consensus.machine import (
     VoteEvent,
 )
 from consensus.messages import EvidenceMessage, Message
-from consensus.state import ChainState, ConsensusParams, genesis_state, validate_block
-from consensus.types import (
-    NIL_BLOCK_ID,
-    Block,
-    BlockID,
-    Commit,
-    PartSet,
-    PartSetHeader,
-    Proposal,
-    Vote,
-    VoteType,
-    data_hash,
-)
-from consensus.votes import verify_commit
+from consensus.state import ConsensusParams, genesis_state
+from consensus.types import Block, Commit, Proposal, Vote, VoteType
+from consensus.validators import ValidatorSet
 from primitives.batch_verify import BatchVerifier
 from primitives.hashing import sha256
 from primitives.keys import PrivateKey
+from tests.sim.byzantine import Adversary, draw_behaviours
+from tests.sim.checks import Monitor, Violation
+from tests.sim.network import PROFILES, FaultPlan, Network
 from tests.sim.node import SimNode
 
 MS = 1_000_000
@@ -82,25 +71,7 @@ TIMEOUTS = TimeoutConfig(
 
 DELIVER, TIMER, TICK, CRASH, RESTART = range(5)
 
-
-@dataclass(frozen=True)
-class Faults:
-    network: bool = False
-    crash: bool = False
-    byzantine: bool = False
-
-    @property
-    def any(self) -> bool:
-        return self.network or self.crash or self.byzantine
-
-
-PROFILES = {
-    "none": Faults(),
-    "network": Faults(network=True),
-    "crash": Faults(crash=True),
-    "byzantine": Faults(byzantine=True),
-    "all": Faults(network=True, crash=True, byzantine=True),
-}
+__all__ = ["PROFILES", "Result", "Simulation", "Violation", "run_seed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,27 +98,32 @@ class Result:
     failures: list[str] = field(default_factory=list)
     digest: str = ""
     heights: int = 0
+    rounds: int = 0
+    """Rounds past round 0 over the committed heights (sum of the commits' rounds)."""
+    max_round: int = 0
     events: int = 0
+    steps_checked: int = 0
     equivocations: int = 0
     evidence_committed: int = 0
+    stats: dict[str, int] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
         return not self.failures
 
 
-class Violation(Exception):
-    """A property broke; the run stops there."""
-
-
 def _powers(rng: random.Random, n: int, byzantine: int) -> list[int]:
+    """Honest powers, then byzantine ones holding less than a third of the total: in half the
+    seeds as close to a third as the integers allow, in the others anything below it."""
     honest = [rng.randint(5, 20) for _ in range(n - byzantine)]
-    evil = [rng.randint(1, 10) for _ in range(byzantine)]
-    while evil and 3 * sum(evil) >= sum(honest) + sum(evil):
-        biggest = max(range(len(evil)), key=lambda i: evil[i])
-        evil[biggest] = max(1, evil[biggest] - 1)
-        if all(p == 1 for p in evil) and 3 * sum(evil) >= sum(honest) + sum(evil):
-            honest[0] += 5
+    if not byzantine:
+        return honest
+    ceiling = (sum(honest) - 1) // 2  # 3 * evil < honest + evil
+    total = ceiling if rng.random() < 0.5 else rng.randint(byzantine, max(byzantine, ceiling))
+    if total < byzantine:
+        honest[0] += 2 * byzantine
+        total = byzantine
+    evil = [total // byzantine + (1 if i < total % byzantine else 0) for i in range(byzantine)]
     return honest + evil
 
 
@@ -191,53 +167,42 @@ class Simulation:
             for i in range(n)
         ]
         self.honest = [node for node in self.nodes if not node.byzantine]
+        self.adversaries = {
+            node.index: Adversary(
+                node, self.genesis.chain_id, draw_behaviours(rng), random.Random(rng.getrandbits(64))
+            )
+            for node in self.nodes
+            if node.byzantine
+        }
         self.now = GENESIS_TIME
         self.queue: list[tuple[int, int, int, Any]] = []
         self.seq = 0
         self.digest = hashlib.sha256()
         self.events = 0
-        self.signed: dict[tuple[bytes, int, int, int], tuple[Any, ...]] = {}
+        self.monitor = Monitor(self.check)
         self.detected: dict[tuple[bytes, int, int, int], int] = {}
         self.sent_catchups: dict[tuple[int, int], int] = {}
+        self.first_commit: dict[int, int] = {}
+        self._crash_locks: dict[int, Any] = {}
         self._scanned: dict[int, int] = {}
         self._included_keys: set[tuple[bytes, int, int, int]] = set()
-        self._plan_faults()
-
-    # -- set-up -------------------------------------------------------------------------------
-
-    def _plan_faults(self) -> None:
-        rng, f = self.rng, self.faults
-        self.heal_at = self.now + (rng.randint(3000, 6000) * MS if f.network or f.crash else 0)
-        self.base_delay = rng.randint(1, 20) * MS
-        self.jitter = rng.randint(0, 40) * MS if f.network else 5 * MS
-        self.p_drop = rng.uniform(0.0, 0.15) if f.network else 0.0
-        self.p_dup = rng.uniform(0.0, 0.05) if f.network else 0.0
-        self.skew = [rng.randint(-20, 20) * MS if f.network else 0 for _ in self.nodes]
-        self.partitions: list[tuple[int, int, list[int]]] = []
-        if f.network:
-            for _ in range(rng.randint(1, 3)):
-                start = self.now + rng.randint(0, 2500) * MS
-                end = min(start + rng.randint(300, 2000) * MS, self.heal_at)
-                sides = [rng.randrange(2) for _ in self.nodes]
-                self.partitions.append((start, end, sides))
-        if f.crash:
-            for _ in range(rng.randint(1, 3)):
-                victim = rng.randrange(len(self.nodes))
-                at = self.now + rng.randint(0, 2500) * MS
-                back = min(at + rng.randint(200, 2000) * MS, self.heal_at - 50 * MS)
-                if back > at:
-                    self._push(at, CRASH, victim)
-                    self._push(back, RESTART, victim)
+        self.plan = FaultPlan.draw(rng, n, self.faults, self.now)
+        self.network = Network(self.plan, random.Random(rng.getrandbits(64)), n, TIMEOUTS)
+        for crash in self.plan.crashes:
+            self._push(crash.at, CRASH, crash.node)
+            self._push(crash.back, RESTART, crash.node)
         for node in self.nodes:
             if self.rng.random() < 0.2:
-                node.big_tx_heights.add(self.rng.randint(2, 6))
+                node.big_tx_heights.add(self.rng.randint(2, 20))
+
+    # -- set-up -------------------------------------------------------------------------------
 
     def _push(self, at: int, kind: int, data: Any) -> None:
         self.seq += 1
         heapq.heappush(self.queue, (at, self.seq, kind, data))
 
     def _clock(self, node: SimNode) -> Any:
-        return lambda: self.now + self.skew[node.index]
+        return lambda: self.now + self.plan.skew[node.index]
 
     def _start(self, node: SimNode) -> None:
         def schedule(timeout: ScheduleTimeout, node: SimNode = node) -> None:
@@ -253,127 +218,89 @@ class Simulation:
         assert node.driver is not None
         if not node.byzantine:
             node.driver.evidence_listeners.append(self._on_detected)
+            self.monitor.after_restart(node.name, node.machine, self._crash_locks.pop(node.index, None))
+        self._after(node)
+
+    def _crash(self, node: SimNode) -> None:
+        if node.up and not node.byzantine:
+            self._crash_locks[node.index] = self.monitor.forget(node.name)
+        node.crash()
 
     # -- network -------------------------------------------------------------------------------
 
-    def _cut(self, a: int, b: int) -> bool:
-        return any(start <= self.now < end and sides[a] != sides[b] for start, end, sides in self.partitions)
-
     def _send(self, sender: int, receiver: int, message: Any) -> None:
-        if self.now < self.heal_at:
-            if self._cut(sender, receiver) or self.rng.random() < self.p_drop:
-                return
-            if self.rng.random() < self.p_dup:
-                self._push(
-                    self.now + self.base_delay + int(self.rng.random() * self.jitter),
-                    DELIVER,
-                    (sender, receiver, message),
-                )
-        self._push(
-            self.now + self.base_delay + int(self.rng.random() * self.jitter),
-            DELIVER,
-            (sender, receiver, message),
+        if isinstance(message, VoteEvent) and message.vote.type == VoteType.PREVOTE:
+            self.monitor.seen_prevote(message.vote)
+        elif isinstance(message, ProposalEvent):
+            self.monitor.seen_proposal(message.proposal)
+        for delay in self.network.delays(sender, receiver, message, self.now):
+            self._push(self.now + delay, DELIVER, (sender, receiver, message))
+
+    def _broadcast(self, node: SimNode, message: Message, only_missing: bool = False) -> None:
+        """Send `message` (signed by or relayed by `node`) to every peer; `only_missing` sends
+        it only to the peers that can use it and lack it (what a reactor that tracks its peers'
+        round states and votes does when it re-gossips)."""
+        peers = [p.index for p in self.nodes if p.index != node.index]
+        adversary = self.adversaries.get(node.index)
+        if adversary is None:
+            self._record_signed(node, message)
+            sends: list[tuple[int, Message]] = [(peer, message) for peer in peers]
+        else:
+            sends = adversary.outgoing(message, peers)
+        for peer, out in sends:
+            if not only_missing or self._lacks(self.nodes[peer], out):
+                self._send(node.index, peer, out)
+
+    def _lacks(self, node: SimNode, message: Message) -> bool:
+        """Whether `node` is up, at the height and round where `message` counts, and lacks it."""
+        if not node.up or node.driver is None:
+            return False
+        machine = node.machine
+        if isinstance(message, VoteEvent):
+            vote = message.vote
+            if vote.height != machine.height:
+                return False
+            votes = machine.votes.peek(vote.round, vote.type)
+            if votes is None:
+                return True
+            first = votes.get(vote.validator_index)
+            return first is None or (first != vote and vote not in votes.votes_for(vote.block_id))
+        if isinstance(message, ProposalEvent):
+            p = message.proposal
+            return p.height == machine.height and p.round == machine.round and machine.proposal is None
+        if isinstance(message, BlockPartEvent):
+            parts = machine.proposal_parts
+            return (
+                message.height == machine.height
+                and parts is not None
+                and not parts.is_complete()
+                and not parts.has(message.part.index)
+            )
+        key = message.evidence.key
+        pool = node.evidence
+        return (
+            pool is not None
+            and key not in node.chain.committed_evidence
+            and all(e.key != key for e in pool.pending())
         )
 
-    def _broadcast(self, node: SimNode, message: Message) -> None:
-        self._record_signed(node, message)
-        peers = [p.index for p in self.nodes if p.index != node.index]
-        if node.byzantine and isinstance(message, VoteEvent | ProposalEvent | BlockPartEvent):
-            self._equivocate(node, message, peers)
-            return
-        for peer in peers:
-            self._send(node.index, peer, message)
-
     def _record_signed(self, node: SimNode, message: Message) -> None:
-        if node.byzantine:
-            return
         if isinstance(message, VoteEvent) and message.vote.validator_address == node.address:
             vote = message.vote
-            self._check_single_signature(
-                (vote.validator_address, vote.height, vote.round, int(vote.type)), (vote.block_id,)
-            )
+            self.monitor.honest_vote(vote, self._validators(node, vote.height))
         elif isinstance(message, ProposalEvent) and self._is_own_proposal(node, message.proposal):
-            p = message.proposal
-            self._check_single_signature((node.address, p.height, p.round, 0), (p.block_id, p.pol_round))
+            self.monitor.honest_proposal(node.address, message.proposal)
+
+    def _validators(self, node: SimNode, height: int) -> ValidatorSet:
+        if node.machine.height == height:
+            return node.machine.votes.validators
+        found = node.chain.validators_at(height)
+        assert found is not None, f"{node.name} knows no validators at height {height}"
+        return found
 
     def _is_own_proposal(self, node: SimNode, proposal: Proposal) -> bool:
         machine = node.machine
         return proposal.height == machine.height and machine.proposer() == node.address
-
-    def _check_single_signature(self, key: tuple[bytes, int, int, int], content: tuple[Any, ...]) -> None:
-        seen = self.signed.setdefault(key, content)
-        if seen != content:
-            raise Violation(
-                f"honest double-sign by {key[0].hex()[:8]} at height {key[1]} round {key[2]} step {key[3]}"
-            )
-
-    # -- byzantine behaviour ------------------------------------------------------------------------
-
-    def _split(self, peers: list[int]) -> tuple[list[int], list[int]]:
-        shuffled = peers[:]
-        self.rng.shuffle(shuffled)
-        half = max(1, len(shuffled) // 2)
-        group_a, group_b = shuffled[:half], shuffled[half:]
-        return group_a, group_b + group_a[:1]  # one peer sees both versions
-
-    def _equivocate(
-        self, node: SimNode, message: VoteEvent | ProposalEvent | BlockPartEvent, peers: list[int]
-    ) -> None:
-        if isinstance(message, VoteEvent):
-            vote = message.vote
-            if vote.validator_address != node.address:
-                for peer in peers:
-                    self._send(node.index, peer, message)
-                return
-            other_id = (
-                BlockID(sha256(b"evil %d" % vote.height), PartSetHeader(1, sha256(b"evil parts")))
-                if vote.block_id.is_nil()
-                else NIL_BLOCK_ID
-            )
-            other = replace(vote, block_id=other_id, signature=b"")
-            other = other.with_signature(node.key.sign(other.sign_bytes(self.genesis.chain_id)))
-            group_a, group_b = self._split(peers)
-            for peer in group_a:
-                self._send(node.index, peer, message)
-            for peer in group_b:
-                self._send(node.index, peer, VoteEvent(other))
-            return
-        # Own proposals: hold the proposal until its parts are all there, then send two blocks.
-        if isinstance(message, ProposalEvent):
-            if self._is_own_proposal(node, message.proposal):
-                node.held = (message.proposal, PartSet(message.proposal.block_id.parts))
-            else:
-                for peer in peers:
-                    self._send(node.index, peer, message)
-            return
-        held = node.held
-        if held is None or not held[1].add(message.part):
-            for peer in peers:
-                self._send(node.index, peer, message)
-            return
-        proposal, part_set = held
-        if not part_set.is_complete():
-            return
-        node.held = None
-        parts = [BlockPartEvent(proposal.height, proposal.round, part) for part in part_set.parts()]
-        block = Block.decode(part_set.data())
-        txs = (*block.txs, b"evil %d" % self.rng.getrandbits(32))
-        other_block = Block(
-            replace(block.header, data_hash=data_hash(txs)), txs, block.evidence, block.last_commit
-        )
-        other_parts = PartSet.from_data(other_block.encode())
-        alt = replace(proposal, block_id=BlockID(other_block.hash, other_parts.header), signature=b"")
-        alt = alt.with_signature(node.key.sign(alt.sign_bytes(self.genesis.chain_id)))
-        group_a, group_b = self._split(peers)
-        group_b = group_b[:-1]
-        for peer in group_a:
-            self._send(node.index, peer, ProposalEvent(proposal))
-            for part in parts:
-                self._send(node.index, peer, part)
-        for peer in group_b:
-            self._send(node.index, peer, ProposalEvent(alt))
-            for piece in other_parts.parts():
-                self._send(node.index, peer, BlockPartEvent(alt.height, alt.round, piece))
 
     def _on_detected(self, evidence: DuplicateVoteEvidence) -> None:
         vote = evidence.vote_a
@@ -382,13 +309,37 @@ class Simulation:
 
     # -- events --------------------------------------------------------------------------------
 
+    def _after(self, node: SimNode) -> None:
+        """After `node` handled an event: check it, and note what it committed."""
+        if not node.up or node.driver is None:
+            return
+        adversary = self.adversaries.get(node.index)
+        if adversary is not None:
+            adversary.after_event()
+        else:
+            self.monitor.after_event(node.name, node.machine)
+        chain = node.chain
+        while node.committed_height < chain.height:
+            height = node.committed_height + 1
+            block, commit = chain.block_at(height) or (None, None)
+            assert block is not None and commit is not None
+            if not node.byzantine:
+                index = height - chain.genesis.initial_height
+                before = chain.states[index - 1] if index else chain.genesis
+                self.monitor.committed(node.name, before, block, commit)
+                if height not in self.first_commit:
+                    self.first_commit[height] = node.index
+                    self.network.isolate_after_commit(node.index, self.now)
+            node.committed_height = height
+
     def _deliver(self, sender: int, receiver: int, message: Any) -> None:
         node = self.nodes[receiver]
-        if not node.up or node.driver is None:
+        if not node.up or node.driver is None or self.network.cut(sender, receiver, self.now):
             return
         if isinstance(message, CatchUp):
             if message.block.height == node.machine.height:
                 node.driver.apply_decided(message.block, message.commit)
+                self._after(node)
             return
         if isinstance(message, Status):
             if message.height < node.machine.height:
@@ -397,7 +348,8 @@ class Simulation:
         height = _height_of(message)
         if height is not None and height < node.machine.height:
             self._catch_up(node, sender, height)
-        node.driver.receive(replace(message, peer=self.nodes[sender].name))
+        node.driver.receive(_from(message, self.nodes[sender].name))
+        self._after(node)
 
     def _catch_up(self, node: SimNode, peer: int, height: int) -> None:
         found = node.chain.block_at(height)
@@ -420,6 +372,11 @@ class Simulation:
         messages: list[Message] = []
         index = machine.votes.validators.index_of(node.address)
         relay = {machine.round, machine.valid_round, machine.locked_round}
+        for peer in self.nodes:  # and the rounds the peers are in, as a reactor learns them
+            if peer.up and peer.driver is not None and peer.machine.height == machine.height:
+                relay.add(peer.machine.round)
+                if peer.machine.proposal is not None:
+                    relay.add(peer.machine.proposal.pol_round)
         if machine.proposal is not None:
             relay.add(machine.proposal.pol_round)
         for round_ in machine.votes.rounds():
@@ -442,10 +399,10 @@ class Simulation:
         if node.evidence is not None:
             messages.extend(EvidenceMessage(e) for e in node.evidence.pending())
         for message in messages:
-            self._broadcast(node, message)
+            self._broadcast(node, message, only_missing=True)
         for peer in self.nodes:
-            if peer is not node:
-                self._send(node.index, peer.index, Status(machine.height))
+            if peer is not node and peer.up and peer.chain.height >= machine.height:
+                self._send(node.index, peer.index, Status(machine.height))  # to peers that can help
 
     def _step(self) -> None:
         at, _, kind, data = heapq.heappop(self.queue)
@@ -464,14 +421,17 @@ class Simulation:
                     repr((at, index, timeout.height, timeout.round, int(timeout.step))).encode()
                 )
                 node.driver.handle(TimeoutEvent(timeout.height, timeout.round, timeout.step))
+                self._after(node)
         elif kind == TICK:
             self._tick(self.nodes[data])
         elif kind == CRASH:
-            self.digest.update(repr((at, "crash", data)).encode())
-            self.nodes[data].crash()
+            if not self.network.healed(at):
+                self.digest.update(repr((at, "crash", data)).encode())
+                self._crash(self.nodes[data])
         else:
             self.digest.update(repr((at, "restart", data)).encode())
-            self._start(self.nodes[data])
+            if not self.nodes[data].up:
+                self._start(self.nodes[data])
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -488,44 +448,60 @@ class Simulation:
             for node in self.nodes:
                 self._start(node)
                 self._push(self.now + self.rng.randint(0, int(GOSSIP_INTERVAL)), TICK, node.index)
-            self._run_until(self.heal_at, lambda: False)
+            target = self.plan.target_height
+            self._run_until(self.plan.horizon, lambda: all(n.chain.height >= target for n in self.honest))
+            self.network.heal(self.now)
             for node in self.honest:
                 if not node.up:
                     self._start(node)
             base = {node.index: node.chain.height for node in self.honest}
             target = HEIGHTS_AFTER_HEAL
+            heal_at = self.now
 
             def live() -> bool:
                 return all(node.chain.height >= base[node.index] + target for node in self.honest)
 
-            if not self._run_until(self.heal_at + LIVENESS_BOUND, live):
+            if not self._run_until(heal_at + LIVENESS_BOUND, live):
                 lagging = {node.name: (base[node.index], node.chain.height) for node in self.honest}
                 raise Violation(
                     f"liveness: not every honest node committed {target} heights after the heal: {lagging}"
                 )
             if self.faults.byzantine:
-                stop_height = min(node.chain.height for node in self.honest)
-                due = sorted(key for key in self.detected if key[1] < stop_height)
-
-                def all_included() -> bool:
-                    return all(key in self._included() for key in due)
-
-                deadline = self.now + EVIDENCE_BOUND
-                if not self._run_until(deadline, all_included):
-                    missing = [(k[0].hex()[:8], k[1], k[2], k[3]) for k in due if k not in self._included()]
-                    raise Violation(f"evidence: equivocations detected but never committed: {missing}")
-                result.equivocations = len(due)
-                result.evidence_committed = len(self._included())
-            self._check_agreement_and_validity()
+                self._check_evidence(result)
         except Violation as exc:
             result.failures.append(str(exc))
+        self._fill(result)
+        self.verifier.close()
+        return result
+
+    def _check_evidence(self, result: Result) -> None:
+        stop_height = min(node.chain.height for node in self.honest)
+        due = sorted(key for key in self.detected if key[1] < stop_height)
+
+        def all_included() -> bool:
+            return all(key in self._included() for key in due)
+
+        if not self._run_until(self.now + EVIDENCE_BOUND, all_included):
+            missing = [(k[0].hex()[:8], k[1], k[2], k[3]) for k in due if k not in self._included()]
+            raise Violation(f"evidence: equivocations detected but never committed: {missing}")
+        result.equivocations = len(due)
+        result.evidence_committed = len(self._included())
+
+    def _fill(self, result: Result) -> None:
+        longest = max(self.honest, key=lambda n: n.chain.height).chain
         result.heights = min((node.chain.height for node in self.honest), default=0)
+        result.rounds = sum(commit.round for commit in longest.commits)
+        result.max_round = max((commit.round for commit in longest.commits), default=0)
         result.events = self.events
+        result.steps_checked = self.monitor.checked_steps
+        stats = dict(self.network.stats)
+        for adversary in self.adversaries.values():
+            for name, count in adversary.stats.items():
+                stats[name] = stats.get(name, 0) + count
+        result.stats = stats
         for node in sorted(self.honest, key=lambda n: n.index):
             self.digest.update(b"".join(b.hash for b in node.chain.blocks))
         result.digest = self.digest.hexdigest()[:16]
-        self.verifier.close()
-        return result
 
     def _included(self) -> set[tuple[bytes, int, int, int]]:
         """(validator, height, round, type) of the evidence in honest nodes' committed blocks."""
@@ -537,25 +513,16 @@ class Simulation:
             self._scanned[node.index] = len(node.chain.blocks)
         return self._included_keys
 
-    def _check_agreement_and_validity(self) -> None:
-        longest = max(self.honest, key=lambda n: n.chain.height).chain
-        for node in self.honest:
-            for block in node.chain.blocks:
-                reference = longest.block_at(block.height)
-                if reference is None or reference[0].hash != block.hash:
-                    raise Violation(
-                        f"agreement: {node.name} committed a different block at height {block.height}"
-                    )
-        state: ChainState = longest.genesis
-        for block, commit in zip(longest.blocks, longest.commits, strict=True):
-            try:
-                validate_block(state, block, self.check)
-                verify_commit(
-                    state.chain_id, state.validators, commit.block_id, block.height, commit, self.check
-                )
-            except ValueError as exc:
-                raise Violation(f"validity: block {block.height}: {exc}") from exc
-            state = longest.states[block.height - longest.genesis.initial_height]
+
+def _from(message: Message, peer: str) -> Message:
+    """`message` as received from `peer` (dataclasses.replace, without its cost)."""
+    if isinstance(message, VoteEvent):
+        return VoteEvent(message.vote, peer)
+    if isinstance(message, BlockPartEvent):
+        return BlockPartEvent(message.height, message.round, message.part, peer)
+    if isinstance(message, ProposalEvent):
+        return ProposalEvent(message.proposal, peer)
+    return EvidenceMessage(message.evidence, peer)
 
 
 def _height_of(message: Any) -> int | None:

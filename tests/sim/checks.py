@@ -1,0 +1,224 @@
+"""The simulator's safety monitor: properties checked after every event a node handles, so a
+run stops at the first step that breaks one, with what broke.
+
+- agreement: no two honest nodes commit different blocks at one height;
+- validity: every committed block is valid on the state before it, with a commit that proves it;
+- no honest double-sign: an honest validator signs one vote per (height, round, type) and one
+  proposal per (height, round);
+- lock monotonicity: within a height an honest node's locked round never goes down, its locked
+  block changes only with a higher locked round, and a restart from its WAL gives the lock back;
+- the locking rules, judged from what was signed and sent (byzantine messages included), with
+  an honest node's lock being its last precommit for a block (round lr, block L): an honest
+  precommit for B at round r needs +2/3 prevotes for B at r; an honest prevote for B at round r
+  needs a proposal of B at r with proof-of-lock round -1 and no lock on another block (line 22),
+  or with a round vr, lr <= vr < r or L = B, and +2/3 prevotes for B at vr (line 28); an honest
+  proposal naming a proof-of-lock round needs +2/3 prevotes for its block there. A node that
+  ignores its lock, or believes a forged proof-of-lock, is caught the first time it does so, fork
+  or no fork.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from consensus.machine import ConsensusMachine
+from consensus.state import BlockError, ChainState, validate_block
+from consensus.types import Block, Commit, Proposal, Vote, VoteType
+from consensus.validators import ValidatorSet
+from consensus.votes import CommitError, SignatureCheck, verify_commit
+
+
+class Violation(Exception):
+    """A property broke; the run stops there."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LockState:
+    height: int
+    locked_round: int
+    locked_hash: bytes | None
+
+    @classmethod
+    def of(cls, machine: ConsensusMachine) -> LockState:
+        locked = machine.locked_block
+        return cls(
+            height=machine.height,
+            locked_round=machine.locked_round,
+            locked_hash=None if locked is None else locked.hash,
+        )
+
+
+class Monitor:
+    """Watches the honest nodes of one simulation (identified by name)."""
+
+    def __init__(self, check: SignatureCheck) -> None:
+        self.check = check
+        self.canonical: dict[int, bytes] = {}
+        """height -> hash of the block first committed there by an honest node."""
+        self.locks: dict[str, LockState] = {}
+        self.votes: dict[tuple[bytes, int, int, VoteType], Vote] = {}
+        """Every vote an honest node signed, by (validator, height, round, type)."""
+        self.proposals: dict[tuple[bytes, int, int], Proposal] = {}
+        self.prevoters: dict[tuple[int, int, bytes], set[bytes]] = {}
+        """(height, round, block hash) -> validators seen to sign a prevote for it, any node."""
+        self.proposed: dict[tuple[int, int, bytes], set[int]] = {}
+        """(height, round, block hash) -> proof-of-lock rounds claimed by proposals of it."""
+        self.last_lock_vote: dict[tuple[bytes, int], tuple[int, bytes]] = {}
+        """(validator, height) -> (round, block hash) of its latest precommit for a block."""
+        self.validators: dict[int, ValidatorSet] = {}
+        self.checked_steps = 0
+
+    # -- signatures ------------------------------------------------------------------------------
+
+    def seen_prevote(self, vote: Vote) -> None:
+        """A prevote signed by anyone (honest or not) entered the network."""
+        if not vote.block_id.is_nil():
+            key = (vote.height, vote.round, vote.block_id.hash)
+            self.prevoters.setdefault(key, set()).add(vote.validator_address)
+
+    def honest_vote(self, vote: Vote, validators: ValidatorSet) -> None:
+        """An honest validator signed `vote` (at a height whose validators are `validators`)."""
+        self.validators.setdefault(vote.height, validators)
+        key = (vote.validator_address, vote.height, vote.round, vote.type)
+        seen = self.votes.get(key)
+        if seen is not None:
+            if seen.block_id != vote.block_id:
+                raise Violation(
+                    f"honest double-sign by {_short(vote.validator_address)} at height {vote.height} "
+                    f"round {vote.round} {vote.type.name.lower()}"
+                )
+            return  # sent again
+        self.votes[key] = vote
+        if vote.type == VoteType.PREVOTE:
+            self.seen_prevote(vote)
+            self._check_prevote(vote)
+        else:
+            self._check_precommit(vote)
+
+    def seen_proposal(self, proposal: Proposal) -> None:
+        """A proposal signed by anyone entered the network."""
+        key = (proposal.height, proposal.round, proposal.block_id.hash)
+        self.proposed.setdefault(key, set()).add(proposal.pol_round)
+
+    def honest_proposal(self, proposer: bytes, proposal: Proposal) -> None:
+        """An honest proposer signed `proposal`: once per round, and a proof-of-lock round it
+        names has +2/3 prevotes for the block."""
+        key = (proposer, proposal.height, proposal.round)
+        seen = self.proposals.get(key)
+        if seen is not None:
+            if (seen.block_id, seen.pol_round) != (proposal.block_id, proposal.pol_round):
+                raise Violation(
+                    f"honest double-sign by {_short(proposer)} of proposals at height "
+                    f"{proposal.height} round {proposal.round}"
+                )
+            return  # sent again
+        self.proposals[key] = proposal
+        self.seen_proposal(proposal)
+        pol_round = proposal.pol_round
+        if pol_round >= 0 and not self._has_polka(proposal.height, pol_round, proposal.block_id.hash):
+            raise Violation(
+                f"proof of lock: {_short(proposer)} proposed {_short(proposal.block_id.hash)} at height "
+                f"{proposal.height} round {proposal.round} under round {pol_round}, which has no +2/3 "
+                f"prevotes for it"
+            )
+
+    def _has_polka(self, height: int, round_: int, block_hash: bytes) -> bool:
+        validators = self.validators[height]
+        voters = self.prevoters.get((height, round_, block_hash), set())
+        power = sum(v.power for v in validators.validators if v.address in voters)
+        return 3 * power > 2 * validators.total_power
+
+    def _check_precommit(self, vote: Vote) -> None:
+        if vote.block_id.is_nil():
+            return
+        block = vote.block_id.hash
+        if not self._has_polka(vote.height, vote.round, block):
+            raise Violation(
+                f"lock rule: {_short(vote.validator_address)} precommitted {_short(block)} at height "
+                f"{vote.height} round {vote.round} without +2/3 prevotes for it in that round"
+            )
+        key = (vote.validator_address, vote.height)
+        last = self.last_lock_vote.get(key)
+        if last is None or last[0] < vote.round:
+            self.last_lock_vote[key] = (vote.round, block)
+
+    def _check_prevote(self, vote: Vote) -> None:
+        if vote.block_id.is_nil():
+            return
+        block, height, round_ = vote.block_id.hash, vote.height, vote.round
+        locked_round, locked = self.last_lock_vote.get((vote.validator_address, height), (-1, None))
+        claims = self.proposed.get((height, round_, block), set())
+        for pol_round in sorted(claims):
+            if pol_round == -1 and (locked is None or locked == block):
+                return  # line 22
+            if (
+                0 <= pol_round < round_
+                and (locked_round <= pol_round or locked == block)
+                and self._has_polka(height, pol_round, block)
+            ):
+                return  # line 28
+        raise Violation(
+            f"lock rule: {_short(vote.validator_address)} (locked on {_short(locked)} since round "
+            f"{locked_round}) prevoted {_short(block)} at height {height} round {round_}, proposed "
+            f"there with proof-of-lock rounds {sorted(claims)}, which no +2/3 prevotes justify"
+        )
+
+    # -- node state ------------------------------------------------------------------------------
+
+    def after_event(self, name: str, machine: ConsensusMachine) -> None:
+        """The node `name` handled one event: its lock may only have moved forward."""
+        self.checked_steps += 1
+        now = LockState.of(machine)
+        before = self.locks.get(name)
+        self.locks[name] = now
+        if before is None or before.height != now.height:
+            return
+        if now.locked_round < before.locked_round or (
+            now.locked_round == before.locked_round and now.locked_hash != before.locked_hash
+        ):
+            raise Violation(
+                f"lock monotonicity: {name} at height {now.height} went from lock "
+                f"{before.locked_round}/{_short(before.locked_hash)} to "
+                f"{now.locked_round}/{_short(now.locked_hash)}"
+            )
+
+    def forget(self, name: str) -> LockState | None:
+        """`name` crashed: the lock it had, to hold its restarted self to."""
+        return self.locks.pop(name, None)
+
+    def after_restart(self, name: str, machine: ConsensusMachine, before: LockState | None) -> None:
+        """`name` restarted and replayed its WAL: it holds at least the lock it had."""
+        now = LockState.of(machine)
+        self.locks[name] = now
+        if before is None or before.height != now.height:
+            return
+        if now.locked_round < before.locked_round or (
+            now.locked_round == before.locked_round and now.locked_hash != before.locked_hash
+        ):
+            raise Violation(
+                f"lock after restart: {name} at height {now.height} had lock "
+                f"{before.locked_round}/{_short(before.locked_hash)} before its crash and "
+                f"{now.locked_round}/{_short(now.locked_hash)} after replaying its WAL"
+            )
+
+    def committed(self, name: str, state: ChainState, block: Block, commit: Commit) -> None:
+        """`name` committed `block` on top of `state`: same block as everyone, and valid."""
+        height = block.height
+        first = self.canonical.get(height)
+        if first is not None:
+            if first != block.hash:
+                raise Violation(
+                    f"agreement: {name} committed {_short(block.hash)} at height {height}, "
+                    f"another honest node {_short(first)}"
+                )
+            return  # the same block on the same state (agreement below it): checked already
+        self.canonical[height] = block.hash
+        try:
+            validate_block(state, block, self.check)
+            verify_commit(state.chain_id, state.validators, commit.block_id, height, commit, self.check)
+        except (BlockError, CommitError) as exc:
+            raise Violation(f"validity: {name}'s block {height}: {exc}") from exc
+
+
+def _short(value: bytes | None) -> str:
+    return "-" if value is None else value.hex()[:8]
