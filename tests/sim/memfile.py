@@ -9,29 +9,29 @@ import random
 class MemFile:
     def __init__(self, name: str) -> None:
         self._name = name
-        self.synced = b""
-        self.buffer = b""
+        self.synced = bytearray()
+        self.buffer = bytearray()
 
     @property
     def name(self) -> str:
         return self._name
 
     def read(self) -> bytes:
-        return self.synced + self.buffer
+        return bytes(self.synced + self.buffer)
 
     def append(self, data: bytes) -> None:
         self.buffer += data
 
     def sync(self) -> None:
         self.synced += self.buffer
-        self.buffer = b""
+        self.buffer = bytearray()
 
     def truncate(self, size: int) -> None:
         data = self.read()[:size]
-        self.synced, self.buffer = data, b""
+        self.synced, self.buffer = bytearray(data), bytearray()
 
     def replace(self, data: bytes) -> None:
-        self.synced, self.buffer = data, b""
+        self.synced, self.buffer = bytearray(data), bytearray()
 
     def close(self) -> None:
         pass
@@ -40,4 +40,4 @@ class MemFile:
         """Lose the unsynced tail, or keep a torn prefix of it."""
         if self.buffer and rng.random() < 0.5:
             self.synced += self.buffer[: rng.randrange(len(self.buffer))]
-        self.buffer = b""
+        self.buffer = bytearray()

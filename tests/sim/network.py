@@ -178,6 +178,9 @@ class Network:
         self.isolated: dict[int, int] = {}
         """node -> until when it is cut off."""
         self.late: dict[tuple[str, int, int], frozenset[int]] = {}
+        self._partitions_now: list[Partition] = []
+        self._valid_from = 0
+        self._valid_until = 0
         self.stats: dict[str, int] = {}
 
     def heal(self, now: int) -> None:
@@ -191,10 +194,20 @@ class Network:
         """Whether a message between `a` and `b` is lost at `now` (partition or isolation)."""
         if self.healed(now):
             return False
-        for node in (a, b):
-            if self.isolated.get(node, 0) > now:
-                return True
-        return any(p.start <= now < p.end and p.sides[a] != p.sides[b] for p in self.plan.partitions)
+        if self.isolated and (self.isolated.get(a, 0) > now or self.isolated.get(b, 0) > now):
+            return True
+        return any(p.sides[a] != p.sides[b] for p in self._active(now))
+
+    def _active(self, now: int) -> list[Partition]:
+        """The partitions in force at `now` (recomputed only when `now` crosses a start or an end)."""
+        if not self._valid_from <= now < self._valid_until:
+            self._partitions_now = [p for p in self.plan.partitions if p.start <= now < p.end]
+            starts = [p.start for p in self.plan.partitions if p.start > now]
+            ends = [p.end for p in self._partitions_now]
+            earlier = [p.end for p in self.plan.partitions if p.end <= now]
+            self._valid_from = max([*earlier, *(p.start for p in self._partitions_now), 0])
+            self._valid_until = min([*starts, *ends, 2**63])
+        return self._partitions_now
 
     def delays(self, sender: int, receiver: int, message: object, now: int) -> list[int]:
         """The delay of each copy of `message` that will arrive (none if it is lost)."""
@@ -203,7 +216,7 @@ class Network:
             return [base]
         if self.cut(sender, receiver, now):
             return []
-        storm = next((s for s in self.plan.storms if s.start <= now < s.end), None)
+        storm = next((s for s in self.plan.storms if s.start <= now < s.end), None) if self.plan.storms else None
         if storm is not None:
             if self.rng.random() < storm.p_drop:
                 return []
