@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from consensus.rules import Precommit, SeenProposal, precommit, precommit_vote, prevote
 from consensus.types import NIL_BLOCK_ID, BlockID, PartSetHeader
+from tests.consensus import paper
 
 A = BlockID(b"\xaa" * 32, PartSetHeader(1, b"\x0a" * 32))
 B = BlockID(b"\xbb" * 32, PartSetHeader(1, b"\x0b" * 32))
@@ -136,27 +137,6 @@ def test_precommit_vote_signs_the_polka_only_when_locking(decision: Precommit) -
 # -- the same rules over every combination, against the paper's wording ------------------------
 
 
-def paper_prevote(
-    round_p: int,
-    proposal: SeenProposal | None,
-    locked_round: int,
-    locked_value: BlockID | None,
-    polka_at: BlockID | None,
-) -> BlockID:
-    """Lines 22-33 and 57-60 read literally."""
-    if proposal is None:
-        return NIL  # OnTimeoutPropose
-    v, vr = proposal.block_id, proposal.pol_round
-    if vr == -1:
-        accept = proposal.valid and (locked_round == -1 or locked_value == v)
-        return v if accept else NIL
-    has_pol = polka_at is not None and polka_at == v
-    if has_pol and 0 <= vr < round_p:
-        accept = proposal.valid and (locked_round <= vr or locked_value == v)
-        return v if accept else NIL
-    return NIL  # the upon-rule never fires: the propose timeout does
-
-
 blocks = st.sampled_from([A, B])
 locks = st.one_of(st.just((-1, None)), st.tuples(st.integers(0, 4), blocks))
 proposals = st.one_of(
@@ -181,4 +161,22 @@ def test_prevote_matches_the_paper(
         locked_hash=None if locked_value is None else locked_value.hash,
         pol_majority=polka,
     )
-    assert got == paper_prevote(round_p, proposal, locked_round, locked_value, polka)
+    locked_hash = None if locked_value is None else locked_value.hash
+    assert got == paper.prevote(round_p, proposal, locked_round, locked_hash, polka)
+
+
+@given(
+    polka=st.sampled_from([None, NIL, A, B]),
+    locked=st.sampled_from([None, A, B]),
+    proposal=st.sampled_from([None, A, B]),
+    valid=st.booleans(),
+)
+def test_precommit_matches_the_paper(
+    polka: BlockID | None, locked: BlockID | None, proposal: BlockID | None, valid: bool
+) -> None:
+    locked_hash = None if locked is None else locked.hash
+    proposal_hash = None if proposal is None else proposal.hash
+    decision = precommit(
+        polka=polka, locked_hash=locked_hash, proposal_hash=proposal_hash, proposal_valid=valid
+    )
+    assert precommit_vote(decision, polka) == paper.precommit(polka, locked_hash, proposal_hash, valid)

@@ -14,18 +14,28 @@ run stops at the first step that breaks one, with what broke.
   or with a round vr, lr <= vr < r or L = B, and +2/3 prevotes for B at vr (line 28); an honest
   proposal naming a proof-of-lock round needs +2/3 prevotes for its block there. A node that
   ignores its lock, or believes a forged proof-of-lock, is caught the first time it does so, fork
-  or no fork.
+  or no fork;
+- the vote rules exactly: each vote an honest node decides on is the one the paper's rules
+  (tests/consensus/paper.py) give for what it holds at that moment (its proposal, judged valid
+  apart from the machine, and the prevotes it has seen) and its lock as its precommits show
+  it, so a node that votes nil where the rules say vote (or the reverse) is caught as well.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from consensus.machine import ConsensusMachine
+from consensus.rules import SeenProposal
 from consensus.state import BlockError, ChainState, validate_block
-from consensus.types import Block, Commit, Proposal, Vote, VoteType
+from consensus.types import Block, BlockID, Commit, Proposal, Vote, VoteType
 from consensus.validators import ValidatorSet
 from consensus.votes import CommitError, SignatureCheck, verify_commit
+from tests.consensus import paper
+
+Validity = Callable[[Block], bool]
+"""Whether a block is valid on a node's state, judged apart from its machine."""
 
 
 class Violation(Exception):
@@ -63,8 +73,8 @@ class Monitor:
         """(height, round, block hash) -> validators seen to sign a prevote for it, any node."""
         self.proposed: dict[tuple[int, int, bytes], set[int]] = {}
         """(height, round, block hash) -> proof-of-lock rounds claimed by proposals of it."""
-        self.last_lock_vote: dict[tuple[bytes, int], tuple[int, bytes]] = {}
-        """(validator, height) -> (round, block hash) of its latest precommit for a block."""
+        self.locked: dict[tuple[bytes, int], dict[int, bytes]] = {}
+        """(validator, height) -> round -> block hash of its precommits for a block."""
         self.validators: dict[int, ValidatorSet] = {}
         self.checked_steps = 0
 
@@ -137,16 +147,23 @@ class Monitor:
                 f"lock rule: {_short(vote.validator_address)} precommitted {_short(block)} at height "
                 f"{vote.height} round {vote.round} without +2/3 prevotes for it in that round"
             )
-        key = (vote.validator_address, vote.height)
-        last = self.last_lock_vote.get(key)
-        if last is None or last[0] < vote.round:
-            self.last_lock_vote[key] = (vote.round, block)
+        self.locked.setdefault((vote.validator_address, vote.height), {})[vote.round] = block
+
+    def lock_before(self, validator: bytes, height: int, round_: int) -> tuple[int, bytes | None]:
+        """The paper's lock of `validator` when it votes in `round_`: its last precommit for a
+        block in an earlier round of the height, as (round, block hash), or (-1, None)."""
+        rounds = self.locked.get((validator, height), {})
+        earlier = [r for r in rounds if r < round_]
+        if not earlier:
+            return -1, None
+        latest = max(earlier)
+        return latest, rounds[latest]
 
     def _check_prevote(self, vote: Vote) -> None:
         if vote.block_id.is_nil():
             return
         block, height, round_ = vote.block_id.hash, vote.height, vote.round
-        locked_round, locked = self.last_lock_vote.get((vote.validator_address, height), (-1, None))
+        locked_round, locked = self.lock_before(vote.validator_address, height, round_)
         claims = self.proposed.get((height, round_, block), set())
         for pol_round in sorted(claims):
             if pol_round == -1 and (locked is None or locked == block):
@@ -162,6 +179,47 @@ class Monitor:
             f"{locked_round}) prevoted {_short(block)} at height {height} round {round_}, proposed "
             f"there with proof-of-lock rounds {sorted(claims)}, which no +2/3 prevotes justify"
         )
+
+    # -- the decisions themselves -------------------------------------------------------------
+
+    def decided(
+        self, name: str, machine: ConsensusMachine, vote_type: VoteType, block_id: BlockID, valid: Validity
+    ) -> None:
+        """The honest node `name` decided to sign a `vote_type` for `block_id` in its current
+        round: it must be what the paper's rules give for what it holds (its proposal, the
+        prevotes it has seen) and its lock as its precommits show it. `valid` judges a block
+        apart from the machine (the chain rules and the application)."""
+        assert machine.address is not None
+        height, round_ = machine.height, machine.round
+        locked_round, locked = self.lock_before(machine.address, height, round_)
+        proposal, block = machine.proposal, machine.proposal_block
+        held = proposal is not None and block is not None and proposal.round == round_
+        if vote_type == VoteType.PREVOTE:
+            seen: SeenProposal | None = None
+            polka_at_vr: BlockID | None = None
+            if held:
+                assert proposal is not None and block is not None
+                ok = block.hash == proposal.block_id.hash and valid(block)
+                seen = SeenProposal(block_id=proposal.block_id, pol_round=proposal.pol_round, valid=ok)
+                if proposal.pol_round >= 0:
+                    prevotes = machine.votes.peek(proposal.pol_round, VoteType.PREVOTE)
+                    polka_at_vr = None if prevotes is None else prevotes.two_thirds_majority()
+            expected = paper.prevote(round_, seen, locked_round, locked, polka_at_vr)
+        else:
+            prevotes = machine.votes.peek(round_, VoteType.PREVOTE)
+            polka = None if prevotes is None else prevotes.two_thirds_majority()
+            value = None if block is None else block.hash
+            valid_block = block is not None and valid(block)
+            expected = paper.precommit(polka, locked, value, valid_block)
+        if expected != block_id:
+            held_text = "none"
+            if proposal is not None:
+                held_text = f"{_short(proposal.block_id.hash)}/{proposal.pol_round}"
+            raise Violation(
+                f"vote rule: {name} decided a {vote_type.name.lower()} for {_short(block_id.hash)} at "
+                f"height {height} round {round_}; the paper's rules give {_short(expected.hash)} "
+                f"(lock {locked_round}/{_short(locked)}, proposal/pol round {held_text})"
+            )
 
     # -- node state ------------------------------------------------------------------------------
 

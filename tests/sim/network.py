@@ -5,10 +5,17 @@ run: storms (windows of drops, duplicates and jitter), partitions that form and 
 and restarts, and the two adversarial schedules of the search mode:
 
 - splitting: for a (height, round) and a kind of message (proposal with its parts, prevotes,
-  precommits), a random part of the nodes gets every such message late, after its timeout for
-  that step, so prevotes and precommits split and some nodes lock where others do not;
-- isolation after commit: the first node to commit a height is cut off at once, messages in
-  flight included, so what it alone saw (the +2/3 precommits) reaches nobody else.
+  precommits), a random part of the nodes gets such messages from a random part of the senders
+  late, after its timeout for that step (or after the whole round), so prevotes and precommits
+  split: some nodes lock where others time out without seeing the polka, and a next proposer
+  may not know the last round's polka; polka starvation keeps chosen nodes just short of +2/3
+  prevotes for a block, and others from the proposal, so that they precommit nil while others
+  lock; once nodes are locked, the polkas of the next rounds are often kept from them (and from
+  one more node, so that the round does not decide), so that what moves a lock is a later
+  proposal's proof-of-lock;
+- isolation after commit: the first node to commit a height, and the block's proposer when it
+  commits it, may be cut off at once, messages in flight included, so what it alone saw (the
+  +2/3 precommits) reaches nobody else.
 
 A partition or an isolation is checked when a message is sent and again when it arrives. After
 the heal time the network delivers everything (late, but surely).
@@ -89,6 +96,8 @@ class FaultPlan:
     partitions: tuple[Partition, ...] = ()
     crashes: tuple[Crash, ...] = ()
     p_split: dict[str, float] = field(default_factory=dict)
+    p_starve: float = 0.0
+    p_follow: float = 0.0
     p_isolate: float = 0.0
 
     @classmethod
@@ -119,9 +128,11 @@ class FaultPlan:
                     Crash(node=rng.randrange(nodes), at=at, back=at + rng.randint(200, 2_000) * MS)
                 )
         p_split: dict[str, float] = {}
-        p_isolate = 0.0
+        p_starve = p_follow = p_isolate = 0.0
         if faults.split:
             p_split = {kind: rng.uniform(0.05, 0.5) for kind in (PROPOSAL, PREVOTE, PRECOMMIT)}
+            p_starve = rng.uniform(0.1, 0.6)
+            p_follow = rng.uniform(0.2, 0.8)
             p_isolate = rng.uniform(0.05, 0.5)
         return cls(
             horizon=start + horizon,
@@ -133,6 +144,8 @@ class FaultPlan:
             partitions=tuple(partitions),
             crashes=tuple(crashes),
             p_split=p_split,
+            p_starve=p_starve,
+            p_follow=p_follow,
             p_isolate=p_isolate,
         )
 
@@ -169,15 +182,29 @@ _STEP_OF = {PROPOSAL: Step.PROPOSE, PREVOTE: Step.PREVOTE_WAIT, PRECOMMIT: Step.
 class Network:
     """Decides each message's fate under a FaultPlan."""
 
-    def __init__(self, plan: FaultPlan, rng: random.Random, nodes: int, timeouts: TimeoutConfig) -> None:
+    def __init__(
+        self, plan: FaultPlan, rng: random.Random, powers: list[int], timeouts: TimeoutConfig
+    ) -> None:
         self.plan = plan
         self.rng = rng
-        self.nodes = nodes
+        self.powers = powers
+        self.total_power = sum(powers)
+        self.nodes = len(powers)
         self.timeouts = timeouts
         self.heal_at: int | None = None
         self.isolated: dict[int, int] = {}
         """node -> until when it is cut off."""
-        self.late: dict[tuple[str, int, int], frozenset[int]] = {}
+        self.late: dict[tuple[str, int, int], dict[int, frozenset[int]]] = {}
+        self.lateness: dict[tuple[str, int, int], bool] = {}
+        """Whether the late messages of a (kind, height, round) come after the round, not just
+        after the step's timeout."""
+        self.locks: dict[int, dict[int, int]] = {}
+        """height -> node -> the round of its latest precommit for a block."""
+        self.starved: dict[tuple[int, int], tuple[frozenset[int], frozenset[int]]] = {}
+        """(height, round) -> (the nodes kept just short of a polka, the nodes without the
+        proposal) in that round."""
+        self.on_time: dict[tuple[int, int, int, bytes], set[int]] = {}
+        """(height, round, receiver, block) -> the prevoters for the block it gets on time."""
         self._partitions_now: list[Partition] = []
         self._valid_from = 0
         self._valid_until = 0
@@ -216,35 +243,114 @@ class Network:
             return [base]
         if self.cut(sender, receiver, now):
             return []
-        storm = next((s for s in self.plan.storms if s.start <= now < s.end), None) if self.plan.storms else None
+        storm = (
+            next((s for s in self.plan.storms if s.start <= now < s.end), None) if self.plan.storms else None
+        )
         if storm is not None:
             if self.rng.random() < storm.p_drop:
                 return []
             base += int(self.rng.random() * storm.jitter)
-        base += self._late_by(receiver, message)
+        base += self._late_by(sender, receiver, message)
         if storm is not None and self.rng.random() < storm.p_dup:
             return [base, base + int(self.rng.random() * max(storm.jitter, MS))]
         return [base]
 
-    def _late_by(self, receiver: int, message: object) -> int:
+    def _late_by(self, sender: int, receiver: int, message: object) -> int:
         key = kind_of(message)
         if key is None or not self.plan.p_split:
             return 0
+        starved, nil_voters = self._starvation(key[1], key[2])
+        if key[0] == PROPOSAL and receiver in nil_voters:
+            return self._late_delay(key, whole_round=True)
+        if (
+            isinstance(message, VoteEvent)
+            and key[0] == PREVOTE
+            and receiver in starved
+            and self._completes_polka(sender, receiver, message)
+        ):
+            return self._late_delay(key, whole_round=True)
         late = self.late.get(key)
         if late is None:
-            late = frozenset()
-            if self.rng.random() < self.plan.p_split[key[0]]:
-                size = self.rng.randint(1, self.nodes - 1)
-                late = frozenset(self.rng.sample(range(self.nodes), size))
-                self.stats[f"split {key[0]}s"] = self.stats.get(f"split {key[0]}s", 0) + 1
+            late = self._draw_late(key)
             self.late[key] = late
-        if receiver not in late:
+        if sender not in late.get(receiver, ()):
             return 0
-        step = _STEP_OF[key[0]]
-        return self.timeouts.for_step(step, key[2]) + self.rng.randint(10, 300) * MS
+        return self._late_delay(key)
+
+    def _starvation(self, height: int, round_: int) -> tuple[frozenset[int], frozenset[int]]:
+        """Polka starvation of a round: the nodes kept just short of +2/3 prevotes for a block
+        (they get every prevote on time but the one that would complete it, and get that one
+        after the round), and the nodes that get the proposal after the round (so they prevote
+        nil, and the starved nodes time out and precommit nil while others lock): the round
+        ends without a decision, and a starved next proposer does not know the polka."""
+        key = (height, round_)
+        found = self.starved.get(key)
+        if found is None:
+            found = (frozenset(), frozenset())
+            lockers = [node for node, locked in self.locks.get(height, {}).items() if locked < round_]
+            if lockers and self.rng.random() < self.plan.p_follow:
+                # Keep the locked nodes, and one more, from this round's polka: no decision,
+                # and a later proposal under this round's proof-of-lock is what can move a lock.
+                others = [node for node in range(self.nodes) if node not in lockers]
+                extra = self.rng.sample(others, 1) if others else []
+                found = (frozenset([*lockers, *extra]), frozenset())
+                self.stats["starved after a lock"] = self.stats.get("starved after a lock", 0) + 1
+            elif self.rng.random() < self.plan.p_starve:
+                order = self.rng.sample(range(self.nodes), self.nodes)
+                cut = self.rng.randint(1, max(1, self.nodes // 3))
+                found = (
+                    frozenset(order[cut : cut + self.rng.randint(1, self.nodes - cut)]),
+                    frozenset(order[:cut]),
+                )
+                self.stats["starved rounds"] = self.stats.get("starved rounds", 0) + 1
+            self.starved[key] = found
+        return found
+
+    def _completes_polka(self, sender: int, receiver: int, message: VoteEvent) -> bool:
+        vote = message.vote
+        if vote.block_id.is_nil():
+            return False
+        voters = self.on_time.setdefault((vote.height, vote.round, receiver, vote.block_id.hash), set())
+        if sender in voters:
+            return False
+        if 3 * sum(self.powers[v] for v in voters | {sender}) > 2 * self.total_power:
+            return True
+        voters.add(sender)
+        return False
+
+    def own_prevote(self, node: int, message: VoteEvent) -> None:
+        """`node` holds its own prevote: it counts towards what it gets on time."""
+        vote = message.vote
+        if not vote.block_id.is_nil():
+            self.on_time.setdefault((vote.height, vote.round, node, vote.block_id.hash), set()).add(node)
+
+    def _late_delay(self, key: tuple[str, int, int], whole_round: bool = False) -> int:
+        round_ = key[2]
+        delay = self.timeouts.for_step(_STEP_OF[key[0]], round_) + self.rng.randint(10, 300) * MS
+        if whole_round or self.lateness.setdefault(key, self.rng.random() < 0.5):  # past the round
+            delay += sum(self.timeouts.for_step(step, round_) for step in _STEP_OF.values())
+        return delay
+
+    def _draw_late(self, key: tuple[str, int, int]) -> dict[int, frozenset[int]]:
+        """For one (kind, height, round): receiver -> the senders whose messages reach it late."""
+        kind = key[0]
+        if self.rng.random() < self.plan.p_split[kind]:
+            self.stats[f"split {kind}s"] = self.stats.get(f"split {kind}s", 0) + 1
+            receivers = self.rng.sample(range(self.nodes), self.rng.randint(1, self.nodes - 1))
+        else:
+            return {}
+        senders = range(self.nodes)
+        return {
+            receiver: frozenset(self.rng.sample(senders, self.rng.randint(1, self.nodes - 1)))
+            for receiver in sorted(receivers)
+        }
+
+    def note_lock(self, node: int, height: int, round_: int) -> None:
+        """`node` precommitted a block at (height, round): it is locked from that round on."""
+        self.locks.setdefault(height, {})[node] = round_
 
     def isolate_after_commit(self, node: int, now: int) -> bool:
-        """`node` was the first to commit a height: maybe cut it off for a while."""
+        """`node` just committed a height, first or as its proposer: maybe cut it off a while."""
         if self.healed(now) or self.rng.random() >= self.plan.p_isolate:
             return False
         until = now + self.rng.randint(200, 3_000) * MS

@@ -19,7 +19,7 @@ from consensus.evidence import EvidenceError, EvidencePool, decode_evidence_list
 from consensus.machine import ConsensusMachine, ScheduleTimeout, TimeoutConfig
 from consensus.privval import FilePrivValidator, load_sign_state
 from consensus.state import ChainState
-from consensus.types import Block, BlockID, Commit
+from consensus.types import Block, BlockID, Commit, VoteType
 from consensus.validators import ValidatorSet
 from consensus.votes import SignatureCheck
 from consensus.wal import WAL
@@ -134,6 +134,21 @@ class ToySource:
         return True
 
 
+VoteObserver = Callable[[ConsensusMachine, VoteType, BlockID], None]
+
+
+class WatchedMachine(ConsensusMachine):
+    """An honest node's machine: each vote it decides on is shown to `observer` first, with the
+    machine as it is at that moment."""
+
+    observer: VoteObserver | None = None
+
+    def _sign_vote(self, vote_type: VoteType, block_id: BlockID) -> None:
+        if self.observer is not None and self.is_validator:
+            self.observer(self, vote_type, block_id)
+        super()._sign_vote(vote_type, block_id)
+
+
 class UnguardedSigner(FilePrivValidator):
     """A byzantine validator's signer: signs whatever it is asked, never refuses."""
 
@@ -169,6 +184,8 @@ class SimNode:
         self.pending_timeout: ScheduleTimeout | None = None
         self.timer_token = 0
         self.last_stall_key: tuple[int, int, int, int] | None = None
+        self.observer: VoteObserver | None = None
+        """Told of every vote an honest node's machine decides on (tests/sim/checks.py)."""
         self.committed_height = genesis.last_block_height
         """The height up to which the simulation has checked this node's commits."""
 
@@ -202,7 +219,14 @@ class SimNode:
             self.chain,
             self.chain.time_at,
         )
-        machine = ConsensusMachine(state, self.address, self.timeouts, ToySource(self), self.check)
+        source = ToySource(self)
+        machine = (
+            ConsensusMachine(state, self.address, self.timeouts, source, self.check)
+            if self.byzantine
+            else WatchedMachine(state, self.address, self.timeouts, source, self.check)
+        )
+        if isinstance(machine, WatchedMachine):
+            machine.observer = self.observer
         self.driver = ConsensusDriver(
             machine, WAL(self.wal_file), privval, ToyApplier(self.chain), clock, schedule, self.evidence
         )

@@ -34,6 +34,7 @@ from consensus.driver import supersedes
 from consensus.evidence import DuplicateVoteEvidence
 from consensus.machine import (
     BlockPartEvent,
+    ConsensusMachine,
     ProposalEvent,
     ScheduleTimeout,
     TimeoutConfig,
@@ -41,8 +42,8 @@ from consensus.machine import (
     VoteEvent,
 )
 from consensus.messages import EvidenceMessage, Message
-from consensus.state import ConsensusParams, genesis_state
-from consensus.types import Block, Commit, Proposal, Vote, VoteType
+from consensus.state import BlockError, ConsensusParams, genesis_state, validate_block
+from consensus.types import Block, BlockID, Commit, Proposal, Vote, VoteType
 from consensus.validators import ValidatorSet
 from primitives.batch_verify import BatchVerifier
 from primitives.hashing import sha256
@@ -50,7 +51,7 @@ from primitives.keys import PrivateKey
 from tests.sim.byzantine import Adversary, draw_behaviours
 from tests.sim.checks import Monitor, Violation
 from tests.sim.network import PROFILES, FaultPlan, Network
-from tests.sim.node import SimNode
+from tests.sim.node import SimNode, VoteObserver
 
 MS = 1_000_000
 SECOND = 1_000 * MS
@@ -167,6 +168,8 @@ class Simulation:
             for i in range(n)
         ]
         self.honest = [node for node in self.nodes if not node.byzantine]
+        for node in self.honest:
+            node.observer = self._observer(node)
         self.adversaries = {
             node.index: Adversary(
                 node, self.genesis.chain_id, draw_behaviours(rng), random.Random(rng.getrandbits(64))
@@ -187,7 +190,7 @@ class Simulation:
         self._scanned: dict[int, int] = {}
         self._included_keys: set[tuple[bytes, int, int, int]] = set()
         self.plan = FaultPlan.draw(rng, n, self.faults, self.now)
-        self.network = Network(self.plan, random.Random(rng.getrandbits(64)), n, TIMEOUTS)
+        self.network = Network(self.plan, random.Random(rng.getrandbits(64)), ordered_powers, TIMEOUTS)
         for crash in self.plan.crashes:
             self._push(crash.at, CRASH, crash.node)
             self._push(crash.back, RESTART, crash.node)
@@ -221,6 +224,19 @@ class Simulation:
             self.monitor.after_restart(node.name, node.machine, self._crash_locks.pop(node.index, None))
         self._after(node)
 
+    def _observer(self, node: SimNode) -> VoteObserver:
+        def observe(machine: ConsensusMachine, vote_type: VoteType, block_id: BlockID) -> None:
+            def valid(block: Block) -> bool:
+                try:
+                    validate_block(machine.state, block, self.check)
+                except BlockError:
+                    return False
+                return machine.source.process_proposal(machine.state, block)
+
+            self.monitor.decided(node.name, machine, vote_type, block_id, valid)
+
+        return observe
+
     def _crash(self, node: SimNode) -> None:
         if node.up and not node.byzantine:
             self._crash_locks[node.index] = self.monitor.forget(node.name)
@@ -241,6 +257,12 @@ class Simulation:
         it only to the peers that can use it and lack it (what a reactor that tracks its peers'
         round states and votes does when it re-gossips)."""
         peers = [p.index for p in self.nodes if p.index != node.index]
+        if (
+            isinstance(message, VoteEvent)
+            and message.vote.type == VoteType.PREVOTE
+            and message.vote.validator_address == node.address
+        ):
+            self.network.own_prevote(node.index, message)
         adversary = self.adversaries.get(node.index)
         if adversary is None:
             self._record_signed(node, message)
@@ -288,6 +310,8 @@ class Simulation:
         if isinstance(message, VoteEvent) and message.vote.validator_address == node.address:
             vote = message.vote
             self.monitor.honest_vote(vote, self._validators(node, vote.height))
+            if vote.type == VoteType.PRECOMMIT and not vote.block_id.is_nil():
+                self.network.note_lock(node.index, vote.height, vote.round)
         elif isinstance(message, ProposalEvent) and self._is_own_proposal(node, message.proposal):
             self.monitor.honest_proposal(node.address, message.proposal)
 
@@ -327,8 +351,9 @@ class Simulation:
                 index = height - chain.genesis.initial_height
                 before = chain.states[index - 1] if index else chain.genesis
                 self.monitor.committed(node.name, before, block, commit)
-                if height not in self.first_commit:
-                    self.first_commit[height] = node.index
+                first = height not in self.first_commit
+                self.first_commit.setdefault(height, node.index)
+                if first or block.header.proposer_address == node.address:
                     self.network.isolate_after_commit(node.index, self.now)
             node.committed_height = height
 
