@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: localnet test lint typecheck unit clean
+.PHONY: localnet test lint typecheck unit mutation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ unit: $(STAMP)
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
+
+# Mutation testing of the consensus core (long: tens of minutes on 2 cores); see tests/mutation.
+mutation: $(STAMP)
+	$(BIN)/python -m tests.mutation consensus/machine.py consensus/votes.py consensus/rules.py
 
 clean:
 	rm -rf $(VENV) .localnet .pytest_cache .mypy_cache .ruff_cache .hypothesis
