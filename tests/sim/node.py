@@ -75,6 +75,10 @@ class Chain:
         return list(self.pending_evidence.values())
 
 
+WAL_ROTATE_BYTES = 64 << 10
+"""A simulated node's WAL starts afresh at the first end-height marker past this size (the
+node's default is 64 MiB): restarts replay little, and rotation runs under crashes too."""
+
 POISON = b"poison "
 """Transactions that start with this make the toy application reject a block."""
 
@@ -228,7 +232,13 @@ class SimNode:
         if isinstance(machine, WatchedMachine):
             machine.observer = self.observer
         self.driver = ConsensusDriver(
-            machine, WAL(self.wal_file), privval, ToyApplier(self.chain), clock, schedule, self.evidence
+            machine,
+            WAL(self.wal_file, rotate_bytes=WAL_ROTATE_BYTES),
+            privval,
+            ToyApplier(self.chain),
+            clock,
+            schedule,
+            self.evidence,
         )
         self.driver.gossip.append(gossip)
         self.up = True

@@ -252,10 +252,8 @@ class Simulation:
         for delay in self.network.delays(sender, receiver, message, self.now):
             self._push(self.now + delay, DELIVER, (sender, receiver, message))
 
-    def _broadcast(self, node: SimNode, message: Message, only_missing: bool = False) -> None:
-        """Send `message` (signed by or relayed by `node`) to every peer; `only_missing` sends
-        it only to the peers that can use it and lack it (what a reactor that tracks its peers'
-        round states and votes does when it re-gossips)."""
+    def _broadcast(self, node: SimNode, message: Message) -> None:
+        """Send `message`, just signed by `node`, to every peer."""
         peers = [p.index for p in self.nodes if p.index != node.index]
         if (
             isinstance(message, VoteEvent)
@@ -270,13 +268,11 @@ class Simulation:
         else:
             sends = adversary.outgoing(message, peers)
         for peer, out in sends:
-            if not only_missing or self._lacks(self.nodes[peer], out):
-                self._send(node.index, peer, out)
+            self._send(node.index, peer, out)
 
     def _lacks(self, node: SimNode, message: Message) -> bool:
-        """Whether `node` is up, at the height and round where `message` counts, and lacks it."""
-        if not node.up or node.driver is None:
-            return False
+        """Whether `node` (up) is at the height and round where `message` counts, and lacks it:
+        what a reactor that tracks its peers' round states and votes sends again."""
         machine = node.machine
         if isinstance(message, VoteEvent):
             vote = message.vote
@@ -423,8 +419,13 @@ class Simulation:
             )
         if node.evidence is not None:
             messages.extend(EvidenceMessage(e) for e in node.evidence.pending())
-        for message in messages:
-            self._broadcast(node, message, only_missing=True)
+        adversary = self.adversaries.get(node.index)
+        peers = [p.index for p in self.nodes if p is not node and p.up and p.driver is not None]
+        for message in messages:  # sent before: only what a peer lacks goes again
+            sends = adversary.outgoing(message, peers) if adversary else [(i, message) for i in peers]
+            for peer_index, out in sends:
+                if self._lacks(self.nodes[peer_index], out):
+                    self._send(node.index, peer_index, out)
         for peer in self.nodes:
             if peer is not node and peer.up and peer.chain.height >= machine.height:
                 self._send(node.index, peer.index, Status(machine.height))  # to peers that can help
