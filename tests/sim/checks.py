@@ -226,6 +226,21 @@ class Monitor:
     def after_event(self, name: str, machine: ConsensusMachine) -> None:
         """The node `name` handled one event: its lock may only have moved forward."""
         self.checked_steps += 1
+        self._moved_forward(name, machine, "lock monotonicity", "went from lock {} to {}")
+
+    def forget(self, name: str) -> LockState | None:
+        """`name` crashed: the lock it had, to hold its restarted self to."""
+        return self.locks.pop(name, None)
+
+    def after_restart(self, name: str, machine: ConsensusMachine, before: LockState | None) -> None:
+        """`name` restarted and replayed its WAL: it holds at least the lock it had."""
+        if before is not None:
+            self.locks[name] = before
+        self._moved_forward(
+            name, machine, "lock after restart", "had lock {} before its crash and {} after replaying its WAL"
+        )
+
+    def _moved_forward(self, name: str, machine: ConsensusMachine, rule: str, how: str) -> None:
         now = LockState.of(machine)
         before = self.locks.get(name)
         self.locks[name] = now
@@ -234,30 +249,9 @@ class Monitor:
         if now.locked_round < before.locked_round or (
             now.locked_round == before.locked_round and now.locked_hash != before.locked_hash
         ):
-            raise Violation(
-                f"lock monotonicity: {name} at height {now.height} went from lock "
-                f"{before.locked_round}/{_short(before.locked_hash)} to "
-                f"{now.locked_round}/{_short(now.locked_hash)}"
-            )
-
-    def forget(self, name: str) -> LockState | None:
-        """`name` crashed: the lock it had, to hold its restarted self to."""
-        return self.locks.pop(name, None)
-
-    def after_restart(self, name: str, machine: ConsensusMachine, before: LockState | None) -> None:
-        """`name` restarted and replayed its WAL: it holds at least the lock it had."""
-        now = LockState.of(machine)
-        self.locks[name] = now
-        if before is None or before.height != now.height:
-            return
-        if now.locked_round < before.locked_round or (
-            now.locked_round == before.locked_round and now.locked_hash != before.locked_hash
-        ):
-            raise Violation(
-                f"lock after restart: {name} at height {now.height} had lock "
-                f"{before.locked_round}/{_short(before.locked_hash)} before its crash and "
-                f"{now.locked_round}/{_short(now.locked_hash)} after replaying its WAL"
-            )
+            was = f"{before.locked_round}/{_short(before.locked_hash)}"
+            is_ = f"{now.locked_round}/{_short(now.locked_hash)}"
+            raise Violation(f"{rule}: {name} at height {now.height} {how.format(was, is_)}")
 
     def committed(self, name: str, state: ChainState, block: Block, commit: Commit) -> None:
         """`name` committed `block` on top of `state`: same block as everyone, and valid."""
