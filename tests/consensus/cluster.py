@@ -13,7 +13,7 @@ from __future__ import annotations
 import string
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from consensus.machine import (
     BadMessage,
@@ -30,10 +30,11 @@ from consensus.machine import (
     SignVote,
     Step,
     StepChanged,
+    TimeoutConfig,
     TimeoutEvent,
     VoteEvent,
 )
-from consensus.state import ChainState
+from consensus.state import ChainState, ConsensusParams
 from consensus.types import (
     EMPTY_COMMIT,
     NIL_BLOCK_ID,
@@ -55,6 +56,15 @@ PRECOMMIT = VoteType.PRECOMMIT
 NIL = "nil"
 
 
+@dataclass(frozen=True, slots=True)
+class Handled:
+    """One event a member's machine handled: at local time `now`, returning `effects`."""
+
+    now: int
+    event: Event
+    effects: list[Effect]
+
+
 @dataclass
 class Member:
     """One validator of the cluster: its machine and what it has done."""
@@ -68,6 +78,10 @@ class Member:
     decided: list[Decide] = field(default_factory=list)
     equivocations: list[Equivocation] = field(default_factory=list)
     bad: list[BadMessage] = field(default_factory=list)
+    handled: list[Handled] = field(default_factory=list)
+    """Every event this member's machine handled, in order, with its local time and effects."""
+    clock_offset: int = 0
+    """Added to the cluster's clock for this member's machine (negative: its clock is behind)."""
 
     @property
     def name(self) -> str:
@@ -79,12 +93,22 @@ class Member:
 
 
 class Cluster:
-    """`n` validators of the given powers (equal by default) at height 1 of one chain."""
+    """`n` validators of the given powers (equal by default) at height 1 of one chain; `timeouts`
+    and `params` (the genesis consensus parameters) default to the harness's."""
 
-    def __init__(self, n: int = 4, powers: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        n: int = 4,
+        powers: Sequence[int] | None = None,
+        *,
+        timeouts: TimeoutConfig = FAST,
+        params: ConsensusParams | None = None,
+    ) -> None:
         powers = list(powers) if powers is not None else [10] * n
         self.verifier = BatchVerifier(workers=1)
         self.genesis = make_genesis(list(zip(keys(n), powers, strict=True)), chain_id="scenario-chain")
+        if params is not None:
+            self.genesis = replace(self.genesis, params=params)
         self.chain_id = self.genesis.chain_id
         self.now = GENESIS_TIME
         self.labels: dict[bytes, str] = {}
@@ -94,7 +118,9 @@ class Cluster:
         for index, validator in enumerate(self.genesis.validators.validators):
             key = by_address[validator.address]
             app = ToyApp(pending=[b"tx of %s" % key.address.raw.hex().encode()])
-            machine = ConsensusMachine(self.genesis, key.address.raw, FAST, app, self.verifier.verify_batch)
+            machine = ConsensusMachine(
+                self.genesis, key.address.raw, timeouts, app, self.verifier.verify_batch
+            )
             self.members.append(Member(index, key, machine, app))
         self.in_power_order = [next(m for m in self.members if m.address == k.address.raw) for k in keys(n)]
         """The members in the order of `powers`."""
@@ -125,10 +151,15 @@ class Cluster:
 
     def start(self) -> None:
         """Every member enters height 1 and, on its commit timeout, round 0."""
-        for member in self.members:
-            self._handle(member, CommittedEvent(self.genesis, None))
+        self.join()
         for member in self.members:
             self.timeout(member, Step.NEW_HEIGHT)
+
+    def join(self) -> None:
+        """Every member enters height 1 and waits in NEW_HEIGHT for its commit timeout (which the
+        test fires, per member, with `timeout`)."""
+        for member in self.members:
+            self._handle(member, CommittedEvent(self.genesis, None))
 
     def timeout(self, member: Member, step: Step) -> None:
         """Fire `member`'s timeout of `step` for its current height and round; it must have been
@@ -209,6 +240,11 @@ class Cluster:
         vote = Vote(vote_type, 1, round_, block_id, self.now, member.address, member.index)
         return VoteEvent(vote.with_signature(member.key.sign(vote.sign_bytes(self.chain_id))))
 
+    def add_block(self, block: Block) -> str:
+        """Give any block (e.g. one a byzantine proposer built by hand) a letter, for
+        `forge_proposal` and `forge_vote`."""
+        return self._label(block, PartSet.from_data(block.encode()))
+
     def block_id(self, label: str) -> BlockID:
         block, parts = self.blocks[label]
         return BlockID(block.hash, parts.header)
@@ -254,7 +290,9 @@ class Cluster:
         while queue:
             event = queue.popleft()
             self.now += MS
-            effects = member.machine.handle(event, self.now)
+            now = self.now + member.clock_offset
+            effects = member.machine.handle(event, now)
+            member.handled.append(Handled(now, event, effects))
             queue.extend(self._effects(member, effects))
 
     def _effects(self, member: Member, effects: list[Effect]) -> list[Event]:

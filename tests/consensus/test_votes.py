@@ -26,6 +26,7 @@ from consensus.types import (
 from consensus.validators import ValidatorSet
 from consensus.votes import (
     MAX_BLOCKS_PER_VALIDATOR,
+    AddResult,
     AddStatus,
     CommitError,
     HeightVoteSet,
@@ -33,6 +34,7 @@ from consensus.votes import (
     VoteError,
     VoteSet,
     median_time,
+    min_vote_time,
     verify_commit,
     vote_set_from_commit,
 )
@@ -242,10 +244,15 @@ def test_an_equivocator_is_kept_for_a_bounded_number_of_block_ids() -> None:
     net = network([3, 2, 1])
     votes = net.vote_set()
     ids = [BlockID(bytes([i]) * 32, PartSetHeader(1, bytes([i]) * 32)) for i in range(1, 8)]
-    for block_id in ids:
-        votes.add(net.vote(0, block_id))
-    kept = [b for b in ids if votes.power_for(b)]
-    assert len(kept) == MAX_BLOCKS_PER_VALIDATOR
+    first = net.vote(0, ids[0])
+    assert votes.add(first) == AddResult(AddStatus.ADDED, None, counted=True)
+    results = [votes.add(net.vote(0, block_id)) for block_id in ids[1:]]
+    # its first four block ids are counted, the later ones reported but not kept
+    assert results == [AddResult(AddStatus.CONFLICT, first, counted=i < 3) for i in range(6)]
+    assert MAX_BLOCKS_PER_VALIDATOR == 4
+    assert [votes.power_for(b) for b in ids] == [3, 3, 3, 3, 0, 0, 0]
+    assert [v.block_id for v in votes.all_votes()] == ids[:4]
+    assert votes.sum == 3
 
 
 def test_conflicting_vote_with_a_bad_signature_is_an_error() -> None:
@@ -455,6 +462,19 @@ def test_verify_commit_rejects_two_of_four() -> None:
     verify_commit(CHAIN, net.vset, BLOCK_A, HEIGHT, enough, checker())
 
 
+def test_verify_commit_rejects_exactly_two_thirds() -> None:
+    net = network([1, 1, 1])
+    votes, _ = _precommits(net, [BLOCK_A, BLOCK_A, None])
+    sigs = tuple(
+        CommitSig.absent()
+        if v is None
+        else CommitSig(BlockIDFlag.COMMIT, v.validator_address, v.timestamp, v.signature)
+        for v in (votes.get(i) for i in range(3))
+    )
+    with pytest.raises(CommitError, match="2 of 3"):
+        verify_commit(CHAIN, net.vset, BLOCK_A, HEIGHT, Commit(HEIGHT, 0, BLOCK_A, sigs), checker())
+
+
 def test_verify_commit_checks_power_not_count() -> None:
     net = network([4, 3, 2, 1])
     # three of four validators but only 2 + 1 + 3 = 6 of 10
@@ -519,6 +539,19 @@ def test_median_time_by_hand(powers: list[int], times: list[int | None], median:
     net = network(powers)
     assert [v.power for v in net.vset.validators] == powers
     assert median_time(_timed_commit(net.vset, times), net.vset) == median
+
+
+def test_median_time_ignores_entries_without_a_validator() -> None:
+    net = network([1, 1])
+    commit = _timed_commit(net.vset, [10, 20])
+    # a third entry, past the end of the set, has no power and no say
+    extra = CommitSig(BlockIDFlag.COMMIT, ALL_KEYS[6].address.raw, 5, b"\x00" * 64)
+    longer = replace(commit, signatures=(*commit.signatures, extra))
+    assert median_time(commit, net.vset) == median_time(longer, net.vset) == 20
+
+
+def test_a_vote_for_a_block_is_at_least_a_millisecond_after_it() -> None:
+    assert min_vote_time(GENESIS_TIME) == GENESIS_TIME + 1_000_000
 
 
 def test_median_time_of_no_votes_is_an_error() -> None:
@@ -589,6 +622,48 @@ def test_height_vote_set_accepts_rounds_within_the_window() -> None:
     assert hvs.accepts_round(5) and not hvs.accepts_round(6) and not hvs.accepts_round(-1)
     assert hvs.rounds() == [3, 5]
     assert hvs.prevotes(3).get(0) is not None and hvs.precommits(3).get(0) is None
+
+
+def test_height_vote_set_accepts_50_rounds_ahead_by_default() -> None:
+    net = network([1, 1, 1])
+    hvs = HeightVoteSet(CHAIN, HEIGHT, net.vset, checker())
+    assert hvs.add(net.vote(0, BLOCK_A, VoteType.PREVOTE, round_=50)).status is AddStatus.ADDED
+    with pytest.raises(VoteError, match="window"):
+        hvs.add(net.vote(0, BLOCK_A, VoteType.PREVOTE, round_=51))
+
+
+def test_round_power_is_the_power_of_the_validators_with_any_vote_in_the_round() -> None:
+    net = network([4, 2, 1])
+    hvs = HeightVoteSet(CHAIN, HEIGHT, net.vset, checker())
+    assert hvs.round_power(0) == 0
+    hvs.add(net.vote(0, BLOCK_A, VoteType.PRECOMMIT, round_=1))
+    hvs.add(net.vote(0, BLOCK_A, VoteType.PREVOTE, round_=1))  # the same validator: once
+    hvs.add(net.vote(0, BLOCK_B, VoteType.PREVOTE, round_=1))  # a conflict: once
+    assert hvs.round_power(1) == 4
+    hvs.add(net.vote(2, NIL_BLOCK_ID, VoteType.PREVOTE, round_=1))
+    hvs.add(net.vote(1, BLOCK_A, VoteType.PREVOTE, round_=2))
+    assert [hvs.round_power(r) for r in range(4)] == [0, 5, 2, 0]
+
+
+def test_peek_finds_a_round_s_votes_without_creating_a_set() -> None:
+    net = network([1, 1, 1])
+    hvs = HeightVoteSet(CHAIN, HEIGHT, net.vset, checker())
+    assert hvs.peek(1, VoteType.PREVOTE) is None
+    assert hvs.rounds() == []
+    vote = net.vote(0, BLOCK_A, VoteType.PREVOTE, round_=1)
+    hvs.add(vote)
+    found = hvs.peek(1, VoteType.PREVOTE)
+    assert found is not None and found.votes() == [vote]
+    assert hvs.peek(1, VoteType.PRECOMMIT) is None
+
+
+def test_a_vote_set_has_no_vote_outside_its_validators() -> None:
+    net = network([1, 1, 1])
+    votes = net.vote_set()
+    for i in range(3):
+        votes.add(net.vote(i, BLOCK_A))
+    assert [votes.get(i) is not None for i in range(3)] == [True, True, True]
+    assert votes.get(3) is None and votes.get(-1) is None
 
 
 def test_height_vote_set_keeps_rounds_and_types_apart() -> None:
