@@ -8,7 +8,7 @@ one of none, network, crash, byzantine, split (the search mode: split prevotes a
 isolation after commit), all. `--digest` also prints each seed's trace digest (two runs of one
 seed print the same digest). `--mutant NAME` runs a known rule-breaking change of the vote rules
 (tests/sim/mutants.py) to show that the simulator catches it; `--stop-at-first` ends the run at
-the first failing seed.
+the first failing seed; `--progress N` prints the running figures every N seeds (for long runs).
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--digest", action="store_true", help="print every seed's trace digest")
     parser.add_argument("--mutant", choices=sorted(mutants.MUTANTS), help="run a known broken vote rule")
     parser.add_argument("--stop-at-first", action="store_true", help="stop at the first failing seed")
+    parser.add_argument("--progress", type=int, default=0, metavar="N", help="print figures every N seeds")
     args = parser.parse_args(argv)
     if args.validators < 1:
         parser.error("--validators must be at least 1")
@@ -89,6 +90,13 @@ def main(argv: list[str] | None = None) -> int:
                 if args.stop_at_first:
                     pool.shutdown(cancel_futures=True)
                     break
+            if args.progress > 0 and len(results) % args.progress == 0:
+                so_far = time.monotonic() - started
+                print(
+                    f"after {len(results)} seeds ({len(failed)} failed, {so_far:.0f} s): "
+                    f"{summary(results, so_far)}",
+                    flush=True,
+                )
     elapsed = time.monotonic() - started
     figures = summary(results, elapsed)
     if failed:
