@@ -444,6 +444,7 @@ class ConsensusMachine:
     def _enter_precommit(self, height: int, round_: int) -> None:
         if (
             height != self.height
+            or self.step == Step.COMMIT
             or round_ < self.round
             or (round_ == self.round and self.step >= Step.PRECOMMIT)
         ):
@@ -498,6 +499,7 @@ class ConsensusMachine:
     def _enter_precommit_wait(self, height: int, round_: int) -> None:
         if (
             height != self.height
+            or self.step == Step.COMMIT
             or round_ < self.round
             or (round_ == self.round and self.triggered_timeout_precommit)
         ):

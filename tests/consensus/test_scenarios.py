@@ -354,3 +354,32 @@ def test_a_polka_for_the_locked_block_in_a_later_round_relocks(cluster: Cluster)
         ("prevote", 1, "A"),
         ("precommit", 1, "A"),
     ]
+
+
+def test_a_node_in_the_commit_step_keeps_its_decision_through_later_rounds(cluster: Cluster) -> None:
+    """Line 49 of the paper decides on +2/3 precommits of any round once the block is there: a
+    node that saw round 0's +2/3 precommits for A without A's parts neither votes in the rounds
+    the others go on to, nor forgets that A is decided; the parts alone then finish its commit."""
+    c = cluster
+    p0 = c.proposer(0)
+    late = c.others(p0)[0]
+    rest = c.others(late)
+    c.start()
+    c.deliver(c.proposal(p0, 0), to=rest)
+    c.timeout(late, Step.PROPOSE)
+    c.deliver(c.votes(PREVOTE, 0, c.members), to=c.members)
+    c.timeout(late, Step.PREVOTE_WAIT)
+    c.deliver(c.votes(PRECOMMIT, 0, rest), to=[late])
+    assert (late.machine.step, late.decided) == (Step.COMMIT, [])
+    # The others see too few precommits for A and end round 0; round 1's proposal reaches nobody.
+    for i, member in enumerate(rest):
+        c.deliver(c.votes(PRECOMMIT, 0, [late, rest[i - 1]]), to=[member])
+        c.timeout(member, Step.PRECOMMIT_WAIT)
+        c.timeout(member, Step.PROPOSE)
+    c.deliver(c.votes(PREVOTE, 1, rest), to=c.members)
+    c.deliver(c.votes(PRECOMMIT, 1, rest), to=c.members)
+    assert [c.signed(m)[2:] for m in rest] == [[("prevote", 1, NIL), ("precommit", 1, NIL)]] * 3
+    assert (late.machine.step, late.machine.round) == (Step.COMMIT, 0)
+    assert c.signed(late) == [("prevote", 0, NIL), ("precommit", 0, NIL)]
+    c.deliver(c.proposal(p0, 0)[1:], to=[late])
+    assert c.decision(late) == "A"
