@@ -214,6 +214,16 @@ class Cluster:
             out.extend(found)
         return out
 
+    def polka_without_the_block(self, late: Member) -> None:
+        """Round 0, after `start`: the proposal reaches everyone but `late`, every prevote reaches
+        everyone, and `late` (a polka for a block it lacks) precommits nil on its prevote
+        timeout; the others lock the block and precommit it."""
+        proposer = self.proposer(0)
+        self.deliver(self.proposal(proposer, 0), to=self.others(proposer, late))
+        self.timeout(late, Step.PROPOSE)
+        self.deliver(self.votes(VoteType.PREVOTE, 0, self.members), to=self.members)
+        self.timeout(late, Step.PREVOTE_WAIT)
+
     # -- forging (what a byzantine validator can sign) ---------------------------------------------
 
     def forge_block(self, member: Member, txs: Sequence[bytes]) -> str:

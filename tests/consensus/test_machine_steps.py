@@ -190,13 +190,10 @@ def test_a_block_completed_after_a_nil_precommit_on_its_polka_becomes_the_valid_
     cluster: Cluster,
 ) -> None:
     c = cluster
-    p0, p1, p2, p3 = (c.proposer(r) for r in range(4))
+    p0, p1, p2 = (c.proposer(r) for r in range(3))
     c.start()
     # Round 0: p1 misses the proposal, sees the polka for A without the block and precommits nil.
-    c.deliver(c.proposal(p0, 0), to=[p2, p3])
-    c.timeout(p1, Step.PROPOSE)
-    c.deliver(c.votes(PREVOTE, 0, c.members), to=c.members)
-    c.timeout(p1, Step.PREVOTE_WAIT)
+    c.polka_without_the_block(p1)
     assert c.signed(p1) == [("prevote", 0, NIL), ("precommit", 0, NIL)]
     assert c.valid(p1) == (-1, None)
     # The block arrives: A is p1's valid block of round 0, though it is not locked.
@@ -331,10 +328,7 @@ def test_late_precommits_of_an_earlier_round_commit_its_block_whatever_proposal_
     c.start()
     # Round 0: p1 misses A; p0, p2 and p3 lock A and precommit it. p1 and p2 see only two of
     # those precommits and go to round 1, where p1 proposes a new block B.
-    c.deliver(c.proposal(p0, 0), to=[p2, p3])
-    c.timeout(p1, Step.PROPOSE)
-    c.deliver(c.votes(PREVOTE, 0, c.members), to=c.members)
-    c.timeout(p1, Step.PREVOTE_WAIT)
+    c.polka_without_the_block(p1)
     assert [c.lock(m) for m in (p0, p1, p2, p3)] == [(0, "A"), (-1, None), (0, "A"), (0, "A")]
     c.deliver(c.votes(PRECOMMIT, 0, [p0, p1]), to=[p2])
     c.deliver(c.votes(PRECOMMIT, 0, [p0, p2]), to=[p1])

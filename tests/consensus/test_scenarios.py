@@ -323,10 +323,7 @@ def test_a_polka_for_the_locked_block_in_a_later_round_relocks(cluster: Cluster)
     c = cluster
     p0, p1, p2, p3 = (c.proposer(r) for r in range(4))
     c.start()
-    c.deliver(c.proposal(p0, 0), to=[p1, p2])
-    c.timeout(p3, Step.PROPOSE)
-    c.deliver(c.votes(PREVOTE, 0, c.members), to=c.members)
-    c.timeout(p3, Step.PREVOTE_WAIT)
+    c.polka_without_the_block(p3)
     assert [c.lock(m) for m in (p0, p1, p2, p3)] == [(0, "A")] * 3 + [(-1, None)]
     # Each sees three precommits, two of them for A: no decision, round 1.
     c.deliver(c.votes(PRECOMMIT, 0, [p1, p3]), to=[p0])
@@ -365,10 +362,7 @@ def test_a_node_in_the_commit_step_keeps_its_decision_through_later_rounds(clust
     late = c.others(p0)[0]
     rest = c.others(late)
     c.start()
-    c.deliver(c.proposal(p0, 0), to=rest)
-    c.timeout(late, Step.PROPOSE)
-    c.deliver(c.votes(PREVOTE, 0, c.members), to=c.members)
-    c.timeout(late, Step.PREVOTE_WAIT)
+    c.polka_without_the_block(late)
     c.deliver(c.votes(PRECOMMIT, 0, rest), to=[late])
     assert (late.machine.step, late.decided) == (Step.COMMIT, [])
     # The others see too few precommits for A and end round 0; round 1's proposal reaches nobody.
