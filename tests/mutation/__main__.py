@@ -578,7 +578,6 @@ def _run_all(
     for copy in copies:
         free.put(copy)
     results: list[Result] = []
-    show_each = sys.stdout.isatty()
     with (
         ThreadPoolExecutor(max_workers=len(copies)) as pool,
         tqdm(total=len(selected), file=sys.stderr, unit="mutant", disable=None) as bar,
@@ -591,12 +590,14 @@ def _run_all(
                 result = future.result()
                 results.append(result)
                 bar.update()
-                if show_each:
-                    where = f" ({result.stage})" if result.stage else ""
-                    tqdm.write(
-                        f"{result.mutant.id:<22} {result.status}{where} {result.seconds:.0f} s",
-                        file=sys.stdout,
-                    )
+                # A line per mutant as it ends: above the bar on a terminal, and in a log (a long
+                # run that is stopped still says what it found).
+                where = f" ({result.stage})" if result.stage else ""
+                tqdm.write(
+                    f"{result.mutant.id:<22} {result.status}{where} {result.seconds:.0f} s",
+                    file=sys.stdout,
+                )
+                sys.stdout.flush()
         except BaseException:
             processes.stop()
             for future in futures:
