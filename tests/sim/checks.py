@@ -7,14 +7,18 @@ run stops at the first step that breaks one, with what broke.
   proposal per (height, round);
 - lock monotonicity: within a height an honest node's locked round never goes down, its locked
   block changes only with a higher locked round, and a restart from its WAL gives the lock back;
+- the lock it holds is the one its precommits show (lines 36-38 of the paper): after every step,
+  an honest node's (locked round, locked block) is its last precommit for a block at the height,
+  or none; a lock kept at an older round on a relock is caught the step it happens;
 - the locking rules, judged from what was signed and sent (byzantine messages included), with
   an honest node's lock being its last precommit for a block (round lr, block L): an honest
   precommit for B at round r needs +2/3 prevotes for B at r; an honest prevote for B at round r
   needs a proposal of B at r with proof-of-lock round -1 and no lock on another block (line 22),
   or with a round vr, lr <= vr < r or L = B, and +2/3 prevotes for B at vr (line 28); an honest
-  proposal naming a proof-of-lock round needs +2/3 prevotes for its block there. A node that
-  ignores its lock, or believes a forged proof-of-lock, is caught the first time it does so, fork
-  or no fork;
+  proposal naming a proof-of-lock round needs +2/3 prevotes for its block there, and an honest
+  proposer locked at round lr proposes its valid value, whose round is at least lr (its locked
+  block if equal: lines 14-16 and 36-42). A node that ignores its lock, or believes a forged
+  proof-of-lock, is caught the first time it does so, fork or no fork;
 - the vote rules exactly: each vote an honest node decides on is the one the paper's rules
   (tests/consensus/paper.py) give for what it holds at that moment (its proposal, judged valid
   apart from the machine, and the prevotes it has seen) and its lock as its precommits show
@@ -131,6 +135,15 @@ class Monitor:
                 f"{proposal.height} round {proposal.round} under round {pol_round}, which has no +2/3 "
                 f"prevotes for it"
             )
+        locked_round, locked = self.lock_before(proposer, proposal.height, proposal.round)
+        if locked is not None and (
+            pol_round < locked_round or (pol_round == locked_round and proposal.block_id.hash != locked)
+        ):
+            raise Violation(
+                f"valid value: {_short(proposer)}, locked on {_short(locked)} since round {locked_round}, "
+                f"proposed {_short(proposal.block_id.hash)} at height {proposal.height} round "
+                f"{proposal.round} under round {pol_round}"
+            )
 
     def _has_polka(self, height: int, round_: int, block_hash: bytes) -> bool:
         validators = self.validators[height]
@@ -227,6 +240,19 @@ class Monitor:
         """The node `name` handled one event: its lock may only have moved forward."""
         self.checked_steps += 1
         self._moved_forward(name, machine, "lock monotonicity", "went from lock {} to {}")
+        self._lock_is_last_precommit(name, machine)
+
+    def _lock_is_last_precommit(self, name: str, machine: ConsensusMachine) -> None:
+        if machine.address is None:
+            return  # not a validator: it never locks
+        held = LockState.of(machine)
+        signed_round, signed = self.lock_before(machine.address, machine.height, machine.round + 1)
+        if (held.locked_round, held.locked_hash) != (signed_round, signed):
+            raise Violation(
+                f"lock rule: {name} at height {held.height} holds lock "
+                f"{held.locked_round}/{_short(held.locked_hash)}, but its last precommit for a block "
+                f"is {signed_round}/{_short(signed)}"
+            )
 
     def forget(self, name: str) -> LockState | None:
         """`name` crashed: the lock it had, to hold its restarted self to."""

@@ -16,13 +16,14 @@ from itertools import repeat
 import pytest
 
 from consensus import rules
-from consensus.types import NIL_BLOCK_ID, BlockID, PartSetHeader, Proposal, Vote, VoteType
+from consensus.types import NIL_BLOCK_ID, Block, BlockID, PartSetHeader, Proposal, Vote, VoteType
 from consensus.validators import ValidatorSet
 from primitives.batch_verify import BatchVerifier
 from tests.sim import mutants
 from tests.sim.__main__ import _run
 from tests.sim.byzantine import Behaviour
 from tests.sim.checks import Monitor
+from tests.sim.node import SimNode
 from tests.sim.run import Result, Simulation, Violation, run_seed
 
 # (validators, profile, seeds): the short form of `python -m tests.sim`
@@ -245,6 +246,19 @@ def test_an_honest_proposal_with_a_false_pol_is_reported(monitor: tuple[Monitor,
         m.honest_proposal(b"p" * 20, Proposal(1, 1, 0, A, 0))
 
 
+def test_an_honest_proposal_below_its_lock_is_reported(monitor: tuple[Monitor, ValidatorSet]) -> None:
+    m, vals = monitor
+    proposer = vals.validators[0].address
+    polka(m, vals, 0, B)
+    polka(m, vals, 1, A)
+    m.honest_vote(vote(vals, 0, VoteType.PRECOMMIT, 1, A), vals)  # locked on A at round 1
+    with pytest.raises(Violation, match="valid value"):
+        m.honest_proposal(proposer, Proposal(1, 2, 0, B, 0))  # a true POL, but older than the lock
+    with pytest.raises(Violation, match="valid value"):
+        m.honest_proposal(proposer, Proposal(1, 3, -1, A, 0))  # its locked block, but no round
+    m.honest_proposal(proposer, Proposal(1, 4, 1, A, 0))  # its valid value: A of round 1
+
+
 def test_disagreement_is_reported() -> None:
     sim = Simulation(2, 4, "none")
     result = sim.run()
@@ -266,12 +280,33 @@ def test_an_invalid_committed_block_is_reported() -> None:
         fresh.committed("n1", chain.states[1], block, commit)  # the state of the wrong height
 
 
-def test_a_lock_that_goes_back_is_reported() -> None:
+def locked_simulation(precommit_rounds: tuple[int, ...]) -> tuple[Simulation, SimNode, Block]:
+    """A short run, then its first honest node shown by its signed votes to have precommitted
+    one of the chain's blocks in each of `precommit_rounds` of its current height."""
     sim = Simulation(2, 4, "none")
+    assert sim.run().passed
     node = sim.honest[0]
-    sim._start(node)
     machine = node.machine
-    machine.locked_round = 2
+    block = node.chain.blocks[1]
+    target = BlockID(block.hash, PartSetHeader(1, block.hash))
+    validators, address = machine.votes.validators, machine.address
+    assert address is not None
+    own = validators.index_of(address)
+    assert own is not None
+    for round_ in precommit_rounds:
+        for index, validator in enumerate(validators.validators):
+            sim.monitor.seen_prevote(
+                Vote(VoteType.PREVOTE, machine.height, round_, target, 0, validator.address, index)
+            )
+        precommit = Vote(VoteType.PRECOMMIT, machine.height, round_, target, 0, address, own)
+        sim.monitor.honest_vote(precommit, validators)
+    return sim, node, block
+
+
+def test_a_lock_that_goes_back_is_reported() -> None:
+    sim, node, block = locked_simulation((1, 2))
+    machine = node.machine
+    machine.round, machine.locked_round, machine.locked_block = 2, 2, block
     sim.monitor.after_event(node.name, machine)
     machine.locked_round = 1
     with pytest.raises(Violation, match="lock monotonicity"):
@@ -280,3 +315,13 @@ def test_a_lock_that_goes_back_is_reported() -> None:
     machine.locked_round = 0
     with pytest.raises(Violation, match="lock after restart"):
         sim.monitor.after_restart(node.name, machine, replace(before, locked_round=3) if before else None)
+
+
+def test_a_lock_other_than_the_last_precommit_is_reported() -> None:
+    sim, node, block = locked_simulation((1, 2))
+    machine = node.machine
+    machine.round, machine.locked_round, machine.locked_block = 2, 1, block  # relocked, round kept
+    with pytest.raises(Violation, match=r"holds lock 1/.* last precommit for a block is 2/"):
+        sim.monitor.after_event(node.name, machine)
+    machine.locked_round, machine.locked_block = 2, block
+    sim.monitor.after_event(node.name, machine)
