@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from consensus.machine import ConsensusMachine
 from consensus.rules import SeenProposal
 from consensus.state import BlockError, ChainState, validate_block
-from consensus.types import Block, BlockID, Commit, Proposal, Vote, VoteType
+from consensus.types import Block, BlockID, Commit, PartSet, Proposal, Vote, VoteType
 from consensus.validators import ValidatorSet
 from consensus.votes import CommitError, SignatureCheck, verify_commit
 from tests.consensus import paper
@@ -80,6 +80,8 @@ class Monitor:
         self.locked: dict[tuple[bytes, int], dict[int, bytes]] = {}
         """(validator, height) -> round -> block hash of its precommits for a block."""
         self.validators: dict[int, ValidatorSet] = {}
+        self.carried: dict[tuple[bytes, bytes], bool] = {}
+        """(parts hash, block hash) -> whether the parts are that block's encoding."""
         self.checked_steps = 0
 
     # -- signatures ------------------------------------------------------------------------------
@@ -241,6 +243,7 @@ class Monitor:
         self.checked_steps += 1
         self._moved_forward(name, machine, "lock monotonicity", "went from lock {} to {}")
         self._lock_is_last_precommit(name, machine)
+        self._valid_value_holds(name, machine)
 
     def _lock_is_last_precommit(self, name: str, machine: ConsensusMachine) -> None:
         if machine.address is None:
@@ -253,6 +256,42 @@ class Monitor:
                 f"{held.locked_round}/{_short(held.locked_hash)}, but its last precommit for a block "
                 f"is {signed_round}/{_short(signed)}"
             )
+
+    def _valid_value_holds(self, name: str, machine: ConsensusMachine) -> None:
+        """The valid value (lines 36-42): a block with +2/3 prevotes at the valid round, carried
+        by its own parts, at or above the lock (the locked block itself when level)."""
+        valid_round, block, parts = machine.valid_round, machine.valid_block, machine.valid_parts
+        locked = machine.locked_block
+        wrong = ""
+        if valid_round < 0:
+            if block is not None:
+                wrong = "a valid block without a valid round"
+        elif block is None or parts is None:
+            wrong = "no valid block or parts"
+        elif not self._carries(parts, block):
+            wrong = "valid parts that do not carry the valid block"
+        elif machine.height not in self.validators or not self._has_polka(
+            machine.height, valid_round, block.hash
+        ):
+            wrong = "no +2/3 prevotes for the valid block at the valid round"
+        if not wrong and valid_round < machine.locked_round:
+            wrong = f"a valid round below its locked round {machine.locked_round}"
+        level = valid_round == machine.locked_round and locked is not None
+        if not wrong and level and (block is None or locked is None or block.hash != locked.hash):
+            wrong = "a valid block other than its locked block at the locked round"
+        if wrong:
+            raise Violation(
+                f"valid value: {name} at height {machine.height} holds valid round {valid_round} "
+                f"({_short(None if block is None else block.hash)}): {wrong}"
+            )
+
+    def _carries(self, parts: PartSet, block: Block) -> bool:
+        key = (parts.header.hash, block.hash)
+        carried = self.carried.get(key)
+        if carried is None:
+            carried = parts.is_complete() and parts.data() == block.encode()
+            self.carried[key] = carried
+        return carried
 
     def forget(self, name: str) -> LockState | None:
         """`name` crashed: the lock it had, to hold its restarted self to."""

@@ -16,7 +16,7 @@ from itertools import repeat
 import pytest
 
 from consensus import rules
-from consensus.types import NIL_BLOCK_ID, Block, BlockID, PartSetHeader, Proposal, Vote, VoteType
+from consensus.types import NIL_BLOCK_ID, Block, BlockID, PartSet, PartSetHeader, Proposal, Vote, VoteType
 from consensus.validators import ValidatorSet
 from primitives.batch_verify import BatchVerifier
 from tests.sim import mutants
@@ -246,6 +246,29 @@ def test_an_honest_proposal_with_a_false_pol_is_reported(monitor: tuple[Monitor,
         m.honest_proposal(b"p" * 20, Proposal(1, 1, 0, A, 0))
 
 
+def test_a_valid_value_the_rules_do_not_give_is_reported() -> None:
+    sim, node, block = locked_simulation((1, 2))
+    machine = node.machine
+    machine.round = 2
+    hold(node, 2, block)
+    sim.monitor.after_event(node.name, machine)
+    other_parts = PartSet.from_data(node.chain.blocks[2].encode())
+    cases: list[tuple[str, str, object]] = [
+        ("below its locked round", "valid_round", 1),
+        (r"no \+2/3 prevotes", "valid_round", 3),
+        ("do not carry the valid block", "valid_parts", other_parts),
+        ("without a valid round", "valid_round", -1),
+        ("no valid block or parts", "valid_parts", None),
+    ]
+    for message, attribute, value in cases:
+        saved = getattr(machine, attribute)
+        setattr(machine, attribute, value)
+        with pytest.raises(Violation, match=message):
+            sim.monitor.after_event(node.name, machine)
+        setattr(machine, attribute, saved)
+    sim.monitor.after_event(node.name, machine)
+
+
 def test_an_honest_proposal_below_its_lock_is_reported(monitor: tuple[Monitor, ValidatorSet]) -> None:
     m, vals = monitor
     proposer = vals.validators[0].address
@@ -303,16 +326,25 @@ def locked_simulation(precommit_rounds: tuple[int, ...]) -> tuple[Simulation, Si
     return sim, node, block
 
 
+def hold(node: SimNode, locked_round: int, block: Block | None) -> None:
+    """Give `node`'s machine the lock and the valid value of `locked_round` on `block`."""
+    machine = node.machine
+    machine.locked_round, machine.locked_block = locked_round, block
+    machine.valid_round, machine.valid_block = locked_round, block
+    machine.valid_parts = None if block is None else PartSet.from_data(block.encode())
+
+
 def test_a_lock_that_goes_back_is_reported() -> None:
     sim, node, block = locked_simulation((1, 2))
     machine = node.machine
-    machine.round, machine.locked_round, machine.locked_block = 2, 2, block
+    machine.round = 2
+    hold(node, 2, block)
     sim.monitor.after_event(node.name, machine)
-    machine.locked_round = 1
+    hold(node, 1, block)
     with pytest.raises(Violation, match="lock monotonicity"):
         sim.monitor.after_event(node.name, machine)
     before = sim.monitor.forget(node.name)
-    machine.locked_round = 0
+    hold(node, 0, block)
     with pytest.raises(Violation, match="lock after restart"):
         sim.monitor.after_restart(node.name, machine, replace(before, locked_round=3) if before else None)
 
@@ -320,8 +352,9 @@ def test_a_lock_that_goes_back_is_reported() -> None:
 def test_a_lock_other_than_the_last_precommit_is_reported() -> None:
     sim, node, block = locked_simulation((1, 2))
     machine = node.machine
-    machine.round, machine.locked_round, machine.locked_block = 2, 1, block  # relocked, round kept
+    machine.round = 2
+    hold(node, 1, block)  # relocked at round 2, but the round kept
     with pytest.raises(Violation, match=r"holds lock 1/.* last precommit for a block is 2/"):
         sim.monitor.after_event(node.name, machine)
-    machine.locked_round, machine.locked_block = 2, block
+    hold(node, 2, block)
     sim.monitor.after_event(node.name, machine)
