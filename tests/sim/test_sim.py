@@ -246,29 +246,6 @@ def test_an_honest_proposal_with_a_false_pol_is_reported(monitor: tuple[Monitor,
         m.honest_proposal(b"p" * 20, Proposal(1, 1, 0, A, 0))
 
 
-def test_a_valid_value_the_rules_do_not_give_is_reported() -> None:
-    sim, node, block = locked_simulation((1, 2))
-    machine = node.machine
-    machine.round = 2
-    hold(node, 2, block)
-    sim.monitor.after_event(node.name, machine)
-    other_parts = PartSet.from_data(node.chain.blocks[2].encode())
-    cases: list[tuple[str, str, object]] = [
-        ("below its locked round", "valid_round", 1),
-        (r"no \+2/3 prevotes", "valid_round", 3),
-        ("do not carry the valid block", "valid_parts", other_parts),
-        ("without a valid round", "valid_round", -1),
-        ("no valid block or parts", "valid_parts", None),
-    ]
-    for message, attribute, value in cases:
-        saved = getattr(machine, attribute)
-        setattr(machine, attribute, value)
-        with pytest.raises(Violation, match=message):
-            sim.monitor.after_event(node.name, machine)
-        setattr(machine, attribute, saved)
-    sim.monitor.after_event(node.name, machine)
-
-
 def test_an_honest_proposal_below_its_lock_is_reported(monitor: tuple[Monitor, ValidatorSet]) -> None:
     m, vals = monitor
     proposer = vals.validators[0].address
@@ -305,7 +282,8 @@ def test_an_invalid_committed_block_is_reported() -> None:
 
 def locked_simulation(precommit_rounds: tuple[int, ...]) -> tuple[Simulation, SimNode, Block]:
     """A short run, then its first honest node shown by its signed votes to have precommitted
-    one of the chain's blocks in each of `precommit_rounds` of its current height."""
+    one of the chain's blocks in each of `precommit_rounds` of its current height, and holding
+    that lock and valid value in the last of them."""
     sim = Simulation(2, 4, "none")
     assert sim.run().passed
     node = sim.honest[0]
@@ -323,6 +301,8 @@ def locked_simulation(precommit_rounds: tuple[int, ...]) -> tuple[Simulation, Si
             )
         precommit = Vote(VoteType.PRECOMMIT, machine.height, round_, target, 0, address, own)
         sim.monitor.honest_vote(precommit, validators)
+    machine.round = max(precommit_rounds)
+    hold(node, machine.round, block)
     return sim, node, block
 
 
@@ -337,8 +317,6 @@ def hold(node: SimNode, locked_round: int, block: Block | None) -> None:
 def test_a_lock_that_goes_back_is_reported() -> None:
     sim, node, block = locked_simulation((1, 2))
     machine = node.machine
-    machine.round = 2
-    hold(node, 2, block)
     sim.monitor.after_event(node.name, machine)
     hold(node, 1, block)
     with pytest.raises(Violation, match="lock monotonicity"):
@@ -352,9 +330,29 @@ def test_a_lock_that_goes_back_is_reported() -> None:
 def test_a_lock_other_than_the_last_precommit_is_reported() -> None:
     sim, node, block = locked_simulation((1, 2))
     machine = node.machine
-    machine.round = 2
     hold(node, 1, block)  # relocked at round 2, but the round kept
     with pytest.raises(Violation, match=r"holds lock 1/.* last precommit for a block is 2/"):
         sim.monitor.after_event(node.name, machine)
     hold(node, 2, block)
+    sim.monitor.after_event(node.name, machine)
+
+
+def test_a_valid_value_the_rules_do_not_give_is_reported() -> None:
+    sim, node, _ = locked_simulation((1, 2))
+    machine = node.machine
+    sim.monitor.after_event(node.name, machine)
+    other_parts = PartSet.from_data(node.chain.blocks[2].encode())
+    cases: list[tuple[str, str, object]] = [
+        ("below its locked round", "valid_round", 1),
+        (r"no \+2/3 prevotes", "valid_round", 3),
+        ("do not carry the valid block", "valid_parts", other_parts),
+        ("without a valid round", "valid_round", -1),
+        ("no valid block or parts", "valid_parts", None),
+    ]
+    for message, attribute, value in cases:
+        saved = getattr(machine, attribute)
+        setattr(machine, attribute, value)
+        with pytest.raises(Violation, match=message):
+            sim.monitor.after_event(node.name, machine)
+        setattr(machine, attribute, saved)
     sim.monitor.after_event(node.name, machine)
