@@ -259,7 +259,8 @@ class Monitor:
 
     def _valid_value_holds(self, name: str, machine: ConsensusMachine) -> None:
         """The valid value (lines 36-42): a block with +2/3 prevotes at the valid round, carried
-        by its own parts, at or above the lock (the locked block itself when level)."""
+        by its own parts, at or above the lock (the locked block itself when level), not above
+        the node's round, and the proposal of its round once it holds that with +2/3 prevotes."""
         valid_round, block, parts = machine.valid_round, machine.valid_block, machine.valid_parts
         locked = machine.locked_block
         wrong = ""
@@ -279,11 +280,30 @@ class Monitor:
         level = valid_round == machine.locked_round and locked is not None
         if not wrong and level and (block is None or locked is None or block.hash != locked.hash):
             wrong = "a valid block other than its locked block at the locked round"
+        if not wrong and valid_round > machine.round:
+            wrong = f"a valid round above its round {machine.round}"
+        if (
+            not wrong
+            and self._polka_for_proposal(machine)
+            and (valid_round != machine.round or block is None or block.hash != _hash(machine.proposal_block))
+        ):
+            wrong = f"not its proposal of round {machine.round}, which it holds with +2/3 prevotes"
         if wrong:
             raise Violation(
                 f"valid value: {name} at height {machine.height} holds valid round {valid_round} "
                 f"({_short(None if block is None else block.hash)}): {wrong}"
             )
+
+    @staticmethod
+    def _polka_for_proposal(machine: ConsensusMachine) -> bool:
+        """Whether `machine` holds the block of its round's proposal and +2/3 prevotes for it
+        in that round: then that block is its valid value (line 36)."""
+        proposal, block = machine.proposal, machine.proposal_block
+        if proposal is None or block is None or proposal.round != machine.round:
+            return False
+        prevotes = machine.votes.peek(machine.round, VoteType.PREVOTE)
+        polka = None if prevotes is None else prevotes.two_thirds_majority()
+        return polka is not None and polka.hash == block.hash == proposal.block_id.hash
 
     def _carries(self, parts: PartSet, block: Block) -> bool:
         key = (parts.header.hash, block.hash)
@@ -339,3 +359,7 @@ class Monitor:
 
 def _short(value: bytes | None) -> str:
     return "-" if value is None else value.hex()[:8]
+
+
+def _hash(block: Block | None) -> bytes | None:
+    return None if block is None else block.hash

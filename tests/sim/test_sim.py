@@ -338,13 +338,19 @@ def test_a_lock_other_than_the_last_precommit_is_reported() -> None:
 
 
 def test_a_valid_value_the_rules_do_not_give_is_reported() -> None:
-    sim, node, _ = locked_simulation((1, 2))
+    sim, node, block = locked_simulation((1, 2))
     machine = node.machine
     sim.monitor.after_event(node.name, machine)
     other_parts = PartSet.from_data(node.chain.blocks[2].encode())
+    target = BlockID(block.hash, PartSetHeader(1, block.hash))
+    for index, validator in enumerate(machine.votes.validators.validators):  # +2/3 at round 3
+        sim.monitor.seen_prevote(
+            Vote(VoteType.PREVOTE, machine.height, 3, target, 0, validator.address, index)
+        )
     cases: list[tuple[str, str, object]] = [
         ("below its locked round", "valid_round", 1),
-        (r"no \+2/3 prevotes", "valid_round", 3),
+        (r"no \+2/3 prevotes", "valid_round", 4),
+        ("above its round 2", "valid_round", 3),
         ("do not carry the valid block", "valid_parts", other_parts),
         ("without a valid round", "valid_round", -1),
         ("no valid block or parts", "valid_parts", None),
@@ -356,3 +362,19 @@ def test_a_valid_value_the_rules_do_not_give_is_reported() -> None:
             sim.monitor.after_event(node.name, machine)
         setattr(machine, attribute, saved)
     sim.monitor.after_event(node.name, machine)
+
+
+def test_a_proposal_held_with_a_polka_must_be_the_valid_value() -> None:
+    sim, node, _ = locked_simulation((1, 2))  # valid value: the block of round 2
+    machine = node.machine
+    other = node.chain.blocks[2]
+    other_id = BlockID(other.hash, PartSetHeader(1, other.hash))
+    machine.proposal, machine.proposal_block = Proposal(machine.height, 2, -1, other_id, 0), other
+    sim.monitor.after_event(node.name, machine)  # no +2/3 prevotes for it yet
+    prevotes = machine.votes.prevotes(2)
+    for index, validator in enumerate(machine.votes.validators.validators):
+        prevotes.add(
+            Vote(VoteType.PREVOTE, machine.height, 2, other_id, 0, validator.address, index), verified=True
+        )
+    with pytest.raises(Violation, match="not its proposal of round 2"):
+        sim.monitor.after_event(node.name, machine)
