@@ -10,6 +10,9 @@ run stops at the first step that breaks one, with what broke.
 - the lock it holds is the one its precommits show (lines 36-38 of the paper): after every step,
   an honest node's (locked round, locked block) is its last precommit for a block at the height,
   or none; a lock kept at an older round on a relock is caught the step it happens;
+- the valid value (lines 36-42), after every step: a block with +2/3 prevotes at the valid round,
+  carried by its own parts, at or above the lock and not above the node's round, and the
+  proposal of the node's round as soon as it holds that with +2/3 prevotes for it;
 - the locking rules, judged from what was signed and sent (byzantine messages included), with
   an honest node's lock being its last precommit for a block (round lr, block L): an honest
   precommit for B at round r needs +2/3 prevotes for B at r; an honest prevote for B at round r
