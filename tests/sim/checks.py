@@ -242,7 +242,8 @@ class Monitor:
     # -- node state ------------------------------------------------------------------------------
 
     def after_event(self, name: str, machine: ConsensusMachine) -> None:
-        """The node `name` handled one event: its lock may only have moved forward."""
+        """The node `name` handled one event: its lock may only have moved forward, and its lock
+        and valid value are what the paper's rules give."""
         self.checked_steps += 1
         self._moved_forward(name, machine, "lock monotonicity", "went from lock {} to {}")
         self._lock_is_last_precommit(name, machine)
@@ -280,21 +281,25 @@ class Monitor:
             wrong = "no +2/3 prevotes for the valid block at the valid round"
         if not wrong and valid_round < machine.locked_round:
             wrong = f"a valid round below its locked round {machine.locked_round}"
-        level = valid_round == machine.locked_round and locked is not None
-        if not wrong and level and (block is None or locked is None or block.hash != locked.hash):
+        if (
+            not wrong
+            and locked is not None
+            and valid_round == machine.locked_round
+            and _hash(block) != locked.hash
+        ):
             wrong = "a valid block other than its locked block at the locked round"
         if not wrong and valid_round > machine.round:
             wrong = f"a valid round above its round {machine.round}"
         if (
             not wrong
             and self._polka_for_proposal(machine)
-            and (valid_round != machine.round or block is None or block.hash != _hash(machine.proposal_block))
+            and (valid_round != machine.round or _hash(block) != _hash(machine.proposal_block))
         ):
             wrong = f"not its proposal of round {machine.round}, which it holds with +2/3 prevotes"
         if wrong:
             raise Violation(
                 f"valid value: {name} at height {machine.height} holds valid round {valid_round} "
-                f"({_short(None if block is None else block.hash)}): {wrong}"
+                f"({_short(_hash(block))}): {wrong}"
             )
 
     @staticmethod
