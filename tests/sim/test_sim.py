@@ -289,21 +289,31 @@ def locked_simulation(precommit_rounds: tuple[int, ...]) -> tuple[Simulation, Si
     node = sim.honest[0]
     machine = node.machine
     block = node.chain.blocks[1]
-    target = BlockID(block.hash, PartSetHeader(1, block.hash))
+    target = id_of(block)
     validators, address = machine.votes.validators, machine.address
     assert address is not None
     own = validators.index_of(address)
     assert own is not None
     for round_ in precommit_rounds:
-        for index, validator in enumerate(validators.validators):
-            sim.monitor.seen_prevote(
-                Vote(VoteType.PREVOTE, machine.height, round_, target, 0, validator.address, index)
-            )
+        everyone_prevotes(sim, node, round_, target)
         precommit = Vote(VoteType.PRECOMMIT, machine.height, round_, target, 0, address, own)
         sim.monitor.honest_vote(precommit, validators)
     machine.round = max(precommit_rounds)
     hold(node, machine.round, block)
     return sim, node, block
+
+
+def id_of(block: Block) -> BlockID:
+    return BlockID(block.hash, PartSetHeader(1, block.hash))
+
+
+def everyone_prevotes(sim: Simulation, node: SimNode, round_: int, target: BlockID) -> None:
+    """The monitor sees every validator of `node`'s height prevote `target` at `round_`."""
+    machine = node.machine
+    for index, validator in enumerate(machine.votes.validators.validators):
+        sim.monitor.seen_prevote(
+            Vote(VoteType.PREVOTE, machine.height, round_, target, 0, validator.address, index)
+        )
 
 
 def hold(node: SimNode, locked_round: int, block: Block | None) -> None:
@@ -342,11 +352,7 @@ def test_a_valid_value_the_rules_do_not_give_is_reported() -> None:
     machine = node.machine
     sim.monitor.after_event(node.name, machine)
     other_parts = PartSet.from_data(node.chain.blocks[2].encode())
-    target = BlockID(block.hash, PartSetHeader(1, block.hash))
-    for index, validator in enumerate(machine.votes.validators.validators):  # +2/3 at round 3
-        sim.monitor.seen_prevote(
-            Vote(VoteType.PREVOTE, machine.height, 3, target, 0, validator.address, index)
-        )
+    everyone_prevotes(sim, node, 3, id_of(block))
     cases: list[tuple[str, str, object]] = [
         ("below its locked round", "valid_round", 1),
         (r"no \+2/3 prevotes", "valid_round", 4),
@@ -368,7 +374,7 @@ def test_a_proposal_held_with_a_polka_must_be_the_valid_value() -> None:
     sim, node, _ = locked_simulation((1, 2))  # valid value: the block of round 2
     machine = node.machine
     other = node.chain.blocks[2]
-    other_id = BlockID(other.hash, PartSetHeader(1, other.hash))
+    other_id = id_of(other)
     machine.proposal, machine.proposal_block = Proposal(machine.height, 2, -1, other_id, 0), other
     sim.monitor.after_event(node.name, machine)  # no +2/3 prevotes for it yet
     prevotes = machine.votes.prevotes(2)
