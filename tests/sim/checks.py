@@ -57,11 +57,8 @@ class LockState:
 
     @classmethod
     def of(cls, machine: ConsensusMachine) -> LockState:
-        locked = machine.locked_block
         return cls(
-            height=machine.height,
-            locked_round=machine.locked_round,
-            locked_hash=None if locked is None else locked.hash,
+            height=machine.height, locked_round=machine.locked_round, locked_hash=_hash(machine.locked_block)
         )
 
 
@@ -262,45 +259,41 @@ class Monitor:
             )
 
     def _valid_value_holds(self, name: str, machine: ConsensusMachine) -> None:
-        """The valid value (lines 36-42): a block with +2/3 prevotes at the valid round, carried
-        by its own parts, at or above the lock (the locked block itself when level), not above
-        the node's round, and the proposal of its round once it holds that with +2/3 prevotes."""
+        fault = self._valid_value_fault(machine)
+        if fault:
+            raise Violation(
+                f"valid value: {name} at height {machine.height} holds valid round {machine.valid_round} "
+                f"({_short(_hash(machine.valid_block))}): {fault}"
+            )
+
+    def _valid_value_fault(self, machine: ConsensusMachine) -> str:
+        """What is wrong with the valid value (lines 36-42), or "": it must be a block with +2/3
+        prevotes at the valid round, carried by its own parts, at or above the lock (the locked
+        block itself when level), not above the node's round, and the proposal of its round once
+        it holds that with +2/3 prevotes."""
         valid_round, block, parts = machine.valid_round, machine.valid_block, machine.valid_parts
         locked = machine.locked_block
-        wrong = ""
         if valid_round < 0:
-            if block is not None:
-                wrong = "a valid block without a valid round"
-        elif block is None or parts is None:
-            wrong = "no valid block or parts"
-        elif not self._carries(parts, block):
-            wrong = "valid parts that do not carry the valid block"
-        elif machine.height not in self.validators or not self._has_polka(
+            return "" if block is None else "a valid block without a valid round"
+        if block is None or parts is None:
+            return "no valid block or parts"
+        if not self._carries(parts, block):
+            return "valid parts that do not carry the valid block"
+        if machine.height not in self.validators or not self._has_polka(
             machine.height, valid_round, block.hash
         ):
-            wrong = "no +2/3 prevotes for the valid block at the valid round"
-        if not wrong and valid_round < machine.locked_round:
-            wrong = f"a valid round below its locked round {machine.locked_round}"
-        if (
-            not wrong
-            and locked is not None
-            and valid_round == machine.locked_round
-            and _hash(block) != locked.hash
+            return "no +2/3 prevotes for the valid block at the valid round"
+        if valid_round < machine.locked_round:
+            return f"a valid round below its locked round {machine.locked_round}"
+        if locked is not None and valid_round == machine.locked_round and block.hash != locked.hash:
+            return "a valid block other than its locked block at the locked round"
+        if valid_round > machine.round:
+            return f"a valid round above its round {machine.round}"
+        if self._polka_for_proposal(machine) and (
+            valid_round != machine.round or block.hash != _hash(machine.proposal_block)
         ):
-            wrong = "a valid block other than its locked block at the locked round"
-        if not wrong and valid_round > machine.round:
-            wrong = f"a valid round above its round {machine.round}"
-        if (
-            not wrong
-            and self._polka_for_proposal(machine)
-            and (valid_round != machine.round or _hash(block) != _hash(machine.proposal_block))
-        ):
-            wrong = f"not its proposal of round {machine.round}, which it holds with +2/3 prevotes"
-        if wrong:
-            raise Violation(
-                f"valid value: {name} at height {machine.height} holds valid round {valid_round} "
-                f"({_short(_hash(block))}): {wrong}"
-            )
+            return f"not its proposal of round {machine.round}, which it holds with +2/3 prevotes"
+        return ""
 
     @staticmethod
     def _polka_for_proposal(machine: ConsensusMachine) -> bool:
