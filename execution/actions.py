@@ -1,33 +1,46 @@
-"""Executing actions: the rules of meaning for each action kind and the dispatch from kind to
-handler. A handler changes state only through the view it is given and reports a failure by
-raising `ActionError(code, log)`; the caller drops the view, so a failed action leaves nothing.
-New kinds (orders, cancels, oracle votes...) add a handler and a case in `apply_action`.
+"""The table from action type to handler (`HANDLERS`), the transfer handler, and `apply_actions`.
+
+A handler takes (view, sender, action, exchange context), changes state only through the view and
+reports a failure by raising `ActionError(code, log)` (`execution.codes`); the caller drops the
+view, so a failed action leaves nothing. Without a live context (check_tx) order actions are
+validated only. A new action kind is a type in `execution.tx` and one row here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from consensus.app import Event, EventAttribute
 from execution.accounts import FundsError, move_quote
-from execution.codes import Code
-from execution.exchange import ORDER_ACTIONS, ExchangeContext, ExchangeError, apply_order_action
-from execution.liquidation import apply_liquidate
-from execution.margin import transfer_margin_error
-from execution.oracle import OracleError, apply_oracle_vote, prices_at
+from execution.codes import ActionError, Code
+from execution.exchange.context import ExchangeContext
+from execution.exchange.orders import apply_amend, apply_cancel, apply_cancel_all
+from execution.exchange.placement import apply_place
+from execution.oracle.prices import prices_at
+from execution.oracle.votes import apply_oracle_vote
+from execution.positions.margin import transfer_margin_error
+from execution.risk.liquidation import apply_liquidate
+from execution.risk.triggers import apply_place_trigger
 from execution.state import StateView
-from execution.triggers import apply_place_trigger
-from execution.tx import MAX_ACTIONS, Action, Liquidate, OracleVote, PlaceTrigger, Transfer, UnknownAction
+from execution.tx import (
+    MAX_ACTIONS,
+    Action,
+    AmendOrder,
+    CancelAll,
+    CancelOrder,
+    Liquidate,
+    OracleVote,
+    PlaceOrder,
+    PlaceTrigger,
+    Transfer,
+    UnknownAction,
+)
 from primitives.keys import Address
 
-
-class ActionError(Exception):
-    """An action that cannot be applied: its result code and a log for the user."""
-
-    def __init__(self, code: Code, log: str) -> None:
-        super().__init__(log)
-        self.code = code
-        self.log = log
+A = TypeVar("A")
+Handler = Callable[[StateView, Address, Any, ExchangeContext], list[Event]]
+"""A handler, its action parameter erased (`_checked` ties it to the action type)."""
 
 
 def transfer_event(sender: Address, recipient: Address, amount: int) -> Event:
@@ -41,7 +54,8 @@ def transfer_event(sender: Address, recipient: Address, amount: int) -> Event:
     )
 
 
-def apply_transfer(view: StateView, sender: Address, action: Transfer) -> list[Event]:
+def apply_transfer(view: StateView, sender: Address, action: Transfer, ctx: ExchangeContext) -> list[Event]:
+    """Move quote from the sender's account to another; the sender must keep its initial margin."""
     if action.amount <= 0:
         raise ActionError(Code.INVALID_ACTION, f"transfer amount must be positive, got {action.amount}")
     if action.to == sender:
@@ -56,11 +70,37 @@ def apply_transfer(view: StateView, sender: Address, action: Transfer) -> list[E
     return [transfer_event(sender, action.to, action.amount)]
 
 
-def apply_vote(view: StateView, sender: Address, action: OracleVote, height: int) -> list[Event]:
-    try:
-        return apply_oracle_vote(view, sender, action, height)
-    except OracleError as exc:
-        raise ActionError(exc.code, exc.log) from exc
+def apply_vote(view: StateView, sender: Address, action: OracleVote, ctx: ExchangeContext) -> list[Event]:
+    """A validator's oracle price vote at the context's height (`execution.oracle.votes`)."""
+    return apply_oracle_vote(view, sender, action, ctx.height)
+
+
+def apply_unknown(
+    view: StateView, sender: Address, action: UnknownAction, ctx: ExchangeContext
+) -> list[Event]:
+    """An action of a kind this version does not know: always UNKNOWN_ACTION."""
+    raise ActionError(Code.UNKNOWN_ACTION, f"unknown action kind {action.kind}")
+
+
+def _checked(
+    kind: type[A], handler: Callable[[StateView, Address, A, ExchangeContext], list[Event]]
+) -> Handler:
+    """`handler`, checked (by the type checker) to take actions of type `kind`."""
+    return handler
+
+
+HANDLERS: dict[type[Action], Handler] = {
+    Transfer: _checked(Transfer, apply_transfer),
+    PlaceOrder: _checked(PlaceOrder, apply_place),
+    CancelOrder: _checked(CancelOrder, apply_cancel),
+    CancelAll: _checked(CancelAll, apply_cancel_all),
+    AmendOrder: _checked(AmendOrder, apply_amend),
+    OracleVote: _checked(OracleVote, apply_vote),
+    Liquidate: _checked(Liquidate, apply_liquidate),
+    PlaceTrigger: _checked(PlaceTrigger, apply_place_trigger),
+    UnknownAction: _checked(UnknownAction, apply_unknown),
+}
+"""Every action type of `execution.tx.Action` and its handler."""
 
 
 def apply_action(
@@ -68,28 +108,7 @@ def apply_action(
 ) -> list[Event]:
     """Apply one action of `sender` in the block at `height`; its events, or ActionError. Order
     actions run in `exchange` (without one: validation only, as check_tx does)."""
-    if isinstance(action, Transfer):
-        return apply_transfer(view, sender, action)
-    if isinstance(action, ORDER_ACTIONS):
-        try:
-            return apply_order_action(view, sender, action, exchange or ExchangeContext(height))
-        except ExchangeError as exc:
-            raise ActionError(exc.code, exc.log) from exc
-    if isinstance(action, OracleVote):
-        return apply_vote(view, sender, action, height)
-    if isinstance(action, PlaceTrigger):
-        try:
-            return apply_place_trigger(view, sender, action, exchange or ExchangeContext(height))
-        except ExchangeError as exc:
-            raise ActionError(exc.code, exc.log) from exc
-    if isinstance(action, Liquidate):
-        try:
-            return apply_liquidate(view, sender, action, exchange or ExchangeContext(height))
-        except ExchangeError as exc:
-            raise ActionError(exc.code, exc.log) from exc
-    if isinstance(action, UnknownAction):
-        raise ActionError(Code.UNKNOWN_ACTION, f"unknown action kind {action.kind}")
-    raise TypeError(f"not an action: {action!r}")
+    return HANDLERS[type(action)](view, sender, action, exchange or ExchangeContext(height))
 
 
 def apply_actions(

@@ -20,18 +20,18 @@ the block go to the batch verifier in one call (signatures seen by check_tx are 
 run on a block view, each on a tx view of its own (`execution.executor`). Block phases: the
 expiry of good-til-block orders (block events), then the txs whose actions are all non-taking
 (transfers, oracle votes, cancels, post-only placements and amends) in tx order, then the others
-in tx order (`execution.exchange.block_order`; tx_results stay in the block's tx order), then the
-oracle aggregation (`execution.oracle.end_block`, block events), then the trigger orders that the
-new oracle prices fire (`execution.triggers.trigger_orders`, on a fresh live exchange context,
-block events), then the funding phase (`execution.funding.funding_end_block`: premium samples, the
+in tx order (`execution.exchange.orders.block_order`; tx_results stay in the block's tx order), then the
+oracle aggregation (`execution.oracle.votes.end_block`, block events), then the trigger orders that the
+new oracle prices fire (`execution.risk.triggers.trigger_orders`, on a fresh live exchange context,
+block events), then the funding phase (`execution.risk.funding.funding_end_block`: premium samples, the
 funding tick when the block time reaches it; block events), and last the liquidation pass
-(`execution.liquidation.liquidation_pass`, on the same context, carrying the txs' touched owners;
+(`execution.risk.liquidation.liquidation_pass`, on the same context, carrying the txs' touched owners;
 block events). The pass comes last so that it sees everything that changed an account's value in
 the block, the funding tick included: an account that a tick pushes under water is liquidated in
 that block, and no account ends a block with a negative value. Result codes are in
 `execution.codes`; queries in `execution.query`.
 
-Order books (`execution.exchange.Books`): loaded from committed state when the app starts (and
+Order books (`execution.exchange.books.Books`): loaded from committed state when the app starts (and
 from the genesis state by `init_chain`), changed only by `finalize_block`; a failed tx's book
 changes are reverted at once, and a `finalize_block` that raises reloads them from the state it
 started from. check_tx never touches them (validation only).
@@ -50,7 +50,6 @@ from consensus.app import (
     OK,
     CheckTxKind,
     CheckTxResult,
-    ExecTxResult,
     FinalizeBlockRequest,
     FinalizeBlockResult,
     InfoResult,
@@ -62,25 +61,23 @@ from consensus.app import (
 )
 from execution.accounts import Account, load_supply, store_account, store_supply
 from execution.apphash import app_hash
+from execution.block import bad_signature_log, decode_tx, execute_block
 from execution.codes import CODESPACE, Code
-from execution.evidence import handle_misbehavior
-from execution.exchange import Books, ExchangeContext, block_order, expire_orders, is_non_taking
-from execution.executor import execute_tx, failure
-from execution.funding import funding_end_block, init_funding_state, load_market_funding, pool_total
-from execution.genesis_state import load_app_state
-from execution.liquidation import (
+from execution.exchange.books import Books
+from execution.exchange.context import ExchangeContext
+from execution.executor import execute_tx
+from execution.genesis_state import init_exchange_state, load_app_state
+from execution.positions.funding_index import load_market_funding, pool_total
+from execution.positions.position import Position
+from execution.query import QueryContext, run_query
+from execution.risk.funding import init_funding_state
+from execution.risk.liquidation import (
     RiskStats,
-    carry_tx_state,
     init_liquidation_state,
     insurance_fund_balance,
-    liquidation_pass,
 )
-from execution.margin import Position
-from execution.oracle import end_block as oracle_end_block
-from execution.oracle import init_exchange_state
-from execution.query import QueryContext, run_query
+from execution.risk.triggers import init_trigger_state
 from execution.state import CommittedState, StateReader, StateView
-from execution.triggers import init_trigger_state, trigger_orders, triggers_fired
 from execution.tx import Tx
 from execution.validators import register_genesis_validators
 from primitives import codec
@@ -120,13 +117,6 @@ class _Pending:
     is_genesis: bool
 
 
-def _decode_or_error(raw: bytes) -> Tx | DecodeError:
-    try:
-        return Tx.decode(raw)
-    except DecodeError as exc:
-        return exc
-
-
 def _load_block_time(db: Database) -> int:
     raw = db.get(schema.APP_BLOCK_TIME)
     return 0 if raw is None else codec.field_int(codec.decode(raw), "block time", -(2**63))
@@ -148,8 +138,7 @@ class ExchangeApp:
         self.triggered_orders_total = 0
         """trigger orders fired since start (`derivd_triggered_orders_total`)"""
         self.risk_stats = RiskStats()
-        """liquidation counters since start (`execution.liquidation.RiskStats`)"""
-        self._tx_exchange = ExchangeContext(0)
+        """liquidation counters since start (`execution.risk.liquidation.RiskStats`)"""
 
     # -- info and genesis -----------------------------------------------------------------------
 
@@ -191,12 +180,14 @@ class ExchangeApp:
 
     def check_tx(self, tx: bytes, kind: CheckTxKind) -> CheckTxResult:
         """Admit `tx` against the check state (NEW and RECHECK apply the same rules)."""
-        decoded = _decode_or_error(tx)
+        decoded = decode_tx(tx)
         if isinstance(decoded, DecodeError):
             return CheckTxResult(int(Code.MALFORMED_TX), f"malformed tx: {decoded}", CODESPACE)
         sender = str(decoded.sender)
         if not self._verifier.verify_one(*decoded.signed_item(self.chain_id)):
-            return CheckTxResult(int(Code.BAD_SIGNATURE), self._bad_signature_log(decoded), CODESPACE, sender)
+            return CheckTxResult(
+                int(Code.BAD_SIGNATURE), bad_signature_log(decoded, self.chain_id), CODESPACE, sender
+            )
         view = StateView(self._check_state)
         height = self._head_height() + 1
         check = ExchangeContext(height, self._books, live=False)
@@ -205,9 +196,6 @@ class ExchangeApp:
             return CheckTxResult(result.code, result.log, CODESPACE, sender)
         view.apply_to(self._check_state)
         return CheckTxResult(OK, "", "", sender)
-
-    def _bad_signature_log(self, tx: Tx) -> str:
-        return f"bad signature: it does not verify for signer {tx.sender} on chain {self.chain_id!r}"
 
     # -- proposals -------------------------------------------------------------------------------
 
@@ -218,7 +206,7 @@ class ExchangeApp:
     def prepare_proposal(self, request: ProposalRequest) -> list[bytes]:
         """The txs, in order, that decode and carry good signatures, up to `max_tx_bytes` in total
         (if > 0): the first tx that does not fit ends the block."""
-        decoded = [(raw, _decode_or_error(raw)) for raw in request.txs]
+        decoded = [(raw, decode_tx(raw)) for raw in request.txs]
         candidates = [(raw, tx) for raw, tx in decoded if isinstance(tx, Tx)]
         valid = self._signatures_ok([tx for _, tx in candidates])
         chosen: list[bytes] = []
@@ -236,7 +224,7 @@ class ExchangeApp:
         """False if any tx is malformed or badly signed."""
         txs: list[Tx] = []
         for raw in request.txs:
-            decoded = _decode_or_error(raw)
+            decoded = decode_tx(raw)
             if isinstance(decoded, DecodeError):
                 return False
             txs.append(decoded)
@@ -258,21 +246,14 @@ class ExchangeApp:
         prev_hash = pending.app_hash if pending is not None else self._meta.app_hash
         block_view = StateView(base)
         try:
-            accountability = handle_misbehavior(block_view, request.height, request.misbehavior)
-            expired = expire_orders(block_view, self._books, request.height)
-            results = self._execute_block(block_view, request)
-            prices = oracle_end_block(block_view, request.height)
-            end_block = ExchangeContext(request.height, self._books, live=True)  # the new oracle prices
-            triggered = trigger_orders(block_view, end_block, request.height)
-            funded = funding_end_block(block_view, end_block, request.height, request.time)
-            carry_tx_state(self._tx_exchange, end_block)  # the txs' touched owners and counts
-            liquidations = liquidation_pass(block_view, end_block, request.height)  # last
-            end_block.flush(block_view)
+            outcome = execute_block(
+                block_view, self._books, request, verify=self._signatures_ok, chain_id=self.chain_id
+            )
         except BaseException:
             self._books = Books.load(base)  # the block is abandoned: so are its book changes
             raise
-        self.triggered_orders_total += triggers_fired(triggered)
-        self.risk_stats.add(end_block.risk_counts)
+        self.triggered_orders_total += outcome.triggers_fired
+        self.risk_stats.add(outcome.risk_counts)
         self.risk_stats.insurance_fund_balance = insurance_fund_balance(block_view)
         new_hash = app_hash(prev_hash, request.height, block_view.changes())
         if pending is not None:
@@ -281,40 +262,11 @@ class ExchangeApp:
         self._pending = _Pending(block_view, request.height, new_hash, request.time, is_genesis=False)
         self._last_block_time = request.time
         return FinalizeBlockResult(
-            tx_results=tuple(results),
+            tx_results=outcome.tx_results,
             app_hash=new_hash,
-            events=(*accountability.events, *expired, *prices, *triggered, *funded, *liquidations),
-            validator_updates=accountability.validator_updates,
+            events=outcome.events,
+            validator_updates=outcome.validator_updates,
         )
-
-    def _execute_block(self, block_view: StateView, request: FinalizeBlockRequest) -> list[ExecTxResult]:
-        """The txs: the non-taking ones first, then the others, each group in tx order
-        (`execution.exchange.block_order`); results in the block's tx order."""
-        decoded = [_decode_or_error(raw) for raw in request.txs]
-        valid = iter(self._signatures_ok([tx for tx in decoded if isinstance(tx, Tx)]))
-        checked: list[Tx | ExecTxResult] = []
-        for tx in decoded:
-            if isinstance(tx, DecodeError):
-                checked.append(failure(Code.MALFORMED_TX, f"malformed tx: {tx}"))
-            elif not next(valid):
-                checked.append(failure(Code.BAD_SIGNATURE, self._bad_signature_log(tx)))
-            else:
-                checked.append(tx)
-        books = self._books
-        order = block_order(not isinstance(tx, Tx) or is_non_taking(tx.actions, books) for tx in checked)
-        exchange = ExchangeContext(request.height, books, live=True)
-        results: list[ExecTxResult | None] = [None] * len(checked)
-        for index in order:
-            item = checked[index]
-            if isinstance(item, Tx):
-                tx_view = StateView(block_view)
-                results[index] = execute_tx(tx_view, item, request.time, request.height, exchange)
-                tx_view.apply_to(block_view)
-            else:
-                results[index] = item
-        exchange.flush(block_view)
-        self._tx_exchange = exchange
-        return [result for result in results if result is not None]
 
     def commit(self, batch: WriteBatch) -> int:
         """Put the pending changes, `APP_META` and the block time into `batch`; retain height 0."""

@@ -81,3 +81,13 @@ class Code(IntEnum):
     """the query's path or data is malformed (e.g. a bad address)"""
     HEIGHT_NOT_AVAILABLE = 102
     """the query asks for a height whose state is not kept"""
+
+
+class ActionError(Exception):
+    """An action that cannot be applied: its result code and a log for the user. Handlers raise it
+    and change state only through the view they are given, so the caller drops the view."""
+
+    def __init__(self, code: Code, log: str) -> None:
+        super().__init__(log)
+        self.code = code
+        self.log = log

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from consensus.app import OK, Event, EventAttribute, ExecTxResult
 from execution.accounts import load_account, nonce_error, store_account
-from execution.actions import ActionError, apply_actions
-from execution.codes import CODESPACE, Code
-from execution.exchange import ExchangeContext
+from execution.actions import apply_actions
+from execution.codes import CODESPACE, ActionError, Code
+from execution.exchange.context import ExchangeContext
 from execution.state import StateView
 from execution.tx import Tx
 

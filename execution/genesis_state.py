@@ -1,5 +1,6 @@
-"""The genesis `app_state`: parsing and validating the JSON object, and `add_account` for
-`derivd genesis add-account`.
+"""The genesis `app_state`: parsing and validating the JSON object, `add_account` for
+`derivd genesis add-account`, and the exchange's genesis writes (`init_exchange_state`: markets,
+oracle parameters and initial prices).
 
     {"accounts": [{"address": "<40 hex>", "balance": "<int string, or JSON int>"}],
      "markets": [{"id": 1, "ticker": "BTC-USD", "atomic_resolution": -10, ...}],
@@ -9,12 +10,13 @@
 
 `markets` entries carry every field of `execution.markets.MARKET_FIELDS` as JSON integers (the
 ticker a string); ids and tickers are unique and the entries are sorted by id in state. `oracle`
-defaults to `execution.oracle.OracleParams()`; its first two fields are required when it is given
-(`max_price_move_ppm` defaults to 500000). `funding` defaults to `execution.funding.FundingParams()`,
-each of its fields optional. `liquidation` (`execution.liquidation.LiquidationParams`: `fee_ppm`,
-`liquidator_reward_ppm`, `max_liquidations_per_block`, `max_deleverages_per_block`,
-`max_position_fraction_ppm`, `min_liquidation_notional`) likewise defaults field by field, and so
-does `triggers` (`execution.triggers.TriggerParams`: `max_triggers_per_block`).
+defaults to `execution.oracle.prices.OracleParams()`; its first two fields are required when it is
+given (`max_price_move_ppm` defaults to 500000). `funding` defaults to
+`execution.risk.funding.FundingParams()`, each of its fields optional. `liquidation`
+(`execution.risk.liquidation.LiquidationParams`: `fee_ppm`, `liquidator_reward_ppm`,
+`max_liquidations_per_block`, `max_deleverages_per_block`, `max_position_fraction_ppm`,
+`min_liquidation_notional`) likewise defaults field by field, and so does `triggers`
+(`execution.risk.triggers.TriggerParams`: `max_triggers_per_block`).
 
 Every section is optional and defaults to empty; unknown keys are errors. Each error is an
 `AppStateError` that names the field path, e.g.
@@ -27,15 +29,16 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from execution.funding import FUNDING_FIELDS, FundingParams
-from execution.liquidation import LIQUIDATION_FIELDS, LiquidationParams
-from execution.markets import MARKET_FIELDS, Market, default_markets, market_error
-from execution.oracle import OracleParams
-from execution.triggers import TRIGGER_FIELDS, TriggerParams
+from execution.markets import MARKET_FIELDS, Market, default_markets, market_error, store_market
+from execution.oracle.prices import OracleParams, OraclePrice, store_params, store_price
+from execution.risk.funding import FUNDING_FIELDS, FundingParams
+from execution.risk.liquidation import LIQUIDATION_FIELDS, LiquidationParams
+from execution.risk.triggers import TRIGGER_FIELDS, TriggerParams
+from execution.state import StateView
 from primitives.keys import Address
 
 MAX_SUPPLY = 2**63 - 1
@@ -289,3 +292,20 @@ def add_account(app_state: dict[str, Any], address: str, amount: int) -> dict[st
         accounts.append({"address": str(target), "balance": str(amount)})
     parse_app_state(result)
     return result
+
+
+# -- genesis -----------------------------------------------------------------------------------------
+
+
+def init_exchange_state(view: StateView, app_state: AppState, initial_height: int) -> None:
+    """Write the genesis markets, the oracle parameters and each market's initial price (updated at
+    the genesis height, `initial_height - 1`)."""
+    store_params(view, app_state.oracle)
+    for market in app_state.markets:
+        store_market(view, market)
+        store_price(view, market.market_id, OraclePrice(market.initial_price, initial_height - 1))
+
+
+def genesis_markets_json(markets: Sequence[Market]) -> list[dict[str, object]]:
+    """The genesis `markets` section of `markets`."""
+    return [market.to_json() for market in markets]

@@ -27,15 +27,15 @@ the application.
 `collateral` is the balance; `positions` lists `{"market", "market_id",
 "size", "size_human", "quote", "quote_human", "open_buy", "open_sell", "open_orders",
 "oracle_price", "funding_index", "pending_funding"}` by market id, each settled to its market's
-funding index (`execution.funding`): `quote` is the settled quote balance, `pending_funding` what
+funding index (`execution.risk.funding`): `quote` is the settled quote balance, `pending_funding` what
 that settlement takes from the stored one (negative: adds), `funding_index` the market's index;
 `orders` lists the resting orders `{"order_id", "market", "side",
 "price", "price_human", "size", "remaining", "remaining_human", "client_id", "post_only",
 "reduce_only", "good_til_block"}` by market then order id; the four margin figures
-(`execution.margin`) are quote quantums at the oracle prices, each with a `*_human` USD string
+(`execution.positions.margin`) are quote quantums at the oracle prices, each with a `*_human` USD string
 beside it. Orders (`order_id`, `side` "buy"/"sell", `post_only`/`reduce_only` booleans) look the
 same in `/book/<TICKER>/l3`. `triggers` lists the account's resting trigger orders
-(`execution.triggers`) by market then order id, each `{"order_id", "market", "owner", "side",
+(`execution.risk.triggers`) by market then order id, each `{"order_id", "market", "owner", "side",
 "kind" ("stop_loss"/"take_profit"), "size", "size_human", "trigger_price", "trigger_price_human",
 "limit_price", "limit_price_human" (0: a market order once triggered), "execution_price",
 "execution_price_human", "fires_when" ("oracle >= trigger" or "oracle <= trigger"), "reduce_only",
@@ -50,9 +50,9 @@ uses the oracle's `stale_after_blocks` at the next height. An L2 level is `{"pri
 the rate the running interval gets from its premium samples so far (the predicted rate, clamped,
 interest included), `last_funding_rate_ppm` the rate of the last funding tick (0 before the first),
 `funding_index` the cumulative index (quote quantums per base quantum times
-`execution.funding.FUNDING_INDEX_SCALE`), `funding_samples` the samples of the running interval
-and `next_funding_time` the block time (ns) at or after which the next tick happens (a rate > 0:
-longs pay shorts). `/markets` items carry the same funding fields.
+`execution.positions.funding_index.FUNDING_INDEX_SCALE`), `funding_samples` the samples of the
+running interval and `next_funding_time` the block time (ns) at or after which the next tick
+happens (a rate > 0: longs pay shorts). `/markets` items carry the same funding fields.
 Prices are subticks, sizes base quantums and quote amounts quote quantums, as integer strings;
 the `*_human` strings beside them are USD per base unit, base units and USD
 (`execution.markets`).
@@ -72,9 +72,10 @@ from consensus.app import QueryResult
 from execution.accounts import load_account, load_supply
 from execution.codes import CODESPACE, Code
 from execution.evidence import load_evidence
-from execution.exchange import SIDE_NAMES, load_orders
-from execution.funding import funding_json, load_funding_index, pending_funding, settled
-from execution.margin import margin_summary, positions
+from execution.exchange.books import load_orders
+from execution.exchange.events import SIDE_NAMES
+from execution.exchange.orderbook import Order, OrderBook
+from execution.exchange.trigger_book import KIND_NAMES, TriggerOrder, load_triggers
 from execution.markets import (
     Market,
     load_market,
@@ -84,11 +85,13 @@ from execution.markets import (
     quote_to_human,
     size_to_human,
 )
-from execution.oracle import is_stale, load_params, load_price, prices_at
-from execution.orderbook import Order, OrderBook
+from execution.oracle.prices import is_stale, load_params, load_price, prices_at
+from execution.positions.funding_index import load_funding_index, pending_funding, settled
+from execution.positions.margin import margin_summary
+from execution.positions.position import positions
+from execution.risk.funding import funding_json
+from execution.risk.triggers import execution_price
 from execution.state import CommittedState
-from execution.trigger_book import KIND_NAMES, TriggerOrder, load_triggers
-from execution.triggers import execution_price
 from execution.validators import registry
 from primitives.keys import Address
 from storage import schema

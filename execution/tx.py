@@ -12,10 +12,10 @@ Wire form (canonical encoding, `primitives.codec`):
     cancel_all = [4, market_id]                   market_id 0: every market
     amend    = [5, market_id, order_id, new_size, new_price]
     oracle_vote = [6, [[market_id, price], ...]]  a validator's prices in subticks
-    liquidate = [7, account (20 bytes)]           see `execution.liquidation`
+    liquidate = [7, account (20 bytes)]           see `execution.risk.liquidation`
     place_trigger = [8, market_id, side, size, trigger_price, limit_price (0: a market order once
                 triggered), trigger_kind (0 stop-loss, 1 take-profit), flags (bit 0 reduce-only),
-                client_id]                        see `execution.triggers`
+                client_id]                        see `execution.risk.triggers`
 
 Order sizes are base quantums and prices subticks (`execution.markets`); the meaning of each field
 (side, tif and flags values, tick, step...) is checked by execution (`execution.exchange`).
@@ -233,7 +233,7 @@ class AmendOrder:
 @dataclass(frozen=True, slots=True)
 class Liquidate:
     """Liquidate `account` (permissionless; the rules and the sender's reward are
-    `execution.liquidation`'s)."""
+    `execution.risk.liquidation`'s)."""
 
     account: Address
 
@@ -255,7 +255,7 @@ class PlaceTrigger:
     """Place a stop-loss (`trigger_kind` 0) or take-profit (1) order that rests outside the book
     until the oracle price reaches `trigger_price` (subticks), then executes as a market order
     (`limit_price` 0) or a GTC limit order at `limit_price`; `flags` bit 0 reduce-only;
-    `client_id` the sender's own id (0: none). The rules are `execution.triggers`'."""
+    `client_id` the sender's own id (0: none). The rules are `execution.risk.triggers`'."""
 
     market_id: int
     side: int
@@ -307,7 +307,7 @@ MAX_VOTE_PRICES = 256
 class OracleVote:
     """A validator's price per market: `prices` is ((market_id, price in subticks), ...). Decoding
     checks the structure; the rules (strictly increasing ids, price > 0, known markets, signer is a
-    validator) are execution's (`execution.oracle.apply_oracle_vote`)."""
+    validator) are execution's (`execution.oracle.votes.apply_oracle_vote`)."""
 
     prices: tuple[tuple[int, int], ...]
 

@@ -22,7 +22,7 @@ import time
 from itertools import islice
 from typing import Any
 
-from execution.orderbook import Fill, Order, OrderBook, OrderRested, Side, TimeInForce
+from execution.exchange.orderbook import Fill, Order, OrderBook, OrderRested, Side, TimeInForce
 
 OPS_PER_BLOCK = 1_000
 OWNERS = 200

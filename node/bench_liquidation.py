@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from consensus.app import FinalizeBlockRequest, InitChainRequest, ValidatorUpdate
-from execution import app as app_module
+from execution import block as block_module
 from execution.app import ExchangeApp
 from execution.genesis_state import default_exchange_app_state
-from execution.liquidation import load_queue
-from execution.margin import Position, store_position
 from execution.markets import Market, default_markets, value_floor
+from execution.positions.position import Position, store_position
+from execution.risk.liquidation import load_queue
 from execution.state import CommittedState, StateView
 from execution.tx import OracleVote, PlaceOrder, build_tx
 from primitives.batch_verify import BatchVerifier
@@ -129,7 +129,7 @@ class _Timed:
     """Wraps `execution.app.liquidation_pass` to time each call."""
 
     def __init__(self) -> None:
-        self.original = vars(app_module)[PASS]
+        self.original = vars(block_module)[PASS]
         self.last = 0.0
 
     def __call__(self, *args: Any) -> Any:
@@ -150,7 +150,7 @@ def bench_liquidation(accounts: int = 100_000) -> dict[str, Any]:
         verifier = BatchVerifier(workers=1)
         app = ExchangeApp(db, CHAIN_ID, verifier)
         timed = _Timed()
-        vars(app_module)[PASS] = timed  # the app calls it by this module-level name
+        vars(block_module)[PASS] = timed  # the block pipeline calls it by this module-level name
         height = 0
         nonce = GENESIS_TIME // 1_000_000
 
@@ -198,7 +198,7 @@ def bench_liquidation(accounts: int = 100_000) -> dict[str, Any]:
             after = block([])
             queue = len(load_queue(CommittedState(db)))
         finally:
-            vars(app_module)[PASS] = timed.original
+            vars(block_module)[PASS] = timed.original
             verifier.close()
             db.close()
     quiet_best = min(quiet, key=lambda item: item[0])

@@ -115,7 +115,7 @@ class NodeCollector(Collector):
             )
 
     def _risk(self, app: ExchangeApp) -> Iterator[Metric]:
-        """The exchange's risk counters (`execution.liquidation.RiskStats` and the app's count of
+        """The exchange's risk counters (`execution.risk.liquidation.RiskStats` and the app's count of
         fired triggers), named as the exchange's own metrics: `derivd_*`."""
         risk = app.risk_stats
         for name, doc, value in (

@@ -9,7 +9,7 @@ order is an IOC limit order at a worst price: `--worst-price`, or the oracle pri
 `--slippage` (default 1%) against the trader, rounded outward to the tick. A stop order
 (`tx order stop`) is a stop-loss, or with `--take-profit` a take-profit, that rests outside the
 book until the oracle price reaches `--trigger-price`, then executes as a market order (the
-trigger price moved by the chain's slippage bound, `execution.triggers`) or, with
+trigger price moved by the chain's slippage bound, `execution.risk.triggers`) or, with
 `--limit-price`, as a GTC limit order; cancel it like an order, by its order id or client id.
 """
 

@@ -22,20 +22,20 @@ Heights are 8-byte big-endian so that keys of one prefix sort by height. Prefixe
 | `a:supply` | | total quote supply fixed at genesis (canonical int; part of the app hash) |
 | `a:time` | | time (ns) of the last committed block (canonical int; not in the app hash) |
 | `a:mkt:` | market id (4-byte BE) | a market's parameters (`execution.markets.Market`) |
-| `a:ord:` | market id, order id (8-byte BE) | a resting order (`execution.orderbook.Order`) |
+| `a:ord:` | market id, order id (8-byte BE) | a resting order (`execution.exchange.orderbook.Order`) |
 | `a:cid:` | owner (20), market id, client id (8-byte BE) | order id of a live client order id |
-| `a:pos:` | owner (20), market id | a position (`execution.margin.Position`) |
+| `a:pos:` | owner (20), market id | a position (`execution.positions.position.Position`) |
 | `a:oid` | | the next order id (canonical int) |
-| `a:trg:` | market id, order id (8-byte BE) | a resting trigger order (`execution.trigger_book`) |
-| `a:tgp` | | triggered-order parameters `[max_triggers_per_block]` (`execution.triggers`) |
+| `a:trg:` | market id, order id (8-byte BE) | a resting trigger order (`execution.exchange.trigger_book`) |
+| `a:tgp` | | triggered-order parameters `[max_triggers_per_block]` (`execution.risk.triggers`) |
 | `a:orc:` | market id | the oracle price `[price, updated_height]` |
 | `a:ovt:` | market id, validator address (20) | a validator's latest vote `[price, height]` |
 | `a:orp` | | oracle parameters `[max_vote_age_blocks, stale_after_blocks, max_price_move_ppm]` |
 | `a:fpr` | | funding parameters `[interval_seconds, interest_ppm_per_interval, clamp_ppm, impact_notional]` |
 | `a:fnx` | | the block time (ns) at or after which the next funding tick happens |
 | `a:fmk:` | market id | funding of a market `[index, last_rate_ppm, sample_sum, sample_count]` |
-| `a:fpl:` | market id | a market's funding pool `[balance, sweepable, dust]` (`execution.funding`) |
-| `a:lqp` | | liquidation parameters (`execution.liquidation.LiquidationParams`) |
+| `a:fpl:` | market id | a market's funding pool `[balance, sweepable, dust]` (`execution.risk.funding`) |
+| `a:lqp` | | liquidation parameters (`execution.risk.liquidation.LiquidationParams`) |
 | `a:lqq` | | the liquidation queue: `[owner, ...]`, candidates carried to the next block, in order |
 | `a:lqm:` | market id | `[price, funding index]` the liquidation pass last saw (a change: the market moved) |
 | `a:hld:` | market id, owner (20) | a non-zero position's holder: healthy band `[lo, hi, funding index]` |
@@ -282,17 +282,17 @@ def validator_from_oracle_vote_key(key: bytes) -> bytes:
 
 
 def funding_market_key(market_id: int) -> bytes:
-    """A market's funding record (`execution.funding.MarketFunding`)."""
+    """A market's funding record (`execution.positions.funding_index.MarketFunding`)."""
     return APP_FUNDING_MARKET_PREFIX + market_id_bytes(market_id)
 
 
 def funding_pool_key(market_id: int) -> bytes:
-    """A market's funding pool (`execution.funding.FundingPool`), a holder of quote."""
+    """A market's funding pool (`execution.positions.funding_index.FundingPool`), a holder of quote."""
     return APP_FUNDING_POOL_PREFIX + market_id_bytes(market_id)
 
 
 def liquidation_mark_key(market_id: int) -> bytes:
-    """What the liquidation pass last saw of a market (`execution.liquidation`)."""
+    """What the liquidation pass last saw of a market (`execution.risk.liquidation`)."""
     return APP_LIQUIDATION_MARK_PREFIX + market_id_bytes(market_id)
 
 

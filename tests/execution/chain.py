@@ -17,9 +17,9 @@ from consensus.app import (
     ValidatorUpdate,
 )
 from execution.app import ExchangeApp
-from execution.funding import funding_imbalances
-from execution.margin import margin_summary
-from execution.oracle import prices_at
+from execution.oracle.prices import prices_at
+from execution.positions.margin import margin_summary
+from execution.risk.funding import funding_imbalances
 from execution.state import CommittedState
 from execution.tx import Action, Transfer, build_tx
 from primitives.batch_verify import BatchVerifier, SignedItem
@@ -145,7 +145,7 @@ class Chain:
     def assert_conservation(self) -> None:
         """Accounts' balances plus positions' quote balances plus the markets' funding pools
         (`ExchangeApp.total_quote`) equal the genesis supply, each funding pool holds exactly what the
-        unsettled positions owe net plus its dust (`execution.funding.funding_imbalances`), and on
+        unsettled positions owe net plus its dust (`execution.risk.funding.funding_imbalances`), and on
         every market the position sizes sum to zero."""
         assert self.app.total_supply() == self.supply
         assert self.app.total_quote() == self.supply

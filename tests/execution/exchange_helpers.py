@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from consensus.app import Event, ExecTxResult
-from execution.exchange import load_orders
+from execution.exchange.books import load_orders
+from execution.exchange.orderbook import Order
+from execution.exchange.trigger_book import load_triggers
 from execution.genesis_state import default_exchange_app_state
-from execution.margin import FEE_COLLECTOR, Position, load_position
-from execution.orderbook import Order
-from execution.trigger_book import load_triggers
+from execution.positions.margin import FEE_COLLECTOR
+from execution.positions.position import Position, load_position
 from execution.tx import AmendOrder, CancelAll, CancelOrder, PlaceOrder
 from primitives.keys import Address
 from tests.execution.chain import Chain, address
@@ -117,7 +118,7 @@ def assert_ok(results: Sequence[ExecTxResult]) -> None:
 
 def assert_books_match_state(chain: Chain) -> None:
     """On every market: the in-memory book equals the persisted orders, the in-memory trigger index
-    equals the persisted trigger orders (`execution.trigger_book`), and every position's open-order
+    equals the persisted trigger orders (`execution.exchange.trigger_book`), and every position's open-order
     totals equal its resting orders: `open_buy` / `open_sell` the book's orders only, `open_orders`
     the book's orders plus the resting trigger orders."""
     committed = chain.app._committed

@@ -12,7 +12,8 @@ import pytest
 from consensus.app import ValidatorUpdate
 from execution.codes import Code
 from execution.genesis_state import default_exchange_app_state
-from execution.margin import FEE_COLLECTOR, Position
+from execution.positions.margin import FEE_COLLECTOR
+from execution.positions.position import Position
 from execution.tx import OracleVote, PlaceOrder, Transfer, Tx, build_tx
 from tests.execution.chain import Chain, address, key
 from tests.execution.exchange_helpers import (

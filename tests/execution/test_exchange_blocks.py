@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 from consensus.app import CheckTxKind
 from execution.codes import Code
-from execution.margin import Position, margin_summary, order_only_reduces
-from execution.oracle import prices_at
+from execution.oracle.prices import prices_at
+from execution.positions.margin import margin_summary, order_only_reduces
+from execution.positions.position import Position
 from execution.tx import Action, PlaceOrder
 from tests.execution.chain import Chain, address, key
 from tests.execution.exchange_helpers import (

@@ -18,35 +18,39 @@ from hypothesis import strategies as st
 
 from consensus.app import FinalizeBlockResult, ValidatorUpdate
 from execution.accounts import load_account
-from execution.exchange import Books, ExchangeContext
-from execution.funding import (
+from execution.exchange.books import Books
+from execution.exchange.context import ExchangeContext
+from execution.exchange.orderbook import Order, OrderBook, Side
+from execution.genesis_state import AppState, default_exchange_app_state, init_exchange_state, parse_app_state
+from execution.markets import default_markets
+from execution.oracle.prices import OracleParams, OraclePrice, load_price
+from execution.positions.funding_index import (
     FUNDING_INDEX_SCALE,
     INSURANCE_FUND,
-    FundingParams,
     FundingPool,
     MarketFunding,
     Settlements,
-    book_premium,
-    funding_end_block,
-    funding_imbalances,
     funding_payment,
-    impact_price,
-    index_delta,
-    init_funding_state,
-    interval_rate,
     load_market_funding,
     load_pool,
+    load_settled_position,
     pending_funding,
-    premium_ppm,
     settled,
     store_market_funding,
     store_pool,
 )
-from execution.genesis_state import AppState, default_exchange_app_state, parse_app_state
-from execution.margin import Position, load_position, load_settled_position, store_position
-from execution.markets import default_markets
-from execution.oracle import OracleParams, OraclePrice, init_exchange_state, load_price
-from execution.orderbook import Order, OrderBook, Side
+from execution.positions.position import Position, load_position, store_position
+from execution.risk.funding import (
+    FundingParams,
+    book_premium,
+    funding_end_block,
+    funding_imbalances,
+    impact_price,
+    index_delta,
+    init_funding_state,
+    interval_rate,
+    premium_ppm,
+)
 from execution.state import StateView
 from execution.tx import OracleVote
 from primitives import codec

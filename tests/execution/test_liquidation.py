@@ -1,4 +1,4 @@
-"""Liquidation, the insurance fund and deleveraging (`execution.liquidation`): a 30% crash with
+"""Liquidation, the insurance fund and deleveraging (`execution.risk.liquidation`): a 30% crash with
 hundreds of leveraged accounts on both sides, with a deep book and with a book too thin to absorb
 (insurance takeover, then deleveraging with its ranking), the LIQUIDATE action, the per-block caps
 and the queue, and detection that reads no account outside its candidates. Every block is checked
@@ -13,10 +13,15 @@ import pytest
 
 from consensus.app import CheckTxKind, Event, FinalizeBlockResult, ValidatorUpdate
 from execution.codes import Code
-from execution.exchange import ExchangeContext
-from execution.funding import INSURANCE_FUND, funding_end_block
+from execution.exchange.context import ExchangeContext
+from execution.exchange.trigger_book import load_triggers
 from execution.genesis_state import default_exchange_app_state
-from execution.liquidation import (
+from execution.markets import default_markets, value_floor
+from execution.oracle.prices import OraclePrice, load_price, store_price
+from execution.positions.funding_index import INSURANCE_FUND
+from execution.positions.position import Position, load_position
+from execution.risk.funding import funding_end_block
+from execution.risk.liquidation import (
     LiquidationParams,
     account_health,
     apply_liquidate,
@@ -24,11 +29,7 @@ from execution.liquidation import (
     liquidation_pass,
     load_queue,
 )
-from execution.margin import Position, load_position
-from execution.markets import default_markets, value_floor
-from execution.oracle import OraclePrice, load_price, store_price
 from execution.state import StateView
-from execution.trigger_book import load_triggers
 from execution.tx import Action, Liquidate, OracleVote, PlaceOrder, PlaceTrigger, Transfer
 from primitives.hashing import sha256
 from primitives.keys import Address, PrivateKey

@@ -12,26 +12,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from execution.accounts import Account, store_account
-from execution.actions import ActionError, apply_transfer
-from execution.codes import Code
-from execution.margin import (
-    BUY,
+from execution.actions import apply_action
+from execution.codes import ActionError, Code
+from execution.markets import default_markets, store_market
+from execution.oracle.prices import OraclePrice, prices_at, store_price
+from execution.positions.margin import (
     FEE_COLLECTOR,
-    SELL,
     MarginSummary,
-    Position,
-    load_position,
     margin_summary,
     meets_initial_margin,
     order_only_reduces,
     placement_error,
-    positions,
-    store_position,
     trade_fee,
     worst_loss,
 )
-from execution.markets import default_markets, store_market
-from execution.oracle import OraclePrice, prices_at, store_price
+from execution.positions.position import BUY, SELL, Position, load_position, positions, store_position
 from execution.state import StateView
 from execution.tx import Transfer
 from primitives.codec import DecodeError
@@ -234,10 +229,10 @@ def test_transfer_out_that_breaks_initial_margin_is_refused() -> None:
     fund(view, 400_000_000)
     store_position(view, ALICE, 1, Position(1_000_000_000, -6_500_000_000))  # initial $325
     with pytest.raises(ActionError) as refused:
-        apply_transfer(StateView(view), ALICE, Transfer(BOB, 75_000_001))
+        apply_action(StateView(view), ALICE, Transfer(BOB, 75_000_001))
     assert refused.value.code == Code.INSUFFICIENT_MARGIN
     ok = StateView(view)
-    apply_transfer(ok, ALICE, Transfer(BOB, 75_000_000))  # leaves exactly $325
+    apply_action(ok, ALICE, Transfer(BOB, 75_000_000))  # leaves exactly $325
     assert margin_summary(ok, ALICE, prices_at(ok)).free == 0
 
 
@@ -246,16 +241,16 @@ def test_open_orders_alone_hold_margin_for_transfers() -> None:
     fund(view, 100_000_000)
     store_position(view, ALICE, 1, Position(0, 0, 1_000_000_000, 0, 1))  # buy 0.1 BTC resting: $325
     with pytest.raises(ActionError) as refused:
-        apply_transfer(StateView(view), ALICE, Transfer(BOB, 1))
+        apply_action(StateView(view), ALICE, Transfer(BOB, 1))
     assert refused.value.code == Code.INSUFFICIENT_MARGIN
 
 
 def test_transfer_without_positions_is_not_margin_checked() -> None:
     view = exchange()
     fund(view, 10)
-    apply_transfer(view, ALICE, Transfer(BOB, 10))
+    apply_action(view, ALICE, Transfer(BOB, 10))
     with pytest.raises(ActionError) as short:
-        apply_transfer(view, ALICE, Transfer(BOB, 1))
+        apply_action(view, ALICE, Transfer(BOB, 1))
     assert short.value.code == Code.INSUFFICIENT_FUNDS
 
 

@@ -18,7 +18,13 @@ from hypothesis import strategies as st
 
 from consensus.app import FinalizeBlockRequest, InitChainRequest
 from execution.app import ExchangeApp
-from execution.genesis_state import AppStateError, default_exchange_app_state, load_app_state, parse_app_state
+from execution.genesis_state import (
+    AppStateError,
+    default_exchange_app_state,
+    init_exchange_state,
+    load_app_state,
+    parse_app_state,
+)
 from execution.markets import (
     Market,
     default_markets,
@@ -41,7 +47,7 @@ from execution.markets import (
     value_ceil,
     value_floor,
 )
-from execution.oracle import OracleParams, OraclePrice, init_exchange_state, load_params, load_price
+from execution.oracle.prices import OracleParams, OraclePrice, load_params, load_price
 from execution.state import CommittedState, StateView
 from primitives.batch_verify import BatchVerifier
 from primitives.codec import DecodeError

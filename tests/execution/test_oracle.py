@@ -12,16 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from consensus.app import CheckTxKind, ValidatorUpdate
-from execution.codes import Code
+from execution.codes import ActionError, Code
 from execution.genesis_state import default_exchange_app_state
 from execution.markets import default_markets, store_market
-from execution.oracle import (
-    OracleError,
+from execution.oracle.prices import (
     OracleParams,
     OraclePrice,
     StoredVote,
-    apply_oracle_vote,
-    end_block,
     is_stale,
     load_price,
     load_vote,
@@ -29,8 +26,8 @@ from execution.oracle import (
     prices_at,
     store_params,
     store_price,
-    weighted_median,
 )
+from execution.oracle.votes import apply_oracle_vote, end_block, weighted_median
 from execution.state import CommittedState, StateView
 from execution.tx import OracleVote, Tx, decode_action
 from execution.validators import RegisteredValidator, store_validator
@@ -60,10 +57,10 @@ def vote(view: StateView, i: int, height: int, *prices: tuple[int, int]) -> None
     apply_oracle_vote(view, address(i), OracleVote(tuple(prices)), height)
 
 
-def refusal(view: StateView, i: int, prices: tuple[tuple[int, int], ...]) -> OracleError:
+def refusal(view: StateView, i: int, prices: tuple[tuple[int, int], ...]) -> ActionError:
     """The refusal of a vote by validator `i`, which writes nothing."""
     attempt = StateView(view)
-    with pytest.raises(OracleError) as caught:
+    with pytest.raises(ActionError) as caught:
         apply_oracle_vote(attempt, address(i), OracleVote(prices), 5)
     assert attempt.write_set == frozenset()
     return caught.value

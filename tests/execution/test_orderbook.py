@@ -1,4 +1,4 @@
-"""The order book (execution.orderbook): hand-written cases of each rule, and the book against a
+"""The order book (execution.exchange.orderbook): hand-written cases of each rule, and the book against a
 naive reference model under hypothesis-generated streams of place / cancel / cancel-owner / expire,
 with the persisted copy (built only from what each mutation reports) checked against the book."""
 
@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from execution.orderbook import (
+from execution.exchange.orderbook import (
+    BookEvent,
     CancelReason,
-    Event,
     Fill,
     MakerCheck,
     Order,
@@ -349,7 +349,7 @@ class Model:
 
     def place(
         self, order: Order, tif: TimeInForce, check: MakerCheck | None
-    ) -> tuple[PlaceStatus, Order, list[Event]]:
+    ) -> tuple[PlaceStatus, Order, list[BookEvent]]:
         opposite = SELL if order.side is BUY else BUY
         best = self.best(opposite)
         crosses = best is not None and (best <= order.price if order.side is BUY else best >= order.price)
@@ -378,7 +378,7 @@ class Model:
             need -= size
         if tif is FOK and need > 0:
             return PlaceStatus.REJECTED, order, [OrderCancelled(order, CancelReason.FOK)]
-        events: list[Event] = []
+        events: list[BookEvent] = []
         for maker, size, reason in plan:
             self.remove(maker.order_id)
             if reason is not None:

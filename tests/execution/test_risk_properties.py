@@ -1,7 +1,7 @@
 """Issue 6's property test: random trading, price paths, funding ticks, triggered orders and
 LIQUIDATE actions on two markets (hypothesis, stateful). After every block `Chain.commit` checks
 conservation (accounts, position quote balances and funding pools against the genesis supply), the
-funding pools against every unsettled position (`execution.funding.funding_imbalances`), zero net
+funding pools against every unsettled position (`execution.risk.funding.funding_imbalances`), zero net
 size per market and that no account ends the block with a negative value; this test adds that the
 in-memory books and trigger indexes equal state. At teardown the same blocks are replayed on a
 fresh app, which must give the same app hashes."""
@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from consensus.app import ValidatorUpdate
-from execution.funding import INSURANCE_FUND
 from execution.genesis_state import default_exchange_app_state
 from execution.markets import Market, default_markets
-from execution.oracle import load_price
+from execution.oracle.prices import load_price
+from execution.positions.funding_index import INSURANCE_FUND
 from execution.tx import CancelAll, CancelOrder, Liquidate, OracleVote, PlaceOrder, PlaceTrigger
 from primitives.hashing import sha256
 from primitives.keys import PrivateKey

@@ -1,4 +1,4 @@
-"""Stop-loss and take-profit orders (`execution.triggers`) executed in blocks: each direction fires
+"""Stop-loss and take-profit orders (`execution.risk.triggers`) executed in blocks: each direction fires
 at its trigger price and not one tick before, market and limit execution, reduce-only triggers
 that can no longer reduce, the firing order of several triggers in one block, the open-order
 limit, cancels by order id, client id and cancel-all, margin at placement and when fired, queries,
@@ -16,10 +16,10 @@ import pytest
 
 from consensus.app import CheckTxKind, ExecTxResult, FinalizeBlockResult, ValidatorUpdate
 from execution.codes import Code
+from execution.exchange.trigger_book import TriggerBook, TriggerOrder
 from execution.genesis_state import default_exchange_app_state
 from execution.markets import default_markets
-from execution.trigger_book import TriggerBook, TriggerOrder
-from execution.triggers import execution_price
+from execution.risk.triggers import execution_price
 from execution.tx import OracleVote, PlaceTrigger, Transfer, Tx, build_tx
 from tests.execution.chain import Chain, address, key
 from tests.execution.exchange_helpers import (

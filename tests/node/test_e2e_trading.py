@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from execution.funding import INSURANCE_FUND
+from execution.positions.funding_index import INSURANCE_FUND
 from genesis.genesis import load_genesis, save_genesis
 from node.config import load_config, write_config
 from node.testnet import Testnet as Network

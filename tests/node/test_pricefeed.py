@@ -36,7 +36,7 @@ from consensus.types import Block, BlockID, Commit, Header, PartSetHeader
 from execution.app import ExchangeApp
 from execution.genesis_state import default_exchange_app_state
 from execution.markets import Market, default_markets
-from execution.oracle import OraclePrice, load_price
+from execution.oracle.prices import OraclePrice, load_price
 from execution.state import CommittedState, StateView
 from execution.tx import OracleVote, Tx
 from execution.validators import RegisteredValidator, store_validator

@@ -7,7 +7,7 @@ Parameters (`LiquidationParams`, genesis section `liquidation`, stored at `LIQUI
 `max_deleverages_per_block` (10), `max_position_fraction_ppm` (100000: 10% of a position per
 block), `min_liquidation_notional` (1000000000 quote quantums: $1,000).
 
-Figures (`execution.margin`, at the oracle prices, q = 10**quantum_conversion_exponent, every
+Figures (`execution.positions.margin`, at the oracle prices, q = 10**quantum_conversion_exponent, every
 position settled to its market's funding index: `account_health`, as `margin_summary` counts it;
 `ExchangeContext.funding_index` caches the index, which changes only in the funding phase just
 before this pass, which updates the cache): an account is **liquidatable** when it has a non-zero
@@ -32,7 +32,7 @@ Candidates (detection costs what changed, never every account)
     3. for each market whose oracle price (or funding index) differs from what the last pass saw
        (`liquidation_mark_key`), in market id order, the holders whose healthy price band the new
        price leaves, in address order. The holder index (`holder_key(market, owner)`, written by
-       `execution.margin.index_holder` whenever a position's size becomes non-zero or zero) keeps
+       `execution.positions.position.index_holder` whenever a position's size becomes non-zero or zero) keeps
        for each holder a band `[lo, hi, I]`: while the price P of every market it holds stays
        within lo < P < hi and the market's funding index stays I, the account is guaranteed
        healthy. With exactly one open position the band is exact (`_band`: the break-even price of
@@ -66,10 +66,10 @@ Order and caps
 
 One liquidation step of an account (`_liquidate`)
     Its resting orders and resting trigger orders on every market are cancelled first (reason
-    "liquidation": `execution.exchange.cancel_owner_orders`). Then, while it
+    "liquidation": `execution.exchange.orders.cancel_owner_orders`). Then, while it
     is liquidatable, for each of its positions by notional at the oracle price (largest first,
     then market id), skipping markets whose oracle price is stale:
-    1. IOC through the book (`execution.exchange.liquidation_match`: the account is the taker,
+    1. IOC through the book (`execution.exchange.placement.liquidation_match`: the account is the taker,
        makers get their normal re-check, the liquidation fee replaces the taker fee) of at most
        `max(ceil(|s0| * max_position_fraction_ppm / 1e6), the size of min_liquidation_notional at
        the oracle price)` rounded up to the step, and at most the position, per block (s0: the
@@ -108,8 +108,9 @@ counterparty, market, size, price, quote). The book order of step 1 also emits t
 order_placed / order_filled / order_cancelled events.
 
 Funding: every figure counts pending funding (above); every change of a position here (the fee and
-reward, the takeover, deleveraging) loads it through `execution.margin.load_settled_position` (the
-book fill through the exchange's `_Positions`), so the funding pool always holds exactly what the
+reward, the takeover, deleveraging) loads it through
+`execution.positions.funding_index.load_settled_position` (the book fill through the exchange's
+`execution.exchange.fills.Positions`), so the funding pool always holds exactly what the
 unsettled positions owe.
 
 The pass is the last end-block phase (`execution.app`), after the funding phase: an account that
@@ -124,21 +125,22 @@ from __future__ import annotations
 
 from dataclasses import astuple, dataclass, field, fields
 
-from consensus.app import Event, EventAttribute
+from consensus.app import Event
 from execution.accounts import load_account, store_account
-from execution.codes import Code
-from execution.exchange import ExchangeContext, ExchangeError, cancel_owner_orders, liquidation_match
-from execution.funding import FUNDING_INDEX_SCALE, INSURANCE_FUND, settled
-from execution.margin import (
-    HOLDER_UNKNOWN,
-    Position,
-    load_position,
-    load_settled_position,
-    maintenance_requirement,
-    position_value,
-    store_position,
-)
+from execution.codes import ActionError, Code
+from execution.exchange.context import ExchangeContext
+from execution.exchange.events import make_event
+from execution.exchange.orders import cancel_owner_orders
+from execution.exchange.placement import liquidation_match
 from execution.markets import Market, pow10, value_floor
+from execution.positions.funding_index import (
+    FUNDING_INDEX_SCALE,
+    INSURANCE_FUND,
+    load_settled_position,
+    settled,
+)
+from execution.positions.margin import maintenance_requirement, position_value
+from execution.positions.position import HOLDER_UNKNOWN, Position, load_position, store_position
 from execution.state import StateReader, StateView
 from execution.tx import Liquidate
 from primitives import codec
@@ -248,8 +250,8 @@ class Health:
 def account_health(view: StateReader, ctx: ExchangeContext, owner: bytes) -> Health:
     """The figures of `owner` (module docstring), reading its account and its position key on each
     market (no prefix scan). Each position counts as settled to its market's funding index
-    (`execution.funding.settled`, as `execution.margin.margin_summary` counts it): its pending
-    funding is part of the value, rounded as settlement rounds."""
+    (`execution.positions.funding_index.settled`, as `execution.positions.margin.margin_summary`
+    counts it): its pending funding is part of the value, rounded as settlement rounds."""
     address = Address(owner)
     value = load_account(view, address).balance
     maintenance = 0
@@ -442,13 +444,6 @@ def candidates(view: StateView, ctx: ExchangeContext) -> list[bytes]:
     return list(found)
 
 
-# -- events ---------------------------------------------------------------------------------------
-
-
-def _event(kind: str, *pairs: tuple[str, object]) -> Event:
-    return Event(kind, tuple(EventAttribute(key, str(value)) for key, value in pairs))
-
-
 def _price_of(market: Market, quote: int, size: int) -> int:
     """floor(|quote| / (|size| * q)) in subticks: the price that `quote` pays for `size`."""
     e = market.quantum_conversion_exponent
@@ -557,7 +552,7 @@ class _Step:
         limit = _bankruptcy_limit(market, size, rest)
         liquidator = "" if self.liquidator is None else self.liquidator.raw.hex()
         self.events.append(
-            _event(
+            make_event(
                 "liquidation_started",
                 ("account", owner.hex()),
                 ("market", market.ticker),
@@ -590,7 +585,7 @@ class _Step:
                     _pay_from_position(view, address, market.market_id, self.liquidator, reward)
                 _bump(ctx, "filled")
                 self.events.append(
-                    _event(
+                    make_event(
                         "liquidation_filled",
                         ("account", owner.hex()),
                         ("market", market.ticker),
@@ -619,7 +614,7 @@ class _Step:
             self._transfer(owner, INSURANCE_FUND.raw, market, size, quote)
             _bump(ctx, "takeovers")
             self.events.append(
-                _event(
+                make_event(
                     "liquidation_taken_over",
                     ("account", owner.hex()),
                     ("fund", INSURANCE_FUND.raw.hex()),
@@ -723,7 +718,7 @@ class _Step:
             done += take
             paid += share
             self.events.append(
-                _event(
+                make_event(
                     "deleveraged",
                     ("account", owner.hex()),
                     ("counterparty", other.hex()),
@@ -747,13 +742,13 @@ def apply_liquidate(view: StateView, sender: Address, action: Liquidate, ctx: Ex
     owner = action.account.raw
     health = account_health(view, ctx, owner)
     if not health.liquidatable:
-        raise ExchangeError(
+        raise ActionError(
             Code.NOT_LIQUIDATABLE,
             f"account {action.account} is not liquidatable: value {health.value} >= maintenance "
             f"requirement {health.maintenance} (or no open position)",
         )
     if all(ctx.is_stale(view, market.market_id) for market, p, _ in health.held if p.size):
-        raise ExchangeError(
+        raise ActionError(
             Code.LIQUIDATION_HALTED,
             f"account {action.account}: every market of its positions has a stale oracle price",
         )

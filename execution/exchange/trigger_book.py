@@ -1,6 +1,6 @@
 """Resting triggered orders (stop-loss / take-profit): the canonical record, its storage and the
 in-memory index of one market that finds the triggers an oracle price fires in time proportional
-to the number fired. The rules (placement, firing, execution) are in `execution.triggers`; this
+to the number fired. The rules (placement, firing, execution) are in `execution.risk.triggers`; this
 module holds only what `execution.exchange` needs too (its `Books` keep one `TriggerBook` per
 market, and its cancel paths remove triggers), so it imports nothing of the exchange.
 
@@ -276,7 +276,7 @@ class TriggerBook:
 
     def reverted(self, state: StateReader, market_id: int, written: Iterable[bytes]) -> TriggerBook:
         """This index with the trigger records among the `written` keys set back to their values
-        in `state` (a failed tx's writes are dropped: `execution.exchange.Books.revert`)."""
+        in `state` (a failed tx's writes are dropped: `execution.exchange.books.Books.revert`)."""
         prefix = schema.trigger_prefix(market_id)
         keys = sorted(key for key in written if key.startswith(prefix))
         if not keys:

@@ -1,7 +1,6 @@
-"""Funding of perpetual markets: premium samples every block, the funding rate and the per-market
-cumulative funding index every funding interval, the settlement of a position's funding through
-that index (whenever the position is loaded to be changed, and in account figures), the per-market
-funding pool that makes settlement exact, and the sweep of the pool's dust to the insurance fund.
+"""Funding of perpetual markets: premium samples every block, the funding rate and the advance of
+the per-market cumulative funding index every funding interval, and the sweep of the funding
+pools' dust to the insurance fund.
 
 Parameters (genesis `funding`, `FundingParams`, stored at `schema.FUNDING_PARAMS`):
 `interval_seconds` (default 3600), `interest_ppm_per_interval` (12), `clamp_ppm` (625, the
@@ -39,57 +38,37 @@ index that would leave the signed 64-bit range stops at its bound (the funding o
 then smaller for every position alike, which keeps it zero-sum). A `funding` event per market:
 (market, rate_ppm, index, oracle_price, samples, swept, height).
 
-Settlement. A position holds the index of its last settlement (`Position.funding_index`). With
-x = size * (index_now - funding_index) (signed; > 0: the position pays; longs pay shorts when the
-rate is positive), the payment is ceil(x / FUNDING_INDEX_SCALE): a payer pays the ceiling and a
-receiver gets the floor of what it is owed, so rounding never creates quote. Settling subtracts the
-payment from the position's quote balance, adds it to the market's funding pool and sets
-`funding_index` to index_now; the residual payment * SCALE - x (in [0, SCALE)) goes to the pool's
-`dust`, and every whole quote quantum of dust moves to its `sweepable` part. The exchange settles a
-position whenever it loads it to change it (`execution.exchange._Positions`; elsewhere, e.g.
-liquidation, `execution.margin.load_settled_position` or the same `_Positions`); account figures
-(`execution.margin.margin_summary`, the exchange's margin checks, queries) count the pending
-funding as settled (`settled`).
-
-Funding pool (`schema.funding_pool_key(market)`, `FundingPool`: `[balance, sweepable, dust]`): a
-signed holder of quote, part of the conservation sum. Since every tick happens with the position
-sizes of the market summing to zero, the exact payments of all positions for a tick sum to zero;
-so balance - sweepable - dust / SCALE is exactly minus the funding still pending on unsettled
-positions (the balance can be negative for a while: receivers settled before payers). At each
-funding tick, `sweepable` moves from the pool's balance to the insurance fund (`INSURANCE_FUND`),
-which leaves the pool able to settle every pending payment and never below zero once everything is
-settled.
+Settlement of positions against the index and the funding pools: `execution.positions.funding_index`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
-from consensus.app import Event, EventAttribute
+from consensus.app import Event
 from execution.accounts import load_account, store_account
+from execution.exchange.context import ExchangeContext
+from execution.exchange.events import make_event
+from execution.exchange.orderbook import OrderBook
 from execution.markets import MAX_INT, PPM, Market, pow10, scale_ceil
-from execution.oracle import is_stale, load_params, load_price
-from execution.orderbook import OrderBook
-from execution.state import StateReader, StateView, read_record
+from execution.oracle.prices import is_stale, load_params, load_price
+from execution.positions.funding_index import (
+    FUNDING_INDEX_SCALE,
+    INDEX_MAX,
+    INDEX_MIN,
+    INSURANCE_FUND,
+    FundingPool,
+    MarketFunding,
+    load_funding_index,
+    load_market_funding,
+    load_pool,
+    store_market_funding,
+    store_pool,
+)
+from execution.state import StateReader, StateView
 from primitives import codec
-from primitives.hashing import sha256
-from primitives.keys import ADDRESS_SIZE, Address
 from storage import schema
-
-if TYPE_CHECKING:
-    from execution.exchange import ExchangeContext
-    from execution.margin import Position
-
-FUNDING_INDEX_SCALE = 10**12
-"""Index units per quote quantum per base quantum. At $65,000 per BTC (6.5 quote quantums per base
-quantum on BTC-USD) one ppm of funding moves the index by 6,500,000 units, and the clamp keeps the
-index inside 64 bits for millions of intervals."""
-
-INSURANCE_FUND = Address(sha256(b"derivd/module/insurance")[:ADDRESS_SIZE])
-"""The insurance fund's account (the same address `execution.liquidation` uses); funding dust goes
-there."""
 
 NS_PER_SECOND = 1_000_000_000
 DEFAULT_INTERVAL_SECONDS = 3600
@@ -97,8 +76,6 @@ DEFAULT_INTEREST_PPM = 12
 DEFAULT_CLAMP_PPM = 625
 DEFAULT_IMPACT_NOTIONAL = 10_000_000_000
 MAX_INTERVAL_SECONDS = 366 * 24 * 3600
-INDEX_MIN = -MAX_INT
-INDEX_MAX = MAX_INT
 DEPTH_LEVELS_FIRST = 16
 BID = 0
 ASK = 1
@@ -174,108 +151,10 @@ FUNDING_FIELDS = ("interval_seconds", "interest_ppm_per_interval", "clamp_ppm", 
 """The keys of the genesis `funding` section (each optional, `FundingParams` defaults)."""
 
 
-@dataclass(frozen=True, slots=True)
-class MarketFunding:
-    """A market's cumulative funding index, the rate of the last tick and the premium samples of the
-    running interval (absent record: all zero)."""
-
-    index: int = 0
-    last_rate_ppm: int = 0
-    sample_sum: int = 0
-    sample_count: int = 0
-
-    def encode(self) -> bytes:
-        return codec.encode([self.index, self.last_rate_ppm, self.sample_sum, self.sample_count])
-
-    @classmethod
-    def decode(cls, raw: bytes) -> MarketFunding:
-        f = codec.field_list(codec.decode(raw), "market funding", 4)
-        return cls(
-            codec.field_int(f[0], "market funding.index", INDEX_MIN, INDEX_MAX),
-            codec.field_int(f[1], "market funding.last_rate_ppm", -PPM, PPM),
-            codec.field_int(f[2], "market funding.sample_sum", -MAX_INT, MAX_INT),
-            codec.field_int(f[3], "market funding.sample_count", 0, MAX_INT),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class FundingPool:
-    """A market's funding pool: `balance` (signed quote quantums, in the conservation sum), of which
-    `sweepable` whole quantums are rounding dust owed to the insurance fund, and `dust`, the
-    fractional dust in 1/FUNDING_INDEX_SCALE quote quantums (in [0, SCALE))."""
-
-    balance: int = 0
-    sweepable: int = 0
-    dust: int = 0
-
-    @property
-    def is_empty(self) -> bool:
-        return self.balance == self.sweepable == self.dust == 0
-
-    def encode(self) -> bytes:
-        return codec.encode([self.balance, self.sweepable, self.dust])
-
-    @classmethod
-    def decode(cls, raw: bytes) -> FundingPool:
-        f = codec.field_list(codec.decode(raw), "funding pool", 3)
-        pool = cls(
-            codec.field_int(f[0], "funding pool.balance", -MAX_INT, MAX_INT),
-            codec.field_int(f[1], "funding pool.sweepable", 0, MAX_INT),
-            codec.field_int(f[2], "funding pool.dust", 0, FUNDING_INDEX_SCALE - 1),
-        )
-        if pool.is_empty:
-            raise codec.DecodeError("funding pool: an empty pool is never stored")
-        return pool
-
-    def with_payments(self, paid: int, residual: int) -> FundingPool:
-        """This pool after settlements that paid `paid` in total (signed) with summed residuals
-        `residual` (>= 0, in 1/SCALE quote quantums)."""
-        dust = self.dust + residual
-        return FundingPool(
-            self.balance + paid, self.sweepable + dust // FUNDING_INDEX_SCALE, dust % FUNDING_INDEX_SCALE
-        )
-
-
 def load_funding_params(state: StateReader) -> FundingParams:
     """The funding parameters (the defaults if genesis wrote none)."""
     raw = state.get(schema.FUNDING_PARAMS)
     return FundingParams() if raw is None else FundingParams.decode(raw)
-
-
-def load_market_funding(state: StateReader, market_id: int) -> MarketFunding:
-    """Through the views' decoded-record cache: every position an action loads reads it."""
-    funding = read_record(state, schema.funding_market_key(market_id), MarketFunding.decode)
-    return _NO_FUNDING if funding is None else funding
-
-
-_NO_FUNDING = MarketFunding()
-
-
-def store_market_funding(view: StateView, market_id: int, funding: MarketFunding) -> None:
-    view.put(schema.funding_market_key(market_id), funding.encode())
-
-
-def load_funding_index(state: StateReader, market_id: int) -> int:
-    """The market's cumulative funding index (0 before its first tick)."""
-    return load_market_funding(state, market_id).index
-
-
-def load_pool(state: StateReader, market_id: int) -> FundingPool:
-    raw = state.get(schema.funding_pool_key(market_id))
-    return FundingPool() if raw is None else FundingPool.decode(raw)
-
-
-def store_pool(view: StateView, market_id: int, pool: FundingPool) -> None:
-    key = schema.funding_pool_key(market_id)
-    if pool.is_empty:
-        view.delete(key)
-    else:
-        view.put(key, pool.encode())
-
-
-def pool_total(state: StateReader) -> int:
-    """The summed balance of every market's funding pool (the conservation sum counts it)."""
-    return sum(FundingPool.decode(raw).balance for _, raw in state.iterate(schema.APP_FUNDING_POOL_PREFIX))
 
 
 def load_next_time(state: StateReader) -> int | None:
@@ -287,66 +166,6 @@ def init_funding_state(view: StateView, params: FundingParams, genesis_time: int
     """Genesis: the parameters, and the first tick one interval after the genesis time."""
     view.put(schema.FUNDING_PARAMS, params.encode())
     view.put(schema.FUNDING_NEXT_TIME, codec.encode(genesis_time + params.interval_ns))
-
-
-# -- settlement ---------------------------------------------------------------------------------
-
-
-def funding_payment(size: int, from_index: int, to_index: int) -> tuple[int, int]:
-    """(payment, residual) of a position of `size` settled from `from_index` to `to_index`:
-    payment = ceil(size * (to - from) / SCALE) (> 0: the position pays; < 0: it receives the floor
-    of what it is owed) and residual = payment * SCALE - size * (to - from), in [0, SCALE)."""
-    owed = size * (to_index - from_index)
-    payment = -(-owed // FUNDING_INDEX_SCALE)
-    return payment, payment * FUNDING_INDEX_SCALE - owed
-
-
-def pending_funding(position: Position, index: int) -> int:
-    """What settling `position` at `index` would take from its quote balance (negative: add)."""
-    if position.size == 0:
-        return 0
-    return funding_payment(position.size, position.funding_index, index)[0]
-
-
-def settled(position: Position, index: int) -> Position:
-    """`position` as settlement at `index` leaves it (in memory: no pool is changed). A position
-    without size only takes the index."""
-    if position.funding_index == index:
-        return position
-    if position.size == 0:
-        return replace(position, funding_index=index)
-    payment, _ = funding_payment(position.size, position.funding_index, index)
-    return replace(position, quote=position.quote - payment, funding_index=index)
-
-
-class Settlements:
-    """The payments of positions settled on one market, written to its pool at once (`flush`)."""
-
-    __slots__ = ("market_id", "paid", "residual")
-
-    def __init__(self, market_id: int) -> None:
-        self.market_id = market_id
-        self.paid = 0
-        self.residual = 0
-
-    def settle(self, position: Position, index: int) -> Position:
-        """`position` settled at `index`, its payment recorded here (for `flush`)."""
-        if position.funding_index == index:
-            return position
-        if position.size == 0:
-            return replace(position, funding_index=index)
-        payment, residual = funding_payment(position.size, position.funding_index, index)
-        self.paid += payment
-        self.residual += residual
-        return replace(position, quote=position.quote - payment, funding_index=index)
-
-    def flush(self, view: StateView) -> None:
-        """Add the recorded payments to the market's pool (nothing if there were none)."""
-        if self.paid or self.residual:
-            store_pool(
-                view, self.market_id, load_pool(view, self.market_id).with_payments(self.paid, self.residual)
-            )
-            self.paid = self.residual = 0
 
 
 # -- premium ------------------------------------------------------------------------------------
@@ -427,10 +246,6 @@ def index_delta(market: Market, rate_ppm: int, oracle: int) -> int:
     return _div_toward_zero(n, pow10(-exponent))
 
 
-def _event(kind: str, *pairs: tuple[str, object]) -> Event:
-    return Event(kind, tuple(EventAttribute(key, str(value)) for key, value in pairs))
-
-
 def funding_end_block(view: StateView, ctx: ExchangeContext, height: int, block_time: int) -> list[Event]:
     """The funding phase at the end of the block at `height` (just before the liquidation pass): a
     premium sample per market, and the funding tick when `block_time` has reached it (module
@@ -470,7 +285,7 @@ def funding_end_block(view: StateView, ctx: ExchangeContext, height: int, block_
                 store_pool(view, market_id, FundingPool(pool.balance - swept, 0, pool.dust))
                 insurance += swept
             events.append(
-                _event(
+                make_event(
                     "funding",
                     ("market", market.ticker),
                     ("rate_ppm", rate),

@@ -50,7 +50,7 @@ order, markets with a stale oracle price skipped (their triggers wait for a fres
     count, in firing order: first the triggers that fire on a rise (P >= trigger) by ascending
     trigger price, then those that fire on a fall (P <= trigger) by descending trigger price (the
     order in which a move crosses them), each price by ascending order id
-    (`execution.trigger_book`). Then each is placed in that order as its own all-or-nothing unit
+    (`execution.exchange.trigger_book`). Then each is placed in that order as its own all-or-nothing unit
     (`ExchangeContext.begin_tx` / `abort_tx`, as a tx): a new order id, every placement rule of
     `execution.exchange` (the rate limit excepted: the trigger was counted when placed), matching,
     margin re-checks. An order that fails is dropped with a `trigger_cancelled` event whose
@@ -81,28 +81,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from consensus.app import Event, EventAttribute
-from execution.codes import Code
-from execution.exchange import (
+from consensus.app import Event
+from execution.codes import ActionError, Code
+from execution.exchange.context import ExchangeContext
+from execution.exchange.events import make_event
+from execution.exchange.fills import Positions
+from execution.exchange.orderbook import TimeInForce
+from execution.exchange.placement import (
     MAX_EXPOSURE,
     REDUCE_ONLY_FLAG,
-    ExchangeContext,
-    ExchangeError,
-    _check_shape,
-    _place,
-    _Positions,
-    _Request,
+    Request,
+    check_shape,
+    place,
     placement_margin_error,
 )
-from execution.margin import (
-    BUY,
-    Position,
-    order_only_reduces,
-)
-from execution.markets import Market
-from execution.orderbook import TimeInForce
-from execution.state import StateReader, StateView
-from execution.trigger_book import (
+from execution.exchange.trigger_book import (
     KIND_NAMES,
     SIDE_NAMES,
     TriggerOrder,
@@ -110,6 +103,10 @@ from execution.trigger_book import (
     trigger_cancelled_event,
     write_trigger,
 )
+from execution.markets import Market
+from execution.positions.margin import order_only_reduces
+from execution.positions.position import BUY, Position
+from execution.state import StateReader, StateView
 from execution.tx import PlaceTrigger
 from primitives import codec
 from primitives.keys import Address
@@ -163,10 +160,6 @@ def init_trigger_state(view: StateView, params: TriggerParams) -> None:
     view.put(schema.TRIGGER_PARAMS, params.encode())
 
 
-def _event(kind: str, *pairs: tuple[str, object]) -> Event:
-    return Event(kind, tuple(EventAttribute(key, str(value)) for key, value in pairs))
-
-
 def execution_price(market: Market, side: int, trigger_price: int, limit_price: int) -> int:
     """The price the triggered order is placed at: `limit_price`, or for a market trigger
     (`limit_price` 0) the trigger price moved by `SLIPPAGE_PPM` against the trader, rounded
@@ -191,27 +184,27 @@ def _time_in_force(limit_price: int) -> int:
 def _check_trigger_shape(market: Market, action: PlaceTrigger, height: int) -> int:
     """The rules that need no state (module docstring); the execution price."""
     if action.trigger_kind not in (0, 1):
-        raise ExchangeError(
+        raise ActionError(
             Code.INVALID_TRIGGER,
             f"invalid trigger: kind must be 0 (stop-loss) or 1 (take-profit), got {action.trigger_kind}",
         )
     if action.trigger_price <= 0:
-        raise ExchangeError(Code.INVALID_TRIGGER, "invalid trigger: trigger price must be positive")
+        raise ActionError(Code.INVALID_TRIGGER, "invalid trigger: trigger price must be positive")
     if action.trigger_price % market.subticks_per_tick:
-        raise ExchangeError(
+        raise ActionError(
             Code.OFF_TICK,
             f"trigger price {action.trigger_price} is not a multiple of the tick of {market.ticker} "
             f"({market.subticks_per_tick})",
         )
     price = execution_price(market, action.side, action.trigger_price, action.limit_price)
     if price > MAX_PRICE:
-        raise ExchangeError(
+        raise ActionError(
             Code.INVALID_TRIGGER,
             f"invalid trigger: the execution price {price} of trigger price {action.trigger_price} "
             f"is beyond {MAX_PRICE}",
         )
     tif = _time_in_force(action.limit_price)
-    _check_shape(market, action.side, action.size, price, tif, action.flags, 0, height)
+    check_shape(market, action.side, action.size, price, tif, action.flags, 0, height)
     return price
 
 
@@ -249,14 +242,14 @@ def apply_place_trigger(
     market_id = market.market_id
     price = _check_trigger_shape(market, action, ctx.height)
     owner = sender.raw
-    positions = _Positions(view, market_id)
+    positions = Positions(view, market_id)
     position = positions.get(owner)
     size = action.size
     if (
         abs(position.size) + position.open_buy + position.open_sell + size > MAX_EXPOSURE
         or size * price > MAX_EXPOSURE * 10 ** max(0, -market.quantum_conversion_exponent)
     ):
-        raise ExchangeError(
+        raise ActionError(
             Code.INVALID_ORDER,
             f"invalid order: size {size} at price {price} is beyond the largest position or notional "
             f"the chain keeps ({MAX_EXPOSURE})",
@@ -264,20 +257,20 @@ def apply_place_trigger(
     reduce_only = bool(action.flags & REDUCE_ONLY_FLAG)
     exempt = reduce_only or order_only_reduces(position, action.side, size)
     if not exempt and ctx.is_stale(view, market_id):
-        raise ExchangeError(
+        raise ActionError(
             Code.MARKET_STALE,
             f"the oracle price of {market.ticker} is stale: only reducing orders are accepted",
         )
     if ctx.live:
         ctx.count_placement(owner, market)
     if position.open_orders >= market.max_open_orders:
-        raise ExchangeError(
+        raise ActionError(
             Code.TOO_MANY_OPEN_ORDERS,
             f"too many open orders: {position.open_orders} resting orders and triggers on "
             f"{market.ticker} (limit {market.max_open_orders})",
         )
     if action.client_id and view.get(schema.client_order_key(owner, market_id, action.client_id)) is not None:
-        raise ExchangeError(
+        raise ActionError(
             Code.DUPLICATE_CLIENT_ID,
             f"client id {action.client_id} is in use by a resting order on {market.ticker}",
         )
@@ -288,7 +281,7 @@ def apply_place_trigger(
     if not exempt:
         problem = _margin_error(view, owner, market, position, trigger, price, ctx)
         if problem is not None:
-            raise ExchangeError(Code.INSUFFICIENT_MARGIN, problem)
+            raise ActionError(Code.INSUFFICIENT_MARGIN, problem)
     if not ctx.live:
         return []
     assert ctx.books is not None
@@ -303,7 +296,7 @@ def apply_place_trigger(
     ctx.touched.add(market_id)
     ctx.books.triggers(market_id).add(trigger)
     return [
-        _event(
+        make_event(
             "trigger_placed",
             ("order_id", order_id),
             ("market", market.ticker),
@@ -324,7 +317,7 @@ def apply_place_trigger(
 
 
 def _triggered_event(market: Market, trigger: TriggerOrder, oracle: int, placed_order_id: int) -> Event:
-    return _event(
+    return make_event(
         "trigger_triggered",
         ("order_id", trigger.order_id),
         ("market", market.ticker),
@@ -342,7 +335,7 @@ def _execute(
 ) -> list[Event]:
     """Place one fired trigger's order as an all-or-nothing unit (module docstring)."""
     price = execution_price(market, trigger.side, trigger.trigger_price, trigger.limit_price)
-    request = _Request(
+    request = Request(
         trigger.side, trigger.size, price, _time_in_force(trigger.limit_price), trigger.reduce_only,
         trigger.client_id, 0,
     )  # fmt: skip
@@ -350,8 +343,8 @@ def _execute(
     unit = StateView(view)
     placed: list[Event] = []
     try:
-        _place(unit, Address(trigger.owner), market, request, ctx, placed)
-    except ExchangeError as exc:
+        place(unit, Address(trigger.owner), market, request, ctx, placed)
+    except ActionError as exc:
         ctx.abort_tx(view, unit)
         return [
             _triggered_event(market, trigger, oracle, 0),
@@ -394,7 +387,7 @@ def trigger_orders(view: StateView, ctx: ExchangeContext, height: int) -> list[E
         if not fired:
             continue
         budget -= len(fired)
-        positions = _Positions(view, market_id)
+        positions = Positions(view, market_id)
         for trigger in fired:
             delete_trigger(view, market_id, trigger)
             positions.set(trigger.owner, positions.get(trigger.owner).with_orders(trigger.side, 0, -1))

@@ -220,7 +220,8 @@ class OrderCancelled:
     reason: CancelReason
 
 
-Event = Fill | OrderRested | OrderCancelled
+BookEvent = Fill | OrderRested | OrderCancelled
+"""What matching reports, in order (not a chain event: `execution.exchange.events` builds those)."""
 MakerCheck = Callable[[Order, int, int], bool]
 _T = TypeVar("_T")
 
@@ -232,7 +233,7 @@ class PlaceResult:
 
     order: Order
     status: PlaceStatus
-    events: tuple[Event, ...]
+    events: tuple[BookEvent, ...]
     maker_update: Order | None = None
 
     @property
@@ -260,7 +261,7 @@ class PlaceResult:
         return writes, deletes
 
 
-def _fast_constructor(cls: type[_T]) -> Callable[..., _T]:
+def fast_constructor(cls: type[_T]) -> Callable[..., _T]:
     """A positional constructor for the frozen slotted dataclass `cls`, every field given, for the
     hot path: `object.__new__` and the slots' own descriptors, skipping the generated `__init__`'s
     frozen-attribute detour (about 2x faster). It builds the very same instances; the tests compare
@@ -276,11 +277,11 @@ def _fast_constructor(cls: type[_T]) -> Callable[..., _T]:
     return env["make"]  # type: ignore[return-value]
 
 
-_new_order = _fast_constructor(Order)
-_new_fill = _fast_constructor(Fill)
-_new_rested = _fast_constructor(OrderRested)
-_new_cancelled = _fast_constructor(OrderCancelled)
-_new_result = _fast_constructor(PlaceResult)
+_new_order = fast_constructor(Order)
+_new_fill = fast_constructor(Fill)
+_new_rested = fast_constructor(OrderRested)
+_new_cancelled = fast_constructor(OrderCancelled)
+_new_result = fast_constructor(PlaceResult)
 
 
 class _Level:
@@ -508,7 +509,7 @@ class OrderBook:
             return _new_result(order, _REJECTED, (_new_cancelled(order, _FOK_REASON),), None)
 
         # apply the plan
-        events: list[Event] = []
+        events: list[BookEvent] = []
         orders = self._orders
         levels = self._asks if side is _BUY else self._bids
         taker_id = order.order_id

@@ -1,0 +1,166 @@
+"""A block's execution, stage by stage: the one list of what `finalize_block` runs, in order.
+
+1. `execution.evidence.handle_misbehavior`: the block's misbehavior recorded, offenders' power set
+   to 0 (`validator_updates`), `misbehavior` events.
+2. `execution.exchange.orders.expire_orders`: good-til-block orders whose block has passed.
+3. The txs (`execute_txs`): every signature in one batch (the caller's `verify`; signatures seen
+   by check_tx are cache hits), then the txs whose actions are all non-taking in tx order, then the
+   others in tx order (`execution.exchange.orders.block_order`), each on a view of its own
+   (`execution.executor.execute_tx`) over the block view; results stay in the block's tx order.
+4. `END_BLOCK_HOOKS`, in order: the oracle aggregation, the trigger orders the new prices fire,
+   the funding phase (premium samples; the tick when the block time reaches it), and last the
+   liquidation pass, which so sees everything that changed an account's value in the block (the
+   funding tick included): no account ends a block with a negative value.
+5. The order-id counters of both exchange contexts are written (`ExchangeContext.flush`).
+
+Block events are the stages' events in this order. Nothing here reads a clock or the books other
+than through the exchange contexts; the books change in place and the caller reloads them if the
+block raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from consensus.app import Event, ExecTxResult, FinalizeBlockRequest, ValidatorUpdate
+from execution.codes import Code
+from execution.evidence import handle_misbehavior
+from execution.exchange.books import Books
+from execution.exchange.context import ExchangeContext
+from execution.exchange.orders import block_order, expire_orders, is_non_taking
+from execution.executor import execute_tx, failure
+from execution.oracle.votes import end_block as oracle_end_block
+from execution.risk.funding import funding_end_block
+from execution.risk.liquidation import carry_tx_state, liquidation_pass
+from execution.risk.triggers import trigger_orders, triggers_fired
+from execution.state import StateView
+from execution.tx import Tx
+from primitives.codec import DecodeError
+
+Verify = Callable[[list[Tx]], list[bool]]
+"""Whether each tx's signature verifies (one batch for the block)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndBlock:
+    """What an end-of-block hook works on: the block view, the block's height and time, the live
+    exchange context of the end of the block (it reads oracle prices on first use, which comes after
+    the oracle hook: no hook before it uses the context) and the txs' context (what they touched)."""
+
+    view: StateView
+    height: int
+    time: int
+    exchange: ExchangeContext
+    tx_exchange: ExchangeContext
+
+
+def _oracle(block: EndBlock) -> list[Event]:
+    return oracle_end_block(block.view, block.height)
+
+
+def _triggers(block: EndBlock) -> list[Event]:
+    return trigger_orders(block.view, block.exchange, block.height)
+
+
+def _funding(block: EndBlock) -> list[Event]:
+    return funding_end_block(block.view, block.exchange, block.height, block.time)
+
+
+def _liquidation(block: EndBlock) -> list[Event]:
+    carry_tx_state(block.tx_exchange, block.exchange)  # the txs' touched owners and counts
+    return liquidation_pass(block.view, block.exchange, block.height)
+
+
+END_BLOCK_HOOKS: tuple[Callable[[EndBlock], list[Event]], ...] = (_oracle, _triggers, _funding, _liquidation)
+"""The end-of-block stages, in the order they run."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlockOutcome:
+    """What executing a block produced besides the changes in its view."""
+
+    tx_results: tuple[ExecTxResult, ...]
+    events: tuple[Event, ...]
+    validator_updates: tuple[ValidatorUpdate, ...]
+    risk_counts: dict[str, int]
+    """`execution.risk.liquidation`'s counters of the block"""
+    triggers_fired: int
+
+
+def decode_tx(raw: bytes) -> Tx | DecodeError:
+    """The tx of `raw`, or why it is not one."""
+    try:
+        return Tx.decode(raw)
+    except DecodeError as exc:
+        return exc
+
+
+def bad_signature_log(tx: Tx, chain_id: str) -> str:
+    """The log of a tx whose signature does not verify."""
+    return f"bad signature: it does not verify for signer {tx.sender} on chain {chain_id!r}"
+
+
+def execute_txs(
+    view: StateView,
+    books: Books,
+    request: FinalizeBlockRequest,
+    *,
+    verify: Verify,
+    chain_id: str,
+) -> tuple[list[ExecTxResult], ExchangeContext]:
+    """Stage 3 (module docstring): the results in tx order, and the txs' exchange context."""
+    decoded = [decode_tx(raw) for raw in request.txs]
+    valid = iter(verify([tx for tx in decoded if isinstance(tx, Tx)]))
+    checked: list[Tx | ExecTxResult] = []
+    for tx in decoded:
+        if isinstance(tx, DecodeError):
+            checked.append(failure(Code.MALFORMED_TX, f"malformed tx: {tx}"))
+        elif not next(valid):
+            checked.append(failure(Code.BAD_SIGNATURE, bad_signature_log(tx, chain_id)))
+        else:
+            checked.append(tx)
+    order = block_order(not isinstance(tx, Tx) or is_non_taking(tx.actions, books) for tx in checked)
+    exchange = ExchangeContext(request.height, books, live=True)
+    results: list[ExecTxResult | None] = [None] * len(checked)
+    for index in order:
+        item = checked[index]
+        if isinstance(item, Tx):
+            tx_view = StateView(view)
+            results[index] = execute_tx(tx_view, item, request.time, request.height, exchange)
+            tx_view.apply_to(view)
+        else:
+            results[index] = item
+    return [result for result in results if result is not None], exchange
+
+
+def execute_block(
+    view: StateView,
+    books: Books,
+    request: FinalizeBlockRequest,
+    *,
+    verify: Verify,
+    chain_id: str,
+) -> BlockOutcome:
+    """Run every stage of the block of `request` on `view` (module docstring)."""
+    accountability = handle_misbehavior(view, request.height, request.misbehavior)
+    events: list[Event] = [*accountability.events, *expire_orders(view, books, request.height)]
+    results, tx_exchange = execute_txs(view, books, request, verify=verify, chain_id=chain_id)
+    tx_exchange.flush(view)
+    end = EndBlock(
+        view=view,
+        height=request.height,
+        time=request.time,
+        exchange=ExchangeContext(request.height, books, live=True),
+        tx_exchange=tx_exchange,
+    )
+    for hook in END_BLOCK_HOOKS:
+        events.extend(hook(end))
+    end.exchange.flush(view)
+    return BlockOutcome(
+        tx_results=tuple(results),
+        events=tuple(events),
+        validator_updates=accountability.validator_updates,
+        risk_counts=end.exchange.risk_counts,
+        triggers_fired=triggers_fired(events),
+    )

@@ -1,0 +1,157 @@
+"""`ExchangeContext`: what order actions need beyond the state view, for one block (live: the books
+change) or one check_tx call (not live: validation only, no book is touched): the height, the
+books, the per-block placement counts of the rate limit, the block's oracle prices and funding
+indexes as read once, the order-id counter of the block, and what `execution.risk.liquidation`
+carries from the txs to its end-block pass. Order ids come from the one counter `NEXT_ORDER_ID`,
+consumed by every accepted placement (a rejected post-only or FOK order included, as the book
+requires increasing ids); during a block it lives here (a failed tx gives its ids back) and is
+written to the block view once (`flush`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from execution.codes import ActionError, Code
+from execution.exchange.books import Books
+from execution.markets import Market, load_market, load_markets
+from execution.oracle.prices import is_stale, load_params, load_price
+from execution.positions.funding_index import load_funding_index
+from execution.state import StateReader, StateView
+from primitives import codec
+from storage import schema
+
+
+@dataclass(slots=True)
+class ExchangeContext:
+    """What order actions need beyond the view: the height being executed, the books and whether
+    to change them (`live`: finalize_block; not live: check_tx, validation only), the per-block
+    placement counts of the rate limit, and the oracle prices of the block (they change only at
+    its end). Used by one block (or one check_tx call) and dropped."""
+
+    height: int
+    books: Books | None = None
+    live: bool = False
+    counts: dict[tuple[bytes, int], int] = field(default_factory=dict)
+    tx_counts: dict[tuple[bytes, int], int] = field(default_factory=dict)
+    touched: set[int] = field(default_factory=set)
+    prices: dict[int, int] = field(default_factory=dict)
+    stale: dict[int, bool] = field(default_factory=dict)
+    bases: dict[bytes, tuple[int, int]] = field(default_factory=dict)
+    next_order_id: int | None = None
+    """the order id counter (`NEXT_ORDER_ID`) of the block, once read; written back by `flush`"""
+    tx_start_order_id: int | None = None
+    """(owner) -> `_other_markets` within one placement (nothing else of the owner changes)"""
+    touched_owners: dict[bytes, None] = field(default_factory=dict)
+    """the owners whose positions a fill changed in this block, in first-touch order: candidates of
+    `execution.risk.liquidation` (those of a failed tx stay: a needless check, never a missed one)"""
+    liquidated: dict[tuple[bytes, int], int] = field(default_factory=dict)
+    """(owner, market id) -> the size `execution.risk.liquidation` closed through the book this block"""
+    risk_counts: dict[str, int] = field(default_factory=dict)
+    """`execution.risk.liquidation`'s counters of this block (liquidations, deleveragings, ...)"""
+
+    funding_indexes: dict[int, int] = field(default_factory=dict)
+    """market id -> its funding index, once read (`funding_index`)"""
+
+    def __post_init__(self) -> None:
+        if self.live and self.books is None:
+            raise ValueError("a live exchange context needs the books")
+
+    # tx boundaries (called by execution.executor)
+
+    def begin_tx(self) -> None:
+        self.tx_counts.clear()
+        self.touched.clear()
+        self.tx_start_order_id = self.next_order_id
+
+    def commit_tx(self) -> None:
+        """The tx succeeded: its placements count towards the rate limits."""
+        for key, count in self.tx_counts.items():
+            self.counts[key] = count
+        self.tx_counts.clear()
+        self.touched.clear()
+
+    def abort_tx(self, state: StateReader, dropped: StateView | None = None) -> None:
+        """The tx failed and its writes are dropped: rebuild each book it changed as `state` (the
+        view without them) has it, and forget its placements. With `dropped` (the view of the
+        failed actions), the book is rebuilt in memory: its orders, with the order records that
+        `dropped` wrote replaced by their versions in `state` (every book change of an action is
+        written through its view); without, from `state`'s order records."""
+        if self.books is not None:
+            for market_id in sorted(self.touched):
+                if dropped is None:
+                    self.books.rebuild(state, market_id)
+                else:
+                    self.books.revert(state, market_id, dropped)
+        self.tx_counts.clear()
+        self.touched.clear()
+        self.next_order_id = self.tx_start_order_id
+
+    def take_order_id(self, state: StateReader) -> int:
+        """The next order id (the counter lives here during a block: see `flush`)."""
+        order_id = self.next_order_id
+        if order_id is None:
+            raw = state.get(schema.NEXT_ORDER_ID)
+            order_id = 1 if raw is None else codec.field_int(codec.decode(raw), "next order id")
+        self.next_order_id = order_id + 1
+        return order_id
+
+    def flush(self, view: StateView) -> None:
+        """Write the order id counter into `view` (the block view, after the block's txs) if a
+        placement of the block used it."""
+        if self.next_order_id is not None:
+            view.put(schema.NEXT_ORDER_ID, codec.encode(self.next_order_id))
+
+    # markets and prices
+
+    def market(self, state: StateReader, market_id: int) -> Market:
+        market = self.books.market(market_id) if self.books is not None else load_market(state, market_id)
+        if market is None:
+            raise ActionError(Code.UNKNOWN_MARKET, f"unknown market {market_id}")
+        return market
+
+    def markets(self, state: StateReader) -> list[Market]:
+        return self.books.markets() if self.books is not None else load_markets(state)
+
+    def funding_index(self, state: StateReader, market_id: int) -> int:
+        """The market's cumulative funding index (`execution.risk.funding`; it changes only in the
+        funding phase at the end of the block, which updates this cache)."""
+        index = self.funding_indexes.get(market_id)
+        if index is None:
+            index = self.funding_indexes[market_id] = load_funding_index(state, market_id)
+        return index
+
+    def price(self, state: StateReader, market_id: int) -> int:
+        """The market's oracle price (subticks); the initial price if it has none."""
+        price = self.prices.get(market_id)
+        if price is None:
+            stored = load_price(state, market_id)
+            if stored is None:
+                market = self.market(state, market_id)
+                price = market.initial_price
+            else:
+                price = stored.price
+            self.prices[market_id] = price
+        return price
+
+    def is_stale(self, state: StateReader, market_id: int) -> bool:
+        stale = self.stale.get(market_id)
+        if stale is None:
+            stored = load_price(state, market_id)
+            stale = stored is None or is_stale(stored, self.height, load_params(state))
+            self.stale[market_id] = stale
+        return stale
+
+    def count_placement(self, owner: bytes, market: Market) -> None:
+        """Count one place or amend of `owner` on `market`; RATE_LIMITED over the limit."""
+        key = (owner, market.market_id)
+        count = self.tx_counts.get(key)
+        if count is None:
+            count = self.counts.get(key, 0)
+        if count >= market.max_orders_per_block:
+            raise ActionError(
+                Code.RATE_LIMITED,
+                f"rate limited: {count} places and amends on {market.ticker} in this block "
+                f"(limit {market.max_orders_per_block})",
+            )
+        self.tx_counts[key] = count + 1

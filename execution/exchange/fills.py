@@ -1,0 +1,290 @@
+"""Settlement of fills between positions, and what a placement's margin checks read.
+
+Fills are at the maker's price; each fill moves notional = size * price * 10**qce (exact, see
+`execution.markets`) between the positions' quote balances. Fees come out of the positions' quote
+balances and are credited to `FEE_COLLECTOR` once per action: a maker pays
+ceil(notional * maker_fee_ppm / 1e6) per fill; the taker's fees are cumulative, the i-th fill
+costing ceil(N_i * taker_fee_ppm / 1e6) - ceil(N_{i-1} * taker_fee_ppm / 1e6) where N_i is the
+notional of its first i fills, so one order never pays more than one rounding.
+Maker re-check (Hyperliquid, `MakerRecheck`): before each fill the maker's account is checked with
+the fill applied (and this placement's earlier fills of the same maker): its free collateral
+(value - initial requirement with the remaining orders) must be >= 0, or no worse than before the
+fill; a reduce-only maker must not grow or flip its position. Otherwise the maker order is
+cancelled (reason "maker_check") and matching goes on.
+Position.open_buy / open_sell / open_orders follow every rest, fill, cancel and expiry
+(open_orders also counts the owner's resting trigger orders). Every position an action loads to
+change (`Positions.get`) is first settled to its market's funding index, the payment going
+through the market's funding pool (`execution.positions.funding_index`); the margin figures of the
+other markets count their pending funding.
+"""
+
+from __future__ import annotations
+
+from consensus.app import Event
+from execution.accounts import Account, load_account, store_account
+from execution.exchange.context import ExchangeContext
+from execution.exchange.events import cancelled_event, filled_event
+from execution.exchange.orderbook import Fill, Order, OrderCancelled, PlaceResult, Side
+from execution.markets import Market, scale_floor
+from execution.positions.funding_index import Settlements, load_funding_index, settled
+from execution.positions.margin import FEE_COLLECTOR, initial_requirement, position_value
+from execution.positions.position import Position, index_holder
+from execution.state import StateReader, StateView, read_record
+from primitives import codec
+from storage import schema
+
+PPM = 1_000_000
+_EMPTY_POSITION = Position()
+
+
+# -- arithmetic -------------------------------------------------------------------------------------
+
+
+def fill_notional(market: Market, size: int, price: int) -> int:
+    """size * price * 10**qce for an aligned size and price: exact (genesis validation)."""
+    return scale_floor(size * price, market.quantum_conversion_exponent)
+
+
+def fee_of(notional: int, fee_ppm: int) -> int:
+    """ceil(notional * fee_ppm / 1e6) (fees round up)."""
+    return -(-notional * fee_ppm // PPM)
+
+
+# -- position cache of one action -----------------------------------------------------------------
+
+
+class Positions:
+    """The positions one action changes on one market, loaded once and written back at the end."""
+
+    __slots__ = ("_dirty", "_funding", "_held", "_index", "_market_id", "_sizes", "_view")
+
+    def __init__(self, view: StateView, market_id: int) -> None:
+        self._view = view
+        self._market_id = market_id
+        self._held: dict[bytes, Position] = {}
+        self._dirty: dict[bytes, None] = {}
+        self._sizes: dict[bytes, int] = {}  # owner -> its size in the view (the holder index)
+        self._index: int | None = None  # the market's funding index, read on first use
+        self._funding = Settlements(market_id)
+
+    def get(self, owner: bytes) -> Position:
+        """The owner's position, settled to the market's funding index
+        (`execution.positions.funding_index`): a settlement that changes a stored position marks it
+        changed (written by `store`)."""
+        position = self._held.get(owner)
+        if position is None:
+            position = self._view.get_record(schema.position_key(owner, self._market_id), Position.decode)
+            if position is None:
+                position = _EMPTY_POSITION
+            self._sizes[owner] = position.size
+            index = self._index
+            if index is None:
+                index = self._index = load_funding_index(self._view, self._market_id)
+            if position.funding_index != index:
+                position = self._funding.settle(position, index)
+                if position.size:
+                    self._dirty[owner] = None
+            self._held[owner] = position
+        return position
+
+    def set(self, owner: bytes, position: Position) -> None:
+        self._held[owner] = position
+        self._dirty[owner] = None
+
+    def add_orders(self, order: Order, size: int, count: int) -> None:
+        """Add a resting order's `size` (negative: remove) and `count` to its owner's totals."""
+        self.set(order.owner, self.get(order.owner).with_orders(order.side, size, count))
+
+    def store(self) -> None:
+        """Write the changed positions (and forget that they changed), as `store_position` does."""
+        view = self._view
+        for owner in sorted(self._dirty):
+            p = self._held[owner]
+            key = schema.position_key(owner, self._market_id)
+            if p.size == p.quote == p.open_buy == p.open_sell == p.open_orders == 0:
+                view.delete(key)
+            else:
+                view.put_record(key, p)
+            before = self._sizes.get(owner)
+            if before is None or (before == 0) != (p.size == 0):
+                index_holder(view, self._market_id, owner, before, p.size)
+            self._sizes[owner] = p.size
+        self._dirty.clear()
+        self._funding.flush(view)
+
+
+def _load_position(state: StateReader, owner: bytes, market_id: int) -> Position:
+    """`load_position`, with `_EMPTY_POSITION` itself for no position."""
+    position = read_record(state, schema.position_key(owner, market_id), Position.decode)
+    return _EMPTY_POSITION if position is None else position
+
+
+# -- margin figures (per-key reads over the known markets) ----------------------------------------
+
+
+def _collateral(state: StateReader, owner: bytes) -> int:
+    """The account's balance."""
+    account = read_record(state, schema.account_key(owner), Account.decode)
+    return 0 if account is None else account.balance
+
+
+def _other_markets(ctx: ExchangeContext, state: StateReader, owner: bytes, market_id: int) -> tuple[int, int]:
+    """(collateral + the value of the owner's positions on every other market, their initial
+    requirement with orders)."""
+    value = _collateral(state, owner)
+    initial = 0
+    prefix = schema.position_prefix(owner)  # position_key(owner, id) = prefix + the id's bytes
+    for market in ctx.markets(state):
+        other = market.market_id
+        if other == market_id:
+            continue
+        position = read_record(state, prefix + schema.market_id_bytes(other), Position.decode)
+        if position is None:
+            continue
+        price = ctx.price(state, other)
+        position = settled(position, ctx.funding_index(state, other))  # pending funding
+        value += position_value(market, position, price)
+        initial += initial_requirement(market, position, price)
+    return value, initial
+
+
+def base_of(ctx: ExchangeContext, state: StateReader, owner: bytes, market_id: int) -> tuple[int, int]:
+    """`_other_markets`, remembered for the current placement (`ExchangeContext.bases`)."""
+    base = ctx.bases.get(owner)
+    if base is None:
+        base = ctx.bases[owner] = _other_markets(ctx, state, owner, market_id)
+    return base
+
+
+def free_with(market: Market, base: tuple[int, int], position: Position, price: int) -> int:
+    """Free collateral (value - initial requirement with orders) with `position` on `market`."""
+    return (
+        base[0]
+        + position_value(market, position, price)
+        - base[1]
+        - initial_requirement(market, position, price)
+    )
+
+
+# -- persistence of orders --------------------------------------------------------------------------
+
+
+def write_order(view: StateView, market_id: int, order: Order) -> None:
+    # put as a record: encoded once, when the block's changes are listed, and never if a later
+    # fill or cancel of the block deletes or rewrites it (readers of the key use `get`)
+    view.put_record(schema.order_key(market_id, order.order_id), order)
+
+
+def delete_order(view: StateView, market_id: int, order: Order) -> None:
+    view.delete(schema.order_key(market_id, order.order_id))
+    if order.client_id:
+        view.delete(schema.client_order_key(order.owner, market_id, order.client_id))
+
+
+def stored_order(view: StateView, market_id: int, order_id: int) -> Order | None:
+    if not 0 <= order_id < 2**64:
+        return None
+    raw = view.get(schema.order_key(market_id, order_id))
+    return None if raw is None else Order.from_fields(codec.decode(raw))
+
+
+def credit_fees(view: StateView, amount: int) -> None:
+    if amount:
+        collector = load_account(view, FEE_COLLECTOR)
+        store_account(view, FEE_COLLECTOR, collector.with_balance(collector.balance + amount))
+
+
+class MakerRecheck:
+    """The `maker_check` of one placement: the maker's account with the fill (and this placement's
+    earlier fills of the same maker) applied must keep free collateral >= 0 or no worse than
+    before; a reduce-only maker must not grow or flip its position. Remembers every maker it saw
+    (for their client ids when they leave the book)."""
+
+    __slots__ = ("_ctx", "_deltas", "_market", "_positions", "_price", "_view", "makers")
+
+    def __init__(self, ctx: ExchangeContext, view: StateView, market: Market, positions: Positions) -> None:
+        self._ctx = ctx
+        self._view = view
+        self._market = market
+        self._positions = positions
+        self._price = ctx.price(view, market.market_id)
+        self._deltas: dict[bytes, Position] = {}
+        self.makers: dict[int, Order] = {}
+
+    def __call__(self, maker: Order, fill: int, price: int) -> bool:
+        self.makers[maker.order_id] = maker
+        owner = maker.owner
+        market = self._market
+        before = self._deltas.get(owner)
+        if before is None:
+            before = self._positions.get(owner)
+        notional = fill_notional(market, fill, price)
+        fee = fee_of(notional, market.maker_fee_ppm)
+        if maker.side is Side.BUY:
+            after = Position(before.size + fill, before.quote - notional - fee, before.open_buy - fill,
+                             before.open_sell, before.open_orders, before.funding_index)  # fmt: skip
+        else:
+            after = Position(before.size - fill, before.quote + notional - fee, before.open_buy,
+                             before.open_sell - fill, before.open_orders, before.funding_index)  # fmt: skip
+        if maker.reduce_only and (abs(after.size) > abs(before.size) or after.size * before.size < 0):
+            return False
+        base = base_of(self._ctx, self._view, owner, market.market_id)
+        free_after = free_with(market, base, after, self._price)
+        if free_after < 0 and free_after < free_with(market, base, before, self._price):
+            return False
+        self._deltas[owner] = after
+        return True
+
+
+def settle(
+    view: StateView,
+    market: Market,
+    result: PlaceResult,
+    makers: dict[int, Order],
+    positions: Positions,
+    events: list[Event],
+) -> int:
+    """Apply the fills and maker cancels of `result` to positions and stored orders; the fees."""
+    market_id = market.market_id
+    taker = result.order
+    taker_owner = taker.owner
+    taker_ppm = market.taker_fee_ppm
+    maker_ppm = market.maker_fee_ppm
+    cumulative = 0
+    taker_fees_so_far = 0
+    fees = 0
+    for event in result.events:
+        if type(event) is Fill:
+            maker = makers[event.maker_order_id]
+            notional = fill_notional(market, event.size, event.price)
+            cumulative += notional
+            maker_fee = fee_of(notional, maker_ppm)
+            taker_fee = fee_of(cumulative, taker_ppm) - taker_fees_so_far
+            taker_fees_so_far += taker_fee
+            fees += maker_fee + taker_fee
+            sign = 1 if event.taker_side is Side.BUY else -1
+            taker_position = positions.get(taker_owner)
+            positions.set(
+                taker_owner, taker_position.with_fill(sign * event.size, -sign * notional - taker_fee)
+            )
+            maker_position = positions.get(event.maker_owner).with_fill(
+                -sign * event.size, sign * notional - maker_fee
+            )
+            gone = event.maker_remaining_after == 0
+            positions.set(
+                event.maker_owner, maker_position.with_orders(maker.side, -event.size, -1 if gone else 0)
+            )
+            if gone:
+                delete_order(view, market_id, maker)
+            events.append(filled_event(market, event, maker_fee, taker_fee))
+        elif type(event) is OrderCancelled:
+            order = event.order
+            if order.order_id == taker.order_id:
+                events.append(cancelled_event(market, order, str(event.reason)))
+                continue
+            positions.add_orders(order, -order.remaining, -1)
+            delete_order(view, market_id, order)
+            events.append(cancelled_event(market, order, str(event.reason)))
+    if result.maker_update is not None:
+        write_order(view, market_id, result.maker_update)
+    return fees

@@ -1,0 +1,154 @@
+"""Validators' price votes and their aggregation into the chain price at the end of each block.
+
+Votes (`apply_oracle_vote`): the action's `prices` must have strictly increasing market ids, each a
+known market (UNKNOWN_MARKET), and prices > 0 (INVALID_ORACLE_VOTE); the signer must be in the
+validator registry (`execution.validators`) with power > 0 (NOT_A_VALIDATOR). A vote overwrites the
+validator's previous vote on each market it names.
+
+Aggregation (`end_block(view, H)`), per market in id order: the counted votes are those with
+height > H - max_vote_age_blocks from validators whose registry power is > 0, each weighted by
+that power. If the counted power * 3 > the registry's total power * 2, the price becomes the
+stake-weighted median of the counted votes (the lower weighted median: sort by (price, validator
+address), the first price at which the cumulative power * 2 >= the counted power) with
+`updated_height = H`, and an `oracle_price` event is emitted; otherwise the price is unchanged.
+Price-move bound: a median M that moves more than `max_price_move_ppm` from the stored price P
+(|M - P| * 1e6 > max_price_move_ppm * P, exact) is not applied: the stored price and its
+`updated_height` stay (a market whose votes keep moving too far goes stale), an
+`oracle_price_rejected` event (market, price, previous, height) is emitted and a warning logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from consensus.app import Event, EventAttribute
+from execution.codes import ActionError, Code
+from execution.markets import load_market, load_markets
+from execution.oracle.prices import (
+    PPM,
+    OraclePrice,
+    StoredVote,
+    load_params,
+    load_price,
+    market_votes,
+    store_price,
+)
+from execution.state import StateReader, StateView
+from execution.tx import OracleVote
+from execution.validators import load_validator, registry
+from primitives.keys import Address
+from storage import schema
+
+log = logging.getLogger("derivd.oracle")
+
+
+# -- votes -------------------------------------------------------------------------------------------
+
+
+def vote_error(state: StateReader, sender: Address, action: OracleVote) -> ActionError | None:
+    """Why `sender` may not cast `action`, or None."""
+    entry = load_validator(state, sender.raw)
+    if entry is None or entry.power <= 0:
+        return ActionError(Code.NOT_A_VALIDATOR, f"{sender} is not a validator with voting power")
+    if not action.prices:
+        return ActionError(Code.INVALID_ORACLE_VOTE, "an oracle vote needs at least one price")
+    previous = 0
+    for i, (market_id, price) in enumerate(action.prices):
+        if market_id <= previous:
+            return ActionError(
+                Code.INVALID_ORACLE_VOTE,
+                f"prices[{i}]: market ids must be strictly increasing, got {market_id}",
+            )
+        previous = market_id
+        if price <= 0:
+            return ActionError(Code.INVALID_ORACLE_VOTE, f"prices[{i}]: price must be positive, got {price}")
+        if load_market(state, market_id) is None:
+            return ActionError(Code.UNKNOWN_MARKET, f"prices[{i}]: unknown market {market_id}")
+    return None
+
+
+def apply_oracle_vote(view: StateView, sender: Address, action: OracleVote, height: int) -> list[Event]:
+    """Record `sender`'s vote at `height`; ActionError if it breaks a rule (nothing written)."""
+    problem = vote_error(view, sender, action)
+    if problem is not None:
+        raise problem
+    for market_id, price in action.prices:
+        view.put(schema.oracle_vote_key(market_id, sender.raw), StoredVote(price, height).encode())
+    return []
+
+
+# -- aggregation -------------------------------------------------------------------------------------
+
+
+def weighted_median(votes: Sequence[tuple[int, bytes, int]]) -> int:
+    """The lower stake-weighted median of (price, validator address, power) votes (power > 0):
+    sorted by (price, address), the first price at which cumulative power * 2 >= total power.
+    ValueError for no votes."""
+    if not votes:
+        raise ValueError("no votes")
+    total = sum(power for _, _, power in votes)
+    cumulative = 0
+    for price, _, power in sorted(votes):
+        cumulative += power
+        if cumulative * 2 >= total:
+            return price
+    raise AssertionError("unreachable: the cumulative power reaches the total")
+
+
+def oracle_price_event(market_id: int, price: int, height: int) -> Event:
+    return Event(
+        "oracle_price",
+        (
+            EventAttribute("market", str(market_id)),
+            EventAttribute("price", str(price)),
+            EventAttribute("height", str(height)),
+        ),
+    )
+
+
+def oracle_price_rejected_event(market_id: int, price: int, previous: int, height: int) -> Event:
+    return Event(
+        "oracle_price_rejected",
+        (
+            EventAttribute("market", str(market_id)),
+            EventAttribute("price", str(price)),
+            EventAttribute("previous", str(previous)),
+            EventAttribute("height", str(height)),
+        ),
+    )
+
+
+def moves_too_far(previous: int, price: int, max_move_ppm: int) -> bool:
+    """|price - previous| * 1e6 > max_move_ppm * previous (the price-move bound, exact)."""
+    return abs(price - previous) * PPM > max_move_ppm * previous
+
+
+def end_block(view: StateView, height: int) -> list[Event]:
+    """Aggregate the votes of every market at the end of the block at `height` (module docstring)."""
+    params = load_params(view)
+    powers = {v.address.raw: v.power for v in registry(view) if v.power > 0}
+    total = sum(powers.values())
+    oldest = height - params.max_vote_age_blocks  # votes must be strictly newer
+    events: list[Event] = []
+    for market in load_markets(view):
+        counted = [
+            (vote.price, address, powers[address])
+            for address, vote in market_votes(view, market.market_id)
+            if oldest < vote.height <= height and address in powers
+        ]
+        voting_power = sum(power for _, _, power in counted)
+        if total == 0 or voting_power * 3 <= total * 2:
+            continue
+        price = weighted_median(counted)
+        previous = load_price(view, market.market_id)
+        if previous is not None and moves_too_far(previous.price, price, params.max_price_move_ppm):
+            log.warning(
+                "oracle price of market %d rejected at height %d: %d moves more than %d ppm from %d",
+                market.market_id, height, price, params.max_price_move_ppm, previous.price,
+            )  # fmt: skip
+            events.append(oracle_price_rejected_event(market.market_id, price, previous.price, height))
+            continue
+        store_price(view, market.market_id, OraclePrice(price, height))
+        events.append(oracle_price_event(market.market_id, price, height))
+    return events
