@@ -11,7 +11,6 @@
    the funding phase (premium samples; the tick when the block time reaches it), and last the
    liquidation pass, which so sees everything that changed an account's value in the block (the
    funding tick included): no account ends a block with a negative value.
-5. The order-id counters of both exchange contexts are written (`ExchangeContext.flush`).
 
 Block events are the stages' events in this order. Nothing here reads a clock or the books other
 than through the exchange contexts; the books change in place and the caller reloads them if the
@@ -146,7 +145,6 @@ def execute_block(
     accountability = handle_misbehavior(view, request.height, request.misbehavior)
     events: list[Event] = [*accountability.events, *expire_orders(view, books, request.height)]
     results, tx_exchange = execute_txs(view, books, request, verify=verify, chain_id=chain_id)
-    tx_exchange.flush(view)
     end = EndBlock(
         view=view,
         height=request.height,
@@ -156,7 +154,6 @@ def execute_block(
     )
     for hook in END_BLOCK_HOOKS:
         events.extend(hook(end))
-    end.exchange.flush(view)
     return BlockOutcome(
         tx_results=tuple(results),
         events=tuple(events),

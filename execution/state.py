@@ -27,7 +27,7 @@ accepts (the writers build them through the record's own checked constructors).
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Protocol, TypeVar, cast
 
 from storage.db import Database
@@ -145,6 +145,13 @@ class StateView:
         mine = {key: self.get(key) for key in [key for key in writes if key.startswith(prefix)]}
         return _overlay(from_parent, mine, prefix)
 
+    def note_prefix_read(self, prefix: bytes) -> None:
+        """Record that what ran here depends on every key under `prefix` without listing them (a
+        read of a cache of those keys, such as an order book), here and in the parent views."""
+        self._prefix_reads.add(prefix)
+        if isinstance(self._parent, StateView):
+            self._parent.note_prefix_read(prefix)
+
     def put(self, key: bytes, value: bytes) -> None:
         self._writes[key] = value
         self._decoded.pop(key, None)
@@ -193,6 +200,16 @@ class StateView:
                 decoded.pop(key, None)
         target._writes.update(self._writes)
         decoded.update(self._decoded)
+
+
+def reads_any(view: StateView, keys: Collection[bytes]) -> bool:
+    """Whether what ran on `view` read any of `keys` from its parent: a key of its read set, or a
+    key under a prefix it scanned or noted. A tx that did must run after the tx that wrote them."""
+    reads = view._reads
+    if not reads.isdisjoint(keys):
+        return True
+    prefixes = view._prefix_reads
+    return any(key.startswith(prefix) for prefix in prefixes for key in keys)
 
 
 class CommittedState:

@@ -25,7 +25,7 @@ Heights are 8-byte big-endian so that keys of one prefix sort by height. Prefixe
 | `a:ord:` | market id, order id (8-byte BE) | a resting order (`execution.exchange.orderbook.Order`) |
 | `a:cid:` | owner (20), market id, client id (8-byte BE) | order id of a live client order id |
 | `a:pos:` | owner (20), market id | a position (`execution.positions.position.Position`) |
-| `a:oid` | | the next order id (canonical int) |
+| `a:oid:` | market id | the market's next order id (canonical int; absent: 1) |
 | `a:trg:` | market id, order id (8-byte BE) | a resting trigger order (`execution.exchange.trigger_book`) |
 | `a:tgp` | | triggered-order parameters `[max_triggers_per_block]` (`execution.risk.triggers`) |
 | `a:orc:` | market id | the oracle price `[price, updated_height]` |
@@ -169,7 +169,7 @@ APP_MARKET_PREFIX = b"a:mkt:"
 APP_ORDER_PREFIX = b"a:ord:"
 APP_CLIENT_ORDER_PREFIX = b"a:cid:"
 APP_POSITION_PREFIX = b"a:pos:"
-NEXT_ORDER_ID = b"a:oid"
+APP_NEXT_ORDER_ID_PREFIX = b"a:oid:"
 APP_TRIGGER_PREFIX = b"a:trg:"
 TRIGGER_PARAMS = b"a:tgp"
 APP_ORACLE_PRICE_PREFIX = b"a:orc:"
@@ -216,6 +216,11 @@ def market_id_bytes(market_id: int) -> bytes:
 
 def market_key(market_id: int) -> bytes:
     return APP_MARKET_PREFIX + market_id_bytes(market_id)
+
+
+def next_order_id_key(market_id: int) -> bytes:
+    """The counter of a market's order ids (resting, trigger and liquidation orders alike)."""
+    return APP_NEXT_ORDER_ID_PREFIX + market_id_bytes(market_id)
 
 
 def order_prefix(market_id: int) -> bytes:

@@ -1,11 +1,14 @@
 """`ExchangeContext`: what order actions need beyond the state view, for one block (live: the books
 change) or one check_tx call (not live: validation only, no book is touched): the height, the
-books, the per-block placement counts of the rate limit, the block's oracle prices and funding
-indexes as read once, the order-id counter of the block, and what `execution.risk.liquidation`
-carries from the txs to its end-block pass. Order ids come from the one counter `NEXT_ORDER_ID`,
-consumed by every accepted placement (a rejected post-only or FOK order included, as the book
-requires increasing ids); during a block it lives here (a failed tx gives its ids back) and is
-written to the block view once (`flush`).
+books (read through `book` and `trigger_book`, which record the read on the view), the per-block
+placement counts of the rate limit, the block's oracle prices and funding indexes as read once
+(they change only at the end of the block), and what `execution.risk.liquidation` carries from
+the txs to its end-block pass.
+
+Order ids come from a counter per market (`schema.next_order_id_key`), read and written through
+the view by every order that takes one (`take_order_id`): every accepted placement (a rejected
+post-only or FOK order included, as the book requires increasing ids), trigger orders and the
+liquidation's orders. An order is named by (market, order id).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from dataclasses import dataclass, field
 
 from execution.codes import ActionError, Code
 from execution.exchange.books import Books
+from execution.exchange.orderbook import OrderBook
+from execution.exchange.trigger_book import TriggerBook
 from execution.markets import Market, load_market, load_markets
 from execution.oracle.prices import is_stale, load_params, load_price
 from execution.positions.funding_index import load_funding_index
@@ -38,9 +43,6 @@ class ExchangeContext:
     prices: dict[int, int] = field(default_factory=dict)
     stale: dict[int, bool] = field(default_factory=dict)
     bases: dict[bytes, tuple[int, int]] = field(default_factory=dict)
-    next_order_id: int | None = None
-    """the order id counter (`NEXT_ORDER_ID`) of the block, once read; written back by `flush`"""
-    tx_start_order_id: int | None = None
     """(owner) -> `_other_markets` within one placement (nothing else of the owner changes)"""
     touched_owners: dict[bytes, None] = field(default_factory=dict)
     """the owners whose positions a fill changed in this block, in first-touch order: candidates of
@@ -62,7 +64,6 @@ class ExchangeContext:
     def begin_tx(self) -> None:
         self.tx_counts.clear()
         self.touched.clear()
-        self.tx_start_order_id = self.next_order_id
 
     def commit_tx(self) -> None:
         """The tx succeeded: its placements count towards the rate limits."""
@@ -85,22 +86,37 @@ class ExchangeContext:
                     self.books.revert(state, market_id, dropped)
         self.tx_counts.clear()
         self.touched.clear()
-        self.next_order_id = self.tx_start_order_id
 
-    def take_order_id(self, state: StateReader) -> int:
-        """The next order id (the counter lives here during a block: see `flush`)."""
-        order_id = self.next_order_id
-        if order_id is None:
-            raw = state.get(schema.NEXT_ORDER_ID)
-            order_id = 1 if raw is None else codec.field_int(codec.decode(raw), "next order id")
-        self.next_order_id = order_id + 1
+    def take_order_id(self, view: StateView, market_id: int) -> int:
+        """The next order id of `market_id`, taken from its counter in `view` (a failed tx's ids
+        go back with its view)."""
+        key = schema.next_order_id_key(market_id)
+        raw = view.get(key)
+        order_id = 1 if raw is None else codec.field_int(codec.decode(raw), "next order id", 1)
+        view.put(key, codec.encode(order_id + 1))
         return order_id
 
-    def flush(self, view: StateView) -> None:
-        """Write the order id counter into `view` (the block view, after the block's txs) if a
-        placement of the block used it."""
-        if self.next_order_id is not None:
-            view.put(schema.NEXT_ORDER_ID, codec.encode(self.next_order_id))
+    # the books (live only): reads recorded on the view
+
+    def book(self, view: StateView, market_id: int, *, change: bool = False) -> OrderBook:
+        """The live book of `market_id`. The book is a cache of the market's order records, so
+        using it is recorded on `view` as a read of their whole prefix; `change`: the caller
+        changes it (`abort_tx` then reverts it if the tx fails)."""
+        if self.books is None:
+            raise RuntimeError("an exchange context without books has no live book")
+        view.note_prefix_read(schema.order_prefix(market_id))
+        if change:
+            self.touched.add(market_id)
+        return self.books.book(market_id)
+
+    def trigger_book(self, view: StateView, market_id: int, *, change: bool = False) -> TriggerBook:
+        """The resting trigger orders of `market_id`, recorded as `book` records the book."""
+        if self.books is None:
+            raise RuntimeError("an exchange context without books has no live trigger book")
+        view.note_prefix_read(schema.trigger_prefix(market_id))
+        if change:
+            self.touched.add(market_id)
+        return self.books.triggers(market_id)
 
     # markets and prices
 

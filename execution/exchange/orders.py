@@ -48,8 +48,7 @@ from storage import schema
 
 def _find_order(view: StateView, ctx: ExchangeContext, market_id: int, order_id: int) -> Order | None:
     if ctx.live:
-        assert ctx.books is not None
-        return ctx.books.book(market_id).get(order_id)
+        return ctx.book(view, market_id).get(order_id)
     return stored_order(view, market_id, order_id)
 
 
@@ -58,9 +57,7 @@ def _remove_resting(
 ) -> None:
     """Take `order` off the book (live) and out of state and its owner's totals."""
     if ctx.live:
-        assert ctx.books is not None
-        ctx.touched.add(market.market_id)
-        ctx.books.book(market.market_id).cancel(order.order_id)
+        ctx.book(view, market.market_id, change=True).cancel(order.order_id)
     delete_order(view, market.market_id, order)
     positions.add_orders(order, -order.remaining, -1)
 
@@ -109,9 +106,7 @@ def _cancel_triggers(
     open-order count); a `trigger_cancelled` event each (`reason`, "user" by default)."""
     if not ctx.live:
         return []
-    assert ctx.books is not None
-    ctx.touched.add(market.market_id)
-    index = ctx.books.triggers(market.market_id)
+    index = ctx.trigger_book(view, market.market_id, change=True)
     positions = Positions(view, market.market_id)
     events: list[Event] = []
     for trigger in triggers:
@@ -129,19 +124,17 @@ def apply_cancel_all(
     markets = ctx.markets(view) if action.market_id == 0 else [ctx.market(view, action.market_id)]
     if not ctx.live:
         return []
-    assert ctx.books is not None
     events: list[Event] = []
     for market in markets:
-        cancelled = ctx.books.book(market.market_id).cancel_owner(sender.raw)
+        cancelled = ctx.book(view, market.market_id, change=True).cancel_owner(sender.raw)
         if cancelled:
-            ctx.touched.add(market.market_id)
             positions = Positions(view, market.market_id)
             for order in cancelled:
                 delete_order(view, market.market_id, order)
                 positions.add_orders(order, -order.remaining, -1)
                 events.append(cancelled_event(market, order, USER_REASON))
             positions.store()
-        triggers = ctx.books.triggers(market.market_id).owner_triggers(sender.raw)
+        triggers = ctx.trigger_book(view, market.market_id).owner_triggers(sender.raw)
         if triggers:  # the resting trigger orders too (execution.risk.triggers), after the book's
             events.extend(_cancel_triggers(view, ctx, market, triggers))
     return events
@@ -193,18 +186,16 @@ def cancel_owner_orders(
     """Cancel every resting order of `owner` on `market` (live), an `order_cancelled` event each
     with `reason`, then its resting trigger orders, a `trigger_cancelled` event each with `reason`
     (a liquidation cancels the liquidated account's orders first)."""
-    assert ctx.books is not None
-    cancelled = ctx.books.book(market.market_id).cancel_owner(owner)
+    cancelled = ctx.book(view, market.market_id, change=True).cancel_owner(owner)
     events: list[Event] = []
     if cancelled:
-        ctx.touched.add(market.market_id)
         positions = Positions(view, market.market_id)
         for order in cancelled:
             delete_order(view, market.market_id, order)
             positions.add_orders(order, -order.remaining, -1)
             events.append(cancelled_event(market, order, reason))
         positions.store()
-    triggers = ctx.books.triggers(market.market_id).owner_triggers(owner)
+    triggers = ctx.trigger_book(view, market.market_id).owner_triggers(owner)
     if triggers:
         events.extend(_cancel_triggers(view, ctx, market, triggers, reason))
     return events

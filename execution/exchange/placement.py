@@ -237,16 +237,14 @@ def place(
     exempt = validate_placement(view, sender, market, request, positions.get(owner), ctx)
     if not ctx.live:
         return
-    assert ctx.books is not None
-    book = ctx.books.book(market_id)
-    order_id = ctx.take_order_id(view)
+    book = ctx.book(view, market_id, change=True)
+    order_id = ctx.take_order_id(view, market_id)
     tif = _TIFS[request.tif]  # TimeInForce(request.tif) without the enum call (checked 0-3)
     order = Order(
         order_id, owner, _SIDES[request.side], request.price, request.size, request.size,
         request.client_id, tif is TimeInForce.POST_ONLY, request.reduce_only, request.good_til_block,
     )  # fmt: skip
     checker = MakerRecheck(ctx, view, market, positions)
-    ctx.touched.add(market_id)
     result = book.place(order, tif, checker)
     if result.status is PlaceStatus.REJECTED:
         reason = result.events[0].reason if type(result.events[0]) is OrderCancelled else CancelReason.FOK
@@ -309,16 +307,16 @@ def liquidation_match(
     and without a taker fee (the liquidation fee replaces it); makers get their normal re-check and
     pay their fees. Returns (the size filled, the quote the owner's position received: positive for
     a sale, negative for a purchase, its events)."""
-    assert ctx.books is not None
     market_id = market.market_id
     ctx.bases.clear()
     positions = Positions(view, market_id)
     before = positions.get(owner).quote
-    order = Order(ctx.take_order_id(view), owner, Side(side), limit, size, size, 0, False, False, 0)
+    order = Order(
+        ctx.take_order_id(view, market_id), owner, Side(side), limit, size, size, 0, False, False, 0
+    )
     no_taker_fee = replace(market, taker_fee_ppm=0)
     checker = MakerRecheck(ctx, view, no_taker_fee, positions)
-    ctx.touched.add(market_id)
-    result = ctx.books.book(market_id).place(order, TimeInForce.IOC, checker)
+    result = ctx.book(view, market_id, change=True).place(order, TimeInForce.IOC, checker)
     events = [placed_event(market, order, int(TimeInForce.IOC))]
     fees = settle(view, no_taker_fee, result, checker.makers, positions, events)
     touched = ctx.touched_owners

@@ -285,7 +285,7 @@ def apply_place_trigger(
     if not ctx.live:
         return []
     assert ctx.books is not None
-    order_id = ctx.take_order_id(view)
+    order_id = ctx.take_order_id(view, market_id)
     trigger = TriggerOrder(
         order_id, owner, action.side, size, action.trigger_price, action.limit_price, action.trigger_kind,
         reduce_only, action.client_id,
@@ -293,8 +293,7 @@ def apply_place_trigger(
     write_trigger(view, market_id, trigger)
     positions.set(owner, position.with_orders(action.side, 0, 1))
     positions.store()
-    ctx.touched.add(market_id)
-    ctx.books.triggers(market_id).add(trigger)
+    ctx.trigger_book(view, market_id, change=True).add(trigger)
     return [
         make_event(
             "trigger_placed",

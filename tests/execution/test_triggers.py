@@ -300,23 +300,23 @@ def test_firing_order_of_several_triggers_in_one_block(ex: Chain) -> None:
         ex.tx(C, trigger(SELL, btc(1), usd(66_000), usd(90_000), TAKE_PROFIT)),  # 3 rise 66,000
         ex.tx(A, trigger(SELL, btc(1), usd(68_000), usd(90_000), TAKE_PROFIT)),  # 4 rise: not reached
         ex.tx(B, trigger(SELL, btc(1), usd(60_000), usd(90_000))),  # 5 fall 60,000: not reached
-        ex.tx(C, trigger(BUY, 10**9, 3_600 * 10**6, 2_000 * 10**6, market=ETH)),  # 6 ETH rise $3,600
+        ex.tx(C, trigger(BUY, 10**9, 3_600 * 10**6, 2_000 * 10**6, market=ETH)),  # ETH 1 rise $3,600
     )
-    assert resting_trigger_ids(ex) == [1, 2, 3, 4, 5]
+    assert resting_trigger_ids(ex) == [1, 2, 3, 4, 5]  # order ids count per market
     # in the block of the move, two fall triggers that already hold at $67,000
     result = block(
         ex,
         vote(ex, 67_000, 3_600),
-        ex.tx(A, trigger(SELL, btc(1), usd(67_500), usd(90_000))),  # 7 fall 67,500
-        ex.tx(B, trigger(SELL, btc(1), usd(68_000), usd(90_000))),  # 8 fall 68,000
+        ex.tx(A, trigger(SELL, btc(1), usd(67_500), usd(90_000))),  # 6 fall 67,500
+        ex.tx(B, trigger(SELL, btc(1), usd(68_000), usd(90_000))),  # 7 fall 68,000
     )
     fired = kinds(result, "trigger_triggered")
     # BTC first (market id order): rise by ascending trigger (then id), then fall by descending
-    assert [e["order_id"] for e in fired] == ["2", "1", "3", "8", "7", "6"]
+    assert [e["order_id"] for e in fired] == ["2", "1", "3", "7", "6", "1"]
     assert [e["market"] for e in fired] == ["BTC-USD"] * 5 + ["ETH-USD"]
-    assert [e["placed_order_id"] for e in fired] == ["9", "10", "11", "12", "13", "14"]
+    assert [e["placed_order_id"] for e in fired] == ["8", "9", "10", "11", "12", "2"]
     assert resting_trigger_ids(ex) == [4, 5]
-    assert [o.order_id for o in stored_orders(ex)] == [9, 10, 11, 12, 13]
+    assert [o.order_id for o in stored_orders(ex)] == [8, 9, 10, 11, 12]
 
 
 def test_the_per_block_cap_leaves_the_rest_for_the_next_block_in_the_same_order(tmp_path: Path) -> None:
@@ -327,22 +327,26 @@ def test_the_per_block_cap_leaves_the_rest_for_the_next_block_in_the_same_order(
         chain.tx(A, trigger(BUY, btc(1), usd(66_000), usd(50_000))),  # 1 rise 66,000
         chain.tx(B, trigger(BUY, btc(1), usd(65_500), usd(50_000))),  # 2 rise 65,500
         chain.tx(C, trigger(SELL, btc(1), usd(66_000), usd(90_000), TAKE_PROFIT)),  # 3 rise 66,000
-        chain.tx(C, trigger(BUY, 10**9, 3_600 * 10**6, 2_000 * 10**6, market=ETH)),  # 4 ETH rise $3,600
+        chain.tx(C, trigger(BUY, 10**9, 3_600 * 10**6, 2_000 * 10**6, market=ETH)),  # ETH 1 rise $3,600
     )
-    # the move reaches all six (5 and 6 already hold at $67,000); three fire, in the documented order
+    # the move reaches all six (4 and 5 already hold at $67,000); three fire, in the documented order
     result = block(
         chain,
         vote(chain, 67_000, 3_600),
-        chain.tx(A, trigger(SELL, btc(1), usd(67_500), usd(90_000))),  # 5 fall 67,500
-        chain.tx(B, trigger(SELL, btc(1), usd(68_000), usd(90_000))),  # 6 fall 68,000
+        chain.tx(A, trigger(SELL, btc(1), usd(67_500), usd(90_000))),  # 4 fall 67,500
+        chain.tx(B, trigger(SELL, btc(1), usd(68_000), usd(90_000))),  # 5 fall 68,000
     )
     assert [e["order_id"] for e in kinds(result, "trigger_triggered")] == ["2", "1", "3"]
-    assert resting_trigger_ids(chain) == [5, 6] and resting_trigger_ids(chain, ETH) == [4]
-    assert position(chain, ALICE).open_orders == 2  # trigger 5 and the order trigger 1 placed
+    assert resting_trigger_ids(chain) == [4, 5] and resting_trigger_ids(chain, ETH) == [1]
+    assert position(chain, ALICE).open_orders == 2  # trigger 4 and the order trigger 1 placed
     assert_books_match_state(chain)
     # the next block (same prices) fires the leftovers, still in that order
     second = kinds(block(chain), "trigger_triggered")
-    assert [e["order_id"] for e in second] == ["6", "5", "4"]
+    assert [(e["market"], e["order_id"]) for e in second] == [
+        ("BTC-USD", "5"),
+        ("BTC-USD", "4"),
+        ("ETH-USD", "1"),
+    ]
     assert resting_trigger_ids(chain) == [] and resting_trigger_ids(chain, ETH) == []
     assert_books_match_state(chain)
     chain.close()
@@ -413,9 +417,9 @@ def test_cancel_by_order_id_client_id_and_cancel_all(ex: Chain) -> None:
             trigger(SELL, btc(1), usd(59_000), client_id=7),  # 2
             trigger(BUY, btc(1), usd(70_000), client_id=8),  # 3
             place(BUY, btc(1), usd(50_000), client_id=9),  # 4
-            trigger(BUY, 10**9, 4_000 * 10**6, market=ETH),  # 5
+            trigger(BUY, 10**9, 4_000 * 10**6, market=ETH),  # ETH 1
         ),
-        ex.tx(B, trigger(SELL, btc(1), usd(60_000))),  # 6
+        ex.tx(B, trigger(SELL, btc(1), usd(60_000))),  # 5
     )
     assert position(ex, ALICE).open_orders == 4
     # a client id is shared between orders and triggers
@@ -432,7 +436,7 @@ def test_cancel_by_order_id_client_id_and_cancel_all(ex: Chain) -> None:
         ("1", "user"),
         ("2", "user"),
     ]
-    assert resting_trigger_ids(ex) == [3, 6]
+    assert resting_trigger_ids(ex) == [3, 5]
     # the freed client id can be used again; a cancelled trigger is gone
     (again,) = block(ex, ex.tx(A, cancel(1)), ok=False).tx_results
     assert again.code == Code.ORDER_NOT_FOUND
@@ -441,9 +445,9 @@ def test_cancel_by_order_id_client_id_and_cancel_all(ex: Chain) -> None:
     assert [(e["order_id"], e["market"]) for e in cancelled] == [
         ("4", "BTC-USD"),
         ("3", "BTC-USD"),
-        ("5", "ETH-USD"),
+        ("1", "ETH-USD"),
     ]
-    assert resting_trigger_ids(ex) == [6]
+    assert resting_trigger_ids(ex) == [5]
     assert resting_trigger_ids(ex, ETH) == []
     assert position(ex, ALICE).is_empty
     assert position(ex, ALICE, ETH).is_empty
