@@ -33,7 +33,7 @@ def execute_tx(
 ) -> ExecTxResult:
     """Execute `tx` (signature already verified) on `view` in the block at `height` and
     `block_time_ns` (check_tx: the next height and the last block time). Order actions run in
-    `exchange`; when the actions fail, the books they changed are rebuilt from `view`."""
+    `exchange`; when the actions fail, their book changes are undone (`ExchangeContext.abort_tx`)."""
     sender = tx.sender
     account = load_account(view, sender)
     problem = nonce_error(account, tx.nonce, block_time_ns)

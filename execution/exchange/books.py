@@ -1,7 +1,7 @@
 """The in-memory order books (`Books`): one `OrderBook` and one `TriggerBook` per market (prices in
 subticks, sizes in base quantums), owned by the app: built from committed state at start
 (`Books.load`), changed only by `finalize_block` (through a live `ExchangeContext`), and for a
-market touched by a tx that then fails, rebuilt from the block view (`ExchangeContext.abort_tx`).
+tx that then fails, undone change by change (`Books.revert`, from `ExchangeContext.abort_tx`).
 The books are a cache of the `order_key` (and trigger) records: every book change is written
 through the view in the same action, so state alone defines them. Markets are read once at load
 (there is no way to change a market after genesis yet).
@@ -9,14 +9,20 @@ through the view in the same action, so state alone defines them. Markets are re
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from execution.exchange.orderbook import Order, OrderBook
-from execution.exchange.trigger_book import TriggerBook
+from execution.exchange.trigger_book import TriggerBook, TriggerOrder
 from execution.markets import Market, load_markets
-from execution.state import StateReader, StateView
+from execution.state import Change, StateReader, StateView
 from primitives import codec
 from storage import schema
 
-# -- books ----------------------------------------------------------------------------------------
+
+def _ids(key: bytes, start: int) -> tuple[int, int]:
+    """(market id, order id) of an order or trigger key whose prefix ends at `start`."""
+    split = start + schema.MARKET_ID_SIZE
+    return int.from_bytes(key[start:split], "big"), int.from_bytes(key[split:], "big")
 
 
 def load_orders(state: StateReader, market_id: int) -> list[Order]:
@@ -31,9 +37,7 @@ class Books:
 
     def __init__(self) -> None:
         self._books: dict[int, OrderBook] = {}
-        self._triggers: dict[
-            int, TriggerBook
-        ] = {}  # resting stop/take-profit orders (execution.risk.triggers)
+        self._triggers: dict[int, TriggerBook] = {}  # resting stop-loss and take-profit orders
         self._markets: dict[int, Market] = {}
         self._by_id: list[Market] = []
 
@@ -54,25 +58,37 @@ class Books:
         self._books[market_id] = book
         self._triggers[market_id] = TriggerBook.load(state, market_id)
 
-    def revert(self, state: StateReader, market_id: int, dropped: StateView) -> None:
-        """Rebuild the book of `market_id` from its current orders with the order records written
-        in `dropped` reverted to their values in `state` (see `ExchangeContext.abort_tx`)."""
-        prefix = schema.order_prefix(market_id)
-        bids, asks = self._books[market_id].orders()
-        orders = {order.order_id: order for order in (*bids, *asks)}
-        for key in sorted(dropped.write_set):
-            if not key.startswith(prefix):
-                continue
-            order_id = int.from_bytes(key[len(prefix) :], "big")
-            raw = state.get(key)
-            if raw is None:
-                orders.pop(order_id, None)
-            else:
-                orders[order_id] = Order.from_fields(codec.decode(raw))
-        book = OrderBook()
-        book.restore(orders.values())
-        self._books[market_id] = book
-        self._triggers[market_id] = self._triggers[market_id].reverted(state, market_id, dropped.write_set)
+    def apply(self, changes: Iterable[Change]) -> None:
+        """Mirror changes of order and trigger records and of the order-id counters (other keys are
+        ignored) in the books: what
+        a tx run elsewhere wrote, or (`revert`) the values that undo a failed tx. Costs the
+        number of changes, not the size of the books."""
+        order_prefix = schema.APP_ORDER_PREFIX
+        trigger_prefix = schema.APP_TRIGGER_PREFIX
+        counter_prefix = schema.APP_NEXT_ORDER_ID_PREFIX
+        for key, value in changes:
+            if key.startswith(order_prefix):
+                market_id, order_id = _ids(key, len(order_prefix))
+                book = self._books[market_id]
+                if value is None:
+                    book.cancel(order_id)
+                else:
+                    book.put(Order.from_fields(codec.decode(value)))
+            elif key.startswith(trigger_prefix):
+                market_id, order_id = _ids(key, len(trigger_prefix))
+                if value is None:
+                    self._triggers[market_id].remove(order_id)
+                else:
+                    self._triggers[market_id].put(TriggerOrder.decode(value))
+            elif key.startswith(counter_prefix):
+                market_id = int.from_bytes(key[len(counter_prefix) :], "big")
+                next_id = 1 if value is None else codec.field_int(codec.decode(value), "next order id", 1)
+                self._books[market_id].rewind_ids(next_id)
+
+    def revert(self, state: StateReader, dropped: StateView) -> None:
+        """Undo in the books what the failed tx whose view is `dropped` did: each order and
+        trigger record it wrote goes back to its value in `state` (the view under it)."""
+        self.apply((key, state.get(key)) for key in sorted(dropped.write_set))
 
     def market(self, market_id: int) -> Market | None:
         return self._markets.get(market_id)

@@ -72,18 +72,13 @@ class ExchangeContext:
         self.tx_counts.clear()
         self.touched.clear()
 
-    def abort_tx(self, state: StateReader, dropped: StateView | None = None) -> None:
-        """The tx failed and its writes are dropped: rebuild each book it changed as `state` (the
-        view without them) has it, and forget its placements. With `dropped` (the view of the
-        failed actions), the book is rebuilt in memory: its orders, with the order records that
-        `dropped` wrote replaced by their versions in `state` (every book change of an action is
-        written through its view); without, from `state`'s order records."""
-        if self.books is not None:
-            for market_id in sorted(self.touched):
-                if dropped is None:
-                    self.books.rebuild(state, market_id)
-                else:
-                    self.books.revert(state, market_id, dropped)
+    def abort_tx(self, state: StateReader, dropped: StateView) -> None:
+        """The tx failed and `dropped` (the view of its failed actions) is dropped: undo in the
+        books each order and trigger record it wrote (back to its value in `state`, the view
+        under it; every book change of an action is written through its view), in O(those
+        writes), and forget its placements."""
+        if self.books is not None and self.touched:
+            self.books.revert(state, dropped)
         self.tx_counts.clear()
         self.touched.clear()
 

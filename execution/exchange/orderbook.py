@@ -36,8 +36,9 @@ Other operations: `cancel(order_id) -> Order | None`, `cancel_owner(owner) -> li
 0 < good_til_block < height, in (good_til_block, order_id) order, through an index by
 good_til_block: the cost is the number of expired orders, not the book), `get`, `best_bid`,
 `best_ask`, `depth(levels)` (L2), `orders(levels)` (L3), `iter_orders(side)` (L3, lazily),
-`open_orders(owner)`, `len(book)`, `level_count`, and `restore(orders)` (rebuild from persisted
-records, no matching).
+`open_orders(owner)`, `len(book)`, `level_count`, `restore(orders)` (rebuild from persisted
+records, no matching), and `put(order)` / `rewind_ids(next_id)` (mirror one persisted record, or
+undo a change: a failed tx's, or one made on another replica).
 
 Persisting through a state view: every mutation reports exactly what changed.
     - `place`: `PlaceResult.changes()` gives (orders to write, order ids to delete): the rested taker
@@ -323,6 +324,7 @@ class OrderBook:
         "_by_gtb",
         "_by_owner",
         "_gtb_heap",
+        "_highest",
         "_last_id",
         "_orders",
     )
@@ -337,6 +339,7 @@ class OrderBook:
         self._by_gtb: dict[int, dict[int, None]] = {}
         self._gtb_heap: list[int] = []
         self._last_id = -1
+        self._highest = -1  # the highest id ever rested (never goes back, unlike `_last_id`)
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -605,6 +608,10 @@ class OrderBook:
             if level is None:
                 level = self._asks[price] = _Level()
                 insort(self._ask_keys, -price)
+        if oid <= self._highest:  # an id seen before (given back, or put back): drop its tombstone
+            level.queue = deque(i for i in level.queue if i != oid)
+        else:
+            self._highest = oid
         level.queue.append(oid)
         level.size += order.remaining
         level.count += 1
@@ -661,6 +668,34 @@ class OrderBook:
                     del self._by_gtb[gtb]
                     if len(self._gtb_heap) > 2 * len(self._by_gtb) + 64:
                         self._gtb_heap = sorted(self._by_gtb)
+
+    def rewind_ids(self, next_order_id: int) -> None:
+        """The market's order-id counter went back to `next_order_id` (a failed tx's ids are
+        given back): the next placement may use it (every resting order's id is below it)."""
+        self._last_id = next_order_id - 1
+
+    def put(self, order: Order) -> None:
+        """Make the book hold `order` as its record in state has it (mirroring a change made
+        elsewhere, or undoing one): a resting order of that id takes the new remaining size in
+        place (same side and price); a new one rests at the place its id gives it in its level
+        (an id below the newest, when a failed tx's cancel is undone, goes in between)."""
+        oid = order.order_id
+        old = self._orders.get(oid)
+        if old is not None:
+            level = (self._bids if old.side is _BUY else self._asks)[old.price]
+            level.size += order.remaining - old.remaining
+            self._orders[oid] = order
+            return
+        older = oid < self._highest
+        self._rest(order)
+        self._last_id = max(self._last_id, oid)
+        if older:  # back in id order in its level and in the indexes whose order is observable
+            level = (self._bids if order.side is _BUY else self._asks)[order.price]
+            level.queue = deque(sorted(i for i in level.queue if i in self._orders))
+            self._by_owner[order.owner] = dict.fromkeys(sorted(self._by_owner[order.owner]))
+            gtb = order.good_til_block
+            if gtb:
+                self._by_gtb[gtb] = dict.fromkeys(sorted(self._by_gtb[gtb]))
 
     def cancel(self, order_id: int) -> Order | None:
         """Remove a resting order; None if it is not on the book."""

@@ -274,19 +274,8 @@ class TriggerBook:
         if not ids:
             del self._by_owner[trigger.owner]
 
-    def reverted(self, state: StateReader, market_id: int, written: Iterable[bytes]) -> TriggerBook:
-        """This index with the trigger records among the `written` keys set back to their values
-        in `state` (a failed tx's writes are dropped: `execution.exchange.books.Books.revert`)."""
-        prefix = schema.trigger_prefix(market_id)
-        keys = sorted(key for key in written if key.startswith(prefix))
-        if not keys:
-            return self
-        triggers = dict(self._by_id)
-        for key in keys:
-            order_id = int.from_bytes(key[len(prefix) :], "big")
-            raw = state.get(key)
-            if raw is None:
-                triggers.pop(order_id, None)
-            else:
-                triggers[order_id] = TriggerOrder.decode(raw)
-        return TriggerBook.of(triggers.values())
+    def put(self, trigger: TriggerOrder) -> None:
+        """Make the index hold `trigger` as its record in state has it (a new trigger, or one put
+        back when a failed tx's cancel is undone)."""
+        self.remove(trigger.order_id)
+        self.add(trigger)

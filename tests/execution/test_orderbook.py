@@ -473,13 +473,16 @@ def check_state(book: OrderBook, model: Model, persisted: dict[int, Order]) -> N
 def test_book_matches_reference_model(ops: list[tuple[Any, ...]], modulus: int) -> None:
     book, model = OrderBook(), Model()
     persisted: dict[int, Order] = {}  # what a state view would hold, built from reported changes
+    mirror = OrderBook()  # follows the persisted changes only (`put`, `cancel`): a replica's book
     check = make_check(modulus)
     next_id, height = 1, 1
+    halfway: dict[int, Order] = {}
 
     def drop(removed: list[Order], expected: list[Order]) -> None:
         assert removed == expected
         for order in removed:
             del persisted[order.order_id]
+            mirror.cancel(order.order_id)
 
     for op in ops:
         kind = op[0]
@@ -497,8 +500,10 @@ def test_book_matches_reference_model(ops: list[tuple[Any, ...]], modulus: int) 
             writes, deletes = result.changes()
             for oid in deletes:
                 del persisted[oid]
+                mirror.cancel(oid)
             for written in writes:
                 persisted[written.order_id] = written
+                mirror.put(written)
         elif kind == "cancel":
             oid = op[1]
             expected = [model.remove(oid)] if any(o.order_id == oid for o in model.resting) else []
@@ -511,6 +516,24 @@ def test_book_matches_reference_model(ops: list[tuple[Any, ...]], modulus: int) 
             height += op[1]
             drop(book.expire(height), model.expire(height))
         check_state(book, model, persisted)
+        assert l3(mirror) == l3(book)
+        if len(halfway) == 0 and next_id > len(ops) // 2:
+            halfway = dict(persisted)
     restored = OrderBook()
     restored.restore(persisted.values())
     assert restored.orders() == book.orders()
+    # undo everything since halfway change by change (older ids go back in between), as a failed
+    # tx's changes are undone: the same book as one restored from the halfway records
+    for oid in sorted(persisted.keys() | halfway.keys()):
+        if oid in halfway:
+            mirror.put(halfway[oid])
+        else:
+            mirror.cancel(oid)
+    back = OrderBook()
+    back.restore(halfway.values())
+    assert l3(mirror) == l3(back) and mirror.depth() == back.depth()
+    for owner in OWNERS:
+        assert mirror.open_orders(owner) == back.open_orders(owner)
+        assert [o.order_id for o in mirror.cancel_owner(owner)] == [
+            o.order_id for o in back.cancel_owner(owner)
+        ]
