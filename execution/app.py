@@ -80,6 +80,7 @@ from execution.risk.triggers import init_trigger_state
 from execution.state import CommittedState, StateReader, StateView
 from execution.tx import Tx
 from execution.validators import register_genesis_validators
+from execution.workers import WorkerPool
 from primitives import codec
 from primitives.batch_verify import BatchVerifier
 from primitives.codec import DecodeError
@@ -125,8 +126,29 @@ def _load_block_time(db: Database) -> int:
 class ExchangeApp:
     """The exchange application over one LevelDB (see the module docstring)."""
 
-    def __init__(self, db: Database, chain_id: str, verifier: BatchVerifier) -> None:
+    def __init__(
+        self,
+        db: Database,
+        chain_id: str,
+        verifier: BatchVerifier,
+        *,
+        workers: int = 0,
+        pool: WorkerPool | None = None,
+    ) -> None:
+        """`workers`: processes that run a block's txs in parallel (`execution.scheduler`; 0:
+        serial), started with the first block finalized on committed state; or `pool`, workers
+        started elsewhere (the app loads its state into them; tests share one pool)."""
+        if workers < 0:
+            raise ValueError(f"execution workers must be 0 (serial) or more, got {workers}")
         self.chain_id = chain_id
+        self.workers = pool.size if pool is not None else workers
+        # started now, so that they import while the node starts; loaded on first use
+        self._pool = pool if pool is not None or workers == 0 else WorkerPool(workers)
+        self._pool_loaded = False
+        self.last_block_parallel = False
+        """whether the last block's txs ran in the workers"""
+        self.last_block_txs_run_again = 0
+        """how many of them ran again in the main process (conflicts, LIQUIDATE actions)"""
         self._verifier = verifier
         self._committed = CommittedState(db)
         raw_meta = db.get(schema.APP_META)
@@ -232,6 +254,23 @@ class ExchangeApp:
 
     # -- blocks ----------------------------------------------------------------------------------
 
+    def _worker_pool(self) -> WorkerPool | None:
+        """The workers (started and given committed state on first use), or None when serial."""
+        if self.workers == 0:
+            return None
+        if self._pool is None:
+            self._pool = WorkerPool(self.workers)
+        if not self._pool_loaded:
+            self._pool.load(self._committed)
+            self._pool_loaded = True
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the workers, if any."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
     def _head_height(self) -> int:
         return self._pending.height if self._pending is not None else self._meta.height
 
@@ -247,11 +286,18 @@ class ExchangeApp:
         block_view = StateView(base)
         try:
             outcome = execute_block(
-                block_view, self._books, request, verify=self._signatures_ok, chain_id=self.chain_id
+                block_view,
+                self._books,
+                request,
+                verify=self._signatures_ok,
+                chain_id=self.chain_id,
+                pool=self._worker_pool() if pending is None else None,  # workers hold committed state
             )
         except BaseException:
             self._books = Books.load(base)  # the block is abandoned: so are its book changes
             raise
+        self.last_block_parallel = outcome.parallel
+        self.last_block_txs_run_again = outcome.txs_run_again
         self.triggered_orders_total += outcome.triggers_fired
         self.risk_stats.add(outcome.risk_counts)
         self.risk_stats.insurance_fund_balance = insurance_fund_balance(block_view)
@@ -283,6 +329,8 @@ class ExchangeApp:
         batch.put(schema.APP_META, meta.encode())
         batch.put(schema.APP_BLOCK_TIME, codec.encode(pending.time))
         self._committed.advance(changes)
+        if self._pool is not None and self._pool_loaded:
+            self._pool.advance(changes)
         self._meta = meta
         self._pending = None
         self._check_state = StateView(self._committed)

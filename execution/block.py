@@ -7,6 +7,8 @@
    by check_tx are cache hits), then the txs whose actions are all non-taking in tx order, then the
    others in tx order (`execution.exchange.orders.block_order`), each on a view of its own
    (`execution.executor.execute_tx`) over the block view; results stay in the block's tx order.
+   With a worker pool, and when the cost model says so, the txs run in the workers and are merged
+   in that order with the same outcome (`execution.scheduler`).
 4. `END_BLOCK_HOOKS`, in order: the oracle aggregation, the trigger orders the new prices fire,
    the funding phase (premium samples; the tick when the block time reaches it), and last the
    liquidation pass, which so sees everything that changed an account's value in the block (the
@@ -19,6 +21,7 @@ block raises.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,9 +36,13 @@ from execution.oracle.votes import end_block as oracle_end_block
 from execution.risk.funding import funding_end_block
 from execution.risk.liquidation import carry_tx_state, liquidation_pass
 from execution.risk.triggers import trigger_orders, triggers_fired
+from execution.scheduler import merge, plan_lanes, worth_parallel
 from execution.state import StateView
 from execution.tx import Tx
+from execution.workers import WorkerError, WorkerPool
 from primitives.codec import DecodeError
+
+log = logging.getLogger("derivd.execution")
 
 Verify = Callable[[list[Tx]], list[bool]]
 """Whether each tx's signature verifies (one batch for the block)."""
@@ -85,6 +92,10 @@ class BlockOutcome:
     risk_counts: dict[str, int]
     """`execution.risk.liquidation`'s counters of the block"""
     triggers_fired: int
+    parallel: bool
+    """whether the txs ran in the workers"""
+    txs_run_again: int
+    """txs run again in the main process after the workers"""
 
 
 def decode_tx(raw: bytes) -> Tx | DecodeError:
@@ -100,6 +111,19 @@ def bad_signature_log(tx: Tx, chain_id: str) -> str:
     return f"bad signature: it does not verify for signer {tx.sender} on chain {chain_id!r}"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TxPhase:
+    """What the txs stage produced besides the changes in the view."""
+
+    results: list[ExecTxResult]
+    exchange: ExchangeContext
+    """the txs' exchange context (its touched owners and counters feed the liquidation pass)"""
+    parallel: bool
+    """whether the txs ran in the workers (`execution.scheduler`)"""
+    run_again: int
+    """txs run again in the main process after the workers (conflicts, LIQUIDATE actions)"""
+
+
 def execute_txs(
     view: StateView,
     books: Books,
@@ -107,8 +131,11 @@ def execute_txs(
     *,
     verify: Verify,
     chain_id: str,
-) -> tuple[list[ExecTxResult], ExchangeContext]:
-    """Stage 3 (module docstring): the results in tx order, and the txs' exchange context."""
+    pool: WorkerPool | None = None,
+) -> TxPhase:
+    """Stage 3 (module docstring), in the workers of `pool` when the cost model says so (the
+    same results and changes: `execution.scheduler`; `pool` must hold the state `view` is over,
+    with the changes already in `view` not yet applied)."""
     decoded = [decode_tx(raw) for raw in request.txs]
     valid = iter(verify([tx for tx in decoded if isinstance(tx, Tx)]))
     checked: list[Tx | ExecTxResult] = []
@@ -121,16 +148,45 @@ def execute_txs(
             checked.append(tx)
     order = block_order(not isinstance(tx, Tx) or is_non_taking(tx.actions, books) for tx in checked)
     exchange = ExchangeContext(request.height, books, live=True)
-    results: list[ExecTxResult | None] = [None] * len(checked)
+    if pool is not None:
+        txs = [(index, item) for index in order if isinstance(item := checked[index], Tx)]
+        lanes = plan_lanes(txs, pool.size)
+        if worth_parallel(lanes):
+            raw = request.txs
+            try:
+                answers = pool.run(
+                    [[(position, raw[position]) for position in lane] for lane in lanes],
+                    view.changes(),
+                    height=request.height,
+                    time=request.time,
+                )
+            except WorkerError as exc:
+                log.error("parallel execution failed, running block %d serially: %s", request.height, exc)
+            else:
+                outcomes = {outcome.position: outcome for answer in answers for outcome in answer}
+                lane_of = {position: lane for lane, positions in enumerate(lanes) for position in positions}
+                results, again = merge(
+                    view,
+                    exchange,
+                    order,
+                    checked,
+                    outcomes,
+                    lane_of,
+                    height=request.height,
+                    time=request.time,
+                )
+                return TxPhase(results=results, exchange=exchange, parallel=True, run_again=again)
+    serial: list[ExecTxResult | None] = [None] * len(checked)
     for index in order:
         item = checked[index]
         if isinstance(item, Tx):
             tx_view = StateView(view)
-            results[index] = execute_tx(tx_view, item, request.time, request.height, exchange)
+            serial[index] = execute_tx(tx_view, item, request.time, request.height, exchange)
             tx_view.apply_to(view)
         else:
-            results[index] = item
-    return [result for result in results if result is not None], exchange
+            serial[index] = item
+    results = [result for result in serial if result is not None]
+    return TxPhase(results=results, exchange=exchange, parallel=False, run_again=0)
 
 
 def execute_block(
@@ -140,24 +196,27 @@ def execute_block(
     *,
     verify: Verify,
     chain_id: str,
+    pool: WorkerPool | None = None,
 ) -> BlockOutcome:
     """Run every stage of the block of `request` on `view` (module docstring)."""
     accountability = handle_misbehavior(view, request.height, request.misbehavior)
     events: list[Event] = [*accountability.events, *expire_orders(view, books, request.height)]
-    results, tx_exchange = execute_txs(view, books, request, verify=verify, chain_id=chain_id)
+    txs = execute_txs(view, books, request, verify=verify, chain_id=chain_id, pool=pool)
     end = EndBlock(
         view=view,
         height=request.height,
         time=request.time,
         exchange=ExchangeContext(request.height, books, live=True),
-        tx_exchange=tx_exchange,
+        tx_exchange=txs.exchange,
     )
     for hook in END_BLOCK_HOOKS:
         events.extend(hook(end))
     return BlockOutcome(
-        tx_results=tuple(results),
+        tx_results=tuple(txs.results),
         events=tuple(events),
         validator_updates=accountability.validator_updates,
         risk_counts=end.exchange.risk_counts,
         triggers_fired=triggers_fired(events),
+        parallel=txs.parallel,
+        txs_run_again=txs.run_again,
     )

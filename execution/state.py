@@ -27,10 +27,8 @@ accepts (the writers build them through the record's own checked constructors).
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Protocol, TypeVar, cast
-
-from storage.db import Database
 
 Change = tuple[bytes, bytes | None]
 """(key, new value), None for a delete"""
@@ -212,13 +210,24 @@ def reads_any(view: StateView, keys: Collection[bytes]) -> bool:
     return any(key.startswith(prefix) for prefix in prefixes for key in keys)
 
 
+class Store(Protocol):
+    """What committed state reads: LevelDB (`storage.db.Database`), or a worker's in-memory
+    replica (`execution.workers`)."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value) whose key starts with `prefix`, in ascending key order."""
+        ...
+
+
 class CommittedState:
     """Committed application state: LevelDB plus the last commit's changes (until the node has
     written them, they exist only here). Decoded records are kept until the next `advance`."""
 
     __slots__ = ("_db", "_decoded", "_unwritten", "_unwritten_keys")
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Store) -> None:
         self._db = db
         self._unwritten: dict[bytes, bytes | None] = {}
         self._unwritten_keys: list[bytes] = []  # the keys of `_unwritten`, sorted

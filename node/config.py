@@ -218,6 +218,7 @@ class _Kind(enum.Enum):
     STR = "a string"
     DURATION = "a duration"
     STR_LIST = "an array of strings"
+    COUNT_OR_AUTO = 'a non-negative integer or "auto"'
 
 
 _INT, _BOOL, _STR, _DURATION_KEY, _STR_LIST = _Kind.INT, _Kind.BOOL, _Kind.STR, _Kind.DURATION, _Kind.STR_LIST
@@ -325,6 +326,8 @@ def _type_problem(kind: _Kind, value: object) -> str | None:
         ok = isinstance(value, bool)
     elif kind is _Kind.STR:
         ok = isinstance(value, str)
+    elif kind is _Kind.COUNT_OR_AUTO:
+        ok = value == AUTO or (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 1024)
     else:
         ok = isinstance(value, tuple) and all(isinstance(item, str) for item in value)
     return None if ok else f"must be {kind.value}, got {_show(value)}"
@@ -811,6 +814,39 @@ _register(
     },
 )
 
+AUTO = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionConfig:
+    """[execution]: how blocks are executed."""
+
+    workers: int | str = AUTO
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def worker_count(self, cores: int | None) -> int:
+        """The number of worker processes: `workers`, or for "auto" one per core on a machine of
+        two cores or more (the main process merges while they wait), else 0 (serial)."""
+        if isinstance(self.workers, int):
+            return self.workers
+        return min(cores, 8) if cores is not None and cores >= 2 else 0
+
+
+_register(
+    ExecutionConfig,
+    "execution",
+    "Block execution options",
+    {
+        "workers": _Key(
+            _Kind.COUNT_OR_AUTO,
+            "Worker processes that run a block's transactions in parallel, with the result of serial "
+            'execution: a number (0: serial) or "auto" (one per core, up to 8; serial on one core)',
+        ),
+    },
+)
+
 _TABLES: tuple[tuple[str, type], ...] = (
     ("rpc", RPCConfig),
     ("p2p", P2PConfig),
@@ -821,6 +857,7 @@ _TABLES: tuple[tuple[str, type], ...] = (
     ("tx_index", TxIndexConfig),
     ("instrumentation", InstrumentationConfig),
     ("oracle", OracleConfig),
+    ("execution", ExecutionConfig),
 )
 """The TOML tables in file order, each with its record; the Config attribute is the table name."""
 
@@ -843,6 +880,7 @@ class Config:
     tx_index: TxIndexConfig = field(default_factory=TxIndexConfig)
     instrumentation: InstrumentationConfig = field(default_factory=InstrumentationConfig)
     oracle: OracleConfig = field(default_factory=OracleConfig)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     unknown_keys: tuple[str, ...] = ()
     """keys of the file this node does not know, as "p2p.foo" (a whole unknown table by its name)"""
 
@@ -916,6 +954,13 @@ def _convert(kind: _Kind, raw: object, *, from_text: bool = False) -> Any:
             return raw
     elif kind is _Kind.STR:
         if isinstance(raw, str):
+            return raw
+    elif kind is _Kind.COUNT_OR_AUTO:
+        if raw == AUTO:
+            return raw
+        if from_text and isinstance(raw, str) and re.fullmatch(r"[0-9]{1,4}", raw):
+            raw = int(raw)
+        if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw <= 1024:
             return raw
     else:
         if from_text and isinstance(raw, str):

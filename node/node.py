@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,7 +165,9 @@ class Node:
         db = Database(config.path(config.base.db_dir) / "derivd.db")
         verifier = BatchVerifier()
         try:
-            app = ExchangeApp(db, doc.chain_id, verifier)
+            app = ExchangeApp(
+                db, doc.chain_id, verifier, workers=config.execution.worker_count(os.cpu_count())
+            )
             privval = FilePrivValidator.load(
                 config.path(config.base.priv_validator_key_file),
                 config.path(config.base.priv_validator_state_file),
@@ -292,6 +295,7 @@ class Node:
                     await nursery.start(reactor.run)
             finally:
                 core.driver.wal.close()
+                app.close()
         finally:
             verifier.close()
             db.close()

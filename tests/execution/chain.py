@@ -22,6 +22,7 @@ from execution.positions.margin import margin_summary
 from execution.risk.funding import funding_imbalances
 from execution.state import CommittedState
 from execution.tx import Action, Transfer, build_tx
+from execution.workers import WorkerPool
 from primitives.batch_verify import BatchVerifier, SignedItem
 from primitives.keys import Address, PrivateKey
 from storage.db import Database, WriteBatch
@@ -81,12 +82,13 @@ class Chain:
         initial_height: int = 1,
         validators: Sequence[ValidatorUpdate] = (),
         app_state: Mapping[str, object] | None = None,
+        pool: WorkerPool | None = None,
     ) -> None:
         self.path = path
         self.chain_id = chain_id
         self.db = Database(path)
         self.verifier = CountingVerifier()
-        self.app = ExchangeApp(self.db, chain_id, self.verifier)
+        self.app = ExchangeApp(self.db, chain_id, self.verifier, pool=pool)
         self.supply = sum(balances.values())
         self.height = initial_height - 1
         self.time = GENESIS_TIME

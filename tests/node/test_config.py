@@ -72,7 +72,7 @@ def test_written_file_is_commented_cometbft_toml(tmp_path: Path) -> None:
     text = config_to_toml(Config.default(tmp_path, "node0"))
     lines = text.splitlines()
     assignments = [i for i, line in enumerate(lines) if re.match(r"^[A-Za-z0-9_-]+ = ", line)]
-    assert len(assignments) == 11 + 9 + 19 + 7 + 1 + 14 + 2 + 1 + 4 + 7
+    assert len(assignments) == 11 + 9 + 19 + 7 + 1 + 14 + 2 + 1 + 4 + 7 + 1
     for i in assignments:
         assert lines[i - 1].startswith("# "), lines[i]
     parsed = tomllib.loads(text)
@@ -80,7 +80,7 @@ def test_written_file_is_commented_cometbft_toml(tmp_path: Path) -> None:
     assert parsed["consensus"]["timeout_propose_delta"] == "500ms"
     assert parsed["mempool"]["keep-invalid-txs-in-cache"] is False
     assert parsed["rpc"]["cors_allowed_origins"] == []
-    assert list(parsed)[-9:] == [
+    assert list(parsed)[-10:] == [
         "rpc",
         "p2p",
         "mempool",
@@ -90,6 +90,7 @@ def test_written_file_is_commented_cometbft_toml(tmp_path: Path) -> None:
         "tx_index",
         "instrumentation",
         "oracle",
+        "execution",
     ]
 
 
@@ -618,3 +619,15 @@ def test_duration_parts_add_up(parts: list[tuple[int, str]]) -> None:
     ns = parse_duration(text)
     assert ns == sum(n * unit[u] for n, u in parts)
     assert format_duration(ns) == format_duration(parse_duration(format_duration(ns)))
+
+
+def test_execution_workers_are_a_count_or_auto(tmp_path: Path) -> None:
+    config = Config.default(tmp_path, "node0")
+    assert config.execution.workers == "auto"
+    assert config.execution.worker_count(2) == 2 and config.execution.worker_count(64) == 8
+    assert config.execution.worker_count(1) == 0 and config.execution.worker_count(None) == 0
+    assert config.with_overrides(**{"execution.workers": "3"}).execution.worker_count(2) == 3
+    assert config.with_overrides(**{"execution.workers": "0"}).execution.worker_count(16) == 0
+    assert 'workers = "auto"' in config_to_toml(config)
+    with pytest.raises(ConfigError, match=r'\[execution\] workers: must be a non-negative integer or "auto"'):
+        config.with_overrides(**{"execution.workers": "many"})

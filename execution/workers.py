@@ -1,0 +1,184 @@
+"""Worker processes for `execution.scheduler`, kept warm across blocks.
+
+Each worker holds a replica of the committed application state (`MemoryStore`, every key under
+`schema.APP_PREFIX`) and books built from it. `WorkerPool.load` sends the replica once; after each
+commit the app sends the block's changes (`advance`), which the workers apply while the main
+process goes on (pipes keep the order). For a block, `run` sends each worker its lane (the raw
+txs with their positions) and what the block changed before its txs; each answers with the lane's
+`TxOutcome`s (`execution.scheduler.run_lane`, after which its books are back at the replica).
+Processes are started with "spawn" (no state inherited from a threaded parent) as daemons.
+A worker that fails answers with its error; `run` raises `WorkerError` and the caller runs the
+block serially (nothing of the main process was changed yet).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import traceback
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+from sortedcontainers import SortedDict
+
+from execution.exchange.books import Books
+from execution.scheduler import TxOutcome, run_lane
+from execution.state import Change, CommittedState, StateReader
+from execution.tx import Tx
+from storage import schema
+
+
+class WorkerError(RuntimeError):
+    """A worker could not run its lane (its traceback is the message)."""
+
+
+class MemoryStore:
+    """A sorted in-memory key-value store with the reads of `execution.state.Store`."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, items: Sequence[tuple[bytes, bytes]] = ()) -> None:
+        self._data: SortedDict[bytes, bytes] = SortedDict(items)
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._data.get(key)
+
+    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        data = self._data
+        for key in data.irange(minimum=prefix):
+            if not key.startswith(prefix):
+                return
+            yield key, data[key]
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        data = self._data
+        for key, value in changes:
+            if value is None:
+                data.pop(key, None)
+            else:
+                data[key] = value
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Load:
+    items: list[tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Run:
+    height: int
+    time: int
+    base_changes: list[Change]
+    txs: list[tuple[int, bytes]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Advance:
+    changes: list[Change]
+
+
+@dataclass(frozen=True, slots=True)
+class _Stop:
+    pass
+
+
+_Message = _Load | _Run | _Advance | _Stop
+
+
+def _serve(conn: Connection) -> None:
+    """A worker's loop: one message at a time until `_Stop` (or the pipe closes)."""
+    store = MemoryStore()
+    committed = CommittedState(store)
+    books = Books()
+    while True:
+        try:
+            message: _Message = conn.recv()
+        except EOFError:
+            return
+        if isinstance(message, _Stop):
+            return
+        try:
+            if isinstance(message, _Load):
+                store = MemoryStore(message.items)
+                committed = CommittedState(store)
+                books = Books.load(committed)
+            elif isinstance(message, _Advance):
+                store.apply(message.changes)
+                committed.advance(())  # drops the decoded records of the previous state
+                books.apply(message.changes)
+            else:
+                txs = [(position, Tx.decode(raw)) for position, raw in message.txs]
+                outcomes = run_lane(
+                    committed, books, message.base_changes, txs, height=message.height, time=message.time
+                )
+                conn.send(outcomes)
+        except Exception:  # the main process is told and runs the block serially
+            conn.send(WorkerError(traceback.format_exc()))
+
+
+class WorkerPool:
+    """`workers` warm processes, each with a replica of committed state (module docstring)."""
+
+    def __init__(self, workers: int) -> None:
+        if workers < 1:
+            raise ValueError(f"a worker pool needs at least one worker, got {workers}")
+        context = multiprocessing.get_context("spawn")
+        self._conns: list[Connection] = []
+        self._processes: list[multiprocessing.process.BaseProcess] = []
+        for i in range(workers):
+            parent, child = context.Pipe()
+            process = context.Process(target=_serve, args=(child,), name=f"derivd-exec-{i}", daemon=True)
+            process.start()
+            child.close()
+            self._conns.append(parent)
+            self._processes.append(process)
+
+    @property
+    def size(self) -> int:
+        return len(self._conns)
+
+    def load(self, state: StateReader) -> None:
+        """Give every worker a replica of `state` (every application key)."""
+        items = state.iterate(schema.APP_PREFIX)
+        for conn in self._conns:
+            conn.send(_Load(items=items))
+
+    def advance(self, changes: Sequence[Change]) -> None:
+        """The replicas take one commit's changes."""
+        message = _Advance(changes=list(changes))
+        for conn in self._conns:
+            conn.send(message)
+
+    def run(
+        self,
+        lanes: Sequence[Sequence[tuple[int, bytes]]],
+        base_changes: Sequence[Change],
+        *,
+        height: int,
+        time: int,
+    ) -> list[list[TxOutcome]]:
+        """Each lane's outcomes, lane i run by worker i (at most `size` lanes)."""
+        base = list(base_changes)
+        for conn, lane in zip(self._conns, lanes, strict=False):
+            conn.send(_Run(height=height, time=time, base_changes=base, txs=list(lane)))
+        answers = [conn.recv() for conn, _ in zip(self._conns, lanes, strict=False)]
+        for answer in answers:
+            if isinstance(answer, WorkerError):
+                raise answer
+        return answers
+
+    def close(self) -> None:
+        for conn in self._conns:
+            with contextlib.suppress(BrokenPipeError, OSError):  # already gone
+                conn.send(_Stop())
+            conn.close()
+        for process in self._processes:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
+        self._conns.clear()
+        self._processes.clear()
