@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from consensus.app import Event, ExecTxResult, FinalizeBlockRequest, ValidatorUpdate
+from execution.accounts import load_account, store_account
 from execution.codes import Code
 from execution.evidence import handle_misbehavior
 from execution.exchange.books import Books
@@ -33,6 +34,7 @@ from execution.exchange.context import ExchangeContext
 from execution.exchange.orders import block_order, expire_orders, is_non_taking
 from execution.executor import execute_tx, failure
 from execution.oracle.votes import end_block as oracle_end_block
+from execution.positions.margin import FEE_COLLECTOR
 from execution.risk.funding import funding_end_block
 from execution.risk.liquidation import carry_tx_state, liquidation_pass
 from execution.risk.triggers import trigger_orders, triggers_fired
@@ -40,7 +42,9 @@ from execution.scheduler import merge, plan_lanes, worth_parallel
 from execution.state import StateView
 from execution.tx import Tx
 from execution.workers import WorkerError, WorkerPool
+from primitives import codec
 from primitives.codec import DecodeError
+from storage.schema import FEE_DELTA_PREFIX
 
 log = logging.getLogger("derivd.execution")
 
@@ -96,6 +100,17 @@ class BlockOutcome:
     """whether the txs ran in the workers"""
     txs_run_again: int
     """txs run again in the main process after the workers"""
+
+
+def sweep_fees(view: StateView) -> None:
+    """The block's fee deltas (`execution.exchange.fills.credit_fees`) summed into the fee
+    collector's account, once; the deltas themselves are never stored."""
+    owed = sum(
+        codec.field_int(codec.decode(raw), "fee delta") for _, raw in view.discard_prefix(FEE_DELTA_PREFIX)
+    )
+    if owed:
+        collector = load_account(view, FEE_COLLECTOR)
+        store_account(view, FEE_COLLECTOR, collector.with_balance(collector.balance + owed))
 
 
 def decode_tx(raw: bytes) -> Tx | DecodeError:
@@ -211,6 +226,7 @@ def execute_block(
     )
     for hook in END_BLOCK_HOOKS:
         events.extend(hook(end))
+    sweep_fees(view)
     return BlockOutcome(
         tx_results=tuple(txs.results),
         events=tuple(events),

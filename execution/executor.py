@@ -16,6 +16,7 @@ from execution.codes import CODESPACE, ActionError, Code
 from execution.exchange.context import ExchangeContext
 from execution.state import StateView
 from execution.tx import Tx
+from storage import schema
 
 
 def failure(code: Code, log: str, events: tuple[Event, ...] = ()) -> ExecTxResult:
@@ -42,7 +43,7 @@ def execute_tx(
     store_account(view, sender, account.with_nonce(tx.nonce))  # use_nonce, with the account at hand
     actions_view = StateView(view)
     if exchange is not None:
-        exchange.begin_tx()
+        exchange.begin_tx(schema.fee_delta_key(sender.raw, tx.nonce))
     try:
         events = apply_actions(actions_view, sender, tx.actions, height, exchange)
     except ActionError as exc:

@@ -150,6 +150,18 @@ class StateView:
         if isinstance(self._parent, StateView):
             self._parent.note_prefix_read(prefix)
 
+    def discard_prefix(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        """Take this view's writes under `prefix` out of it, as if they had never been made, and
+        return the puts among them sorted by key (for keys that only live within a block)."""
+        taken = sorted(key for key in self._writes if key.startswith(prefix))
+        out: list[tuple[bytes, bytes]] = []
+        for key in taken:
+            value = self._writes.pop(key)
+            self._decoded.pop(key, None)
+            if value is not None:
+                out.append((key, value if type(value) is bytes else cast(Record, value).encode()))
+        return out
+
     def put(self, key: bytes, value: bytes) -> None:
         self._writes[key] = value
         self._decoded.pop(key, None)

@@ -39,6 +39,7 @@ Heights are 8-byte big-endian so that keys of one prefix sort by height. Prefixe
 | `a:lqq` | | the liquidation queue: `[owner, ...]`, candidates carried to the next block, in order |
 | `a:lqm:` | market id | `[price, funding index]` the liquidation pass last saw (a change: the market moved) |
 | `a:hld:` | market id, owner (20) | a non-zero position's holder: healthy band `[lo, hi, funding index]` |
+| `t:fee:` | sender (20), nonce (8-byte BE) | fees a tx owes the fee collector: block-local, never stored |
 """
 
 from __future__ import annotations
@@ -170,6 +171,7 @@ APP_ORDER_PREFIX = b"a:ord:"
 APP_CLIENT_ORDER_PREFIX = b"a:cid:"
 APP_POSITION_PREFIX = b"a:pos:"
 APP_NEXT_ORDER_ID_PREFIX = b"a:oid:"
+FEE_DELTA_PREFIX = b"t:fee:"
 APP_TRIGGER_PREFIX = b"a:trg:"
 TRIGGER_PARAMS = b"a:tgp"
 APP_ORACLE_PRICE_PREFIX = b"a:orc:"
@@ -216,6 +218,16 @@ def market_id_bytes(market_id: int) -> bytes:
 
 def market_key(market_id: int) -> bytes:
     return APP_MARKET_PREFIX + market_id_bytes(market_id)
+
+
+def fee_delta_key(sender: bytes, nonce: int) -> bytes:
+    """The trading fees one tx (its sender and nonce name it) owes the fee collector, summed into
+    the collector's account at the end of the block and never stored (`execution.block`)."""
+    return FEE_DELTA_PREFIX + _owner(sender) + _fixed(nonce, 8, "nonce")
+
+
+END_BLOCK_FEE_DELTA = FEE_DELTA_PREFIX + bytes(28)
+"""The fee delta of the end-of-block stages (triggered orders, the liquidation pass)."""
 
 
 def next_order_id_key(market_id: int) -> bytes:

@@ -52,6 +52,8 @@ class ExchangeContext:
     risk_counts: dict[str, int] = field(default_factory=dict)
     """`execution.risk.liquidation`'s counters of this block (liquidations, deleveragings, ...)"""
 
+    fee_key: bytes = schema.END_BLOCK_FEE_DELTA
+    """the fee delta key of the running tx (`begin_tx`)"""
     funding_indexes: dict[int, int] = field(default_factory=dict)
     """market id -> its funding index, once read (`funding_index`)"""
 
@@ -61,9 +63,12 @@ class ExchangeContext:
 
     # tx boundaries (called by execution.executor)
 
-    def begin_tx(self) -> None:
+    def begin_tx(self, fee_key: bytes = schema.END_BLOCK_FEE_DELTA) -> None:
+        """A tx (or an end-of-block unit) starts; `fee_key`: where its fees are owed
+        (`execution.exchange.fills.credit_fees`)."""
         self.tx_counts.clear()
         self.touched.clear()
+        self.fee_key = fee_key
 
     def commit_tx(self) -> None:
         """The tx succeeded: its placements count towards the rate limits."""

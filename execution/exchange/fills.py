@@ -21,13 +21,13 @@ other markets count their pending funding.
 from __future__ import annotations
 
 from consensus.app import Event
-from execution.accounts import Account, load_account, store_account
+from execution.accounts import Account
 from execution.exchange.context import ExchangeContext
 from execution.exchange.events import cancelled_event, filled_event
 from execution.exchange.orderbook import Fill, Order, OrderCancelled, PlaceResult, Side
 from execution.markets import Market, scale_floor
 from execution.positions.funding_index import Settlements, load_funding_index, settled
-from execution.positions.margin import FEE_COLLECTOR, initial_requirement, position_value
+from execution.positions.margin import initial_requirement, position_value
 from execution.positions.position import Position, index_holder
 from execution.state import StateReader, StateView, read_record
 from primitives import codec
@@ -188,10 +188,15 @@ def stored_order(view: StateView, market_id: int, order_id: int) -> Order | None
     return None if raw is None else Order.from_fields(codec.decode(raw))
 
 
-def credit_fees(view: StateView, amount: int) -> None:
+def credit_fees(view: StateView, ctx: ExchangeContext, amount: int) -> None:
+    """Owe `amount` of fees to `FEE_COLLECTOR`: added to the current tx's fee delta
+    (`ExchangeContext.fee_key`), which the block sums into the collector's account at its end
+    (`execution.block.sweep_fees`), so that fee-paying txs do not all write one account."""
     if amount:
-        collector = load_account(view, FEE_COLLECTOR)
-        store_account(view, FEE_COLLECTOR, collector.with_balance(collector.balance + amount))
+        key = ctx.fee_key
+        raw = view.get(key)
+        owed = 0 if raw is None else codec.field_int(codec.decode(raw), "fee delta")
+        view.put(key, codec.encode(owed + amount))
 
 
 class MakerRecheck:

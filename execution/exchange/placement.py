@@ -272,7 +272,7 @@ def place(
                 f"insufficient margin: free collateral {free} after the fills of order {order_id}",
             )
     positions.store()
-    credit_fees(view, fees)
+    credit_fees(view, ctx, fees)
 
 
 # -- actions ----------------------------------------------------------------------------------------
@@ -325,5 +325,5 @@ def liquidation_match(
         touched[maker.owner] = None
     received = positions.get(owner).quote - before
     positions.store()
-    credit_fees(view, fees)
+    credit_fees(view, ctx, fees)
     return result.filled, received, events

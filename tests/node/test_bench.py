@@ -42,12 +42,14 @@ def test_bench_book_reports_its_figures() -> None:
 
 
 def test_bench_exec_reports_its_figures() -> None:
-    args = ("bench", "exec", "--blocks", "2", "--txs-per-block", "300", "--accounts", "50", "--json")
-    out = json.loads(run_cli(*args).stdout)
-    assert out["orders"] > 600 and out["orders_per_second"] > 0 and out["orders_per_cpu_second"] > 0
-    assert out["txs_succeeded"] == 600 and out["txs_failed"] == 0
-    assert out["fills"] > 0 and out["resting_at_end"] > 0
+    args = ("bench", "exec", "--blocks", "2", "--txs-per-block", "300", "--accounts", "64", "--markets", "8")
+    out = json.loads(run_cli(*args, "--workers", "2", "--json").stdout)
+    assert out["orders"] > 600 and out["orders_per_second"] > 0 and out["serial_orders_per_second"] > 0
+    assert out["speedup"] > 0 and 0 <= out["reexecuted_fraction"] < 1
+    assert out["parallel_blocks"] == 2, "300 txs on 8 markets: worth running in parallel"
+    assert out["txs_failed"] == 0 and out["fills"] > 0
     assert out["app_hash_matches"] is True and len(out["app_hash"]) == 64
+    assert out["machine_limit"]["verify_per_second_one_core"] > 0
 
 
 def test_bench_liquidation_reports_its_figures() -> None:
