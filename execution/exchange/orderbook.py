@@ -49,7 +49,10 @@ Persisting through a state view: every mutation reports exactly what changed.
     The records are frozen; `Order.to_fields` / `Order.from_fields` are their canonical arrays.
 
 Internally each price level is a deque of order ids in arrival order (cancelled ids stay in it as
-tombstones until they reach the front or the level is compacted; the front is always live), one
+tombstones until they reach the front or the level is compacted; the front is always live; an
+entry is live only if its id is a live order at that level's price, since an id given back by a
+failed tx can come back at another price, and one that comes back at the same price first drops
+its old entry), one
 dict order_id -> Order holds the live orders, the level prices of each side are kept in one sorted
 list (bids by price, asks by negated price, so the best of both is at the end), and indexes by owner
 and by good_til_block are insertion-ordered dicts of ids.
@@ -395,7 +398,7 @@ class OrderBook:
         for price in self._side_prices(side, levels):
             for oid in book[price].queue:
                 order = orders.get(oid)
-                if order is not None:
+                if order is not None and order.price == price:  # not a tombstone (class docstring)
                     out.append(order)
         return out
 
@@ -407,7 +410,7 @@ class OrderBook:
         for price in self._side_prices(side, None):
             for oid in book[price].queue:
                 order = orders.get(oid)
-                if order is not None:
+                if order is not None and order.price == price:
                     yield order
 
     def open_orders(self, owner: bytes) -> list[Order]:
@@ -578,7 +581,7 @@ class OrderBook:
                 break
             for oid in book[price].queue:
                 maker = orders.get(oid)
-                if maker is None:
+                if maker is None or maker.price != price:
                     continue
                 if maker.owner == owner:
                     steps.append((maker, 0, _STP))
@@ -651,10 +654,12 @@ class OrderBook:
             level.size -= order.remaining
             queue = level.queue
             orders = self._orders
-            while queue[0] not in orders:
+            while (head := orders.get(queue[0])) is None or head.price != price:
                 queue.popleft()
             if len(queue) > 2 * level.count + 16:
-                level.queue = deque([i for i in queue if i in orders])
+                level.queue = deque(
+                    [i for i in queue if (o := orders.get(i)) is not None and o.price == price]
+                )
         ids = self._by_owner[order.owner]
         del ids[oid]
         if not ids:
@@ -691,7 +696,11 @@ class OrderBook:
         self._last_id = max(self._last_id, oid)
         if older:  # back in id order in its level and in the indexes whose order is observable
             level = (self._bids if order.side is _BUY else self._asks)[order.price]
-            level.queue = deque(sorted(i for i in level.queue if i in self._orders))
+            orders = self._orders
+            price = order.price
+            level.queue = deque(
+                sorted(i for i in level.queue if (o := orders.get(i)) is not None and o.price == price)
+            )
             self._by_owner[order.owner] = dict.fromkeys(sorted(self._by_owner[order.owner]))
             gtb = order.good_til_block
             if gtb:

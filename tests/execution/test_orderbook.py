@@ -215,6 +215,24 @@ def test_cancel_and_cancel_owner() -> None:
     assert book.cancel_owner(A) == [] and book.open_orders(A) == []
 
 
+def test_an_id_given_back_and_reused_at_another_price_is_no_maker_at_the_old_one() -> None:
+    book = OrderBook()
+    book.place(Order.limit(1, A, SELL, 100, 1))
+    book.place(Order.limit(2, B, SELL, 100, 1))
+    book.cancel(2)  # its id stays in the level at 100 as a tombstone
+    book.rewind_ids(2)  # a failed tx gave id 2 back
+    book.place(Order.limit(2, B, SELL, 105, 1))
+    assert l3(book) == ([], [(1, 100, 1), (2, 105, 1)])
+    result = book.place(Order.limit(3, C, BUY, 100, 2), IOC)
+    assert fills(result) == [(1, 3, 100, 1)]
+    assert l3(book) == ([], [(2, 105, 1)]) and book.depth() == ([], [(105, 1)])
+    # and an id that comes back at its old price is one entry, not two
+    book.cancel(2)
+    book.rewind_ids(2)
+    book.place(Order.limit(2, B, SELL, 105, 3))
+    assert l3(book) == ([], [(2, 105, 3)]) and book.depth() == ([], [(105, 3)])
+
+
 def test_expiry_order_and_index() -> None:
     book, ids = OrderBook(), Ids()
     book.place(ids.order(A, BUY, 90, 1, good_til_block=7))
