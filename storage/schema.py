@@ -39,6 +39,7 @@ Heights are 8-byte big-endian so that keys of one prefix sort by height. Prefixe
 | `a:lqq` | | the liquidation queue: `[owner, ...]`, candidates carried to the next block, in order |
 | `a:lqm:` | market id | `[price, funding index]` the liquidation pass last saw (a change: the market moved) |
 | `a:hld:` | market id, owner (20) | a non-zero position's holder: healthy band `[lo, hi, funding index]` |
+| `a:pmk:` | owner (20) | the market ids of the owner's position records, ascending (absent: none) |
 | `t:fee:` | sender (20), nonce (8-byte BE) | fees a tx owes the fee collector: block-local, never stored |
 """
 
@@ -185,6 +186,7 @@ LIQUIDATION_PARAMS = b"a:lqp"
 LIQUIDATION_QUEUE = b"a:lqq"
 APP_LIQUIDATION_MARK_PREFIX = b"a:lqm:"
 APP_HOLDER_PREFIX = b"a:hld:"
+APP_OWNER_MARKETS_PREFIX = b"a:pmk:"
 
 
 def _fixed(value: int, size: int, what: str) -> bytes:
@@ -265,6 +267,12 @@ def client_order_key(owner: bytes, market_id: int, client_id: int) -> bytes:
 def position_prefix(owner: bytes) -> bytes:
     """Every position of one owner, sorted by market id."""
     return APP_POSITION_PREFIX + _owner(owner)
+
+
+def owner_markets_key(owner: bytes) -> bytes:
+    """The markets on which one owner has a position record, so that its account figures read
+    those positions only (not one key per market)."""
+    return APP_OWNER_MARKETS_PREFIX + _owner(owner)
 
 
 def position_key(owner: bytes, market_id: int) -> bytes:

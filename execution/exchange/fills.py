@@ -28,7 +28,7 @@ from execution.exchange.orderbook import Fill, Order, OrderCancelled, PlaceResul
 from execution.markets import Market, scale_floor
 from execution.positions.funding_index import Settlements, load_funding_index, settled
 from execution.positions.margin import initial_requirement, position_value
-from execution.positions.position import Position, index_holder
+from execution.positions.position import Position, index_holder, index_owner_market, owner_markets
 from execution.state import StateReader, StateView, read_record
 from primitives import codec
 from storage import schema
@@ -56,7 +56,7 @@ def fee_of(notional: int, fee_ppm: int) -> int:
 class Positions:
     """The positions one action changes on one market, loaded once and written back at the end."""
 
-    __slots__ = ("_dirty", "_funding", "_held", "_index", "_market_id", "_sizes", "_view")
+    __slots__ = ("_dirty", "_funding", "_held", "_index", "_market_id", "_sizes", "_stored", "_view")
 
     def __init__(self, view: StateView, market_id: int) -> None:
         self._view = view
@@ -64,6 +64,7 @@ class Positions:
         self._held: dict[bytes, Position] = {}
         self._dirty: dict[bytes, None] = {}
         self._sizes: dict[bytes, int] = {}  # owner -> its size in the view (the holder index)
+        self._stored: dict[bytes, bool] = {}  # owner -> whether its record is in the view
         self._index: int | None = None  # the market's funding index, read on first use
         self._funding = Settlements(market_id)
 
@@ -74,6 +75,7 @@ class Positions:
         position = self._held.get(owner)
         if position is None:
             position = self._view.get_record(schema.position_key(owner, self._market_id), Position.decode)
+            self._stored[owner] = position is not None
             if position is None:
                 position = _EMPTY_POSITION
             self._sizes[owner] = position.size
@@ -101,10 +103,16 @@ class Positions:
         for owner in sorted(self._dirty):
             p = self._held[owner]
             key = schema.position_key(owner, self._market_id)
-            if p.size == p.quote == p.open_buy == p.open_sell == p.open_orders == 0:
-                view.delete(key)
-            else:
+            was_stored = self._stored.get(owner)
+            if was_stored is None:  # set without being loaded
+                was_stored = view.get(key) is not None
+            stored = not (p.size == p.quote == p.open_buy == p.open_sell == p.open_orders == 0)
+            if stored:
                 view.put_record(key, p)
+            else:
+                view.delete(key)
+            index_owner_market(view, owner, self._market_id, was_stored, stored)
+            self._stored[owner] = stored
             before = self._sizes.get(owner)
             if before is None or (before == 0) != (p.size == 0):
                 index_holder(view, self._market_id, owner, before, p.size)
@@ -119,7 +127,7 @@ def _load_position(state: StateReader, owner: bytes, market_id: int) -> Position
     return _EMPTY_POSITION if position is None else position
 
 
-# -- margin figures (per-key reads over the known markets) ----------------------------------------
+# -- margin figures (per-key reads over the owner's markets) ----------------------------------------
 
 
 def _collateral(state: StateReader, owner: bytes) -> int:
@@ -134,13 +142,13 @@ def _other_markets(ctx: ExchangeContext, state: StateReader, owner: bytes, marke
     value = _collateral(state, owner)
     initial = 0
     prefix = schema.position_prefix(owner)  # position_key(owner, id) = prefix + the id's bytes
-    for market in ctx.markets(state):
-        other = market.market_id
+    for other in owner_markets(state, owner):
         if other == market_id:
             continue
         position = read_record(state, prefix + schema.market_id_bytes(other), Position.decode)
         if position is None:
             continue
+        market = ctx.market(state, other)
         price = ctx.price(state, other)
         position = settled(position, ctx.funding_index(state, other))  # pending funding
         value += position_value(market, position, price)

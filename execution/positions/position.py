@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from execution.state import StateReader, StateView
+from execution.state import StateReader, StateView, read_record
 from primitives import codec
 from primitives.codec import DecodeError, Value
 from primitives.keys import Address
@@ -119,10 +119,57 @@ def store_position(view: StateView, owner: Address, market_id: int, position: Po
     """Write `position`, or delete its key when it is all zero."""
     key = schema.position_key(owner.raw, market_id)
     index_holder(view, market_id, owner.raw, None, position.size)
+    existed = view.get(key) is not None
     if position.is_empty:
         view.delete(key)
     else:
         view.put(key, position.encode())
+    index_owner_market(view, owner.raw, market_id, existed, not position.is_empty)
+
+
+@dataclass(frozen=True, slots=True)
+class MarketIds:
+    """The `owner_markets_key` record: market ids, ascending."""
+
+    ids: tuple[int, ...]
+
+    def encode(self) -> bytes:
+        return codec.encode(list(self.ids))
+
+    @classmethod
+    def decode(cls, raw: bytes) -> MarketIds:
+        value = codec.decode(raw)
+        if not isinstance(value, list) or not value:
+            raise DecodeError("owner markets: a non-empty list of market ids")
+        ids = tuple(codec.field_int(item, "owner markets.id", 1, 2**32 - 1) for item in value)
+        if list(ids) != sorted(set(ids)):
+            raise DecodeError("owner markets: ids must be strictly ascending")
+        return cls(ids)
+
+
+_NO_MARKETS = MarketIds(())
+
+
+def owner_markets(state: StateReader, owner: bytes) -> tuple[int, ...]:
+    """The ids of the markets on which `owner` has a position record, ascending."""
+    record = read_record(state, schema.owner_markets_key(owner), MarketIds.decode)
+    return (record or _NO_MARKETS).ids
+
+
+def index_owner_market(view: StateView, owner: bytes, market_id: int, existed: bool, exists: bool) -> None:
+    """Keep `owner_markets` when the owner's position record on `market_id` appears or goes."""
+    if existed == exists:
+        return
+    ids = set(owner_markets(view, owner))
+    if exists:
+        ids.add(market_id)
+    else:
+        ids.discard(market_id)
+    key = schema.owner_markets_key(owner)
+    if ids:
+        view.put_record(key, MarketIds(tuple(sorted(ids))))
+    else:
+        view.delete(key)
 
 
 HOLDER_UNKNOWN = codec.encode([0, 0])

@@ -140,7 +140,13 @@ from execution.positions.funding_index import (
     settled,
 )
 from execution.positions.margin import maintenance_requirement, position_value
-from execution.positions.position import HOLDER_UNKNOWN, Position, load_position, store_position
+from execution.positions.position import (
+    HOLDER_UNKNOWN,
+    Position,
+    load_position,
+    owner_markets,
+    store_position,
+)
 from execution.state import StateReader, StateView
 from execution.tx import Liquidate
 from primitives import codec
@@ -249,15 +255,17 @@ class Health:
 
 def account_health(view: StateReader, ctx: ExchangeContext, owner: bytes) -> Health:
     """The figures of `owner` (module docstring), reading its account and its position key on each
-    market (no prefix scan). Each position counts as settled to its market's funding index
-    (`execution.positions.funding_index.settled`, as `execution.positions.margin.margin_summary`
-    counts it): its pending funding is part of the value, rounded as settlement rounds."""
+    market it has one on (`owner_markets`; no prefix scan). Each position counts as settled to its
+    market's funding index (`execution.positions.funding_index.settled`, as
+    `execution.positions.margin.margin_summary` counts it): its pending funding is part of the
+    value, rounded as settlement rounds."""
     address = Address(owner)
     value = load_account(view, address).balance
     maintenance = 0
     held: list[tuple[Market, Position, int]] = []
-    for market in ctx.markets(view):
-        position = load_position(view, address, market.market_id)
+    for market_id in owner_markets(view, owner):
+        market = ctx.market(view, market_id)
+        position = load_position(view, address, market_id)
         if position.is_empty:
             continue
         position = settled(position, ctx.funding_index(view, market.market_id))

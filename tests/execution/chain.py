@@ -19,12 +19,14 @@ from consensus.app import (
 from execution.app import ExchangeApp
 from execution.oracle.prices import prices_at
 from execution.positions.margin import margin_summary
+from execution.positions.position import owner_markets
 from execution.risk.funding import funding_imbalances
 from execution.state import CommittedState
 from execution.tx import Action, Transfer, build_tx
 from execution.workers import WorkerPool
 from primitives.batch_verify import BatchVerifier, SignedItem
 from primitives.keys import Address, PrivateKey
+from storage import schema
 from storage.db import Database, WriteBatch
 
 CHAIN_ID = "derivd-test"
@@ -153,6 +155,22 @@ class Chain:
         assert self.app.total_quote() == self.supply
         assert all(v == 0 for v in funding_imbalances(CommittedState(self.db)).values())
         assert all(total == 0 for total in self.app.position_size_sums().values())
+        self.assert_owner_markets_index()
+
+    def assert_owner_markets_index(self) -> None:
+        """Each owner's markets index (`owner_markets`) lists exactly its position records."""
+        state = CommittedState(self.db)
+        held: dict[bytes, list[int]] = {}
+        for key, _ in state.iterate(schema.APP_POSITION_PREFIX):
+            owner = key[len(schema.APP_POSITION_PREFIX) : len(schema.APP_POSITION_PREFIX) + 20]
+            held.setdefault(owner, []).append(schema.market_id_from_position_key(key))
+        indexed = {
+            key[len(schema.APP_OWNER_MARKETS_PREFIX) :]: list(
+                owner_markets(state, key[len(schema.APP_OWNER_MARKETS_PREFIX) :])
+            )
+            for key, _ in state.iterate(schema.APP_OWNER_MARKETS_PREFIX)
+        }
+        assert indexed == held
 
     def assert_no_negative_account(self) -> None:
         """Every account with a position record has a value >= 0 at the oracle prices (an account
