@@ -44,6 +44,7 @@ H = initial_height - 1.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from consensus.app import (
@@ -134,16 +135,18 @@ class ExchangeApp:
         *,
         workers: int = 0,
         pool: WorkerPool | None = None,
+        worker_setup: Callable[[], None] | None = None,
     ) -> None:
         """`workers`: processes that run a block's txs in parallel (`execution.scheduler`; 0:
         serial), started with the first block finalized on committed state; or `pool`, workers
-        started elsewhere (the app loads its state into them; tests share one pool)."""
+        started elsewhere (the app loads its state into them; tests share one pool).
+        `worker_setup`: run by each worker once its replica is loaded (`WorkerPool`)."""
         if workers < 0:
             raise ValueError(f"execution workers must be 0 (serial) or more, got {workers}")
         self.chain_id = chain_id
         self.workers = pool.size if pool is not None else workers
         # started now, so that they import while the node starts; loaded on first use
-        self._pool = pool if pool is not None or workers == 0 else WorkerPool(workers)
+        self._pool = pool if pool is not None or workers == 0 else WorkerPool(workers, setup=worker_setup)
         self._pool_loaded = False
         self.last_block_parallel = False
         """whether the last block's txs ran in the workers"""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
@@ -89,8 +89,9 @@ class _Stop:
 _Message = _Load | _Run | _Advance | _Stop
 
 
-def _serve(conn: Connection) -> None:
-    """A worker's loop: one message at a time until `_Stop` (or the pipe closes)."""
+def _serve(conn: Connection, setup: Callable[[], None] | None) -> None:
+    """A worker's loop: one message at a time until `_Stop` (or the pipe closes); `setup` runs
+    after each replica is loaded (the node's garbage-collector policy: `node.gcpolicy`)."""
     store = MemoryStore()
     committed = CommittedState(store)
     books = Books()
@@ -106,6 +107,8 @@ def _serve(conn: Connection) -> None:
                 store = MemoryStore(message.items)
                 committed = CommittedState(store)
                 books = Books.load(committed)
+                if setup is not None:
+                    setup()
             elif isinstance(message, _Advance):
                 store.apply(message.changes)
                 committed.advance(())  # drops the decoded records of the previous state
@@ -123,7 +126,9 @@ def _serve(conn: Connection) -> None:
 class WorkerPool:
     """`workers` warm processes, each with a replica of committed state (module docstring)."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, *, setup: Callable[[], None] | None = None) -> None:
+        """`setup`: a module-level function (it is pickled by name) each worker runs after loading
+        its replica."""
         if workers < 1:
             raise ValueError(f"a worker pool needs at least one worker, got {workers}")
         context = multiprocessing.get_context("spawn")
@@ -131,7 +136,9 @@ class WorkerPool:
         self._processes: list[multiprocessing.process.BaseProcess] = []
         for i in range(workers):
             parent, child = context.Pipe()
-            process = context.Process(target=_serve, args=(child,), name=f"derivd-exec-{i}", daemon=True)
+            process = context.Process(
+                target=_serve, args=(child, setup), name=f"derivd-exec-{i}", daemon=True
+            )
             process.start()
             child.close()
             self._conns.append(parent)

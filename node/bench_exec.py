@@ -156,7 +156,7 @@ def _block(app: ExchangeApp, db: Database, height: int, txs: list[bytes]) -> tup
 def _run(workload: Workload, path: Path, workers: int, profile: bool) -> Run:
     db = Database(path)
     verifier = BatchVerifier()
-    app = ExchangeApp(db, CHAIN_ID, verifier, workers=workers)
+    app = ExchangeApp(db, CHAIN_ID, verifier, workers=workers, worker_setup=apply_gc_policy)
     try:
         app.init_chain(InitChainRequest(CHAIN_ID, GENESIS_TIME, 1, (), workload.app_state))
         batch = WriteBatch()

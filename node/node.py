@@ -166,7 +166,11 @@ class Node:
         verifier = BatchVerifier()
         try:
             app = ExchangeApp(
-                db, doc.chain_id, verifier, workers=config.execution.worker_count(os.cpu_count())
+                db,
+                doc.chain_id,
+                verifier,
+                workers=config.execution.worker_count(os.cpu_count()),
+                worker_setup=apply_gc_policy,
             )
             privval = FilePrivValidator.load(
                 config.path(config.base.priv_validator_key_file),
