@@ -43,6 +43,8 @@ class Record(Protocol):
 R = TypeVar("R", bound=Record)
 
 _ABSENT = object()
+_FAMILY = 4
+"""Length of the key prefix `StateView` groups its writes by (`a:ov` holds the oracle votes...)."""
 
 
 class StateReader(Protocol):
@@ -83,7 +85,7 @@ def _overlay(
 class StateView:
     """Buffered writes over a parent, with the read and write sets of what ran on it."""
 
-    __slots__ = ("_cached_parent", "_decoded", "_parent", "_prefix_reads", "_reads", "_writes")
+    __slots__ = ("_cached_parent", "_decoded", "_families", "_parent", "_prefix_reads", "_reads", "_writes")
 
     def __init__(self, parent: StateReader) -> None:
         self._parent = parent
@@ -95,6 +97,16 @@ class StateView:
         self._decoded: dict[bytes, Record] = {}
         self._reads: set[bytes] = set()
         self._prefix_reads: set[bytes] = set()
+        # the written keys by their first `_FAMILY` bytes, so that `iterate` does not test every
+        # key written here (a block view holds tens of thousands); unordered, sorted on use
+        self._families: dict[bytes, set[bytes]] = {}
+
+    def _written(self, key: bytes) -> None:
+        family = self._families.get(key[:_FAMILY])
+        if family is None:
+            self._families[key[:_FAMILY]] = {key}
+        else:
+            family.add(key)
 
     def get(self, key: bytes) -> bytes | None:
         """The value of `key` as this view sees it; reads that reach the parent are recorded."""
@@ -140,7 +152,8 @@ class StateView:
         from_parent = self._parent.iterate(prefix)
         writes = self._writes
         self._reads.update(key for key, _ in from_parent if key not in writes)
-        mine = {key: self.get(key) for key in [key for key in writes if key.startswith(prefix)]}
+        candidates = self._families.get(prefix[:_FAMILY], ()) if len(prefix) >= _FAMILY else writes
+        mine = {key: self.get(key) for key in [key for key in candidates if key.startswith(prefix)]}
         return _overlay(from_parent, mine, prefix)
 
     def note_prefix_read(self, prefix: bytes) -> None:
@@ -158,6 +171,7 @@ class StateView:
         for key in taken:
             value = self._writes.pop(key)
             self._decoded.pop(key, None)
+            self._families[key[:_FAMILY]].discard(key)
             if value is not None:
                 out.append((key, value if type(value) is bytes else cast(Record, value).encode()))
         return out
@@ -165,15 +179,18 @@ class StateView:
     def put(self, key: bytes, value: bytes) -> None:
         self._writes[key] = value
         self._decoded.pop(key, None)
+        self._written(key)
 
     def put_record(self, key: bytes, record: Record) -> None:
         """`put(key, record.encode())`, the encoding deferred until the bytes are needed."""
         self._writes[key] = record
         self._decoded.pop(key, None)
+        self._written(key)
 
     def delete(self, key: bytes) -> None:
         self._writes[key] = None
         self._decoded.pop(key, None)
+        self._written(key)
 
     @property
     def read_set(self) -> frozenset[bytes]:
@@ -209,6 +226,8 @@ class StateView:
             for key in self._writes:
                 decoded.pop(key, None)
         target._writes.update(self._writes)
+        for key in self._writes:
+            target._written(key)
         decoded.update(self._decoded)
 
 

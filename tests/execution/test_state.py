@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from execution.state import CommittedState, StateView
 from storage.db import Database, WriteBatch
 
@@ -88,3 +91,48 @@ def test_committed_state_overlays_the_last_commit(tmp_path: Path) -> None:
     state.advance([])
     assert state.get(b"p:2") == b"disk"
     db.close()
+
+
+_keys = st.binary(min_size=1, max_size=7).map(lambda raw: bytes(b"ab:"[x % 3] for x in raw))
+_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("put"), _keys, st.binary(min_size=1, max_size=2)),
+        st.tuples(st.just("delete"), _keys, st.just(b"")),
+        st.tuples(st.just("commit_child"), _keys, st.binary(min_size=1, max_size=2)),
+        st.tuples(st.just("discard"), _keys, st.just(b"")),
+    ),
+    max_size=40,
+)
+
+
+@given(
+    base=st.dictionaries(_keys, st.binary(min_size=1, max_size=2), max_size=12),
+    ops=_ops,
+    prefixes=st.lists(_keys, max_size=6),
+)
+def test_iterate_matches_a_model_whatever_the_prefix_length(
+    base: dict[bytes, bytes], ops: list[tuple[str, bytes, bytes]], prefixes: list[bytes]
+) -> None:
+    view = StateView(DictState(dict(base)))
+    model = dict(base)
+    for op, key, value in ops:
+        if op == "put":
+            view.put(key, value)
+            model[key] = value
+        elif op == "delete":
+            view.delete(key)
+            model.pop(key, None)
+        elif op == "commit_child":  # a tx view merged into its parent
+            child = StateView(view)
+            child.put(key, value)
+            child.apply_to(view)
+            model[key] = value
+        else:  # block-local keys under `key` dropped, as if never written
+            for dropped, _ in view.discard_prefix(key):
+                del model[dropped]
+            for written in [k for k in model if k.startswith(key) and k not in base]:
+                del model[written]
+            for restored in [k for k in base if k.startswith(key)]:
+                model[restored] = base[restored]
+    for prefix in [b"", *prefixes]:
+        assert view.iterate(prefix) == sorted((k, v) for k, v in model.items() if k.startswith(prefix))
