@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from execution import block as block_module
 from execution.genesis_state import default_exchange_app_state
 from execution.scheduler import MIN_PARALLEL_TXS, lane_key, plan_lanes, worth_parallel
-from execution.tx import Action, CancelAll, PlaceOrder, PlaceTrigger, Transfer, Tx
+from execution.tx import Action, Tx
 from execution.workers import WorkerPool
 from tests.execution.chain import Chain, address, key
 from tests.execution.exchange_helpers import (
@@ -23,16 +23,14 @@ from tests.execution.exchange_helpers import (
     BUY,
     ETH,
     FUNDS,
-    IOC,
     POST_ONLY,
     SELL,
-    amend,
     assert_ok,
     btc,
-    cancel,
     place,
     usd,
 )
+from tests.execution.strategies import trading_actions
 
 TRADERS = 12
 SIZES = (1, 2, 4)
@@ -64,33 +62,13 @@ def _chain(path: Path, pool: WorkerPool | None) -> Chain:
     return chain
 
 
-@st.composite
-def _action(draw: st.DrawFn) -> Action:
-    market = draw(st.sampled_from([BTC, ETH]))
-    kind = draw(
-        st.sampled_from(["place", "place", "ioc", "post", "cancel", "cancel_all", "amend", "trigger", "xfer"])
-    )
-    side = draw(st.sampled_from([BUY, SELL]))
-    if market == BTC:
-        size, price = btc(draw(st.sampled_from([1, 10, 40]))), usd(65_000 + 100 * draw(st.integers(-8, 8)))
-    else:
-        size, price = 10**9 * draw(st.integers(1, 4)), 3_000 * 10**5 + 10**5 * draw(st.integers(-8, 8))
-    if kind == "cancel":
-        return cancel(draw(st.integers(1, 60)), market)
-    if kind == "cancel_all":
-        return CancelAll(market)
-    if kind == "amend":
-        return amend(draw(st.integers(1, 60)), size, price, market)
-    if kind == "trigger":
-        return PlaceTrigger(market, side, size, price + (10 if side == BUY else -10) * 100_000, 0, 0, 0, 0)
-    if kind == "xfer":
-        return Transfer(address(draw(st.integers(0, TRADERS - 1))), 10**6)
-    tif = {"place": 0, "ioc": IOC, "post": POST_ONLY}[kind]
-    return PlaceOrder(market, side, size, price, tif, 0, 0, 0)
+_action = trading_actions(
+    markets=[BTC, ETH], max_order_id=60, transfer_to=st.integers(0, TRADERS - 1).map(address)
+)
 
 
 _block = st.lists(
-    st.tuples(st.integers(0, TRADERS - 1), st.lists(_action(), min_size=1, max_size=3)),
+    st.tuples(st.integers(0, TRADERS - 1), st.lists(_action, min_size=1, max_size=3)),
     min_size=MIN_PARALLEL_TXS,
     max_size=MIN_PARALLEL_TXS + 24,
 )

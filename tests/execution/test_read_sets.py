@@ -21,7 +21,7 @@ from execution.exchange.books import Books
 from execution.exchange.context import ExchangeContext
 from execution.executor import execute_tx
 from execution.state import Change, CommittedState, StateView, reads_any
-from execution.tx import Action, CancelAll, PlaceOrder, PlaceTrigger, Transfer, Tx
+from execution.tx import Action, CancelAll, PlaceOrder, Tx
 from storage import schema
 from tests.execution.chain import Chain, address, key
 from tests.execution.exchange_helpers import (
@@ -31,15 +31,13 @@ from tests.execution.exchange_helpers import (
     IOC,
     POST_ONLY,
     SELL,
-    amend,
     assert_ok,
     btc,
-    cancel,
-    cancel_all,
     exchange_chain,
     place,
     usd,
 )
+from tests.execution.strategies import trading_actions
 
 TRADERS = 6
 
@@ -94,36 +92,15 @@ def _seeded(tmp: Path) -> Chain:
     return chain
 
 
-@st.composite
-def _actions(draw: st.DrawFn) -> Action:
-    market = draw(st.sampled_from([BTC, BTC, ETH]))
-    kind = draw(
-        st.sampled_from(
-            ["place", "place", "ioc", "post", "cancel", "cancel_all", "amend", "trigger", "transfer"]
-        )
-    )
-    side = draw(st.sampled_from([BUY, SELL]))
-    if market == BTC:
-        size, price = btc(draw(st.sampled_from([1, 10, 40]))), usd(65_000 + 100 * draw(st.integers(-8, 8)))
-    else:
-        size, price = 10**9 * draw(st.integers(1, 4)), 3_000 * 10**5 + 10**5 * draw(st.integers(-8, 8))
-    if kind == "cancel":
-        return cancel(draw(st.integers(1, 30)), market)
-    if kind == "cancel_all":
-        return cancel_all(market)
-    if kind == "amend":
-        return amend(draw(st.integers(1, 30)), size, price, market)
-    if kind == "trigger":
-        trigger_price = price + (10 if side == BUY else -10) * 100_000  # 10 ticks away (stop loss)
-        return PlaceTrigger(market, side, size, trigger_price, 0, 0, 0, 0)
-    if kind == "transfer":
-        return Transfer(address(TRADERS), 10**6)  # to an account nobody trades with
-    tif = {"place": 0, "ioc": IOC, "post": POST_ONLY}[kind]
-    return PlaceOrder(market, side, size, price, tif, 0, 0, 0)
+_actions = trading_actions(
+    markets=[BTC, BTC, ETH],
+    max_order_id=30,
+    transfer_to=st.just(address(TRADERS)),  # nobody trades with it
+)
 
 
 _blocks = st.lists(
-    st.tuples(st.integers(0, TRADERS - 1), st.lists(_actions(), min_size=1, max_size=3)),
+    st.tuples(st.integers(0, TRADERS - 1), st.lists(_actions, min_size=1, max_size=3)),
     min_size=2,
     max_size=12,
 )
