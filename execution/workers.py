@@ -14,6 +14,7 @@ block serially (nothing of the main process was changed yet).
 from __future__ import annotations
 
 import contextlib
+import copyreg
 import multiprocessing
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -22,11 +23,37 @@ from multiprocessing.connection import Connection
 
 from sortedcontainers import SortedDict
 
+from consensus.app import Event, EventAttribute, ExecTxResult
 from execution.exchange.books import Books
+from execution.exchange.orderbook import fast_constructor
 from execution.scheduler import TxOutcome, run_lane
 from execution.state import Change, CommittedState, StateReader
 from execution.tx import Tx
 from storage import schema
+
+# Outcomes cross the pipe by the thousand per block: rebuilt through positional constructors
+# rather than the dataclasses' generic `__setstate__` (about 3x less unpickling time in the main
+# process). The reducers are registered wherever this module is imported (workers and main).
+_new_attribute = fast_constructor(EventAttribute)
+_new_event = fast_constructor(Event)
+_new_result = fast_constructor(ExecTxResult)
+
+
+def _attribute(key: str, value: str, index: bool) -> EventAttribute:
+    return _new_attribute(key, value, index)
+
+
+def _event(kind: str, attributes: tuple[EventAttribute, ...]) -> Event:
+    return _new_event(kind, attributes)
+
+
+def _result(code: int, log: str, data: bytes, codespace: str, events: tuple[Event, ...]) -> ExecTxResult:
+    return _new_result(code, log, data, codespace, events)
+
+
+copyreg.pickle(EventAttribute, lambda a: (_attribute, (a.key, a.value, a.index)))
+copyreg.pickle(Event, lambda e: (_event, (e.type, e.attributes)))
+copyreg.pickle(ExecTxResult, lambda r: (_result, (r.code, r.log, r.data, r.codespace, r.events)))
 
 
 class WorkerError(RuntimeError):
