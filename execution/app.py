@@ -333,7 +333,7 @@ class ExchangeApp:
         batch.put(schema.APP_BLOCK_TIME, codec.encode(pending.time))
         self._committed.advance(changes)
         if self._pool is not None and self._pool_loaded:
-            self._pool.advance(changes)
+            self._pool.advance(changes, now=self.last_block_parallel)
         self._meta = meta
         self._pending = None
         self._check_state = StateView(self._committed)

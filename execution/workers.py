@@ -2,8 +2,10 @@
 
 Each worker holds a replica of the committed application state (`MemoryStore`, every key under
 `schema.APP_PREFIX`) and books built from it. `WorkerPool.load` sends the replica once; after each
-commit the app sends the block's changes (`advance`), which the workers apply while the main
-process goes on (pipes keep the order). For a block, `run` sends each worker its lane (the raw
+commit the app hands over the block's changes (`advance`): sent at once after a parallel block
+(the workers apply them while the main process goes on; pipes keep the order), otherwise kept,
+merged by key, until the next `run` sends them (a chain whose blocks the cost model keeps serial
+costs the workers nothing). For a block, `run` sends each worker its lane (the raw
 txs with their positions) and what the block changed before its txs; each answers with the lane's
 `TxOutcome`s (`execution.scheduler.run_lane`, after which its books are back at the replica).
 Processes are started with "spawn" (no state inherited from a threaded parent) as daemons.
@@ -170,6 +172,7 @@ class WorkerPool:
             child.close()
             self._conns.append(parent)
             self._processes.append(process)
+        self._backlog: dict[bytes, bytes | None] = {}  # commits not yet sent, merged by key
 
     @property
     def size(self) -> int:
@@ -178,12 +181,24 @@ class WorkerPool:
     def load(self, state: StateReader) -> None:
         """Give every worker a replica of `state` (every application key)."""
         items = state.iterate(schema.APP_PREFIX)
+        self._backlog.clear()
         for conn in self._conns:
             conn.send(_Load(items=items))
 
-    def advance(self, changes: Sequence[Change]) -> None:
-        """The replicas take one commit's changes."""
-        message = _Advance(changes=list(changes))
+    def advance(self, changes: Sequence[Change], *, now: bool) -> None:
+        """The replicas take one commit's changes: sent `now` (the workers apply them while the
+        main process goes on; when the next block is likely parallel), or kept, merged by key with
+        the changes kept before (so bounded by the state's size), until the next `run` (when the
+        cost model keeps choosing serial, the workers then cost nothing)."""
+        self._backlog.update(changes)
+        if now:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._backlog:
+            return
+        message = _Advance(changes=sorted(self._backlog.items()))
+        self._backlog.clear()
         for conn in self._conns:
             conn.send(message)
 
@@ -196,6 +211,7 @@ class WorkerPool:
         time: int,
     ) -> list[list[TxOutcome]]:
         """Each lane's outcomes, lane i run by worker i (at most `size` lanes)."""
+        self._flush()
         base = list(base_changes)
         for conn, lane in zip(self._conns, lanes, strict=False):
             conn.send(_Run(height=height, time=time, base_changes=base, txs=list(lane)))

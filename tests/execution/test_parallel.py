@@ -107,6 +107,11 @@ def test_the_parallel_path_is_taken_and_a_conflict_runs_again(
 ) -> None:
     serial = _chain(tmp_path / "serial", None)
     chain = _chain(tmp_path / "workers", pools[2])
+    # a small block first: it runs serially, and its changes reach the workers only with the next
+    # block's lanes (`WorkerPool.advance`, kept until `run`)
+    small = [serial.tx(key(i), place(BUY, btc(1), usd(64_500), POST_ONLY)) for i in range(4)]
+    assert serial.run_block(small).app_hash == chain.run_block(small).app_hash
+    assert not chain.app.last_block_parallel
     # 40 txs on two markets by distinct traders per market, and one trader on both (a conflict)
     txs = []
     for i in range(20):
