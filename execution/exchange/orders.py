@@ -125,18 +125,8 @@ def apply_cancel_all(
     if not ctx.live:
         return []
     events: list[Event] = []
-    for market in markets:
-        cancelled = ctx.book(view, market.market_id, change=True).cancel_owner(sender.raw)
-        if cancelled:
-            positions = Positions(view, market.market_id)
-            for order in cancelled:
-                delete_order(view, market.market_id, order)
-                positions.add_orders(order, -order.remaining, -1)
-                events.append(cancelled_event(market, order, USER_REASON))
-            positions.store()
-        triggers = ctx.trigger_book(view, market.market_id).owner_triggers(sender.raw)
-        if triggers:  # the resting trigger orders too (execution.risk.triggers), after the book's
-            events.extend(_cancel_triggers(view, ctx, market, triggers))
+    for market in markets:  # each market's resting orders, then its resting trigger orders
+        events.extend(cancel_owner_orders(view, ctx, market, sender.raw, USER_REASON))
     return events
 
 
