@@ -290,6 +290,8 @@ class Node:
                             config.instrumentation.max_open_connections,
                         )
                     log.info("rpc listening on %s", self.listening.rpc)
+                    if self.listening.metrics:
+                        log.info("metrics listening on %s", self.listening.metrics)
                     if feeder is not None:
                         await nursery.start(feeder.run)
                     task_status.started(self)

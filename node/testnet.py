@@ -327,11 +327,28 @@ def _port_free(port: int) -> bool:
 
 def free_base_port(nodes: int) -> int:
     """A base port whose testnet ports (p2p, RPC and metrics of `nodes` nodes) are all free now
-    on 127.0.0.1 (for tests and benchmarks that run beside other localnets)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        start = 20000 + sock.getsockname()[1] % 20000
-    for base in range(start, 60000, 97):
-        if all(_port_free(base + 10 * i + k) for i in range(nodes) for k in (0, 1, 4)):
+    on 127.0.0.1 (for tests and benchmarks that run beside other localnets).
+
+    The range is chosen below the kernel's ephemeral range, which the kernel hands out for every
+    outbound connection and every bind to port 0: a port there can be taken between this check
+    and the node's bind (or while a crashed node is down) by any connection on the machine, the
+    nodes' own dials included. Below it only a program that binds that very port can take it."""
+    span = 10 * (nodes - 1) + METRICS_OFFSET + 1
+    low, high = 10000, _ephemeral_low() - span
+    if high <= low:
+        raise TestnetError(f"no room below the ephemeral port range for {nodes} nodes")
+    choices = range(low, high, 97)
+    first = secrets.randbelow(len(choices))
+    for index in range(len(choices)):
+        base = choices[(first + index) % len(choices)]
+        if all(_port_free(base + 10 * i + k) for i in range(nodes) for k in (0, RPC_OFFSET, METRICS_OFFSET)):
             return base
     raise TestnetError("no free range of ports on 127.0.0.1")
+
+
+def _ephemeral_low(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> int:
+    """The first port of the kernel's ephemeral range (Linux's default 32768 where unreadable)."""
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768

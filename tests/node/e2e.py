@@ -1,13 +1,17 @@
-"""Helpers for end-to-end tests: real `derivd` processes on free loopback ports, a JSON-RPC
-client, and polling with deadlines (never sleeps to synchronise)."""
+"""Helpers for end-to-end tests: real `derivd` processes on loopback, a JSON-RPC client, and
+polling with deadlines (never sleeps to synchronise).
+
+A one-node chain listens on port 0 everywhere and the ports are read back from the node's log
+each time it starts: a port picked free and released could be taken (by any connection on the
+machine) before the node binds it."""
 
 from __future__ import annotations
 
 import base64
 import json
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,14 +29,9 @@ from node.config import load_config, write_config
 from node.keystore import KeyStore
 
 DERIVD = str(Path(sys.executable).parent / "derivd")
+LISTENING_RPC = re.compile(r"rpc listening on \S*:(\d+)")
+LISTENING_METRICS = re.compile(r"metrics listening on \S*:(\d+)")
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.05) -> T:
@@ -60,7 +59,8 @@ def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 @dataclass
 class ChainHome:
-    """A one-validator chain home with funded keys."""
+    """A node's home with funded keys; its ports are those the node listens on (0 until a
+    NodeProcess has started a node configured to bind port 0)."""
 
     home: Path
     rpc_port: int
@@ -73,15 +73,15 @@ class ChainHome:
 
 
 def make_chain(tmp: Path, funded: dict[str, int], chain_id: str = "e2e-chain") -> ChainHome:
-    """`derivd init` a home with short timeouts, free ports and the given keys funded."""
+    """`derivd init` a home with short timeouts, port 0 everywhere and the given keys funded (the
+    ports are known once a NodeProcess has started the node)."""
     home = tmp / "node"
     init_home(home, "e2e", chain_id)
-    rpc_port, p2p_port, metrics_port = free_port(), free_port(), free_port()
     config = load_config(home).with_overrides(
         **{
-            "rpc.laddr": f"tcp://127.0.0.1:{rpc_port}",
-            "p2p.laddr": f"tcp://127.0.0.1:{p2p_port}",
-            "instrumentation.prometheus_listen_addr": f"127.0.0.1:{metrics_port}",
+            "rpc.laddr": "tcp://127.0.0.1:0",
+            "p2p.laddr": "tcp://127.0.0.1:0",
+            "instrumentation.prometheus_listen_addr": "127.0.0.1:0",
             "consensus.timeout_commit": "150ms",
             "consensus.timeout_propose": "1s",
             "rpc.timeout_broadcast_tx_commit": "10s",
@@ -89,7 +89,7 @@ def make_chain(tmp: Path, funded: dict[str, int], chain_id: str = "e2e-chain") -
         }
     )
     write_config(config)
-    chain = ChainHome(home, rpc_port, metrics_port)
+    chain = ChainHome(home, rpc_port=0, metrics_port=0)
     store = KeyStore(home)
     doc = load_genesis(home / "config" / "genesis.json")
     app_state = doc.app_state
@@ -110,6 +110,8 @@ class NodeProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> NodeProcess:
+        """Start the node, learn the ports it bound from its log, and wait for its RPC."""
+        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
             [DERIVD, "start", "--home", str(self.chain.home)],
@@ -118,8 +120,21 @@ class NodeProcess:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         log.close()
+        ports = wait_for("the node's listening ports", lambda: self._bound_ports(log_start))
+        self.chain.rpc_port, self.chain.metrics_port = ports
         wait_for("the node's RPC", lambda: self.status() if self.alive() else self._died())
         return self
+
+    def _bound_ports(self, log_start: int) -> tuple[int, int] | None:
+        """The RPC and metrics ports this start of the node logged, once it has logged both."""
+        if not self.alive():
+            self._died()
+        with open(self.log_path, "rb") as file:
+            file.seek(log_start)
+            text = file.read().decode(errors="replace")
+        rpc = LISTENING_RPC.search(text)
+        metrics = LISTENING_METRICS.search(text)
+        return (int(rpc[1]), int(metrics[1])) if rpc and metrics else None
 
     def _died(self) -> None:
         raise AssertionError(

@@ -23,7 +23,7 @@ from node import testnet
 from node.config import load_config, parse_laddr, parse_peer_list
 from node.keystore import KeyStore
 from node.supervisor import Child, Supervisor, find_homes
-from node.testnet import ACCOUNT_FUNDS, create_testnet, plan_nodes, starting_ip_hosts
+from node.testnet import ACCOUNT_FUNDS, create_testnet, free_base_port, plan_nodes, starting_ip_hosts
 from p2p.nodekey import node_id
 from primitives.keyfile import load_key_file
 from tests.node.e2e import DERIVD, run_cli, wait_for
@@ -264,28 +264,6 @@ async def test_supervisor_exits_1_when_every_node_died(tmp_path: Path) -> None:
     assert any("every node has exited" in line for line in supervised.lines)
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def free_base_port() -> int:
-    """A port P with P, P+1 and P+4 free (one node's p2p, RPC and metrics ports)."""
-
-    def probe() -> int | None:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            base: int = sock.getsockname()[1]
-        ok = base + 4 <= 65535 and all(_port_free(base + k) for k in (0, 1, 4))
-        return base if ok else None
-
-    return wait_for("three free ports", probe, timeout=10)
-
-
 def _height(rpc: str) -> int | None:
     body = {"jsonrpc": "2.0", "id": 1, "method": "status", "params": {}}
     result = httpx.post(rpc, json=body, timeout=5).json()["result"]
@@ -293,8 +271,25 @@ def _height(rpc: str) -> int | None:
     return height if height >= 2 else None
 
 
+def test_free_base_port_stays_below_the_ephemeral_range(tmp_path: Path) -> None:
+    """Ports the kernel hands to outbound connections could be taken before a node binds them."""
+    ephemeral_low = testnet._ephemeral_low()
+    for _ in range(20):
+        base = free_base_port(4)
+        assert base >= 10000 and base + 34 < ephemeral_low
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        assert sock.getsockname()[1] >= ephemeral_low  # what a bind to port 0 would race with
+    ranges = tmp_path / "ip_local_port_range"
+    ranges.write_text("40000\t60999\n")
+    assert testnet._ephemeral_low(ranges) == 40000
+    ranges.write_text("garbage")
+    assert testnet._ephemeral_low(ranges) == 32768
+    assert testnet._ephemeral_low(tmp_path / "missing") == 32768
+
+
 def test_localnet_supervisor_runs_a_node_and_stops_on_sigint(tmp_path: Path) -> None:
-    base = free_base_port()
+    base = free_base_port(1)
     home = tmp_path / "localnet"
     out_path = tmp_path / "supervisor.out"
     with out_path.open("wb") as out:
