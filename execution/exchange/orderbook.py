@@ -681,16 +681,24 @@ class OrderBook:
 
     def put(self, order: Order) -> None:
         """Make the book hold `order` as its record in state has it (mirroring a change made
-        elsewhere, or undoing one): a resting order of that id takes the new remaining size in
-        place (same side and price); a new one rests at the place its id gives it in its level
-        (an id below the newest, when a failed tx's cancel is undone, goes in between)."""
+        elsewhere, or undoing one): a resting order of that id at the same price, side, owner and
+        expiry takes the new remaining size in place; any other (a new order, or another order
+        under an id given back) rests at the place its id gives it in its level (an id below the
+        newest, when a failed tx's cancel is undone, goes in between)."""
         oid = order.order_id
         old = self._orders.get(oid)
         if old is not None:
-            level = (self._bids if old.side is _BUY else self._asks)[old.price]
-            level.size += order.remaining - old.remaining
-            self._orders[oid] = order
-            return
+            if (
+                old.price == order.price
+                and old.side is order.side
+                and old.owner == order.owner
+                and old.good_til_block == order.good_til_block
+            ):
+                level = (self._bids if old.side is _BUY else self._asks)[old.price]
+                level.size += order.remaining - old.remaining
+                self._orders[oid] = order
+                return
+            self.cancel(oid)  # another order under that id (ids given back are used again)
         older = oid < self._highest
         self._rest(order)
         self._last_id = max(self._last_id, oid)

@@ -555,3 +555,70 @@ def test_book_matches_reference_model(ops: list[tuple[Any, ...]], modulus: int) 
         assert [o.order_id for o in mirror.cancel_owner(owner)] == [
             o.order_id for o in back.cancel_owner(owner)
         ]
+
+
+# -- mirroring records ----------------------------------------------------------------------------
+
+record = st.one_of(
+    st.none(),
+    st.builds(
+        lambda owner, buy, offset, size, gtb: Order.limit(
+            0, owner, BUY if buy else SELL, 95 - offset if buy else 100 + offset, size, good_til_block=gtb
+        ),
+        st.sampled_from(OWNERS),
+        st.booleans(),
+        st.integers(0, 2),
+        st.integers(1, 4),
+        st.sampled_from([0, 0, 7, 9]),
+    ),
+)
+"""An order record under some id (its id set later), or its absence. Bids below 95, asks above 100:
+any set of them is a valid book."""
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.dictionaries(st.integers(1, 10), record, min_size=1, max_size=4), st.booleans()),
+        min_size=1,
+        max_size=25,
+    )
+)
+def test_put_and_cancel_mirror_any_history_of_records(
+    steps: list[tuple[dict[int, Order | None], bool]],
+) -> None:
+    """`put`/`cancel` make the book a function of the records, whatever the history: an id whose
+    record changes to another order (ids given back are used again), and several changes of a key
+    collapsed into its last (`Books` mirrors lazily) give the book `restore` builds from them."""
+    book = OrderBook()
+    records: dict[int, Order] = {}
+    kept: dict[int, Order | None] = {}
+    for changes, mirror_now in steps:
+        for oid, value in changes.items():
+            changed = None if value is None else Order(**{**_fields(value), "order_id": oid})
+            kept[oid] = changed
+            if changed is None:
+                records.pop(oid, None)
+            else:
+                records[oid] = changed
+        if not mirror_now:
+            continue
+        for oid in sorted(kept):
+            value = kept[oid]
+            if value is None:
+                book.cancel(oid)
+            else:
+                book.put(value)
+        kept.clear()
+        fresh = OrderBook()
+        fresh.restore(records.values())
+        assert l3(book) == l3(fresh) and book.depth() == fresh.depth()
+        for owner in OWNERS:
+            assert book.open_orders(owner) == fresh.open_orders(owner)
+        assert book.expire(8) == fresh.expire(8)  # the expiry index
+        for oid in [o for o, r in records.items() if r.good_til_block and r.good_til_block < 8]:
+            del records[oid]
+
+
+def _fields(order: Order) -> dict[str, Any]:
+    return {name: getattr(order, name) for name in order.__slots__}

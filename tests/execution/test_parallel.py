@@ -12,17 +12,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from consensus.app import Event
 from execution import block as block_module
+from execution.block import EndBlock
 from execution.genesis_state import default_exchange_app_state
 from execution.scheduler import MIN_PARALLEL_TXS, lane_key, plan_lanes, worth_parallel
 from execution.tx import Action, Tx
-from execution.workers import WorkerPool
+from execution.workers import MemoryStore, WorkerPool
 from tests.execution.chain import Chain, address, key
 from tests.execution.exchange_helpers import (
     BTC,
     BUY,
     ETH,
     FUNDS,
+    IOC,
     POST_ONLY,
     SELL,
     assert_ok,
@@ -130,6 +133,49 @@ def test_the_parallel_path_is_taken_and_a_conflict_runs_again(
     chain.close()
 
 
+def test_a_block_abandoned_after_its_lanes_leaves_no_trace_in_the_workers(
+    tmp_path: Path, pools: dict[int, WorkerPool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lane changes its worker's books as it goes; a block that fails after its lanes ran is never
+    committed, and the block run instead at that height must not see what they did."""
+    monkeypatch.setattr(block_module, "worth_parallel", lambda lanes: True)
+    serial = _chain(tmp_path / "serial", None)
+    chain = _chain(tmp_path / "workers", pools[2])
+    chain._next_nonce = serial._next_nonce
+    inside = usd(64_950)  # between the best bid (64,900) and the best ask (65,100)
+    eth_inside = 2_999 * 10**5 + 5 * 10**4
+    abandoned = [chain.tx(key(i), place(SELL, btc(1), inside, POST_ONLY)) for i in range(6)]
+    abandoned += [
+        chain.tx(key(6 + i), place(SELL, 10**9, eth_inside, POST_ONLY, market=ETH)) for i in range(6)
+    ]
+
+    def fail(block: EndBlock) -> list[Event]:
+        raise RuntimeError("the block fails after its lanes")
+
+    hooks = block_module.END_BLOCK_HOOKS
+    monkeypatch.setattr(block_module, "END_BLOCK_HOOKS", (fail,))
+    with pytest.raises(RuntimeError, match="after its lanes"):
+        chain.finalize(abandoned)
+    monkeypatch.setattr(block_module, "END_BLOCK_HOOKS", hooks)
+    chain.height -= 1
+    chain.time = serial.time
+    # buyers at that price: the abandoned asks would fill them
+    txs = [serial.tx(key(6 + i), place(BUY, btc(1), inside, IOC)) for i in range(6)]
+    txs += [serial.tx(key(i), place(BUY, 10**9, eth_inside, IOC, market=ETH)) for i in range(6)]
+    expected = serial.run_block(txs)
+    chain._next_nonce = serial._next_nonce
+    got = chain.run_block(txs)
+    assert chain.app.last_block_parallel
+    assert (got.tx_results, got.events, got.app_hash) == (
+        expected.tx_results,
+        expected.events,
+        expected.app_hash,
+    )
+    assert not any(event.type == "order_filled" for result in got.tx_results for event in result.events)
+    serial.close()
+    chain.close()
+
+
 def test_one_hot_market_runs_serially(tmp_path: Path) -> None:
     chain = _chain(tmp_path, None)
     txs = [Tx.decode(chain.tx(key(i % TRADERS), place(BUY, btc(1), usd(64_000)))) for i in range(40)]
@@ -138,3 +184,42 @@ def test_one_hot_market_runs_serially(tmp_path: Path) -> None:
     assert sorted(len(lane) for lane in lanes) == [0, 40]
     assert not worth_parallel(lanes)
     chain.close()
+
+
+_store_keys = st.builds(
+    lambda family, rest: family + bytes(b"ab"[x % 2] for x in rest),
+    st.sampled_from([b"a", b"ab", b"ab:a", b"ab:b", b"b:ab"]),
+    st.binary(max_size=3),
+)
+"""Keys and prefixes from a few key families, some shorter than a family."""
+
+
+@given(
+    start=st.dictionaries(_store_keys, st.binary(min_size=1, max_size=2), max_size=12),
+    rounds=st.lists(
+        st.tuples(
+            st.lists(st.tuples(_store_keys, st.none() | st.binary(min_size=1, max_size=2)), max_size=10),
+            st.lists(_store_keys, max_size=3),
+        ),
+        max_size=8,
+    ),
+)
+def test_a_replica_store_iterates_like_a_sorted_model(
+    start: dict[bytes, bytes], rounds: list[tuple[list[tuple[bytes, bytes | None]], list[bytes]]]
+) -> None:
+    """A worker's replica store (`MemoryStore`) against a sorted model: commits applied between
+    scans, prefixes shorter and longer than a key family (the first 4 bytes of a key)."""
+    store = MemoryStore(sorted(start.items()))
+    model = dict(start)
+    for changes, prefixes in rounds:
+        store.apply(changes)
+        for k, value in changes:
+            if value is None:
+                model.pop(k, None)
+            else:
+                model[k] = value
+        for prefix in [b"", *prefixes]:
+            assert list(store.iterate(prefix)) == sorted(
+                (k, v) for k, v in model.items() if k.startswith(prefix)
+            )
+        assert all(store.get(k) == v for k, v in model.items()) and len(store) == len(model)
