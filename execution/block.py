@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from consensus.app import Event, ExecTxResult, FinalizeBlockRequest, ValidatorUpdate
 from execution.accounts import load_account, store_account
@@ -38,7 +39,7 @@ from execution.positions.margin import FEE_COLLECTOR
 from execution.risk.funding import funding_end_block
 from execution.risk.liquidation import carry_tx_state, liquidation_pass
 from execution.risk.triggers import trigger_orders, triggers_fired
-from execution.scheduler import merge, plan_lanes, worth_parallel
+from execution.scheduler import TxOutcome, merge, plan_lanes, run_lane, worth_parallel
 from execution.state import StateView
 from execution.tx import Tx
 from execution.workers import WorkerError, WorkerPool
@@ -139,6 +140,40 @@ class TxPhase:
     """txs run again in the main process after the workers (conflicts, LIQUIDATE actions)"""
 
 
+def _run_lanes(
+    view: StateView,
+    books: Books,
+    pool: WorkerPool,
+    lanes: list[list[int]],
+    checked: list[Tx | ExecTxResult],
+    request: FinalizeBlockRequest,
+) -> dict[int, TxOutcome] | None:
+    """Every tx's outcome by position: the last lane run here on `view` while the workers run the
+    others; None if a worker failed (the block then runs serially; nothing here was changed)."""
+    *remote, local = lanes
+    raw = request.txs
+    pool.send(
+        [[(position, raw[position]) for position in lane] for lane in remote],
+        view.changes(),
+        height=request.height,
+        time=request.time,
+    )
+    mine = [(position, cast(Tx, checked[position])) for position in local]
+    answers: list[list[TxOutcome]] | None = None
+    try:
+        here = run_lane(view, books, (), mine, height=request.height, time=request.time, keep_books=True)
+    finally:
+        try:
+            answers = pool.receive()
+        except WorkerError as exc:
+            log.error("parallel execution failed, running block %d serially: %s", request.height, exc)
+    if answers is None:  # the books keep this lane's changes: set them back
+        written = sorted({key for outcome in here for key, _ in outcome.changes})
+        books.apply((key, view.get(key)) for key in written)
+        return None
+    return {outcome.position: outcome for answer in (*answers, here) for outcome in answer}
+
+
 def execute_txs(
     view: StateView,
     books: Books,
@@ -167,18 +202,8 @@ def execute_txs(
         txs = [(index, item) for index in order if isinstance(item := checked[index], Tx)]
         lanes = plan_lanes(txs, pool.size)
         if worth_parallel(lanes):
-            raw = request.txs
-            try:
-                answers = pool.run(
-                    [[(position, raw[position]) for position in lane] for lane in lanes],
-                    view.changes(),
-                    height=request.height,
-                    time=request.time,
-                )
-            except WorkerError as exc:
-                log.error("parallel execution failed, running block %d serially: %s", request.height, exc)
-            else:
-                outcomes = {outcome.position: outcome for answer in answers for outcome in answer}
+            outcomes = _run_lanes(view, books, pool, lanes, checked, request)
+            if outcomes is not None:
                 lane_of = {position: lane for lane, positions in enumerate(lanes) for position in positions}
                 results, again = merge(
                     view,
@@ -189,6 +214,7 @@ def execute_txs(
                     lane_of,
                     height=request.height,
                     time=request.time,
+                    in_books=len(lanes) - 1,  # the lane run here (`_run_lanes`)
                 )
                 return TxPhase(results=results, exchange=exchange, parallel=True, run_again=again)
     serial: list[ExecTxResult | None] = [None] * len(checked)

@@ -2,10 +2,12 @@
 result is exactly that of serial execution (`execution.block.execute_txs` without lanes, which
 stays the specification).
 
-1. `plan_lanes`: the txs, in execution order, are dealt into one lane per worker by a key (the
-   market of a tx's first market action, else its sender): all txs of a key go to one lane in
-   order, keys to the least loaded lane, the biggest key first (ties by key).
-2. `run_lane` (in a worker process, on a replica of the state the tx phase starts from): the
+1. `plan_lanes`: the txs, in execution order, are dealt into one lane per worker and one for the
+   main process by a key (the market of a tx's first market action, else its sender): all txs of
+   a key go to one lane in order, keys to the least loaded lane (the main process's counts less:
+   `LOCAL_SHARE`), the biggest key first (ties by key).
+2. `run_lane` (in a worker process on a replica of the state the tx phase starts from, or in the
+   main process on the block view while the workers run theirs, `keep_books`): the
    lane's txs in order, each on its own view, as serial execution runs them, reporting a
    `TxOutcome`: result, changes, what it read (keys, and prefixes scanned or noted) and what it
    adds to the exchange context (rate-limit counts, touched owners).
@@ -40,6 +42,10 @@ from execution.tx import AmendOrder, CancelAll, CancelOrder, Liquidate, PlaceOrd
 
 MIN_PARALLEL_TXS = 32
 """Fewer txs than this run serially (the messages to the workers would cost more)."""
+WORKER_SHARE, LOCAL_SHARE = 2, 3
+"""How many txs the main process's lane is given for a worker's: a worker's tx also costs its
+decoding there, the outcome's pickling both ways, and the replica's upkeep (measured with
+`derivd bench exec --workers 1`: about 1.5 times a tx run in the main process)."""
 MAX_LANE_SHARE_PERCENT = 75
 """A plan whose biggest lane holds more than this share of the txs runs serially (one hot market:
 the lanes would wait for it)."""
@@ -77,14 +83,18 @@ def lane_key(tx: Tx) -> tuple[int, bytes]:
 
 
 def plan_lanes(txs: Sequence[tuple[int, Tx]], workers: int) -> list[list[int]]:
-    """The txs' positions (given in execution order) dealt into `workers` lanes (module
-    docstring); each lane keeps execution order. Deterministic."""
+    """The txs' positions (given in execution order) dealt into `workers` + 1 lanes (module
+    docstring): lane i < `workers` for worker i, the last for the main process, which is given
+    `LOCAL_SHARE` txs for every `WORKER_SHARE` of a worker's. Each lane keeps execution order.
+    Deterministic."""
     groups: dict[tuple[int, bytes], list[int]] = {}
     for position, tx in txs:
         groups.setdefault(lane_key(tx), []).append(position)
-    lanes: list[list[int]] = [[] for _ in range(workers)]
+    lanes: list[list[int]] = [[] for _ in range(workers + 1)]
+    # a lane's load is its size over its share; compared as size times the other share
+    scale = [LOCAL_SHARE] * workers + [WORKER_SHARE]
     for _, positions in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])):
-        lightest = min(range(workers), key=lambda lane: (len(lanes[lane]), lane))
+        lightest = min(range(len(lanes)), key=lambda lane: (len(lanes[lane]) * scale[lane], lane))
         lanes[lightest].extend(positions)
     rank = {position: i for i, (position, _) in enumerate(txs)}
     return [sorted(lane, key=rank.__getitem__) for lane in lanes]
@@ -115,10 +125,12 @@ def run_lane(
     *,
     height: int,
     time: int,
+    keep_books: bool = False,
 ) -> list[TxOutcome]:
     """Run `txs` (position, tx) in order on `base` with `base_changes` applied (what the block
     did before its txs), each on its own view; the books are changed as the txs go and set back
-    to `base` at the end."""
+    to `base` at the end (with `keep_books`, only if a tx raised: the lane the main process runs,
+    whose book changes `merge` then keeps)."""
     lane_view = StateView(base)
     for key, value in base_changes:
         if value is None:
@@ -146,7 +158,10 @@ def run_lane(
                 )
             )
             tx_view.apply_to(lane_view)
-    finally:
+    except BaseException:
+        books.apply((key, base.get(key)) for key in sorted(lane_view.write_set))
+        raise
+    if not keep_books:
         books.apply((key, base.get(key)) for key in sorted(lane_view.write_set))
     return outcomes
 
@@ -207,15 +222,20 @@ def merge(
     *,
     height: int,
     time: int,
+    in_books: int | None = None,
 ) -> tuple[list[ExecTxResult], int]:
     """Step 3 (module docstring): the results in the block's tx order, and how many txs ran
-    again. `ctx` is the live context of the block's txs (its books are changed)."""
+    again. `ctx` is the live context of the block's txs (its books are changed). The books already
+    hold the changes of lane `in_books` (run here with `keep_books`): its outcomes, when taken,
+    are not applied to them again, and before the first tx runs again the books are set back to
+    `view` at every key that lane's outcomes not yet taken wrote (a book is a function of the
+    records: `OrderBook.put`)."""
     assert ctx.books is not None
     books = ctx.books
     conflicts = Conflicts()
     results: list[ExecTxResult | None] = [None] * len(checked)
     again = 0
-    for index in order:
+    for step, index in enumerate(order):
         item = checked[index]
         if not isinstance(item, Tx):
             results[index] = item
@@ -223,6 +243,9 @@ def merge(
         outcome = outcomes[index]
         lane = lane_of[index]
         if any(isinstance(action, Liquidate) for action in item.actions) or conflicts.hit(outcome, lane):
+            if in_books is not None:
+                books.apply(_unmerged(view, order[step:], outcomes, lane_of, in_books))
+                in_books = None
             tx_view = StateView(view)
             results[index] = execute_tx(tx_view, item, time, height, ctx)
             changes = tx_view.changes()
@@ -239,7 +262,8 @@ def merge(
                 view.delete(key)
             else:
                 view.put(key, value)
-        books.apply(outcome.changes)
+        if lane != in_books:
+            books.apply(outcome.changes)
         ctx.counts.update(outcome.counts)
         touched = ctx.touched_owners
         for owner in outcome.touched_owners:
@@ -247,3 +271,15 @@ def merge(
         conflicts.wrote(_keys(outcome.changes), 1 << lane)
         results[index] = outcome.result
     return [result for result in results if result is not None], again
+
+
+def _unmerged(
+    view: StateView,
+    rest: Sequence[int],
+    outcomes: dict[int, TxOutcome],
+    lane_of: dict[int, int],
+    lane: int,
+) -> list[Change]:
+    """(key, value in `view`) of every key written by the outcomes of `lane` among `rest`."""
+    keys = {key for index in rest if lane_of.get(index) == lane for key, _ in outcomes[index].changes}
+    return [(key, view.get(key)) for key in sorted(keys)]

@@ -5,9 +5,11 @@ Each worker holds a replica of the committed application state (`MemoryStore`, e
 commit the app hands over the block's changes (`advance`): sent at once after a parallel block
 (the workers apply them while the main process goes on; pipes keep the order), otherwise kept,
 merged by key, until the next `run` sends them (a chain whose blocks the cost model keeps serial
-costs the workers nothing). For a block, `run` sends each worker its lane (the raw
-txs with their positions) and what the block changed before its txs; each answers with the lane's
-`TxOutcome`s (`execution.scheduler.run_lane`, after which its books are back at the replica).
+costs the workers nothing). For a block, `send` gives each worker its lane (the raw
+txs with their positions) and what the block changed before its txs, and `receive` collects the
+lanes' `TxOutcome`s (`execution.scheduler.run_lane`; the main process runs one more lane itself in
+between). A lane's book changes stay in the worker's books until the next commit says which to
+keep (`Replica`).
 Processes are started with "spawn" (no state inherited from a threaded parent) as daemons.
 A worker that fails answers with its error; `run` raises `WorkerError` and the caller runs the
 block serially (nothing of the main process was changed yet).
@@ -118,12 +120,66 @@ class _Stop:
 _Message = _Load | _Run | _Advance | _Stop
 
 
+_UNSET = object()
+
+
+class Replica:
+    """A worker's copy of committed state and its books. A lane leaves the books as it changed them
+    (`speculative`: the values the lane wrote); the next commit then mirrors only the keys whose
+    committed value differs from the lane's (none when the merge took all of the lane's txs) and
+    sets back the keys the lane wrote that the commit does not have. A lane that comes before any
+    commit (its block was abandoned) first sets back what the previous lane wrote."""
+
+    __slots__ = ("books", "committed", "speculative", "store")
+
+    def __init__(self, items: Sequence[tuple[bytes, bytes]] = ()) -> None:
+        self.store = MemoryStore(items)
+        self.committed = CommittedState(self.store)
+        self.books = Books.load(self.committed)
+        self.speculative: dict[bytes, bytes | None] = {}
+
+    def advance(self, changes: Sequence[Change]) -> None:
+        """Make one commit's changes (or several, merged by key) the replica's state."""
+        speculative, self.speculative = self.speculative, {}
+        if speculative:
+            committed = dict(changes)
+            store = self.store
+            self.books.apply(
+                [(key, value) for key, value in changes if speculative.get(key, _UNSET) != value]
+            )
+            self.books.apply([(key, store.get(key)) for key in speculative if key not in committed])
+        else:
+            self.books.apply(changes)
+        self.store.apply(changes)
+        self.committed.advance(())  # drops the decoded records of the previous state
+
+    def run(self, message: _Run) -> list[TxOutcome]:
+        """The outcomes of the lane of `message` (`execution.scheduler.run_lane`)."""
+        if self.speculative:
+            store = self.store
+            self.books.apply([(key, store.get(key)) for key in self.speculative])
+            self.speculative = {}
+        txs = [(position, Tx.decode(raw)) for position, raw in message.txs]
+        outcomes = run_lane(
+            self.committed,
+            self.books,
+            message.base_changes,
+            txs,
+            height=message.height,
+            time=message.time,
+            keep_books=True,
+        )
+        speculative = dict(message.base_changes)
+        for outcome in outcomes:
+            speculative.update(outcome.changes)
+        self.speculative = speculative
+        return outcomes
+
+
 def _serve(conn: Connection, setup: Callable[[], None] | None) -> None:
     """A worker's loop: one message at a time until `_Stop` (or the pipe closes); `setup` runs
     after each replica is loaded (the node's garbage-collector policy: `node.gcpolicy`)."""
-    store = MemoryStore()
-    committed = CommittedState(store)
-    books = Books()
+    replica = Replica()
     while True:
         try:
             message: _Message = conn.recv()
@@ -133,21 +189,13 @@ def _serve(conn: Connection, setup: Callable[[], None] | None) -> None:
             return
         try:
             if isinstance(message, _Load):
-                store = MemoryStore(message.items)
-                committed = CommittedState(store)
-                books = Books.load(committed)
+                replica = Replica(message.items)
                 if setup is not None:
                     setup()
             elif isinstance(message, _Advance):
-                store.apply(message.changes)
-                committed.advance(())  # drops the decoded records of the previous state
-                books.apply(message.changes)
+                replica.advance(message.changes)
             else:
-                txs = [(position, Tx.decode(raw)) for position, raw in message.txs]
-                outcomes = run_lane(
-                    committed, books, message.base_changes, txs, height=message.height, time=message.time
-                )
-                conn.send(outcomes)
+                conn.send(replica.run(message))
         except Exception:  # the main process is told and runs the block serially
             conn.send(WorkerError(traceback.format_exc()))
 
@@ -173,6 +221,7 @@ class WorkerPool:
             self._conns.append(parent)
             self._processes.append(process)
         self._backlog: dict[bytes, bytes | None] = {}  # commits not yet sent, merged by key
+        self._sent = 0  # lanes sent and not yet received
 
     @property
     def size(self) -> int:
@@ -202,20 +251,28 @@ class WorkerPool:
         for conn in self._conns:
             conn.send(message)
 
-    def run(
+    def send(
         self,
         lanes: Sequence[Sequence[tuple[int, bytes]]],
         base_changes: Sequence[Change],
         *,
         height: int,
         time: int,
-    ) -> list[list[TxOutcome]]:
-        """Each lane's outcomes, lane i run by worker i (at most `size` lanes)."""
+    ) -> None:
+        """Start lane i in worker i (at most `size` lanes); `receive` has their outcomes."""
+        if self._sent:
+            raise RuntimeError("the workers' last lanes have not been received")
         self._flush()
         base = list(base_changes)
         for conn, lane in zip(self._conns, lanes, strict=False):
             conn.send(_Run(height=height, time=time, base_changes=base, txs=list(lane)))
-        answers = [conn.recv() for conn, _ in zip(self._conns, lanes, strict=False)]
+        self._sent = min(len(lanes), len(self._conns))
+
+    def receive(self) -> list[list[TxOutcome]]:
+        """Each lane's outcomes, in the order `send` was given them; raises `WorkerError` (after
+        every answer is in) if a worker failed."""
+        answers = [conn.recv() for conn in self._conns[: self._sent]]
+        self._sent = 0
         for answer in answers:
             if isinstance(answer, WorkerError):
                 raise answer

@@ -266,7 +266,11 @@ def book_command(operations: int, seed: int, as_json: bool) -> None:
 
 @bench.command(name="exec")
 @click.option(
-    "--workers", type=int, default=2, show_default=True, help="Worker processes of the parallel run."
+    "--workers",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Worker processes of the parallel run (the main process runs one lane more).",
 )
 @click.option("--markets", type=int, default=32, show_default=True)
 @click.option("--accounts", type=int, default=2_000, show_default=True)
@@ -308,7 +312,7 @@ def exec_command(
     click.echo(
         f"execution, {figures['orders']:,} order actions in {blocks} blocks of {txs_per_block:,} txs on "
         f"{markets} markets, {accounts:,} accounts ({figures['mix']}): serial "
-        f"{figures['serial_orders_per_second']:,.0f} orders/s (target 25,000/s), {workers} workers "
+        f"{figures['serial_orders_per_second']:,.0f} orders/s (target 25,000/s), {workers} workers + main "
         f"{figures['orders_per_second']:,.0f} orders/s, speedup {figures['speedup']:.2f} "
         f"({figures['parallel_blocks']} of {blocks} blocks in parallel, "
         f"{figures['reexecuted_fraction']:.1%} of txs run again); {figures['fills']:,} fills, "

@@ -17,7 +17,7 @@ takers, one IOC order crossing the mid by 5 ticks; the others are market makers'
 a batch's actions once it has some). The blocks come from `random.Random(seed)`.
 
 The figures: orders (placements and cancels) per second of wall time of each run, the speedup,
-the share of txs run again after the workers (conflicts), and the final app hash, which must be the
+the share of txs run again after the lanes (conflicts), and the final app hash, which must be the
 same in both runs (a mismatch is an error).
 """
 
@@ -197,7 +197,7 @@ def _run(workload: Workload, path: Path, workers: int, profile: bool) -> Run:
 
 def bench_exec(
     *,
-    workers: int = 2,
+    workers: int = 1,
     markets: int = 32,
     accounts: int = 2_000,
     hot: bool = False,
@@ -224,6 +224,7 @@ def bench_exec(
         raise RuntimeError("serial and parallel execution of the same blocks disagree")
     return {
         "workers": workers,
+        "lanes": workers + 1,  # the main process runs one
         "markets": markets,
         "accounts": accounts,
         "mix": "hot" if hot else "low-conflict",

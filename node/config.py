@@ -827,11 +827,12 @@ class ExecutionConfig:
         _validate(self)
 
     def worker_count(self, cores: int | None) -> int:
-        """The number of worker processes: `workers`, or for "auto" one per core on a machine of
-        two cores or more (the main process merges while they wait), else 0 (serial)."""
+        """The number of worker processes: `workers`, or for "auto" one per core but the main
+        process's (which runs a lane of its own, then merges), up to 7, on a machine of two cores or
+        more; else 0 (serial)."""
         if isinstance(self.workers, int):
             return self.workers
-        return min(cores, 8) if cores is not None and cores >= 2 else 0
+        return min(cores - 1, 7) if cores is not None and cores >= 2 else 0
 
 
 _register(
@@ -841,8 +842,9 @@ _register(
     {
         "workers": _Key(
             _Kind.COUNT_OR_AUTO,
-            "Worker processes that run a block's transactions in parallel, with the result of serial "
-            'execution: a number (0: serial) or "auto" (one per core, up to 8; serial on one core)',
+            "Worker processes that run a block's transactions in parallel beside the main process "
+            "(which runs one lane too), with the result of serial execution: a number (0: serial) or "
+            '"auto" (one per core but one, up to 7; serial on one core)',
         ),
     },
 )

@@ -5,6 +5,12 @@ tx that then fails, undone change by change (`Books.revert`, from `ExchangeConte
 The books are a cache of the `order_key` (and trigger) records: every book change is written
 through the view in the same action, so state alone defines them. Markets are read once at load
 (there is no way to change a market after genesis yet).
+
+Changes mirrored with `apply` are kept per market, the last value of each key, and put into the
+market's books when they are next read (`book`, `triggers`): a worker's replica
+(`execution.workers`) then decodes only the orders of the markets its lanes trade, once however
+often they changed meanwhile. That is the same book because a book is a function of its records
+(`OrderBook.put`; priority comes from the order ids).
 """
 
 from __future__ import annotations
@@ -17,6 +23,10 @@ from execution.markets import Market, load_markets
 from execution.state import Change, StateReader, StateView
 from primitives import codec
 from storage import schema
+
+MAX_KEPT = 20_000
+"""Changes kept for one market beyond this are mirrored at once (a replica whose lanes never trade
+a market would otherwise keep the key of every order that market ever had)."""
 
 
 def _ids(key: bytes, start: int) -> tuple[int, int]:
@@ -33,13 +43,14 @@ def load_orders(state: StateReader, market_id: int) -> list[Order]:
 class Books:
     """market id -> its `OrderBook` and `Market`, built from state (see the module docstring)."""
 
-    __slots__ = ("_books", "_by_id", "_markets", "_triggers")
+    __slots__ = ("_books", "_by_id", "_markets", "_pending", "_triggers")
 
     def __init__(self) -> None:
         self._books: dict[int, OrderBook] = {}
         self._triggers: dict[int, TriggerBook] = {}  # resting stop-loss and take-profit orders
         self._markets: dict[int, Market] = {}
         self._by_id: list[Market] = []
+        self._pending: dict[int, dict[bytes, bytes | None]] = {}  # market -> key -> value to mirror
 
     @classmethod
     def load(cls, state: StateReader) -> Books:
@@ -53,6 +64,7 @@ class Books:
 
     def rebuild(self, state: StateReader, market_id: int) -> None:
         """Replace the book of `market_id` with one restored from `state`."""
+        self._pending.pop(market_id, None)
         book = OrderBook()
         book.restore(load_orders(state, market_id))
         self._books[market_id] = book
@@ -60,30 +72,56 @@ class Books:
 
     def apply(self, changes: Iterable[Change]) -> None:
         """Mirror changes of order and trigger records and of the order-id counters (other keys are
-        ignored) in the books: what
-        a tx run elsewhere wrote, or (`revert`) the values that undo a failed tx. Costs the
-        number of changes, not the size of the books."""
+        ignored) in the books: what a tx run elsewhere wrote, or (`revert`) the values that undo a
+        failed tx. Kept until the market's books are read (module docstring); costs the number of
+        changes, not the size of the books."""
         order_prefix = schema.APP_ORDER_PREFIX
         trigger_prefix = schema.APP_TRIGGER_PREFIX
         counter_prefix = schema.APP_NEXT_ORDER_ID_PREFIX
+        pending = self._pending
+        size = schema.MARKET_ID_SIZE
         for key, value in changes:
             if key.startswith(order_prefix):
-                market_id, order_id = _ids(key, len(order_prefix))
-                book = self._books[market_id]
+                start = len(order_prefix)
+            elif key.startswith(trigger_prefix):
+                start = len(trigger_prefix)
+            elif key.startswith(counter_prefix):
+                start = len(counter_prefix)
+            else:
+                continue
+            market_id = int.from_bytes(key[start : start + size], "big")
+            kept = pending.get(market_id)
+            if kept is None:
+                pending[market_id] = {key: value}
+            else:
+                kept[key] = value
+                if len(kept) > MAX_KEPT:
+                    self._mirror(market_id)
+
+    def _mirror(self, market_id: int) -> None:
+        """Put the kept changes of `market_id` into its books, in key order."""
+        changes = self._pending.pop(market_id)
+        order_prefix = schema.APP_ORDER_PREFIX
+        trigger_prefix = schema.APP_TRIGGER_PREFIX
+        book = self._books[market_id]
+        triggers = self._triggers[market_id]
+        for key in sorted(changes):
+            value = changes[key]
+            if key.startswith(order_prefix):
+                order_id = _ids(key, len(order_prefix))[1]
                 if value is None:
                     book.cancel(order_id)
                 else:
                     book.put(Order.from_fields(codec.decode(value)))
             elif key.startswith(trigger_prefix):
-                market_id, order_id = _ids(key, len(trigger_prefix))
+                order_id = _ids(key, len(trigger_prefix))[1]
                 if value is None:
-                    self._triggers[market_id].remove(order_id)
+                    triggers.remove(order_id)
                 else:
-                    self._triggers[market_id].put(TriggerOrder.decode(value))
-            elif key.startswith(counter_prefix):
-                market_id = int.from_bytes(key[len(counter_prefix) :], "big")
+                    triggers.put(TriggerOrder.decode(value))
+            else:  # the order-id counter (every resting id is below it, so it can go first)
                 next_id = 1 if value is None else codec.field_int(codec.decode(value), "next order id", 1)
-                self._books[market_id].rewind_ids(next_id)
+                book.rewind_ids(next_id)
 
     def revert(self, state: StateReader, dropped: StateView) -> None:
         """Undo in the books what the failed tx whose view is `dropped` did: each order and
@@ -98,10 +136,14 @@ class Books:
         return self._by_id
 
     def book(self, market_id: int) -> OrderBook:
+        if market_id in self._pending:
+            self._mirror(market_id)
         return self._books[market_id]
 
     def triggers(self, market_id: int) -> TriggerBook:
         """The resting trigger orders of `market_id` (`execution.risk.triggers`)."""
+        if market_id in self._pending:
+            self._mirror(market_id)
         return self._triggers[market_id]
 
     def __contains__(self, market_id: int) -> bool:

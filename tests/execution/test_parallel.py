@@ -133,6 +133,75 @@ def test_the_parallel_path_is_taken_and_a_conflict_runs_again(
     chain.close()
 
 
+def test_a_worker_sees_what_other_lanes_did_when_its_market_changes_lane(
+    tmp_path: Path, pools: dict[int, WorkerPool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Block 1: BTC (the bigger group) runs in the worker, ETH in the main process, which rests
+    asks there. Block 2: ETH is the bigger group, so the worker runs it: its bids must find the
+    asks the other lane rested (a worker keeps its own lane's book changes, and takes every other
+    change from the commit)."""
+    monkeypatch.setattr(block_module, "worth_parallel", lambda lanes: True)
+    serial = _chain(tmp_path / "serial", None)
+    chain = _chain(tmp_path / "workers", pools[1])
+    eth_inside = 3_000 * 10**5  # inside ETH's spread
+    first = [serial.tx(key(i), place(BUY, btc(1), usd(64_000), POST_ONLY)) for i in range(8)]
+    first += [serial.tx(key(8 + i), place(SELL, 10**9, eth_inside, POST_ONLY, market=ETH)) for i in range(3)]
+    second = [serial.tx(key(i), place(BUY, 10**9, eth_inside, IOC, market=ETH)) for i in range(6)]
+    second += [serial.tx(key(8 + i), place(SELL, btc(1), usd(66_000), POST_ONLY)) for i in range(2)]
+    for txs in (first, second):
+        expected = serial.run_block(txs)
+        chain._next_nonce = serial._next_nonce
+        got = chain.run_block(txs)
+        assert chain.app.last_block_parallel
+        assert (got.tx_results, got.events, got.app_hash) == (
+            expected.tx_results,
+            expected.events,
+            expected.app_hash,
+        )
+    fills = [event for result in got.tx_results for event in result.events if event.type == "order_filled"]
+    assert len(fills) == 3
+    serial.close()
+    chain.close()
+
+
+def test_a_worker_drops_the_orders_of_its_lane_that_the_block_did_not_keep(
+    tmp_path: Path, pools: dict[int, WorkerPool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Block 1: trader 11 moves its funds away (a lane of its own: the main process) and, later in
+    the block, bids on BTC and ETH (the BTC lane: the worker), which succeeds there but fails when
+    the merge runs it again after the transfer: its ETH bid rested in the worker's book, and the
+    commit does not have it. Block 2: ETH sells in the worker must not find that bid."""
+    monkeypatch.setattr(block_module, "worth_parallel", lambda lanes: True)
+    serial = _chain(tmp_path / "serial", None)
+    chain = _chain(tmp_path / "workers", pools[1])
+    eth_inside = 3_000 * 10**5
+    first = [serial.transfer(key(11), address(0), FUNDS - 2_140 * 10**6)]  # keeps its open orders margined
+    first += [serial.tx(key(i), place(BUY, btc(1), usd(64_000), POST_ONLY)) for i in range(6)]
+    first.append(
+        serial.tx(
+            key(11),
+            place(BUY, btc(1), usd(64_000), POST_ONLY),
+            place(BUY, 10**9, eth_inside, POST_ONLY, market=ETH),
+        )
+    )
+    second = [serial.tx(key(i), place(SELL, 10**9, eth_inside, IOC, market=ETH)) for i in range(4)]
+    second += [serial.tx(key(6 + i), place(SELL, btc(1), usd(66_000), POST_ONLY)) for i in range(2)]
+    for txs in (first, second):
+        expected = serial.run_block(txs)
+        chain._next_nonce = serial._next_nonce
+        got = chain.run_block(txs)
+        assert chain.app.last_block_parallel
+        assert (got.tx_results, got.events, got.app_hash) == (
+            expected.tx_results,
+            expected.events,
+            expected.app_hash,
+        )
+        if txs is first:
+            assert got.tx_results[-1].code != 0 and chain.app.last_block_txs_run_again >= 1
+    serial.close()
+    chain.close()
+
+
 def test_a_block_abandoned_after_its_lanes_leaves_no_trace_in_the_workers(
     tmp_path: Path, pools: dict[int, WorkerPool], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -143,7 +212,7 @@ def test_a_block_abandoned_after_its_lanes_leaves_no_trace_in_the_workers(
     chain = _chain(tmp_path / "workers", pools[2])
     chain._next_nonce = serial._next_nonce
     inside = usd(64_950)  # between the best bid (64,900) and the best ask (65,100)
-    eth_inside = 2_999 * 10**5 + 5 * 10**4
+    eth_inside = 3_000 * 10**5
     abandoned = [chain.tx(key(i), place(SELL, btc(1), inside, POST_ONLY)) for i in range(6)]
     abandoned += [
         chain.tx(key(6 + i), place(SELL, 10**9, eth_inside, POST_ONLY, market=ETH)) for i in range(6)
@@ -176,10 +245,26 @@ def test_a_block_abandoned_after_its_lanes_leaves_no_trace_in_the_workers(
     chain.close()
 
 
+def test_lanes_keep_each_market_together_and_give_the_main_process_its_share(tmp_path: Path) -> None:
+    chain = _chain(tmp_path, None)
+    sizes = {1: 10, 2: 9, 3: 8, 4: 7, 5: 6}  # market -> txs (only their first actions' markets count)
+    txs = [
+        Tx.decode(chain.tx(key(i % TRADERS), place(BUY, btc(1), usd(64_000), market=market)))
+        for market, count in sizes.items()
+        for i in range(count)
+    ]
+    worker, local = plan_lanes(list(enumerate(txs)), 1)
+    assert worker == sorted(worker) and local == sorted(local)  # execution order within a lane
+    markets = [{txs[p].actions[0].market_id for p in lane} for lane in (worker, local)]  # type: ignore[union-attr]
+    assert markets == [{1, 4}, {2, 3, 5}]  # 17 and 23 txs: the main process's share is 3 to 2
+    assert len(plan_lanes(list(enumerate(txs)), 3)) == 4
+    chain.close()
+
+
 def test_one_hot_market_runs_serially(tmp_path: Path) -> None:
     chain = _chain(tmp_path, None)
     txs = [Tx.decode(chain.tx(key(i % TRADERS), place(BUY, btc(1), usd(64_000)))) for i in range(40)]
-    lanes = plan_lanes(list(enumerate(txs)), 2)
+    lanes = plan_lanes(list(enumerate(txs)), 1)
     assert {lane_key(tx) for tx in txs} == {(0, BTC.to_bytes(4, "big"))}
     assert sorted(len(lane) for lane in lanes) == [0, 40]
     assert not worth_parallel(lanes)

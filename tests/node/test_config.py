@@ -624,7 +624,7 @@ def test_duration_parts_add_up(parts: list[tuple[int, str]]) -> None:
 def test_execution_workers_are_a_count_or_auto(tmp_path: Path) -> None:
     config = Config.default(tmp_path, "node0")
     assert config.execution.workers == "auto"
-    assert config.execution.worker_count(2) == 2 and config.execution.worker_count(64) == 8
+    assert config.execution.worker_count(2) == 1 and config.execution.worker_count(64) == 7
     assert config.execution.worker_count(1) == 0 and config.execution.worker_count(None) == 0
     assert config.with_overrides(**{"execution.workers": "3"}).execution.worker_count(2) == 3
     assert config.with_overrides(**{"execution.workers": "0"}).execution.worker_count(16) == 0
