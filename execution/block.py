@@ -7,8 +7,9 @@
    by check_tx are cache hits), then the txs whose actions are all non-taking in tx order, then the
    others in tx order (`execution.exchange.orders.block_order`), each on a view of its own
    (`execution.executor.execute_tx`) over the block view; results stay in the block's tx order.
-   With a worker pool, and when the cost model says so, the txs run in the workers and are merged
-   in that order with the same outcome (`execution.scheduler`).
+   With a worker pool, and when the cost model says so, the txs run in lanes, in the workers and
+   one in this process meanwhile, and are merged in that order with the same outcome
+   (`execution.scheduler`).
 4. `END_BLOCK_HOOKS`, in order: the oracle aggregation, the trigger orders the new prices fire,
    the funding phase (premium samples; the tick when the block time reaches it), and last the
    liquidation pass, which so sees everything that changed an account's value in the block (the
