@@ -221,10 +221,8 @@ def execute_txs(
     serial: list[ExecTxResult | None] = [None] * len(checked)
     for index in order:
         item = checked[index]
-        if isinstance(item, Tx):
-            tx_view = StateView(view)
-            serial[index] = execute_tx(tx_view, item, request.time, request.height, exchange)
-            tx_view.apply_to(view)
+        if isinstance(item, Tx):  # no view of its own: nothing needs its read or write set here
+            serial[index] = execute_tx(view, item, request.time, request.height, exchange)
         else:
             serial[index] = item
     results = [result for result in serial if result is not None]
