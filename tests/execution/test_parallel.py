@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consensus.app import Event
+from consensus.app import Event, FinalizeBlockResult
 from execution import block as block_module
 from execution.block import EndBlock
 from execution.genesis_state import default_exchange_app_state
@@ -133,6 +133,24 @@ def test_the_parallel_path_is_taken_and_a_conflict_runs_again(
     chain.close()
 
 
+ETH_INSIDE = 3_000 * 10**5
+"""An ETH price inside the spread `_chain` leaves (best bid 2,999, best ask 3,001)."""
+
+
+def _same_in_parallel(serial: Chain, chain: Chain, txs: list[bytes]) -> FinalizeBlockResult:
+    """Run `txs` on both chains (signed with `serial`'s nonces), `chain` in parallel; the same."""
+    expected = serial.run_block(txs)
+    chain._next_nonce = serial._next_nonce
+    got = chain.run_block(txs)
+    assert chain.app.last_block_parallel
+    assert (got.tx_results, got.events, got.app_hash) == (
+        expected.tx_results,
+        expected.events,
+        expected.app_hash,
+    )
+    return got
+
+
 def test_a_worker_sees_what_other_lanes_did_when_its_market_changes_lane(
     tmp_path: Path, pools: dict[int, WorkerPool], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -143,21 +161,12 @@ def test_a_worker_sees_what_other_lanes_did_when_its_market_changes_lane(
     monkeypatch.setattr(block_module, "worth_parallel", lambda lanes: True)
     serial = _chain(tmp_path / "serial", None)
     chain = _chain(tmp_path / "workers", pools[1])
-    eth_inside = 3_000 * 10**5  # inside ETH's spread
     first = [serial.tx(key(i), place(BUY, btc(1), usd(64_000), POST_ONLY)) for i in range(8)]
-    first += [serial.tx(key(8 + i), place(SELL, 10**9, eth_inside, POST_ONLY, market=ETH)) for i in range(3)]
-    second = [serial.tx(key(i), place(BUY, 10**9, eth_inside, IOC, market=ETH)) for i in range(6)]
+    first += [serial.tx(key(8 + i), place(SELL, 10**9, ETH_INSIDE, POST_ONLY, market=ETH)) for i in range(3)]
+    second = [serial.tx(key(i), place(BUY, 10**9, ETH_INSIDE, IOC, market=ETH)) for i in range(6)]
     second += [serial.tx(key(8 + i), place(SELL, btc(1), usd(66_000), POST_ONLY)) for i in range(2)]
-    for txs in (first, second):
-        expected = serial.run_block(txs)
-        chain._next_nonce = serial._next_nonce
-        got = chain.run_block(txs)
-        assert chain.app.last_block_parallel
-        assert (got.tx_results, got.events, got.app_hash) == (
-            expected.tx_results,
-            expected.events,
-            expected.app_hash,
-        )
+    _same_in_parallel(serial, chain, first)
+    got = _same_in_parallel(serial, chain, second)
     fills = [event for result in got.tx_results for event in result.events if event.type == "order_filled"]
     assert len(fills) == 3
     serial.close()
@@ -174,30 +183,50 @@ def test_a_worker_drops_the_orders_of_its_lane_that_the_block_did_not_keep(
     monkeypatch.setattr(block_module, "worth_parallel", lambda lanes: True)
     serial = _chain(tmp_path / "serial", None)
     chain = _chain(tmp_path / "workers", pools[1])
-    eth_inside = 3_000 * 10**5
     first = [serial.transfer(key(11), address(0), FUNDS - 2_140 * 10**6)]  # keeps its open orders margined
     first += [serial.tx(key(i), place(BUY, btc(1), usd(64_000), POST_ONLY)) for i in range(6)]
     first.append(
         serial.tx(
             key(11),
             place(BUY, btc(1), usd(64_000), POST_ONLY),
-            place(BUY, 10**9, eth_inside, POST_ONLY, market=ETH),
+            place(BUY, 10**9, ETH_INSIDE, POST_ONLY, market=ETH),
         )
     )
-    second = [serial.tx(key(i), place(SELL, 10**9, eth_inside, IOC, market=ETH)) for i in range(4)]
+    second = [serial.tx(key(i), place(SELL, 10**9, ETH_INSIDE, IOC, market=ETH)) for i in range(4)]
     second += [serial.tx(key(6 + i), place(SELL, btc(1), usd(66_000), POST_ONLY)) for i in range(2)]
-    for txs in (first, second):
-        expected = serial.run_block(txs)
-        chain._next_nonce = serial._next_nonce
-        got = chain.run_block(txs)
-        assert chain.app.last_block_parallel
-        assert (got.tx_results, got.events, got.app_hash) == (
-            expected.tx_results,
-            expected.events,
-            expected.app_hash,
+    got = _same_in_parallel(serial, chain, first)
+    assert got.tx_results[-1].code != 0 and chain.app.last_block_txs_run_again >= 1
+    _same_in_parallel(serial, chain, second)
+    serial.close()
+    chain.close()
+
+
+def test_a_tx_run_again_sees_the_books_without_the_main_lanes_later_txs(
+    tmp_path: Path, pools: dict[int, WorkerPool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ETH is the main process's lane: an ask rests (non-taking, so early in block order), then a
+    later buyer takes it there. A BTC-lane tx between them in block order also buys that ask; the
+    merge runs it again (it read ETH's book, which the other lane wrote), and it must find the
+    ask, which the main lane's later buyer had already taken in the books."""
+    monkeypatch.setattr(block_module, "worth_parallel", lambda lanes: True)
+    serial = _chain(tmp_path / "serial", None)
+    chain = _chain(tmp_path / "workers", pools[1])
+    txs = [serial.tx(key(i), place(BUY, btc(1), usd(64_000), POST_ONLY)) for i in range(6)]
+    txs.append(serial.tx(key(8), place(SELL, 10**9, ETH_INSIDE, POST_ONLY, market=ETH)))
+    txs.append(
+        serial.tx(
+            key(6),
+            place(BUY, btc(1), usd(64_000), POST_ONLY),
+            place(BUY, 10**9, ETH_INSIDE, IOC, market=ETH),
         )
-        if txs is first:
-            assert got.tx_results[-1].code != 0 and chain.app.last_block_txs_run_again >= 1
+    )
+    txs.append(serial.tx(key(9), place(BUY, 10**9, ETH_INSIDE, IOC, market=ETH)))
+    got = _same_in_parallel(serial, chain, txs)
+    assert chain.app.last_block_txs_run_again >= 1
+    filled = [
+        i for i, result in enumerate(got.tx_results) if any(e.type == "order_filled" for e in result.events)
+    ]
+    assert filled == [7]
     serial.close()
     chain.close()
 
@@ -212,10 +241,9 @@ def test_a_block_abandoned_after_its_lanes_leaves_no_trace_in_the_workers(
     chain = _chain(tmp_path / "workers", pools[2])
     chain._next_nonce = serial._next_nonce
     inside = usd(64_950)  # between the best bid (64,900) and the best ask (65,100)
-    eth_inside = 3_000 * 10**5
     abandoned = [chain.tx(key(i), place(SELL, btc(1), inside, POST_ONLY)) for i in range(6)]
     abandoned += [
-        chain.tx(key(6 + i), place(SELL, 10**9, eth_inside, POST_ONLY, market=ETH)) for i in range(6)
+        chain.tx(key(6 + i), place(SELL, 10**9, ETH_INSIDE, POST_ONLY, market=ETH)) for i in range(6)
     ]
 
     def fail(block: EndBlock) -> list[Event]:
@@ -230,16 +258,8 @@ def test_a_block_abandoned_after_its_lanes_leaves_no_trace_in_the_workers(
     chain.time = serial.time
     # buyers at that price: the abandoned asks would fill them
     txs = [serial.tx(key(6 + i), place(BUY, btc(1), inside, IOC)) for i in range(6)]
-    txs += [serial.tx(key(i), place(BUY, 10**9, eth_inside, IOC, market=ETH)) for i in range(6)]
-    expected = serial.run_block(txs)
-    chain._next_nonce = serial._next_nonce
-    got = chain.run_block(txs)
-    assert chain.app.last_block_parallel
-    assert (got.tx_results, got.events, got.app_hash) == (
-        expected.tx_results,
-        expected.events,
-        expected.app_hash,
-    )
+    txs += [serial.tx(key(i), place(BUY, 10**9, ETH_INSIDE, IOC, market=ETH)) for i in range(6)]
+    got = _same_in_parallel(serial, chain, txs)
     assert not any(event.type == "order_filled" for result in got.tx_results for event in result.events)
     serial.close()
     chain.close()
