@@ -229,7 +229,10 @@ def merge(
     hold the changes of lane `in_books` (run here with `keep_books`): its outcomes, when taken,
     are not applied to them again, and before the first tx runs again the books are set back to
     `view` at every key that lane's outcomes not yet taken wrote (a book is a function of the
-    records: `OrderBook.put`)."""
+    records: `OrderBook.put`). Until then the books and `view` agree on every book key because
+    no two lanes both have a taken write of one: an order or trigger record is written only after
+    its market's book was read (`ExchangeContext.book` notes the prefix), an order-id counter only
+    after it was read (`take_order_id`), so the later writer in block order conflicts."""
     assert ctx.books is not None
     books = ctx.books
     conflicts = Conflicts()
