@@ -82,6 +82,14 @@ def _overlay(
     return sorted(merged.items(), key=lambda item: item[0])
 
 
+def _add_to_family(families: dict[bytes, set[bytes]], key: bytes) -> None:
+    family = families.get(key[:_FAMILY])
+    if family is None:
+        families[key[:_FAMILY]] = {key}
+    else:
+        family.add(key)
+
+
 class StateView:
     """Buffered writes over a parent, with the read and write sets of what ran on it."""
 
@@ -98,15 +106,17 @@ class StateView:
         self._reads: set[bytes] = set()
         self._prefix_reads: set[bytes] = set()
         # the written keys by their first `_FAMILY` bytes, so that `iterate` does not test every
-        # key written here (a block view holds tens of thousands); unordered, sorted on use
-        self._families: dict[bytes, set[bytes]] = {}
+        # key written here (a block view holds tens of thousands); unordered, sorted on use.
+        # Built by the first `iterate` and kept from then on: most views never iterate.
+        self._families: dict[bytes, set[bytes]] | None = None
 
-    def _written(self, key: bytes) -> None:
-        family = self._families.get(key[:_FAMILY])
-        if family is None:
-            self._families[key[:_FAMILY]] = {key}
-        else:
-            family.add(key)
+    def _family_index(self) -> dict[bytes, set[bytes]]:
+        families = self._families
+        if families is None:
+            families = self._families = {}
+            for key in self._writes:
+                _add_to_family(families, key)
+        return families
 
     def get(self, key: bytes) -> bytes | None:
         """The value of `key` as this view sees it; reads that reach the parent are recorded."""
@@ -152,7 +162,7 @@ class StateView:
         from_parent = self._parent.iterate(prefix)
         writes = self._writes
         self._reads.update(key for key, _ in from_parent if key not in writes)
-        candidates = self._families.get(prefix[:_FAMILY], ()) if len(prefix) >= _FAMILY else writes
+        candidates = self._family_index().get(prefix[:_FAMILY], ()) if len(prefix) >= _FAMILY else writes
         mine = {key: self.get(key) for key in [key for key in candidates if key.startswith(prefix)]}
         return _overlay(from_parent, mine, prefix)
 
@@ -171,7 +181,8 @@ class StateView:
         for key in taken:
             value = self._writes.pop(key)
             self._decoded.pop(key, None)
-            self._families[key[:_FAMILY]].discard(key)
+            if self._families is not None:
+                self._families[key[:_FAMILY]].discard(key)
             if value is not None:
                 out.append((key, value if type(value) is bytes else cast(Record, value).encode()))
         return out
@@ -179,18 +190,21 @@ class StateView:
     def put(self, key: bytes, value: bytes) -> None:
         self._writes[key] = value
         self._decoded.pop(key, None)
-        self._written(key)
+        if self._families is not None:
+            _add_to_family(self._families, key)
 
     def put_record(self, key: bytes, record: Record) -> None:
         """`put(key, record.encode())`, the encoding deferred until the bytes are needed."""
         self._writes[key] = record
         self._decoded.pop(key, None)
-        self._written(key)
+        if self._families is not None:
+            _add_to_family(self._families, key)
 
     def delete(self, key: bytes) -> None:
         self._writes[key] = None
         self._decoded.pop(key, None)
-        self._written(key)
+        if self._families is not None:
+            _add_to_family(self._families, key)
 
     @property
     def read_set(self) -> frozenset[bytes]:
@@ -226,8 +240,10 @@ class StateView:
             for key in self._writes:
                 decoded.pop(key, None)
         target._writes.update(self._writes)
-        for key in self._writes:
-            target._written(key)
+        families = target._families
+        if families is not None:
+            for key in self._writes:
+                _add_to_family(families, key)
         decoded.update(self._decoded)
 
 

@@ -100,6 +100,7 @@ _ops = st.lists(
         st.tuples(st.just("delete"), _keys, st.just(b"")),
         st.tuples(st.just("commit_child"), _keys, st.binary(min_size=1, max_size=2)),
         st.tuples(st.just("discard"), _keys, st.just(b"")),
+        st.tuples(st.just("iterate"), _keys, st.just(b"")),
     ),
     max_size=40,
 )
@@ -127,6 +128,8 @@ def test_iterate_matches_a_model_whatever_the_prefix_length(
             child.put(key, value)
             child.apply_to(view)
             model[key] = value
+        elif op == "iterate":  # between writes: what the view indexes then must stay right
+            assert view.iterate(key) == sorted((k, v) for k, v in model.items() if k.startswith(key))
         else:  # block-local keys under `key` dropped, as if never written
             for dropped, _ in view.discard_prefix(key):
                 del model[dropped]
