@@ -169,7 +169,8 @@ def _run_lanes(
         except WorkerError as exc:
             log.error("parallel execution failed, running block %d serially: %s", request.height, exc)
     if answers is None:  # the books keep this lane's changes: set them back
-        books.set_back(view, {key for outcome in here for key, _ in outcome.changes})
+        written = sorted({key for outcome in here for key, _ in outcome.changes})
+        books.apply((key, view.get(key)) for key in written)
         return None
     return {outcome.position: outcome for answer in (*answers, here) for outcome in answer}
 

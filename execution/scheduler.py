@@ -140,7 +140,6 @@ def run_lane(
     books.apply(base_changes)
     ctx = ExchangeContext(height, books, live=True)
     outcomes: list[TxOutcome] = []
-    kept = False
     try:
         for position, tx in txs:
             ctx.touched_owners = {}
@@ -159,10 +158,11 @@ def run_lane(
                 )
             )
             tx_view.apply_to(lane_view)
-        kept = keep_books
-    finally:
-        if not kept:
-            books.set_back(base, lane_view.write_set)
+    except BaseException:
+        books.apply((key, base.get(key)) for key in sorted(lane_view.write_set))
+        raise
+    if not keep_books:
+        books.apply((key, base.get(key)) for key in sorted(lane_view.write_set))
     return outcomes
 
 
@@ -247,7 +247,7 @@ def merge(
         lane = lane_of[index]
         if any(isinstance(action, Liquidate) for action in item.actions) or conflicts.hit(outcome, lane):
             if in_books is not None:
-                books.set_back(view, _unmerged(order[step:], outcomes, lane_of, in_books))
+                books.apply(_unmerged(view, order[step:], outcomes, lane_of, in_books))
                 in_books = None
             tx_view = StateView(view)
             results[index] = execute_tx(tx_view, item, time, height, ctx)
@@ -277,7 +277,12 @@ def merge(
 
 
 def _unmerged(
-    rest: Sequence[int], outcomes: dict[int, TxOutcome], lane_of: dict[int, int], lane: int
-) -> set[bytes]:
-    """Every key written by the outcomes of `lane` among `rest`."""
-    return {key for index in rest if lane_of.get(index) == lane for key, _ in outcomes[index].changes}
+    view: StateView,
+    rest: Sequence[int],
+    outcomes: dict[int, TxOutcome],
+    lane_of: dict[int, int],
+    lane: int,
+) -> list[Change]:
+    """(key, value in `view`) of every key written by the outcomes of `lane` among `rest`."""
+    keys = {key for index in rest if lane_of.get(index) == lane for key, _ in outcomes[index].changes}
+    return [(key, view.get(key)) for key in sorted(keys)]

@@ -143,10 +143,11 @@ class Replica:
         speculative, self.speculative = self.speculative, {}
         if speculative:
             committed = dict(changes)
+            store = self.store
             self.books.apply(
                 [(key, value) for key, value in changes if speculative.get(key, _UNSET) != value]
             )
-            self.books.set_back(self.committed, [key for key in speculative if key not in committed])
+            self.books.apply([(key, store.get(key)) for key in speculative if key not in committed])
         else:
             self.books.apply(changes)
         self.store.apply(changes)
@@ -155,7 +156,8 @@ class Replica:
     def run(self, message: _Run) -> list[TxOutcome]:
         """The outcomes of the lane of `message` (`execution.scheduler.run_lane`)."""
         if self.speculative:
-            self.books.set_back(self.committed, self.speculative)
+            store = self.store
+            self.books.apply([(key, store.get(key)) for key in self.speculative])
             self.speculative = {}
         txs = [(position, Tx.decode(raw)) for position, raw in message.txs]
         outcomes = run_lane(

@@ -126,12 +126,7 @@ class Books:
     def revert(self, state: StateReader, dropped: StateView) -> None:
         """Undo in the books what the failed tx whose view is `dropped` did: each order and
         trigger record it wrote goes back to its value in `state` (the view under it)."""
-        self.set_back(state, dropped.write_set)
-
-    def set_back(self, state: StateReader, keys: Iterable[bytes]) -> None:
-        """Mirror the value in `state` of each of `keys` (in any order: the last value of a key
-        is kept, and a market's are put in key order)."""
-        self.apply((key, state.get(key)) for key in keys)
+        self.apply((key, state.get(key)) for key in sorted(dropped.write_set))
 
     def market(self, market_id: int) -> Market | None:
         return self._markets.get(market_id)
