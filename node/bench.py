@@ -3,7 +3,7 @@ limit (Ed25519 verifications per second on one core and on all cores), never ass
 test. `--json` prints the same figures as one JSON object.
 
 - `bench throughput`: committed tx/s, latency and per-node CPU and memory of a temporary
-  localnet under load (see node.loadgen).
+  localnet under the load generator's order flow (see node.bench_throughput).
 - `bench exec`: order actions per second through `ExchangeApp.finalize_block` + `commit` (fsync),
   signatures verified inside the timing, serially and with worker processes on the same blocks,
   the speedup and the app hash of both (see node.bench_exec); targets: serial 25,000/s, speedup
@@ -45,7 +45,7 @@ from consensus.votes import verify_commit
 from node.bench_book import bench_book
 from node.bench_exec import bench_exec
 from node.bench_liquidation import bench_liquidation
-from node.loadgen import bench_throughput
+from node.bench_throughput import bench_throughput
 from primitives.batch_verify import BatchVerifier, SignedItem
 from primitives.hashing import merkle_root, sha256
 from primitives.keys import PrivateKey, verify
@@ -361,27 +361,68 @@ def _limit_json(limit: MachineLimit) -> dict[str, Any]:
 
 
 @bench.command(name="throughput")
-@click.option("--validators", type=int, default=4, show_default=True)
+@click.option("--validators", type=int, default=1, show_default=True)
 @click.option("--duration", type=float, default=20.0, show_default=True, help="Seconds of load.")
-@click.option("--accounts", type=int, default=32, show_default=True, help="Sending accounts (workers).")
+@click.option(
+    "--mix",
+    type=click.Choice(["orders", "transfers"]),
+    default="orders",
+    show_default=True,
+    help="Makers' batches and takers' IOC orders (node.orderflow), or signed transfers.",
+)
+@click.option(
+    "--rate",
+    type=float,
+    default=12_000.0,
+    show_default=True,
+    help="Offered orders/s (transfers: tx/s); 0: unpaced.",
+)
+@click.option("--accounts", type=int, default=400, show_default=True, help="Funded trading accounts.")
+@click.option("--processes", type=int, default=2, show_default=True, help="Load generator processes.")
+@click.option("--batch", type=int, default=100, show_default=True, help="Txs per JSON-RPC batch request.")
 @click.option(
     "--timeout-commit", default="1s", show_default=True, help="[consensus] timeout_commit of the nodes."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def throughput_command(
-    validators: int, duration: float, accounts: int, timeout_commit: str, as_json: bool
+    validators: int,
+    duration: float,
+    mix: str,
+    rate: float,
+    accounts: int,
+    processes: int,
+    batch: int,
+    timeout_commit: str,
+    as_json: bool,
 ) -> None:
-    """Committed tx/s and latency of a temporary localnet under signed-transfer load."""
+    """Committed orders/s and latency of a temporary localnet under the load generator."""
     limit = machine_limit()
-    figures = bench_throughput(validators, duration, accounts, timeout_commit)
+    figures = bench_throughput(
+        validators=validators,
+        duration=duration,
+        mix=mix,
+        rate=rate,
+        accounts=accounts,
+        processes=processes,
+        batch=batch,
+        timeout_commit=timeout_commit,
+    )
     if _print_json_or_limit(limit, figures, as_json):
         return
+    refused = {why: entry["txs"] for why, entry in figures["refused_txs"].items()}
     click.echo(
-        f"{validators} validators, {duration:.0f} s, {accounts} accounts: "
-        f"{figures['committed_tx_per_s']:,.1f} committed tx/s ({figures['committed']} of "
-        f"{figures['submitted']} accepted, {figures['rejected']} refused), latency p50 "
-        f"{figures['latency_p50_s']:.2f} s p99 {figures['latency_p99_s']:.2f} s, "
-        f"block interval {figures['block_interval_s']:.2f} s"
+        f"{validators} validators, {duration:.0f} s of {mix}: "
+        f"{figures['committed_orders_per_s']:,.0f} committed orders/s, "
+        f"{figures['committed_tx_per_s']:,.0f} tx/s ({figures['committed_txs']} txs ok, failed by code "
+        f"{figures['failed_txs_by_code']}, {figures['lost_txs']} accepted but not in a block, refused "
+        f"{refused}), latency p50 {figures['latency_p50_s']:.2f} s p99 "
+        f"{figures['latency_p99_s']:.2f} s, block interval {figures['block_interval_s']:.2f} s"
+    )
+    click.echo(
+        f"  generator: {figures['accepted_orders_per_s']:,.0f} orders/s accepted "
+        f"({figures['accepted_tx_per_s']:,.0f} tx/s) with "
+        f"{figures['generator_cpu_seconds']:.1f} CPU-s; capacity against a sink "
+        f"{figures['generator_capacity_orders_per_s']:,.0f} orders/s"
     )
     for i, node in enumerate(figures["nodes"]):
         click.echo(

@@ -9,12 +9,9 @@ batch verifier with an empty cache (a node whose check_tx saw the txs would find
 Excluded: decoding and signing by the load generator (the blocks are built first), consensus, the
 mempool and the network. The garbage collector runs under the node's policy (`node.gcpolicy`).
 
-The mix, per trader: each trades only its home market (trader i: market i mod `markets`; with
-`--hot`, every trader trades market 1, so every tx conflicts with every other). 25% of the txs are
-takers, one IOC order crossing the mid by 5 ticks; the others are market makers' batches of
-`orders_per_tx` actions: placements (a quarter post-only), half within 5 ticks of the mid and half
-8 to 40 ticks away, and cancels by client id of the trader's far orders of earlier blocks (40% of
-a batch's actions once it has some). The blocks come from `random.Random(seed)`.
+The mix is `node.orderflow`'s (makers' batches of placements and cancels, IOC takers; with
+`--hot`, every trader on market 1, so every tx conflicts with every other), a block of it after
+each `OrderFlow.end_block`, on `markets` copies of BTC-USD.
 
 The figures: orders (placements and cancels) per second of wall time of each run, the speedup,
 the share of txs run again after the lanes (conflicts), and the final app hash, which must be the
@@ -26,19 +23,17 @@ from __future__ import annotations
 import cProfile
 import json
 import pstats
-import random
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from consensus.app import FinalizeBlockRequest, InitChainRequest
 from execution.app import ExchangeApp
 from execution.genesis_state import default_exchange_app_state
-from execution.markets import Market, default_markets
-from execution.tx import Action, CancelOrder, PlaceOrder, build_tx
 from node.gcpolicy import apply_gc_policy
+from node.orderflow import OrderFlow, copies_of_btc
 from primitives.batch_verify import BatchVerifier
 from primitives.hashing import sha256
 from primitives.keys import PrivateKey
@@ -48,10 +43,6 @@ CHAIN_ID = "derivd-bench-exec"
 GENESIS_TIME = 1_750_000_000 * 10**9
 BLOCK_INTERVAL = 10**9
 FUNDS = 10_000_000 * 10**6  # $10M per trader
-TAKER_SHARE = 0.25  # of txs: one IOC order crossing the mid by TAKER_CROSS_TICKS
-TAKER_CROSS_TICKS = 5
-CANCEL_SHARE = 0.4  # of a maker's actions, when it has deep orders to cancel
-NEAR_SHARE = 0.5  # of placements: within TAKER_CROSS_TICKS of the mid (the others 8-40 ticks away)
 WARM_UP_TXS = 8
 
 
@@ -63,63 +54,28 @@ class Workload:
     app_state: bytes
 
 
-def bench_markets(count: int) -> list[Market]:
-    """`count` markets with BTC-USD's parameters, ids 1..count."""
-    btc = default_markets()[0]
-    return [replace(btc, market_id=i, ticker=f"M{i}-USD") for i in range(1, count + 1)]
-
-
 def _generate(
     *, blocks: int, txs_per_block: int, accounts: int, markets: int, hot: bool, seed: int, orders_per_tx: int
 ) -> Workload:
-    rng = random.Random(seed)
     keys = [PrivateKey.from_seed(sha256(b"bench exec %d" % i)) for i in range(accounts)]
-    book = bench_markets(markets)
-    nonce = GENESIS_TIME // 1_000_000
-    deep: list[list[int]] = [[] for _ in range(accounts)]  # client ids of far orders
-    placed: list[tuple[int, int]] = []  # (trader, client id) of this block
-    next_client = [1] * accounts
+    book = copies_of_btc(markets)
+    flow = OrderFlow(
+        keys=keys,
+        markets=book,
+        chain_id=CHAIN_ID,
+        seed=seed,
+        nonce=GENESIS_TIME // 1_000_000,
+        hot=hot,
+        orders_per_tx=orders_per_tx,
+    )
     generated: list[list[bytes]] = []
     orders = 0
     for _ in range(blocks + 1):
-        # cancels name far orders of earlier blocks only: within a block, cancels run first
-        for trader, client_id in placed:
-            deep[trader].append(client_id)
-        placed.clear()
-        txs: list[bytes] = []
-        for _ in range(txs_per_block if generated else WARM_UP_TXS):
-            trader = rng.randrange(accounts)
-            market = book[0] if hot else book[trader % markets]
-            tick = market.subticks_per_tick
-            actions: list[Action] = []
-            if rng.random() < TAKER_SHARE:
-                side = rng.randrange(2)
-                cross = TAKER_CROSS_TICKS * tick
-                price = market.initial_price + (cross if side == 0 else -cross)
-                size = market.step_base_quantums * rng.randint(1, 20)
-                actions.append(PlaceOrder(market.market_id, side, size, price, 1))
-            wanted = 1 if actions else orders_per_tx
-            while len(actions) < wanted:
-                if deep[trader] and rng.random() < CANCEL_SHARE:
-                    client_id = deep[trader].pop(rng.randrange(len(deep[trader])))
-                    actions.append(CancelOrder(market.market_id, 1, client_id))
-                    continue
-                side = rng.randrange(2)
-                near = rng.random() < NEAR_SHARE
-                offset = tick * (rng.randint(1, TAKER_CROSS_TICKS) if near else rng.randint(8, 40))
-                price = market.initial_price - offset if side == 0 else market.initial_price + offset
-                client_id = next_client[trader]
-                next_client[trader] += 1
-                tif = 3 if rng.random() < 0.25 else 0
-                size = market.step_base_quantums * rng.randint(1, 10)
-                actions.append(PlaceOrder(market.market_id, side, size, price, tif, 0, client_id))
-                if not near:  # near orders may fill, so only deep ones are cancelled later
-                    placed.append((trader, client_id))
-            nonce += 1
-            txs.append(build_tx(keys[trader], CHAIN_ID, nonce, actions))
-            if generated:
-                orders += len(actions)
-        generated.append(txs)
+        flow.end_block()
+        txs = [flow.next_tx() for _ in range(txs_per_block if generated else WARM_UP_TXS)]
+        if generated:
+            orders += sum(tx.orders for tx in txs)
+        generated.append([tx.raw for tx in txs])
     state = default_exchange_app_state()
     state["markets"] = [market.to_json() for market in book]
     state["oracle"] = {"max_vote_age_blocks": 3, "stale_after_blocks": 1_000_000_000}

@@ -22,12 +22,18 @@ def test_bench_consensus_reports_its_figures() -> None:
 
 
 def test_bench_throughput_reports_its_figures() -> None:
-    out = json.loads(run_cli("bench", "throughput", "--validators", "1", "--duration", "3", "--json").stdout)
-    assert out["validators"] == 1 and len(out["nodes"]) == 1
-    assert out["submitted"] > 0 and out["committed"] > 0
-    assert out["committed"] <= out["submitted"]
+    args = ("bench", "throughput", "--validators", "1", "--duration", "3", "--rate", "2000", "--json")
+    out = json.loads(run_cli(*args).stdout)
+    assert out["validators"] == 1 and out["mix"] == "orders" and len(out["nodes"]) == 1
+    assert out["committed_txs"] > 0 and out["committed_orders"] > out["committed_txs"], "batches of orders"
+    assert out["committed_orders_per_s"] > 0 and out["committed_tx_per_s"] > 0
+    assert out["lost_txs"] == 0, "every accepted tx is in a block"
+    assert out["accepted_txs"] >= out["committed_txs"] + sum(out["failed_txs_by_code"].values())
     assert 0 < out["latency_p50_s"] <= out["latency_p99_s"]
-    assert out["nodes"][0]["rss_mib"] > 0
+    assert out["block_interval_s"] > 0 and out["blocks"] >= 2
+    assert out["generator_capacity_orders_per_s"] > out["committed_orders_per_s"], "the node is the limit"
+    assert out["nodes"][0]["rss_mib"] > 0 and out["nodes"][0]["cpu_seconds"] > 0
+    assert out["machine_limit"]["verify_per_second_one_core"] > 0
 
 
 def test_bench_book_reports_its_figures() -> None:
