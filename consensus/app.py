@@ -9,6 +9,7 @@ writes with sync before anything else happens.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Protocol
@@ -210,6 +211,12 @@ class Application(Protocol):
     def init_chain(self, request: InitChainRequest) -> InitChainResult: ...
 
     def check_tx(self, tx: bytes, kind: CheckTxKind) -> CheckTxResult: ...
+
+    def admission_work(self, txs: Sequence[bytes]) -> Callable[[], object]:
+        """Work that the check_tx calls of `txs`, made next, share and that may run on another
+        thread meanwhile (derivd: their signatures, verified in one batch on all cores). Optional:
+        check_tx gives the same answers whether or not it ran."""
+        ...
 
     def prepare_proposal(self, request: ProposalRequest) -> list[bytes]: ...
 

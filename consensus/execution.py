@@ -29,7 +29,7 @@ from consensus.mempool import Mempool
 from consensus.state import ChainState, ConsensusParams, genesis_state
 from consensus.types import MAX_BLOCK_BYTES, Block, BlockID, Commit
 from consensus.validators import ValidatorSet
-from primitives.codec import decode, encode, field_bytes, field_int, field_list
+from primitives.codec import decode, encode, field_bytes, field_int, field_list, pack_unchecked
 from primitives.hashing import merkle_root, sha256
 from storage.blockstore import BlockStore
 from storage.db import Database, WriteBatch
@@ -51,7 +51,9 @@ class BlockResults:
     finalize: FinalizeBlockResult
 
     def encode(self) -> bytes:
-        return encode(
+        # unchecked: every field is built canonical here (ints from int fields and `int(index)`,
+        # text encoded to bytes), and a block's results hold tens of thousands of values
+        return pack_unchecked(
             [
                 self.height,
                 [r.to_fields() for r in self.tx_results],

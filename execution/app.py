@@ -44,7 +44,8 @@ H = initial_height - 1.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from consensus.app import (
@@ -62,7 +63,7 @@ from consensus.app import (
 )
 from execution.accounts import Account, load_supply, store_account, store_supply
 from execution.apphash import app_hash
-from execution.block import bad_signature_log, decode_tx, execute_block
+from execution.block import KeptTxs, bad_signature_log, execute_block
 from execution.codes import CODESPACE, Code
 from execution.exchange.books import Books
 from execution.exchange.context import ExchangeContext
@@ -153,6 +154,7 @@ class ExchangeApp:
         self.last_block_txs_run_again = 0
         """how many of them ran again in the main process (conflicts, LIQUIDATE actions)"""
         self._verifier = verifier
+        self._txs = KeptTxs()  # decoded by check_tx, until their block has run
         self._committed = CommittedState(db)
         raw_meta = db.get(schema.APP_META)
         self._meta = AppMeta() if raw_meta is None else AppMeta.decode(raw_meta)
@@ -205,7 +207,7 @@ class ExchangeApp:
 
     def check_tx(self, tx: bytes, kind: CheckTxKind) -> CheckTxResult:
         """Admit `tx` against the check state (NEW and RECHECK apply the same rules)."""
-        decoded = decode_tx(tx)
+        decoded = self._txs.keep(tx)
         if isinstance(decoded, DecodeError):
             return CheckTxResult(int(Code.MALFORMED_TX), f"malformed tx: {decoded}", CODESPACE)
         sender = str(decoded.sender)
@@ -222,6 +224,12 @@ class ExchangeApp:
         view.apply_to(self._check_state)
         return CheckTxResult(OK, "", "", sender)
 
+    def admission_work(self, txs: Sequence[bytes]) -> Callable[[], object]:
+        """Decode `txs` now (kept for check_tx) and return the verification of their signatures
+        in one batch (on the verifier's threads), which fills the cache check_tx reads."""
+        items = [tx.signed_item(self.chain_id) for raw in txs if isinstance(tx := self._txs.keep(raw), Tx)]
+        return functools.partial(self._verifier.verify_batch, items)
+
     # -- proposals -------------------------------------------------------------------------------
 
     def _signatures_ok(self, txs: list[Tx]) -> list[bool]:
@@ -231,7 +239,7 @@ class ExchangeApp:
     def prepare_proposal(self, request: ProposalRequest) -> list[bytes]:
         """The txs, in order, that decode and carry good signatures, up to `max_tx_bytes` in total
         (if > 0): the first tx that does not fit ends the block."""
-        decoded = [(raw, decode_tx(raw)) for raw in request.txs]
+        decoded = [(raw, self._txs(raw)) for raw in request.txs]
         candidates = [(raw, tx) for raw, tx in decoded if isinstance(tx, Tx)]
         valid = self._signatures_ok([tx for _, tx in candidates])
         chosen: list[bytes] = []
@@ -249,7 +257,7 @@ class ExchangeApp:
         """False if any tx is malformed or badly signed."""
         txs: list[Tx] = []
         for raw in request.txs:
-            decoded = decode_tx(raw)
+            decoded = self._txs(raw)
             if isinstance(decoded, DecodeError):
                 return False
             txs.append(decoded)
@@ -295,10 +303,12 @@ class ExchangeApp:
                 verify=self._signatures_ok,
                 chain_id=self.chain_id,
                 pool=self._worker_pool() if pending is None else None,  # workers hold committed state
+                decode=self._txs,
             )
         except BaseException:
             self._books = Books.load(base)  # the block is abandoned: so are its book changes
             raise
+        self._txs.forget(request.txs)
         self.last_block_parallel = outcome.parallel
         self.last_block_txs_run_again = outcome.txs_run_again
         self.triggered_orders_total += outcome.triggers_fired

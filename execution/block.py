@@ -23,7 +23,7 @@ block raises.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import cast
 
@@ -123,6 +123,44 @@ def decode_tx(raw: bytes) -> Tx | DecodeError:
         return exc
 
 
+Decode = Callable[[bytes], "Tx | DecodeError"]
+
+
+class KeptTxs:
+    """`decode_tx` that keeps the txs check_tx admitted (`keep`) until their block has run
+    (`forget`), so that a tx is decoded once, not again by the proposal checks and by
+    finalize_block. At most `limit` are kept, the oldest dropped first (txs that never reach a
+    block). Decoding is a pure function of the bytes: a kept tx is what decoding again gives."""
+
+    __slots__ = ("_kept", "_limit")
+
+    def __init__(self, limit: int = 20_000) -> None:
+        self._kept: dict[bytes, Tx] = {}
+        self._limit = limit
+
+    def __call__(self, raw: bytes) -> Tx | DecodeError:
+        tx = self._kept.get(raw)
+        return decode_tx(raw) if tx is None else tx
+
+    def keep(self, raw: bytes) -> Tx | DecodeError:
+        """`decode_tx(raw)`, kept if it is a tx."""
+        tx = self(raw)
+        if isinstance(tx, Tx):
+            kept = self._kept
+            kept[raw] = tx
+            if len(kept) > self._limit:
+                del kept[next(iter(kept))]
+        return tx
+
+    def forget(self, raws: Iterable[bytes]) -> None:
+        kept = self._kept
+        for raw in raws:
+            kept.pop(raw, None)
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+
 def bad_signature_log(tx: Tx, chain_id: str) -> str:
     """The log of a tx whose signature does not verify."""
     return f"bad signature: it does not verify for signer {tx.sender} on chain {chain_id!r}"
@@ -183,11 +221,12 @@ def execute_txs(
     verify: Verify,
     chain_id: str,
     pool: WorkerPool | None = None,
+    decode: Decode = decode_tx,
 ) -> TxPhase:
     """Stage 3 (module docstring), in the workers of `pool` when the cost model says so (the
     same results and changes: `execution.scheduler`; `pool` must hold the state `view` is over,
-    with the changes already in `view` not yet applied)."""
-    decoded = [decode_tx(raw) for raw in request.txs]
+    with the changes already in `view` not yet applied); `decode`: `decode_tx` or a `KeptTxs`."""
+    decoded = [decode(raw) for raw in request.txs]
     valid = iter(verify([tx for tx in decoded if isinstance(tx, Tx)]))
     checked: list[Tx | ExecTxResult] = []
     for tx in decoded:
@@ -237,11 +276,12 @@ def execute_block(
     verify: Verify,
     chain_id: str,
     pool: WorkerPool | None = None,
+    decode: Decode = decode_tx,
 ) -> BlockOutcome:
     """Run every stage of the block of `request` on `view` (module docstring)."""
     accountability = handle_misbehavior(view, request.height, request.misbehavior)
     events: list[Event] = [*accountability.events, *expire_orders(view, books, request.height)]
-    txs = execute_txs(view, books, request, verify=verify, chain_id=chain_id, pool=pool)
+    txs = execute_txs(view, books, request, verify=verify, chain_id=chain_id, pool=pool, decode=decode)
     end = EndBlock(
         view=view,
         height=request.height,

@@ -595,6 +595,33 @@ async def _one(env: RPCEnv, request: Any) -> JSON:
     return {"jsonrpc": "2.0", "id": id_, "result": result}
 
 
+_BROADCASTS = frozenset({"broadcast_tx_sync", "broadcast_tx_async", "broadcast_tx_commit"})
+
+
+async def _admit_ahead(env: RPCEnv, batch: list[Any]) -> None:
+    """Before a batch's broadcast calls run one by one, the app's shared admission work for all
+    their txs (`Application.admission_work`: one signature batch) on a worker thread, while the
+    event loop goes on; check_tx then finds the signatures verified. Malformed calls are left to
+    their handlers."""
+    txs: list[bytes] = []
+    for item in batch:
+        if isinstance(item, dict) and item.get("method") in _BROADCASTS:
+            params = item.get("params")
+            raw = (
+                params.get("tx")
+                if isinstance(params, dict)
+                else params[0]
+                if isinstance(params, list) and params
+                else None
+            )
+            try:
+                txs.append(p_bytes(raw, "tx", uri=False))
+            except RPCError:
+                continue
+    if len(txs) > 1:
+        await trio.to_thread.run_sync(env.app.admission_work(txs))
+
+
 def make_app(env: RPCEnv) -> Starlette:
     async def post(request: Request) -> Response:
         body = await request.body()
@@ -614,6 +641,7 @@ def make_app(env: RPCEnv) -> Starlette:
                     INVALID_REQUEST, "Invalid Request", f"batch of {len(payload)} exceeds {env.max_batch}"
                 )
                 return JSONResponse(_error(None, error))
+            await _admit_ahead(env, payload)
             return JSONResponse([await _one(env, item) for item in payload])
         response = await _one(env, payload)
         return JSONResponse(

@@ -14,6 +14,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from consensus.app import Event, EventAttribute, ExecTxResult, FinalizeBlockResult, ValidatorUpdate
+from consensus.execution import BlockResults
 from consensus.types import (
     BLOCK_PART_SIZE,
     MAX_CHAIN_ID_LEN,
@@ -616,3 +618,50 @@ def test_header_hash_commits_to_every_field(header: Header, data: st.DataObject)
     new = data.draw(strategies[name], label=name)
     assume(new != getattr(header, name))
     assert replace(header, **{name: new}).hash() != header.hash()
+
+
+_texts = st.text(max_size=12)
+_events = st.builds(
+    Event,
+    _texts,
+    st.lists(st.builds(EventAttribute, _texts, _texts, st.booleans()), max_size=3).map(tuple),
+)
+_tx_results = st.builds(
+    ExecTxResult,
+    st.integers(0, 2**32 - 1),
+    _texts,
+    st.binary(max_size=8),
+    _texts,
+    st.lists(_events, max_size=3).map(tuple),
+)
+
+
+@given(
+    height=st.integers(0, 2**63 - 1),
+    results=st.lists(_tx_results, max_size=4),
+    events=st.lists(_events, max_size=3),
+    updates=st.lists(st.builds(ValidatorUpdate, st.binary(min_size=32, max_size=32), st.integers(0, 2**62))),
+    app_hash=st.binary(min_size=32, max_size=32),
+)
+def test_block_results_are_stored_in_the_canonical_form(
+    height: int,
+    results: list[ExecTxResult],
+    events: list[Event],
+    updates: list[ValidatorUpdate],
+    app_hash: bytes,
+) -> None:
+    # BlockResults.encode packs without the codec's checks: it must still give `encode`'s bytes
+    stored = BlockResults(
+        height, tuple(results), FinalizeBlockResult(tuple(results), app_hash, tuple(events), tuple(updates))
+    )
+    raw = stored.encode()
+    assert raw == encode(
+        [
+            height,
+            [r.to_fields() for r in results],
+            [e.to_fields() for e in events],
+            [[u.pub_key, u.power] for u in updates],
+            app_hash,
+        ]
+    )
+    assert BlockResults.decode(raw) == stored

@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from consensus.app import OK, CheckTxKind
+from execution.block import KeptTxs
 from execution.codes import CODESPACE, Code
 from execution.tx import Transfer, Tx, build_tx
+from primitives.codec import DecodeError
 from tests.execution.chain import Chain, address, key
 from tests.execution.conftest import ALICE_FUNDS, CAROL_FUNDS
 
@@ -90,6 +94,50 @@ def test_signature_checked_at_admission_is_not_verified_again(chain: Chain) -> N
     results = chain.run_block(txs).tx_results
     assert all(r.code == OK for r in results)
     assert chain.verifier.verified == verified
+
+
+def test_a_tx_admitted_by_check_tx_is_decoded_once(chain: Chain, monkeypatch: pytest.MonkeyPatch) -> None:
+    txs = [chain.transfer(key(i), DAVE, 1) for i in range(3)]
+    decoded: list[bytes] = []
+    decode = Tx.decode
+
+    def counting(raw: bytes) -> Tx:
+        decoded.append(raw)
+        return decode(raw)
+
+    monkeypatch.setattr(Tx, "decode", staticmethod(counting))
+    for tx in txs:
+        assert chain.app.check_tx(tx, NEW).ok
+    assert chain.app.prepare_proposal(chain.proposal(txs)) == txs
+    assert chain.app.process_proposal(chain.proposal(txs))
+    assert all(r.code == OK for r in chain.run_block(txs).tx_results)
+    assert decoded == txs, "check_tx decodes; the proposal checks and the block reuse it"
+    assert chain.app.process_proposal(chain.proposal(txs[:1]))
+    assert decoded == [*txs, txs[0]], "forgotten once its block has run"
+
+
+def test_admission_work_verifies_a_batch_that_check_tx_then_finds(chain: Chain) -> None:
+    txs = [chain.transfer(key(i), DAVE, 1) for i in range(3)]
+    tx = Tx.decode(txs[2])
+    forged = Tx(tx.signer, tx.nonce + 1, tx.actions, tx.signature).encode()
+    work = chain.app.admission_work([*txs, b"garbage", forged])
+    assert chain.verifier.verified == 0, "nothing verified until the work runs"
+    work()
+    assert chain.verifier.batch_calls == 1 and chain.verifier.verified == 4
+    assert all(chain.app.check_tx(tx, NEW).ok for tx in txs)
+    assert chain.verifier.verified == 4, "check_tx found the batch's good signatures verified"
+    assert chain.app.check_tx(forged, NEW).code == Code.BAD_SIGNATURE  # a failure is not cached
+    assert chain.app.check_tx(b"garbage", NEW).code == Code.MALFORMED_TX
+
+
+def test_kept_txs_are_bounded_oldest_first() -> None:
+    kept = KeptTxs(limit=2)
+    txs = [build_tx(key(i), "c", 1, [Transfer(DAVE, 1)]) for i in range(3)]
+    for tx in txs:
+        assert kept.keep(tx) == Tx.decode(tx)
+    assert isinstance(kept.keep(b"garbage"), DecodeError) and len(kept) == 2
+    kept.forget([txs[2]])
+    assert len(kept) == 1
 
 
 def test_prepare_proposal_keeps_decodable_well_signed_txs_in_order(chain: Chain) -> None:

@@ -140,6 +140,31 @@ def test_transfer_through_rpc_and_bad_transactions(node: NodeProcess, chain: Cha
     assert node.balance(str(dave)) == 1_000_000
 
 
+def test_a_batch_of_broadcasts_admits_each_tx_on_its_own_merits(node: NodeProcess, chain: ChainHome) -> None:
+    carol = KeyStore(chain.home).private_key("carol")
+    erin = Address.parse(str(PrivateKey.from_seed(sha256(b"erin")).address))
+    nonce = now_ms() + 100
+    good = [build_tx(carol, "e2e-chain", nonce + i, [Transfer(erin, 1_000)]) for i in range(3)]
+    signed = Tx.decode(good[2])
+    forged = Tx(signed.signer, signed.nonce + 7, signed.actions, signed.signature).encode()
+    txs = [good[0], b"\x93\x01\x02", good[1], forged, good[2]]
+    calls = [
+        {
+            "jsonrpc": "2.0",
+            "id": i,
+            "method": "broadcast_tx_sync",
+            "params": {"tx": base64.b64encode(tx).decode()},
+        }
+        for i, tx in enumerate(txs)
+    ]
+    calls.append({"jsonrpc": "2.0", "id": 9, "method": "broadcast_tx_sync", "params": {"tx": "not base64!"}})
+    answers = httpx.post(chain.rpc_url, json=calls, timeout=10).json()
+    assert [a["id"] for a in answers] == [0, 1, 2, 3, 4, 9]
+    assert [a["result"]["code"] for a in answers[:5]] == [0, 1, 0, 2, 0], "malformed 1, bad signature 2"
+    assert answers[5]["error"]["code"] == -32602
+    wait_for("the batch to commit", lambda: True if node.balance(str(erin)) == 3_000 else None)
+
+
 def test_metrics_are_exported(node: NodeProcess, chain: ChainHome) -> None:
     node.wait_height(2)
     text = httpx.get(f"http://127.0.0.1:{chain.metrics_port}/metrics", timeout=10).text
