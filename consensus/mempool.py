@@ -4,6 +4,9 @@ In CometBFT's manner: a cache of recently seen transaction hashes (LRU) turns aw
 before the application sees them; size limits bound the count, the total bytes and each
 transaction's bytes; admitted transactions keep their arrival order; after each commit the
 included ones are removed and the rest rechecked against the new state (those that fail go).
+Several txs that arrive together (an RPC batch, a gossip message) first get the application's
+shared admission work (`Application.admission_work`: one signature batch), then are checked one
+by one (`admission_work`, `check_txs`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from consensus.app import CheckTxKind, CheckTxResult
 from primitives.hashing import sha256
 
 CheckTx = Callable[[bytes, CheckTxKind], CheckTxResult]
+AdmissionWork = Callable[[Sequence[bytes]], Callable[[], object]]
 
 
 class MempoolError(ValueError):
@@ -72,13 +76,19 @@ class _LRUCache:
     def remove(self, key: bytes) -> None:
         self._items.pop(key, None)
 
+    def __contains__(self, key: bytes) -> bool:
+        return key in self._items
+
 
 class Mempool:
     """Ordered pending transactions keyed by SHA-256."""
 
-    def __init__(self, config: MempoolConfig, check_tx: CheckTx) -> None:
+    def __init__(
+        self, config: MempoolConfig, check_tx: CheckTx, admission_work: AdmissionWork | None = None
+    ) -> None:
         self.config = config
         self._check_tx = check_tx
+        self._admission_work = admission_work
         self._txs: OrderedDict[bytes, bytes] = OrderedDict()
         self._cache = _LRUCache(config.cache_size)
         self.size_bytes = 0
@@ -123,6 +133,32 @@ class Mempool:
             if not self.config.keep_invalid_txs_in_cache:
                 self._cache.remove(key)
         return result
+
+    def admission_work(self, txs: Sequence[bytes]) -> Callable[[], object] | None:
+        """The application's shared admission work for those of `txs` the mempool would pass on
+        to check_tx (not too large, not seen); it may run on another thread. None if there is
+        none (no such txs, or no `admission_work` given)."""
+        if self._admission_work is None:
+            return None
+        limit, pending, cache = self.config.max_tx_bytes, self._txs, self._cache
+        fresh = [
+            tx for tx in txs if len(tx) <= limit and (key := sha256(tx)) not in pending and key not in cache
+        ]
+        return self._admission_work(fresh) if len(fresh) > 1 else None
+
+    def check_txs(self, txs: Sequence[bytes], source: str = "") -> list[CheckTxResult | MempoolError]:
+        """`check_tx` of each of `txs` in order (an error in place of a result), after their
+        shared admission work, run here."""
+        work = self.admission_work(txs)
+        if work is not None:
+            work()
+        results: list[CheckTxResult | MempoolError] = []
+        for tx in txs:
+            try:
+                results.append(self.check_tx(tx, source))
+            except MempoolError as exc:
+                results.append(exc)
+        return results
 
     def reap(self, max_bytes: int, max_count: int = -1) -> list[bytes]:
         """Transactions in arrival order, up to `max_bytes` in total (and `max_count`)."""

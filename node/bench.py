@@ -46,6 +46,7 @@ from node.bench_book import bench_book
 from node.bench_exec import bench_exec
 from node.bench_liquidation import bench_liquidation
 from node.bench_throughput import bench_throughput
+from node.config import ConsensusConfig, format_duration
 from primitives.batch_verify import BatchVerifier, SignedItem
 from primitives.hashing import merkle_root, sha256
 from primitives.keys import PrivateKey, verify
@@ -377,11 +378,18 @@ def _limit_json(limit: MachineLimit) -> dict[str, Any]:
     show_default=True,
     help="Offered orders/s (transfers: tx/s); 0: unpaced.",
 )
-@click.option("--accounts", type=int, default=400, show_default=True, help="Funded trading accounts.")
+@click.option("--markets", type=int, default=8, show_default=True, help="Copies of BTC-USD in the genesis.")
+@click.option("--accounts", type=int, default=1_000, show_default=True, help="Funded trading accounts.")
 @click.option("--processes", type=int, default=2, show_default=True, help="Load generator processes.")
 @click.option("--batch", type=int, default=100, show_default=True, help="Txs per JSON-RPC batch request.")
 @click.option(
-    "--timeout-commit", default="1s", show_default=True, help="[consensus] timeout_commit of the nodes."
+    "--timeout-commit",
+    default=format_duration(ConsensusConfig().timeout_commit),
+    show_default=True,
+    help="[consensus] timeout_commit of the nodes.",
+)
+@click.option(
+    "--workers", default="auto", show_default=True, help='[execution] workers of each node ("auto" or N).'
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def throughput_command(
@@ -389,10 +397,12 @@ def throughput_command(
     duration: float,
     mix: str,
     rate: float,
+    markets: int,
     accounts: int,
     processes: int,
     batch: int,
     timeout_commit: str,
+    workers: str,
     as_json: bool,
 ) -> None:
     """Committed orders/s and latency of a temporary localnet under the load generator."""
@@ -402,10 +412,12 @@ def throughput_command(
         duration=duration,
         mix=mix,
         rate=rate,
+        markets=markets,
         accounts=accounts,
         processes=processes,
         batch=batch,
         timeout_commit=timeout_commit,
+        workers=workers,
     )
     if _print_json_or_limit(limit, figures, as_json):
         return

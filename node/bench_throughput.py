@@ -2,7 +2,8 @@
 generator's order flow (`node.loadgen`), measured from the blocks it commits.
 
 Steps: the generator's own capacity against the sink (`loadgen.generator_capacity`); a localnet of
-`validators` nodes (`node.testnet`, `accounts` funded traders, the nodes' `timeout_commit` and a
+`validators` nodes (`node.testnet`: `markets` copies of BTC-USD, `accounts` funded traders, the
+nodes' `timeout_commit` and a
 JSON-RPC batch size of `batch`); the submitter processes sign and encode everything (untimed); then
 `duration` seconds of load, spread over the nodes' RPC endpoints, while a watcher reads every new
 block (`block`). After the window it waits until every accepted tx is in a block (at most
@@ -36,10 +37,10 @@ import httpx
 import trio
 from tqdm import tqdm
 
-from execution.markets import default_markets
 from node.config import load_config, write_config
 from node.keystore import KeyStore
 from node.loadgen import Generator, Sent, generator_capacity, plans
+from node.orderflow import copies_of_btc
 from node.testnet import create_testnet, free_base_port
 from primitives.hashing import sha256
 from primitives.keys import PrivateKey
@@ -213,15 +214,17 @@ def bench_throughput(
     validators: int,
     duration: float,
     mix: str = "orders",
-    accounts: int = 400,
+    markets: int = 8,
+    accounts: int = 1_000,
     processes: int = 2,
     batch: int = 100,
     rate: float = 12_000.0,
-    timeout_commit: str = "1s",
+    timeout_commit: str = "200ms",
+    workers: str = "auto",
 ) -> dict[str, Any]:
     """Measure the generator, start a temporary localnet, load it, stop it, report (module docstring).
     `rate`: offered orders per second (for `mix` "transfers": txs per second); 0: as fast as accepted."""
-    markets = default_markets()
+    book = copies_of_btc(markets)
     transfer_share = 1.0 if mix == "transfers" else 0.0
     per_tx = 1.0 if mix == "transfers" else ORDERS_PER_TX
     workdir = Path(tempfile.mkdtemp(prefix="derivd-bench-"))
@@ -234,14 +237,19 @@ def bench_throughput(
             accounts=accounts,
             account_funds=FUNDS,
             chain_id="bench",
+            markets=book,
         )
         store = KeyStore(net.nodes[0].home)
         keys: list[PrivateKey] = [store.private_key(account.name) for account in net.accounts]
         capacity = generator_capacity(
-            keys=keys, markets=markets, processes=processes, batch=batch, seconds=CAPACITY_SECONDS
+            keys=keys, markets=book, processes=processes, batch=batch, seconds=CAPACITY_SECONDS
         )
         for node in net.nodes:
-            overrides = {"consensus.timeout_commit": timeout_commit, "rpc.max_request_batch_size": batch}
+            overrides = {
+                "consensus.timeout_commit": timeout_commit,
+                "rpc.max_request_batch_size": batch,
+                "execution.workers": workers if workers == "auto" else int(workers),
+            }
             write_config(load_config(node.home).with_overrides(**overrides))
         derivd = str(Path(sys.executable).parent / "derivd")
         for node in net.nodes:
@@ -258,7 +266,7 @@ def bench_throughput(
                 urls=urls,
                 chain_id=net.chain_id,
                 keys=keys,
-                markets=markets,
+                markets=book,
                 processes=processes,
                 txs=int(tx_rate * duration * 1.1) + batch,
                 batch=batch,
@@ -284,9 +292,11 @@ def bench_throughput(
             "validators": validators,
             "mix": mix,
             "duration_s": duration,
+            "markets": markets,
             "accounts": accounts,
             "rate_offered": rate,
             "timeout_commit": timeout_commit,
+            "execution_workers": workers,
             **figures,
             "generator_capacity_orders_per_s": capacity["orders_per_s"],
             "generator_capacity_tx_per_s": capacity["tx_per_s"],

@@ -604,7 +604,7 @@ class ConsensusConfig:
     timeout_prevote_delta: int = 500 * _MS
     timeout_precommit: int = 1 * _S
     timeout_precommit_delta: int = 500 * _MS
-    timeout_commit: int = 1 * _S
+    timeout_commit: int = 200 * _MS  # CometBFT's is 1s; sub-second blocks (README: Running a node)
     double_sign_check_height: int = 0
     skip_timeout_commit: bool = False
     create_empty_blocks: bool = True
@@ -817,6 +817,13 @@ _register(
 AUTO = "auto"
 
 
+AUTO_MIN_CORES = 4
+"""`workers = "auto"` runs serially below this many cores: on 2 cores a worker lane made blocks
+slower (`derivd bench exec`: 0.73-0.96x) and so did the node under load, which also checks txs and
+serves RPC on those cores (`derivd bench throughput`, 2026-12-04: 1 validator 5,630 against 6,174
+orders/s serial; 4 validators 1,740 against 2,309). Not measured on 4 or more cores."""
+
+
 @dataclass(frozen=True, slots=True)
 class ExecutionConfig:
     """[execution]: how blocks are executed."""
@@ -828,11 +835,11 @@ class ExecutionConfig:
 
     def worker_count(self, cores: int | None) -> int:
         """The number of worker processes: `workers`, or for "auto" one per core but the main
-        process's (which runs a lane of its own, then merges), up to 7, on a machine of two cores or
-        more; else 0 (serial)."""
+        process's (which runs a lane of its own, then merges), up to 7, on a machine of
+        `AUTO_MIN_CORES` cores or more; else 0 (serial)."""
         if isinstance(self.workers, int):
             return self.workers
-        return min(cores - 1, 7) if cores is not None and cores >= 2 else 0
+        return min(cores - 1, 7) if cores is not None and cores >= AUTO_MIN_CORES else 0
 
 
 _register(
@@ -844,7 +851,7 @@ _register(
             _Kind.COUNT_OR_AUTO,
             "Worker processes that run a block's transactions in parallel beside the main process "
             "(which runs one lane too), with the result of serial execution: a number (0: serial) or "
-            '"auto" (one per core but one, up to 7; serial on one core)',
+            '"auto" (one per core but one, up to 7, with 4 cores or more; serial below)',
         ),
     },
 )

@@ -127,7 +127,7 @@ def build_core(
     """Stores, mempool, evidence pool, block executor and consensus over `db` and `app`, at the
     height the handshake finds."""
     blocks, states = BlockStore(db), StateStore(db)
-    mempool = Mempool(mempool_settings, app.check_tx)
+    mempool = Mempool(mempool_settings, app.check_tx, app.admission_work)
     state, last_commit = handshake(app, states, blocks, genesis, params)
     evidence = EvidencePool(
         state.chain_id,
@@ -212,6 +212,7 @@ class Node:
             reactor = ConsensusReactor(
                 service, core.blocks, ban, config.consensus.peer_gossip_sleep_duration / 1e9
             )
+            gossip = MempoolReactor(mempool)
             switch = Switch(
                 node_key,
                 P2PNodeInfo(
@@ -224,7 +225,7 @@ class Node:
                     other={"rpc_address": config.rpc.laddr},
                 ),
                 p2p_settings(config),
-                [reactor, MempoolReactor(mempool), blocksync],
+                [reactor, gossip, blocksync],
             )
             switches.append(switch)
             feeder = feeder_from_config(
@@ -279,6 +280,7 @@ class Node:
             try:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(switch.run)
+                    nursery.start_soon(_flush_gossip, gossip)
                     self.listening.rpc = await _start_server(
                         nursery, make_app(rpc_env), config.rpc.laddr, config.rpc.max_open_connections
                     )
@@ -306,6 +308,16 @@ class Node:
             verifier.close()
             db.close()
             log.info("node stopped")
+
+
+GOSSIP_FLUSH_SECONDS = 0.005
+"""how long an admitted tx waits at most for others to share its gossip message"""
+
+
+async def _flush_gossip(gossip: MempoolReactor) -> None:
+    while True:
+        gossip.flush()
+        await trio.sleep(GOSSIP_FLUSH_SECONDS)  # the gossip's pace, not a synchronisation
 
 
 async def _serve(

@@ -599,10 +599,10 @@ _BROADCASTS = frozenset({"broadcast_tx_sync", "broadcast_tx_async", "broadcast_t
 
 
 async def _admit_ahead(env: RPCEnv, batch: list[Any]) -> None:
-    """Before a batch's broadcast calls run one by one, the app's shared admission work for all
-    their txs (`Application.admission_work`: one signature batch) on a worker thread, while the
-    event loop goes on; check_tx then finds the signatures verified. Malformed calls are left to
-    their handlers."""
+    """Before a batch's broadcast calls run one by one, the shared admission work of their txs
+    (`Mempool.admission_work`: one signature batch) on a worker thread, while the event loop
+    goes on; check_tx then finds the signatures verified. Malformed calls are left to their
+    handlers."""
     txs: list[bytes] = []
     for item in batch:
         if isinstance(item, dict) and item.get("method") in _BROADCASTS:
@@ -618,8 +618,9 @@ async def _admit_ahead(env: RPCEnv, batch: list[Any]) -> None:
                 txs.append(p_bytes(raw, "tx", uri=False))
             except RPCError:
                 continue
-    if len(txs) > 1:
-        await trio.to_thread.run_sync(env.app.admission_work(txs))
+    work = env.mempool.admission_work(txs)
+    if work is not None:
+        await trio.to_thread.run_sync(work)
 
 
 def make_app(env: RPCEnv) -> Starlette:

@@ -30,6 +30,7 @@ from typing import Any
 
 from consensus.privval import FilePrivValidator, PrivValError
 from execution.genesis_state import AppStateError, add_account, default_exchange_app_state
+from execution.markets import Market
 from genesis.genesis import GenesisError, new_genesis, save_genesis
 from node.config import Config, ConfigError, PeerAddress, parse_peer, write_config
 from node.keystore import KeyStore, KeyStoreError
@@ -216,10 +217,11 @@ def create_testnet(
     accounts: int = 1,
     account_funds: int = ACCOUNT_FUNDS,
     genesis_time_ns: int | None = None,
+    markets: Sequence[Market] = (),
 ) -> Testnet:
     """Write `output/node0 .. node<N+M-1>`, each a complete home (config.toml, validator key and
     sign state, node key, the shared genesis.json, the account keys). `output` must not exist or
-    be an empty directory."""
+    be an empty directory. `markets` replace the default markets of the genesis, if given."""
     plans = plan_nodes(validators, non_validators, base_port, hosts)
     if accounts < 0:
         raise TestnetError(f"--accounts: must not be negative, got {accounts}")
@@ -228,7 +230,9 @@ def create_testnet(
     created_output = not output.exists()
     try:
         output.mkdir(parents=True, exist_ok=True)
-        return _write(output, plans, chain_id or default_chain_id(), accounts, account_funds, genesis_time_ns)
+        return _write(
+            output, plans, chain_id or default_chain_id(), accounts, account_funds, genesis_time_ns, markets
+        )
     except (GenesisError, AppStateError, KeyStoreError, PrivValError, KeyFileError, ConfigError) as exc:
         _remove(output, plans, created_output)
         raise TestnetError(str(exc)) from None
@@ -268,6 +272,7 @@ def _write(
     account_count: int,
     account_funds: int,
     genesis_time_ns: int | None,
+    markets: Sequence[Market],
 ) -> Testnet:
     configs: list[Config] = []
     nodes: list[TestnetNode] = []
@@ -293,7 +298,11 @@ def _write(
         chain_id,
         [(n.validator_pub_key, VALIDATOR_POWER, n.plan.name) for n in nodes if n.plan.validator],
         time.time_ns() if genesis_time_ns is None else genesis_time_ns,
-        {"accounts": [], **default_exchange_app_state()},
+        {
+            "accounts": [],
+            **default_exchange_app_state(),
+            **({"markets": [market.to_json() for market in markets]} if markets else {}),
+        },
     )
     app_state = doc.app_state
     funded: list[TestnetAccount] = []

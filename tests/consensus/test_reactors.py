@@ -7,7 +7,7 @@ test signs with as if they were remote)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,7 @@ import trio.testing
 from consensus.app import CheckTxKind, CheckTxResult
 from consensus.machine import BlockPartEvent, ConsensusMachine, ProposalEvent, Step, StepChanged, VoteEvent
 from consensus.mempool import Mempool, MempoolConfig, TxInCache
-from consensus.mempool_reactor import MempoolReactor
+from consensus.mempool_reactor import BATCH_BYTES, BATCH_TXS, MempoolReactor
 from consensus.messages import DecidedBlock, RoundStep, WireMessage, decode_message, encode_message
 from consensus.reactor import CATCH_UP_INTERVAL, ConsensusReactor
 from consensus.types import NIL_BLOCK_ID, Block, BlockID, Commit, PartSetHeader, Proposal, Vote, VoteType
@@ -29,6 +29,7 @@ from p2p.base import (
     MEMPOOL_CHANNEL,
     PeerMisbehaved,
 )
+from primitives.codec import decode, encode
 from primitives.hashing import sha256
 from primitives.keys import PrivateKey
 from tests.consensus.fakes import (
@@ -58,46 +59,123 @@ def mempool_net(*peer_ids: str, max_tx_bytes: int = 1024) -> tuple[Mempool, Memp
     return mempool, reactor, peers
 
 
-def test_mempool_channel_allows_max_tx_bytes() -> None:
+def gossip(*txs: bytes) -> bytes:
+    """One mempool message carrying `txs`."""
+    return encode(list(txs))
+
+
+def txs_sent(peer: FakePeer) -> list[bytes]:
+    """Every tx sent to `peer`, in order, across its mempool messages."""
+    out: list[bytes] = []
+    for channel, message in peer.sent:
+        assert channel == MEMPOOL_CHANNEL
+        batch = decode(message)
+        assert isinstance(batch, list) and batch
+        out.extend(tx for tx in batch if isinstance(tx, bytes))
+    return out
+
+
+def test_mempool_channel_allows_a_batch_and_the_largest_tx() -> None:
     _, reactor, _ = mempool_net(max_tx_bytes=777)
     [channel] = reactor.channels()
-    assert (channel.id, channel.max_message_size) == (MEMPOOL_CHANNEL, 777)
+    assert channel.id == MEMPOOL_CHANNEL
+    assert channel.max_message_size >= BATCH_BYTES + BATCH_TXS * 5
+    _, big, _ = mempool_net(max_tx_bytes=4 * BATCH_BYTES)
+    assert big.channels()[0].max_message_size >= 4 * BATCH_BYTES + 5
 
 
 def test_local_tx_goes_to_every_peer_once() -> None:
-    mempool, _, peers = mempool_net("a", "b", "c")
+    mempool, reactor, peers = mempool_net("a", "b", "c")
     assert mempool.check_tx(b"tx-1").ok
     with pytest.raises(TxInCache):
         mempool.check_tx(b"tx-1")
     assert mempool.check_tx(b"tx-2").ok
+    assert all(peer.sent == [] for peer in peers), "waiting for the flush"
+    reactor.flush()
     for peer in peers:
-        assert peer.sent == [(MEMPOOL_CHANNEL, b"tx-1"), (MEMPOOL_CHANNEL, b"tx-2")]
+        assert peer.sent == [(MEMPOOL_CHANNEL, gossip(b"tx-1", b"tx-2"))], "both in one message"
+    reactor.flush()
+    assert all(len(peer.sent) == 1 for peer in peers), "nothing more to send"
+
+
+def test_a_full_outbox_goes_without_waiting_for_the_flush() -> None:
+    mempool, reactor, (a,) = mempool_net("a")
+    txs = [b"tx-%d" % i for i in range(BATCH_TXS + 3)]
+    for tx in txs:
+        assert mempool.check_tx(tx).ok
+    assert a.sent == [(MEMPOOL_CHANNEL, gossip(*txs[:BATCH_TXS]))]
+    reactor.flush()
+    assert txs_sent(a) == txs
+    mempool2, reactor2, (b,) = mempool_net("b", max_tx_bytes=BATCH_BYTES)
+    big = [bytes([i]) * (BATCH_BYTES // 2 + 1) for i in range(3)]
+    for tx in big:
+        assert mempool2.check_tx(tx).ok
+    assert len(b.sent) == 2, "each big tx pushed out the one before it"
+    reactor2.flush()
+    limit = reactor2.channels()[0].max_message_size
+    assert txs_sent(b) == big and all(len(message) <= limit for _, message in b.sent)
 
 
 def test_tx_from_a_peer_goes_to_the_others_never_back() -> None:
     mempool, reactor, (a, b, c) = mempool_net("a", "b", "c")
-    reactor.receive(MEMPOOL_CHANNEL, a, b"from-a")
+    reactor.receive(MEMPOOL_CHANNEL, a, gossip(b"from-a"))
+    reactor.flush()
     assert sha256(b"from-a") in mempool
     assert a.sent == []
-    assert b.sent == c.sent == [(MEMPOOL_CHANNEL, b"from-a")]
+    assert txs_sent(b) == txs_sent(c) == [b"from-a"]
 
     # The same transaction again (from its source, or relayed back by a peer that got it).
-    reactor.receive(MEMPOOL_CHANNEL, a, b"from-a")
-    reactor.receive(MEMPOOL_CHANNEL, b, b"from-a")
+    reactor.receive(MEMPOOL_CHANNEL, a, gossip(b"from-a"))
+    reactor.receive(MEMPOOL_CHANNEL, b, gossip(b"from-a"))
+    reactor.flush()
     assert a.sent == []
-    assert b.sent == c.sent == [(MEMPOOL_CHANNEL, b"from-a")]
+    assert txs_sent(b) == txs_sent(c) == [b"from-a"]
     assert len(mempool) == 1
     assert reactor.received == 3
 
 
+def test_a_message_of_several_txs_admits_each_on_its_own_merits() -> None:
+    mempool, reactor, (a, b) = mempool_net("a", "b")
+    assert mempool.check_tx(b"known").ok
+    reactor.flush()
+    reactor.receive(MEMPOOL_CHANNEL, a, gossip(b"one", b"bad one", b"known", b"two"))
+    reactor.flush()
+    assert [tx for _, tx in mempool.pending()] == [b"known", b"one", b"two"]
+    assert txs_sent(b) == [b"known", b"one", b"two"]
+    assert txs_sent(a) == [b"known"], "a sent the rest: none go back"
+    assert reactor.received == 4 and reactor.refused == 1, "the known one: in cache"
+    assert mempool.stats.failed_txs == 1
+
+
+def test_the_shared_admission_work_runs_once_for_the_fresh_txs_of_a_message() -> None:
+    works: list[list[bytes]] = []
+
+    def admission_work(txs: Sequence[bytes]) -> Callable[[], object]:
+        works.append(list(txs))
+        return lambda: None
+
+    mempool = Mempool(MempoolConfig(max_tx_bytes=10), fake_check_tx, admission_work)
+    reactor = MempoolReactor(mempool)
+    a = FakePeer("a")
+    reactor.add_peer(a)
+    assert mempool.check_tx(b"known").ok
+    reactor.receive(MEMPOOL_CHANNEL, a, gossip(b"x", b"known", b"y"))
+    assert works == [[b"x", b"y"]], "known txs skip the shared work"
+    reactor.receive(MEMPOOL_CHANNEL, a, gossip(b"z"))
+    assert works == [[b"x", b"y"]], "one fresh tx: nothing to share"
+    assert len(mempool) == 4
+
+
 def test_a_peer_that_sent_a_tx_first_is_not_sent_it_later() -> None:
     mempool, reactor, (a, b) = mempool_net("a", "b")
-    reactor.receive(MEMPOOL_CHANNEL, b, b"shared")  # b has it ...
-    assert a.sent == [(MEMPOOL_CHANNEL, b"shared")]
-    reactor.receive(MEMPOOL_CHANNEL, a, b"shared")  # ... and now a too: nothing goes anywhere
+    reactor.receive(MEMPOOL_CHANNEL, b, gossip(b"shared"))  # b has it ...
+    reactor.flush()
+    assert txs_sent(a) == [b"shared"]
+    reactor.receive(MEMPOOL_CHANNEL, a, gossip(b"shared"))  # ... and now a too: nothing goes anywhere
     assert mempool.check_tx(b"local").ok
-    assert a.sent == [(MEMPOOL_CHANNEL, b"shared"), (MEMPOOL_CHANNEL, b"local")]
-    assert b.sent == [(MEMPOOL_CHANNEL, b"local")]
+    reactor.flush()
+    assert txs_sent(a) == [b"shared", b"local"]
+    assert txs_sent(b) == [b"local"]
 
 
 def test_a_new_peer_gets_every_pending_tx_in_order() -> None:
@@ -107,15 +185,16 @@ def test_a_new_peer_gets_every_pending_tx_in_order() -> None:
     mempool.update(1, [b"two"])  # committed: no longer pending
     late = FakePeer("late")
     reactor.add_peer(late)
-    assert late.sent == [(MEMPOOL_CHANNEL, b"one"), (MEMPOOL_CHANNEL, b"three")]
+    assert txs_sent(late) == [b"one", b"three"], "sent when it connects"
     assert mempool.check_tx(b"four").ok
-    assert late.sent[-1] == (MEMPOOL_CHANNEL, b"four")
-    assert len(late.sent) == 3
+    reactor.flush()
+    assert txs_sent(late) == [b"one", b"three", b"four"]
 
     reactor.remove_peer(a, "gone")
     assert mempool.check_tx(b"five").ok
-    assert (MEMPOOL_CHANNEL, b"five") not in a.sent
-    assert late.sent[-1] == (MEMPOOL_CHANNEL, b"five")
+    reactor.flush()
+    assert b"five" not in txs_sent(a)
+    assert txs_sent(late)[-1] == b"five"
 
 
 def test_a_pending_tx_the_new_peer_sent_us_is_not_sent_back_to_it() -> None:
@@ -123,29 +202,62 @@ def test_a_pending_tx_the_new_peer_sent_us_is_not_sent_back_to_it() -> None:
     assert mempool.check_tx(b"pending").ok
     b = FakePeer("b")
     reactor.add_peer(b)
-    reactor.receive(MEMPOOL_CHANNEL, b, b"from-b")
-    assert b.sent == [(MEMPOOL_CHANNEL, b"pending")]
-    assert a.sent == [(MEMPOOL_CHANNEL, b"pending"), (MEMPOOL_CHANNEL, b"from-b")]
+    reactor.receive(MEMPOOL_CHANNEL, b, gossip(b"from-b"))
+    reactor.flush()
+    assert txs_sent(b) == [b"pending"]
+    assert txs_sent(a) == [b"pending", b"from-b"]
 
 
-def test_an_oversized_tx_is_misbehaviour() -> None:
+def test_a_batch_the_peer_could_not_take_is_sent_again_with_the_next() -> None:
+    mempool, reactor, (a,) = mempool_net("a")
+    a.full = True
+    assert mempool.check_tx(b"dropped").ok
+    reactor.flush()
+    assert a.sent == []
+    a.full = False
+    reactor.receive(MEMPOOL_CHANNEL, FakePeer("x"), gossip(b"dropped"))  # not new: no resend
+    assert mempool.check_tx(b"next").ok
+    reactor.flush()
+    assert txs_sent(a) == [b"next"], "a tx goes to a peer once it is admitted, not later"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        b"x" * 101,  # not a list
+        encode([]),  # no txs
+        encode([b"ok", [b"nested"]]),  # not byte strings
+        encode([b"ok", 5]),
+        encode([b"y" * 101]),  # over the size limit
+        encode([b"t"] * (BATCH_TXS + 1)),  # too many
+        encode([b"ok"]) + b"\x00",  # trailing bytes
+    ],
+)
+def test_a_malformed_mempool_message_is_misbehaviour(message: bytes) -> None:
     mempool, reactor, (a, b) = mempool_net("a", "b", max_tx_bytes=100)
-    reactor.receive(MEMPOOL_CHANNEL, a, b"x" * 100)  # at the limit: fine
-    assert b.sent == [(MEMPOOL_CHANNEL, b"x" * 100)]
     with pytest.raises(PeerMisbehaved):
-        reactor.receive(MEMPOOL_CHANNEL, a, b"y" * 101)
-    assert sha256(b"y" * 101) not in mempool
-    assert len(b.sent) == 1
+        reactor.receive(MEMPOOL_CHANNEL, a, message)
+    reactor.flush()
+    assert len(mempool) == 0 and b.sent == []
+
+
+def test_a_tx_at_the_size_limit_is_fine() -> None:
+    _, reactor, (a, b) = mempool_net("a", "b", max_tx_bytes=100)
+    reactor.receive(MEMPOOL_CHANNEL, a, gossip(b"x" * 100))
+    reactor.flush()
+    assert txs_sent(b) == [b"x" * 100]
 
 
 def test_a_tx_the_application_refuses_is_not_misbehaviour_and_not_relayed() -> None:
     mempool, reactor, (a, b) = mempool_net("a", "b")
-    reactor.receive(MEMPOOL_CHANNEL, a, b"bad \x00\xff garbage")
+    reactor.receive(MEMPOOL_CHANNEL, a, gossip(b"bad \x00\xff garbage"))
+    reactor.flush()
     assert len(mempool) == 0
     assert a.sent == b.sent == []
     assert mempool.stats.failed_txs == 1
-    reactor.receive(MEMPOOL_CHANNEL, a, b"good")  # the peer is still served
-    assert b.sent == [(MEMPOOL_CHANNEL, b"good")]
+    reactor.receive(MEMPOOL_CHANNEL, a, gossip(b"good"))  # the peer is still served
+    reactor.flush()
+    assert txs_sent(b) == [b"good"]
 
 
 # -- the consensus reactor: scaffolding ------------------------------------------------------------

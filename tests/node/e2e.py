@@ -84,6 +84,7 @@ def make_chain(tmp: Path, funded: dict[str, int], chain_id: str = "e2e-chain") -
             "instrumentation.prometheus_listen_addr": "127.0.0.1:0",
             "consensus.timeout_commit": "150ms",
             "consensus.timeout_propose": "1s",
+            "execution.workers": 1,  # the parallel scheduler on (auto is serial on 2 cores)
             "rpc.timeout_broadcast_tx_commit": "10s",
             "oracle.enabled": False,  # no validator price votes: these tests count the txs they send
         }

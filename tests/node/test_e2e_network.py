@@ -28,6 +28,7 @@ SPEED = {
     "consensus.timeout_prevote": "300ms",
     "consensus.timeout_precommit": "300ms",
     "consensus.peer_gossip_sleep_duration": "50ms",
+    "execution.workers": 1,  # the parallel scheduler on (auto is serial on 2 cores)
 }
 
 
