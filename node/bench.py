@@ -391,6 +391,13 @@ def _limit_json(limit: MachineLimit) -> dict[str, Any]:
 @click.option(
     "--workers", default="auto", show_default=True, help='[execution] workers of each node ("auto" or N).'
 )
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A config.toml key for every node, as in --set mempool.recheck=false (repeatable).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def throughput_command(
     validators: int,
@@ -403,9 +410,13 @@ def throughput_command(
     batch: int,
     timeout_commit: str,
     workers: str,
+    settings: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Committed orders/s and latency of a temporary localnet under the load generator."""
+    pairs = [setting.partition("=") for setting in settings]
+    if any(not key or not sep for key, sep, _ in pairs):
+        raise click.BadParameter("expected KEY=VALUE", param_hint="--set")
     limit = machine_limit()
     figures = bench_throughput(
         validators=validators,
@@ -418,6 +429,7 @@ def throughput_command(
         batch=batch,
         timeout_commit=timeout_commit,
         workers=workers,
+        settings={key: value for key, _, value in pairs},
     )
     if _print_json_or_limit(limit, figures, as_json):
         return

@@ -221,8 +221,10 @@ def bench_throughput(
     rate: float = 12_000.0,
     timeout_commit: str = "200ms",
     workers: str = "auto",
+    settings: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Measure the generator, start a temporary localnet, load it, stop it, report (module docstring).
+    `settings`: more config.toml keys for every node ("mempool.recheck": "false").
     `rate`: offered orders per second (for `mix` "transfers": txs per second); 0: as fast as accepted."""
     book = copies_of_btc(markets)
     transfer_share = 1.0 if mix == "transfers" else 0.0
@@ -249,6 +251,7 @@ def bench_throughput(
                 "consensus.timeout_commit": timeout_commit,
                 "rpc.max_request_batch_size": batch,
                 "execution.workers": workers if workers == "auto" else int(workers),
+                **(settings or {}),
             }
             write_config(load_config(node.home).with_overrides(**overrides))
         derivd = str(Path(sys.executable).parent / "derivd")
@@ -297,6 +300,7 @@ def bench_throughput(
             "rate_offered": rate,
             "timeout_commit": timeout_commit,
             "execution_workers": workers,
+            "settings": settings or {},
             **figures,
             "generator_capacity_orders_per_s": capacity["orders_per_s"],
             "generator_capacity_tx_per_s": capacity["tx_per_s"],
