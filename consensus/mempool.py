@@ -11,12 +11,15 @@ by one (`admission_work`, `check_txs`).
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from consensus.app import CheckTxKind, CheckTxResult
 from primitives.hashing import sha256
+
+log = logging.getLogger("derivd.mempool")
 
 CheckTx = Callable[[bytes, CheckTxKind], CheckTxResult]
 AdmissionWork = Callable[[Sequence[bytes]], Callable[[], object]]
@@ -184,13 +187,25 @@ class Mempool:
                 self.size_bytes -= len(dropped)
         if self.config.recheck and self._txs:
             self.stats.recheck_times += 1
+            evicted: list[tuple[bytes, str]] = []
             for key, tx in list(self._txs.items()):
-                if not self._check_tx(tx, CheckTxKind.RECHECK).ok:
+                result = self._check_tx(tx, CheckTxKind.RECHECK)
+                if not result.ok:
                     del self._txs[key]
                     self.size_bytes -= len(tx)
                     self.stats.evicted_txs += 1
+                    evicted.append((key, result.log))
                     if not self.config.keep_invalid_txs_in_cache:
                         self._cache.remove(key)
+            if evicted:
+                first, why = evicted[0]
+                log.info(
+                    "recheck after height %d evicted %d txs (first %s: %s)",
+                    height,
+                    len(evicted),
+                    first.hex().upper(),
+                    why,
+                )
 
     def pending(self) -> list[tuple[bytes, bytes]]:
         """(hash, tx) of every pending transaction, in order."""

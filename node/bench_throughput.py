@@ -3,8 +3,8 @@ generator's order flow (`node.loadgen`), measured from the blocks it commits.
 
 Steps: the generator's own capacity against the sink (`loadgen.generator_capacity`); a localnet of
 `validators` nodes (`node.testnet`: `markets` copies of BTC-USD, `accounts` funded traders, the
-nodes' `timeout_commit` and a
-JSON-RPC batch size of `batch`); the submitter processes sign and encode everything (untimed); then
+nodes' `timeout_commit`, `workers`, other `settings` and a JSON-RPC batch size of `batch`); the
+submitter processes sign and encode everything (untimed); then
 `duration` seconds of load, spread over the nodes' RPC endpoints, while a watcher reads every new
 block (`block`). After the window it waits until every accepted tx is in a block (at most
 `DRAIN_SECONDS`), then reads the blocks' results (`block_results`: the codes; not during the
@@ -13,7 +13,8 @@ window, where encoding them took a fifth of a node's CPU).
 Figures, all of the generator's txs found in blocks: committed orders and txs (code 0) per second
 over the span from the start of the load to the last block that held one of them; the failed txs
 by code; submit-to-commit latency p50/p99 (the batch leaving the generator to the watcher seeing
-the block); the mean block interval (header times); accepted txs never seen in a block (`lost`);
+the block); the mean block interval (header times); accepted txs never seen in a block (`lost`:
+a node's recheck evicted them, `evicted_txs` of its metrics, or they are still pending);
 each node's CPU seconds and resident memory, its worker processes included (/proc); the
 generator's CPU in the window and its capacity. A tqdm line shows the height and the txs seen in
 blocks while it runs.
@@ -288,6 +289,7 @@ def bench_throughput(
         finally:
             generator.close()
         after = [_proc_usage(p.pid) for p in processes_run]
+        evicted = [_evicted(f"http://127.0.0.1:{node.plan.metrics_port}/metrics") for node in net.nodes]
         trio.run(_codes, urls[0], seen)
         figures = _figures(sent, seen, started, duration)
         span = figures["span_s"]
@@ -311,8 +313,9 @@ def bench_throughput(
                     "cpu_seconds": round(a[0] - b[0], 2),
                     "cpu_percent": round(100 * (a[0] - b[0]) / span, 1),
                     "rss_mib": round(a[1], 1),
+                    "evicted_txs": count,
                 }
-                for a, b in zip(after, before, strict=True)
+                for a, b, count in zip(after, before, evicted, strict=True)
             ],
         }
     finally:
@@ -324,6 +327,15 @@ def bench_throughput(
             except subprocess.TimeoutExpired:
                 process.kill()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _evicted(metrics_url: str) -> int:
+    """The node's `mempool_evicted_txs` counter (txs its recheck dropped)."""
+    for line in httpx.get(metrics_url, timeout=10).text.splitlines():
+        name, _, value = line.partition(" ")
+        if name.split("{")[0].endswith("_mempool_evicted_txs_total"):
+            return int(float(value))
+    raise RuntimeError(f"{metrics_url}: no mempool_evicted_txs counter")
 
 
 def _latest_height(url: str) -> int:

@@ -4,6 +4,7 @@ a random sequence of operations keeps the pool, its byte count and its counters 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import pytest
@@ -234,13 +235,18 @@ def test_full_by_bytes() -> None:
 # -- update after a commit ----------------------------------------------------------------------
 
 
-def test_update_removes_committed_remembers_them_and_rechecks_the_rest() -> None:
+def test_update_removes_committed_remembers_them_and_rechecks_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     pool, app = make()
     pending = txs(6)
     for tx in pending:
         pool.check_tx(tx)
     app.fail_recheck = {pending[2], pending[5]}
-    pool.update(7, [pending[1], pending[4], b"from another node"])
+    with caplog.at_level(logging.INFO, logger="derivd.mempool"):
+        pool.update(7, [pending[1], pending[4], b"from another node"])
+    [line] = [r.getMessage() for r in caplog.records if "evicted" in r.getMessage()]
+    assert f"recheck after height 7 evicted 2 txs (first {sha256(pending[2]).hex().upper()}:" in line
     assert pool.height == 7
     assert app.rechecks() == [pending[0], pending[2], pending[3], pending[5]]
     assert pool.txs() == [pending[0], pending[3]]
