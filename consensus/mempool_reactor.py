@@ -17,7 +17,7 @@ import logging
 from typing import cast
 
 from consensus.mempool import Mempool, MempoolError
-from p2p.base import MEMPOOL_CHANNEL, ChannelDescriptor, Peer, PeerMisbehaved
+from p2p.base import MEMPOOL_CHANNEL, ChannelDescriptor, Peer, PeerMisbehaved, peer_state
 from primitives import codec
 from primitives.hashing import sha256
 
@@ -102,27 +102,17 @@ class MempoolReactor:
         return value  # type: ignore[return-value]  # checked: bytes only
 
     def _sent(self, peer: Peer) -> set[bytes]:
-        sent = peer.get(SENT)
-        if not isinstance(sent, set):
-            sent = set()
-            peer.set(SENT, sent)
+        sent: set[bytes] = peer_state(peer, SENT, set)
         if len(sent) > MAX_REMEMBERED:
             pending = {tx_hash for tx_hash, _ in self.mempool.pending()}
             sent.intersection_update(pending)
         return sent
 
-    def _outbox(self, peer: Peer) -> _Outbox:
-        outbox = peer.get(OUTBOX)
-        if not isinstance(outbox, _Outbox):
-            outbox = _Outbox()
-            peer.set(OUTBOX, outbox)
-        return outbox
-
     def _send(self, peer: Peer, tx_hash: bytes, tx: bytes) -> None:
         sent = self._sent(peer)
         if tx_hash in sent:
             return
-        outbox = self._outbox(peer)
+        outbox = peer_state(peer, OUTBOX, _Outbox)
         if outbox.txs and outbox.size + len(tx) > BATCH_BYTES:
             self._flush_peer(peer)
         sent.add(tx_hash)
@@ -132,7 +122,7 @@ class MempoolReactor:
             self._flush_peer(peer)
 
     def _flush_peer(self, peer: Peer) -> None:
-        outbox = self._outbox(peer)
+        outbox = peer_state(peer, OUTBOX, _Outbox)
         if not outbox.txs:
             return
         txs, outbox.txs, outbox.size = outbox.txs, [], 0

@@ -43,6 +43,7 @@ from p2p.base import (
     ChannelDescriptor,
     Peer,
     PeerMisbehaved,
+    peer_state,
 )
 from primitives.codec import DecodeError
 from storage.blockstore import BlockStore
@@ -167,11 +168,7 @@ class ConsensusReactor:
     # -- outbound -------------------------------------------------------------------------------
 
     def _state(self, peer: Peer) -> PeerRoundState:
-        state = peer.get(PEER_STATE)
-        if not isinstance(state, PeerRoundState):
-            state = PeerRoundState()
-            peer.set(PEER_STATE, state)
-        return state
+        return peer_state(peer, PEER_STATE, PeerRoundState)
 
     def _send(self, peer: Peer, channel: int, message: WireMessage) -> bool:
         return peer.try_send(channel, encode_message(message))

@@ -106,12 +106,13 @@ async def _rpc(client: httpx.AsyncClient, url: str, method: str, **params: Any) 
     return payload["result"]
 
 
-async def _watch(url: str, start_height: int, stop_at: float, seen: _Seen, progress: tqdm[Any]) -> None:
+async def _watch(
+    url: str, start_height: int, started: float, stop_at: float, seen: _Seen, progress: tqdm[Any]
+) -> None:
     """Read every block after `start_height` until `stop_at`, then until every accepted tx is in a
     block (at most `DRAIN_SECONDS` more). Only `block` is read here: the results (`_codes`) are
     read after the window, so that the node does not spend the window encoding them."""
     seen.height = start_height
-    started = stop_at - (progress.total or 0)
     async with httpx.AsyncClient(timeout=30) as client:
         while True:
             now = time.monotonic()
@@ -126,7 +127,7 @@ async def _watch(url: str, start_height: int, stop_at: float, seen: _Seen, progr
                 for tx_hash in seen.blocks[height]:
                     seen.txs[tx_hash] = (at, -1)
                 seen.height = height
-            progress.n = round(min(now - started, progress.total or 0), 1)
+            progress.n = round(min(now, stop_at) - started, 1)
             progress.set_postfix(height=seen.height, txs_in_blocks=len(seen.txs))
             if now >= stop_at and (seen.done() or now >= stop_at + DRAIN_SECONDS):
                 return
@@ -150,7 +151,7 @@ async def _measure(
     seen = _Seen()
     started = generator.go(duration)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_watch, url, start_height, started + duration, seen, progress)
+        nursery.start_soon(_watch, url, start_height, started, started + duration, seen, progress)
         sent = await trio.to_thread.run_sync(generator.results)
         seen.expected = {tx_hash for report in sent for tx_hash, _, _ in report.submitted}
     return started, sent, seen

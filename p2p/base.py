@@ -11,7 +11,7 @@ raises `PeerMisbehaved`, and the switch drops and temporarily bans that peer.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 # CometBFT's channel ids and priorities (REFERENCE.md).
 PEX_CHANNEL = 0x00
@@ -86,6 +86,19 @@ class Peer(Protocol):
         ...
 
     def set(self, key: str, value: Any) -> None: ...
+
+
+_S = TypeVar("_S")
+
+
+def peer_state(peer: Peer, key: str, kind: type[_S]) -> _S:
+    """The reactor state of type `kind` that `peer` keeps under `key`, a new `kind()` if it has
+    none."""
+    value = peer.get(key)
+    if not isinstance(value, kind):
+        value = kind()
+        peer.set(key, value)
+    return value
 
 
 class Reactor(Protocol):
