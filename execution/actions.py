@@ -102,6 +102,9 @@ HANDLERS: dict[type[Action], Handler] = {
 }
 """Every action type of `execution.tx.Action` and its handler."""
 
+VALIDATED_ONLY_IN_CHECK: frozenset[type[Action]] = frozenset({PlaceOrder, CancelOrder, CancelAll, AmendOrder})
+"""Action types whose handler, without a live context (check_tx), validates and writes nothing."""
+
 
 def apply_action(
     view: StateView, sender: Address, action: Action, height: int = 0, exchange: ExchangeContext | None = None

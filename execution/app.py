@@ -52,6 +52,7 @@ from consensus.app import (
     OK,
     CheckTxKind,
     CheckTxResult,
+    ExecTxResult,
     FinalizeBlockRequest,
     FinalizeBlockResult,
     InfoResult,
@@ -62,12 +63,13 @@ from consensus.app import (
     ValidatorUpdate,
 )
 from execution.accounts import Account, load_supply, store_account, store_supply
+from execution.actions import VALIDATED_ONLY_IN_CHECK
 from execution.apphash import app_hash
 from execution.block import KeptTxs, bad_signature_log, execute_block
 from execution.codes import CODESPACE, Code
 from execution.exchange.books import Books
 from execution.exchange.context import ExchangeContext
-from execution.executor import execute_tx
+from execution.executor import execute_tx, use_tx_nonce
 from execution.genesis_state import init_exchange_state, load_app_state
 from execution.positions.funding_index import load_market_funding, pool_total
 from execution.positions.position import Position
@@ -206,7 +208,12 @@ class ExchangeApp:
     # -- mempool ---------------------------------------------------------------------------------
 
     def check_tx(self, tx: bytes, kind: CheckTxKind) -> CheckTxResult:
-        """Admit `tx` against the check state (NEW and RECHECK apply the same rules)."""
+        """Admit `tx` against the check state. A RECHECK of a tx whose actions only validate in
+        check mode (`VALIDATED_ONLY_IN_CHECK`: they wrote nothing to the check state) runs the
+        ante part only, the nonce: an order the block made invalid (a margin after a price move,
+        a cancel of an order that filled) then fails in its block rather than leaving the mempool
+        now, as the Cosmos SDK's recheck runs its ante handler only. Every other check runs the
+        whole tx."""
         decoded = self._txs.keep(tx)
         if isinstance(decoded, DecodeError):
             return CheckTxResult(int(Code.MALFORMED_TX), f"malformed tx: {decoded}", CODESPACE)
@@ -217,8 +224,11 @@ class ExchangeApp:
             )
         view = StateView(self._check_state)
         height = self._head_height() + 1
-        check = ExchangeContext(height, self._books, live=False)
-        result = execute_tx(view, decoded, self._last_block_time, height, check)
+        if kind is CheckTxKind.RECHECK and all(type(a) in VALIDATED_ONLY_IN_CHECK for a in decoded.actions):
+            result = use_tx_nonce(view, decoded, self._last_block_time) or ExecTxResult()
+        else:
+            check = ExchangeContext(height, self._books, live=False)
+            result = execute_tx(view, decoded, self._last_block_time, height, check)
         if result.code != OK:
             return CheckTxResult(result.code, result.log, CODESPACE, sender)
         view.apply_to(self._check_state)

@@ -29,6 +29,16 @@ def tx_event(tx: Tx) -> Event:
     return Event("tx", (EventAttribute("sender", str(tx.sender)), EventAttribute("nonce", str(tx.nonce))))
 
 
+def use_tx_nonce(view: StateView, tx: Tx, block_time_ns: int) -> ExecTxResult | None:
+    """The ante part of a tx: INVALID_NONCE, or None with its nonce recorded on `view`."""
+    account = load_account(view, tx.sender)
+    problem = nonce_error(account, tx.nonce, block_time_ns)
+    if problem is not None:
+        return failure(Code.INVALID_NONCE, f"invalid nonce: {problem}")
+    store_account(view, tx.sender, account.with_nonce(tx.nonce))  # use_nonce, with the account at hand
+    return None
+
+
 def execute_tx(
     view: StateView, tx: Tx, block_time_ns: int, height: int = 0, exchange: ExchangeContext | None = None
 ) -> ExecTxResult:
@@ -36,11 +46,9 @@ def execute_tx(
     `block_time_ns` (check_tx: the next height and the last block time). Order actions run in
     `exchange`; when the actions fail, their book changes are undone (`ExchangeContext.abort_tx`)."""
     sender = tx.sender
-    account = load_account(view, sender)
-    problem = nonce_error(account, tx.nonce, block_time_ns)
-    if problem is not None:
-        return failure(Code.INVALID_NONCE, f"invalid nonce: {problem}")
-    store_account(view, sender, account.with_nonce(tx.nonce))  # use_nonce, with the account at hand
+    refused = use_tx_nonce(view, tx, block_time_ns)
+    if refused is not None:
+        return refused
     actions_view = StateView(view)
     if exchange is not None:
         exchange.begin_tx(schema.fee_delta_key(sender.raw, tx.nonce))

@@ -6,12 +6,28 @@ from __future__ import annotations
 import pytest
 
 from consensus.app import OK, CheckTxKind
+from execution.actions import VALIDATED_ONLY_IN_CHECK, apply_action
 from execution.block import KeptTxs
 from execution.codes import CODESPACE, Code
-from execution.tx import Transfer, Tx, build_tx
+from execution.exchange.context import ExchangeContext
+from execution.state import StateView
+from execution.tx import Action, Transfer, Tx, build_tx
 from primitives.codec import DecodeError
 from tests.execution.chain import Chain, address, key
 from tests.execution.conftest import ALICE_FUNDS, CAROL_FUNDS
+from tests.execution.exchange_helpers import (
+    BUY,
+    IOC,
+    SELL,
+    amend,
+    btc,
+    cancel,
+    cancel_all,
+    cancel_client,
+    place,
+    stored_orders,
+    usd,
+)
 
 ALICE, BOB, CAROL, DAVE = (address(i) for i in range(4))
 NEW, RECHECK = CheckTxKind.NEW, CheckTxKind.RECHECK
@@ -168,3 +184,44 @@ def test_process_proposal(chain: Chain) -> None:
     calls = chain.verifier.batch_calls
     assert not chain.app.process_proposal(chain.proposal([good[0], bad]))
     assert chain.verifier.batch_calls == calls + 1
+
+
+def test_recheck_of_order_actions_runs_the_nonce_rule_only(ex: Chain) -> None:
+    maker, other = key(0), key(1)
+    ex.run_block([ex.tx(maker, place(SELL, btc(5), usd(70_000), client_id=7))])
+    pending_cancel = ex.tx(maker, cancel_client(7))
+    assert ex.app.check_tx(pending_cancel, NEW).ok
+    ex.run_block([ex.tx(other, place(BUY, btc(5), usd(70_000), IOC))])  # fills the order
+    assert ex.app.check_tx(ex.tx(maker, cancel_client(7)), NEW).code == Code.ORDER_NOT_FOUND
+    # the pending cancel is kept by the recheck (ante only) and fails in its block
+    assert ex.app.check_tx(pending_cancel, RECHECK).ok
+    [result] = ex.run_block([pending_cancel]).tx_results
+    assert result.code == Code.ORDER_NOT_FOUND
+    # a used nonce is still refused at recheck, orders or not
+    assert ex.app.check_tx(pending_cancel, RECHECK).code == Code.INVALID_NONCE
+
+
+def test_recheck_of_a_transfer_runs_the_whole_tx(chain: Chain) -> None:
+    pending = chain.transfer(key(2), DAVE, CAROL_FUNDS)
+    assert chain.app.check_tx(pending, NEW).ok
+    chain.run_block([chain.transfer(key(2), BOB, 1)])
+    assert chain.app.check_tx(pending, RECHECK).code == Code.INSUFFICIENT_FUNDS
+
+
+def test_order_actions_write_nothing_in_check_mode(ex: Chain) -> None:
+    # what lets a recheck skip them (`VALIDATED_ONLY_IN_CHECK`)
+    ex.run_block([ex.tx(key(0), place(SELL, btc(5), usd(70_000), client_id=7))])
+    [order] = stored_orders(ex)
+    actions: list[Action] = [
+        place(BUY, btc(5), usd(70_000), IOC),
+        place(BUY, btc(1), usd(60_000), client_id=3),
+        cancel_client(7),
+        cancel(order.order_id),
+        amend(order.order_id, btc(2), usd(71_000)),
+        cancel_all(),
+    ]
+    assert {type(a) for a in actions} == set(VALIDATED_ONLY_IN_CHECK)
+    for action in actions:
+        view = StateView(ex.app._committed)
+        apply_action(view, address(0), action, ex.height + 1, ExchangeContext(ex.height + 1, ex.app.books))
+        assert view.write_set == frozenset(), action
