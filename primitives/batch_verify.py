@@ -6,7 +6,9 @@ calls into libsodium through cffi, which releases the GIL, so the chunks run on 
 
 The cache remembers successes only, keyed by (public key, SHA-256 of the message, signature), and
 is bounded (least recently used entries go first): a signature verified at admission to the
-mempool is not verified again when its block is executed.
+mempool is not verified again when its block is executed. A verifier may be called from several
+threads at once (the node verifies an RPC batch's signatures on a trio worker thread): the cache
+and the creation of the thread pool are locked; `verified` is a statistic, not exact then.
 """
 
 from __future__ import annotations
@@ -79,12 +81,14 @@ class BatchVerifier:
         self.cached = cached
         self._min_parallel = min_parallel
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()  # callers may run on several threads (the node's RPC)
         self.verified = 0
 
     def _executor(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.workers - 1, thread_name_prefix="sigverify")
-        return self._pool
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers - 1, thread_name_prefix="sigverify")
+            return self._pool
 
     def verify_one(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
         """One signature, through the cache."""
@@ -123,6 +127,7 @@ class BatchVerifier:
         return first + [ok for future in futures for ok in future.result()]
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
