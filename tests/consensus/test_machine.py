@@ -44,11 +44,12 @@ from tests.consensus.harness import (
 )
 
 
-def test_default_timeouts_are_cometbft_s_and_the_node_config_s() -> None:
+def test_default_timeouts_are_cometbft_s_but_commit_and_the_node_config_s() -> None:
     t = TimeoutConfig()
     half = SECOND // 2
     assert (t.propose, t.propose_delta, t.prevote, t.prevote_delta) == (3 * SECOND, half, SECOND, half)
-    assert (t.precommit, t.precommit_delta, t.commit, t.skip_timeout_commit) == (SECOND, half, SECOND, False)
+    assert (t.precommit, t.precommit_delta, t.skip_timeout_commit) == (SECOND, half, False)
+    assert t.commit == SECOND // 5, "200 ms (CometBFT: 1 s): sub-second blocks"
     assert timeout_config(Config(home=Path("home"), base=BaseConfig(moniker="m"))) == t
 
 
