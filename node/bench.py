@@ -451,5 +451,5 @@ def throughput_command(
     for i, node in enumerate(figures["nodes"]):
         click.echo(
             f"  node{i}: cpu {node['cpu_percent']:.0f}% ({node['cpu_seconds']:.1f} s), "
-            f"rss {node['rss_mib']:.0f} MiB"
+            f"rss {node['rss_mib']:.0f} MiB, {node['evicted_txs']} txs evicted by recheck"
         )
