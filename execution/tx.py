@@ -419,11 +419,17 @@ class Tx:
     version: int = TX_VERSION
     _payload: bytes | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
     """`sign_payload()`, when `decode` cut it out of the raw bytes (else computed on demand)"""
+    _sender: Address | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
+    """`sender`, once computed (a hash of the public key; a tx's handling asks for it often)"""
 
     @property
     def sender(self) -> Address:
         """The account that signs, pays and whose nonce is used."""
-        return self.signer.address
+        sender = self._sender
+        if sender is None:
+            sender = self.signer.address
+            object.__setattr__(self, "_sender", sender)
+        return sender
 
     def sign_payload(self) -> bytes:
         """The canonical bytes of everything but the signature."""
