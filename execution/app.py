@@ -162,8 +162,8 @@ class ExchangeApp:
         self._meta = AppMeta() if raw_meta is None else AppMeta.decode(raw_meta)
         self._last_block_time = _load_block_time(db)
         self._pending: _Pending | None = None
-        self._check_state = StateView(self._committed)
         self._books = Books.load(self._committed)
+        self._reset_check(self._committed)
         self.triggered_orders_total = 0
         """trigger orders fired since start (`derivd_triggered_orders_total`)"""
         self.risk_stats = RiskStats()
@@ -202,10 +202,18 @@ class ExchangeApp:
         genesis_hash = app_hash(b"", height, view.changes())
         self._pending = _Pending(view, height, genesis_hash, request.time, is_genesis=True)
         self._last_block_time = request.time
-        self._check_state = StateView(view)
+        self._reset_check(view)
         return InitChainResult(app_hash=genesis_hash, validators=overriding)
 
     # -- mempool ---------------------------------------------------------------------------------
+
+    def _reset_check(self, base: StateReader) -> None:
+        """A new check state over `base`, and a new check-mode exchange context: the one context
+        serves every check_tx until then, so the oracle prices, staleness, markets and funding
+        indexes it caches are read once per block, not once per tx (they change only when a
+        block ends; check_tx's context is not live: it counts and changes nothing else)."""
+        self._check_state = StateView(base)
+        self._check_exchange = ExchangeContext(self._head_height() + 1, self._books, live=False)
 
     def check_tx(self, tx: bytes, kind: CheckTxKind) -> CheckTxResult:
         """Admit `tx` against the check state. A RECHECK of a tx whose actions only validate in
@@ -227,8 +235,9 @@ class ExchangeApp:
         if kind is CheckTxKind.RECHECK and all(type(a) in VALIDATED_ONLY_IN_CHECK for a in decoded.actions):
             result = use_tx_nonce(view, decoded, self._last_block_time) or ExecTxResult()
         else:
-            check = ExchangeContext(height, self._books, live=False)
-            result = execute_tx(view, decoded, self._last_block_time, height, check)
+            if self._check_exchange.height != height:  # a block was finalized and not yet committed
+                self._check_exchange = ExchangeContext(height, self._books, live=False)
+            result = execute_tx(view, decoded, self._last_block_time, height, self._check_exchange)
         if result.code != OK:
             return CheckTxResult(result.code, result.log, CODESPACE, sender)
         view.apply_to(self._check_state)
@@ -356,7 +365,7 @@ class ExchangeApp:
             self._pool.advance(changes, now=self.last_block_parallel)
         self._meta = meta
         self._pending = None
-        self._check_state = StateView(self._committed)
+        self._reset_check(self._committed)
         return 0
 
     # -- queries ---------------------------------------------------------------------------------

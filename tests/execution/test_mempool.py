@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from consensus.app import OK, CheckTxKind
@@ -24,6 +26,7 @@ from tests.execution.exchange_helpers import (
     cancel,
     cancel_all,
     cancel_client,
+    exchange_chain,
     place,
     stored_orders,
     usd,
@@ -225,3 +228,18 @@ def test_order_actions_write_nothing_in_check_mode(ex: Chain) -> None:
         view = StateView(ex.app._committed)
         apply_action(view, address(0), action, ex.height + 1, ExchangeContext(ex.height + 1, ex.app.books))
         assert view.write_set == frozenset(), action
+
+
+def test_check_tx_sees_each_block_s_oracle_state(tmp_path: Path) -> None:
+    # check_tx's exchange context caches prices and staleness until the next commit, not longer
+    chain = exchange_chain(tmp_path / "db", oracle={"max_vote_age_blocks": 3, "stale_after_blocks": 3})
+    try:
+        buy = place(BUY, btc(1), usd(60_000))
+        results = []
+        for _ in range(6):
+            results.append(chain.app.check_tx(chain.tx(key(0), buy), NEW).code)
+            chain.run_block([])
+        assert results[0] == OK and Code.MARKET_STALE in results, results
+        assert chain.app.check_tx(chain.tx(key(0), buy), NEW).code == Code.MARKET_STALE
+    finally:
+        chain.close()
