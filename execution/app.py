@@ -208,12 +208,20 @@ class ExchangeApp:
     # -- mempool ---------------------------------------------------------------------------------
 
     def _reset_check(self, base: StateReader) -> None:
-        """A new check state over `base`, and a new check-mode exchange context: the one context
-        serves every check_tx until then, so the oracle prices, staleness, markets and funding
-        indexes it caches are read once per block, not once per tx (they change only when a
-        block ends; check_tx's context is not live: it counts and changes nothing else)."""
+        """A new check state over `base`, and a new check-mode exchange context to come
+        (`_check_context`)."""
         self._check_state = StateView(base)
-        self._check_exchange = ExchangeContext(self._head_height() + 1, self._books, live=False)
+        self._check_exchange: ExchangeContext | None = None
+
+    def _check_context(self, height: int) -> ExchangeContext:
+        """The check-mode exchange context of `height`: one serves every check_tx until the check
+        state resets, so the oracle prices, staleness, markets and funding indexes it caches are
+        read once per block, not once per tx (they change only when a block ends; check_tx's
+        context is not live: it counts and changes nothing else)."""
+        context = self._check_exchange
+        if context is None or context.height != height:  # new, or a block finalized, not committed
+            context = self._check_exchange = ExchangeContext(height, self._books, live=False)
+        return context
 
     def check_tx(self, tx: bytes, kind: CheckTxKind) -> CheckTxResult:
         """Admit `tx` against the check state. A RECHECK of a tx whose actions only validate in
@@ -235,9 +243,7 @@ class ExchangeApp:
         if kind is CheckTxKind.RECHECK and all(type(a) in VALIDATED_ONLY_IN_CHECK for a in decoded.actions):
             result = use_tx_nonce(view, decoded, self._last_block_time) or ExecTxResult()
         else:
-            if self._check_exchange.height != height:  # a block was finalized and not yet committed
-                self._check_exchange = ExchangeContext(height, self._books, live=False)
-            result = execute_tx(view, decoded, self._last_block_time, height, self._check_exchange)
+            result = execute_tx(view, decoded, self._last_block_time, height, self._check_context(height))
         if result.code != OK:
             return CheckTxResult(result.code, result.log, CODESPACE, sender)
         view.apply_to(self._check_state)

@@ -264,7 +264,7 @@ def bench_throughput(
             )
             log.close()
         urls = [f"http://127.0.0.1:{node.plan.rpc_port}" for node in net.nodes]
-        start_height = _wait_for_blocks(urls[0])
+        _wait_for_blocks(urls[0])
         tx_rate = (rate or UNPACED_BUDGET) / per_tx
         generator = Generator(
             plans(
@@ -344,13 +344,12 @@ def _latest_height(url: str) -> int:
     return int(status["result"]["sync_info"]["latest_block_height"])
 
 
-def _wait_for_blocks(url: str, timeout: float = 60.0) -> int:
+def _wait_for_blocks(url: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            height = _latest_height(url)
-            if height >= 2:
-                return height
+            if _latest_height(url) >= 2:
+                return
         except (httpx.HTTPError, KeyError, ValueError):
             pass
         time.sleep(0.2)  # polling pace while the localnet starts

@@ -546,7 +546,8 @@ async def abci_query(env: RPCEnv, call: Call) -> JSON:
 # -- the ASGI app -------------------------------------------------------------------------------
 
 
-async def dispatch(env: RPCEnv, name: str, raw_params: Any, uri: bool) -> JSON:
+def _call(name: str, raw_params: Any, uri: bool) -> tuple[Handler, Call]:
+    """The handler of method `name` and its parameters by name; RPCError if either is wrong."""
     entry = METHODS.get(name)
     if entry is None:
         raise RPCError(METHOD_NOT_FOUND, "Method not found", name)
@@ -564,7 +565,12 @@ async def dispatch(env: RPCEnv, name: str, raw_params: Any, uri: bool) -> JSON:
     unknown = sorted(set(params) - set(names))
     if unknown:
         raise invalid_params(f"unknown parameter {unknown[0]!r} for {name}")
-    return await handler(env, Call(params, uri))
+    return handler, Call(params, uri)
+
+
+async def dispatch(env: RPCEnv, name: str, raw_params: Any, uri: bool) -> JSON:
+    handler, call = _call(name, raw_params, uri)
+    return await handler(env, call)
 
 
 def _error(id_: Any, error: RPCError) -> JSON:
@@ -606,16 +612,9 @@ async def _admit_ahead(env: RPCEnv, batch: list[Any]) -> None:
     txs: list[bytes] = []
     for item in batch:
         if isinstance(item, dict) and item.get("method") in _BROADCASTS:
-            params = item.get("params")
-            raw = (
-                params.get("tx")
-                if isinstance(params, dict)
-                else params[0]
-                if isinstance(params, list) and params
-                else None
-            )
             try:
-                txs.append(p_bytes(raw, "tx", uri=False))
+                _, call = _call(item["method"], item.get("params"), uri=False)
+                txs.append(p_bytes(call.get("tx"), "tx", call.uri))  # as the broadcast handlers read it
             except RPCError:
                 continue
     work = env.mempool.admission_work(txs)
