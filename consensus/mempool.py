@@ -106,6 +106,10 @@ class Mempool:
     def __contains__(self, tx_hash: bytes) -> bool:
         return tx_hash in self._txs
 
+    def get(self, tx_hash: bytes) -> bytes | None:
+        """The pending transaction whose sha256 is `tx_hash`, if there is one."""
+        return self._txs.get(tx_hash)
+
     def check_tx(self, tx: bytes, source: str = "") -> CheckTxResult:
         """Admit `tx` if the application accepts it; MempoolError if it never reaches it.
         `source` is the peer it came from ("" for a local client)."""

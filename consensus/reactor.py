@@ -9,9 +9,14 @@ the votes of its round and of the rounds that matter (our round, our valid, lock
 proof-of-lock rounds, its previous round), pending evidence, and, if it is behind, the decided
 block of its height with its commit. What a peer sends us is marked as known to it.
 
-Received messages go to the consensus service's inbox; messages that do not decode get the
-peer banned here, and messages the machine finds invalid (a bad signature, a forged part) get it
-banned through the driver's bad-message report.
+Compact block propagation (`compact_blocks`, on in the node's default config): a complete
+proposal block goes to a peer as a CompactBlock, its transactions named by hash, instead of its
+parts. The peer rebuilds the block from its mempool (`lookup_tx`), asks the sender for the
+transactions it lacks (BlockTxsRequest, answered with BlockTxs, each checked against its hash),
+re-encodes it, checks that the part set it makes is the proposal's, and hands the parts to its
+machine as if the sender had sent them. A compact block whose header is not the block it names,
+a transaction that is not the one named, or a rebuilt block whose parts are not the named ones
+is misbehaviour.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ import trio
 from consensus.evidence import DuplicateVoteEvidence
 from consensus.machine import BadMessage, BlockPartEvent, ProposalEvent, StepChanged, VoteEvent
 from consensus.messages import (
+    BlockTxs,
+    BlockTxsRequest,
+    CompactBlock,
     DecidedBlock,
     EvidenceMessage,
     Message,
@@ -34,7 +42,7 @@ from consensus.messages import (
     encode_message,
 )
 from consensus.service import ConsensusService
-from consensus.types import MAX_BLOCK_BYTES, Block, Commit, Vote, VoteType
+from consensus.types import MAX_BLOCK_BYTES, Block, Commit, PartSet, Proposal, Vote, VoteType
 from p2p.base import (
     CONSENSUS_DATA_CHANNEL,
     CONSENSUS_STATE_CHANNEL,
@@ -46,6 +54,7 @@ from p2p.base import (
     peer_state,
 )
 from primitives.codec import DecodeError
+from primitives.hashing import sha256
 from storage.blockstore import BlockStore
 
 log = logging.getLogger("derivd.consensus.reactor")
@@ -54,8 +63,13 @@ PEER_STATE = "consensus"
 VOTES_PER_TICK = 256
 CATCH_UP_INTERVAL = 1.0  # driver timer (seconds, not state): resend pacing of a peer still at one height
 MAX_DATA_MESSAGE = MAX_BLOCK_BYTES + (4 << 20)
+MAX_REBUILDS = 4
+"""compact blocks being rebuilt at once (the rounds of one height, or a peer's lies)"""
+REQUEST_INTERVAL = 0.5  # driver timer (seconds, not state): asking again for a block's missing txs
 
 VoteKey = tuple[int, int, int, int, bytes]
+BlockKey = tuple[int, int, bytes]
+"""(height, round, block hash)"""
 
 
 def _vote_key(vote: Vote) -> VoteKey:
@@ -72,6 +86,8 @@ class PeerRoundState:
     votes: set[VoteKey] = field(default_factory=set)
     proposals: set[tuple[int, int, bytes]] = field(default_factory=set)
     parts: set[tuple[int, int, bytes, int]] = field(default_factory=set)
+    blocks: set[BlockKey] = field(default_factory=set)
+    """proposal blocks it has whole: it sent us their compact form, or we sent it ours"""
     evidence: set[bytes] = field(default_factory=set)
     last_catch_up: float = -1e9
     last_catch_up_height: int = 0
@@ -82,7 +98,25 @@ class PeerRoundState:
             self.votes = {k for k in self.votes if k[0] >= height}
             self.proposals = {k for k in self.proposals if k[0] >= height}
             self.parts = {k for k in self.parts if k[0] >= height}
+            self.blocks = {k for k in self.blocks if k[0] >= height}
         self.height = height
+
+
+@dataclass
+class _Rebuild:
+    """A compact block being rebuilt: its transactions as found so far, then its parts."""
+
+    compact: CompactBlock
+    sources: list[str]
+    """the peers that sent it, the first asked for missing transactions"""
+    txs: list[bytes | None]
+    missing: int
+    parts: PartSet | None = None
+    asked_at: float = -1e9
+
+
+def _no_tx(tx_hash: bytes) -> bytes | None:
+    return None
 
 
 class ConsensusReactor:
@@ -94,17 +128,33 @@ class ConsensusReactor:
         blocks: BlockStore,
         ban: Callable[[str, str], None],
         gossip_interval: float = 0.1,
+        *,
+        compact_blocks: bool = False,
+        lookup_tx: Callable[[bytes], bytes | None] = _no_tx,
     ) -> None:
         self.service = service
         self.blocks = blocks
         self.ban = ban
         self.gossip_interval = gossip_interval
+        self.compact_blocks = compact_blocks
+        self.lookup_tx = lookup_tx
         self._peers: dict[str, Peer] = {}
+        self._rebuilds: dict[BlockKey, _Rebuild] = {}
+        self._compact: tuple[BlockKey, bytes] | None = None
+        """the last block's encoded CompactBlock"""
+        self.compact_rebuilt = 0
+        self.compact_fetched_txs = 0
         driver = service.driver
         driver.gossip.append(self._on_own_message)
         driver.step_listeners.append(self._on_step)
         driver.bad_peer_listeners.append(self._on_bad_message)
         self.dropped_inbound = 0
+
+    @property
+    def rebuilding(self) -> int:
+        """Compact blocks being rebuilt (waiting for transactions, or for the machine to take
+        their parts)."""
+        return len(self._rebuilds)
 
     # -- Reactor --------------------------------------------------------------------------------
 
@@ -147,6 +197,15 @@ class ConsensusReactor:
         if not _on_right_channel(channel_id, decoded):
             raise PeerMisbehaved(f"{type(decoded).__name__} on channel {channel_id:#x}")
         state = self._state(peer)
+        if isinstance(decoded, CompactBlock):
+            self._on_compact_block(peer, state, decoded)
+            return
+        if isinstance(decoded, BlockTxsRequest):
+            self._on_block_txs_request(peer, decoded)
+            return
+        if isinstance(decoded, BlockTxs):
+            self._on_block_txs(peer, decoded)
+            return
         if isinstance(decoded, RoundStep):
             if decoded.height < state.height:
                 raise PeerMisbehaved("its height went backwards")
@@ -184,6 +243,12 @@ class ConsensusReactor:
         message = encode_message(RoundStep(step.height, step.round, int(step.step)))
         for peer in list(self._peers.values()):
             peer.try_send(CONSENSUS_STATE_CHANNEL, message)
+        if self.compact_blocks:  # the block may have just become complete: pass it on at once
+            machine = self.service.machine
+            for peer in list(self._peers.values()):
+                state = self._state(peer)
+                if (state.height, state.round) == (machine.height, machine.round):
+                    self._send_block(peer, state)
 
     def _on_own_message(self, message: Message) -> None:
         for peer in list(self._peers.values()):
@@ -197,7 +262,10 @@ class ConsensusReactor:
                     p = message.proposal
                     if (state.height, state.round) == (p.height, p.round):
                         self._send_proposal(peer, message)
-                elif (state.height, state.round) == (message.height, message.round):
+                elif not self.compact_blocks and (state.height, state.round) == (
+                    message.height,
+                    message.round,
+                ):
                     self._send_part(peer, message, b"")
 
     def _send_vote(self, peer: Peer, vote: Vote) -> bool:
@@ -233,6 +301,7 @@ class ConsensusReactor:
         task_status.started()
         while True:
             await trio.sleep(self.gossip_interval)  # a pacing timer, not synchronisation
+            self._tend_rebuilds()
             for peer in list(self._peers.values()):
                 self._gossip_to(peer)
 
@@ -254,9 +323,7 @@ class ConsensusReactor:
             proposal = machine.proposal
             if machine.proposal_parts.header == proposal.block_id.parts:
                 self._send_proposal(peer, ProposalEvent(proposal))
-                if machine.proposal_parts.is_complete():
-                    for part in machine.proposal_parts.parts():
-                        self._send_part(peer, BlockPartEvent(proposal.height, proposal.round, part), b"")
+                self._send_block(peer, state)
         rounds = {state.round, state.round - 1, machine.round, machine.valid_round, machine.locked_round}
         if machine.proposal is not None:
             rounds.add(machine.proposal.pol_round)
@@ -274,13 +341,169 @@ class ConsensusReactor:
             for item in evidence.pending():
                 self._send_evidence(peer, item)
 
+    def _send_block(self, peer: Peer, state: PeerRoundState) -> None:
+        """The complete proposal block of our round, compact or as parts, unless the peer has it."""
+        machine = self.service.machine
+        proposal, parts, block = machine.proposal, machine.proposal_parts, machine.proposal_block
+        if proposal is None or parts is None or not parts.is_complete():
+            return
+        key = (proposal.height, proposal.round, proposal.block_id.hash)
+        if key in state.blocks:
+            return
+        if self.compact_blocks and block is not None:
+            if peer.try_send(CONSENSUS_DATA_CHANNEL, self._compact_of(proposal, block)):
+                state.blocks.add(key)
+            return
+        for part in parts.parts():
+            self._send_part(peer, BlockPartEvent(proposal.height, proposal.round, part), b"")
+
+    def _compact_of(self, proposal: Proposal, block: Block) -> bytes:
+        """The encoded CompactBlock of `block` (made once per block). Its parts rebuild from it:
+        a decoded block re-encodes to the very bytes it came from (the codec is canonical)."""
+        key = (proposal.height, proposal.round, proposal.block_id.hash)
+        if self._compact is None or self._compact[0] != key:
+            compact = CompactBlock(
+                round=proposal.round,
+                block_id=proposal.block_id,
+                header=block.header,
+                tx_hashes=tuple(sha256(tx) for tx in block.txs),
+                evidence=block.evidence,
+                last_commit=block.last_commit,
+            )
+            self._compact = (key, encode_message(compact))
+        return self._compact[1]
+
+    # -- compact blocks received ------------------------------------------------------------------
+
+    def _on_compact_block(self, peer: Peer, state: PeerRoundState, compact: CompactBlock) -> None:
+        key = (compact.height, compact.round, compact.block_id.hash)
+        state.blocks.add(key)  # it has the block whole: never send it back
+        if compact.header.hash() != compact.block_id.hash:
+            raise PeerMisbehaved("a compact block whose header is not the block it names")
+        machine = self.service.machine
+        if (compact.height, compact.round) != (machine.height, machine.round):
+            return
+        if machine.proposal is not None and machine.proposal.block_id != compact.block_id:
+            return  # not the proposal we have (the proposer equivocated, or the peer lies)
+        if machine.proposal_parts is not None and machine.proposal_parts.is_complete():
+            return
+        rebuild = self._rebuilds.get(key)
+        if rebuild is not None:
+            if peer.id not in rebuild.sources:
+                rebuild.sources.append(peer.id)
+            return
+        if sum(1 for k in self._rebuilds if k[0] == compact.height) >= MAX_REBUILDS:
+            return
+        txs = [self.lookup_tx(tx_hash) for tx_hash in compact.tx_hashes]
+        missing = sum(1 for tx in txs if tx is None)
+        rebuild = _Rebuild(compact, [peer.id], txs, missing)
+        self._rebuilds[key] = rebuild
+        if missing:
+            self._ask_for_txs(peer, rebuild)
+        else:
+            self._rebuilt(rebuild)
+
+    def _ask_for_txs(self, peer: Peer, rebuild: _Rebuild) -> None:
+        c = rebuild.compact
+        indexes = tuple(i for i, tx in enumerate(rebuild.txs) if tx is None)
+        if self._send(
+            peer, CONSENSUS_DATA_CHANNEL, BlockTxsRequest(c.height, c.round, c.block_id.hash, indexes)
+        ):
+            rebuild.asked_at = trio.current_time()
+
+    def _on_block_txs_request(self, peer: Peer, request: BlockTxsRequest) -> None:
+        machine = self.service.machine
+        block = machine.proposal_block
+        if block is None or (block.height, block.hash) != (request.height, request.block_hash):
+            return  # not ours to give (any more)
+        txs = tuple((i, block.txs[i]) for i in sorted(set(request.indexes)) if i < len(block.txs))
+        if txs:
+            self._send(
+                peer, CONSENSUS_DATA_CHANNEL, BlockTxs(request.height, request.round, request.block_hash, txs)
+            )
+
+    def _on_block_txs(self, peer: Peer, answer: BlockTxs) -> None:
+        rebuild = self._rebuilds.get((answer.height, answer.round, answer.block_hash))
+        if rebuild is None or rebuild.parts is not None:
+            return  # not asked for, or no longer needed
+        hashes = rebuild.compact.tx_hashes
+        for index, tx in answer.txs:
+            if index >= len(hashes) or sha256(tx) != hashes[index]:
+                raise PeerMisbehaved(f"block tx {index} is not the transaction the block names")
+            if rebuild.txs[index] is None:
+                rebuild.txs[index] = tx
+                rebuild.missing -= 1
+                self.compact_fetched_txs += 1
+        if rebuild.missing == 0:
+            self._rebuilt(rebuild)
+
+    def _rebuilt(self, rebuild: _Rebuild) -> None:
+        """Every transaction is in: make the parts, check them, hand them to the machine."""
+        c = rebuild.compact
+        block = c.rebuild(tuple(tx for tx in rebuild.txs if tx is not None))
+        parts = PartSet.from_data(block.encode())
+        if parts.header != c.block_id.parts:
+            del self._rebuilds[(c.height, c.round, c.block_id.hash)]
+            self.ban(rebuild.sources[0], "a compact block that does not rebuild the block it names")
+            return
+        rebuild.parts = parts
+        rebuild.txs = []
+        self.compact_rebuilt += 1
+        self._submit_parts(rebuild)
+
+    def _submit_parts(self, rebuild: _Rebuild) -> None:
+        assert rebuild.parts is not None
+        c = rebuild.compact
+        have = self.service.machine.proposal_parts
+        for part in rebuild.parts.parts():
+            if have is not None and have.has(part.index):
+                continue
+            if not self.service.submit_nowait(BlockPartEvent(c.height, c.round, part, rebuild.sources[0])):
+                self.dropped_inbound += 1  # the inbox is full: `_tend_rebuilds` tries again
+                return
+
+    def _tend_rebuilds(self) -> None:
+        """Each gossip tick: forget rebuilds of past heights, ask again for transactions that did
+        not come, and hand the machine parts it has not taken (it had no proposal yet, or its
+        inbox was full)."""
+        machine = self.service.machine
+        now = trio.current_time()
+        for key, rebuild in list(self._rebuilds.items()):
+            if key[0] != machine.height or key[1] < machine.round:
+                del self._rebuilds[key]
+            elif rebuild.parts is None:
+                if now - rebuild.asked_at >= REQUEST_INTERVAL:
+                    rebuild.sources = [s for s in rebuild.sources if s in self._peers]
+                    if not rebuild.sources:
+                        del self._rebuilds[key]
+                    else:
+                        self._ask_for_txs(self._peers[rebuild.sources[0]], rebuild)
+            else:
+                have = machine.proposal_parts
+                if (
+                    key[1] == machine.round
+                    and have is not None
+                    and have.header == rebuild.parts.header
+                    and not have.is_complete()
+                ):
+                    self._submit_parts(rebuild)
+
     def _catch_up(self, peer: Peer, state: PeerRoundState) -> None:
         """Send a lagging peer the decided block of its height, at once when it reached a new
         height (so it catches up as fast as it applies blocks, faster than the chain grows), and
-        again only after `CATCH_UP_INTERVAL` while it stays at one height (lost or in flight)."""
+        again only after `CATCH_UP_INTERVAL` while it stays at one height (lost or in flight). A
+        peer known to have that block whole (`PeerRoundState.blocks`) is behind only because it
+        is still executing it: it gets the block after the interval, not at once."""
         now = trio.current_time()
         if state.height == state.last_catch_up_height and now - state.last_catch_up < CATCH_UP_INTERVAL:
             return
+        if state.height != state.last_catch_up_height:
+            decided = self.blocks.hash_at(state.height)
+            if any(key[0] == state.height and key[2] == decided for key in state.blocks):
+                # It has the decided block whole: it is executing it, most likely. Only if it is
+                # still at this height after the interval does the block go.
+                state.last_catch_up, state.last_catch_up_height = now, state.height
+                return
         raw_block = self.blocks.load_block(state.height)
         raw_commit = self.blocks.load_seen_commit(state.height)
         if raw_block is None or raw_commit is None:
@@ -294,7 +517,9 @@ class ConsensusReactor:
 def _on_right_channel(channel: int, message: WireMessage) -> bool:
     if isinstance(message, RoundStep):
         return channel == CONSENSUS_STATE_CHANNEL
-    if isinstance(message, ProposalEvent | BlockPartEvent | DecidedBlock):
+    if isinstance(
+        message, ProposalEvent | BlockPartEvent | DecidedBlock | CompactBlock | BlockTxsRequest | BlockTxs
+    ):
         return channel == CONSENSUS_DATA_CHANNEL
     if isinstance(message, VoteEvent):
         return channel == CONSENSUS_VOTE_CHANNEL

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -361,6 +363,10 @@ def _limit_json(limit: MachineLimit) -> dict[str, Any]:
     }
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    sys.exit(128 + signum)
+
+
 @bench.command(name="throughput")
 @click.option("--validators", type=int, default=1, show_default=True)
 @click.option("--duration", type=float, default=20.0, show_default=True, help="Seconds of load.")
@@ -417,6 +423,7 @@ def throughput_command(
     pairs = [setting.partition("=") for setting in settings]
     if any(not key or not sep for key, sep, _ in pairs):
         raise click.BadParameter("expected KEY=VALUE", param_hint="--set")
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so the localnet's processes are stopped too
     limit = machine_limit()
     figures = bench_throughput(
         validators=validators,
@@ -452,4 +459,10 @@ def throughput_command(
         click.echo(
             f"  node{i}: cpu {node['cpu_percent']:.0f}% ({node['cpu_seconds']:.1f} s), "
             f"rss {node['rss_mib']:.0f} MiB, {node['evicted_txs']} txs evicted by recheck"
+            + (
+                ", p2p sent MiB "
+                + " ".join(f"{name} {mib:.1f}" for name, mib in node["p2p_sent_mib"].items())
+                if len(figures["nodes"]) > 1
+                else ""
+            )
         )

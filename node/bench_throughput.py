@@ -285,12 +285,13 @@ def bench_throughput(
             generator.start()
             start_height = _latest_height(urls[0])
             before = [_proc_usage(p.pid) for p in processes_run]
+            sent_before = [_scrape(node.plan.metrics_port)[1] for node in net.nodes]
             with tqdm(total=duration, unit="s", desc=f"load {mix}", leave=False, disable=None) as progress:
                 started, sent, seen = trio.run(_measure, generator, urls[0], start_height, duration, progress)
         finally:
             generator.close()
         after = [_proc_usage(p.pid) for p in processes_run]
-        evicted = [_evicted(f"http://127.0.0.1:{node.plan.metrics_port}/metrics") for node in net.nodes]
+        scraped = [_scrape(node.plan.metrics_port) for node in net.nodes]
         trio.run(_codes, urls[0], seen)
         figures = _figures(sent, seen, started, duration)
         span = figures["span_s"]
@@ -314,9 +315,13 @@ def bench_throughput(
                     "cpu_seconds": round(a[0] - b[0], 2),
                     "cpu_percent": round(100 * (a[0] - b[0]) / span, 1),
                     "rss_mib": round(a[1], 1),
-                    "evicted_txs": count,
+                    "evicted_txs": evicted,
+                    "p2p_sent_mib": {
+                        name: round((sent.get(channel, 0) - sent_was.get(channel, 0)) / 2**20, 2)
+                        for name, channel in P2P_CHANNELS.items()
+                    },
                 }
-                for a, b, count in zip(after, before, evicted, strict=True)
+                for a, b, (evicted, sent), sent_was in zip(after, before, scraped, sent_before, strict=True)
             ],
         }
     finally:
@@ -330,13 +335,29 @@ def bench_throughput(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _evicted(metrics_url: str) -> int:
-    """The node's `mempool_evicted_txs` counter (txs its recheck dropped)."""
-    for line in httpx.get(metrics_url, timeout=10).text.splitlines():
-        name, _, value = line.partition(" ")
-        if name.split("{")[0].endswith("_mempool_evicted_txs_total"):
-            return int(float(value))
-    raise RuntimeError(f"{metrics_url}: no mempool_evicted_txs counter")
+P2P_CHANNELS = {"consensus_data": "0x21", "consensus_votes": "0x22", "mempool": "0x30"}
+"""the channels whose bytes sent the report shows"""
+
+
+def _scrape(metrics_port: int) -> tuple[int, dict[str, int]]:
+    """The node's `mempool_evicted_txs` counter (txs its recheck dropped) and its bytes sent to
+    all peers by channel id (as the metric labels it: "0x21")."""
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    evicted: int | None = None
+    sent: dict[str, int] = {}
+    for line in httpx.get(url, timeout=10).text.splitlines():
+        if line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        metric = name.split("{")[0]
+        if metric.endswith("_mempool_evicted_txs_total"):
+            evicted = int(float(value))
+        elif metric.endswith("_p2p_peer_send_bytes_total"):
+            channel = name.partition('chID="')[2].partition('"')[0]
+            sent[channel] = sent.get(channel, 0) + int(float(value))
+    if evicted is None:
+        raise RuntimeError(f"{url}: no mempool_evicted_txs counter")
+    return evicted, sent
 
 
 def _latest_height(url: str) -> int:

@@ -611,6 +611,7 @@ class ConsensusConfig:
     create_empty_blocks_interval: int = 0
     peer_gossip_sleep_duration: int = 100 * _MS
     peer_query_maj23_sleep_duration: int = 2 * _S
+    compact_blocks: bool = True
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -674,6 +675,11 @@ _register(
         ),
         "peer_query_maj23_sleep_duration": _Key(
             _DURATION_KEY, "Interval between queries of peers for +2/3 majorities", _non_negative
+        ),
+        "compact_blocks": _Key(
+            _BOOL,
+            "Send proposal blocks as transaction hashes that peers fill from their mempools "
+            "(fetching only what they lack) instead of as block parts",
         ),
     },
 )

@@ -210,7 +210,12 @@ class Node:
                 on_applied=core.evidence.mark_committed,
             )
             reactor = ConsensusReactor(
-                service, core.blocks, ban, config.consensus.peer_gossip_sleep_duration / 1e9
+                service,
+                core.blocks,
+                ban,
+                config.consensus.peer_gossip_sleep_duration / 1e9,
+                compact_blocks=config.consensus.compact_blocks,
+                lookup_tx=mempool.get,
             )
             gossip = MempoolReactor(mempool)
             switch = Switch(

@@ -8,6 +8,7 @@ test signs with as if they were remote)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,9 +19,29 @@ from consensus.app import CheckTxKind, CheckTxResult
 from consensus.machine import BlockPartEvent, ConsensusMachine, ProposalEvent, Step, StepChanged, VoteEvent
 from consensus.mempool import Mempool, MempoolConfig, TxInCache
 from consensus.mempool_reactor import BATCH_BYTES, BATCH_TXS, MempoolReactor
-from consensus.messages import DecidedBlock, RoundStep, WireMessage, decode_message, encode_message
+from consensus.messages import (
+    BlockTxs,
+    BlockTxsRequest,
+    CompactBlock,
+    DecidedBlock,
+    RoundStep,
+    WireMessage,
+    decode_message,
+    encode_message,
+)
 from consensus.reactor import CATCH_UP_INTERVAL, ConsensusReactor
-from consensus.types import NIL_BLOCK_ID, Block, BlockID, Commit, PartSetHeader, Proposal, Vote, VoteType
+from consensus.types import (
+    EMPTY_COMMIT,
+    NIL_BLOCK_ID,
+    Block,
+    BlockID,
+    Commit,
+    PartSet,
+    PartSetHeader,
+    Proposal,
+    Vote,
+    VoteType,
+)
 from consensus.validators import ValidatorSet
 from p2p.base import (
     CONSENSUS_DATA_CHANNEL,
@@ -622,4 +643,253 @@ async def test_an_invalid_message_gets_its_sender_banned(
         assert [peer for peer, _ in bans] == ["forger"]
         assert "signature" in bans[0][1]
         assert machine.votes.prevotes(0).all_votes() == [good]
+        nursery.cancel_scope.cancel()
+
+
+# -- compact block propagation ----------------------------------------------------------------------
+
+
+def compact_to(peer: FakePeer) -> list[CompactBlock]:
+    return [m for m in wire(peer, CONSENSUS_DATA_CHANNEL) if isinstance(m, CompactBlock)]
+
+
+def of_type(peer: FakePeer, kind: type[WireMessage]) -> list[WireMessage]:
+    return [m for m in wire(peer, CONSENSUS_DATA_CHANNEL) if isinstance(m, kind)]
+
+
+def proposed_block(machine: ConsensusMachine, txs: list[bytes]) -> tuple[Block, Proposal]:
+    """A height-1 block of `txs` (their content is not checked before prevote) and PROPOSER's
+    signed round-0 proposal of it."""
+    block = machine.state.make_block(txs, (), EMPTY_COMMIT, PROPOSER.address.raw)
+    parts = PartSet.from_data(block.encode())
+    proposal = Proposal(1, 0, -1, BlockID(block.hash, parts.header), 1_700_000_001 * 10**9)
+    return block, proposal.with_signature(PROPOSER.sign(proposal.sign_bytes(CHAIN_ID)))
+
+
+def compact_of(block: Block, proposal: Proposal, **changes: object) -> CompactBlock:
+    fields: dict[str, object] = {
+        "round": proposal.round,
+        "block_id": proposal.block_id,
+        "header": block.header,
+        "tx_hashes": tuple(sha256(tx) for tx in block.txs),
+        "evidence": block.evidence,
+        "last_commit": block.last_commit,
+    }
+    fields.update(changes)
+    return CompactBlock(**fields)  # type: ignore[arg-type]
+
+
+async def until_block(clock: trio.testing.MockClock, machine: ConsensusMachine) -> Block:
+    """The machine's proposal block, once it has one (within 50 gossip ticks): with one of four
+    validators it can have prevoted nil already, so no step change signals it."""
+    for _ in range(50):
+        if machine.proposal_block is not None:
+            return machine.proposal_block
+        await ticks(clock, 1)
+    raise AssertionError("the proposal block never came")
+
+
+def compact_reactor(node: Node, bans: Bans, known: Sequence[bytes] = ()) -> ConsensusReactor:
+    mempool = {sha256(tx): tx for tx in known}
+    return ConsensusReactor(
+        node.core.service,
+        node.core.blocks,
+        lambda p, r: bans.append((p, r)),
+        INTERVAL,
+        compact_blocks=True,
+        lookup_tx=mempool.get,
+    )
+
+
+async def test_own_proposal_goes_as_a_compact_block_not_as_parts(
+    tmp_path: Path, open_nodes: Callable[..., Node], autojump_clock: trio.testing.MockClock
+) -> None:
+    node = open_nodes(tmp_path, PROPOSER, 4)
+    machine = node.core.service.machine
+    reactor = compact_reactor(node, [])
+    same = connect(reactor, "same", (1, 0, Step.NEW_HEIGHT))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.core.service.run)
+        await until(node, lambda m: m.step == Step.PREVOTE)
+        assert len(compact_to(same)) == 1, "sent as soon as the block is complete, not at a gossip tick"
+        await nursery.start(reactor.run)
+        late = connect(reactor, "late", (1, 0, Step.PROPOSE))
+        await ticks(autojump_clock, 5)
+        block, proposal = machine.proposal_block, machine.proposal
+        assert block is not None and proposal is not None
+        for peer in (same, late):
+            assert proposals_to(peer) == [proposal], peer.id
+            [compact] = compact_to(peer)
+            assert compact.block_id == proposal.block_id and compact.round == 0
+            assert compact.rebuild(block.txs) == block
+            assert part_indexes_to(peer) == [], "the parts do not travel"
+        # Our own block coming back: nothing to rebuild, nothing to ask for.
+        reactor.receive(CONSENSUS_DATA_CHANNEL, late, encode_message(compact_to(same)[0]))
+        assert reactor.compact_rebuilt == 0 and reactor.rebuilding == 0
+        assert of_type(late, BlockTxsRequest) == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_compact_block_is_rebuilt_from_the_mempool_and_the_txs_it_lacked(
+    tmp_path: Path, open_nodes: Callable[..., Node], autojump_clock: trio.testing.MockClock
+) -> None:
+    node = open_nodes(tmp_path, OTHERS[0], 4)
+    machine = node.core.service.machine
+    txs = [b"tx-%03d" % i for i in range(40)]
+    block, proposal = proposed_block(machine, txs)
+    reactor = compact_reactor(node, [], known=txs[::2])
+    source = connect(reactor, "source", (1, 0, Step.PROPOSE))
+    other = connect(reactor, "other", (1, 0, Step.PROPOSE))
+    reactor.receive(CONSENSUS_DATA_CHANNEL, source, encode_message(ProposalEvent(proposal)))
+    reactor.receive(CONSENSUS_DATA_CHANNEL, source, encode_message(compact_of(block, proposal)))
+    [request] = of_type(source, BlockTxsRequest)
+    assert request == BlockTxsRequest(1, 0, block.hash, tuple(range(1, 40, 2)))
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.core.service.run)
+        await nursery.start(reactor.run)
+        await ticks(autojump_clock, 2)
+        assert machine.proposal == proposal and machine.proposal_block is None
+        assert len(of_type(source, BlockTxsRequest)) == 1, "asked again only after REQUEST_INTERVAL"
+        await ticks(autojump_clock, 6)
+        assert of_type(source, BlockTxsRequest) == [request, request], "the answer did not come: again"
+        answer = BlockTxs(1, 0, block.hash, tuple((i, txs[i]) for i in request.indexes))
+        reactor.receive(CONSENSUS_DATA_CHANNEL, source, encode_message(answer))
+        assert await until_block(autojump_clock, machine) == block
+        assert (reactor.compact_rebuilt, reactor.compact_fetched_txs) == (1, 20)
+        # The block goes on to a peer that lacks it, compact, and never back to its source.
+        await other.wait_sent(lambda: bool(compact_to(other)))
+        assert compact_to(other)[0] == compact_of(block, proposal)
+        assert part_indexes_to(other) == [] and compact_to(source) == []
+        # And we answer for the transactions of our proposal block.
+        reactor.receive(
+            CONSENSUS_DATA_CHANNEL, other, encode_message(BlockTxsRequest(1, 0, block.hash, (39, 0, 39, 99)))
+        )
+        assert of_type(other, BlockTxs) == [BlockTxs(1, 0, block.hash, ((0, txs[0]), (39, txs[39])))]
+        reactor.receive(
+            CONSENSUS_DATA_CHANNEL, other, encode_message(BlockTxsRequest(1, 0, sha256(b"other"), (0,)))
+        )
+        assert len(of_type(other, BlockTxs)) == 1, "not a block we have: no answer"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_compact_block_the_mempool_holds_whole_needs_no_request(
+    tmp_path: Path, open_nodes: Callable[..., Node], autojump_clock: trio.testing.MockClock
+) -> None:
+    node = open_nodes(tmp_path, OTHERS[0], 4)
+    machine = node.core.service.machine
+    txs = [b"tx-%03d" % i for i in range(10)]
+    block, proposal = proposed_block(machine, txs)
+    reactor = compact_reactor(node, [], known=txs)
+    first = connect(reactor, "first", (1, 0, Step.PROPOSE))
+    # The compact block comes before the proposal that names it (from two peers): its parts wait.
+    reactor.receive(CONSENSUS_DATA_CHANNEL, first, encode_message(compact_of(block, proposal)))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.core.service.run)
+        await nursery.start(reactor.run)
+        await ticks(autojump_clock, 1)
+        assert machine.proposal is None and machine.proposal_block is None
+        second = connect(reactor, "second", (1, 0, Step.PROPOSE))
+        reactor.receive(CONSENSUS_DATA_CHANNEL, second, encode_message(ProposalEvent(proposal)))
+        assert await until_block(autojump_clock, machine) == block
+        assert of_type(first, BlockTxsRequest) == [] and reactor.compact_fetched_txs == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_lies_in_compact_blocks_are_misbehaviour(
+    tmp_path: Path, open_nodes: Callable[..., Node], autojump_clock: trio.testing.MockClock
+) -> None:
+    node = open_nodes(tmp_path, OTHERS[0], 4)
+    machine = node.core.service.machine
+    txs = [b"tx-%03d" % i for i in range(6)]
+    block, proposal = proposed_block(machine, txs)
+    bans: Bans = []
+    reactor = compact_reactor(node, bans, known=txs[1:])
+    peer = connect(reactor, "liar", (1, 0, Step.PROPOSE))
+    other_header = machine.state.make_block(txs[:1], (), EMPTY_COMMIT, PROPOSER.address.raw).header
+    with pytest.raises(PeerMisbehaved, match="header is not the block it names"):
+        reactor.receive(
+            CONSENSUS_DATA_CHANNEL, peer, encode_message(compact_of(block, proposal, header=other_header))
+        )
+    reactor.receive(CONSENSUS_DATA_CHANNEL, peer, encode_message(compact_of(block, proposal)))
+    with pytest.raises(PeerMisbehaved, match="block tx 0 is not the transaction the block names"):
+        reactor.receive(
+            CONSENSUS_DATA_CHANNEL, peer, encode_message(BlockTxs(1, 0, block.hash, ((0, b"x"),)))
+        )
+    with pytest.raises(PeerMisbehaved, match="block tx 6"):
+        reactor.receive(
+            CONSENSUS_DATA_CHANNEL, peer, encode_message(BlockTxs(1, 0, block.hash, ((6, b"x"),)))
+        )
+    assert bans == []
+    # Hashes that are not the block's (with its true header): the rebuilt parts give it away.
+    swapped = (sha256(txs[2]), sha256(txs[1]), *(sha256(tx) for tx in txs[2:]))
+    second = machine.state.make_block(txs[1:], (), EMPTY_COMMIT, PROPOSER.address.raw)
+    _, proposal2 = proposed_block(machine, list(second.txs))
+    other = connect(reactor, "other-liar", (1, 0, Step.PROPOSE))
+    lie = compact_of(second, proposal2, tx_hashes=swapped[:5])
+    reactor.receive(CONSENSUS_DATA_CHANNEL, other, encode_message(lie))
+    assert bans == [("other-liar", "a compact block that does not rebuild the block it names")]
+    assert machine.proposal_block is None
+
+
+async def test_a_peer_behind_that_has_the_decided_block_gets_it_only_after_the_interval(
+    tmp_path: Path, open_nodes: Callable[..., Node], autojump_clock: trio.testing.MockClock
+) -> None:
+    """A peer one height behind that has the block (it sent us its compact form) is executing it:
+    sending it the whole block again at once would only double the traffic."""
+    node = open_nodes(tmp_path, KEYS[0], 1)
+    await run_to_height(node.core, 6)
+    blocks = node.core.blocks
+    stored = Block.decode(blocks.load_block(5) or b"")
+    other_round = BlockID(sha256(b"another block"), PartSetHeader(1, sha256(b"its parts")))
+    reactor = compact_reactor(node, [])
+    executing = connect(reactor, "executing", (5, 0, Step.COMMIT))
+    confused = connect(reactor, "confused", (5, 0, Step.COMMIT))
+    block_id = BlockID(stored.hash, PartSet.from_data(stored.encode()).header)
+    compact = compact_of(stored, Proposal(5, 0, -1, block_id, 0))
+    reactor.receive(CONSENSUS_DATA_CHANNEL, executing, encode_message(compact))
+    # A block of that height, not the decided one: no reason to wait.
+    header = replace(stored.header, time=stored.header.time + 1)
+    reactor.receive(
+        CONSENSUS_DATA_CHANNEL,
+        confused,
+        encode_message(
+            compact_of(
+                stored,
+                Proposal(5, 0, -1, replace(other_round, hash=header.hash()), 0),
+                header=header,
+            )
+        ),
+    )
+
+    def decided(peer: FakePeer) -> list[DecidedBlock]:
+        return [m for m in wire(peer, CONSENSUS_DATA_CHANNEL) if isinstance(m, DecidedBlock)]
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(reactor.run)
+        await ticks(autojump_clock, 1)
+        assert len(decided(confused)) == 1
+        assert decided(executing) == []
+        await ticks(autojump_clock, round(CATCH_UP_INTERVAL / INTERVAL) + 1)
+        assert [d.block.hash for d in decided(executing)] == [stored.hash], "still there: it gets it"
+        nursery.cancel_scope.cancel()
+
+
+async def test_rebuilds_of_past_heights_are_forgotten(
+    tmp_path: Path, open_nodes: Callable[..., Node], autojump_clock: trio.testing.MockClock
+) -> None:
+    node = open_nodes(tmp_path, KEYS[0], 1)
+    machine = node.core.service.machine
+    txs = [b"tx-%03d" % i for i in range(3)]
+    block = machine.state.make_block(txs, (), EMPTY_COMMIT, KEYS[0].address.raw)
+    proposal = Proposal(1, 0, -1, BlockID(block.hash, PartSet.from_data(block.encode()).header), 0)
+    reactor = compact_reactor(node, [])
+    peer = connect(reactor, "peer", (1, 0, Step.PROPOSE))
+    reactor.receive(CONSENSUS_DATA_CHANNEL, peer, encode_message(compact_of(block, proposal)))
+    assert reactor.rebuilding == 1 and len(of_type(peer, BlockTxsRequest)) == 1
+    await run_to_height(node.core, 3)  # its own blocks, not that one
+    async with trio.open_nursery() as nursery:
+        await nursery.start(reactor.run)
+        await ticks(autojump_clock, 1)
+        assert reactor.rebuilding == 0
         nursery.cancel_scope.cancel()

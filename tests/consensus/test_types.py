@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import random
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 from consensus.app import Event, EventAttribute, ExecTxResult, FinalizeBlockResult, ValidatorUpdate
 from consensus.execution import BlockResults
+from consensus.messages import BlockTxs, BlockTxsRequest, CompactBlock, decode_message, encode_message
 from consensus.types import (
     BLOCK_PART_SIZE,
     MAX_CHAIN_ID_LEN,
@@ -256,6 +258,53 @@ def test_block_round_trips_through_fields_and_bytes(block: Block) -> None:
     assert decoded == block
     assert decoded.encode() == block.encode()
     assert decoded.hash == block.hash
+
+
+COMPACT_MESSAGES = st.one_of(
+    st.builds(
+        CompactBlock,
+        round=ROUNDS,
+        block_id=BLOCK_IDS_FOR_A_BLOCK,
+        header=HEADERS,
+        tx_hashes=st.lists(HASHES, max_size=5).map(tuple),
+        evidence=st.lists(st.binary(max_size=40), max_size=2).map(tuple),
+        last_commit=COMMITS,
+    ),
+    st.builds(
+        BlockTxsRequest, HEIGHTS, ROUNDS, HASHES, st.lists(st.integers(0, 10**6), max_size=5).map(tuple)
+    ),
+    st.builds(
+        BlockTxs,
+        HEIGHTS,
+        ROUNDS,
+        HASHES,
+        st.lists(st.tuples(st.integers(0, 10**6), st.binary(max_size=40)), max_size=5).map(tuple),
+    ),
+)
+
+
+@FAST
+@given(COMPACT_MESSAGES)
+def test_compact_block_messages_round_trip(message: CompactBlock | BlockTxsRequest | BlockTxs) -> None:
+    raw = encode_message(message)
+    assert decode_message(raw) == message
+    assert encode_message(decode_message(raw)) == raw
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ([8, [1, 0, b"short", [0]]], "block txs request.block_hash: expected 32 bytes"),
+        ([8, [1, 0, b"h" * 32, [-1]]], "block txs request.indexes[]"),
+        ([9, [1, 0, b"h" * 32, [[0]]]], "block txs.txs[]"),
+        ([9, [0, 0, b"h" * 32, []]], "block txs.height"),
+        ([7, [0, NIL_BLOCK_ID.to_fields(), [], [], [], []]], "header"),
+    ],
+    ids=["short-hash", "negative-index", "pair-of-one", "height-0", "bad-header"],
+)
+def test_malformed_compact_block_messages_are_refused_naming_the_field(fields: Value, error: str) -> None:
+    with pytest.raises(DecodeError, match=re.escape(error)):
+        decode_message(encode(fields))
 
 
 @FAST

@@ -63,6 +63,7 @@ def test_defaults_match_cometbft_and_the_brief(tmp_path: Path) -> None:
     assert config.mempool.max_txs_bytes == 1_073_741_824
     assert config.consensus.timeout_propose == 3_000_000_000
     assert config.consensus.timeout_commit == 200_000_000
+    assert config.consensus.compact_blocks is True
     assert config.storage.retain_blocks == 0
     assert config.instrumentation.prometheus is True
     assert config.instrumentation.prometheus_listen_addr == ":26660"
@@ -72,7 +73,7 @@ def test_written_file_is_commented_cometbft_toml(tmp_path: Path) -> None:
     text = config_to_toml(Config.default(tmp_path, "node0"))
     lines = text.splitlines()
     assignments = [i for i, line in enumerate(lines) if re.match(r"^[A-Za-z0-9_-]+ = ", line)]
-    assert len(assignments) == 11 + 9 + 19 + 7 + 1 + 14 + 2 + 1 + 4 + 7 + 1
+    assert len(assignments) == 11 + 9 + 19 + 7 + 1 + 15 + 2 + 1 + 4 + 7 + 1
     for i in assignments:
         assert lines[i - 1].startswith("# "), lines[i]
     parsed = tomllib.loads(text)
