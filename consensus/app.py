@@ -37,7 +37,9 @@ class Event:
     def to_fields(self) -> Value:
         return [
             self.type.encode(),
-            [[a.key.encode(), a.value.encode(), int(a.index)] for a in self.attributes],
+            # `1 if ... else 0`, not int(): the same value without a call (a block's results hold
+            # tens of thousands of attributes)
+            [[a.key.encode(), a.value.encode(), 1 if a.index else 0] for a in self.attributes],
         ]
 
     @classmethod
