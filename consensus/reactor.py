@@ -12,11 +12,12 @@ block of its height with its commit. What a peer sends us is marked as known to 
 Compact block propagation (`compact_blocks`, on in the node's default config): a complete
 proposal block goes to a peer as a CompactBlock, its transactions named by hash, instead of its
 parts. The peer rebuilds the block from its mempool (`lookup_tx`), asks the sender for the
-transactions it lacks (BlockTxsRequest, answered with BlockTxs, each checked against its hash),
-re-encodes it, checks that the part set it makes is the proposal's, and hands the parts to its
-machine as if the sender had sent them. A compact block whose header is not the block it names,
-a transaction that is not the one named, or a rebuilt block whose parts are not the named ones
-is misbehaviour.
+transactions it lacks (BlockTxsRequest, then in turn each peer that sent the same compact block;
+answered with BlockTxs, each checked against its hash), re-encodes it, checks that the part set
+it makes is the proposal's, and hands the parts to its machine as if the sender had sent them.
+A compact block whose header is not the block it names, a transaction that is not the one named,
+a request for more transactions than the block has, or a rebuilt block whose parts are not the
+named ones is misbehaviour.
 """
 
 from __future__ import annotations
@@ -107,8 +108,10 @@ class _Rebuild:
     """A compact block being rebuilt: its transactions as found so far, then its parts."""
 
     compact: CompactBlock
+    origin: str
+    """the peer whose compact block this is (its hashes are the ones checked)"""
     sources: list[str]
-    """the peers that sent it, the first asked for missing transactions"""
+    """the peers that sent this block compact, asked in turn for the missing transactions"""
     txs: list[bytes | None]
     missing: int
     parts: PartSet | None = None
@@ -396,7 +399,7 @@ class ConsensusReactor:
             return
         txs = [self.lookup_tx(tx_hash) for tx_hash in compact.tx_hashes]
         missing = sum(1 for tx in txs if tx is None)
-        rebuild = _Rebuild(compact, [peer.id], txs, missing)
+        rebuild = _Rebuild(compact, peer.id, [peer.id], txs, missing)
         self._rebuilds[key] = rebuild
         if missing:
             self._ask_for_txs(peer, rebuild)
@@ -416,6 +419,8 @@ class ConsensusReactor:
         block = machine.proposal_block
         if block is None or (block.height, block.hash) != (request.height, request.block_hash):
             return  # not ours to give (any more)
+        if len(request.indexes) > len(block.txs):
+            raise PeerMisbehaved(f"a request for {len(request.indexes)} txs of a block of {len(block.txs)}")
         txs = tuple((i, block.txs[i]) for i in sorted(set(request.indexes)) if i < len(block.txs))
         if txs:
             self._send(
@@ -444,7 +449,7 @@ class ConsensusReactor:
         parts = PartSet.from_data(block.encode())
         if parts.header != c.block_id.parts:
             del self._rebuilds[(c.height, c.round, c.block_id.hash)]
-            self.ban(rebuild.sources[0], "a compact block that does not rebuild the block it names")
+            self.ban(rebuild.origin, "a compact block that does not rebuild the block it names")
             return
         rebuild.parts = parts
         rebuild.txs = []
@@ -458,7 +463,7 @@ class ConsensusReactor:
         for part in rebuild.parts.parts():
             if have is not None and have.has(part.index):
                 continue
-            if not self.service.submit_nowait(BlockPartEvent(c.height, c.round, part, rebuild.sources[0])):
+            if not self.service.submit_nowait(BlockPartEvent(c.height, c.round, part, rebuild.origin)):
                 self.dropped_inbound += 1  # the inbox is full: `_tend_rebuilds` tries again
                 return
 
@@ -473,7 +478,10 @@ class ConsensusReactor:
                 del self._rebuilds[key]
             elif rebuild.parts is None:
                 if now - rebuild.asked_at >= REQUEST_INTERVAL:
-                    rebuild.sources = [s for s in rebuild.sources if s in self._peers]
+                    # the next source in turn: one that does not answer does not stall the rebuild
+                    rebuild.sources = [
+                        s for s in rebuild.sources[1:] + rebuild.sources[:1] if s in self._peers
+                    ]
                     if not rebuild.sources:
                         del self._rebuilds[key]
                     else:

@@ -22,6 +22,7 @@ from starlette.routing import Route
 from consensus.blocksync import BlockSync
 from consensus.execution import BlockResults
 from consensus.mempool import Mempool
+from consensus.reactor import ConsensusReactor
 from consensus.service import ConsensusService
 from consensus.state import ChainState
 from consensus.types import Block, BlockID
@@ -53,7 +54,10 @@ class NodeCollector(Collector):
         switch: Switch | None = None,
         blocksync: BlockSync | None = None,
         app: ExchangeApp | None = None,
+        *,
+        reactor: ConsensusReactor | None = None,
     ):
+        self.reactor = reactor
         self.switch = switch
         self.blocksync = blocksync
         self.app = app
@@ -100,6 +104,19 @@ class NodeCollector(Collector):
         yield self._counter("mempool", "recheck_times", "Times the mempool rechecked.", ms.recheck_times)
         if self.switch is not None:
             yield from self._p2p(self.switch)
+        if self.reactor is not None:
+            yield self._counter(
+                "consensus",
+                "compact_blocks_rebuilt",
+                "Proposal blocks rebuilt from their compact form.",
+                self.reactor.compact_rebuilt,
+            )
+            yield self._counter(
+                "consensus",
+                "compact_block_txs_fetched",
+                "Transactions of compact blocks fetched from peers (not in the mempool).",
+                self.reactor.compact_fetched_txs,
+            )
         if self.app is not None:
             yield from self._risk(self.app)
             yield self._funding_rates(self.app)
@@ -180,11 +197,15 @@ class NodeMetrics:
         switch: Switch | None = None,
         blocksync: BlockSync | None = None,
         app: ExchangeApp | None = None,
+        *,
+        reactor: ConsensusReactor | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.stats = ChainStats()
         self.registry.register(
-            NodeCollector(namespace, chain_id, consensus, mempool, self.stats, switch, blocksync, app)
+            NodeCollector(
+                namespace, chain_id, consensus, mempool, self.stats, switch, blocksync, app, reactor=reactor
+            )
         )
         self.block_interval = Histogram(
             "block_interval_seconds",

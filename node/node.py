@@ -246,7 +246,14 @@ class Node:
                 lambda: blocksync.syncing,
             )
             metrics = NodeMetrics(
-                config.instrumentation.namespace, doc.chain_id, service, mempool, switch, blocksync, app
+                config.instrumentation.namespace,
+                doc.chain_id,
+                service,
+                mempool,
+                switch,
+                blocksync,
+                app,
+                reactor=reactor,
             )
             executor.listeners.append(metrics.on_commit)
             self.switch, self.blocksync = switch, blocksync

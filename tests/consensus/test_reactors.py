@@ -710,7 +710,8 @@ async def test_own_proposal_goes_as_a_compact_block_not_as_parts(
     same = connect(reactor, "same", (1, 0, Step.NEW_HEIGHT))
     async with trio.open_nursery() as nursery:
         await nursery.start(node.core.service.run)
-        await until(node, lambda m: m.step == Step.PREVOTE)
+        with trio.fail_after(60):  # virtual seconds
+            await until(node, lambda m: m.step == Step.PREVOTE)
         assert len(compact_to(same)) == 1, "sent as soon as the block is complete, not at a gossip tick"
         await nursery.start(reactor.run)
         late = connect(reactor, "late", (1, 0, Step.PROPOSE))
@@ -758,7 +759,8 @@ async def test_a_compact_block_is_rebuilt_from_the_mempool_and_the_txs_it_lacked
         assert await until_block(autojump_clock, machine) == block
         assert (reactor.compact_rebuilt, reactor.compact_fetched_txs) == (1, 20)
         # The block goes on to a peer that lacks it, compact, and never back to its source.
-        await other.wait_sent(lambda: bool(compact_to(other)))
+        with trio.fail_after(60):  # virtual seconds
+            await other.wait_sent(lambda: bool(compact_to(other)))
         assert compact_to(other)[0] == compact_of(block, proposal)
         assert part_indexes_to(other) == [] and compact_to(source) == []
         # And we answer for the transactions of our proposal block.
@@ -770,6 +772,9 @@ async def test_a_compact_block_is_rebuilt_from_the_mempool_and_the_txs_it_lacked
             CONSENSUS_DATA_CHANNEL, other, encode_message(BlockTxsRequest(1, 0, sha256(b"other"), (0,)))
         )
         assert len(of_type(other, BlockTxs)) == 1, "not a block we have: no answer"
+        greedy = BlockTxsRequest(1, 0, block.hash, tuple(range(41)))
+        with pytest.raises(PeerMisbehaved, match="a request for 41 txs of a block of 40"):
+            reactor.receive(CONSENSUS_DATA_CHANNEL, other, encode_message(greedy))
         nursery.cancel_scope.cancel()
 
 
@@ -821,13 +826,20 @@ async def test_lies_in_compact_blocks_are_misbehaviour(
             CONSENSUS_DATA_CHANNEL, peer, encode_message(BlockTxs(1, 0, block.hash, ((6, b"x"),)))
         )
     assert bans == []
-    # Hashes that are not the block's (with its true header): the rebuilt parts give it away.
-    swapped = (sha256(txs[2]), sha256(txs[1]), *(sha256(tx) for tx in txs[2:]))
-    second = machine.state.make_block(txs[1:], (), EMPTY_COMMIT, PROPOSER.address.raw)
-    _, proposal2 = proposed_block(machine, list(second.txs))
-    other = connect(reactor, "other-liar", (1, 0, Step.PROPOSE))
-    lie = compact_of(second, proposal2, tx_hashes=swapped[:5])
-    reactor.receive(CONSENSUS_DATA_CHANNEL, other, encode_message(lie))
+    # Hashes that are not the block's (with its true header): the rebuilt parts give it away, and
+    # the peer whose hashes they were is banned, not the one that supplied a missing tx.
+    second_txs = [*txs[1:], b"tx-new"]
+    second, proposal2 = proposed_block(machine, second_txs)
+    swapped = (sha256(txs[2]), sha256(txs[1]), *(sha256(tx) for tx in second_txs[2:]))
+    liar = connect(reactor, "other-liar", (1, 0, Step.PROPOSE))
+    honest = connect(reactor, "honest", (1, 0, Step.PROPOSE))
+    reactor.receive(
+        CONSENSUS_DATA_CHANNEL, liar, encode_message(compact_of(second, proposal2, tx_hashes=swapped))
+    )
+    assert of_type(liar, BlockTxsRequest) == [BlockTxsRequest(1, 0, second.hash, (5,))]
+    reactor.receive(CONSENSUS_DATA_CHANNEL, honest, encode_message(compact_of(second, proposal2)))
+    answer = BlockTxs(1, 0, second.hash, ((5, b"tx-new"),))
+    reactor.receive(CONSENSUS_DATA_CHANNEL, honest, encode_message(answer))
     assert bans == [("other-liar", "a compact block that does not rebuild the block it names")]
     assert machine.proposal_block is None
 
@@ -892,4 +904,33 @@ async def test_rebuilds_of_past_heights_are_forgotten(
         await nursery.start(reactor.run)
         await ticks(autojump_clock, 1)
         assert reactor.rebuilding == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_missing_txs_are_asked_of_each_source_in_turn(
+    tmp_path: Path, open_nodes: Callable[..., Node], autojump_clock: trio.testing.MockClock
+) -> None:
+    """A source that does not answer (it moved on, or it is hostile) does not stall the rebuild:
+    the next peer that sent the same compact block is asked, and the answer of any completes it."""
+    node = open_nodes(tmp_path, OTHERS[0], 4)
+    machine = node.core.service.machine
+    txs = [b"tx-%03d" % i for i in range(4)]
+    block, proposal = proposed_block(machine, txs)
+    reactor = compact_reactor(node, [], known=txs[1:])
+    mute = connect(reactor, "mute", (1, 0, Step.PROPOSE))
+    helpful = connect(reactor, "helpful", (1, 0, Step.PROPOSE))
+    reactor.receive(CONSENSUS_DATA_CHANNEL, mute, encode_message(ProposalEvent(proposal)))
+    for peer in (mute, helpful):
+        reactor.receive(CONSENSUS_DATA_CHANNEL, peer, encode_message(compact_of(block, proposal)))
+    request = BlockTxsRequest(1, 0, block.hash, (0,))
+    assert (of_type(mute, BlockTxsRequest), of_type(helpful, BlockTxsRequest)) == ([request], [])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.core.service.run)
+        await nursery.start(reactor.run)
+        with trio.fail_after(60):  # virtual seconds
+            await helpful.wait_sent(lambda: bool(of_type(helpful, BlockTxsRequest)))
+        assert of_type(mute, BlockTxsRequest) == [request], "the other source's turn"
+        answer = BlockTxs(1, 0, block.hash, ((0, txs[0]),))
+        reactor.receive(CONSENSUS_DATA_CHANNEL, helpful, encode_message(answer))
+        assert await until_block(autojump_clock, machine) == block
         nursery.cancel_scope.cancel()

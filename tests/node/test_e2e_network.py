@@ -76,6 +76,15 @@ def test_four_validators_agree_and_carry_a_transfer(four: tuple[Network, list[No
     tx = build_tx(sender, "e2e-chain", time_ns() // 1_000_000, [Transfer(recipient, 777)])
     assert nodes[0].broadcast(tx)["code"] == 0
     wait_for("the transfer on node 3", lambda: True if nodes[3].balance(str(recipient)) == 777 else None)
+    # Proposal blocks travel compact (the default): each node rebuilt some from its mempool.
+    for plan in net.nodes:
+        text = httpx.get(f"http://127.0.0.1:{plan.plan.metrics_port}/metrics", timeout=10).text
+        [rebuilt] = [
+            line
+            for line in text.splitlines()
+            if line.startswith("cometbft_consensus_compact_blocks_rebuilt_total")
+        ]
+        assert float(rebuilt.rpartition(" ")[2]) > 0, plan.home
 
 
 def test_a_crashed_validator_catches_up_and_votes_again(four: tuple[Network, list[NodeProcess]]) -> None:
