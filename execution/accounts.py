@@ -13,9 +13,9 @@ time is nanoseconds and is converted by floor division. After use the 100 highes
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_left, insort
 from dataclasses import dataclass
-from itertools import pairwise
+from operator import lt
 from typing import cast
 
 from execution.state import StateReader, StateView, read_record
@@ -54,7 +54,7 @@ class Account:
         balance = codec.field_int(f[0], "account.balance", 0, MAX_BALANCE)
         items = codec.field_list(f[1], "account.nonces", max_len=MAX_KEPT_NONCES)
         nonces = _nonces(items)
-        if any(a >= b for a, b in pairwise(nonces)):
+        if not all(map(lt, nonces, nonces[1:])):  # strictly increasing, looped in C
             raise DecodeError("account.nonces: not strictly increasing")
         return cls(balance, nonces)
 
@@ -105,7 +105,9 @@ def block_time_ms(block_time_ns: int) -> int:
 
 def nonce_error(account: Account, nonce: int, block_time_ns: int) -> str | None:
     """Why `nonce` may not be used by `account` at `block_time_ns`, or None if it may."""
-    if nonce in account.nonces:
+    nonces = account.nonces
+    at = bisect_left(nonces, nonce)  # they are sorted: no scan of up to 100
+    if at < len(nonces) and nonces[at] == nonce:
         return f"nonce {nonce} was already used"
     if len(account.nonces) >= MAX_KEPT_NONCES and nonce <= account.nonces[0]:
         return (
