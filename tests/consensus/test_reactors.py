@@ -309,6 +309,10 @@ def part_indexes_to(peer: FakePeer) -> list[int]:
     return [m.part.index for m in wire(peer, CONSENSUS_DATA_CHANNEL) if isinstance(m, BlockPartEvent)]
 
 
+def decided(peer: FakePeer) -> list[DecidedBlock]:
+    return [m for m in wire(peer, CONSENSUS_DATA_CHANNEL) if isinstance(m, DecidedBlock)]
+
+
 def round_step(height: int, round_: int, step: Step) -> bytes:
     return encode_message(RoundStep(height, round_, int(step)))
 
@@ -585,9 +589,6 @@ async def test_a_lagging_peer_gets_the_decided_block_of_its_height_at_most_once_
     just_behind = connect(reactor, "just-behind", (5, 1, Step.PRECOMMIT))
     level = connect(reactor, "level", (6, 0, Step.NEW_HEIGHT))
 
-    def decided(peer: FakePeer) -> list[DecidedBlock]:
-        return [m for m in wire(peer, CONSENSUS_DATA_CHANNEL) if isinstance(m, DecidedBlock)]
-
     def stored(height: int) -> tuple[bytes, bytes]:
         return blocks.load_block(height) or b"", blocks.load_seen_commit(height) or b""
 
@@ -701,6 +702,18 @@ def compact_reactor(node: Node, bans: Bans, known: Sequence[bytes] = ()) -> Cons
     )
 
 
+def compact_receiver(
+    open_nodes: Callable[..., Node], tmp_path: Path, txs: list[bytes], known: Sequence[bytes]
+) -> tuple[Node, ConsensusMachine, Block, Proposal, ConsensusReactor, Bans]:
+    """A validator of four that is not the height-1 proposer, with a compact reactor whose mempool
+    holds `known`, and PROPOSER's block of `txs` with its proposal."""
+    node = open_nodes(tmp_path, OTHERS[0], 4)
+    machine = node.core.service.machine
+    block, proposal = proposed_block(machine, txs)
+    bans: Bans = []
+    return node, machine, block, proposal, compact_reactor(node, bans, known), bans
+
+
 async def test_own_proposal_goes_as_a_compact_block_not_as_parts(
     tmp_path: Path, open_nodes: Callable[..., Node], autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -734,11 +747,8 @@ async def test_own_proposal_goes_as_a_compact_block_not_as_parts(
 async def test_a_compact_block_is_rebuilt_from_the_mempool_and_the_txs_it_lacked(
     tmp_path: Path, open_nodes: Callable[..., Node], autojump_clock: trio.testing.MockClock
 ) -> None:
-    node = open_nodes(tmp_path, OTHERS[0], 4)
-    machine = node.core.service.machine
     txs = [b"tx-%03d" % i for i in range(40)]
-    block, proposal = proposed_block(machine, txs)
-    reactor = compact_reactor(node, [], known=txs[::2])
+    node, machine, block, proposal, reactor, _ = compact_receiver(open_nodes, tmp_path, txs, txs[::2])
     source = connect(reactor, "source", (1, 0, Step.PROPOSE))
     other = connect(reactor, "other", (1, 0, Step.PROPOSE))
     reactor.receive(CONSENSUS_DATA_CHANNEL, source, encode_message(ProposalEvent(proposal)))
@@ -781,11 +791,8 @@ async def test_a_compact_block_is_rebuilt_from_the_mempool_and_the_txs_it_lacked
 async def test_a_compact_block_the_mempool_holds_whole_needs_no_request(
     tmp_path: Path, open_nodes: Callable[..., Node], autojump_clock: trio.testing.MockClock
 ) -> None:
-    node = open_nodes(tmp_path, OTHERS[0], 4)
-    machine = node.core.service.machine
     txs = [b"tx-%03d" % i for i in range(10)]
-    block, proposal = proposed_block(machine, txs)
-    reactor = compact_reactor(node, [], known=txs)
+    node, machine, block, proposal, reactor, _ = compact_receiver(open_nodes, tmp_path, txs, txs)
     first = connect(reactor, "first", (1, 0, Step.PROPOSE))
     # The compact block comes before the proposal that names it (from two peers): its parts wait.
     reactor.receive(CONSENSUS_DATA_CHANNEL, first, encode_message(compact_of(block, proposal)))
@@ -804,12 +811,8 @@ async def test_a_compact_block_the_mempool_holds_whole_needs_no_request(
 async def test_lies_in_compact_blocks_are_misbehaviour(
     tmp_path: Path, open_nodes: Callable[..., Node], autojump_clock: trio.testing.MockClock
 ) -> None:
-    node = open_nodes(tmp_path, OTHERS[0], 4)
-    machine = node.core.service.machine
     txs = [b"tx-%03d" % i for i in range(6)]
-    block, proposal = proposed_block(machine, txs)
-    bans: Bans = []
-    reactor = compact_reactor(node, bans, known=txs[1:])
+    _, machine, block, proposal, reactor, bans = compact_receiver(open_nodes, tmp_path, txs, txs[1:])
     peer = connect(reactor, "liar", (1, 0, Step.PROPOSE))
     other_header = machine.state.make_block(txs[:1], (), EMPTY_COMMIT, PROPOSER.address.raw).header
     with pytest.raises(PeerMisbehaved, match="header is not the block it names"):
@@ -874,9 +877,6 @@ async def test_a_peer_behind_that_has_the_decided_block_gets_it_only_after_the_i
         ),
     )
 
-    def decided(peer: FakePeer) -> list[DecidedBlock]:
-        return [m for m in wire(peer, CONSENSUS_DATA_CHANNEL) if isinstance(m, DecidedBlock)]
-
     async with trio.open_nursery() as nursery:
         await nursery.start(reactor.run)
         await ticks(autojump_clock, 1)
@@ -912,11 +912,8 @@ async def test_missing_txs_are_asked_of_each_source_in_turn(
 ) -> None:
     """A source that does not answer (it moved on, or it is hostile) does not stall the rebuild:
     the next peer that sent the same compact block is asked, and the answer of any completes it."""
-    node = open_nodes(tmp_path, OTHERS[0], 4)
-    machine = node.core.service.machine
     txs = [b"tx-%03d" % i for i in range(4)]
-    block, proposal = proposed_block(machine, txs)
-    reactor = compact_reactor(node, [], known=txs[1:])
+    node, machine, block, proposal, reactor, _ = compact_receiver(open_nodes, tmp_path, txs, txs[1:])
     mute = connect(reactor, "mute", (1, 0, Step.PROPOSE))
     helpful = connect(reactor, "helpful", (1, 0, Step.PROPOSE))
     reactor.receive(CONSENSUS_DATA_CHANNEL, mute, encode_message(ProposalEvent(proposal)))
