@@ -64,8 +64,9 @@ PEER_STATE = "consensus"
 VOTES_PER_TICK = 256
 CATCH_UP_INTERVAL = 1.0  # driver timer (seconds, not state): resend pacing of a peer still at one height
 MAX_DATA_MESSAGE = MAX_BLOCK_BYTES + (4 << 20)
-MAX_REBUILDS = 4
-"""compact blocks being rebuilt at once (the rounds of one height, or a peer's lies)"""
+MAX_REBUILDS = 32
+"""compact blocks being rebuilt at once (one per peer and round: an honest peer has one proposal
+block per round)"""
 REQUEST_INTERVAL = 0.5  # driver timer (seconds, not state): asking again for a block's missing txs
 
 VoteKey = tuple[int, int, int, int, bytes]
@@ -395,8 +396,10 @@ class ConsensusReactor:
             if peer.id not in rebuild.sources:
                 rebuild.sources.append(peer.id)
             return
-        if sum(1 for k in self._rebuilds if k[0] == compact.height) >= MAX_REBUILDS:
-            return
+        if len(self._rebuilds) >= MAX_REBUILDS or any(
+            r.origin == peer.id and k[:2] == key[:2] for k, r in self._rebuilds.items()
+        ):
+            return  # a second block of this peer for the round: it lies (or relays one that did)
         txs = [self.lookup_tx(tx_hash) for tx_hash in compact.tx_hashes]
         missing = sum(1 for tx in txs if tx is None)
         rebuild = _Rebuild(compact, peer.id, [peer.id], txs, missing)
@@ -468,14 +471,19 @@ class ConsensusReactor:
                 return
 
     def _tend_rebuilds(self) -> None:
-        """Each gossip tick: forget rebuilds of past heights, ask again for transactions that did
-        not come, and hand the machine parts it has not taken (it had no proposal yet, or its
-        inbox was full)."""
+        """Each gossip tick: forget rebuilds of past heights and rounds and of blocks that are not
+        the proposal, ask again for transactions that did not come, and hand the machine parts it
+        has not taken (it had no proposal yet, or its inbox was full)."""
         machine = self.service.machine
         now = trio.current_time()
+        proposal = machine.proposal
         for key, rebuild in list(self._rebuilds.items()):
-            if key[0] != machine.height or key[1] < machine.round:
-                del self._rebuilds[key]
+            if (
+                key[0] != machine.height
+                or key[1] < machine.round
+                or (proposal is not None and key[1] == proposal.round and key[2] != proposal.block_id.hash)
+            ):
+                del self._rebuilds[key]  # a past height or round, or not the block proposed
             elif rebuild.parts is None:
                 if now - rebuild.asked_at >= REQUEST_INTERVAL:
                     # the next source in turn: one that does not answer does not stall the rebuild

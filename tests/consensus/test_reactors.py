@@ -931,3 +931,31 @@ async def test_missing_txs_are_asked_of_each_source_in_turn(
         reactor.receive(CONSENSUS_DATA_CHANNEL, helpful, encode_message(answer))
         assert await until_block(autojump_clock, machine) == block
         nursery.cancel_scope.cancel()
+
+
+async def test_a_peer_gets_one_rebuild_per_round_and_not_the_proposal_is_dropped(
+    tmp_path: Path, open_nodes: Callable[..., Node], autojump_clock: trio.testing.MockClock
+) -> None:
+    """A peer naming blocks of its own making before the proposal arrives takes one rebuild of
+    the round, not the room of the honest ones, and loses it when the proposal names another."""
+    txs = [b"tx-%03d" % i for i in range(3)]
+    node, machine, block, proposal, reactor, _ = compact_receiver(open_nodes, tmp_path, txs, ())
+    liar = connect(reactor, "liar", (1, 0, Step.PROPOSE))
+    honest = connect(reactor, "honest", (1, 0, Step.PROPOSE))
+    for n in range(3):
+        fake, fake_proposal = proposed_block(machine, [b"fake-%d" % n])
+        reactor.receive(CONSENSUS_DATA_CHANNEL, liar, encode_message(compact_of(fake, fake_proposal)))
+    assert reactor.rebuilding == 1 and len(of_type(liar, BlockTxsRequest)) == 1
+    reactor.receive(CONSENSUS_DATA_CHANNEL, honest, encode_message(ProposalEvent(proposal)))
+    reactor.receive(CONSENSUS_DATA_CHANNEL, honest, encode_message(compact_of(block, proposal)))
+    assert reactor.rebuilding == 2 and of_type(honest, BlockTxsRequest)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.core.service.run)
+        await nursery.start(reactor.run)
+        await ticks(autojump_clock, 1)
+        assert machine.proposal == proposal
+        assert reactor.rebuilding == 1, "the liar's block is not the proposal: dropped"
+        answer = BlockTxs(1, 0, block.hash, tuple(enumerate(txs)))
+        reactor.receive(CONSENSUS_DATA_CHANNEL, honest, encode_message(answer))
+        assert await until_block(autojump_clock, machine) == block
+        nursery.cancel_scope.cancel()
