@@ -17,7 +17,8 @@ answered with BlockTxs, each checked against its hash), re-encodes it, checks th
 it makes is the proposal's, and hands the parts to its machine as if the sender had sent them.
 A compact block whose header is not the block it names, a transaction that is not the one named,
 a request for more transactions than the block has, or a rebuilt block whose parts are not the
-named ones is misbehaviour.
+named ones is misbehaviour; in the last case the hash list another peer sent for the same block
+is tried next.
 """
 
 from __future__ import annotations
@@ -117,6 +118,9 @@ class _Rebuild:
     missing: int
     parts: PartSet | None = None
     asked_at: float = -1e9
+    alternates: dict[str, CompactBlock] = field(default_factory=dict)
+    """compact forms of the same block from other peers whose hash lists differ from this one's
+    (one of the two lies): tried in turn if this one does not rebuild the block"""
 
 
 def _no_tx(tx_hash: bytes) -> bytes | None:
@@ -395,15 +399,30 @@ class ConsensusReactor:
         if rebuild is not None:
             if peer.id not in rebuild.sources:
                 rebuild.sources.append(peer.id)
+                if compact.tx_hashes != rebuild.compact.tx_hashes:
+                    rebuild.alternates[peer.id] = compact
             return
         if len(self._rebuilds) >= MAX_REBUILDS or any(
             r.origin == peer.id and k[:2] == key[:2] for k, r in self._rebuilds.items()
         ):
             return  # a second block of this peer for the round: it lies (or relays one that did)
-        txs = [self.lookup_tx(tx_hash) for tx_hash in compact.tx_hashes]
+        self._start_rebuild(peer, compact, [peer.id], {}, {})
+
+    def _start_rebuild(
+        self,
+        peer: Peer,
+        compact: CompactBlock,
+        sources: list[str],
+        fetched: dict[bytes, bytes],
+        alternates: dict[str, CompactBlock],
+    ) -> None:
+        """Rebuild `compact` (from `peer`) with the mempool and `fetched` (txs by hash already
+        received for this block), asking `peer` for the rest."""
+        lookup = self.lookup_tx
+        txs = [fetched.get(tx_hash) or lookup(tx_hash) for tx_hash in compact.tx_hashes]
         missing = sum(1 for tx in txs if tx is None)
-        rebuild = _Rebuild(compact, peer.id, [peer.id], txs, missing)
-        self._rebuilds[key] = rebuild
+        rebuild = _Rebuild(compact, peer.id, sources, txs, missing, alternates=alternates)
+        self._rebuilds[(compact.height, compact.round, compact.block_id.hash)] = rebuild
         if missing:
             self._ask_for_txs(peer, rebuild)
         else:
@@ -453,6 +472,12 @@ class ConsensusReactor:
         if parts.header != c.block_id.parts:
             del self._rebuilds[(c.height, c.round, c.block_id.hash)]
             self.ban(rebuild.origin, "a compact block that does not rebuild the block it names")
+            alternates = [(p, a) for p, a in rebuild.alternates.items() if p in self._peers]
+            if alternates:  # another peer's hash list for the block: it may be the true one
+                peer_id, alternate = alternates[0]
+                fetched = {sha256(tx): tx for tx in rebuild.txs if tx is not None}
+                sources = [peer_id, *(s for s in rebuild.sources if s not in (peer_id, rebuild.origin))]
+                self._start_rebuild(self._peers[peer_id], alternate, sources, fetched, dict(alternates[1:]))
             return
         rebuild.parts = parts
         rebuild.txs = []

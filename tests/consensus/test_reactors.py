@@ -812,7 +812,7 @@ async def test_lies_in_compact_blocks_are_misbehaviour(
     tmp_path: Path, open_nodes: Callable[..., Node], autojump_clock: trio.testing.MockClock
 ) -> None:
     txs = [b"tx-%03d" % i for i in range(6)]
-    _, machine, block, proposal, reactor, bans = compact_receiver(open_nodes, tmp_path, txs, txs[1:])
+    node, machine, block, proposal, reactor, bans = compact_receiver(open_nodes, tmp_path, txs, txs[1:])
     peer = connect(reactor, "liar", (1, 0, Step.PROPOSE))
     other_header = machine.state.make_block(txs[:1], (), EMPTY_COMMIT, PROPOSER.address.raw).header
     with pytest.raises(PeerMisbehaved, match="header is not the block it names"):
@@ -829,13 +829,15 @@ async def test_lies_in_compact_blocks_are_misbehaviour(
             CONSENSUS_DATA_CHANNEL, peer, encode_message(BlockTxs(1, 0, block.hash, ((6, b"x"),)))
         )
     assert bans == []
-    # Hashes that are not the block's (with its true header): the rebuilt parts give it away, and
-    # the peer whose hashes they were is banned, not the one that supplied a missing tx.
+    # Hashes that are not the block's (with its true header): the rebuilt parts give it away, the
+    # peer whose hashes they were is banned (not the one that supplied a missing tx), and the
+    # block is rebuilt from the hash list another peer sent for it.
     second_txs = [*txs[1:], b"tx-new"]
     second, proposal2 = proposed_block(machine, second_txs)
     swapped = (sha256(txs[2]), sha256(txs[1]), *(sha256(tx) for tx in second_txs[2:]))
     liar = connect(reactor, "other-liar", (1, 0, Step.PROPOSE))
     honest = connect(reactor, "honest", (1, 0, Step.PROPOSE))
+    reactor.receive(CONSENSUS_DATA_CHANNEL, honest, encode_message(ProposalEvent(proposal2)))
     reactor.receive(
         CONSENSUS_DATA_CHANNEL, liar, encode_message(compact_of(second, proposal2, tx_hashes=swapped))
     )
@@ -844,7 +846,13 @@ async def test_lies_in_compact_blocks_are_misbehaviour(
     answer = BlockTxs(1, 0, second.hash, ((5, b"tx-new"),))
     reactor.receive(CONSENSUS_DATA_CHANNEL, honest, encode_message(answer))
     assert bans == [("other-liar", "a compact block that does not rebuild the block it names")]
-    assert machine.proposal_block is None
+    assert reactor.compact_rebuilt == 1, "from the honest hash list, with the tx already fetched"
+    assert len(of_type(honest, BlockTxsRequest)) == 0
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.core.service.run)
+        await nursery.start(reactor.run)
+        assert await until_block(autojump_clock, machine) == second
+        nursery.cancel_scope.cancel()
 
 
 async def test_a_peer_behind_that_has_the_decided_block_gets_it_only_after_the_interval(
