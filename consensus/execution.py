@@ -51,8 +51,9 @@ class BlockResults:
     finalize: FinalizeBlockResult
 
     def encode(self) -> bytes:
-        # unchecked: every field is built canonical here (ints from int fields and `int(index)`,
-        # text encoded to bytes), and a block's results hold tens of thousands of values
+        # unchecked: every field is built canonical here (ints from int fields, an event
+        # attribute's index flag as 1/0, text encoded to bytes), and a block's results hold tens
+        # of thousands of values
         return pack_unchecked(
             [
                 self.height,

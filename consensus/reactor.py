@@ -75,6 +75,11 @@ BlockKey = tuple[int, int, bytes]
 """(height, round, block hash)"""
 
 
+def _key(message: Proposal | CompactBlock) -> BlockKey:
+    """The block a proposal or a compact block names, at its height and round."""
+    return (message.height, message.round, message.block_id.hash)
+
+
 def _vote_key(vote: Vote) -> VoteKey:
     return (vote.height, vote.round, int(vote.type), vote.validator_index, vote.block_id.hash)
 
@@ -355,20 +360,19 @@ class ConsensusReactor:
         proposal, parts, block = machine.proposal, machine.proposal_parts, machine.proposal_block
         if proposal is None or parts is None or not parts.is_complete():
             return
-        key = (proposal.height, proposal.round, proposal.block_id.hash)
+        key = _key(proposal)
         if key in state.blocks:
             return
         if self.compact_blocks and block is not None:
-            if peer.try_send(CONSENSUS_DATA_CHANNEL, self._compact_of(proposal, block)):
+            if peer.try_send(CONSENSUS_DATA_CHANNEL, self._compact_of(key, proposal, block)):
                 state.blocks.add(key)
             return
         for part in parts.parts():
             self._send_part(peer, BlockPartEvent(proposal.height, proposal.round, part), b"")
 
-    def _compact_of(self, proposal: Proposal, block: Block) -> bytes:
+    def _compact_of(self, key: BlockKey, proposal: Proposal, block: Block) -> bytes:
         """The encoded CompactBlock of `block` (made once per block). Its parts rebuild from it:
         a decoded block re-encodes to the very bytes it came from (the codec is canonical)."""
-        key = (proposal.height, proposal.round, proposal.block_id.hash)
         if self._compact is None or self._compact[0] != key:
             compact = CompactBlock(
                 round=proposal.round,
@@ -384,7 +388,7 @@ class ConsensusReactor:
     # -- compact blocks received ------------------------------------------------------------------
 
     def _on_compact_block(self, peer: Peer, state: PeerRoundState, compact: CompactBlock) -> None:
-        key = (compact.height, compact.round, compact.block_id.hash)
+        key = _key(compact)
         state.blocks.add(key)  # it has the block whole: never send it back
         if compact.header.hash() != compact.block_id.hash:
             raise PeerMisbehaved("a compact block whose header is not the block it names")
@@ -422,7 +426,7 @@ class ConsensusReactor:
         txs = [fetched.get(tx_hash) or lookup(tx_hash) for tx_hash in compact.tx_hashes]
         missing = sum(1 for tx in txs if tx is None)
         rebuild = _Rebuild(compact, peer.id, sources, txs, missing, alternates=alternates)
-        self._rebuilds[(compact.height, compact.round, compact.block_id.hash)] = rebuild
+        self._rebuilds[_key(compact)] = rebuild
         if missing:
             self._ask_for_txs(peer, rebuild)
         else:
@@ -470,7 +474,7 @@ class ConsensusReactor:
         block = c.rebuild(tuple(tx for tx in rebuild.txs if tx is not None))
         parts = PartSet.from_data(block.encode())
         if parts.header != c.block_id.parts:
-            del self._rebuilds[(c.height, c.round, c.block_id.hash)]
+            del self._rebuilds[_key(c)]
             self.ban(rebuild.origin, "a compact block that does not rebuild the block it names")
             alternates = [(p, a) for p, a in rebuild.alternates.items() if p in self._peers]
             if alternates:  # another peer's hash list for the block: it may be the true one

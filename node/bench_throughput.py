@@ -38,7 +38,7 @@ import httpx
 import trio
 from tqdm import tqdm
 
-from node.config import load_config, write_config
+from node.config import ConsensusConfig, format_duration, load_config, write_config
 from node.keystore import KeyStore
 from node.loadgen import Generator, Sent, generator_capacity, plans
 from node.orderflow import copies_of_btc
@@ -221,7 +221,7 @@ def bench_throughput(
     processes: int = 2,
     batch: int = 100,
     rate: float = 12_000.0,
-    timeout_commit: str = "200ms",
+    timeout_commit: str = format_duration(ConsensusConfig().timeout_commit),
     workers: str = "auto",
     settings: dict[str, str] | None = None,
 ) -> dict[str, Any]:
