@@ -193,6 +193,15 @@ class FinalizeBlockResult:
     validator_updates: tuple[ValidatorUpdate, ...] = ()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProofOp:
+    """One proof of a query's answer (CometBFT's `crypto.ProofOp`): `type` says how `data` proves `key`."""
+
+    type: str
+    key: bytes
+    data: bytes
+
+
 @dataclass(frozen=True, slots=True)
 class QueryResult:
     code: int = OK
@@ -202,7 +211,7 @@ class QueryResult:
     height: int = 0
     codespace: str = ""
     info: str = ""
-    proof_ops: tuple[bytes, ...] = field(default=())
+    proof_ops: tuple[ProofOp, ...] = field(default=())
 
 
 class Application(Protocol):

@@ -4,7 +4,9 @@ It owns the life cycle of application state across heights:
 
 - committed state: LevelDB plus the last commit's changes (`execution.state.CommittedState`);
   `APP_META` holds `[height, app_hash]` and `APP_BLOCK_TIME` the last block time (ns), both
-  written by `commit` next to the changes and both outside the app hash;
+  written by `commit` next to the changes and both outside the app hash; the state tree
+  (`storage.statetree`) holds every version of the state since the oldest one kept
+  (`state_versions`), for queries at past heights and proofs;
 - pending state: what `init_chain` and `finalize_block` produced and `commit` puts into the
   node's batch (the DB is never written here; the node writes the batch atomically with the block,
   before the next block starts);
@@ -36,10 +38,9 @@ from the genesis state by `init_chain`), changed only by `finalize_block`; a fai
 changes are reverted at once, and a `finalize_block` that raises reloads them from the state it
 started from. check_tx never touches them (validation only).
 
-App hash (`execution.apphash`): app_hash(H) = sha256(encode([prev_app_hash, H, merkle_root(
-leaves)])) where the leaves are encode([key, 1, value]) for each put and encode([key, 0, b""])
-for each delete of height H, sorted by key; init_chain uses prev_app_hash = b"" and
-H = initial_height - 1.
+App hash: the root of the state tree (`storage.statetree`) after the height's changes; init_chain
+stages version `initial_height - 1`, each block its height, and `commit` puts the staged versions
+into the node's batch (with the pruning of versions older than the last `state_versions`).
 """
 
 from __future__ import annotations
@@ -64,7 +65,6 @@ from consensus.app import (
 )
 from execution.accounts import Account, load_supply, store_account, store_supply
 from execution.actions import VALIDATED_ONLY_IN_CHECK
-from execution.apphash import app_hash
 from execution.block import KeptTxs, bad_signature_log, execute_block
 from execution.codes import CODESPACE, Code
 from execution.exchange.books import Books
@@ -89,7 +89,8 @@ from primitives import codec
 from primitives.batch_verify import BatchVerifier
 from primitives.codec import DecodeError
 from storage import schema
-from storage.db import Database, WriteBatch
+from storage.db import Database, StorageError, WriteBatch
+from storage.statetree import StateTree
 
 APP_NAME = "derivd"
 APP_VERSION = 1
@@ -139,13 +140,18 @@ class ExchangeApp:
         workers: int = 0,
         pool: WorkerPool | None = None,
         worker_setup: Callable[[], None] | None = None,
+        state_versions: int = 0,
     ) -> None:
         """`workers`: processes that run a block's txs in parallel (`execution.scheduler`; 0:
         serial), started with the first block finalized on committed state; or `pool`, workers
         started elsewhere (the app loads its state into them; tests share one pool).
-        `worker_setup`: run by each worker once its replica is loaded (`WorkerPool`)."""
+        `worker_setup`: run by each worker once its replica is loaded (`WorkerPool`).
+        `state_versions`: how many recent versions of the state tree stay queryable (0: all)."""
         if workers < 0:
             raise ValueError(f"execution workers must be 0 (serial) or more, got {workers}")
+        if state_versions < 0:
+            raise ValueError(f"state versions must be 0 (keep all) or more, got {state_versions}")
+        self.state_versions = state_versions
         self.chain_id = chain_id
         self.workers = pool.size if pool is not None else workers
         # started now, so that they import while the node starts; loaded on first use
@@ -160,6 +166,14 @@ class ExchangeApp:
         self._committed = CommittedState(db)
         raw_meta = db.get(schema.APP_META)
         self._meta = AppMeta() if raw_meta is None else AppMeta.decode(raw_meta)
+        self._tree = StateTree(db)
+        if self._tree.version != (self._meta.height if raw_meta is not None else -1):
+            raise StorageError(
+                f"the application state is at height {self._meta.height} but its state tree at version "
+                f"{self._tree.version}: the data directory was written by an older derivd (its app hash "
+                "was a chained hash of changes) or is damaged; reset it (`derivd unsafe-reset-all`) "
+                "and sync again"
+            )
         self._last_block_time = _load_block_time(db)
         self._pending: _Pending | None = None
         self._books = Books.load(self._committed)
@@ -199,7 +213,7 @@ class ExchangeApp:
         init_trigger_state(view, state.triggers)
         self._books = Books.load(view)
         height = request.initial_height - 1
-        genesis_hash = app_hash(b"", height, view.changes())
+        genesis_hash = self._tree.apply(height, view.changes())
         self._pending = _Pending(view, height, genesis_hash, request.time, is_genesis=True)
         self._last_block_time = request.time
         self._reset_check(view)
@@ -318,7 +332,6 @@ class ExchangeApp:
         if request.height != self._head_height() + 1:
             raise ValueError(f"finalize_block({request.height}) after height {self._head_height()}")
         base: StateReader = pending.view if pending is not None else self._committed
-        prev_hash = pending.app_hash if pending is not None else self._meta.app_hash
         block_view = StateView(base)
         try:
             outcome = execute_block(
@@ -339,7 +352,7 @@ class ExchangeApp:
         self.triggered_orders_total += outcome.triggers_fired
         self.risk_stats.add(outcome.risk_counts)
         self.risk_stats.insurance_fund_balance = insurance_fund_balance(block_view)
-        new_hash = app_hash(prev_hash, request.height, block_view.changes())
+        new_hash = self._tree.apply(request.height, block_view.changes())
         if pending is not None:
             block_view.apply_to(pending.view)
             block_view = pending.view
@@ -353,7 +366,8 @@ class ExchangeApp:
         )
 
     def commit(self, batch: WriteBatch) -> int:
-        """Put the pending changes, `APP_META` and the block time into `batch`; retain height 0."""
+        """Put the pending changes, their state tree versions (and the pruning of old ones), `APP_META`
+        and the block time into `batch`; retain height 0."""
         pending = self._pending
         if pending is None:
             raise RuntimeError("commit without a finalized block")
@@ -366,6 +380,9 @@ class ExchangeApp:
         meta = AppMeta(pending.height, pending.app_hash)
         batch.put(schema.APP_META, meta.encode())
         batch.put(schema.APP_BLOCK_TIME, codec.encode(pending.time))
+        self._tree.flush(batch)
+        if self.state_versions:
+            self._tree.prune(batch, pending.height - self.state_versions + 1)
         self._committed.advance(changes)
         if self._pool is not None and self._pool_loaded:
             self._pool.advance(changes, now=self.last_block_parallel)
@@ -377,7 +394,8 @@ class ExchangeApp:
     # -- queries ---------------------------------------------------------------------------------
 
     def query(self, path: str, data: bytes, height: int, prove: bool) -> QueryResult:
-        return run_query(QueryContext(self._committed, self._meta.height, self._meta.app_hash), path, height)
+        ctx = QueryContext(self._committed, self._tree, self._meta.height, self._meta.app_hash)
+        return run_query(ctx, path, data, height, prove)
 
     def total_supply(self) -> int:
         """The committed genesis supply."""

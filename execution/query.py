@@ -57,8 +57,15 @@ Prices are subticks, sizes base quantums and quote amounts quote quantums, as in
 the `*_human` strings beside them are USD per base unit, base units and USD
 (`execution.markets`).
 
-Only the latest state is kept: height 0 or the last committed height are served, any other is
-HEIGHT_NOT_AVAILABLE. Results carry the last committed height. No proofs are produced yet.
+`/key` answers from the state tree (`storage.statetree`) instead: `data` is a state key (the
+`a:` layouts of `storage.schema`, e.g. `a:acct:` + a 20-byte address), the value is its stored
+bytes (empty: absent) at `height` (0: the last committed), any height the tree still keeps
+(HEIGHT_NOT_AVAILABLE otherwise). With `prove`, `proof_ops` holds one `PROOF_OP_TYPE` op whose
+data is an ICS23 `CommitmentProof` (presence or absence, `primitives.ics23`) against the root of
+that height's state: the app hash in the header of the next block.
+
+The other paths read the latest state only: height 0 or the last committed height are served, any
+other is HEIGHT_NOT_AVAILABLE; they carry no proof. Results carry the height they answer for.
 """
 
 from __future__ import annotations
@@ -68,7 +75,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from consensus.app import QueryResult
+from consensus.app import ProofOp, QueryResult
 from execution.accounts import load_account, load_supply
 from execution.codes import CODESPACE, Code
 from execution.evidence import load_evidence
@@ -93,9 +100,12 @@ from execution.risk.funding import funding_json
 from execution.risk.triggers import execution_price
 from execution.state import CommittedState
 from execution.validators import registry
+from primitives.ics23 import encode_proof
 from primitives.keys import Address
 from storage import schema
+from storage.statetree import PROOF_OP_TYPE, StateTree, TreeError
 
+KEY_PATH = "/key"
 ACCOUNTS_PREFIX = "/accounts/"
 TRIGGERS_PREFIX = "/triggers/"
 BOOK_PREFIX = "/book/"
@@ -106,9 +116,10 @@ MAX_L3_ORDERS = 10_000
 
 @dataclass(frozen=True, slots=True)
 class QueryContext:
-    """What a query sees: the committed state, its height and app hash."""
+    """What a query sees: the committed state, the state tree, the last committed height and app hash."""
 
     state: CommittedState
+    tree: StateTree
     height: int
     app_hash: bytes
 
@@ -388,10 +399,29 @@ EXACT_PATHS: dict[str, Callable[[QueryContext, str], QueryResult]] = {
 }
 
 
-def run_query(ctx: QueryContext, path: str, height: int) -> QueryResult:
-    """Answer `path` at `height` (0: latest)."""
+def query_key(ctx: QueryContext, key: bytes, height: int, prove: bool) -> QueryResult:
+    """`/key`: a state key's stored bytes at `height` from the state tree, with its proof."""
+    if not key:
+        return _error(ctx, Code.INVALID_QUERY, "/key needs the state key in data")
+    version = height or ctx.height
+    if version > ctx.height:
+        log = f"height {version} is not committed yet (last {ctx.height})"
+        return _error(ctx, Code.HEIGHT_NOT_AVAILABLE, log)
+    try:
+        value = ctx.tree.get(key, version)
+        proof = encode_proof(ctx.tree.prove(key, version)) if prove else b""
+    except TreeError as exc:
+        return _error(ctx, Code.HEIGHT_NOT_AVAILABLE, f"height {version}: {exc}")
+    ops = (ProofOp(type=PROOF_OP_TYPE, key=key, data=proof),) if prove else ()
+    return QueryResult(key=key, value=value or b"", height=version, proof_ops=ops)
+
+
+def run_query(ctx: QueryContext, path: str, data: bytes, height: int, prove: bool) -> QueryResult:
+    """Answer `path` (with `data`) at `height` (0: latest); proofs with `prove` where the path has them."""
+    if path == KEY_PATH:
+        return query_key(ctx, data, height, prove)
     if height not in (0, ctx.height):
-        log = f"historical state is not kept: only height {ctx.height} is available"
+        log = f"past heights are kept for {KEY_PATH} queries only: this path answers at height {ctx.height}"
         return _error(ctx, Code.HEIGHT_NOT_AVAILABLE, log)
     if path.startswith(ACCOUNTS_PREFIX):
         return query_account(ctx, path)
@@ -401,7 +431,8 @@ def run_query(ctx: QueryContext, path: str, height: int) -> QueryResult:
         return query_triggers(ctx, path)
     handler = EXACT_PATHS.get(path)
     if handler is None:
-        paths = [ACCOUNTS_PREFIX + "<address>", BOOK_PREFIX + "<TICKER>[/l3]", TRIGGERS_PREFIX + "<TICKER>"]
+        paths = [KEY_PATH, ACCOUNTS_PREFIX + "<address>", BOOK_PREFIX + "<TICKER>[/l3]"]
+        paths.append(TRIGGERS_PREFIX + "<TICKER>")
         known = ", ".join([*paths, *EXACT_PATHS])
         return _error(ctx, Code.UNKNOWN_QUERY, f"unknown query path {path!r} (known: {known})")
     return handler(ctx, path)

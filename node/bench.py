@@ -13,6 +13,9 @@ test. `--json` prints the same figures as one JSON object.
 - `bench liquidation`: the end-block time with 100,000 accounts holding positions, with no price
   move and after a 10% fall that puts 1% under water (see node.bench_liquidation); targets 5 ms and
   500 ms.
+- `bench statetree`: committing a block's changes (about 9,000 keys) into a state tree of a
+  million keys, and proof generation and verification (see node.bench_statetree); targets 50 ms
+  and 1 ms.
 - `bench consensus`: for a 150-validator set, the votes per second the state machine handles
   (signatures already verified, so the figure is the machine's own cost; and with the
   verification included), and the time to verify a 150-signature commit through the batch
@@ -47,6 +50,7 @@ from consensus.votes import verify_commit
 from node.bench_book import bench_book
 from node.bench_exec import bench_exec
 from node.bench_liquidation import bench_liquidation
+from node.bench_statetree import bench_statetree
 from node.bench_throughput import bench_throughput
 from node.config import ConsensusConfig, format_duration
 from primitives.batch_verify import BatchVerifier, SignedItem
@@ -342,6 +346,31 @@ def liquidation_command(accounts: int, as_json: bool) -> None:
         f"next block {figures['next_block_ms']:.1f} ms ({figures['next_liquidations']} liquidations, "
         f"{figures['queue_after']:,} queued); "
         f"first pass over every holder {figures['first_pass_ms']:.0f} ms"
+    )
+
+
+@bench.command(name="statetree")
+@click.option(
+    "--keys", type=int, default=1_000_000, show_default=True, help="Keys in the tree before the timed blocks."
+)
+@click.option("--changes", type=int, default=9_000, show_default=True, help="Keys a block changes.")
+@click.option("--blocks", type=int, default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def statetree_command(keys: int, changes: int, blocks: int, as_json: bool) -> None:
+    """A block's changes committed into the state tree, and proofs made and checked."""
+    if keys < changes or changes < 3 or blocks < 1:
+        raise click.BadParameter("need --keys >= --changes >= 3 and --blocks >= 1")
+    limit = machine_limit()
+    figures = bench_statetree(keys, changes, blocks)
+    if _print_json_or_limit(limit, figures, as_json):
+        return
+    click.echo(
+        f"state tree, {figures['keys']:,} keys, blocks of {figures['changes']:,} changes: commit "
+        f"{figures['commit_ms']:.0f} ms a block (target 50 ms): apply {figures['apply_ms']:.0f} ms, "
+        f"flush {figures['flush_ms']:.0f} ms, synced write {figures['write_ms']:.0f} ms of "
+        f"{figures['batch_entries']:,} entries (medians of {figures['blocks']}); proof "
+        f"{figures['prove_us']:.0f} us to make, {figures['verify_us']:.0f} us to verify (target 1,000 us); "
+        f"tree built in {figures['build_seconds']:.0f} s"
     )
 
 

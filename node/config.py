@@ -691,6 +691,7 @@ class StorageConfig:
 
     discard_abci_responses: bool = False
     retain_blocks: int = 0
+    state_versions: int = 1000
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -706,6 +707,12 @@ _register(
         ),
         "retain_blocks": _Key(
             _INT, "Keep only the last N blocks and prune older ones; 0 keeps all", _non_negative
+        ),
+        "state_versions": _Key(
+            _INT,
+            "Keep the state of the last N heights for queries at past heights and proofs "
+            "(abci_query /key); older versions of the state tree are pruned; 0 keeps all",
+            _non_negative,
         ),
     },
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from consensus.app import CheckTxResult, Event, ExecTxResult, QueryResult
+from consensus.app import CheckTxResult, Event, ExecTxResult, ProofOp, QueryResult
 from consensus.types import Block, BlockID, Commit, Header, PartSetHeader
 from consensus.validators import Validator, ValidatorSet
 from primitives.keyfile import PUB_KEY_TYPE
@@ -129,6 +129,10 @@ def check_tx_result(r: CheckTxResult) -> JSON:
     }
 
 
+def _proof_op(op: ProofOp) -> JSON:
+    return {"type": op.type, "key": b64(op.key), "data": b64(op.data)}
+
+
 def query_result(r: QueryResult) -> JSON:
     return {
         "code": r.code,
@@ -137,7 +141,7 @@ def query_result(r: QueryResult) -> JSON:
         "index": "0",
         "key": b64(r.key) if r.key else None,
         "value": b64(r.value) if r.value else None,
-        "proofOps": None,
+        "proofOps": {"ops": [_proof_op(op) for op in r.proof_ops]} if r.proof_ops else None,
         "height": str(r.height),
         "codespace": r.codespace,
     }

@@ -171,6 +171,7 @@ class Node:
                 verifier,
                 workers=config.execution.worker_count(os.cpu_count()),
                 worker_setup=apply_gc_policy,
+                state_versions=config.storage.state_versions,
             )
             privval = FilePrivValidator.load(
                 config.path(config.base.priv_validator_key_file),

@@ -99,7 +99,7 @@ def encode(value: Value) -> bytes:
 def pack_unchecked(value: Value) -> bytes:
     """`encode(value)` without the check of its types and ranges: only for a hot path whose
     value is known to be canonical (bytes, and ints in range, in arrays), which the caller
-    guarantees (see `execution.apphash`). Anything else would not raise: it would pack a
+    guarantees (see `consensus.execution`). Anything else would not raise: it would pack a
     non-canonical form."""
     return _pack(value)
 

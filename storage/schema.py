@@ -40,6 +40,9 @@ Heights are 8-byte big-endian so that keys of one prefix sort by height. Prefixe
 | `a:lqm:` | market id | `[price, funding index]` the liquidation pass last saw (a change: the market moved) |
 | `a:hld:` | market id, owner (20) | a non-zero position's holder: healthy band `[lo, hi, funding index]` |
 | `a:pmk:` | owner (20) | the market ids of the owner's position records, ascending (absent: none) |
+| `s:n:` | version, nibble path (a byte per nibble) | a state tree node (`storage.statetree`) |
+| `s:r:` | version | the state tree's root at that version (`[]`: empty) |
+| `s:x:` | version | the state tree nodes no version from this one on uses (pruning) |
 | `t:fee:` | sender (20), nonce (8-byte BE) | fees a tx owes the fee collector: block-local, never stored |
 """
 
@@ -60,6 +63,10 @@ _VALIDATORS = b"c:vals:"
 _COMMITTED_EVIDENCE = b"c:ev:"
 PENDING_EVIDENCE_PREFIX = b"c:evp:"
 
+STATE_NODE_PREFIX = b"s:n:"
+STATE_ROOT_PREFIX = b"s:r:"
+STATE_STALE_PREFIX = b"s:x:"
+
 APP_META = b"a:meta"
 APP_ACCOUNT_PREFIX = b"a:acct:"
 APP_PREFIX = b"a:"
@@ -75,6 +82,20 @@ def height_from_bytes(raw: bytes) -> int:
     if len(raw) != HEIGHT_SIZE:
         raise ValueError(f"a stored height is {HEIGHT_SIZE} bytes, got {len(raw)}")
     return int.from_bytes(raw, "big")
+
+
+def state_node_key(version: int, path: bytes) -> bytes:
+    """A state tree node: written at `version`, at nibble path `path` (one byte, 0-15, per nibble)."""
+    return STATE_NODE_PREFIX + height_bytes(version) + path
+
+
+def state_root_key(version: int) -> bytes:
+    return STATE_ROOT_PREFIX + height_bytes(version)
+
+
+def state_stale_key(since: int) -> bytes:
+    """The state tree nodes that versions >= `since` no longer use (`storage.statetree`)."""
+    return STATE_STALE_PREFIX + height_bytes(since)
 
 
 def block_key(height: int) -> bytes:

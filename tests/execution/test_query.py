@@ -1,11 +1,17 @@
-"""Application queries: accounts, supply, app, heights and errors."""
+"""Application queries: accounts, supply, app, heights and errors; `/key` with proofs."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
+
+from consensus.app import QueryResult
+from execution.accounts import Account
 from execution.codes import CODESPACE, Code
+from primitives.ics23 import ProofError, decode_proof, verify_membership, verify_non_membership
 from storage import schema
+from storage.statetree import PROOF_OP_TYPE, PROOF_SPEC
 from tests.execution.chain import Chain, address, key
 from tests.execution.conftest import ALICE_FUNDS, BOB_FUNDS, CAROL_FUNDS
 
@@ -47,7 +53,7 @@ def test_query_errors(chain: Chain) -> None:
     chain.run_block([])
     old = chain.app.query("/supply", b"", 1, False)
     assert old.code == Code.HEIGHT_NOT_AVAILABLE
-    assert old.log == "historical state is not kept: only height 2 is available"
+    assert old.log == "past heights are kept for /key queries only: this path answers at height 2"
     assert (old.height, old.codespace) == (2, CODESPACE)
     unknown = chain.app.query("/nope", b"", 0, False)
     assert unknown.code == Code.UNKNOWN_QUERY
@@ -57,3 +63,47 @@ def test_query_errors(chain: Chain) -> None:
     assert "invalid address" in bad.log
     assert len({int(code) for code in Code}) == len(Code)
     assert all(int(code) != 0 for code in Code)
+
+
+def _proof(result: QueryResult) -> bytes:
+    ops = result.proof_ops
+    assert len(ops) == 1 and ops[0].type == PROOF_OP_TYPE
+    return ops[0].data
+
+
+def test_key_queries_at_past_heights_with_proofs(chain: Chain) -> None:
+    account = schema.account_key(address(0).raw)
+    first = chain.run_block([chain.transfer(key(0), address(1), 5)])
+    second = chain.run_block([chain.transfer(key(0), address(1), 7)])
+    for height, app_hash, balance in [
+        (1, first.app_hash, ALICE_FUNDS - 5),
+        (2, second.app_hash, ALICE_FUNDS - 12),
+    ]:
+        result = chain.app.query("/key", account, height, True)
+        assert (result.code, result.height, result.key) == (0, height, account)
+        assert Account.decode(result.value).balance == balance
+        verify_membership(PROOF_SPEC, app_hash, decode_proof(_proof(result)), account, result.value)
+    latest = chain.app.query("/key", account, 0, False)
+    assert latest.height == 2 and latest.proof_ops == ()
+    with_first_root = decode_proof(_proof(chain.app.query("/key", account, 2, True)))
+    with pytest.raises(ProofError, match="another root"):
+        verify_membership(PROOF_SPEC, first.app_hash, with_first_root, account, latest.value)
+    absent = schema.account_key(address(9).raw)
+    missing = chain.app.query("/key", absent, 0, True)
+    assert (missing.code, missing.value) == (0, b"")
+    verify_non_membership(PROOF_SPEC, second.app_hash, decode_proof(_proof(missing)), absent)
+
+
+def test_key_query_errors_and_pruned_heights(chain: Chain) -> None:
+    chain.app.state_versions = 2
+    for _ in range(4):
+        chain.run_block([])
+    account = schema.account_key(address(0).raw)
+    assert chain.app.query("/key", account, 3, True).code == 0
+    pruned = chain.app.query("/key", account, 2, True)
+    assert pruned.code == Code.HEIGHT_NOT_AVAILABLE
+    assert pruned.log == "height 2: the state tree does not keep version 2"
+    future = chain.app.query("/key", account, 5, False)
+    assert (future.code, future.log) == (Code.HEIGHT_NOT_AVAILABLE, "height 5 is not committed yet (last 4)")
+    empty = chain.app.query("/key", b"", 0, False)
+    assert (empty.code, empty.log) == (Code.INVALID_QUERY, "/key needs the state key in data")

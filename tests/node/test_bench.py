@@ -65,3 +65,13 @@ def test_bench_liquidation_reports_its_figures() -> None:
     assert out["accounts"] == 1000 and out["markets"] == 4 and out["under_water"] == 10
     assert out["no_move_end_block_ms"] > 0 and out["move_block_ms"] > 0
     assert out["move_liquidations"] == 10, "the 10% fall liquidates exactly the 9x longs"
+
+
+def test_bench_statetree_reports_its_figures() -> None:
+    args = ("bench", "statetree", "--keys", "3000", "--changes", "300", "--blocks", "2", "--json")
+    out = json.loads(run_cli(*args).stdout)
+    assert (out["keys"], out["changes"], out["blocks"]) == (3000, 300, 2)
+    assert out["commit_ms"] > 0 and out["apply_ms"] > 0 and out["write_ms"] > 0
+    assert out["batch_entries"] > 300, "new nodes on every changed path, and the version's root"
+    assert out["prove_us"] > 0 and out["verify_us"] > 0
+    assert out["machine_limit"]["verify_per_second_one_core"] > 0

@@ -65,6 +65,7 @@ def test_defaults_match_cometbft_and_the_brief(tmp_path: Path) -> None:
     assert config.consensus.timeout_commit == 200_000_000
     assert config.consensus.compact_blocks is True
     assert config.storage.retain_blocks == 0
+    assert config.storage.state_versions == 1000
     assert config.instrumentation.prometheus is True
     assert config.instrumentation.prometheus_listen_addr == ":26660"
 
@@ -73,7 +74,7 @@ def test_written_file_is_commented_cometbft_toml(tmp_path: Path) -> None:
     text = config_to_toml(Config.default(tmp_path, "node0"))
     lines = text.splitlines()
     assignments = [i for i, line in enumerate(lines) if re.match(r"^[A-Za-z0-9_-]+ = ", line)]
-    assert len(assignments) == 11 + 9 + 19 + 7 + 1 + 15 + 2 + 1 + 4 + 7 + 1
+    assert len(assignments) == 11 + 9 + 19 + 7 + 1 + 15 + 3 + 1 + 4 + 7 + 1
     for i in assignments:
         assert lines[i - 1].startswith("# "), lines[i]
     parsed = tomllib.loads(text)
@@ -105,6 +106,7 @@ def test_changed_values_round_trip(tmp_path: Path) -> None:
             "consensus.timeout_commit": "1m30.25s",
             "consensus.create_empty_blocks_interval": 1_500,
             "storage.retain_blocks": 1000,
+            "storage.state_versions": 0,
             "log_level": "debug",
         }
     )
@@ -218,6 +220,7 @@ BAD_VALUES: list[tuple[str, str]] = [
     ),
     ("[storage]\nretain_blocks = -1", "[storage] retain_blocks: must not be negative, got -1"),
     (f"[storage]\nretain_blocks = {INT64_MAX}0", "[storage] retain_blocks: out of range"),
+    ("[storage]\nstate_versions = -2", "[storage] state_versions: must not be negative, got -2"),
     ("rpc = 5", "rpc: must be a table, got 5"),
 ]
 

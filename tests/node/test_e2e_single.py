@@ -13,10 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from execution.accounts import Account
 from execution.tx import Transfer, Tx, build_tx
 from node.keystore import KeyStore
 from primitives.hashing import sha256
+from primitives.ics23 import decode_proof, verify_membership
 from primitives.keys import Address, PrivateKey
+from storage import schema
+from storage.statetree import PROOF_SPEC
 from tests.node.e2e import ChainHome, NodeProcess, RPCFailure, make_chain, run_cli, wait_for
 
 ALICE_FUNDS = 1_000_000_000_000
@@ -112,6 +116,24 @@ def test_transfer_through_cli_shows_in_query(node: NodeProcess, chain: ChainHome
     tx = node.rpc("tx", hash="0x" + out["hash"])
     assert tx["height"] == out["height"]
     assert any(e["type"] == "transfer" for e in tx["tx_result"]["events"])
+
+
+def test_a_key_query_proof_verifies_against_the_next_header(node: NodeProcess, chain: ChainHome) -> None:
+    """`abci_query /key` with prove over JSON-RPC: CometBFT's proofOps shape, and an ICS23 proof
+    that checks against the app hash in the header of the block after the queried height."""
+    key = schema.account_key(Address.parse(chain.accounts["carol"]).raw)
+    response = node.rpc("abci_query", path="/key", data="0x" + key.hex(), height="0", prove=True)["response"]
+    assert response["code"] == 0, response["log"]
+    height = int(response["height"])
+    assert base64.b64decode(response["key"]) == key
+    value = base64.b64decode(response["value"])
+    (op,) = response["proofOps"]["ops"]
+    assert op["type"] == "ics23:derivd-state" and base64.b64decode(op["key"]) == key
+    node.wait_height(height + 1)
+    header = node.rpc("block", height=str(height + 1))["block"]["header"]
+    proof = decode_proof(base64.b64decode(op["data"]))
+    verify_membership(PROOF_SPEC, bytes.fromhex(header["app_hash"]), proof, key, value)
+    assert Account.decode(value).balance == 5_000_000
 
 
 def test_transfer_through_rpc_and_bad_transactions(node: NodeProcess, chain: ChainHome) -> None:

@@ -1,0 +1,463 @@
+"""The state tree: a versioned 16-ary Merkle trie over LevelDB; its root is the app hash.
+
+Shape. A key's place is the nibbles of sha256(key), most significant first. The subtree at a
+nibble path holds the keys whose hash starts with that path: nothing when there are none, the
+key's leaf when there is one, else an internal node with 16 child slots. The shape is a function
+of the set of keys alone, whatever order they were written in (a test checks it).
+
+Hashes, each an ICS23 step (`PROOF_SPEC`, checked with `primitives.ics23`):
+
+    leaf      = sha256(0x00 || 0x20 || sha256(key) || 0x20 || sha256(value))
+    internal  = sha256(0x01 || child_0 || ... || child_15)      an empty slot: 32 zero bytes
+    empty tree: 32 zero bytes
+
+A value is never empty (an ICS23 leaf needs one).
+
+Nodes. An internal node is stored as the bytes it is hashed from, then its children's versions
+and kinds: 0x01, 16 child hashes, 16 8-byte versions, a 2-byte mask of the leaf children (643
+bytes, its hash is sha256 of the first 513); a leaf as 0x00, the key's length (2 bytes), the key,
+the value. A node is written once, by the version that made it, under (version, path)
+(`schema.state_node_key`). Applying a version's changes writes new nodes on the changed paths only
+(O(changes x depth)), keeps the list of the nodes they replace (`schema.state_stale_key`) and the
+version's root. `prune(batch, keep_from)` deletes what no version >= keep_from uses: the nodes
+replaced by a version <= keep_from, and the older roots.
+
+Staging. `apply` computes a version in memory; its root, reads and proofs work at once, and
+`flush(batch)` puts the staged versions into the node's batch (the app's commit). Reads of the
+latest state do not come here: the flat `a:` keys beside the tree serve them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Iterable
+
+from primitives.ics23 import (
+    CommitmentProof,
+    ExistenceProof,
+    HashOp,
+    InnerOp,
+    InnerSpec,
+    LeafOp,
+    LengthOp,
+    NonExistenceProof,
+    ProofSpec,
+)
+from storage import schema
+from storage.db import Database, WriteBatch
+
+HASH_SIZE = 32
+EMPTY = bytes(HASH_SIZE)
+"""The hash of an empty slot, and the root of the empty tree."""
+
+LEAF_PREFIX = b"\x00"
+INNER_PREFIX = b"\x01"
+RADIX = 16
+MAX_DEPTH = 2 * HASH_SIZE
+
+LEAF_OP = LeafOp(
+    hash=HashOp.SHA256,
+    prehash_key=HashOp.SHA256,
+    prehash_value=HashOp.SHA256,
+    length=LengthOp.VAR_PROTO,
+    prefix=LEAF_PREFIX,
+)
+PROOF_SPEC = ProofSpec(
+    leaf_spec=LEAF_OP,
+    inner_spec=InnerSpec(
+        child_order=tuple(range(RADIX)),
+        child_size=HASH_SIZE,
+        min_prefix_length=len(INNER_PREFIX),
+        max_prefix_length=len(INNER_PREFIX),
+        empty_child=EMPTY,
+        hash=HashOp.SHA256,
+    ),
+    max_depth=MAX_DEPTH,
+    prehash_key_before_comparison=True,
+)
+"""What a proof of this tree looks like (keys compare by their sha256, the order of the leaves)."""
+
+PROOF_OP_TYPE = "ics23:derivd-state"
+"""The type of a query's proof op whose data is a `CommitmentProof` of this tree (`PROOF_SPEC`)."""
+
+MAX_PRUNE_PER_BATCH = 100_000
+"""Stale nodes one `prune` deletes at most, in whole versions (the rest go with the next batches)."""
+
+_NIBBLES = bytes.maketrans(b"0123456789abcdef", bytes(range(RADIX)))
+_VAR32 = b"\x20"  # the VAR_PROTO length of a 32-byte hash
+_HASHED = 1 + RADIX * HASH_SIZE  # an internal node's hashed bytes: the prefix and the child hashes
+_MASK = _HASHED + RADIX * 8  # where its leaf mask starts
+_INNER_SIZE = _MASK + 2
+_NO_VERSION = bytes(8)
+_BLANK_INNER = INNER_PREFIX + bytes(_INNER_SIZE - 1)
+_SLOTS = [bytes((slot,)) for slot in range(RADIX)]
+_NODE = schema.STATE_NODE_PREFIX
+
+
+class TreeError(RuntimeError):
+    """A version that is not kept, or a node that is missing or malformed (the message says which)."""
+
+
+Ref = tuple[bytes, int, bool]
+"""A child: its hash, the version that wrote it, whether it is a leaf."""
+Leaf = tuple[bytes, bytes]
+Item = tuple[bytes, bytes, bytes | None]
+"""(the key's nibbles, the key, its new value or None: deleted), as `apply` works on them"""
+
+
+def nibbles(key: bytes) -> bytes:
+    """The nibbles of sha256(key), one byte (0-15) each: the key's place in the tree."""
+    return hashlib.sha256(key).hexdigest().encode().translate(_NIBBLES)
+
+
+def leaf_hash(key: bytes, value: bytes) -> bytes:
+    data = LEAF_PREFIX + _VAR32 + hashlib.sha256(key).digest() + _VAR32 + hashlib.sha256(value).digest()
+    return hashlib.sha256(data).digest()
+
+
+def _child(node: bytes, slot: int) -> Ref | None:
+    """The child in `slot` of the internal node `node` (None: empty)."""
+    at = 1 + HASH_SIZE * slot
+    digest = node[at : at + HASH_SIZE]
+    if digest == EMPTY:
+        return None
+    at = _HASHED + 8 * slot
+    return digest, int.from_bytes(node[at : at + 8], "big"), bool(node[_MASK + (slot < 8)] >> (slot & 7) & 1)
+
+
+def _set_child(node: bytearray, slot: int, child: Ref | None) -> None:
+    at = 1 + HASH_SIZE * slot
+    mask_at, bit = _MASK + (slot < 8), 1 << (slot & 7)
+    if child is None:
+        node[at : at + HASH_SIZE] = EMPTY
+        node[_HASHED + 8 * slot : _HASHED + 8 * slot + 8] = _NO_VERSION
+        node[mask_at] &= ~bit
+        return
+    node[at : at + HASH_SIZE] = child[0]
+    node[_HASHED + 8 * slot : _HASHED + 8 * slot + 8] = child[1].to_bytes(8, "big")
+    node[mask_at] = node[mask_at] | bit if child[2] else node[mask_at] & ~bit
+
+
+def _leaf_bytes(key: bytes, value: bytes) -> bytes:
+    return LEAF_PREFIX + len(key).to_bytes(2, "big") + key + value
+
+
+def _decode_leaf(raw: bytes, where: bytes) -> Leaf:
+    if raw[:1] == LEAF_PREFIX and len(raw) > 3:
+        size = int.from_bytes(raw[1:3], "big")
+        if len(raw) > 3 + size:
+            return raw[3 : 3 + size], raw[3 + size :]
+    raise TreeError(f"the state tree node at {where.hex()} is not a well-formed leaf")
+
+
+def _encode_ref(ref: Ref | None) -> bytes:
+    return b"" if ref is None else ref[0] + ref[1].to_bytes(8, "big") + (b"\x01" if ref[2] else b"\x00")
+
+
+def _decode_ref(raw: bytes) -> Ref | None:
+    if not raw:
+        return None
+    if len(raw) != HASH_SIZE + 9:
+        raise TreeError("a state tree root record is malformed")
+    return raw[:HASH_SIZE], int.from_bytes(raw[HASH_SIZE : HASH_SIZE + 8], "big"), raw[-1] == 1
+
+
+def _place(item: Item) -> bytes:
+    return item[0]
+
+
+def _groups(items: list[Item], depth: int) -> list[tuple[int, list[Item]]]:
+    """`items` (sorted by nibbles) split by their nibble at `depth`, in slot order."""
+    out: list[tuple[int, list[Item]]] = []
+    start = 0
+    for i in range(1, len(items) + 1):
+        if i == len(items) or items[i][0][depth] != items[start][0][depth]:
+            out.append((items[start][0][depth], items[start:i]))
+            start = i
+    return out
+
+
+class StateTree:
+    """The tree over one LevelDB (see the module docstring)."""
+
+    _CACHED_DEPTH = 3
+    """Internal nodes this shallow are kept in memory (4,369 paths at most; every block reads them)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._staged: dict[bytes, bytes] = {}  # node key -> node bytes, of the staged versions
+        self._staged_stale: dict[int, list[bytes]] = {}  # version -> (version, path) of what it replaced
+        self._staged_roots: dict[int, Ref | None] = {}
+        self._cache: dict[bytes, tuple[int, bytes]] = {}  # path -> (version, node), shallow paths
+        self._building = -1
+        self.version = -1
+        """the latest version (staged or written); -1: none yet"""
+        self._root: Ref | None = None
+        self._load_latest()
+
+    def _load_latest(self) -> None:
+        latest = next(self._db.iterate(schema.STATE_ROOT_PREFIX, reverse=True), None)
+        if latest is None:
+            self.version, self._root = -1, None
+        else:
+            self.version = schema.height_from_bytes(latest[0][len(schema.STATE_ROOT_PREFIX) :])
+            self._root = _decode_ref(latest[1])
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    @property
+    def root_hash(self) -> bytes:
+        """The root of the latest version (staged or written)."""
+        return EMPTY if self._root is None else self._root[0]
+
+    def _root_of(self, version: int) -> Ref | None:
+        if version in self._staged_roots:
+            return self._staged_roots[version]
+        raw = self._db.get(schema.state_root_key(version))
+        if raw is None:
+            raise TreeError(f"the state tree does not keep version {version}")
+        return _decode_ref(raw)
+
+    def root_at(self, version: int) -> bytes:
+        """The root hash of `version` (TreeError: not kept)."""
+        root = self._root_of(version)
+        return EMPTY if root is None else root[0]
+
+    def _read(self, ref: Ref, path: bytes) -> bytes:
+        key = _NODE + ref[1].to_bytes(8, "big") + path
+        raw = self._staged.get(key)
+        if raw is None:
+            raw = self._db.get(key)
+            if raw is None:
+                raise TreeError(f"the state tree node at version {ref[1]}, path {path.hex()} is missing")
+        return raw
+
+    def _inner(self, ref: Ref, path: bytes) -> bytes:
+        shallow = len(path) <= self._CACHED_DEPTH
+        if shallow:
+            cached = self._cache.get(path)
+            if cached is not None and cached[0] == ref[1]:
+                return cached[1]
+        raw = self._read(ref, path)
+        if len(raw) != _INNER_SIZE or raw[:1] != INNER_PREFIX:
+            raise TreeError(
+                f"the state tree node at version {ref[1]}, path {path.hex()} is not an internal node"
+            )
+        if shallow:
+            self._cache[path] = (ref[1], raw)
+        return raw
+
+    def _leaf(self, ref: Ref, path: bytes) -> Leaf:
+        return _decode_leaf(self._read(ref, path), path)
+
+    def _walk(self, key: bytes, version: int) -> tuple[list[tuple[bytes, int]], Leaf | None]:
+        """The internal nodes from the root towards `key`'s place at `version`, each with the slot
+        taken, and the leaf found there (None: the walk ended on an empty slot or an empty tree)."""
+        place = nibbles(key)
+        ref, path = self._root_of(version), b""
+        trail: list[tuple[bytes, int]] = []
+        while ref is not None and not ref[2]:
+            node = self._inner(ref, path)
+            slot = place[len(path)]
+            trail.append((node, slot))
+            ref, path = _child(node, slot), path + _SLOTS[slot]
+        return trail, None if ref is None else self._leaf(ref, path)
+
+    def get(self, key: bytes, version: int) -> bytes | None:
+        """The value of `key` at `version` (None: absent)."""
+        _, leaf = self._walk(key, version)
+        return leaf[1] if leaf is not None and leaf[0] == key else None
+
+    # -- proofs -----------------------------------------------------------------------------------
+
+    def prove(self, key: bytes, version: int) -> CommitmentProof:
+        """An ICS23 proof that `key` holds its value at `version`, or that it is absent."""
+        trail, leaf = self._walk(key, version)
+        if leaf is not None and leaf[0] == key:
+            return _existence(leaf, trail)
+        place = nibbles(key)
+        return NonExistenceProof(
+            key=key,
+            left=self._neighbour(trail, leaf, place, -1),
+            right=self._neighbour(trail, leaf, place, 1),
+        )
+
+    def _neighbour(
+        self, trail: list[tuple[bytes, int]], leaf: Leaf | None, place: bytes, step: int
+    ) -> ExistenceProof | None:
+        """The proof of the key just before (`step` -1) or after (+1) `place` in nibble order;
+        `trail` and `leaf` are the walk towards `place` (`_walk`)."""
+        if not trail:  # an empty tree, or a root that is one leaf
+            return None if leaf is None or (nibbles(leaf[0]) < place) != (step < 0) else _existence(leaf, [])
+        for depth in range(len(trail) - 1, -1, -1):
+            node, slot = trail[depth]
+            if depth == len(trail) - 1 and leaf is not None and (nibbles(leaf[0]) < place) == (step < 0):
+                return _existence(leaf, trail)  # the leaf the walk ended on is on the wanted side
+            for other in range(slot - 1, -1, -1) if step < 0 else range(slot + 1, RADIX):
+                if _child(node, other) is not None:
+                    return self._edge([*trail[:depth], (node, other)], place[:depth] + _SLOTS[other], step)
+        return None
+
+    def _edge(self, trail: list[tuple[bytes, int]], path: bytes, step: int) -> ExistenceProof:
+        """The proof of the last (`step` -1) or first (+1) leaf under the end of `trail` (at `path`)."""
+        node, slot = trail[-1]
+        child = _child(node, slot)
+        assert child is not None
+        while not child[2]:
+            inner = self._inner(child, path)
+            order = range(RADIX - 1, -1, -1) if step < 0 else range(RADIX)
+            slot = next(s for s in order if _child(inner, s) is not None)
+            trail.append((inner, slot))
+            child, path = _child(inner, slot), path + _SLOTS[slot]
+            assert child is not None
+        return _existence(self._leaf(child, path), trail)
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def apply(self, version: int, changes: Iterable[tuple[bytes, bytes | None]]) -> bytes:
+        """Stage `version`: the latest one with `changes` (key, new value or None: delete) applied;
+        returns its root hash. Versions increase; writes of unchanged values change nothing."""
+        if version <= self.version:
+            raise ValueError(f"state tree version {version} after version {self.version}")
+        items: list[Item] = []
+        for key, value in changes:
+            if not key or value == b"":
+                raise ValueError(f"the state tree keeps non-empty keys and values (key {key!r})")
+            items.append((nibbles(key), key, value))
+        items.sort(key=_place)
+        for before, after in itertools.pairwise(items):
+            if before[1] == after[1]:
+                raise ValueError(f"key {before[1]!r} changes twice in one version")
+        self._building = version
+        self._staged_stale[version] = []
+        root = self._update(self._root, b"", items) if items else self._root
+        self._building = -1
+        self.version, self._root = version, root
+        self._staged_roots[version] = root
+        return self.root_hash
+
+    def _write(self, path: bytes, raw: bytes, digest: bytes, leaf: bool) -> Ref:
+        self._staged[_NODE + self._building.to_bytes(8, "big") + path] = raw
+        if not leaf and len(path) <= self._CACHED_DEPTH:
+            self._cache[path] = (self._building, raw)
+        return digest, self._building, leaf
+
+    def _replace(self, ref: Ref, path: bytes) -> None:
+        """`ref`'s node (at `path`) is not used from the version being built on."""
+        version = ref[1].to_bytes(8, "big")
+        if ref[1] == self._building:
+            del self._staged[_NODE + version + path]
+        else:
+            self._staged_stale[self._building].append(version + bytes((len(path),)) + path)
+
+    def _update(self, ref: Ref | None, path: bytes, items: list[Item]) -> Ref | None:
+        """The subtree at `path` (now `ref`) with `items` applied; `ref` itself when unchanged."""
+        if ref is None:
+            return self._build(path, [item for item in items if item[2] is not None])
+        if ref[2]:
+            key, value = self._leaf(ref, path)
+            entries = {item[1]: item for item in items}
+            own = entries.get(key)
+            if own is None:
+                entries[key] = (nibbles(key), key, value)
+            elif own[2] == value:
+                own = None
+            if own is None and all(item[2] is None for item in items if item[1] != key):
+                return ref  # its own value unchanged, and only deletes of absent keys besides
+            self._replace(ref, path)
+            puts = [item for item in entries.values() if item[2] is not None]
+            return self._build(path, sorted(puts, key=_place))
+        node = self._inner(ref, path)
+        new: bytearray | None = None
+        shrunk = False
+        for slot, group in _groups(items, len(path)):
+            child = _child(node, slot)
+            updated = self._update(child, path + _SLOTS[slot], group)
+            if updated is not child:
+                if new is None:
+                    new = bytearray(node)
+                _set_child(new, slot, updated)
+                # the node may be left with one leaf: a child went, or an internal one became a leaf
+                shrunk = shrunk or updated is None or (updated[2] and child is not None and not child[2])
+        if new is None:
+            return ref
+        self._replace(ref, path)
+        if shrunk:
+            present = [slot for slot in range(RADIX) if _child(new, slot) is not None]  # type: ignore[arg-type]
+            if not present:
+                return None
+            only = _child(new, present[0])  # type: ignore[arg-type]
+            if len(present) == 1 and only is not None and only[2]:  # one key left: its leaf moves up
+                from_path = path + _SLOTS[present[0]]
+                raw = self._read(only, from_path)
+                self._replace(only, from_path)
+                return self._write(path, raw, only[0], True)
+        raw = bytes(new)
+        return self._write(path, raw, hashlib.sha256(raw[:_HASHED]).digest(), False)
+
+    def _build(self, path: bytes, items: list[Item]) -> Ref | None:
+        """A new subtree at `path` holding `items` (puts only, sorted)."""
+        if not items:
+            return None
+        if len(items) == 1:
+            _, key, value = items[0]
+            assert value is not None
+            return self._write(path, _leaf_bytes(key, value), leaf_hash(key, value), True)
+        if len(path) >= MAX_DEPTH:
+            raise TreeError("two keys with one sha256")
+        node = bytearray(_BLANK_INNER)
+        for slot, group in _groups(items, len(path)):
+            _set_child(node, slot, self._build(path + _SLOTS[slot], group))
+        raw = bytes(node)
+        return self._write(path, raw, hashlib.sha256(raw[:_HASHED]).digest(), False)
+
+    def flush(self, batch: WriteBatch) -> None:
+        """Put every staged version into `batch`; the tree reads them from the database after."""
+        for key, raw in self._staged.items():
+            batch.put(key, raw)
+        for since, replaced in self._staged_stale.items():
+            if replaced:
+                batch.put(schema.state_stale_key(since), b"".join(replaced))
+        for version, root in self._staged_roots.items():
+            batch.put(schema.state_root_key(version), _encode_ref(root))
+        self._staged, self._staged_stale, self._staged_roots = {}, {}, {}
+
+    def discard(self) -> None:
+        """Drop the staged versions (a block abandoned before commit): back to the written one."""
+        self._staged, self._staged_stale, self._staged_roots = {}, {}, {}
+        self._cache.clear()
+        self._load_latest()
+
+    def prune(self, batch: WriteBatch, keep_from: int) -> int:
+        """Put into `batch` the deletes of what no written version >= `keep_from` uses (the nodes
+        of whole versions, until MAX_PRUNE_PER_BATCH are reached); returns how many nodes go."""
+        deleted = 0
+        for key, replaced in self._db.iterate(schema.STATE_STALE_PREFIX):
+            since = schema.height_from_bytes(key[len(schema.STATE_STALE_PREFIX) :])
+            if since > keep_from or deleted >= MAX_PRUNE_PER_BATCH:
+                break
+            at = 0
+            while at < len(replaced):
+                end = at + 9 + replaced[at + 8]
+                batch.delete(_NODE + replaced[at : at + 8] + replaced[at + 9 : end])
+                at, deleted = end, deleted + 1
+            batch.delete(key)
+        for key, _ in self._db.iterate(schema.STATE_ROOT_PREFIX):
+            if schema.height_from_bytes(key[len(schema.STATE_ROOT_PREFIX) :]) >= keep_from:
+                break
+            batch.delete(key)
+        return deleted
+
+
+def _existence(leaf: Leaf, trail: list[tuple[bytes, int]]) -> ExistenceProof:
+    """The proof of `leaf`, whose parents from the root down are `trail` (node, slot taken)."""
+    steps = [
+        InnerOp(
+            hash=HashOp.SHA256,
+            prefix=node[: 1 + HASH_SIZE * slot],
+            suffix=node[1 + HASH_SIZE * (slot + 1) : _HASHED],
+        )
+        for node, slot in reversed(trail)
+    ]
+    return ExistenceProof(key=leaf[0], value=leaf[1], leaf=LEAF_OP, path=tuple(steps))
