@@ -13,14 +13,17 @@ Hashes, each an ICS23 step (`PROOF_SPEC`, checked with `primitives.ics23`):
 
 A value is never empty (an ICS23 leaf needs one).
 
-Nodes. An internal node is stored as the bytes it is hashed from, then its children's versions
-and kinds: 0x01, 16 child hashes, 16 8-byte versions, a 2-byte mask of the leaf children (643
-bytes, its hash is sha256 of the first 513); a leaf as 0x00, the key's length (2 bytes), the key,
-the value. A node is written once, by the version that made it, under (version, path)
+Nodes. Only internal nodes are stored, each with its leaf children inline: 0x01, the 16 child
+hashes (the bytes it is hashed from: its hash is sha256 of these 513), the 16 children's 8-byte
+versions (0 for a leaf), 2-byte masks of the leaf children and of the present ones, then each leaf
+child in slot order as key length (2 bytes), value length (4 bytes), key, value. So a changed
+value rewrites its parent, which its new hash rewrites anyway, and no leaf is read or written on
+its own. A node is written once, by the version that made it, under (version, path)
 (`schema.state_node_key`). Applying a version's changes writes new nodes on the changed paths only
 (O(changes x depth)), keeps the list of the nodes they replace (`schema.state_stale_key`) and the
-version's root. `prune(batch, keep_from)` deletes what no version >= keep_from uses: the nodes
-replaced by a version <= keep_from, and the older roots.
+version's root (a root that is one leaf is kept in that record). `prune(batch, keep_from)` deletes
+what no version >= keep_from uses: the nodes replaced by a version <= keep_from, and the older
+roots.
 
 Staging. `apply` computes a version in memory; its root, reads and proofs work at once, and
 `flush(batch)` puts the staged versions into the node's batch (the app's commit). Reads of the
@@ -87,10 +90,10 @@ MAX_PRUNE_PER_BATCH = 100_000
 _NIBBLES = bytes.maketrans(b"0123456789abcdef", bytes(range(RADIX)))
 _VAR32 = b"\x20"  # the VAR_PROTO length of a 32-byte hash
 _HASHED = 1 + RADIX * HASH_SIZE  # an internal node's hashed bytes: the prefix and the child hashes
-_MASK = _HASHED + RADIX * 8  # where its leaf mask starts
-_INNER_SIZE = _MASK + 2
+_LEAVES = _HASHED + RADIX * 8  # where its mask of leaf children starts
+_PRESENT = _LEAVES + 2  # where its mask of present children starts
+_INNER_SIZE = _PRESENT + 2
 _NO_VERSION = bytes(8)
-_BLANK_INNER = INNER_PREFIX + bytes(_INNER_SIZE - 1)
 _SLOTS = [bytes((slot,)) for slot in range(RADIX)]
 _NODE = schema.STATE_NODE_PREFIX
 
@@ -99,9 +102,9 @@ class TreeError(RuntimeError):
     """A version that is not kept, or a node that is missing or malformed (the message says which)."""
 
 
-Ref = tuple[bytes, int, bool]
-"""A child: its hash, the version that wrote it, whether it is a leaf."""
 Leaf = tuple[bytes, bytes]
+Ref = tuple[bytes, int, Leaf | None]
+"""A child: its hash, the version that wrote it (0: a leaf), the key and value of a leaf."""
 Item = tuple[bytes, bytes, bytes | None]
 """(the key's nibbles, the key, its new value or None: deleted), as `apply` works on them"""
 
@@ -116,51 +119,81 @@ def leaf_hash(key: bytes, value: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-def _child(node: bytes, slot: int) -> Ref | None:
-    """The child in `slot` of the internal node `node` (None: empty)."""
-    at = 1 + HASH_SIZE * slot
-    digest = node[at : at + HASH_SIZE]
-    if digest == EMPTY:
+def _leaf_ref(key: bytes, value: bytes) -> Ref:
+    return leaf_hash(key, value), 0, (key, value)
+
+
+def _mask(node: bytes | bytearray, at: int) -> int:
+    return int.from_bytes(node[at : at + 2], "big")
+
+
+def _inline_leaves(node: bytes) -> dict[int, Leaf]:
+    """The leaf children of an internal node, by slot."""
+    leaves: dict[int, Leaf] = {}
+    mask, at = _mask(node, _LEAVES), _INNER_SIZE
+    for slot in range(RADIX):
+        if mask >> slot & 1:
+            key_end = at + 6 + int.from_bytes(node[at : at + 2], "big")
+            end = key_end + int.from_bytes(node[at + 2 : at + 6], "big")
+            leaves[slot] = node[at + 6 : key_end], node[key_end:end]
+            at = end
+    if at != len(node):
+        raise TreeError("a state tree node's inline leaves do not fill it")
+    return leaves
+
+
+def _leaf_entry(leaf: Leaf) -> bytes:
+    key, value = leaf
+    return len(key).to_bytes(2, "big") + len(value).to_bytes(4, "big") + key + value
+
+
+def _child(node: bytes, slot: int, leaves: dict[int, Leaf] | None) -> Ref | None:
+    """The child in `slot` of the internal node `node` (None: empty); `leaves` its inline leaves
+    (None: read them if the child is a leaf)."""
+    if not _mask(node, _PRESENT) >> slot & 1:
         return None
-    at = _HASHED + 8 * slot
-    return digest, int.from_bytes(node[at : at + 8], "big"), bool(node[_MASK + (slot < 8)] >> (slot & 7) & 1)
+    digest = node[1 + HASH_SIZE * slot : 1 + HASH_SIZE * (slot + 1)]
+    if _mask(node, _LEAVES) >> slot & 1:
+        return digest, 0, (_inline_leaves(node) if leaves is None else leaves)[slot]
+    return digest, int.from_bytes(node[_HASHED + 8 * slot : _HASHED + 8 * slot + 8], "big"), None
 
 
 def _set_child(node: bytearray, slot: int, child: Ref | None) -> None:
-    at = 1 + HASH_SIZE * slot
-    mask_at, bit = _MASK + (slot < 8), 1 << (slot & 7)
+    """Put `child`'s hash, version and kind into `slot` of `node`'s fixed part (None: empty it)."""
+    at, byte, bit = 1 + HASH_SIZE * slot, _LEAVES + (slot < 8), 1 << (slot & 7)
     if child is None:
         node[at : at + HASH_SIZE] = EMPTY
         node[_HASHED + 8 * slot : _HASHED + 8 * slot + 8] = _NO_VERSION
-        node[mask_at] &= ~bit
+        node[byte] &= ~bit
+        node[byte + 2] &= ~bit
         return
     node[at : at + HASH_SIZE] = child[0]
     node[_HASHED + 8 * slot : _HASHED + 8 * slot + 8] = child[1].to_bytes(8, "big")
-    node[mask_at] = node[mask_at] | bit if child[2] else node[mask_at] & ~bit
+    node[byte] = node[byte] & ~bit if child[2] is None else node[byte] | bit
+    node[byte + 2] |= bit
 
 
-def _leaf_bytes(key: bytes, value: bytes) -> bytes:
-    return LEAF_PREFIX + len(key).to_bytes(2, "big") + key + value
+def _encode_root(ref: Ref | None) -> bytes:
+    if ref is None:
+        return b""
+    if ref[2] is None:
+        return ref[0] + b"\x00" + ref[1].to_bytes(8, "big")
+    return ref[0] + b"\x01" + _leaf_entry(ref[2])
 
 
-def _decode_leaf(raw: bytes, where: bytes) -> Leaf:
-    if raw[:1] == LEAF_PREFIX and len(raw) > 3:
-        size = int.from_bytes(raw[1:3], "big")
-        if len(raw) > 3 + size:
-            return raw[3 : 3 + size], raw[3 + size :]
-    raise TreeError(f"the state tree node at {where.hex()} is not a well-formed leaf")
-
-
-def _encode_ref(ref: Ref | None) -> bytes:
-    return b"" if ref is None else ref[0] + ref[1].to_bytes(8, "big") + (b"\x01" if ref[2] else b"\x00")
-
-
-def _decode_ref(raw: bytes) -> Ref | None:
+def _decode_root(raw: bytes) -> Ref | None:
+    """A root record: empty; the hash, 0x00 and the version of an internal node; or the hash, 0x01
+    and the entry of a leaf (as inline in a node)."""
     if not raw:
         return None
-    if len(raw) != HASH_SIZE + 9:
-        raise TreeError("a state tree root record is malformed")
-    return raw[:HASH_SIZE], int.from_bytes(raw[HASH_SIZE : HASH_SIZE + 8], "big"), raw[-1] == 1
+    kind, entry = raw[HASH_SIZE : HASH_SIZE + 1], raw[HASH_SIZE + 1 :]
+    if kind == b"\x00" and len(entry) == 8:
+        return raw[:HASH_SIZE], int.from_bytes(entry, "big"), None
+    if kind == b"\x01" and len(entry) > 6:
+        key_end = 6 + int.from_bytes(entry[:2], "big")
+        if len(entry) == key_end + int.from_bytes(entry[2:6], "big"):
+            return raw[:HASH_SIZE], 0, (entry[6:key_end], entry[key_end:])
+    raise TreeError("a state tree root record is malformed")
 
 
 def _place(item: Item) -> bytes:
@@ -169,6 +202,8 @@ def _place(item: Item) -> bytes:
 
 def _groups(items: list[Item], depth: int) -> list[tuple[int, list[Item]]]:
     """`items` (sorted by nibbles) split by their nibble at `depth`, in slot order."""
+    if len(items) == 1:
+        return [(items[0][0][depth], items)]
     out: list[tuple[int, list[Item]]] = []
     start = 0
     for i in range(1, len(items) + 1):
@@ -202,7 +237,7 @@ class StateTree:
             self.version, self._root = -1, None
         else:
             self.version = schema.height_from_bytes(latest[0][len(schema.STATE_ROOT_PREFIX) :])
-            self._root = _decode_ref(latest[1])
+            self._root = _decode_root(latest[1])
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -217,39 +252,31 @@ class StateTree:
         raw = self._db.get(schema.state_root_key(version))
         if raw is None:
             raise TreeError(f"the state tree does not keep version {version}")
-        return _decode_ref(raw)
+        return _decode_root(raw)
 
     def root_at(self, version: int) -> bytes:
         """The root hash of `version` (TreeError: not kept)."""
         root = self._root_of(version)
         return EMPTY if root is None else root[0]
 
-    def _read(self, ref: Ref, path: bytes) -> bytes:
+    def _inner(self, ref: Ref, path: bytes) -> bytes:
+        """The internal node `ref` names at `path`."""
+        shallow = len(path) <= self._CACHED_DEPTH
+        if shallow:
+            cached = self._cache.get(path)
+            if cached is not None and cached[0] == ref[1]:
+                return cached[1]
         key = _NODE + ref[1].to_bytes(8, "big") + path
         raw = self._staged.get(key)
         if raw is None:
             raw = self._db.get(key)
             if raw is None:
                 raise TreeError(f"the state tree node at version {ref[1]}, path {path.hex()} is missing")
-        return raw
-
-    def _inner(self, ref: Ref, path: bytes) -> bytes:
-        shallow = len(path) <= self._CACHED_DEPTH
-        if shallow:
-            cached = self._cache.get(path)
-            if cached is not None and cached[0] == ref[1]:
-                return cached[1]
-        raw = self._read(ref, path)
-        if len(raw) != _INNER_SIZE or raw[:1] != INNER_PREFIX:
-            raise TreeError(
-                f"the state tree node at version {ref[1]}, path {path.hex()} is not an internal node"
-            )
+        if len(raw) < _INNER_SIZE or raw[:1] != INNER_PREFIX:
+            raise TreeError(f"the state tree node at version {ref[1]}, path {path.hex()} is malformed")
         if shallow:
             self._cache[path] = (ref[1], raw)
         return raw
-
-    def _leaf(self, ref: Ref, path: bytes) -> Leaf:
-        return _decode_leaf(self._read(ref, path), path)
 
     def _walk(self, key: bytes, version: int) -> tuple[list[tuple[bytes, int]], Leaf | None]:
         """The internal nodes from the root towards `key`'s place at `version`, each with the slot
@@ -257,12 +284,12 @@ class StateTree:
         place = nibbles(key)
         ref, path = self._root_of(version), b""
         trail: list[tuple[bytes, int]] = []
-        while ref is not None and not ref[2]:
+        while ref is not None and ref[2] is None:
             node = self._inner(ref, path)
             slot = place[len(path)]
             trail.append((node, slot))
-            ref, path = _child(node, slot), path + _SLOTS[slot]
-        return trail, None if ref is None else self._leaf(ref, path)
+            ref, path = _child(node, slot, None), path + _SLOTS[slot]
+        return trail, None if ref is None else ref[2]
 
     def get(self, key: bytes, version: int) -> bytes | None:
         """The value of `key` at `version` (None: absent)."""
@@ -294,24 +321,25 @@ class StateTree:
             node, slot = trail[depth]
             if depth == len(trail) - 1 and leaf is not None and (nibbles(leaf[0]) < place) == (step < 0):
                 return _existence(leaf, trail)  # the leaf the walk ended on is on the wanted side
+            present = _mask(node, _PRESENT)
             for other in range(slot - 1, -1, -1) if step < 0 else range(slot + 1, RADIX):
-                if _child(node, other) is not None:
+                if present >> other & 1:
                     return self._edge([*trail[:depth], (node, other)], place[:depth] + _SLOTS[other], step)
         return None
 
     def _edge(self, trail: list[tuple[bytes, int]], path: bytes, step: int) -> ExistenceProof:
         """The proof of the last (`step` -1) or first (+1) leaf under the end of `trail` (at `path`)."""
         node, slot = trail[-1]
-        child = _child(node, slot)
+        child = _child(node, slot, None)
         assert child is not None
-        while not child[2]:
+        while child[2] is None:
             inner = self._inner(child, path)
-            order = range(RADIX - 1, -1, -1) if step < 0 else range(RADIX)
-            slot = next(s for s in order if _child(inner, s) is not None)
+            present = _mask(inner, _PRESENT)
+            slot = present.bit_length() - 1 if step < 0 else (present & -present).bit_length() - 1
             trail.append((inner, slot))
-            child, path = _child(inner, slot), path + _SLOTS[slot]
+            child, path = _child(inner, slot, None), path + _SLOTS[slot]
             assert child is not None
-        return _existence(self._leaf(child, path), trail)
+        return _existence(child[2], trail)
 
     # -- writing ----------------------------------------------------------------------------------
 
@@ -337,14 +365,17 @@ class StateTree:
         self._staged_roots[version] = root
         return self.root_hash
 
-    def _write(self, path: bytes, raw: bytes, digest: bytes, leaf: bool) -> Ref:
+    def _write(self, path: bytes, fixed: bytes, leaves: dict[int, Leaf]) -> Ref:
+        """Stage the internal node at `path` of the version being built: its fixed part, then
+        `leaves` (its leaf children) inline."""
+        raw = fixed + b"".join(_leaf_entry(leaves[slot]) for slot in sorted(leaves)) if leaves else fixed
         self._staged[_NODE + self._building.to_bytes(8, "big") + path] = raw
-        if not leaf and len(path) <= self._CACHED_DEPTH:
+        if len(path) <= self._CACHED_DEPTH:
             self._cache[path] = (self._building, raw)
-        return digest, self._building, leaf
+        return hashlib.sha256(fixed[:_HASHED]).digest(), self._building, None
 
     def _replace(self, ref: Ref, path: bytes) -> None:
-        """`ref`'s node (at `path`) is not used from the version being built on."""
+        """`ref`'s internal node (at `path`) is not used from the version being built on."""
         version = ref[1].to_bytes(8, "big")
         if ref[1] == self._building:
             del self._staged[_NODE + version + path]
@@ -355,8 +386,9 @@ class StateTree:
         """The subtree at `path` (now `ref`) with `items` applied; `ref` itself when unchanged."""
         if ref is None:
             return self._build(path, [item for item in items if item[2] is not None])
-        if ref[2]:
-            key, value = self._leaf(ref, path)
+        leaf = ref[2]
+        if leaf is not None:
+            key, value = leaf
             entries = {item[1]: item for item in items}
             own = entries.get(key)
             if own is None:
@@ -365,36 +397,41 @@ class StateTree:
                 own = None
             if own is None and all(item[2] is None for item in items if item[1] != key):
                 return ref  # its own value unchanged, and only deletes of absent keys besides
-            self._replace(ref, path)
             puts = [item for item in entries.values() if item[2] is not None]
             return self._build(path, sorted(puts, key=_place))
         node = self._inner(ref, path)
-        new: bytearray | None = None
+        leaves = _inline_leaves(node) if len(node) > _INNER_SIZE else {}
+        fixed: bytearray | None = None
         shrunk = False
         for slot, group in _groups(items, len(path)):
-            child = _child(node, slot)
+            child = _child(node, slot, leaves)
             updated = self._update(child, path + _SLOTS[slot], group)
-            if updated is not child:
-                if new is None:
-                    new = bytearray(node)
-                _set_child(new, slot, updated)
-                # the node may be left with one leaf: a child went, or an internal one became a leaf
-                shrunk = shrunk or updated is None or (updated[2] and child is not None and not child[2])
-        if new is None:
+            if updated is child:
+                continue
+            if fixed is None:
+                fixed = bytearray(node[:_INNER_SIZE])
+            _set_child(fixed, slot, updated)
+            if updated is not None and updated[2] is not None:
+                leaves[slot] = updated[2]
+            elif slot in leaves:
+                del leaves[slot]
+            # the node may be left with one leaf: a child went, or an internal one became a leaf
+            shrunk = (
+                shrunk
+                or updated is None
+                or (updated[2] is not None and child is not None and child[2] is None)
+            )
+        if fixed is None:
             return ref
         self._replace(ref, path)
         if shrunk:
-            present = [slot for slot in range(RADIX) if _child(new, slot) is not None]  # type: ignore[arg-type]
+            present = _mask(fixed, _PRESENT)
             if not present:
                 return None
-            only = _child(new, present[0])  # type: ignore[arg-type]
-            if len(present) == 1 and only is not None and only[2]:  # one key left: its leaf moves up
-                from_path = path + _SLOTS[present[0]]
-                raw = self._read(only, from_path)
-                self._replace(only, from_path)
-                return self._write(path, raw, only[0], True)
-        raw = bytes(new)
-        return self._write(path, raw, hashlib.sha256(raw[:_HASHED]).digest(), False)
+            only = present.bit_length() - 1
+            if present.bit_count() == 1 and only in leaves:  # one key left: its leaf moves up
+                return bytes(fixed[1 + HASH_SIZE * only : 1 + HASH_SIZE * (only + 1)]), 0, leaves[only]
+        return self._write(path, bytes(fixed), leaves)
 
     def _build(self, path: bytes, items: list[Item]) -> Ref | None:
         """A new subtree at `path` holding `items` (puts only, sorted)."""
@@ -403,14 +440,31 @@ class StateTree:
         if len(items) == 1:
             _, key, value = items[0]
             assert value is not None
-            return self._write(path, _leaf_bytes(key, value), leaf_hash(key, value), True)
+            return _leaf_ref(key, value)
         if len(path) >= MAX_DEPTH:
             raise TreeError("two keys with one sha256")
-        node = bytearray(_BLANK_INNER)
+        hashes = [EMPTY] * RADIX
+        versions = [_NO_VERSION] * RADIX
+        leaves: dict[int, Leaf] = {}
+        present = leaf_mask = 0
         for slot, group in _groups(items, len(path)):
-            _set_child(node, slot, self._build(path + _SLOTS[slot], group))
-        raw = bytes(node)
-        return self._write(path, raw, hashlib.sha256(raw[:_HASHED]).digest(), False)
+            child = self._build(path + _SLOTS[slot], group)
+            assert child is not None
+            hashes[slot] = child[0]
+            present |= 1 << slot
+            if child[2] is None:
+                versions[slot] = child[1].to_bytes(8, "big")
+            else:
+                leaves[slot] = child[2]
+                leaf_mask |= 1 << slot
+        fixed = (
+            INNER_PREFIX
+            + b"".join(hashes)
+            + b"".join(versions)
+            + leaf_mask.to_bytes(2, "big")
+            + present.to_bytes(2, "big")
+        )
+        return self._write(path, fixed, leaves)
 
     def flush(self, batch: WriteBatch) -> None:
         """Put every staged version into `batch`; the tree reads them from the database after."""
@@ -420,7 +474,7 @@ class StateTree:
             if replaced:
                 batch.put(schema.state_stale_key(since), b"".join(replaced))
         for version, root in self._staged_roots.items():
-            batch.put(schema.state_root_key(version), _encode_ref(root))
+            batch.put(schema.state_root_key(version), _encode_root(root))
         self._staged, self._staged_stale, self._staged_roots = {}, {}, {}
 
     def discard(self) -> None:

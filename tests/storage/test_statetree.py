@@ -173,7 +173,7 @@ def test_versions_survive_a_reopen(tmp_path: Path) -> None:
 def test_refusals(tmp_path: Path) -> None:
     db = Database(tmp_path)
     tree = StateTree(db)
-    tree.apply(1, [(b"a", b"1")])
+    tree.apply(1, [(b"a", b"1"), (b"b", b"2")])
     with pytest.raises(ValueError, match="after version 1"):
         tree.apply(1, [])
     with pytest.raises(ValueError, match="non-empty"):
@@ -185,31 +185,38 @@ def test_refusals(tmp_path: Path) -> None:
     batch = WriteBatch()
     batch.put(node_key, b"\x00\xff")
     db.write(batch)
-    with pytest.raises(TreeError, match="not a well-formed leaf"):
+    with pytest.raises(TreeError, match="is malformed"):
         StateTree(db).get(b"a", 1)
+    batch = WriteBatch()
+    batch.put(schema.state_root_key(1), b"\x01" * 33)
+    db.write(batch)
+    with pytest.raises(TreeError, match="root record is malformed"):
+        StateTree(db)
 
 
-def _reachable(db: Database, tree: StateTree, version: int) -> set[bytes]:
-    """The node keys the tree of `version` uses, walked from its root."""
+def _reachable(db: Database, version: int) -> set[bytes]:
+    """The keys of the internal nodes the tree of `version` uses, walked from its root."""
     raw = db.get(schema.state_root_key(version))
     assert raw is not None
     found: set[bytes] = set()
-    if not raw:
-        return found
-    stack = [(int.from_bytes(raw[32:40], "big"), raw[40] == 1, b"")]
+    if raw[32:33] != b"\x00":
+        return found  # empty, or one leaf
+    stack = [(int.from_bytes(raw[33:41], "big"), b"")]
     while stack:
-        node_version, leaf, path = stack.pop()
+        node_version, path = stack.pop()
         key = schema.state_node_key(node_version, path)
         found.add(key)
         node = db.get(key)
         assert node is not None, f"version {version} lost node {key.hex()}"
-        if leaf:
-            continue
-        mask = int.from_bytes(node[641:643], "big")
+        leaves, present = int.from_bytes(node[641:643], "big"), int.from_bytes(node[643:645], "big")
         for slot in range(16):
-            if node[1 + 32 * slot : 33 + 32 * slot] != EMPTY:
-                child_version = int.from_bytes(node[513 + 8 * slot : 521 + 8 * slot], "big")
-                stack.append((child_version, bool(mask >> slot & 1), path + bytes((slot,))))
+            child_version = int.from_bytes(node[513 + 8 * slot : 521 + 8 * slot], "big")
+            if present >> slot & 1:
+                assert node[1 + 32 * slot : 33 + 32 * slot] != EMPTY
+            else:
+                assert node[1 + 32 * slot : 33 + 32 * slot] == EMPTY and child_version == 0
+            if present >> slot & 1 and not leaves >> slot & 1:
+                stack.append((child_version, path + bytes((slot,))))
     return found
 
 
@@ -234,7 +241,7 @@ def test_pruning_keeps_exactly_the_nodes_of_the_kept_versions(tmp_path: Path) ->
         tree.prune(batch, version - 4)  # keep the last 5 versions
         db.write(batch)
     kept = range(26, 31)
-    used = set().union(*(_reachable(db, tree, version) for version in kept))
+    used = set().union(*(_reachable(db, version) for version in kept))
     stored = {key for key, _ in db.iterate(schema.STATE_NODE_PREFIX)}
     assert stored == used
     for version in kept:
