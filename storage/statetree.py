@@ -147,6 +147,11 @@ def _leaf_entry(leaf: Leaf) -> bytes:
     return len(key).to_bytes(2, "big") + len(value).to_bytes(4, "big") + key + value
 
 
+def _tail(leaves: dict[int, Leaf]) -> bytes:
+    """The inline entries of an internal node's leaf children, in slot order."""
+    return b"".join(_leaf_entry(leaves[slot]) for slot in sorted(leaves)) if leaves else b""
+
+
 def _child(node: bytes, slot: int, leaves: dict[int, Leaf] | None) -> Ref | None:
     """The child in `slot` of the internal node `node` (None: empty); `leaves` its inline leaves
     (None: read them if the child is a leaf)."""
@@ -365,10 +370,10 @@ class StateTree:
         self._staged_roots[version] = root
         return self.root_hash
 
-    def _write(self, path: bytes, fixed: bytes, leaves: dict[int, Leaf]) -> Ref:
-        """Stage the internal node at `path` of the version being built: its fixed part, then
-        `leaves` (its leaf children) inline."""
-        raw = fixed + b"".join(_leaf_entry(leaves[slot]) for slot in sorted(leaves)) if leaves else fixed
+    def _write(self, path: bytes, fixed: bytes, tail: bytes) -> Ref:
+        """Stage the internal node at `path` of the version being built: its fixed part, then its
+        leaf children's entries (`_tail`)."""
+        raw = fixed + tail
         self._staged[_NODE + self._building.to_bytes(8, "big") + path] = raw
         if len(path) <= self._CACHED_DEPTH:
             self._cache[path] = (self._building, raw)
@@ -400,11 +405,20 @@ class StateTree:
             puts = [item for item in entries.values() if item[2] is not None]
             return self._build(path, sorted(puts, key=_place))
         node = self._inner(ref, path)
-        leaves = _inline_leaves(node) if len(node) > _INNER_SIZE else {}
+        present, leaf_mask = _mask(node, _PRESENT), _mask(node, _LEAVES)
+        leaves: dict[int, Leaf] | None = None  # read from the node when first needed
         fixed: bytearray | None = None
-        shrunk = False
+        leaves_changed = shrunk = False
         for slot, group in _groups(items, len(path)):
-            child = _child(node, slot, leaves)
+            child: Ref | None = None
+            if leaf_mask >> slot & 1:
+                if leaves is None:
+                    leaves = _inline_leaves(node)
+                child = node[1 + HASH_SIZE * slot : 1 + HASH_SIZE * (slot + 1)], 0, leaves[slot]
+            elif present >> slot & 1:
+                at = _HASHED + 8 * slot
+                version = int.from_bytes(node[at : at + 8], "big")
+                child = node[1 + HASH_SIZE * slot : 1 + HASH_SIZE * (slot + 1)], version, None
             updated = self._update(child, path + _SLOTS[slot], group)
             if updated is child:
                 continue
@@ -412,14 +426,18 @@ class StateTree:
                 fixed = bytearray(node[:_INNER_SIZE])
             _set_child(fixed, slot, updated)
             if updated is not None and updated[2] is not None:
+                if leaves is None:
+                    leaves = _inline_leaves(node)
                 leaves[slot] = updated[2]
-            elif slot in leaves:
+                leaves_changed = True
+            elif leaves is not None and slot in leaves:
                 del leaves[slot]
+                leaves_changed = True
             # the node may be left with one leaf: a child went, or an internal one became a leaf
             shrunk = (
                 shrunk
                 or updated is None
-                or (updated[2] is not None and child is not None and child[2] is None)
+                or (child is not None and child[2] is None and updated[2] is not None)
             )
         if fixed is None:
             return ref
@@ -429,9 +447,12 @@ class StateTree:
             if not present:
                 return None
             only = present.bit_length() - 1
-            if present.bit_count() == 1 and only in leaves:  # one key left: its leaf moves up
+            if present.bit_count() == 1 and _mask(fixed, _LEAVES):  # one key left: its leaf moves up
+                if leaves is None:
+                    leaves = _inline_leaves(node)
                 return bytes(fixed[1 + HASH_SIZE * only : 1 + HASH_SIZE * (only + 1)]), 0, leaves[only]
-        return self._write(path, bytes(fixed), leaves)
+        tail = _tail(leaves) if leaves_changed and leaves is not None else node[_INNER_SIZE:]
+        return self._write(path, bytes(fixed), tail)
 
     def _build(self, path: bytes, items: list[Item]) -> Ref | None:
         """A new subtree at `path` holding `items` (puts only, sorted)."""
@@ -464,7 +485,7 @@ class StateTree:
             + leaf_mask.to_bytes(2, "big")
             + present.to_bytes(2, "big")
         )
-        return self._write(path, fixed, leaves)
+        return self._write(path, fixed, _tail(leaves))
 
     def flush(self, batch: WriteBatch) -> None:
         """Put every staged version into `batch`; the tree reads them from the database after."""
