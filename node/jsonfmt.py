@@ -12,6 +12,7 @@ from typing import Any
 from consensus.app import CheckTxResult, Event, ExecTxResult, ProofOp, QueryResult
 from consensus.types import Block, BlockID, Commit, Header, PartSetHeader
 from consensus.validators import Validator, ValidatorSet
+from primitives.hashing import MerkleProof, leaf_hash
 from primitives.keyfile import PUB_KEY_TYPE
 from primitives.timefmt import format_rfc3339
 
@@ -126,6 +127,20 @@ def check_tx_result(r: CheckTxResult) -> JSON:
         "gas_used": "0",
         "events": [],
         "codespace": r.codespace,
+    }
+
+
+def tx_proof(data_hash: bytes, tx: bytes, proof: MerkleProof) -> JSON:
+    """CometBFT's `TxProof`: the tx's RFC 6962 inclusion proof under the header's `data_hash`."""
+    return {
+        "root_hash": hex_upper(data_hash),
+        "data": b64(tx),
+        "proof": {
+            "total": str(proof.total),
+            "index": str(proof.index),
+            "leaf_hash": b64(leaf_hash(tx)),
+            "aunts": [b64(aunt) for aunt in proof.aunts],
+        },
     }
 
 

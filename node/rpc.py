@@ -31,7 +31,7 @@ from node import jsonfmt
 from node.events import EventBus, TxCommitted
 from p2p.switch import Switch
 from primitives.codec import DecodeError, decode
-from primitives.hashing import sha256
+from primitives.hashing import merkle_proofs, sha256
 from primitives.keys import Address
 from primitives.timefmt import format_rfc3339
 from storage.blockstore import BlockStore
@@ -503,13 +503,16 @@ async def tx(env: RPCEnv, call: Call) -> JSON:
     results = env.executor.load_results(height)
     if results is None or index >= len(b.txs):
         raise internal(f"tx ({jsonfmt.hex_upper(tx_hash)}) not found")
-    return {
+    found_tx: JSON = {
         "hash": jsonfmt.hex_upper(tx_hash),
         "height": str(height),
         "index": index,
         "tx_result": jsonfmt.exec_tx_result(results.tx_results[index]),
         "tx": jsonfmt.b64(b.txs[index]),
     }
+    if p_bool(call.get("prove"), "prove"):
+        found_tx["proof"] = jsonfmt.tx_proof(b.header.data_hash, b.txs[index], merkle_proofs(b.txs)[1][index])
+    return found_tx
 
 
 @method("unconfirmed_txs", "limit")

@@ -16,7 +16,7 @@ import pytest
 from execution.accounts import Account
 from execution.tx import Transfer, Tx, build_tx
 from node.keystore import KeyStore
-from primitives.hashing import sha256
+from primitives.hashing import MerkleProof, sha256
 from primitives.ics23 import decode_proof, verify_membership
 from primitives.keys import Address, PrivateKey
 from storage import schema
@@ -114,7 +114,19 @@ def test_transfer_through_cli_shows_in_query(node: NodeProcess, chain: ChainHome
     }
     assert shown["positions"] == [] and shown["orders"] == [] and shown["free_collateral"] == "2500000"
     tx = node.rpc("tx", hash="0x" + out["hash"])
-    assert tx["height"] == out["height"]
+    assert tx["height"] == out["height"] and "proof" not in tx
+    proven = node.rpc("tx", hash="0x" + out["hash"], prove=True)
+    header = node.rpc("block", height=tx["height"])["block"]["header"]
+    proof = proven["proof"]
+    assert proof["root_hash"] == header["data_hash"] and proof["data"] == tx["tx"]
+    inclusion = MerkleProof(
+        int(proof["proof"]["total"]),
+        int(proof["proof"]["index"]),
+        tuple(base64.b64decode(a) for a in proof["proof"]["aunts"]),
+    )
+    assert inclusion.index == tx["index"]
+    assert inclusion.verify(bytes.fromhex(header["data_hash"]), base64.b64decode(tx["tx"]))
+    assert not inclusion.verify(bytes.fromhex(header["data_hash"]), base64.b64decode(tx["tx"]) + b"!")
     assert any(e["type"] == "transfer" for e in tx["tx_result"]["events"])
 
 
