@@ -210,19 +210,22 @@ def _groups(items: list[Item], depth: int) -> list[tuple[int, list[Item]]]:
     if len(items) == 1:
         return [(items[0][0][depth], items)]
     out: list[tuple[int, list[Item]]] = []
-    start = 0
-    for i in range(1, len(items) + 1):
-        if i == len(items) or items[i][0][depth] != items[start][0][depth]:
-            out.append((items[start][0][depth], items[start:i]))
-            start = i
+    start, current = 0, items[0][0][depth]
+    for i in range(1, len(items)):
+        nibble = items[i][0][depth]
+        if nibble != current:
+            out.append((current, items[start:i]))
+            start, current = i, nibble
+    out.append((current, items[start:]))
     return out
 
 
 class StateTree:
     """The tree over one LevelDB (see the module docstring)."""
 
-    _CACHED_DEPTH = 3
-    """Internal nodes this shallow are kept in memory (4,369 paths at most; every block reads them)."""
+    _CACHED_DEPTH = 4
+    """Internal nodes this shallow are kept in memory, the latest of each path (69,905 paths at
+    most: with a million keys, about 130 MiB; every block reads most of them)."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
