@@ -22,11 +22,13 @@ import click
 import trio
 from click.core import ParameterSource
 
+from consensus.light import LightError
 from consensus.privval import FilePrivValidator, PrivValError
+from execution.accounts import Account
 from execution.genesis_state import AppStateError, add_account, default_exchange_app_state
 from execution.tx import Transfer, build_tx
 from genesis.genesis import GenesisDoc, GenesisError, load_genesis, new_genesis, save_genesis
-from node import logs
+from node import light, logs
 from node.bench import bench
 from node.client import (
     RPCClient,
@@ -50,9 +52,11 @@ from node.testnet import (
 )
 from node.trade_cli import book_command, funding_command, markets_command, oracle_command, order_group
 from p2p.nodekey import load_or_generate_node_key, node_id
+from primitives.ics23 import ProofError
 from primitives.keyfile import PUB_KEY_TYPE, KeyFileError, load_key_file
 from primitives.keys import Address
 from primitives.timefmt import NS_PER_MS
+from storage import schema
 from storage.db import StorageError
 
 QUOTE_DECIMALS = 6
@@ -504,15 +508,69 @@ def query() -> None:
 
 @query.command(name="account")
 @node_option
+@home_option
 @click.argument("address")
 @click.option("--height", type=int, default=0, help="Height to query at (0: latest).")
-def query_account(node: str, address: str, height: int) -> None:
-    """Show an account's balance and recent nonces."""
+@click.option(
+    "--prove",
+    is_flag=True,
+    help="Read the account record with its Merkle proof and check it against a header this command "
+    "verifies itself (light client) from the trust anchor; prints the record and what was checked.",
+)
+@click.option(
+    "--trusted-height", type=int, default=0, help="With --prove: a height you trust (default: genesis)."
+)
+@click.option("--trusted-hash", default="", help="With --prove: the header hash at --trusted-height (hex).")
+def query_account(
+    node: str, home: Path, address: str, height: int, prove: bool, trusted_height: int, trusted_hash: str
+) -> None:
+    """Show an account's balance, recent nonces, positions and orders; with --prove, its record,
+    verified."""
     try:
         parsed = Address.parse(address)
     except ValueError as exc:
         fail(str(exc))
-    emit(abci_query(RPCClient(node), f"/accounts/{parsed}", height))
+    client = RPCClient(node)
+    if not prove:
+        emit(abci_query(client, f"/accounts/{parsed}", height))
+        return
+    if height:
+        fail("--prove reads the latest height (the header after it carries its app hash); drop --height")
+    emit(_proven_account(client, home, parsed, trusted_height, trusted_hash))
+
+
+def _proven_account(
+    client: RPCClient, home: Path, address: Address, trusted_height: int, trusted_hash: str
+) -> dict[str, object]:
+    provider = light.RPCProvider(client.call)
+    try:
+        if trusted_height or trusted_hash:
+            if not (trusted_height > 0 and trusted_hash):
+                fail("--trusted-height and --trusted-hash go together")
+            chain_id = client.call("status")["node_info"]["network"]
+            anchor = light.anchor_from_hash(provider, chain_id, trusted_height, bytes.fromhex(trusted_hash))
+        else:
+            config = load_config(home)
+            anchor = light.anchor_from_genesis(provider, load_genesis(config.path(config.base.genesis_file)))
+        proven = light.prove_key(client.call, anchor, schema.account_key(address.raw))
+    except (LightError, ProofError, GenesisError, ConfigError, ValueError) as exc:
+        fail(f"not verified: {exc}")
+    account = Account() if proven.value is None else Account.decode(proven.value)
+    return {
+        "address": str(address),
+        "height": str(proven.height),
+        "balance": str(account.balance),
+        "nonces": [str(n) for n in account.nonces],
+        "proof": {
+            "verified": True,
+            "kind": "absence" if proven.value is None else "presence",
+            "app_hash": proven.app_hash.hex().upper(),
+            "header_height": str(proven.height + 1),
+            "trusted_height": str(anchor.block.height),
+            "trusted_from": anchor.source,
+            "light_blocks_verified": [str(h) for h in proven.verified_heights],
+        },
+    }
 
 
 tx.add_command(order_group)

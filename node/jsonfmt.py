@@ -1,7 +1,8 @@
 """CometBFT's JSON forms of chain types, for RPC responses and the CLI.
 
 Conventions (REFERENCE.md): 64-bit integers as decimal strings, bytes as base64, hashes and
-addresses as upper-case hex, times as RFC 3339 with nanoseconds, keys as {type, value}.
+addresses as upper-case hex, times as RFC 3339 with nanoseconds, keys as {type, value}. The forms
+a light client checks (header, commit, validator) also read back (`parse_*`).
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ import base64
 from typing import Any
 
 from consensus.app import CheckTxResult, Event, ExecTxResult, ProofOp, QueryResult
-from consensus.types import Block, BlockID, Commit, Header, PartSetHeader
+from consensus.types import Block, BlockID, BlockIDFlag, Commit, CommitSig, Header, PartSetHeader
 from consensus.validators import Validator, ValidatorSet
 from primitives.hashing import MerkleProof, leaf_hash
 from primitives.keyfile import PUB_KEY_TYPE
-from primitives.timefmt import format_rfc3339
+from primitives.keys import Address
+from primitives.timefmt import format_rfc3339, parse_rfc3339
 
 JSON = dict[str, Any]
 
@@ -160,3 +162,114 @@ def query_result(r: QueryResult) -> JSON:
         "height": str(r.height),
         "codespace": r.codespace,
     }
+
+
+# -- reading them back (the light client checks what a node sent) ----------------------------------
+
+
+class ShapeError(ValueError):
+    """JSON that is not the form above; the message names the field."""
+
+
+def _get(obj: Any, key: str, where: str) -> Any:
+    if not isinstance(obj, dict) or key not in obj:
+        raise ShapeError(f"{where}: no {key!r}")
+    return obj[key]
+
+
+def _hex_field(obj: Any, key: str, where: str) -> bytes:
+    try:
+        return bytes.fromhex(_get(obj, key, where))
+    except (TypeError, ValueError):
+        raise ShapeError(f"{where}.{key}: not hex") from None
+
+
+def _int_field(obj: Any, key: str, where: str) -> int:
+    value = _get(obj, key, where)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ShapeError(f"{where}.{key}: not an integer: {value!r}") from None
+
+
+def _time_field(obj: Any, key: str, where: str) -> int:
+    value = _get(obj, key, where)
+    if value == "0001-01-01T00:00:00Z":
+        return 0
+    try:
+        return parse_rfc3339(value)
+    except (TypeError, ValueError):
+        raise ShapeError(f"{where}.{key}: not an RFC 3339 time: {value!r}") from None
+
+
+def parse_block_id(obj: Any, where: str) -> BlockID:
+    parts = _get(obj, "parts", where)
+    return BlockID(
+        _hex_field(obj, "hash", where),
+        PartSetHeader(
+            _int_field(parts, "total", where + ".parts"), _hex_field(parts, "hash", where + ".parts")
+        ),
+    )
+
+
+def parse_header(obj: Any) -> Header:
+    """The `header` form back to a Header (ShapeError if a field is missing or malformed)."""
+    version = _get(obj, "version", "header")
+    return Header(
+        chain_id=str(_get(obj, "chain_id", "header")),
+        height=_int_field(obj, "height", "header"),
+        time=_time_field(obj, "time", "header"),
+        last_block_id=parse_block_id(_get(obj, "last_block_id", "header"), "header.last_block_id"),
+        last_commit_hash=_hex_field(obj, "last_commit_hash", "header"),
+        data_hash=_hex_field(obj, "data_hash", "header"),
+        validators_hash=_hex_field(obj, "validators_hash", "header"),
+        next_validators_hash=_hex_field(obj, "next_validators_hash", "header"),
+        consensus_hash=_hex_field(obj, "consensus_hash", "header"),
+        app_hash=_hex_field(obj, "app_hash", "header"),
+        last_results_hash=_hex_field(obj, "last_results_hash", "header"),
+        evidence_hash=_hex_field(obj, "evidence_hash", "header"),
+        proposer_address=_hex_field(obj, "proposer_address", "header"),
+        version_block=_int_field(version, "block", "header.version"),
+        version_app=_int_field(version, "app", "header.version"),
+    )
+
+
+def parse_commit(obj: Any) -> Commit:
+    """The `commit` form back to a Commit."""
+    signatures = []
+    for i, sig in enumerate(_get(obj, "signatures", "commit")):
+        where = f"commit.signatures[{i}]"
+        raw = _get(sig, "signature", where)
+        try:
+            flag = BlockIDFlag(_int_field(sig, "block_id_flag", where))
+            signature = base64.b64decode(raw, validate=True) if raw else b""
+        except ValueError:
+            raise ShapeError(f"{where}: a bad flag or signature") from None
+        address = _hex_field(sig, "validator_address", where)
+        signatures.append(CommitSig(flag, address, _time_field(sig, "timestamp", where), signature))
+    return Commit(
+        _int_field(obj, "height", "commit"),
+        _int_field(obj, "round", "commit"),
+        parse_block_id(_get(obj, "block_id", "commit"), "commit.block_id"),
+        tuple(signatures),
+    )
+
+
+def parse_validator(obj: Any) -> Validator:
+    """The `validator` form back to a Validator (its address must be its key's)."""
+    key = _get(obj, "pub_key", "validator")
+    if _get(key, "type", "validator.pub_key") != PUB_KEY_TYPE:
+        raise ShapeError(f"validator.pub_key: not an {PUB_KEY_TYPE}")
+    try:
+        pub_key = base64.b64decode(_get(key, "value", "validator.pub_key"), validate=True)
+    except (TypeError, ValueError):
+        raise ShapeError("validator.pub_key.value: not base64") from None
+    address = _hex_field(obj, "address", "validator")
+    if len(pub_key) != 32 or Address.from_public_key(pub_key).raw != address:
+        raise ShapeError(f"validator {address.hex().upper()}: the address is not its key's")
+    return Validator(
+        address,
+        pub_key,
+        _int_field(obj, "voting_power", "validator"),
+        _int_field(obj, "proposer_priority", "validator"),
+    )

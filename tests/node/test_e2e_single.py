@@ -148,6 +148,27 @@ def test_a_key_query_proof_verifies_against_the_next_header(node: NodeProcess, c
     assert Account.decode(value).balance == 5_000_000
 
 
+def test_query_account_prove_verifies_through_a_light_client(node: NodeProcess, chain: ChainHome) -> None:
+    """`derivd query account --prove`: the record, proven against a header the CLI verified itself
+    from the genesis validators, or from a trusted height and hash; a wrong hash is refused."""
+    carol, nobody = chain.accounts["carol"], str(PrivateKey.from_seed(sha256(b"nobody")).address)
+    base = ("query", "account", "--home", str(chain.home), "--node", chain.rpc_url, "--prove")
+    out = json.loads(run_cli(*base, carol).stdout)
+    assert (out["address"], out["balance"], out["nonces"]) == (carol, "5000000", [])
+    proof = out["proof"]
+    assert proof["verified"] is True and proof["kind"] == "presence" and proof["trusted_from"] == "genesis"
+    assert proof["trusted_height"] == "1" and proof["light_blocks_verified"][-1] == proof["header_height"]
+    header = node.rpc("header", height=proof["header_height"])["header"]
+    assert header["app_hash"] == proof["app_hash"]
+    trusted = node.rpc("commit", height="2")["signed_header"]["commit"]["block_id"]["hash"]
+    absent = json.loads(run_cli(*base, nobody, "--trusted-height", "2", "--trusted-hash", trusted).stdout)
+    assert absent["balance"] == "0" and absent["proof"]["kind"] == "absence"
+    assert absent["proof"]["trusted_from"] == "trusted hash" and absent["proof"]["trusted_height"] == "2"
+    wrong = run_cli(*base, carol, "--trusted-height", "2", "--trusted-hash", "AB" * 32, check=False)
+    assert wrong.returncode == 1
+    assert f"not verified: block 2 has hash {trusted}, not the trusted {'AB' * 32}" in wrong.stderr
+
+
 def test_transfer_through_rpc_and_bad_transactions(node: NodeProcess, chain: ChainHome) -> None:
     carol = KeyStore(chain.home).private_key("carol")
     dave = Address.parse(str(PrivateKey.from_seed(sha256(b"dave")).address))
