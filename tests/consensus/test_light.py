@@ -146,7 +146,8 @@ def test_forgeries_are_refused() -> None:
     cases.append((weak, "not \\+2/3"))
     bad_sig = list(good.commit.signatures)
     bad_sig[4] = replace(bad_sig[4], signature=bytes(64))
-    cases.append((replace(good, commit=replace(good.commit, signatures=tuple(bad_sig))), "invalid signature"))
+    forged = replace(good, commit=replace(good.commit, signatures=tuple(bad_sig)))
+    cases.append((forged, "invalid signature of a trusted validator"))  # caught by the skip's own check
     for block, message in cases:
         with pytest.raises(LightError, match=message):
             verify(trusted, block, OPTIONS, NOW, check)
@@ -162,6 +163,11 @@ def test_time_rules() -> None:
         verify(trusted, later, OPTIONS, later.header.time - OPTIONS.max_clock_drift - 1, check)
     with pytest.raises(LightError, match="not above the trusted height"):
         verify(later, trusted, OPTIONS, NOW, check)
+    early = header(10, later.validators, later.validators)
+    early = replace(early, time=trusted.header.time)
+    stale = LightBlock(header=early, commit=sign(early, later.validators), validators=later.validators)
+    with pytest.raises(LightError, match="not later than the trusted block 1"):
+        verify(trusted, stale, OPTIONS, NOW, check)
     with pytest.raises(ValueError, match="within \\[1/3, 1\\]"):
         TrustOptions(trust_level=(1, 4))
 
