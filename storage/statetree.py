@@ -105,8 +105,9 @@ class TreeError(RuntimeError):
 Leaf = tuple[bytes, bytes]
 Ref = tuple[bytes, int, Leaf | None]
 """A child: its hash, the version that wrote it (0: a leaf), the key and value of a leaf."""
-Item = tuple[bytes, bytes, bytes | None]
-"""(the key's nibbles, the key, its new value or None: deleted), as `apply` works on them"""
+Item = tuple[bytes, bytes, bytes | None, bytes]
+"""(the key's nibbles, the key, its new value or None: deleted, sha256 of the key), as `apply`
+works on them"""
 
 
 def nibbles(key: bytes) -> bytes:
@@ -115,31 +116,40 @@ def nibbles(key: bytes) -> bytes:
 
 
 def leaf_hash(key: bytes, value: bytes) -> bytes:
-    data = LEAF_PREFIX + _VAR32 + hashlib.sha256(key).digest() + _VAR32 + hashlib.sha256(value).digest()
+    return _leaf_hash(hashlib.sha256(key).digest(), value)
+
+
+def _leaf_hash(key_digest: bytes, value: bytes) -> bytes:
+    data = LEAF_PREFIX + _VAR32 + key_digest + _VAR32 + hashlib.sha256(value).digest()
     return hashlib.sha256(data).digest()
 
 
-def _leaf_ref(key: bytes, value: bytes) -> Ref:
-    return leaf_hash(key, value), 0, (key, value)
+def _item(key: bytes, value: bytes | None) -> Item:
+    digest = hashlib.sha256(key).digest()
+    return digest.hex().encode().translate(_NIBBLES), key, value, digest
 
 
 def _mask(node: bytes | bytearray, at: int) -> int:
     return int.from_bytes(node[at : at + 2], "big")
 
 
-def _inline_leaves(node: bytes) -> dict[int, Leaf]:
-    """The leaf children of an internal node, by slot."""
-    leaves: dict[int, Leaf] = {}
+def _entries(node: bytes) -> dict[int, bytes]:
+    """The inline entries of an internal node's leaf children, by slot (`_leaf_entry`)."""
+    entries: dict[int, bytes] = {}
     mask, at = _mask(node, _LEAVES), _INNER_SIZE
     for slot in range(RADIX):
         if mask >> slot & 1:
-            key_end = at + 6 + int.from_bytes(node[at : at + 2], "big")
-            end = key_end + int.from_bytes(node[at + 2 : at + 6], "big")
-            leaves[slot] = node[at + 6 : key_end], node[key_end:end]
+            end = (
+                at
+                + 6
+                + int.from_bytes(node[at : at + 2], "big")
+                + int.from_bytes(node[at + 2 : at + 6], "big")
+            )
+            entries[slot] = node[at:end]
             at = end
     if at != len(node):
         raise TreeError("a state tree node's inline leaves do not fill it")
-    return leaves
+    return entries
 
 
 def _leaf_entry(leaf: Leaf) -> bytes:
@@ -147,19 +157,23 @@ def _leaf_entry(leaf: Leaf) -> bytes:
     return len(key).to_bytes(2, "big") + len(value).to_bytes(4, "big") + key + value
 
 
-def _tail(leaves: dict[int, Leaf]) -> bytes:
-    """The inline entries of an internal node's leaf children, in slot order."""
-    return b"".join(_leaf_entry(leaves[slot]) for slot in sorted(leaves)) if leaves else b""
+def _leaf_of(entry: bytes) -> Leaf:
+    key_end = 6 + int.from_bytes(entry[:2], "big")
+    return entry[6:key_end], entry[key_end:]
 
 
-def _child(node: bytes, slot: int, leaves: dict[int, Leaf] | None) -> Ref | None:
-    """The child in `slot` of the internal node `node` (None: empty); `leaves` its inline leaves
-    (None: read them if the child is a leaf)."""
+def _tail(entries: dict[int, bytes]) -> bytes:
+    """An internal node's inline entries, in slot order."""
+    return b"".join(entries[slot] for slot in sorted(entries)) if entries else b""
+
+
+def _child(node: bytes, slot: int) -> Ref | None:
+    """The child in `slot` of the internal node `node` (None: empty)."""
     if not _mask(node, _PRESENT) >> slot & 1:
         return None
     digest = node[1 + HASH_SIZE * slot : 1 + HASH_SIZE * (slot + 1)]
     if _mask(node, _LEAVES) >> slot & 1:
-        return digest, 0, (_inline_leaves(node) if leaves is None else leaves)[slot]
+        return digest, 0, _leaf_of(_entries(node)[slot])
     return digest, int.from_bytes(node[_HASHED + 8 * slot : _HASHED + 8 * slot + 8], "big"), None
 
 
@@ -296,7 +310,7 @@ class StateTree:
             node = self._inner(ref, path)
             slot = place[len(path)]
             trail.append((node, slot))
-            ref, path = _child(node, slot, None), path + _SLOTS[slot]
+            ref, path = _child(node, slot), path + _SLOTS[slot]
         return trail, None if ref is None else ref[2]
 
     def get(self, key: bytes, version: int) -> bytes | None:
@@ -338,14 +352,14 @@ class StateTree:
     def _edge(self, trail: list[tuple[bytes, int]], path: bytes, step: int) -> ExistenceProof:
         """The proof of the last (`step` -1) or first (+1) leaf under the end of `trail` (at `path`)."""
         node, slot = trail[-1]
-        child = _child(node, slot, None)
+        child = _child(node, slot)
         assert child is not None
         while child[2] is None:
             inner = self._inner(child, path)
             present = _mask(inner, _PRESENT)
             slot = present.bit_length() - 1 if step < 0 else (present & -present).bit_length() - 1
             trail.append((inner, slot))
-            child, path = _child(inner, slot, None), path + _SLOTS[slot]
+            child, path = _child(inner, slot), path + _SLOTS[slot]
             assert child is not None
         return _existence(child[2], trail)
 
@@ -360,7 +374,7 @@ class StateTree:
         for key, value in changes:
             if not key or value == b"":
                 raise ValueError(f"the state tree keeps non-empty keys and values (key {key!r})")
-            items.append((nibbles(key), key, value))
+            items.append(_item(key, value))
         items.sort(key=_place)
         for before, after in itertools.pairwise(items):
             if before[1] == after[1]:
@@ -397,27 +411,27 @@ class StateTree:
         leaf = ref[2]
         if leaf is not None:
             key, value = leaf
-            entries = {item[1]: item for item in items}
-            own = entries.get(key)
+            by_key = {item[1]: item for item in items}
+            own = by_key.get(key)
             if own is None:
-                entries[key] = (nibbles(key), key, value)
+                by_key[key] = _item(key, value)
             elif own[2] == value:
                 own = None
             if own is None and all(item[2] is None for item in items if item[1] != key):
                 return ref  # its own value unchanged, and only deletes of absent keys besides
-            puts = [item for item in entries.values() if item[2] is not None]
+            puts = [item for item in by_key.values() if item[2] is not None]
             return self._build(path, sorted(puts, key=_place))
         node = self._inner(ref, path)
         present, leaf_mask = _mask(node, _PRESENT), _mask(node, _LEAVES)
-        leaves: dict[int, Leaf] | None = None  # read from the node when first needed
+        entries: dict[int, bytes] | None = None  # read from the node when first needed
         fixed: bytearray | None = None
-        leaves_changed = shrunk = False
+        entries_changed = shrunk = False
         for slot, group in _groups(items, len(path)):
             child: Ref | None = None
             if leaf_mask >> slot & 1:
-                if leaves is None:
-                    leaves = _inline_leaves(node)
-                child = node[1 + HASH_SIZE * slot : 1 + HASH_SIZE * (slot + 1)], 0, leaves[slot]
+                if entries is None:
+                    entries = _entries(node)
+                child = node[1 + HASH_SIZE * slot : 1 + HASH_SIZE * (slot + 1)], 0, _leaf_of(entries[slot])
             elif present >> slot & 1:
                 at = _HASHED + 8 * slot
                 version = int.from_bytes(node[at : at + 8], "big")
@@ -429,13 +443,13 @@ class StateTree:
                 fixed = bytearray(node[:_INNER_SIZE])
             _set_child(fixed, slot, updated)
             if updated is not None and updated[2] is not None:
-                if leaves is None:
-                    leaves = _inline_leaves(node)
-                leaves[slot] = updated[2]
-                leaves_changed = True
-            elif leaves is not None and slot in leaves:
-                del leaves[slot]
-                leaves_changed = True
+                if entries is None:
+                    entries = _entries(node)
+                entries[slot] = _leaf_entry(updated[2])
+                entries_changed = True
+            elif entries is not None and slot in entries:
+                del entries[slot]
+                entries_changed = True
             # the node may be left with one leaf: a child went, or an internal one became a leaf
             shrunk = (
                 shrunk
@@ -451,10 +465,14 @@ class StateTree:
                 return None
             only = present.bit_length() - 1
             if present.bit_count() == 1 and _mask(fixed, _LEAVES):  # one key left: its leaf moves up
-                if leaves is None:
-                    leaves = _inline_leaves(node)
-                return bytes(fixed[1 + HASH_SIZE * only : 1 + HASH_SIZE * (only + 1)]), 0, leaves[only]
-        tail = _tail(leaves) if leaves_changed and leaves is not None else node[_INNER_SIZE:]
+                if entries is None:
+                    entries = _entries(node)
+                return (
+                    bytes(fixed[1 + HASH_SIZE * only : 1 + HASH_SIZE * (only + 1)]),
+                    0,
+                    _leaf_of(entries[only]),
+                )
+        tail = _tail(entries) if entries_changed and entries is not None else node[_INNER_SIZE:]
         return self._write(path, bytes(fixed), tail)
 
     def _build(self, path: bytes, items: list[Item]) -> Ref | None:
@@ -462,14 +480,14 @@ class StateTree:
         if not items:
             return None
         if len(items) == 1:
-            _, key, value = items[0]
+            _, key, value, digest = items[0]
             assert value is not None
-            return _leaf_ref(key, value)
+            return _leaf_hash(digest, value), 0, (key, value)
         if len(path) >= MAX_DEPTH:
             raise TreeError("two keys with one sha256")
         hashes = [EMPTY] * RADIX
         versions = [_NO_VERSION] * RADIX
-        leaves: dict[int, Leaf] = {}
+        entries: dict[int, bytes] = {}
         present = leaf_mask = 0
         for slot, group in _groups(items, len(path)):
             child = self._build(path + _SLOTS[slot], group)
@@ -479,7 +497,7 @@ class StateTree:
             if child[2] is None:
                 versions[slot] = child[1].to_bytes(8, "big")
             else:
-                leaves[slot] = child[2]
+                entries[slot] = _leaf_entry(child[2])
                 leaf_mask |= 1 << slot
         fixed = (
             INNER_PREFIX
@@ -488,7 +506,7 @@ class StateTree:
             + leaf_mask.to_bytes(2, "big")
             + present.to_bytes(2, "big")
         )
-        return self._write(path, fixed, _tail(leaves))
+        return self._write(path, fixed, _tail(entries))
 
     def flush(self, batch: WriteBatch) -> None:
         """Put every staged version into `batch`; the tree reads them from the database after."""
