@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from primitives.ics23 import (
     CommitmentProof,
@@ -124,7 +124,8 @@ def _leaf_hash(key_digest: bytes, value: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-def _item(key: bytes, value: bytes | None) -> Item:
+def item(key: bytes, value: bytes | None) -> Item:
+    """`key` and its new value as `apply` sorts and places them."""
     digest = hashlib.sha256(key).digest()
     return digest.hex().encode().translate(_NIBBLES), key, value, digest
 
@@ -232,6 +233,87 @@ def _groups(items: list[Item], depth: int) -> list[tuple[int, list[Item]]]:
             start, current = i, nibble
     out.append((current, items[start:]))
     return out
+
+
+Write = Callable[[bytes, bytes, bytes], Ref]
+"""Makes an internal node at a path from its fixed part and tail; returns its ref."""
+
+
+def hash_only(path: bytes, fixed: bytes, tail: bytes) -> Ref:
+    """A `Write` that keeps nothing: for a subtree's hash alone."""
+    return hashlib.sha256(fixed[:_HASHED]).digest(), 0, None
+
+
+def _node(path: bytes, children: dict[int, Ref], write: Write) -> Ref:
+    """The internal node at `path` over `children` (slot -> ref, at least one), made by `write`."""
+    hashes = [EMPTY] * RADIX
+    versions = [_NO_VERSION] * RADIX
+    entries: dict[int, bytes] = {}
+    present = leaf_mask = 0
+    for slot, child in children.items():
+        hashes[slot] = child[0]
+        present |= 1 << slot
+        if child[2] is None:
+            versions[slot] = child[1].to_bytes(8, "big")
+        else:
+            entries[slot] = _leaf_entry(child[2])
+            leaf_mask |= 1 << slot
+    fixed = (
+        INNER_PREFIX
+        + b"".join(hashes)
+        + b"".join(versions)
+        + leaf_mask.to_bytes(2, "big")
+        + present.to_bytes(2, "big")
+    )
+    return write(path, fixed, _tail(entries))
+
+
+def build(path: bytes, items: list[Item], write: Write) -> Ref | None:
+    """The subtree at `path` holding `items` (puts, sorted by place, all under `path`)."""
+    if not items:
+        return None
+    if len(items) == 1:
+        _, key, value, digest = items[0]
+        assert value is not None
+        return _leaf_hash(digest, value), 0, (key, value)
+    if len(path) >= MAX_DEPTH:
+        raise TreeError("two keys with one sha256")
+    children = {}
+    for slot, group in _groups(items, len(path)):
+        child = build(path + _SLOTS[slot], group, write)
+        assert child is not None
+        children[slot] = child
+    return _node(path, children, write)
+
+
+def combine(subtrees: dict[bytes, Ref | None], write: Write) -> Ref | None:
+    """The tree over `subtrees` (the ref, or None, of every path of one depth), as `build` would
+    shape it: a node with no child is nothing, one with a lone leaf is that leaf."""
+    depth = len(next(iter(subtrees), b""))
+    if len(subtrees) != RADIX**depth or any(len(path) != depth for path in subtrees):
+        raise ValueError(f"subtrees must name each of the {RADIX**depth} paths of depth {depth}")
+    level = subtrees
+    for d in range(depth - 1, -1, -1):
+        above: dict[bytes, Ref | None] = {}
+        for path in sorted({path[:d] for path in level}):
+            children = {slot: ref for slot in range(RADIX) if (ref := level[path + _SLOTS[slot]]) is not None}
+            if not children:
+                above[path] = None
+            elif len(children) == 1 and next(iter(children.values()))[2] is not None:
+                above[path] = next(iter(children.values()))
+            else:
+                above[path] = _node(path, children, write)
+        level = above
+    return level[b""]
+
+
+def _check_items(path: bytes, items: list[Item]) -> None:
+    for before, after in itertools.pairwise(items):
+        if before[1] == after[1]:
+            raise ValueError(f"key {before[1]!r} appears twice")
+    for item in items:
+        if not item[0].startswith(path) or item[2] in (None, b""):
+            raise ValueError(f"key {item[1]!r} does not belong under {path.hex()} or has no value")
 
 
 class StateTree:
@@ -374,7 +456,7 @@ class StateTree:
         for key, value in changes:
             if not key or value == b"":
                 raise ValueError(f"the state tree keeps non-empty keys and values (key {key!r})")
-            items.append(_item(key, value))
+            items.append(item(key, value))
         items.sort(key=_place)
         for before, after in itertools.pairwise(items):
             if before[1] == after[1]:
@@ -414,7 +496,7 @@ class StateTree:
             by_key = {item[1]: item for item in items}
             own = by_key.get(key)
             if own is None:
-                by_key[key] = _item(key, value)
+                by_key[key] = item(key, value)
             elif own[2] == value:
                 own = None
             if own is None and all(item[2] is None for item in items if item[1] != key):
@@ -476,37 +558,63 @@ class StateTree:
         return self._write(path, bytes(fixed), tail)
 
     def _build(self, path: bytes, items: list[Item]) -> Ref | None:
-        """A new subtree at `path` holding `items` (puts only, sorted)."""
-        if not items:
-            return None
-        if len(items) == 1:
-            _, key, value, digest = items[0]
-            assert value is not None
-            return _leaf_hash(digest, value), 0, (key, value)
-        if len(path) >= MAX_DEPTH:
-            raise TreeError("two keys with one sha256")
-        hashes = [EMPTY] * RADIX
-        versions = [_NO_VERSION] * RADIX
-        entries: dict[int, bytes] = {}
-        present = leaf_mask = 0
-        for slot, group in _groups(items, len(path)):
-            child = self._build(path + _SLOTS[slot], group)
-            assert child is not None
-            hashes[slot] = child[0]
-            present |= 1 << slot
-            if child[2] is None:
-                versions[slot] = child[1].to_bytes(8, "big")
+        """A new subtree at `path` holding `items` (puts only, sorted), its nodes staged."""
+        return build(path, items, self._write)
+
+    # -- restoring from a snapshot (`storage.snapshot`) -----------------------------------------
+
+    def restore_subtree(self, version: int, path: bytes, leaves: Iterable[Leaf]) -> Ref | None:
+        """Stage, for `version` of an empty tree, the subtree at `path` holding `leaves` (each
+        key's place must start with `path`); its ref."""
+        items = sorted((item(key, value) for key, value in leaves), key=_place)
+        _check_items(path, items)
+        self._building = version
+        try:
+            return self._build(path, items)
+        finally:
+            self._building = -1
+
+    def restore_top(self, version: int, subtrees: dict[bytes, Ref | None]) -> bytes:
+        """Stage the nodes above `subtrees` (every path of one depth, refs from
+        `restore_subtree`) and make `version` the latest; its root hash."""
+        if self.version != -1 or self._staged_roots:
+            raise TreeError("a snapshot is restored into an empty state tree")
+        self._building = version
+        try:
+            root = combine(subtrees, self._write)
+        finally:
+            self._building = -1
+        self.version, self._root = version, root
+        self._staged_roots[version] = root
+        self._staged_stale[version] = []
+        return self.root_hash
+
+    def subtree(self, version: int, path: bytes) -> tuple[Ref | None, list[Leaf]]:
+        """The keys of `version` whose place starts with `path`: the ref of the subtree they form
+        on their own at that depth (a lone key: its leaf, lifted or not), and their leaves in
+        place order."""
+        ref, depth = self._root_of(version), 0
+        while ref is not None and ref[2] is None and depth < len(path):
+            ref = _child(self._inner(ref, path[:depth]), path[depth])
+            depth += 1
+        if ref is None:
+            return None, []
+        if ref[2] is not None:
+            return (ref, [ref[2]]) if item(*ref[2])[0].startswith(path) else (None, [])
+        leaves: list[Leaf] = []
+        self._collect(ref, path, leaves)
+        return ref, leaves
+
+    def _collect(self, ref: Ref, path: bytes, out: list[Leaf]) -> None:
+        node = self._inner(ref, path)
+        for slot in range(RADIX):
+            child = _child(node, slot)
+            if child is None:
+                continue
+            if child[2] is not None:
+                out.append(child[2])
             else:
-                entries[slot] = _leaf_entry(child[2])
-                leaf_mask |= 1 << slot
-        fixed = (
-            INNER_PREFIX
-            + b"".join(hashes)
-            + b"".join(versions)
-            + leaf_mask.to_bytes(2, "big")
-            + present.to_bytes(2, "big")
-        )
-        return self._write(path, fixed, _tail(entries))
+                self._collect(child, path + _SLOTS[slot], out)
 
     def flush(self, batch: WriteBatch) -> None:
         """Put every staged version into `batch`; the tree reads them from the database after."""
