@@ -90,6 +90,7 @@ from primitives.batch_verify import BatchVerifier
 from primitives.codec import DecodeError
 from storage import schema
 from storage.db import Database, StorageError, WriteBatch
+from storage.snapshot import CHUNKS, Manifest, make_chunk, make_manifest
 from storage.statetree import StateTree
 
 APP_NAME = "derivd"
@@ -141,17 +142,24 @@ class ExchangeApp:
         pool: WorkerPool | None = None,
         worker_setup: Callable[[], None] | None = None,
         state_versions: int = 0,
+        snapshot_interval: int = 0,
+        snapshot_keep_recent: int = 2,
     ) -> None:
         """`workers`: processes that run a block's txs in parallel (`execution.scheduler`; 0:
         serial), started with the first block finalized on committed state; or `pool`, workers
         started elsewhere (the app loads its state into them; tests share one pool).
         `worker_setup`: run by each worker once its replica is loaded (`WorkerPool`).
-        `state_versions`: how many recent versions of the state tree stay queryable (0: all)."""
+        `state_versions`: how many recent versions of the state tree stay queryable (0: all).
+        `snapshot_interval`: take a state snapshot (`storage.snapshot`) at every height that is a
+        multiple of it (0: none); the last `snapshot_keep_recent` are kept, their versions too."""
         if workers < 0:
             raise ValueError(f"execution workers must be 0 (serial) or more, got {workers}")
         if state_versions < 0:
             raise ValueError(f"state versions must be 0 (keep all) or more, got {state_versions}")
+        if snapshot_interval < 0 or snapshot_keep_recent < 1:
+            raise ValueError("snapshot interval must be 0 (none) or more, and at least one snapshot kept")
         self.state_versions = state_versions
+        self.snapshot_interval, self.snapshot_keep_recent = snapshot_interval, snapshot_keep_recent
         self.chain_id = chain_id
         self.workers = pool.size if pool is not None else workers
         # started now, so that they import while the node starts; loaded on first use
@@ -163,6 +171,7 @@ class ExchangeApp:
         """how many of them ran again in the main process (conflicts, LIQUIDATE actions)"""
         self._verifier = verifier
         self._txs = KeptTxs()  # decoded by check_tx, until their block has run
+        self._db = db
         self._committed = CommittedState(db)
         raw_meta = db.get(schema.APP_META)
         self._meta = AppMeta() if raw_meta is None else AppMeta.decode(raw_meta)
@@ -380,9 +389,16 @@ class ExchangeApp:
         meta = AppMeta(pending.height, pending.app_hash)
         batch.put(schema.APP_META, meta.encode())
         batch.put(schema.APP_BLOCK_TIME, codec.encode(pending.time))
+        snapshots = self._snapshot_heights()
+        if self.snapshot_interval and pending.height and pending.height % self.snapshot_interval == 0:
+            batch.put(schema.snapshot_key(pending.height), make_manifest(self._tree, pending.height).encode())
+            snapshots.append(pending.height)
+            for dropped in snapshots[: -self.snapshot_keep_recent]:
+                batch.delete(schema.snapshot_key(dropped))
+            snapshots = snapshots[-self.snapshot_keep_recent :]
         self._tree.flush(batch)
-        if self.state_versions:
-            self._tree.prune(batch, pending.height - self.state_versions + 1)
+        if self.state_versions:  # a kept snapshot keeps its version, to serve its chunks
+            self._tree.prune(batch, min([pending.height - self.state_versions + 1, *snapshots]))
         self._committed.advance(changes)
         if self._pool is not None and self._pool_loaded:
             self._pool.advance(changes, now=self.last_block_parallel)
@@ -390,6 +406,23 @@ class ExchangeApp:
         self._pending = None
         self._reset_check(self._committed)
         return 0
+
+    # -- snapshots (state sync serves them to new nodes) --------------------------------------------
+
+    def _snapshot_heights(self) -> list[int]:
+        prefix = len(schema.SNAPSHOT_PREFIX)
+        return [schema.height_from_bytes(k[prefix:]) for k, _ in self._db.iterate(schema.SNAPSHOT_PREFIX)]
+
+    def snapshots(self) -> list[Manifest]:
+        """The kept snapshots' manifests, oldest first (CometBFT's ListSnapshots: each is format
+        `snapshot.FORMAT`, `snapshot.CHUNKS` chunks, hash `Manifest.hash`)."""
+        return [Manifest.decode(raw) for _, raw in self._db.iterate(schema.SNAPSHOT_PREFIX)]
+
+    def snapshot_chunk(self, height: int, index: int) -> bytes | None:
+        """Chunk `index` of the snapshot of `height` (None: no such snapshot or chunk)."""
+        if not 0 <= index < CHUNKS or self._db.get(schema.snapshot_key(height)) is None:
+            return None
+        return make_chunk(self._tree, height, index)
 
     # -- queries ---------------------------------------------------------------------------------
 

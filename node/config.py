@@ -692,6 +692,8 @@ class StorageConfig:
     discard_abci_responses: bool = False
     retain_blocks: int = 0
     state_versions: int = 1000
+    snapshot_interval: int = 0
+    snapshot_keep_recent: int = 2
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -713,6 +715,15 @@ _register(
             "Keep the state of the last N heights for queries at past heights and proofs "
             "(abci_query /key); older versions of the state tree are pruned; 0 keeps all",
             _non_negative,
+        ),
+        "snapshot_interval": _Key(
+            _INT,
+            "Take a state snapshot (for nodes that join by state sync) at every height that is a "
+            "multiple of N; 0 takes none",
+            _non_negative,
+        ),
+        "snapshot_keep_recent": _Key(
+            _INT, "How many recent snapshots to keep (their state versions are kept with them)", _positive
         ),
     },
 )

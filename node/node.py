@@ -172,6 +172,8 @@ class Node:
                 workers=config.execution.worker_count(os.cpu_count()),
                 worker_setup=apply_gc_policy,
                 state_versions=config.storage.state_versions,
+                snapshot_interval=config.storage.snapshot_interval,
+                snapshot_keep_recent=config.storage.snapshot_keep_recent,
             )
             privval = FilePrivValidator.load(
                 config.path(config.base.priv_validator_key_file),

@@ -43,6 +43,7 @@ Heights are 8-byte big-endian so that keys of one prefix sort by height. Prefixe
 | `s:n:` | version, nibble path (a byte per nibble) | a state tree node (`storage.statetree`) |
 | `s:r:` | version | the state tree's root at that version (`[]`: empty) |
 | `s:x:` | version | the state tree nodes no version from this one on uses (pruning) |
+| `s:snap:` | height | the manifest of the state snapshot taken at that height (`storage.snapshot`) |
 | `t:fee:` | sender (20), nonce (8-byte BE) | fees a tx owes the fee collector: block-local, never stored |
 """
 
@@ -66,6 +67,7 @@ PENDING_EVIDENCE_PREFIX = b"c:evp:"
 STATE_NODE_PREFIX = b"s:n:"
 STATE_ROOT_PREFIX = b"s:r:"
 STATE_STALE_PREFIX = b"s:x:"
+SNAPSHOT_PREFIX = b"s:snap:"
 
 APP_META = b"a:meta"
 APP_ACCOUNT_PREFIX = b"a:acct:"
@@ -91,6 +93,10 @@ def state_node_key(version: int, path: bytes) -> bytes:
 
 def state_root_key(version: int) -> bytes:
     return STATE_ROOT_PREFIX + height_bytes(version)
+
+
+def snapshot_key(height: int) -> bytes:
+    return SNAPSHOT_PREFIX + height_bytes(height)
 
 
 def state_stale_key(since: int) -> bytes:

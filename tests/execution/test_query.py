@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +12,9 @@ from execution.accounts import Account
 from execution.codes import CODESPACE, Code
 from primitives.ics23 import ProofError, decode_proof, verify_membership, verify_non_membership
 from storage import schema
-from storage.statetree import PROOF_OP_TYPE, PROOF_SPEC
+from storage.db import Database
+from storage.snapshot import CHUNKS, Restore
+from storage.statetree import PROOF_OP_TYPE, PROOF_SPEC, StateTree
 from tests.execution.chain import Chain, address, key
 from tests.execution.conftest import ALICE_FUNDS, BOB_FUNDS, CAROL_FUNDS
 
@@ -107,3 +110,29 @@ def test_key_query_errors_and_pruned_heights(chain: Chain) -> None:
     assert (future.code, future.log) == (Code.HEIGHT_NOT_AVAILABLE, "height 5 is not committed yet (last 4)")
     empty = chain.app.query("/key", b"", 0, False)
     assert (empty.code, empty.log) == (Code.INVALID_QUERY, "/key needs the state key in data")
+
+
+def test_snapshots_are_taken_kept_and_restore_the_state(chain: Chain, tmp_path: Path) -> None:
+    chain.app.snapshot_interval, chain.app.snapshot_keep_recent, chain.app.state_versions = 2, 2, 1
+    for i in range(7):
+        chain.run_block([chain.transfer(key(0), address(1), i + 1)])
+    snapshots = chain.app.snapshots()
+    assert [s.height for s in snapshots] == [4, 6]
+    assert [s.root for s in snapshots] == [chain.app_hashes[3], chain.app_hashes[5]]
+    assert chain.app.snapshot_chunk(2, 0) is None and chain.app.snapshot_chunk(6, CHUNKS) is None
+    # state_versions 1 keeps height 7 alone, but the oldest kept snapshot keeps every version from 4
+    assert chain.app.query("/key", b"a:supply", 4, False).code == 0
+    assert chain.app.query("/key", b"a:supply", 3, False).code == Code.HEIGHT_NOT_AVAILABLE
+    manifest = snapshots[1]
+    manifest.check(chain.app_hashes[5])
+    db = Database(tmp_path / "restored")
+    restore = Restore(StateTree(db), manifest)
+    for index in range(CHUNKS):
+        chunk = chain.app.snapshot_chunk(6, index)
+        assert chunk is not None
+        restore.add(index, chunk)
+    db.write(restore.finish())
+    restored = StateTree(db)
+    account = schema.account_key(address(0).raw)
+    assert restored.root_hash == chain.app_hashes[5]
+    assert restored.get(account, 6) == chain.app.query("/key", account, 6, False).value == db.get(account)
