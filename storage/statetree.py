@@ -479,12 +479,9 @@ class StateTree:
         return hashlib.sha256(fixed[:_HASHED]).digest(), self._building, None
 
     def _replace(self, ref: Ref, path: bytes) -> None:
-        """`ref`'s internal node (at `path`) is not used from the version being built on."""
-        version = ref[1].to_bytes(8, "big")
-        if ref[1] == self._building:
-            del self._staged[_NODE + version + path]
-        else:
-            self._staged_stale[self._building].append(version + bytes((len(path),)) + path)
+        """`ref`'s internal node (at `path`) is not used from the version being built on (it is
+        older: `apply` reaches each path once)."""
+        self._staged_stale[self._building].append(ref[1].to_bytes(8, "big") + bytes((len(path),)) + path)
 
     def _update(self, ref: Ref | None, path: bytes, items: list[Item]) -> Ref | None:
         """The subtree at `path` (now `ref`) with `items` applied; `ref` itself when unchanged."""
