@@ -1,6 +1,7 @@
 """State snapshots: the state of one height as 256 chunks, each checkable on its own.
 
-A snapshot of height H holds every (key, value) of the state tree at version H, split by the first
+A snapshot of height H holds every (key, value) of the state tree at version H (application keys,
+`schema.APP_PREFIX`: a chunk with another key is refused), split by the first
 two nibbles of sha256(key) (a key's place, `storage.statetree`) into 256 chunks: chunk i holds the
 keys whose place starts with i's two nibbles, in place order, as `encode([[key, value], ...])`.
 Its `Manifest` gives, for each chunk, the ref of the subtree its keys form on their own at depth 2
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 from primitives import codec
 from primitives.hashing import sha256
+from storage import schema
 from storage.db import WriteBatch
 from storage.statetree import RADIX, Item, Leaf, Ref, StateTree, build, combine, hash_only, item
 
@@ -126,7 +128,7 @@ def read_chunk(manifest: Manifest, index: int, raw: bytes) -> list[Leaf]:
     items: list[Item] = []
     for key, value in typed:
         entry = item(key, value)
-        if not entry[0].startswith(path) or not key or not value:
+        if not entry[0].startswith(path) or not key.startswith(schema.APP_PREFIX) or not value:
             raise SnapshotError(f"chunk {index} holds a key that is not its own")
         items.append(entry)
     items.sort(key=lambda item: item[0])
