@@ -22,13 +22,13 @@ import click
 import trio
 from click.core import ParameterSource
 
-from consensus.light import LightError
+from consensus.light import LightError, TrustOptions
 from consensus.privval import FilePrivValidator, PrivValError
 from execution.accounts import Account
 from execution.genesis_state import AppStateError, add_account, default_exchange_app_state
 from execution.tx import Transfer, build_tx
 from genesis.genesis import GenesisDoc, GenesisError, load_genesis, new_genesis, save_genesis
-from node import light, logs
+from node import light, light_proxy, logs
 from node.bench import bench
 from node.client import (
     RPCClient,
@@ -39,9 +39,9 @@ from node.client import (
     home_option,
     node_option,
 )
-from node.config import Config, ConfigError, load_config, write_config
+from node.config import Config, ConfigError, load_config, parse_duration, write_config
 from node.keystore import KeyStore, KeyStoreError
-from node.node import VERSION, Node, NodeStartError
+from node.node import VERSION, Node, NodeStartError, start_server
 from node.supervisor import SupervisorError, supervise
 from node.testnet import (
     DEFAULT_BASE_PORT,
@@ -539,19 +539,64 @@ def query_account(
     emit(_proven_account(client, home, parsed, trusted_height, trusted_hash))
 
 
+def _anchor(call: light.Call, home: Path, trusted_height: int, trusted_hash: str) -> light.Anchor:
+    """The light client's trust anchor: the given height and hash, else the home's genesis."""
+    provider = light.RPCProvider(call)
+    if trusted_height or trusted_hash:
+        if not (trusted_height > 0 and trusted_hash):
+            fail("--trusted-height and --trusted-hash go together")
+        chain_id = call("status")["node_info"]["network"]
+        return light.anchor_from_hash(provider, chain_id, trusted_height, bytes.fromhex(trusted_hash))
+    config = load_config(home)
+    return light.anchor_from_genesis(provider, load_genesis(config.path(config.base.genesis_file)))
+
+
+@main.command(name="light")
+@node_option
+@home_option
+@click.option("--laddr", default="tcp://127.0.0.1:8888", show_default=True, help="Where the proxy listens.")
+@click.option(
+    "--trusted-height", type=int, default=0, help="A height you trust (default: the genesis block)."
+)
+@click.option("--trusted-hash", default="", help="The header hash at --trusted-height (hex).")
+@click.option(
+    "--trusting-period", default="168h", show_default=True, help="How long a verified header is trusted."
+)
+def light_command(
+    node: str, home: Path, laddr: str, trusted_height: int, trusted_hash: str, trusting_period: str
+) -> None:
+    """Run a light client: a JSON-RPC proxy that verifies headers and /key query proofs (like
+    `cometbft light`)."""
+    logs.configure("info", "plain")
+    call = light_proxy.http_call(node)
+    try:
+        options = TrustOptions(trusting_period=parse_duration(trusting_period))
+        anchor = _anchor(call, home, trusted_height, trusted_hash)
+    except (LightError, GenesisError, ConfigError, ValueError, light_proxy.UpstreamError) as exc:
+        fail(f"cannot start the light client: {exc}")
+    session = light_proxy.LightSession(call, anchor, options)
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            bound = await start_server(nursery, light_proxy.make_proxy(session), laddr, 0)
+            click.echo(
+                f"light proxy listening on {bound} (trusting block {anchor.block.height}, {anchor.source})",
+                err=True,
+            )
+
+    try:
+        trio.run(run)
+    except NodeStartError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        pass
+
+
 def _proven_account(
     client: RPCClient, home: Path, address: Address, trusted_height: int, trusted_hash: str
 ) -> dict[str, object]:
-    provider = light.RPCProvider(client.call)
     try:
-        if trusted_height or trusted_hash:
-            if not (trusted_height > 0 and trusted_hash):
-                fail("--trusted-height and --trusted-hash go together")
-            chain_id = client.call("status")["node_info"]["network"]
-            anchor = light.anchor_from_hash(provider, chain_id, trusted_height, bytes.fromhex(trusted_hash))
-        else:
-            config = load_config(home)
-            anchor = light.anchor_from_genesis(provider, load_genesis(config.path(config.base.genesis_file)))
+        anchor = _anchor(client.call, home, trusted_height, trusted_hash)
         proven = light.prove_key(client.call, anchor, schema.account_key(address.raw))
     except (LightError, ProofError, GenesisError, ConfigError, ValueError) as exc:
         fail(f"not verified: {exc}")

@@ -32,6 +32,15 @@ VALIDATORS_PER_PAGE = 100
 WAIT_FOR_NEXT_BLOCK_S = 30.0
 
 
+def wait_for_block(call: Call, height: int) -> None:
+    """Return once the node has block `height` (LightError after WAIT_FOR_NEXT_BLOCK_S)."""
+    deadline = time.monotonic() + WAIT_FOR_NEXT_BLOCK_S
+    while int(call("status")["sync_info"]["latest_block_height"]) < height:
+        if time.monotonic() > deadline:
+            raise LightError(f"block {height} did not come within {WAIT_FOR_NEXT_BLOCK_S:.0f} s")
+        time.sleep(0.2)  # polling a remote node's height: nothing to wait on but time
+
+
 def check_signatures(items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
     return [verify(pub_key, message, signature) for pub_key, message, signature in items]
 
@@ -122,11 +131,7 @@ def prove_key(call: Call, anchor: Anchor, key: bytes, options: TrustOptions | No
     if len(ops) != 1 or ops[0]["type"] != PROOF_OP_TYPE:
         raise ProofError(f"the node sent no {PROOF_OP_TYPE} proof")
     proof = decode_proof(base64.b64decode(ops[0]["data"]))
-    deadline = time.monotonic() + WAIT_FOR_NEXT_BLOCK_S
-    while int(call("status")["sync_info"]["latest_block_height"]) <= height:  # H's app hash is in H + 1
-        if time.monotonic() > deadline:
-            raise LightError(f"block {height + 1} (with the app hash of {height}) did not come")
-        time.sleep(0.2)
+    wait_for_block(call, height + 1)  # H's app hash is in H + 1
     provider = RPCProvider(call)
     blocks = verify_to(
         provider, anchor.block, height + 1, options or TrustOptions(), time.time_ns(), check_signatures

@@ -296,11 +296,11 @@ class Node:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(switch.run)
                     nursery.start_soon(_flush_gossip, gossip)
-                    self.listening.rpc = await _start_server(
+                    self.listening.rpc = await start_server(
                         nursery, make_app(rpc_env), config.rpc.laddr, config.rpc.max_open_connections
                     )
                     if config.instrumentation.prometheus:
-                        self.listening.metrics = await _start_server(
+                        self.listening.metrics = await start_server(
                             nursery,
                             metrics.asgi_app(),
                             config.instrumentation.prometheus_listen_addr,
@@ -389,6 +389,7 @@ def genesis_path(config: Config) -> Path:
     return config.path(config.base.genesis_file)
 
 
-async def _start_server(nursery: trio.Nursery, app: object, laddr: str, max_connections: int) -> str:
+async def start_server(nursery: trio.Nursery, app: object, laddr: str, max_connections: int) -> str:
+    """Serve the ASGI `app` on `laddr` in `nursery`; the address it bound (port 0: the real port)."""
     binds: list[str] = await nursery.start(_serve, app, laddr, max_connections)
     return binds[0] if binds else laddr

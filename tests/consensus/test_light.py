@@ -3,57 +3,15 @@ a block (forged header, lying validator set, too little trust, expiry, clock dri
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import pytest
 
 from consensus.light import LightBlock, LightError, NotEnoughTrust, TrustOptions, verify, verify_to
-from consensus.types import BlockID, BlockIDFlag, Commit, CommitSig, Header, PartSetHeader, Vote, VoteType
-from consensus.validators import Validator, ValidatorSet
+from consensus.types import BlockID, Header, PartSetHeader
+from consensus.validators import ValidatorSet
 from primitives.hashing import sha256
-from primitives.keys import PrivateKey
-from primitives.keys import verify as verify_signature
-
-CHAIN = "light-chain"
-SECOND = 10**9
-START = 1_750_000_000 * SECOND
-KEYS = [PrivateKey.from_seed(sha256(b"light %d" % i)) for i in range(12)]
-
-
-def check(items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
-    return [verify_signature(pk, message, signature) for pk, message, signature in items]
-
-
-def vset(members: Sequence[int]) -> ValidatorSet:
-    return ValidatorSet(Validator(KEYS[i].address.raw, KEYS[i].public_key.raw, 10) for i in members)
-
-
-def sign(header: Header, validators: ValidatorSet, signers: set[int] | None = None) -> Commit:
-    """A commit of `header` by the members of `validators` (all, or those whose key index is in `signers`)."""
-    block_id = BlockID(header.hash(), PartSetHeader(1, sha256(b"parts")))
-    sigs = []
-    for index, validator in enumerate(validators.validators):
-        key = next(k for k in KEYS if k.address.raw == validator.address)
-        if signers is not None and KEYS.index(key) not in signers:
-            sigs.append(CommitSig(BlockIDFlag.ABSENT, validator.address, 0, b""))
-            continue
-        vote = Vote(
-            VoteType.PRECOMMIT,
-            header.height,
-            0,
-            block_id,
-            header.time + SECOND,
-            validator.address,
-            index,
-            b"",
-        )
-        sigs.append(
-            CommitSig(
-                BlockIDFlag.COMMIT, validator.address, header.time + SECOND, key.sign(vote.sign_bytes(CHAIN))
-            )
-        )
-    return Commit(header.height, 0, block_id, tuple(sigs))
+from tests.consensus.light_chain import CHAIN, SECOND, START, check, sign, vset
 
 
 def header(height: int, validators: ValidatorSet, next_validators: ValidatorSet) -> Header:

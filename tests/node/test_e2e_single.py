@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +23,7 @@ from primitives.ics23 import decode_proof, verify_membership
 from primitives.keys import Address, PrivateKey
 from storage import schema
 from storage.statetree import PROOF_SPEC
-from tests.node.e2e import ChainHome, NodeProcess, RPCFailure, make_chain, run_cli, wait_for
+from tests.node.e2e import DERIVD, ChainHome, NodeProcess, RPCFailure, make_chain, run_cli, wait_for
 
 ALICE_FUNDS = 1_000_000_000_000
 
@@ -153,6 +155,7 @@ def test_query_account_prove_verifies_through_a_light_client(node: NodeProcess, 
     from the genesis validators, or from a trusted height and hash; a wrong hash is refused."""
     carol, nobody = chain.accounts["carol"], str(PrivateKey.from_seed(sha256(b"nobody")).address)
     base = ("query", "account", "--home", str(chain.home), "--node", chain.rpc_url, "--prove")
+    node.wait_height(2)  # the genesis block, committed
     out = json.loads(run_cli(*base, carol).stdout)
     assert (out["address"], out["balance"], out["nonces"]) == (carol, "5000000", [])
     proof = out["proof"]
@@ -167,6 +170,60 @@ def test_query_account_prove_verifies_through_a_light_client(node: NodeProcess, 
     wrong = run_cli(*base, carol, "--trusted-height", "2", "--trusted-hash", "AB" * 32, check=False)
     assert wrong.returncode == 1
     assert f"not verified: block 2 has hash {trusted}, not the trusted {'AB' * 32}" in wrong.stderr
+
+
+def test_the_light_proxy_serves_verified_headers_and_proofs(node: NodeProcess, chain: ChainHome) -> None:
+    """`derivd light` on port 0: verified headers and commits in CometBFT's forms, /key answers
+    whose proofs it checked, and a refusal for what carries no proof."""
+    args = [
+        DERIVD,
+        "light",
+        "--node",
+        chain.rpc_url,
+        "--home",
+        str(chain.home),
+        "--laddr",
+        "tcp://127.0.0.1:0",
+    ]
+    node.wait_height(2)  # the genesis block, committed
+    proxy = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proxy.stderr is not None
+        lines = []
+        for line in proxy.stderr:  # blocks until the proxy prints where it listens (or exits)
+            lines.append(line)
+            match = re.search(r"light proxy listening on \S*:(\d+) \(trusting block 1, genesis\)", line)
+            if match:
+                break
+        assert match, "".join(lines)
+        url = f"http://127.0.0.1:{match.group(1)}"
+
+        def via(method: str, **params: object) -> dict[str, object]:
+            body = {"jsonrpc": "2.0", "id": 7, "method": method, "params": params}
+            reply: dict[str, object] = httpx.post(url, json=body, timeout=30).json()
+            return reply
+
+        height = node.wait_height(4)
+        header = via("header", height=str(height))["result"]
+        assert header == node.rpc("header", height=str(height))
+        commit = via("commit", height="2")["result"]
+        assert commit["signed_header"]["header"] == node.rpc("header", height="2")["header"]  # type: ignore[index]
+        key = schema.account_key(Address.parse(chain.accounts["carol"]).raw)
+        answer = via("abci_query", path="/key", data="0x" + key.hex(), height="0", prove=False)["result"]
+        value = base64.b64decode(answer["response"]["value"])  # type: ignore[index]
+        assert Account.decode(value).balance == 5_000_000
+        path = "/accounts/" + chain.accounts["carol"]
+        refused = via("abci_query", path=path)
+        assert refused["error"] == {
+            "code": -32603,
+            "message": "not verified",
+            "data": f"only /key queries carry a proof; {path!r} cannot be verified",
+        }
+        assert via("status")["result"]["sync_info"]["latest_block_height"]  # type: ignore[index]
+        assert via("block", height="1")["error"]["data"] == "the light proxy does not serve 'block'"  # type: ignore[index]
+    finally:
+        proxy.terminate()
+        proxy.wait(10)
 
 
 def test_transfer_through_rpc_and_bad_transactions(node: NodeProcess, chain: ChainHome) -> None:
