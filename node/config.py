@@ -594,6 +594,44 @@ _register(
 
 
 @dataclass(frozen=True, slots=True)
+class StateSyncConfig:
+    """[statesync]: a new node restores a recent snapshot instead of replaying every block."""
+
+    enable: bool = False
+    rpc_servers: str = ""
+    trust_height: int = 0
+    trust_hash: str = ""
+    trust_period: int = 168 * 3600 * _S
+    discovery_time: int = 15 * _S
+    chunk_request_timeout: int = 10 * _S
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+
+_register(
+    StateSyncConfig,
+    "statesync",
+    "State sync configuration options",
+    {
+        "enable": _Key(
+            _BOOL,
+            "Restore a snapshot from peers when the node has no state yet (it needs rpc_servers, "
+            "trust_height and trust_hash), then block-sync the rest",
+        ),
+        "rpc_servers": _Key(_STR, "Comma-separated RPC servers the light client verifies headers from"),
+        "trust_height": _Key(_INT, "A height whose header hash you trust", _non_negative),
+        "trust_hash": _Key(_STR, "The header hash at trust_height (hex)"),
+        "trust_period": _Key(_DURATION_KEY, "How long a verified header stays trusted", _positive),
+        "discovery_time": _Key(_DURATION_KEY, "How long to collect snapshot offers", _non_negative),
+        "chunk_request_timeout": _Key(
+            _DURATION_KEY, "How long to wait for a chunk before asking another peer", _positive
+        ),
+    },
+)
+
+
+@dataclass(frozen=True, slots=True)
 class ConsensusConfig:
     """[consensus]: timeouts (base + delta * round) and block production."""
 
@@ -884,6 +922,7 @@ _TABLES: tuple[tuple[str, type], ...] = (
     ("rpc", RPCConfig),
     ("p2p", P2PConfig),
     ("mempool", MempoolConfig),
+    ("statesync", StateSyncConfig),
     ("blocksync", BlockSyncConfig),
     ("consensus", ConsensusConfig),
     ("storage", StorageConfig),
@@ -908,6 +947,7 @@ class Config:
     p2p: P2PConfig = field(default_factory=P2PConfig)
     mempool: MempoolConfig = field(default_factory=MempoolConfig)
     blocksync: BlockSyncConfig = field(default_factory=BlockSyncConfig)
+    statesync: StateSyncConfig = field(default_factory=StateSyncConfig)
     consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     tx_index: TxIndexConfig = field(default_factory=TxIndexConfig)

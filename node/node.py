@@ -29,6 +29,7 @@ from consensus.execution import (
     handshake,
     stored_validators,
 )
+from consensus.light import LightError
 from consensus.machine import ConsensusMachine, TimeoutConfig
 from consensus.mempool import Mempool, MempoolConfig
 from consensus.mempool_reactor import MempoolReactor
@@ -36,6 +37,7 @@ from consensus.privval import FilePrivValidator
 from consensus.reactor import ConsensusReactor
 from consensus.service import ConsensusService, wall_clock
 from consensus.state import ConsensusParams
+from consensus.statesync import StateSync, StateSyncError
 from consensus.wal import WAL
 from execution.app import ExchangeApp
 from execution.state import CommittedState
@@ -46,10 +48,13 @@ from node.gcpolicy import apply_gc_policy
 from node.metrics import NodeMetrics
 from node.pricefeed import feeder_from_config
 from node.rpc import NodeInfo, RPCEnv, make_app
+from node.statesync import restore_from_peers
 from p2p.base import NodeInfo as P2PNodeInfo
 from p2p.nodekey import load_or_generate_node_key, node_id
 from p2p.switch import P2PSettings, Switch
 from primitives.batch_verify import BatchVerifier
+from primitives.keys import PrivateKey
+from storage import schema
 from storage.blockstore import BlockStore
 from storage.db import Database
 from storage.statestore import StateStore
@@ -165,6 +170,15 @@ class Node:
         db = Database(config.path(config.base.db_dir) / "derivd.db")
         verifier = BatchVerifier()
         try:
+            if config.statesync.enable and db.get(schema.CONSENSUS_STATE) is None:
+                key = load_or_generate_node_key(config.path(config.base.node_key_file))
+                info = _p2p_node_info(config, doc, key)
+                try:
+                    await restore_from_peers(
+                        config, doc, consensus_params(doc), db, key, info, p2p_settings(config)
+                    )
+                except (StateSyncError, LightError) as exc:
+                    raise NodeStartError(f"state sync failed: {exc}") from exc
             app = ExchangeApp(
                 db,
                 doc.chain_id,
@@ -223,17 +237,9 @@ class Node:
             gossip = MempoolReactor(mempool)
             switch = Switch(
                 node_key,
-                P2PNodeInfo(
-                    node_id=node_id(node_key.public_key),
-                    listen_addr=config.p2p.laddr,
-                    network=doc.chain_id,
-                    version=VERSION,
-                    channels=b"",
-                    moniker=config.base.moniker,
-                    other={"rpc_address": config.rpc.laddr},
-                ),
+                _p2p_node_info(config, doc, node_key),
                 p2p_settings(config),
-                [reactor, gossip, blocksync],
+                [reactor, gossip, blocksync, StateSync(app, ban)],
             )
             switches.append(switch)
             feeder = feeder_from_config(
@@ -354,6 +360,18 @@ async def _serve(
         await serve(app, hconfig, task_status=task_status)  # type: ignore[arg-type]
     except OSError as exc:
         raise NodeStartError(f"cannot listen on {laddr}: {exc.strerror or exc}") from exc
+
+
+def _p2p_node_info(config: Config, doc: GenesisDoc, node_key: PrivateKey) -> P2PNodeInfo:
+    return P2PNodeInfo(
+        node_id=node_id(node_key.public_key),
+        listen_addr=config.p2p.laddr,
+        network=doc.chain_id,
+        version=VERSION,
+        channels=b"",
+        moniker=config.base.moniker,
+        other={"rpc_address": config.rpc.laddr},
+    )
 
 
 class NodeStartError(RuntimeError):

@@ -67,6 +67,11 @@ class BlockStore:
             batch.put(schema.tx_key(tx_hash), encode([height, index]))
         self._set_range(batch, base or height, height)
 
+    def save_seen_commit(self, batch: WriteBatch, height: int, seen_commit: bytes) -> None:
+        """The commit of a block this store does not hold (the height a state sync restored: the
+        handshake starts from it, block sync goes on from the next height)."""
+        batch.put(schema.seen_commit_key(height), seen_commit)
+
     def prune(self, batch: WriteBatch, retain_height: int) -> int:
         """Delete blocks below `retain_height` (at most MAX_PRUNE_PER_BATCH of them) into
         `batch`; returns the base the batch leaves. Transaction index entries are kept."""

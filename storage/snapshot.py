@@ -145,7 +145,7 @@ class Restore:
     def __init__(self, tree: StateTree, manifest: Manifest) -> None:
         if tree.version != -1:
             raise SnapshotError("a snapshot is restored into an empty state tree")
-        self._tree, self._manifest = tree, manifest
+        self._tree, self.manifest = tree, manifest
         self._subtrees: dict[bytes, Ref | None] = {}
         self.batch = WriteBatch()
         """the flat keys so far, then the tree's nodes (`finish`)"""
@@ -156,11 +156,11 @@ class Restore:
 
     def add(self, index: int, raw: bytes) -> None:
         """Check chunk `index` (SnapshotError: refused, nothing kept) and keep it."""
-        leaves = read_chunk(self._manifest, index, raw)
+        leaves = read_chunk(self.manifest, index, raw)
         path = chunk_path(index)
         if path in self._subtrees:
             return
-        self._subtrees[path] = self._tree.restore_subtree(self._manifest.height, path, leaves)
+        self._subtrees[path] = self._tree.restore_subtree(self.manifest.height, path, leaves)
         for key, value in leaves:
             self.batch.put(key, value)
 
@@ -169,8 +169,8 @@ class Restore:
         missing or the result is not the manifest's root)."""
         if self.missing:
             raise SnapshotError(f"{len(self.missing)} chunks are missing (first: {self.missing[0]})")
-        root = self._tree.restore_top(self._manifest.height, self._subtrees)
-        if root != self._manifest.root:
+        root = self._tree.restore_top(self.manifest.height, self._subtrees)
+        if root != self.manifest.root:
             raise SnapshotError("the restored state does not have the manifest's root")
         self._tree.flush(self.batch)
         return self.batch

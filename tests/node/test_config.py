@@ -75,7 +75,7 @@ def test_written_file_is_commented_cometbft_toml(tmp_path: Path) -> None:
     text = config_to_toml(Config.default(tmp_path, "node0"))
     lines = text.splitlines()
     assignments = [i for i, line in enumerate(lines) if re.match(r"^[A-Za-z0-9_-]+ = ", line)]
-    assert len(assignments) == 11 + 9 + 19 + 7 + 1 + 15 + 5 + 1 + 4 + 7 + 1
+    assert len(assignments) == 11 + 9 + 19 + 7 + 7 + 1 + 15 + 5 + 1 + 4 + 7 + 1
     for i in assignments:
         assert lines[i - 1].startswith("# "), lines[i]
     parsed = tomllib.loads(text)
@@ -83,10 +83,11 @@ def test_written_file_is_commented_cometbft_toml(tmp_path: Path) -> None:
     assert parsed["consensus"]["timeout_propose_delta"] == "500ms"
     assert parsed["mempool"]["keep-invalid-txs-in-cache"] is False
     assert parsed["rpc"]["cors_allowed_origins"] == []
-    assert list(parsed)[-10:] == [
+    assert list(parsed)[-11:] == [
         "rpc",
         "p2p",
         "mempool",
+        "statesync",
         "blocksync",
         "consensus",
         "storage",
@@ -264,8 +265,8 @@ type = "flood"
         "p2p.foo",
         "rpc.tls",
         "rpc.unsafe",
-        "statesync",
     )
+    assert config.statesync.enable is False
 
 
 def test_a_cometbft_config_file_loads(tmp_path: Path) -> None:
@@ -385,7 +386,7 @@ namespace = "cometbft"
         f"{NODE_ID}@192.168.0.2:26656",
         f"{NODE_ID}@[::1]:26656",
     ]
-    assert "statesync" in config.unknown_keys
+    assert config.statesync == expected.statesync, "CometBFT's [statesync] keys are ours"
     assert "tx_index.psql-conn" in config.unknown_keys
     assert "mempool.type" in config.unknown_keys
 

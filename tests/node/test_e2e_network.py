@@ -156,6 +156,47 @@ def test_fresh_full_node_syncs_from_far_behind_and_follows(tmp_path: Path) -> No
                 node.stop()
 
 
+def test_a_new_node_joins_by_state_sync(tmp_path: Path) -> None:
+    """Validators take a snapshot every 10 heights; a new full node restores the newest one its
+    light client verifies (trusting the header of height 2), block-syncs from there, and then has
+    the validators' blocks and app hashes without ever holding the early blocks."""
+    net, nodes = make_net(tmp_path, 4, full_nodes=1)
+    validators, full = nodes[:4], nodes[4]
+    try:
+        for node, plan in zip(validators, net.nodes, strict=False):
+            keep = {
+                "storage.snapshot_interval": 10,
+                "storage.snapshot_keep_recent": 10,
+            }  # blocks are fast here
+            write_config(load_config(plan.home).with_overrides(**keep))
+            node.start()
+        validators[0].wait_height(32, timeout=120)
+        trusted = validators[0].rpc("commit", height="2")["signed_header"]["commit"]["block_id"]["hash"]
+        overrides = {
+            "statesync.enable": True,
+            "statesync.rpc_servers": validators[0].chain.rpc_url,
+            "statesync.trust_height": 2,
+            "statesync.trust_hash": trusted,
+            "statesync.discovery_time": "2s",
+        }
+        write_config(load_config(net.nodes[4].home).with_overrides(**overrides))
+        full.start()
+        tip = validators[0].height()
+        full.wait_height(tip, timeout=90)
+        restored = int(full.status()["sync_info"]["earliest_block_height"]) - 1
+        assert restored >= 20 and restored % 10 == 0, "it restored a snapshot instead of replaying"
+        assert "state sync restored height" in full.log()
+        heights = range(restored + 1, tip + 1)
+        assert block_hashes(full, heights) == block_hashes(validators[0], heights)
+        app_hash = [n.rpc("header", height=str(tip))["header"]["app_hash"] for n in (full, validators[0])]
+        assert app_hash[0] == app_hash[1]
+        full.wait_height(tip + 3, timeout=30)  # and it follows the chain
+    finally:
+        for node in nodes:
+            if node.alive():
+                node.stop()
+
+
 def test_misbehaving_peers_are_dropped_while_blocks_continue(four: tuple[Network, list[NodeProcess]]) -> None:
     net, nodes = four
     start = nodes[0].wait_height(3)
