@@ -208,6 +208,7 @@ class StateSync:
                 try:
                     offer.manifest.check(app_hash)
                 except SnapshotError as exc:
+                    log.warning("snapshot at %d refused: %s", offer.manifest.height, exc)
                     for peer_id in offer.peers:
                         self.ban(peer_id, f"lying snapshot at {offer.manifest.height}: {exc}")
                     continue

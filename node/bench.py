@@ -16,6 +16,8 @@ test. `--json` prints the same figures as one JSON object.
 - `bench statetree`: committing a block's changes (about 9,000 keys) into a state tree of a
   million keys, and proof generation and verification (see node.bench_statetree); targets 50 ms
   and 1 ms.
+- `bench statesync`: a new node joining a localnet of `--heights` heights and `--accounts` funded
+  accounts by state sync against by block sync (see node.bench_statesync); target 10x.
 - `bench consensus`: for a 150-validator set, the votes per second the state machine handles
   (signatures already verified, so the figure is the machine's own cost; and with the
   verification included), and the time to verify a 150-signature commit through the batch
@@ -50,6 +52,7 @@ from consensus.votes import verify_commit
 from node.bench_book import bench_book
 from node.bench_exec import bench_exec
 from node.bench_liquidation import bench_liquidation
+from node.bench_statesync import bench_statesync
 from node.bench_statetree import bench_statetree
 from node.bench_throughput import bench_throughput
 from node.config import ConsensusConfig, format_duration
@@ -371,6 +374,34 @@ def statetree_command(keys: int, changes: int, blocks: int, as_json: bool) -> No
         f"{figures['batch_entries']:,} entries (medians of {figures['blocks']}); proof "
         f"{figures['prove_us']:.0f} us to make, {figures['verify_us']:.0f} us to verify (target 1,000 us); "
         f"tree built in {figures['build_seconds']:.0f} s"
+    )
+
+
+@bench.command(name="statesync")
+@click.option(
+    "--accounts", type=int, default=100_000, show_default=True, help="Funded accounts in the genesis."
+)
+@click.option(
+    "--heights", type=int, default=2_000, show_default=True, help="The chain's height when the nodes join."
+)
+@click.option("--snapshot-interval", type=int, default=500, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def statesync_command(accounts: int, heights: int, snapshot_interval: int, as_json: bool) -> None:
+    """Time for a new node to join by state sync, and by block sync, on the same localnet."""
+    if heights < snapshot_interval + 3 or snapshot_interval < 1 or accounts < 0:
+        raise click.BadParameter(
+            "need --heights >= --snapshot-interval + 3, an interval >= 1 and accounts >= 0"
+        )
+    limit = machine_limit()
+    figures = bench_statesync(accounts=accounts, heights=heights, snapshot_interval=snapshot_interval)
+    if _print_json_or_limit(limit, figures, as_json):
+        return
+    click.echo(
+        f"state sync, {figures['accounts']:,} accounts: joined at height "
+        f"{figures['state_sync_target_height']:,} in {figures['state_sync_seconds']:.1f} s "
+        f"(snapshot of {figures['restored_height']:,}), block sync to "
+        f"{figures['block_sync_target_height']:,} in {figures['block_sync_seconds']:.1f} s: "
+        f"{figures['speedup']:.1f}x (target 10x)"
     )
 
 

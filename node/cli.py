@@ -203,12 +203,15 @@ def run_node(config: Config, doc: GenesisDoc) -> None:
 
 async def _run_until_signal(config: Config, doc: GenesisDoc) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(Node(config, doc).run)
-            async for signum in signals:
-                click.echo(f"received {signal.Signals(signum).name}, stopping", err=True)
-                nursery.cancel_scope.cancel()
-                break
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(Node(config, doc).run)
+                async for signum in signals:
+                    click.echo(f"received {signal.Signals(signum).name}, stopping", err=True)
+                    nursery.cancel_scope.cancel()
+                    break
+        except* (NodeStartError, StorageError, PrivValError, KeyFileError) as group:
+            raise group.exceptions[0] from None  # the nursery wrapped it: `start` reports it plainly
 
 
 # -- testnets -------------------------------------------------------------------------------------

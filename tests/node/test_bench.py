@@ -75,3 +75,22 @@ def test_bench_statetree_reports_its_figures() -> None:
     assert out["batch_entries"] > 300, "new nodes on every changed path, and the version's root"
     assert out["prove_us"] > 0 and out["verify_us"] > 0
     assert out["machine_limit"]["verify_per_second_one_core"] > 0
+
+
+def test_bench_statesync_reports_its_figures() -> None:
+    args = (
+        "bench",
+        "statesync",
+        "--accounts",
+        "300",
+        "--heights",
+        "40",
+        "--snapshot-interval",
+        "15",
+        "--json",
+    )
+    out = json.loads(run_cli(*args).stdout)
+    assert out["accounts"] == 300 and out["snapshot_interval"] == 15
+    assert out["restored_height"] >= 15 and out["restored_height"] % 15 == 0, "a snapshot was restored"
+    assert out["state_sync_target_height"] >= 40 and out["block_sync_target_height"] >= 40
+    assert out["state_sync_seconds"] > 0 and out["block_sync_seconds"] > 0 and out["speedup"] > 0

@@ -17,6 +17,7 @@ import pytest
 
 from execution.accounts import Account
 from execution.tx import Transfer, Tx, build_tx
+from node.config import load_config, write_config
 from node.keystore import KeyStore
 from primitives.hashing import MerkleProof, sha256
 from primitives.ics23 import decode_proof, verify_membership
@@ -325,3 +326,13 @@ def test_bad_genesis_and_config_name_the_file_and_field(tmp_path: Path) -> None:
     assert result.returncode != 0
     line = result.stderr.strip()
     assert str(config_path) in line and "timeout_propose" in line and "\n" not in line
+
+    config_path.write_text(
+        config_path.read_text().replace('timeout_propose = "soon"', 'timeout_propose = "1s"') + "\n"
+    )
+    write_config(load_config(chain.home).with_overrides(**{"statesync.enable": True}))
+    result = run_cli("start", "--home", str(chain.home), check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: state sync failed: [statesync] enable needs rpc_servers, trust_height and trust_hash"
+    )
