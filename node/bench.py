@@ -385,19 +385,34 @@ def statetree_command(keys: int, changes: int, blocks: int, as_json: bool) -> No
     "--heights", type=int, default=2_000, show_default=True, help="The chain's height when the nodes join."
 )
 @click.option("--snapshot-interval", type=int, default=500, show_default=True)
+@click.option(
+    "--load", type=float, default=1500.0, show_default=True, help="Orders/s offered while the chain is built."
+)
+@click.option(
+    "--load-seconds", type=float, default=60.0, show_default=True, help="For how long (0: empty blocks)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def statesync_command(accounts: int, heights: int, snapshot_interval: int, as_json: bool) -> None:
+def statesync_command(
+    accounts: int, heights: int, snapshot_interval: int, load: float, load_seconds: float, as_json: bool
+) -> None:
     """Time for a new node to join by state sync, and by block sync, on the same localnet."""
     if heights < snapshot_interval + 3 or snapshot_interval < 1 or accounts < 0:
         raise click.BadParameter(
             "need --heights >= --snapshot-interval + 3, an interval >= 1 and accounts >= 0"
         )
     limit = machine_limit()
-    figures = bench_statesync(accounts=accounts, heights=heights, snapshot_interval=snapshot_interval)
+    figures = bench_statesync(
+        accounts=accounts,
+        heights=heights,
+        snapshot_interval=snapshot_interval,
+        load=load,
+        load_seconds=load_seconds,
+    )
     if _print_json_or_limit(limit, figures, as_json):
         return
     click.echo(
-        f"state sync, {figures['accounts']:,} accounts: joined at height "
+        f"state sync, {figures['accounts']:,} accounts, {figures['load_txs_accepted']:,} txs of orders "
+        f"in the first {figures['loaded_heights']:,} heights: joined at height "
         f"{figures['state_sync_target_height']:,} in {figures['state_sync_seconds']:.1f} s "
         f"(snapshot of {figures['restored_height']:,}), block sync to "
         f"{figures['block_sync_target_height']:,} in {figures['block_sync_seconds']:.1f} s: "
