@@ -79,6 +79,7 @@ class StateSync:
         self.syncing = False
         self._peers: dict[str, Peer] = {}
         self._offers: dict[bytes, _Offer] = {}  # manifest hash -> offer
+        self._offered: dict[str, int] = {}  # peer -> new offers kept from it this round (MAX_OFFERS)
         self._chunks: dict[
             int, tuple[str, bytes]
         ] = {}  # index -> (peer, chunk) of the snapshot being fetched
@@ -141,6 +142,12 @@ class StateSync:
             fields[4], "hash"
         ):
             raise SnapshotError("the offer's height or hash is not its manifest's")
+        offer = self._offers.get(manifest.hash)
+        if offer is not None and peer.id in offer.peers:
+            return
+        if self._offered.get(peer.id, 0) >= MAX_OFFERS:
+            return  # a peer's offers beyond its share of this round are not kept
+        self._offered[peer.id] = self._offered.get(peer.id, 0) + 1
         self._offers.setdefault(manifest.hash, _Offer(manifest)).peers.add(peer.id)
         self._wake.set()
 
@@ -194,6 +201,7 @@ class StateSync:
                     if rounds == DISCOVERY_ROUNDS:
                         raise StateSyncError(f"no snapshot could be restored ({len(tried)} tried)")
                     rounds += 1
+                    self._offered = {}
                     for peer in self._peers.values():
                         peer.try_send(STATESYNC_SNAPSHOT_CHANNEL, _message(SNAPSHOTS_REQUEST))
                     await trio.sleep(discovery_time)  # the discovery window: offers arrive meanwhile

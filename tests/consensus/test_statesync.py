@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from consensus.state import ConsensusParams
-from consensus.statesync import StateSync, StateSyncError, state_after_snapshot
+from consensus.statesync import MAX_OFFERS, StateSync, StateSyncError, state_after_snapshot
 from primitives import codec
 from storage.db import Database
 from storage.snapshot import Manifest, Restore, make_chunk, make_manifest
@@ -121,3 +121,18 @@ def test_the_chain_state_after_a_snapshot() -> None:
     assert state.validators.hash() == blocks[1].header.validators_hash
     with pytest.raises(StateSyncError, match="H, H \\+ 1 and H \\+ 2"):
         state_after_snapshot((blocks[0], blocks[2], blocks[1]), 1, params)
+
+
+def test_a_peer_gets_a_bounded_share_of_offers(tmp_path: Path) -> None:
+    tree = _tree(tmp_path / "server")
+    client = StateSync(None, lambda peer, reason: None)
+    client.syncing = True
+    peer = FakePeer("flooder")
+    client.add_peer(peer)
+    for height in range(1, 16):
+        tree.apply(HEIGHT + height, [(b"a:n", b"%d" % height)])
+        manifest = make_manifest(tree, HEIGHT + height)
+        offer = codec.encode([2, manifest.height, 1, 256, manifest.hash, manifest.encode()])
+        client.receive(0x60, peer, offer)
+        client.receive(0x60, peer, offer)  # the same offer again counts once
+    assert len(client._offers) == MAX_OFFERS
