@@ -136,3 +136,20 @@ def test_snapshots_are_taken_kept_and_restore_the_state(chain: Chain, tmp_path: 
     account = schema.account_key(address(0).raw)
     assert restored.root_hash == chain.app_hashes[5]
     assert restored.get(account, 6) == chain.app.query("/key", account, 6, False).value == db.get(account)
+
+
+def test_pruning_bounds_the_stored_tree(chain: Chain) -> None:
+    """With state_versions 3, the tree's stored nodes stop growing with the heights (the state
+    itself does not grow: transfers among the same accounts)."""
+    chain.app.state_versions = 3
+
+    def stored() -> int:
+        return sum(1 for _ in chain.db.iterate(schema.STATE_NODE_PREFIX))
+
+    counts = []
+    for i in range(60):
+        chain.run_block([chain.transfer(key(i % 3), address((i + 1) % 3), 1)])
+        if i in (19, 59):
+            counts.append(stored())
+    assert counts[1] <= counts[0] + 2, counts
+    assert sum(1 for _ in chain.db.iterate(schema.STATE_ROOT_PREFIX)) == 3
