@@ -559,7 +559,10 @@ def _anchor(call: light.Call, home: Path, trusted_height: int, trusted_hash: str
 @home_option
 @click.option("--laddr", default="tcp://127.0.0.1:8888", show_default=True, help="Where the proxy listens.")
 @click.option(
-    "--trusted-height", type=int, default=0, help="A height you trust (default: the genesis block)."
+    "--trusted-height",
+    type=int,
+    default=0,
+    help="A height you trust (default: the last run's, else genesis).",
 )
 @click.option("--trusted-hash", default="", help="The header hash at --trusted-height (hex).")
 @click.option(
@@ -572,12 +575,19 @@ def light_command(
     `cometbft light`)."""
     logs.configure("info", "plain")
     call = light_proxy.http_call(node)
+    store = home / "data" / "light-trust.json"
     try:
         options = TrustOptions(trusting_period=parse_duration(trusting_period))
-        anchor = _anchor(call, home, trusted_height, trusted_hash)
-    except (LightError, GenesisError, ConfigError, ValueError, light_proxy.UpstreamError) as exc:
+        kept = None if trusted_height or trusted_hash else light_proxy.stored_trust(store)
+        if kept is not None:
+            chain_id = call("status")["node_info"]["network"]
+            anchor = light.anchor_from_hash(light.RPCProvider(call), chain_id, kept[0], kept[1])
+        else:
+            anchor = _anchor(call, home, trusted_height, trusted_hash)
+        store.parent.mkdir(parents=True, exist_ok=True)
+    except (LightError, GenesisError, ConfigError, ValueError, OSError, light_proxy.UpstreamError) as exc:
         fail(f"cannot start the light client: {exc}")
-    session = light_proxy.LightSession(call, anchor, options)
+    session = light_proxy.LightSession(call, anchor, options, store)
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:

@@ -1,6 +1,7 @@
 """`derivd light`: a light client serving a verifying JSON-RPC proxy (like `cometbft light`).
 
-It trusts one block (a height and header hash given, or the first block signed by the home's
+It trusts one block (a height and header hash given; else the highest block a previous run
+verified, kept in `<home>/data/light-trust.json`; else the first block signed by the home's
 genesis validators) and verifies every header it hands out from there (`consensus.light`: forward
 by skipping and bisection; heights below the trusted one by the hash chain of `last_block_id`).
 Over JSON-RPC POST to `/` it answers:
@@ -23,6 +24,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,6 +37,7 @@ from starlette.routing import Route
 from consensus.light import LightBlock, LightError, TrustOptions, verify_to
 from node import jsonfmt
 from node.light import Anchor, Call, RPCProvider, check_signatures, wait_for_block
+from primitives.files import atomic_write
 from primitives.ics23 import ProofError, decode_proof, verify_membership, verify_non_membership
 from storage.statetree import PROOF_OP_TYPE, PROOF_SPEC
 
@@ -76,16 +79,26 @@ def http_call(url: str, timeout: float = 15.0) -> Call:
 
 @dataclass
 class LightSession:
-    """The trusted blocks so far, and verification of more (one at a time)."""
+    """The trusted blocks so far, and verification of more (one at a time). With `store`, the
+    highest trusted block's height and hash are kept there (JSON, written atomically), for the
+    next start to trust (`stored_trust`)."""
 
     call: Call
     anchor: Anchor
     options: TrustOptions
+    store: Path | None = None
 
     def __post_init__(self) -> None:
         self._provider = RPCProvider(self.call)
         self._trusted: dict[int, LightBlock] = {self.anchor.block.height: self.anchor.block}
         self._lock = threading.Lock()
+        self._save()
+
+    def _save(self) -> None:
+        if self.store is not None:
+            latest = self.latest.header
+            record = {"height": latest.height, "hash": latest.hash().hex().upper()}
+            atomic_write(self.store, json.dumps(record).encode())
 
     @property
     def latest(self) -> LightBlock:
@@ -105,6 +118,7 @@ class LightSession:
                     self._provider, start, height, self.options, time.time_ns(), check_signatures
                 ):
                     self._trusted[block.height] = block
+                self._save()
                 return self._trusted[height]
             return self._backwards(height)
 
@@ -140,6 +154,18 @@ class LightSession:
         else:
             verify_non_membership(PROOF_SPEC, header.app_hash, proof, data)
         return dict(response)
+
+
+def stored_trust(store: Path) -> tuple[int, bytes] | None:
+    """The (height, header hash) a previous run kept in `store`; None if there is none; ValueError
+    if the file is not one `LightSession` wrote."""
+    if not store.exists():
+        return None
+    try:
+        record = json.loads(store.read_text())
+        return int(record["height"]), bytes.fromhex(record["hash"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{store}: not a light client trust record ({exc})") from None
 
 
 def _param(params: Any, name: str, index: int) -> Any:

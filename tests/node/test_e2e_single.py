@@ -173,9 +173,8 @@ def test_query_account_prove_verifies_through_a_light_client(node: NodeProcess, 
     assert f"not verified: block 2 has hash {trusted}, not the trusted {'AB' * 32}" in wrong.stderr
 
 
-def test_the_light_proxy_serves_verified_headers_and_proofs(node: NodeProcess, chain: ChainHome) -> None:
-    """`derivd light` on port 0: verified headers and commits in CometBFT's forms, /key answers
-    whose proofs it checked, and a refusal for what carries no proof."""
+def _start_proxy(chain: ChainHome) -> tuple[subprocess.Popen[str], str, str]:
+    """`derivd light` on port 0: the process, its URL and what it trusts ("block N, source")."""
     args = [
         DERIVD,
         "light",
@@ -186,18 +185,27 @@ def test_the_light_proxy_serves_verified_headers_and_proofs(node: NodeProcess, c
         "--laddr",
         "tcp://127.0.0.1:0",
     ]
-    node.wait_height(2)  # the genesis block, committed
     proxy = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    assert proxy.stderr is not None
+    lines = []
+    for line in proxy.stderr:  # blocks until the proxy prints where it listens (or exits)
+        lines.append(line)
+        match = re.search(r"light proxy listening on \S*:(\d+) \(trusting (.*)\)", line)
+        if match:
+            return proxy, f"http://127.0.0.1:{match.group(1)}", match.group(2)
+    proxy.wait(10)
+    raise AssertionError("".join(lines))
+
+
+def test_the_light_proxy_serves_verified_headers_and_proofs(node: NodeProcess, chain: ChainHome) -> None:
+    """`derivd light` on port 0: verified headers and commits in CometBFT's forms, /key answers
+    whose proofs it checked, and a refusal for what carries no proof; a second start trusts what
+    the first verified."""
+    node.wait_height(2)  # the genesis block, committed
+    (chain.home / "data" / "light-trust.json").unlink(missing_ok=True)
+    proxy, url, trusting = _start_proxy(chain)
     try:
-        assert proxy.stderr is not None
-        lines = []
-        for line in proxy.stderr:  # blocks until the proxy prints where it listens (or exits)
-            lines.append(line)
-            match = re.search(r"light proxy listening on \S*:(\d+) \(trusting block 1, genesis\)", line)
-            if match:
-                break
-        assert match, "".join(lines)
-        url = f"http://127.0.0.1:{match.group(1)}"
+        assert trusting == "block 1, genesis"
 
         def via(method: str, **params: object) -> dict[str, object]:
             body = {"jsonrpc": "2.0", "id": 7, "method": method, "params": params}
@@ -225,6 +233,10 @@ def test_the_light_proxy_serves_verified_headers_and_proofs(node: NodeProcess, c
     finally:
         proxy.terminate()
         proxy.wait(10)
+    again, _, trusting = _start_proxy(chain)
+    again.terminate()
+    again.wait(10)
+    assert re.fullmatch(r"block (\d+), trusted hash", trusting) and int(trusting.split()[1][:-1]) >= height
 
 
 def test_transfer_through_rpc_and_bad_transactions(node: NodeProcess, chain: ChainHome) -> None:

@@ -12,7 +12,7 @@ from consensus.app import ProofOp, QueryResult
 from consensus.light import LightError, TrustOptions
 from node import jsonfmt
 from node.light import Anchor
-from node.light_proxy import LightSession, answer
+from node.light_proxy import LightSession, answer, stored_trust
 from primitives.ics23 import ProofError, encode_proof
 from storage.db import Database
 from storage.statetree import PROOF_OP_TYPE, StateTree
@@ -126,3 +126,15 @@ def test_what_cannot_be_verified_is_refused(primary: FakePrimary) -> None:
         answer(session, "block", {"height": "1"})
     with pytest.raises(ValueError, match="only /key queries carry a proof"):
         answer(session, "abci_query", {"path": "/markets"})
+
+
+def test_the_trusted_block_is_kept_for_the_next_start(primary: FakePrimary, tmp_path: Path) -> None:
+    store = tmp_path / "light-trust.json"
+    assert stored_trust(store) is None
+    session = LightSession(primary, Anchor(block=primary.chain.light_block(1), source="test"), OPTIONS, store)
+    assert stored_trust(store) == (1, primary.chain.blocks[1].header.hash())
+    session.verified(4)
+    assert stored_trust(store) == (4, primary.chain.blocks[4].header.hash())
+    store.write_text("{}")
+    with pytest.raises(ValueError, match="not a light client trust record"):
+        stored_trust(store)
