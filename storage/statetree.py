@@ -27,7 +27,9 @@ roots.
 
 Staging. `apply` computes a version in memory; its root, reads and proofs work at once, and
 `flush(batch)` puts the staged versions into the node's batch (the app's commit). Reads of the
-latest state do not come here: the flat `a:` keys beside the tree serve them.
+latest state do not come here: the flat `a:` keys beside the tree serve them. Snapshots
+(`storage.snapshot`) read a version by subtrees (`subtree`) and rebuild one in an empty tree
+(`restore_subtree`, then `restore_top`), with the same `build` and `combine` as `apply`.
 """
 
 from __future__ import annotations
