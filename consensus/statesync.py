@@ -170,7 +170,9 @@ class StateSync:
         del self._asked[index]
         if field_int(fields[5], "missing"):
             log.info("peer %s no longer has chunk %d of the snapshot at %d", peer.id, index, fetching.height)
-            self._offers.get(fetching.hash, _Offer(fetching)).peers.discard(peer.id)
+            offer = self._offers.get(fetching.hash)
+            if offer is not None:
+                offer.peers.discard(peer.id)
         else:
             self._chunks[index] = (peer.id, field_bytes(fields[4], "chunk", max_size=MAX_CHUNK_BYTES))
         self._wake.set()
@@ -204,7 +206,9 @@ class StateSync:
                     self._offered = {}
                     for peer in self._peers.values():
                         peer.try_send(STATESYNC_SNAPSHOT_CHANNEL, _message(SNAPSHOTS_REQUEST))
-                    await trio.sleep(discovery_time)  # the discovery window: offers arrive meanwhile
+                    await trio.sleep(
+                        discovery_time
+                    )  # the reactor's timer, not state: offers arrive meanwhile
                     continue
                 offer = offers[0]
                 tried.add(offer.manifest.hash)
@@ -260,7 +264,7 @@ class StateSync:
                     load[peer_id] += 1
                 else:
                     del self._asked[index]
-            with trio.move_on_after(0.1):  # also re-checks timeouts
+            with trio.move_on_after(0.1):  # the reactor's timer, not state: also re-checks timeouts
                 await self._wake.wait()
         return restore
 

@@ -81,7 +81,7 @@ from execution.risk.liquidation import (
     insurance_fund_balance,
 )
 from execution.risk.triggers import init_trigger_state
-from execution.state import CommittedState, StateReader, StateView
+from execution.state import Change, CommittedState, StateReader, StateView
 from execution.tx import Tx
 from execution.validators import register_genesis_validators
 from execution.workers import WorkerPool
@@ -118,6 +118,8 @@ class _Pending:
     """State produced by init_chain or finalize_block and not yet committed."""
 
     view: StateView
+    changes: list[Change]
+    """`view.changes()`, computed once (the tree hashed them; commit writes them)"""
     height: int
     app_hash: bytes
     time: int
@@ -176,6 +178,11 @@ class ExchangeApp:
         raw_meta = db.get(schema.APP_META)
         self._meta = AppMeta() if raw_meta is None else AppMeta.decode(raw_meta)
         self._tree = StateTree(db)
+        prefix = len(schema.SNAPSHOT_PREFIX)
+        self._snapshot_heights = [
+            schema.height_from_bytes(k[prefix:]) for k, _ in db.iterate(schema.SNAPSHOT_PREFIX)
+        ]
+        """the heights of the kept snapshots, oldest first (as `commit` leaves the database)"""
         if self._tree.version != (self._meta.height if raw_meta is not None else -1):
             raise StorageError(
                 f"the application state is at height {self._meta.height} but its state tree at version "
@@ -222,8 +229,9 @@ class ExchangeApp:
         init_trigger_state(view, state.triggers)
         self._books = Books.load(view)
         height = request.initial_height - 1
-        genesis_hash = self._tree.apply(height, view.changes())
-        self._pending = _Pending(view, height, genesis_hash, request.time, is_genesis=True)
+        changes = view.changes()
+        genesis_hash = self._tree.apply(height, changes)
+        self._pending = _Pending(view, changes, height, genesis_hash, request.time, is_genesis=True)
         self._last_block_time = request.time
         self._reset_check(view)
         return InitChainResult(app_hash=genesis_hash, validators=overriding)
@@ -361,11 +369,15 @@ class ExchangeApp:
         self.triggered_orders_total += outcome.triggers_fired
         self.risk_stats.add(outcome.risk_counts)
         self.risk_stats.insurance_fund_balance = insurance_fund_balance(block_view)
-        new_hash = self._tree.apply(request.height, block_view.changes())
-        if pending is not None:
+        changes = block_view.changes()
+        new_hash = self._tree.apply(request.height, changes)
+        if pending is not None:  # the genesis, not committed yet: one batch holds both
             block_view.apply_to(pending.view)
             block_view = pending.view
-        self._pending = _Pending(block_view, request.height, new_hash, request.time, is_genesis=False)
+            changes = block_view.changes()
+        self._pending = _Pending(
+            block_view, changes, request.height, new_hash, request.time, is_genesis=False
+        )
         self._last_block_time = request.time
         return FinalizeBlockResult(
             tx_results=outcome.tx_results,
@@ -380,7 +392,7 @@ class ExchangeApp:
         pending = self._pending
         if pending is None:
             raise RuntimeError("commit without a finalized block")
-        changes = pending.view.changes()
+        changes = pending.changes
         for key, value in changes:
             if value is None:
                 batch.delete(key)
@@ -389,13 +401,13 @@ class ExchangeApp:
         meta = AppMeta(pending.height, pending.app_hash)
         batch.put(schema.APP_META, meta.encode())
         batch.put(schema.APP_BLOCK_TIME, codec.encode(pending.time))
-        snapshots = self._snapshot_heights()
+        snapshots = self._snapshot_heights
         if self.snapshot_interval and pending.height and pending.height % self.snapshot_interval == 0:
             batch.put(schema.snapshot_key(pending.height), make_manifest(self._tree, pending.height).encode())
             snapshots.append(pending.height)
             for dropped in snapshots[: -self.snapshot_keep_recent]:
                 batch.delete(schema.snapshot_key(dropped))
-            snapshots = snapshots[-self.snapshot_keep_recent :]
+            del snapshots[: -self.snapshot_keep_recent]
         self._tree.flush(batch)
         if self.state_versions:  # a kept snapshot keeps its version, to serve its chunks
             self._tree.prune(batch, min([pending.height - self.state_versions + 1, *snapshots]))
@@ -408,10 +420,6 @@ class ExchangeApp:
         return 0
 
     # -- snapshots (state sync serves them to new nodes) --------------------------------------------
-
-    def _snapshot_heights(self) -> list[int]:
-        prefix = len(schema.SNAPSHOT_PREFIX)
-        return [schema.height_from_bytes(k[prefix:]) for k, _ in self._db.iterate(schema.SNAPSHOT_PREFIX)]
 
     def snapshots(self) -> list[Manifest]:
         """The kept snapshots' manifests, oldest first (CometBFT's ListSnapshots: each is format

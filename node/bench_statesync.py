@@ -26,10 +26,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from genesis.genesis import load_genesis, save_genesis
 from node.bench_throughput import ORDERS_PER_TX
+from node.client import RPCCallError, rpc_caller
 from node.config import load_config, write_config
 from node.keystore import KeyStore
 from node.loadgen import Generator, plans
@@ -44,14 +43,13 @@ MARKETS = copies_of_btc(4)
 
 
 def _rpc(port: int, method: str, **params: Any) -> Any:
-    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
-    return httpx.post(f"http://127.0.0.1:{port}", json=body, timeout=10).json()["result"]
+    return rpc_caller(f"http://127.0.0.1:{port}", timeout=10)(method, **params)
 
 
 def _height(port: int) -> int:
     try:
         return int(_rpc(port, "status")["sync_info"]["latest_block_height"])
-    except (httpx.HTTPError, KeyError, ValueError, TypeError):
+    except (RPCCallError, KeyError, ValueError, TypeError):
         return -1  # not serving yet
 
 

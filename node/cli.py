@@ -31,6 +31,7 @@ from genesis.genesis import GenesisDoc, GenesisError, load_genesis, new_genesis,
 from node import light, light_proxy, logs
 from node.bench import bench
 from node.client import (
+    RPCCallError,
     RPCClient,
     abci_query,
     broadcast,
@@ -38,6 +39,7 @@ from node.client import (
     fail,
     home_option,
     node_option,
+    rpc_caller,
 )
 from node.config import Config, ConfigError, load_config, parse_duration, write_config
 from node.keystore import KeyStore, KeyStoreError
@@ -574,7 +576,7 @@ def light_command(
     """Run a light client: a JSON-RPC proxy that verifies headers and /key query proofs (like
     `cometbft light`)."""
     logs.configure("info", "plain")
-    call = light_proxy.http_call(node)
+    call = rpc_caller(node)
     store = home / "data" / "light-trust.json"
     try:
         options = TrustOptions(trusting_period=parse_duration(trusting_period))
@@ -585,7 +587,7 @@ def light_command(
         else:
             anchor = _anchor(call, home, trusted_height, trusted_hash)
         store.parent.mkdir(parents=True, exist_ok=True)
-    except (LightError, GenesisError, ConfigError, ValueError, OSError, light_proxy.UpstreamError) as exc:
+    except (LightError, GenesisError, ConfigError, ValueError, OSError, RPCCallError) as exc:
         fail(f"cannot start the light client: {exc}")
     session = light_proxy.LightSession(call, anchor, options, store)
 

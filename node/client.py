@@ -8,6 +8,7 @@ import base64
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -40,27 +41,55 @@ home_option = click.option(
 node_option = click.option("--node", default=DEFAULT_NODE, show_default=True, help="RPC address of a node.")
 
 
-class RPCClient:
-    """A small JSON-RPC client for the CLI."""
+class RPCCallError(Exception):
+    """A JSON-RPC call that failed: the server's error object (passed on as it is by the light
+    proxy), or one standing for a transport failure; the message says which."""
 
-    def __init__(self, url: str, timeout: float = 15.0) -> None:
-        self.url = url
-        self.timeout = timeout
+    def __init__(self, error: dict[str, Any], message: str) -> None:
+        super().__init__(message)
+        self.error = error
 
-    def call(self, method: str, **params: Any) -> Any:
+
+def rpc_caller(url: str, timeout: float = 15.0) -> Callable[..., Any]:
+    """`call(method, **params)` -> the result of a JSON-RPC call to `url` (one connection kept);
+    RPCCallError if the server is unreachable, does not answer JSON or answers an error."""
+    client = httpx.Client(timeout=timeout)
+
+    def call(method: str, **params: Any) -> Any:
         body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
         try:
-            response = httpx.post(self.url, json=body, timeout=self.timeout)
+            response = client.post(url, json=body)
         except httpx.HTTPError as exc:
-            fail(f"cannot reach {self.url}: {exc}")
+            raise RPCCallError(
+                {"code": -32603, "message": "unreachable", "data": str(exc)}, f"cannot reach {url}: {exc}"
+            ) from None
         try:
             payload = response.json()
         except ValueError:
-            fail(f"{self.url} answered HTTP {response.status_code} without JSON")
+            message = f"{url} answered HTTP {response.status_code} without JSON"
+            raise RPCCallError({"code": -32603, "message": message}, message) from None
         if "error" in payload:
             error = payload["error"]
-            fail(f"{method}: {error.get('message')}: {error.get('data', '')}".rstrip(": "))
+            raise RPCCallError(
+                error, f"{method}: {error.get('message')}: {error.get('data', '')}".rstrip(": ")
+            )
         return payload["result"]
+
+    return call
+
+
+class RPCClient:
+    """A small JSON-RPC client for the CLI: `rpc_caller`, failing the command on an error."""
+
+    def __init__(self, url: str, timeout: float = 15.0) -> None:
+        self.url = url
+        self._call = rpc_caller(url, timeout)
+
+    def call(self, method: str, **params: Any) -> Any:
+        try:
+            return self._call(method, **params)
+        except RPCCallError as exc:
+            fail(str(exc))
 
 
 def broadcast(client: RPCClient, raw: bytes, mode: str) -> None:

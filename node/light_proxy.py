@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -36,6 +35,7 @@ from starlette.routing import Route
 
 from consensus.light import LightBlock, LightError, TrustOptions, verify_to
 from node import jsonfmt
+from node.client import RPCCallError
 from node.light import Anchor, Call, RPCProvider, check_signatures, wait_for_block
 from primitives.files import atomic_write
 from primitives.ics23 import ProofError, decode_proof, verify_membership, verify_non_membership
@@ -45,36 +45,6 @@ PASS_THROUGH = frozenset(
     {"health", "status", "broadcast_tx_sync", "broadcast_tx_async", "broadcast_tx_commit"}
 )
 VERIFIED = frozenset({"header", "commit", "validators", "abci_query"})
-
-
-class UpstreamError(Exception):
-    """The primary answered with a JSON-RPC error (passed on as it is) or not at all."""
-
-    def __init__(self, error: dict[str, Any]) -> None:
-        super().__init__(
-            f"the primary said: {error.get('message', '')}: {error.get('data', '')}".rstrip(": ")
-        )
-        self.error = error
-
-
-def http_call(url: str, timeout: float = 15.0) -> Call:
-    """A `Call` to the JSON-RPC server at `url` that raises UpstreamError instead of exiting."""
-    client = httpx.Client(timeout=timeout)
-
-    def call(method: str, **params: Any) -> Any:
-        try:
-            payload = client.post(
-                url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
-            ).json()
-        except (httpx.HTTPError, ValueError) as exc:
-            raise UpstreamError(
-                {"code": -32603, "message": "primary unreachable", "data": str(exc)}
-            ) from None
-        if "error" in payload:
-            raise UpstreamError(payload["error"])
-        return payload["result"]
-
-    return call
 
 
 @dataclass
@@ -177,7 +147,7 @@ def _param(params: Any, name: str, index: int) -> Any:
 
 
 def answer(session: LightSession, method: str, params: Any) -> Any:
-    """The result of one call (UpstreamError, LightError, ProofError or ValueError otherwise)."""
+    """The result of one call (RPCCallError, LightError, ProofError or ValueError otherwise)."""
     if method in PASS_THROUGH:
         return session.call(method, **(params if isinstance(params, dict) else {}))
     if method not in VERIFIED:
@@ -212,7 +182,7 @@ def make_proxy(session: LightSession) -> Starlette:
             )
         try:
             result = await trio.to_thread.run_sync(answer, session, method, params)
-        except UpstreamError as exc:
+        except RPCCallError as exc:
             return JSONResponse({"jsonrpc": "2.0", "id": id_, "error": exc.error})
         except (LightError, ProofError, ValueError, KeyError) as exc:
             error = {"code": -32603, "message": "not verified", "data": str(exc)}

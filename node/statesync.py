@@ -20,9 +20,10 @@ from consensus.state import ConsensusParams
 from consensus.statesync import StateSync, StateSyncError, state_after_snapshot
 from execution.app import AppMeta
 from genesis.genesis import GenesisDoc
+from node.client import RPCCallError, rpc_caller
 from node.config import Config
 from node.light import RPCProvider, anchor_from_hash, wait_for_block
-from node.light_proxy import LightSession, UpstreamError, http_call
+from node.light_proxy import LightSession
 from p2p.base import NodeInfo
 from p2p.switch import P2PSettings, Switch
 from primitives import codec
@@ -59,14 +60,14 @@ async def restore_from_peers(
     servers = [_http(u.strip()) for u in s.rpc_servers.split(",") if u.strip()]
     if not servers or s.trust_height <= 0 or not s.trust_hash:
         raise StateSyncError("[statesync] enable needs rpc_servers, trust_height and trust_hash")
-    call = http_call(servers[0])
+    call = rpc_caller(servers[0])
     try:
         anchor = await trio.to_thread.run_sync(
             lambda: anchor_from_hash(
                 RPCProvider(call), doc.chain_id, s.trust_height, bytes.fromhex(s.trust_hash)
             )
         )
-    except (UpstreamError, ValueError) as exc:
+    except (RPCCallError, ValueError) as exc:
         raise StateSyncError(f"the trusted block: {exc}") from None
     session = LightSession(call, anchor, TrustOptions(trusting_period=s.trust_period))
 
@@ -108,7 +109,7 @@ async def restore_from_peers(
         blocks = await trio.to_thread.run_sync(
             lambda: (session.verified(height), session.verified(height + 1), session.verified(height + 2))
         )
-    except (LightError, UpstreamError) as exc:
+    except (LightError, RPCCallError) as exc:
         raise StateSyncError(f"the blocks around the snapshot: {exc}") from None
     state = state_after_snapshot(blocks, doc.initial_height, params)
     batch = restore.finish()

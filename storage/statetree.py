@@ -626,12 +626,6 @@ class StateTree:
             batch.put(schema.state_root_key(version), _encode_root(root))
         self._staged, self._staged_stale, self._staged_roots = {}, {}, {}
 
-    def discard(self) -> None:
-        """Drop the staged versions (a block abandoned before commit): back to the written one."""
-        self._staged, self._staged_stale, self._staged_roots = {}, {}, {}
-        self._cache.clear()
-        self._load_latest()
-
     def prune(self, batch: WriteBatch, keep_from: int) -> int:
         """Put into `batch` the deletes of what no written version >= `keep_from` uses (the nodes
         of whole versions, until MAX_PRUNE_PER_BATCH are reached); returns how many nodes go."""

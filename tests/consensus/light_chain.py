@@ -54,6 +54,26 @@ def sign(header: Header, validators: ValidatorSet, signers: set[int] | None = No
     return Commit(header.height, 0, block_id, tuple(sigs))
 
 
+def header(height: int, validators: ValidatorSet, next_validators: ValidatorSet) -> Header:
+    """A header of `height` signed by `validators`, its hashes made up from the height."""
+    z = sha256(b"%d" % height)
+    return Header(
+        chain_id=CHAIN,
+        height=height,
+        time=START + height * SECOND,
+        last_block_id=BlockID(z, PartSetHeader(1, z)),
+        last_commit_hash=z,
+        data_hash=z,
+        validators_hash=validators.hash(),
+        next_validators_hash=next_validators.hash(),
+        consensus_hash=z,
+        app_hash=sha256(b"app %d" % height),
+        last_results_hash=z,
+        evidence_hash=z,
+        proposer_address=validators.validators[0].address,
+    )
+
+
 @dataclass
 class LinkedChain:
     """Blocks 1..top signed by `validators`, each header naming the previous one's hash; block
@@ -67,22 +87,8 @@ class LinkedChain:
         self.blocks: dict[int, LightBlock] = {}
         previous = BlockID(b"", PartSetHeader(0, b""))
         for height in range(1, self.top + 1):
-            z = sha256(b"%d" % height)
-            h = Header(
-                chain_id=CHAIN,
-                height=height,
-                time=START + height * SECOND,
-                last_block_id=previous,
-                last_commit_hash=z,
-                data_hash=z,
-                validators_hash=self.validators.hash(),
-                next_validators_hash=self.validators.hash(),
-                consensus_hash=z,
-                app_hash=self.app_hashes.get(height, sha256(b"app %d" % height)),
-                last_results_hash=z,
-                evidence_hash=z,
-                proposer_address=self.validators.validators[0].address,
-            )
+            h = header(height, self.validators, self.validators)
+            h = replace(h, last_block_id=previous, app_hash=self.app_hashes.get(height, h.app_hash))
             commit = sign(h, self.validators)
             self.blocks[height] = LightBlock(header=h, commit=commit, validators=self.validators)
             previous = commit.block_id

@@ -8,29 +8,8 @@ from dataclasses import dataclass, replace
 import pytest
 
 from consensus.light import LightBlock, LightError, NotEnoughTrust, TrustOptions, verify, verify_to
-from consensus.types import BlockID, Header, PartSetHeader
 from consensus.validators import ValidatorSet
-from primitives.hashing import sha256
-from tests.consensus.light_chain import CHAIN, SECOND, START, check, sign, vset
-
-
-def header(height: int, validators: ValidatorSet, next_validators: ValidatorSet) -> Header:
-    z = sha256(b"%d" % height)
-    return Header(
-        chain_id=CHAIN,
-        height=height,
-        time=START + height * SECOND,
-        last_block_id=BlockID(z, PartSetHeader(1, z)),
-        last_commit_hash=z,
-        data_hash=z,
-        validators_hash=validators.hash(),
-        next_validators_hash=next_validators.hash(),
-        consensus_hash=z,
-        app_hash=sha256(b"app %d" % height),
-        last_results_hash=z,
-        evidence_hash=z,
-        proposer_address=validators.validators[0].address,
-    )
+from tests.consensus.light_chain import SECOND, START, check, header, sign, vset
 
 
 @dataclass
