@@ -140,16 +140,14 @@ def _entries(node: bytes) -> dict[int, bytes]:
     """The inline entries of an internal node's leaf children, by slot (`_leaf_entry`)."""
     entries: dict[int, bytes] = {}
     mask, at = _mask(node, _LEAVES), _INNER_SIZE
-    for slot in range(RADIX):
-        if mask >> slot & 1:
-            end = (
-                at
-                + 6
-                + int.from_bytes(node[at : at + 2], "big")
-                + int.from_bytes(node[at + 2 : at + 6], "big")
-            )
-            entries[slot] = node[at:end]
-            at = end
+    while mask:  # the leaf slots, lowest first
+        low = mask & -mask
+        mask ^= low
+        if at + 6 > len(node):
+            break
+        end = at + 6 + (node[at] << 8 | node[at + 1]) + int.from_bytes(node[at + 2 : at + 6], "big")
+        entries[low.bit_length() - 1] = node[at:end]
+        at = end
     if at != len(node):
         raise TreeError("a state tree node's inline leaves do not fill it")
     return entries
@@ -489,41 +487,80 @@ class StateTree:
         """The subtree at `path` (now `ref`) with `items` applied; `ref` itself when unchanged."""
         if ref is None:
             return self._build(path, [item for item in items if item[2] is not None])
-        leaf = ref[2]
-        if leaf is not None:
-            key, value = leaf
-            by_key = {item[1]: item for item in items}
-            own = by_key.get(key)
-            if own is None:
-                by_key[key] = item(key, value)
-            elif own[2] == value:
-                own = None
-            if own is None and all(item[2] is None for item in items if item[1] != key):
-                return ref  # its own value unchanged, and only deletes of absent keys besides
-            puts = [item for item in by_key.values() if item[2] is not None]
-            return self._build(path, sorted(puts, key=_place))
+        if ref[2] is not None:
+            return self._update_leaf(ref, path, items)
+        return self._update_inner(ref, path, items)
+
+    def _update_leaf(self, ref: Ref, path: bytes, items: list[Item]) -> Ref | None:
+        """`_update` of a subtree that is one leaf."""
+        assert ref[2] is not None
+        key, value = ref[2]
+        by_key = {item[1]: item for item in items}
+        own = by_key.get(key)
+        if own is None:
+            by_key[key] = item(key, value)
+        elif own[2] == value:
+            own = None
+        if own is None and all(item[2] is None for item in items if item[1] != key):
+            return ref  # its own value unchanged, and only deletes of absent keys besides
+        puts = [item for item in by_key.values() if item[2] is not None]
+        return self._build(path, sorted(puts, key=_place))
+
+    def _update_inner(self, ref: Ref, path: bytes, items: list[Item]) -> Ref | None:
+        """`_update` of a subtree whose top is an internal node. A change of one key that reaches a
+        leaf of that key or an empty slot is made here, without a call a level down."""
         node = self._inner(ref, path)
         present, leaf_mask = _mask(node, _PRESENT), _mask(node, _LEAVES)
         entries: dict[int, bytes] | None = None  # read from the node when first needed
         fixed: bytearray | None = None
         entries_changed = shrunk = False
+        updated: Ref | None
         for slot, group in _groups(items, len(path)):
-            child: Ref | None = None
+            at = 1 + HASH_SIZE * slot
             if leaf_mask >> slot & 1:
                 if entries is None:
                     entries = _entries(node)
-                child = node[1 + HASH_SIZE * slot : 1 + HASH_SIZE * (slot + 1)], 0, _leaf_of(entries[slot])
+                leaf = _leaf_of(entries[slot])
+                if len(group) == 1 and group[0][1] == leaf[0]:  # the leaf's own key changes
+                    new_value, digest = group[0][2], group[0][3]
+                    if new_value == leaf[1]:
+                        continue
+                    if new_value is None:
+                        updated = None
+                    else:
+                        updated = _leaf_hash(digest, new_value), 0, (leaf[0], new_value)
+                else:
+                    child: Ref = node[at : at + HASH_SIZE], 0, leaf
+                    updated = self._update_leaf(child, path + _SLOTS[slot], group)
+                    if updated is child:
+                        continue
             elif present >> slot & 1:
-                at = _HASHED + 8 * slot
-                version = int.from_bytes(node[at : at + 8], "big")
-                child = node[1 + HASH_SIZE * slot : 1 + HASH_SIZE * (slot + 1)], version, None
-            updated = self._update(child, path + _SLOTS[slot], group)
-            if updated is child:
-                continue
+                version = int.from_bytes(node[_HASHED + 8 * slot : _HASHED + 8 * slot + 8], "big")
+                child = node[at : at + HASH_SIZE], version, None
+                updated = self._update_inner(child, path + _SLOTS[slot], group)
+                if updated is child:
+                    continue
+                # an internal child that became a leaf (or nothing) may leave this node one leaf
+                shrunk = shrunk or updated is None or updated[2] is not None
+            else:
+                puts = [item for item in group if item[2] is not None]
+                if not puts:
+                    continue
+                if len(puts) == 1:
+                    _, key, value, digest = puts[0]
+                    assert value is not None
+                    updated = _leaf_hash(digest, value), 0, (key, value)
+                else:
+                    updated = self._build(path + _SLOTS[slot], puts)
             if fixed is None:
                 fixed = bytearray(node[:_INNER_SIZE])
             _set_child(fixed, slot, updated)
-            if updated is not None and updated[2] is not None:
+            if updated is None:
+                shrunk = True
+                if entries is not None and slot in entries:
+                    del entries[slot]
+                    entries_changed = True
+            elif updated[2] is not None:
                 if entries is None:
                     entries = _entries(node)
                 entries[slot] = _leaf_entry(updated[2])
@@ -531,12 +568,6 @@ class StateTree:
             elif entries is not None and slot in entries:
                 del entries[slot]
                 entries_changed = True
-            # the node may be left with one leaf: a child went, or an internal one became a leaf
-            shrunk = (
-                shrunk
-                or updated is None
-                or (child is not None and child[2] is None and updated[2] is not None)
-            )
         if fixed is None:
             return ref
         self._replace(ref, path)
