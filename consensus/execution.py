@@ -176,8 +176,11 @@ def handshake(
     blocks: BlockStore,
     genesis: InitChainRequest,
     params: ConsensusParams,
+    genesis_app_hash: bytes = b"",
 ) -> tuple[ChainState, Commit | None]:
-    """The chain state to start from and the commit of its last block."""
+    """The chain state to start from and the commit of its last block. A new chain's genesis state
+    must hash to `genesis_app_hash` when one is given (the genesis file's `app_hash`: CometBFT
+    does not check it; an exported state must be the one it names)."""
     info = app.info()
     raw = states.load()
     if raw is None:
@@ -186,6 +189,11 @@ def handshake(
                 f"the application is at height {info.last_block_height} but there is no chain state"
             )
         result = app.init_chain(genesis)
+        if genesis_app_hash and result.app_hash != genesis_app_hash:
+            raise HandshakeError(
+                f"the genesis file's app_hash is {genesis_app_hash.hex().upper()} but its app_state hashes "
+                f"to {result.app_hash.hex().upper()}: the genesis is not the state it names"
+            )
         members = result.validators or genesis.validators
         state = genesis_state(
             genesis.chain_id,

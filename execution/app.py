@@ -38,7 +38,8 @@ from the genesis state by `init_chain`), changed only by `finalize_block`; a fai
 changes are reverted at once, and a `finalize_block` that raises reloads them from the state it
 started from. check_tx never touches them (validation only).
 
-App hash: the root of the state tree (`storage.statetree`) after the height's changes; init_chain
+App hash: the root of the state tree (`storage.statetree`) after the height's changes but those of
+the derived indexes (`execution.indexes`); init_chain
 stages version `initial_height - 1`, each block its height, and `commit` puts the staged versions
 into the node's batch (with the pruning of versions older than the last `state_versions`).
 """
@@ -70,7 +71,8 @@ from execution.codes import CODESPACE, Code
 from execution.exchange.books import Books
 from execution.exchange.context import ExchangeContext
 from execution.executor import execute_tx, use_tx_nonce
-from execution.genesis_state import init_exchange_state, load_app_state
+from execution.genesis_state import ExportedState, init_exchange_state, load_app_state
+from execution.indexes import rebuild as rebuild_indexes
 from execution.positions.funding_index import load_market_funding, pool_total
 from execution.positions.position import Position
 from execution.query import QueryContext, run_query
@@ -83,7 +85,7 @@ from execution.risk.liquidation import (
 from execution.risk.triggers import init_trigger_state
 from execution.state import Change, CommittedState, StateReader, StateView
 from execution.tx import Tx
-from execution.validators import register_genesis_validators
+from execution.validators import register_genesis_validators, registry
 from execution.workers import WorkerPool
 from primitives import codec
 from primitives.batch_verify import BatchVerifier
@@ -124,6 +126,31 @@ class _Pending:
     app_hash: bytes
     time: int
     is_genesis: bool
+
+
+def _load_exported(view: StateView, exported: ExportedState, request: InitChainRequest) -> None:
+    """Write an exported state (`derivd export`) and its derived indexes; ValueError if the genesis
+    does not continue it (initial height, validators)."""
+    if request.initial_height != exported.height + 1:
+        raise ValueError(
+            f"the state exported at height {exported.height} starts a chain at initial height "
+            f"{exported.height + 1}, not {request.initial_height}"
+        )
+    for key, value in exported.records:
+        view.put(key, value)
+    for key, value in rebuild_indexes(exported.records):
+        view.put(key, value)
+    voting = sorted((entry.pub_key, entry.power) for entry in registry(view) if entry.power > 0)
+    if voting != sorted((update.pub_key, update.power) for update in request.validators):
+        raise ValueError(
+            "the genesis validators are not the exported state's validators (its registry's entries "
+            "with power above 0): export writes them; keep them as written"
+        )
+
+
+def _tree_changes(changes: list[Change]) -> list[Change]:
+    """The changes the state tree takes: all but the derived indexes' (`execution.indexes`)."""
+    return [change for change in changes if schema.in_state_tree(change[0])]
 
 
 def _load_block_time(db: Database) -> int:
@@ -218,19 +245,22 @@ class ExchangeApp:
             raise ValueError(f"initial height must be at least 1, got {request.initial_height}")
         state = load_app_state(request.app_state)
         view = StateView(self._committed)
-        for account in state.accounts:
-            store_account(view, account.address, Account(balance=account.balance))
-        store_supply(view, state.total_supply)
         overriding: tuple[ValidatorUpdate, ...] = ()  # the app keeps the genesis validators
-        register_genesis_validators(view, overriding or request.validators)
-        init_exchange_state(view, state, request.initial_height)
-        init_funding_state(view, state.funding, request.time)
-        init_liquidation_state(view, state.liquidation)
-        init_trigger_state(view, state.triggers)
+        if state.exported is not None:
+            _load_exported(view, state.exported, request)
+        else:
+            for account in state.accounts:
+                store_account(view, account.address, Account(balance=account.balance))
+            store_supply(view, state.total_supply)
+            register_genesis_validators(view, overriding or request.validators)
+            init_exchange_state(view, state, request.initial_height)
+            init_funding_state(view, state.funding, request.time)
+            init_liquidation_state(view, state.liquidation)
+            init_trigger_state(view, state.triggers)
         self._books = Books.load(view)
         height = request.initial_height - 1
         changes = view.changes()
-        genesis_hash = self._tree.apply(height, changes)
+        genesis_hash = self._tree.apply(height, _tree_changes(changes))
         self._pending = _Pending(view, changes, height, genesis_hash, request.time, is_genesis=True)
         self._last_block_time = request.time
         self._reset_check(view)
@@ -370,7 +400,7 @@ class ExchangeApp:
         self.risk_stats.add(outcome.risk_counts)
         self.risk_stats.insurance_fund_balance = insurance_fund_balance(block_view)
         changes = block_view.changes()
-        new_hash = self._tree.apply(request.height, changes)
+        new_hash = self._tree.apply(request.height, _tree_changes(changes))
         if pending is not None:  # the genesis, not committed yet: one batch holds both
             block_view.apply_to(pending.view)
             block_view = pending.view

@@ -18,6 +18,14 @@ given (`max_price_move_ppm` defaults to 500000). `funding` defaults to
 `min_liquidation_notional`) likewise defaults field by field, and so does `triggers`
 (`execution.risk.triggers.TriggerParams`: `max_triggers_per_block`).
 
+An exported state (`derivd export`) is the one section `state` instead:
+
+    {"state": {"height": "<the exported height>", "records": [["<hex key>", "<hex value>"], ...]}}
+
+`records` are the application's state at that height (every key of the state tree, ascending),
+loaded as they are by `init_chain` at initial height `height + 1`; the derived indexes
+(`execution.indexes`) are rebuilt from them. No other section may be beside it.
+
 Every section is optional and defaults to empty; unknown keys are errors. Each error is an
 `AppStateError` that names the field path, e.g.
 `app_state.accounts[2].balance: must be a non-negative integer, got "x"`. To add a section: a
@@ -40,12 +48,15 @@ from execution.risk.liquidation import LIQUIDATION_FIELDS, LiquidationParams
 from execution.risk.triggers import TRIGGER_FIELDS, TriggerParams
 from execution.state import StateView
 from primitives.keys import Address
+from storage import schema
 
 MAX_SUPPLY = 2**63 - 1
-SECTIONS = ("accounts", "markets", "oracle", "funding", "liquidation", "triggers")
+SECTIONS = ("accounts", "markets", "oracle", "funding", "liquidation", "triggers", "state")
+STATE_FIELDS = ("height", "records")
 ORACLE_FIELDS = ("max_vote_age_blocks", "stale_after_blocks", "max_price_move_ppm")
 ORACLE_REQUIRED = ("max_vote_age_blocks", "stale_after_blocks")
 ACCOUNT_FIELDS = ("address", "balance")
+_NOT_RECORDS = (schema.APP_META, schema.APP_BLOCK_TIME)  # the app's, written at commit
 
 
 class AppStateError(ValueError):
@@ -58,6 +69,15 @@ class GenesisAccount:
     balance: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExportedState:
+    """The `state` section: the records of the state at `height` (`derivd export`)."""
+
+    height: int
+    records: tuple[tuple[bytes, bytes], ...]
+    """(key, value), keys ascending, each in the state tree (`schema.in_state_tree`)"""
+
+
 @dataclass(frozen=True, slots=True)
 class AppState:
     """The validated genesis app state."""
@@ -68,6 +88,8 @@ class AppState:
     funding: FundingParams = FundingParams()  # noqa: RUF009 (frozen, so one shared default is safe)
     liquidation: LiquidationParams = LiquidationParams()  # noqa: RUF009 (frozen, so one shared default is safe)
     triggers: TriggerParams = TriggerParams()  # noqa: RUF009 (frozen, so one shared default is safe)
+    exported: ExportedState | None = None
+    """the `state` section: a whole state to load (then every other field is its default)"""
 
     @property
     def total_supply(self) -> int:
@@ -213,10 +235,47 @@ def _parse_params(value: object, path: str, names: tuple[str, ...], params: type
         raise AppStateError(f"{path}.{exc}") from exc
 
 
+def _hex(value: object, path: str) -> bytes:
+    if isinstance(value, str) and value.isascii():
+        try:
+            return bytes.fromhex(value)
+        except ValueError:
+            pass
+    raise AppStateError(f"{path}: must be a string of hex digits, got {_show(value)}")
+
+
+def _parse_state(value: object, path: str) -> ExportedState:
+    obj = _object(value, path)
+    _check_keys(obj, path, STATE_FIELDS, required=True)
+    height = _amount(obj["height"], f"{path}.height")
+    entries = obj["records"]
+    if not isinstance(entries, list):
+        raise AppStateError(f"{path}.records: must be a JSON array, got {_show(entries)}")
+    records: list[tuple[bytes, bytes]] = []
+    for i, entry in enumerate(entries):
+        at = f"{path}.records[{i}]"
+        if not isinstance(entry, list) or len(entry) != 2:
+            raise AppStateError(f"{at}: must be [key, value] in hex, got {_show(entry)}")
+        key, record = _hex(entry[0], f"{at}[0]"), _hex(entry[1], f"{at}[1]")
+        if not key.startswith(schema.APP_PREFIX) or key in _NOT_RECORDS or not schema.in_state_tree(key):
+            raise AppStateError(f"{at}[0]: {key!r} is not a key of the application's state tree")
+        if not record:
+            raise AppStateError(f"{at}[1]: must not be empty")
+        if records and key <= records[-1][0]:
+            raise AppStateError(f"{at}[0]: keys must be strictly ascending")
+        records.append((key, record))
+    return ExportedState(height=height, records=tuple(records))
+
+
 def parse_app_state(value: object, path: str = "app_state") -> AppState:
     """Validate a JSON-decoded app_state (None counts as empty)."""
     obj = _object({} if value is None else value, path)
     _check_keys(obj, path, SECTIONS, required=False)
+    if "state" in obj:
+        if len(obj) > 1:
+            others = ", ".join(sorted(key for key in obj if key != "state"))
+            raise AppStateError(f"{path}: an exported state carries every record; remove {others}")
+        return AppState(exported=_parse_state(obj["state"], f"{path}.state"))
     return AppState(
         accounts=_parse_accounts(obj.get("accounts", []), f"{path}.accounts"),
         markets=_parse_markets(obj.get("markets", []), f"{path}.markets"),
@@ -237,6 +296,12 @@ def parse_app_state(value: object, path: str = "app_state") -> AppState:
             else TriggerParams()
         ),
     )
+
+
+def exported_app_state(height: int, records: Sequence[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """The app_state of an exported state: `records` (the state tree's keys and values at `height`)."""
+    pairs = [[key.hex(), value.hex()] for key, value in sorted(records)]
+    return {"state": {"height": str(height), "records": pairs}}
 
 
 def default_exchange_app_state() -> dict[str, Any]:

@@ -62,7 +62,8 @@ the `*_human` strings beside them are USD per base unit, base units and USD
 bytes (empty: absent) at `height` (0: the last committed), any height the tree still keeps
 (HEIGHT_NOT_AVAILABLE otherwise). With `prove`, `proof_ops` holds one `PROOF_OP_TYPE` op whose
 data is an ICS23 `CommitmentProof` (presence or absence, `primitives.ics23`) against the root of
-that height's state: the app hash in the header of the next block.
+that height's state: the app hash in the header of the next block. The derived indexes
+(`execution.indexes`: client order ids, an owner's markets) are not in the tree: INVALID_QUERY.
 
 The other paths read the latest state only: height 0 or the last committed height are served, any
 other is HEIGHT_NOT_AVAILABLE; they carry no proof. Results carry the height they answer for.
@@ -403,6 +404,9 @@ def query_key(ctx: QueryContext, key: bytes, height: int, prove: bool) -> QueryR
     """`/key`: a state key's stored bytes at `height` from the state tree, with its proof."""
     if not key:
         return _error(ctx, Code.INVALID_QUERY, "/key needs the state key in data")
+    if not schema.in_state_tree(key):
+        log = f"{key[:6]!r} keys are derived indexes, outside the state tree: query what they index"
+        return _error(ctx, Code.INVALID_QUERY, log)
     version = height or ctx.height
     if version > ctx.height:
         log = f"height {version} is not committed yet (last {ctx.height})"

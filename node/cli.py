@@ -27,7 +27,14 @@ from consensus.privval import FilePrivValidator, PrivValError
 from execution.accounts import Account
 from execution.genesis_state import AppStateError, add_account, default_exchange_app_state
 from execution.tx import Transfer, build_tx
-from genesis.genesis import GenesisDoc, GenesisError, load_genesis, new_genesis, save_genesis
+from genesis.genesis import (
+    GenesisDoc,
+    GenesisError,
+    genesis_json_bytes,
+    load_genesis,
+    new_genesis,
+    save_genesis,
+)
 from node import light, light_proxy, logs
 from node.bench import bench
 from node.client import (
@@ -42,6 +49,7 @@ from node.client import (
     rpc_caller,
 )
 from node.config import Config, ConfigError, load_config, parse_duration, write_config
+from node.export import ExportError, export_genesis
 from node.keystore import KeyStore, KeyStoreError
 from node.node import VERSION, Node, NodeStartError, start_server
 from node.supervisor import SupervisorError, supervise
@@ -373,6 +381,32 @@ def unsafe_reset_all(home: Path) -> None:
     if key_path.exists():
         FilePrivValidator.load(key_path, config.path(config.base.priv_validator_state_file)).reset_state()
         click.echo("Reset private validator state", err=True)
+
+
+@main.command()
+@home_option
+@click.option("--height", type=int, default=0, help="Height to export (default: the last committed).")
+@click.option("--chain-id", default="", help="Chain id of the new chain (default: this chain's).")
+@click.option(
+    "--output", type=click.Path(path_type=Path), default=None, help="File to write (default: stdout)."
+)
+def export(home: Path, height: int, chain_id: str, output: Path | None) -> None:
+    """Write the state at a height as the genesis file of a new chain that continues it (like
+    `simd export`). Stop the node first."""
+    config, doc = _load(home)
+    try:
+        exported = export_genesis(config.path(config.base.db_dir) / "derivd.db", doc, height, chain_id)
+    except (ExportError, StorageError, GenesisError) as exc:
+        fail(str(exc))
+    if output is None:
+        click.echo(genesis_json_bytes(exported).decode(), nl=False)
+    else:
+        save_genesis(exported, output)
+    click.echo(
+        f"Exported height {exported.initial_height - 1} (app hash {exported.app_hash.hex().upper()}): "
+        f"{len(exported.app_state['state']['records'])} records",
+        err=True,
+    )
 
 
 @main.command(name="show-node-id")

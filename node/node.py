@@ -128,12 +128,13 @@ def build_core(
     timeouts: TimeoutConfig,
     mempool_settings: MempoolConfig,
     retain_blocks: int = 0,
+    genesis_app_hash: bytes = b"",
 ) -> Core:
     """Stores, mempool, evidence pool, block executor and consensus over `db` and `app`, at the
     height the handshake finds."""
     blocks, states = BlockStore(db), StateStore(db)
     mempool = Mempool(mempool_settings, app.check_tx, app.admission_work)
-    state, last_commit = handshake(app, states, blocks, genesis, params)
+    state, last_commit = handshake(app, states, blocks, genesis, params, genesis_app_hash)
     evidence = EvidencePool(
         state.chain_id,
         verifier.verify_batch,
@@ -205,6 +206,7 @@ class Node:
                 timeout_config(config),
                 mempool_config(config),
                 config.storage.retain_blocks,
+                doc.app_hash,
             )
             service, mempool, executor = core.service, core.mempool, core.executor
             state = service.machine.state

@@ -19,6 +19,7 @@ from consensus.light import LightError, TrustOptions
 from consensus.state import ConsensusParams
 from consensus.statesync import StateSync, StateSyncError, state_after_snapshot
 from execution.app import AppMeta
+from execution.indexes import add_to_restore
 from genesis.genesis import GenesisDoc
 from node.client import RPCCallError, rpc_caller
 from node.config import Config
@@ -113,6 +114,7 @@ async def restore_from_peers(
         raise StateSyncError(f"the blocks around the snapshot: {exc}") from None
     state = state_after_snapshot(blocks, doc.initial_height, params)
     batch = restore.finish()
+    add_to_restore(batch)  # a snapshot carries the state tree's keys only
     batch.put(schema.APP_META, AppMeta(height, state.app_hash).encode())
     batch.put(schema.APP_BLOCK_TIME, codec.encode(blocks[0].header.time))
     states = StateStore(db)

@@ -23,7 +23,7 @@ Heights are 8-byte big-endian so that keys of one prefix sort by height. Prefixe
 | `a:time` | | time (ns) of the last committed block (canonical int; not in the app hash) |
 | `a:mkt:` | market id (4-byte BE) | a market's parameters (`execution.markets.Market`) |
 | `a:ord:` | market id, order id (8-byte BE) | a resting order (`execution.exchange.orderbook.Order`) |
-| `a:cid:` | owner (20), market id, client id (8-byte BE) | order id of a live client order id |
+| `a:cid:` | owner (20), market id, client id (8-byte BE) | order id of a live client order id (note 1) |
 | `a:pos:` | owner (20), market id | a position (`execution.positions.position.Position`) |
 | `a:oid:` | market id | the market's next order id (canonical int; absent: 1) |
 | `a:trg:` | market id, order id (8-byte BE) | a resting trigger order (`execution.exchange.trigger_book`) |
@@ -39,12 +39,14 @@ Heights are 8-byte big-endian so that keys of one prefix sort by height. Prefixe
 | `a:lqq` | | the liquidation queue: `[owner, ...]`, candidates carried to the next block, in order |
 | `a:lqm:` | market id | `[price, funding index]` the liquidation pass last saw (a change: the market moved) |
 | `a:hld:` | market id, owner (20) | a non-zero position's holder: healthy band `[lo, hi, funding index]` |
-| `a:pmk:` | owner (20) | the market ids of the owner's position records, ascending (absent: none) |
+| `a:pmk:` | owner (20) | the market ids of the owner's position records, ascending (absent: none; note 1) |
 | `s:n:` | version, nibble path (a byte per nibble) | a state tree node (`storage.statetree`) |
 | `s:r:` | version | the state tree's root at that version (`[]`: empty) |
 | `s:x:` | version | the state tree nodes no version from this one on uses (pruning) |
 | `s:snap:` | height | the manifest of the state snapshot taken at that height (`storage.snapshot`) |
 | `t:fee:` | sender (20), nonce (8-byte BE) | fees a tx owes the fee collector: block-local, never stored |
+
+Note 1: a derived index (`execution.indexes`): kept beside the state, outside the state tree.
 """
 
 from __future__ import annotations
@@ -214,6 +216,16 @@ LIQUIDATION_QUEUE = b"a:lqq"
 APP_LIQUIDATION_MARK_PREFIX = b"a:lqm:"
 APP_HOLDER_PREFIX = b"a:hld:"
 APP_OWNER_MARKETS_PREFIX = b"a:pmk:"
+
+DERIVED_PREFIXES = (APP_CLIENT_ORDER_PREFIX, APP_OWNER_MARKETS_PREFIX)
+"""The derived indexes (`execution.indexes`): application keys outside the state tree."""
+
+
+def in_state_tree(key: bytes) -> bool:
+    """Whether a change of the application key `key` goes into the state tree (the app hash): all
+    but those of the derived indexes. (`a:meta` and `a:time`, outside it too, are not changes: the
+    app writes them at commit.)"""
+    return not key.startswith(DERIVED_PREFIXES)
 
 
 def _fixed(value: int, size: int, what: str) -> bytes:

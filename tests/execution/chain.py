@@ -17,9 +17,9 @@ from consensus.app import (
     ValidatorUpdate,
 )
 from execution.app import ExchangeApp
+from execution.indexes import rebuild as rebuild_indexes
 from execution.oracle.prices import prices_at
 from execution.positions.margin import margin_summary
-from execution.positions.position import owner_markets
 from execution.risk.funding import funding_imbalances
 from execution.state import CommittedState
 from execution.tx import Action, Transfer, build_tx
@@ -155,22 +155,14 @@ class Chain:
         assert self.app.total_quote() == self.supply
         assert all(v == 0 for v in funding_imbalances(CommittedState(self.db)).values())
         assert all(total == 0 for total in self.app.position_size_sums().values())
-        self.assert_owner_markets_index()
+        self.assert_derived_indexes()
 
-    def assert_owner_markets_index(self) -> None:
-        """Each owner's markets index (`owner_markets`) lists exactly its position records."""
+    def assert_derived_indexes(self) -> None:
+        """The derived indexes kept (client order ids, owners' markets) are exactly what
+        `execution.indexes.rebuild` makes of the state (as a node restored from a snapshot has)."""
         state = CommittedState(self.db)
-        held: dict[bytes, list[int]] = {}
-        for key, _ in state.iterate(schema.APP_POSITION_PREFIX):
-            owner = key[len(schema.APP_POSITION_PREFIX) : len(schema.APP_POSITION_PREFIX) + 20]
-            held.setdefault(owner, []).append(schema.market_id_from_position_key(key))
-        indexed = {
-            key[len(schema.APP_OWNER_MARKETS_PREFIX) :]: list(
-                owner_markets(state, key[len(schema.APP_OWNER_MARKETS_PREFIX) :])
-            )
-            for key, _ in state.iterate(schema.APP_OWNER_MARKETS_PREFIX)
-        }
-        assert indexed == held
+        kept = [(key, value) for prefix in schema.DERIVED_PREFIXES for key, value in state.iterate(prefix)]
+        assert sorted(kept) == rebuild_indexes(state.iterate(schema.APP_PREFIX))
 
     def assert_no_negative_account(self) -> None:
         """Every account with a position record has a value >= 0 at the oracle prices (an account

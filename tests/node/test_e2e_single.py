@@ -348,3 +348,38 @@ def test_bad_genesis_and_config_name_the_file_and_field(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines()[-1] == (
         "Error: state sync failed: [statesync] enable needs rpc_servers, trust_height and trust_hash"
     )
+
+
+def test_export_starts_a_chain_that_continues_the_state(tmp_path: Path) -> None:
+    chain = make_chain(tmp_path, {"alice": 10**9})
+    node = NodeProcess(chain).start()
+    bob = str(PrivateKey.from_seed(sha256(b"bob")).address)
+    run_cli(
+        "tx", "transfer", "--home", str(chain.home), "--node", chain.rpc_url,
+        "--from", "alice", "--to", bob, "--amount", "2500000",
+    )  # fmt: skip
+    locked = run_cli("export", "--home", str(chain.home), check=False)
+    assert locked.returncode == 1 and "is another derivd running?" in locked.stderr
+    assert node.stop() == 0
+    out = tmp_path / "exported.json"
+    result = run_cli("export", "--home", str(chain.home), "--chain-id", "e2e-next", "--output", str(out))
+    height = int(re.findall(r"Exported height (\d+)", result.stderr)[0])
+    doc = json.loads(out.read_text())
+    assert (doc["chain_id"], doc["initial_height"]) == ("e2e-next", str(height + 1))
+    assert run_cli("export", "--home", str(chain.home), "--chain-id", "e2e-next").stdout == out.read_text()
+    # the new chain: same validator key, fresh data, the exported genesis
+    run_cli("unsafe-reset-all", "--home", str(chain.home))
+    genesis = chain.home / "config" / "genesis.json"
+    tampered = json.loads(out.read_text())
+    records = tampered["app_state"]["state"]["records"]
+    records[0][1] = records[0][1] + "00"
+    genesis.write_text(json.dumps(tampered))
+    refused = run_cli("start", "--home", str(chain.home), check=False)
+    assert refused.returncode == 1 and "the genesis is not the state it names" in refused.stderr
+    genesis.write_text(out.read_text())
+    node = NodeProcess(chain).start()
+    node.wait_height(height + 2)
+    assert node.status()["node_info"]["network"] == "e2e-next"
+    assert node.balance(bob) == 2_500_000
+    assert node.rpc("block", height=str(height + 1))["block"]["header"]["app_hash"] == doc["app_hash"]
+    assert node.stop() == 0
