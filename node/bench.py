@@ -13,7 +13,7 @@ test. `--json` prints the same figures as one JSON object.
 - `bench liquidation`: the end-block time with 100,000 accounts holding positions, with no price
   move and after a 10% fall that puts 1% under water (see node.bench_liquidation); targets 5 ms and
   500 ms.
-- `bench statetree`: committing a block's changes (about 9,000 keys) into a state tree of a
+- `bench statetree`: committing a block's changes (about 5,600 keys) into a state tree of a
   million keys, and proof generation and verification (see node.bench_statetree); targets 50 ms
   and 1 ms.
 - `bench statesync`: a new node joining a localnet of `--heights` heights and `--accounts` funded
@@ -356,7 +356,7 @@ def liquidation_command(accounts: int, as_json: bool) -> None:
 @click.option(
     "--keys", type=int, default=1_000_000, show_default=True, help="Keys in the tree before the timed blocks."
 )
-@click.option("--changes", type=int, default=9_000, show_default=True, help="Keys a block changes.")
+@click.option("--changes", type=int, default=5_600, show_default=True, help="Keys a block changes.")
 @click.option("--blocks", type=int, default=10, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def statetree_command(keys: int, changes: int, blocks: int, as_json: bool) -> None:
