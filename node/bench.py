@@ -533,7 +533,8 @@ def throughput_command(
     for i, node in enumerate(figures["nodes"]):
         click.echo(
             f"  node{i}: cpu {node['cpu_percent']:.0f}% ({node['cpu_seconds']:.1f} s), "
-            f"rss {node['rss_mib']:.0f} MiB, {node['evicted_txs']} txs evicted by recheck"
+            f"rss {node['rss_mib']:.0f} MiB, {node['evicted_txs']} txs evicted by recheck, data dir MiB "
+            + " > ".join(f"{mib:.0f}" for mib in node["disk_mib"])
             + (
                 ", p2p sent MiB "
                 + " ".join(f"{name} {mib:.1f}" for name, mib in node["p2p_sent_mib"].items())

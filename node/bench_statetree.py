@@ -4,9 +4,10 @@ A tree of `keys` keys (32-byte keys, 40-byte values, like the chain's position a
 is built in versions of 100,000 keys and written to a temporary LevelDB (untimed). Then `blocks`
 versions each apply `changes` changes drawn like a 1,000-tx block of `derivd bench exec` (4,000
 orders: about 5,600 keys of the tree, a third each new, deleted and rewritten: orders placed and
-cancelled, accounts and positions updated; the derived indexes, outside the tree, not counted). Timed per version: `apply` (the new nodes and root, in memory), then `flush`
-into a batch and the synced LevelDB write of that batch (`commit_ms` is the three together: what a
-height adds to the node's commit). Then proofs of 1,000 present and 1,000 absent keys
+cancelled, accounts and positions updated; the derived indexes, outside the tree, not counted).
+Timed per version: `apply` (the new nodes and root, in memory), then `flush` into a batch and the
+synced LevelDB write of that batch (`commit_ms` is the three together: what a height adds to the
+node's commit). Then proofs of 1,000 present and 1,000 absent keys
 (generation, and ICS23 verification against the root). Medians over the versions.
 """
 

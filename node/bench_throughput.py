@@ -15,7 +15,9 @@ over the span from the start of the load to the last block that held one of them
 by code; submit-to-commit latency p50/p99 (the batch leaving the generator to the watcher seeing
 the block); the mean block interval (header times); accepted txs never seen in a block (`lost`:
 a node's recheck evicted them, `evicted_txs` of its metrics, or they are still pending);
-each node's CPU seconds and resident memory, its worker processes included (/proc); the
+each node's CPU seconds and resident memory, its worker processes included (/proc), and the size
+of its data directory at the start of the load and after each tenth of it (`disk_mib`: with
+`--set storage.retain_blocks=N --set storage.state_versions=N`, whether pruning bounds it); the
 generator's CPU in the window and its capacity. A tqdm line shows the height and the txs seen in
 blocks while it runs.
 """
@@ -23,12 +25,14 @@ blocks while it runs.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,8 +290,11 @@ def bench_throughput(
             start_height = _latest_height(urls[0])
             before = [_proc_usage(p.pid) for p in processes_run]
             sent_before = [_scrape(node.plan.metrics_port)[1] for node in net.nodes]
+            disk = _DiskSampler([node.home / "data" for node in net.nodes], duration / DISK_SAMPLES)
+            disk.start()
             with tqdm(total=duration, unit="s", desc=f"load {mix}", leave=False, disable=None) as progress:
                 started, sent, seen = trio.run(_measure, generator, urls[0], start_height, duration, progress)
+            disk_mib = disk.stop()
         finally:
             generator.close()
         after = [_proc_usage(p.pid) for p in processes_run]
@@ -315,13 +322,16 @@ def bench_throughput(
                     "cpu_seconds": round(a[0] - b[0], 2),
                     "cpu_percent": round(100 * (a[0] - b[0]) / span, 1),
                     "rss_mib": round(a[1], 1),
+                    "disk_mib": sizes,
                     "evicted_txs": evicted,
                     "p2p_sent_mib": {
                         name: round((sent.get(channel, 0) - sent_was.get(channel, 0)) / 2**20, 2)
                         for name, channel in P2P_CHANNELS.items()
                     },
                 }
-                for a, b, (evicted, sent), sent_was in zip(after, before, scraped, sent_before, strict=True)
+                for a, b, (evicted, sent), sent_was, sizes in zip(
+                    after, before, scraped, sent_before, disk_mib, strict=True
+                )
             ],
         }
     finally:
@@ -333,6 +343,39 @@ def bench_throughput(
             except subprocess.TimeoutExpired:
                 process.kill()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+DISK_SAMPLES = 10
+"""samples of the nodes' data directory sizes after the first, evenly over the load"""
+
+
+def _disk_mib(path: Path) -> float:
+    """The size of the files under `path` (a file LevelDB removes meanwhile counts 0)."""
+    total = 0
+    for file in path.rglob("*"):
+        with contextlib.suppress(FileNotFoundError):
+            total += file.stat().st_size if file.is_file() else 0
+    return round(total / 2**20, 1)
+
+
+class _DiskSampler(threading.Thread):
+    """Samples the sizes of `paths` now and every `interval` seconds until stopped."""
+
+    def __init__(self, paths: list[Path], interval: float) -> None:
+        super().__init__(daemon=True)
+        self.paths, self.interval = paths, interval
+        self.samples: list[list[float]] = [[_disk_mib(path) for path in paths]]
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(self.interval) and len(self.samples) <= DISK_SAMPLES:
+            self.samples.append([_disk_mib(path) for path in self.paths])
+
+    def stop(self) -> list[list[float]]:
+        """Each path's samples."""
+        self._done.set()
+        self.join()
+        return [list(column) for column in zip(*self.samples, strict=True)]
 
 
 P2P_CHANNELS = {"consensus_data": "0x21", "consensus_votes": "0x22", "mempool": "0x30"}

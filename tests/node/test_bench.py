@@ -34,6 +34,8 @@ def test_bench_throughput_reports_its_figures() -> None:
     assert out["generator_capacity_orders_per_s"] > out["committed_orders_per_s"], "the node is the limit"
     assert out["nodes"][0]["rss_mib"] > 0 and out["nodes"][0]["cpu_seconds"] > 0
     assert out["nodes"][0]["evicted_txs"] == 0, "nothing accepted was dropped by a recheck"
+    disk = out["nodes"][0]["disk_mib"]
+    assert 2 <= len(disk) <= 11 and min(disk) > 0, "the data directory, sampled during the load"
     assert set(out["nodes"][0]["p2p_sent_mib"]) == {"consensus_data", "consensus_votes", "mempool"}
     assert out["machine_limit"]["verify_per_second_one_core"] > 0
 
