@@ -520,7 +520,13 @@ def throughput_command(
         f"{validators} validators, {duration:.0f} s of {mix}: "
         f"{figures['committed_orders_per_s']:,.0f} committed orders/s, "
         f"{figures['committed_tx_per_s']:,.0f} tx/s ({figures['committed_txs']} txs ok, failed by code "
-        f"{figures['failed_txs_by_code']}, {figures['lost_txs']} accepted but not in a block, refused "
+        f"{figures['failed_txs_by_code']}, {figures['lost_txs']} accepted but not in a block, "
+        + (
+            f"{figures['results_pruned_txs']} with results pruned before read, "
+            if figures["results_pruned_txs"]
+            else ""
+        )
+        + f"refused "
         f"{refused}), latency p50 {figures['latency_p50_s']:.2f} s p99 "
         f"{figures['latency_p99_s']:.2f} s, block interval {figures['block_interval_s']:.2f} s"
     )

@@ -8,7 +8,9 @@ submitter processes sign and encode everything (untimed); then
 `duration` seconds of load, spread over the nodes' RPC endpoints, while a watcher reads every new
 block (`block`). After the window it waits until every accepted tx is in a block (at most
 `DRAIN_SECONDS`), then reads the blocks' results (`block_results`: the codes; not during the
-window, where encoding them took a fifth of a node's CPU).
+window, where encoding them took a fifth of a node's CPU). A node that prunes blocks
+(`retain_blocks`) has lost the results of the early ones by then: their txs are counted apart
+(`results_pruned_txs`), neither committed nor failed.
 
 Figures, all of the generator's txs found in blocks: committed orders and txs (code 0) per second
 over the span from the start of the load to the last block that held one of them; the failed txs
@@ -139,10 +141,16 @@ async def _watch(
 
 
 async def _codes(url: str, seen: _Seen) -> None:
-    """The result code of every tx `_watch` saw, from `block_results`."""
+    """The result code of every tx `_watch` saw, from `block_results`; those of heights the node
+    has pruned meanwhile (`[storage] retain_blocks`) stay unknown (-1)."""
     async with httpx.AsyncClient(timeout=30) as client:
         for height, hashes in seen.blocks.items():
-            results = await _rpc(client, url, "block_results", height=str(height))
+            try:
+                results = await _rpc(client, url, "block_results", height=str(height))
+            except RuntimeError:
+                if height < int((await _rpc(client, url, "status"))["sync_info"]["earliest_block_height"]):
+                    continue  # pruned
+                raise
             codes = [int(r.get("code", 0)) for r in results["txs_results"] or []]
             for tx_hash, code in zip(hashes, codes, strict=True):
                 seen.txs[tx_hash] = (seen.txs[tx_hash][0], code)
@@ -167,7 +175,7 @@ def _percentile(values: list[float], p: float) -> float:
 
 
 def _figures(sent: list[Sent], seen: _Seen, started: float, duration: float) -> dict[str, Any]:
-    committed_txs = committed_orders = 0
+    committed_txs = committed_orders = pruned = 0
     failed: dict[str, int] = {}
     latencies: list[float] = []
     last = started
@@ -184,6 +192,8 @@ def _figures(sent: list[Sent], seen: _Seen, started: float, duration: float) -> 
             if code == 0:
                 committed_txs += 1
                 committed_orders += orders
+            elif code == -1:
+                pruned += 1
             else:
                 failed[str(code)] = failed.get(str(code), 0) + 1
     span = max(last - started, 1e-9)
@@ -193,7 +203,7 @@ def _figures(sent: list[Sent], seen: _Seen, started: float, duration: float) -> 
             entry = refused.setdefault(why, {"txs": 0, "example": log})
             entry["txs"] += count
     intervals = [(b - a) / 1e9 for a, b in zip(seen.header_times, seen.header_times[1:], strict=False)]
-    included = committed_txs + sum(failed.values())
+    included = committed_txs + sum(failed.values()) + pruned
     return {
         "committed_orders_per_s": committed_orders / span,
         "committed_tx_per_s": committed_txs / span,
@@ -203,6 +213,7 @@ def _figures(sent: list[Sent], seen: _Seen, started: float, duration: float) -> 
         "committed_orders": committed_orders,
         "committed_txs": committed_txs,
         "failed_txs_by_code": failed,
+        "results_pruned_txs": pruned,
         "accepted_orders_per_s": sum(r.accepted_orders for r in sent) / duration,
         "accepted_tx_per_s": sum(r.accepted_txs for r in sent) / duration,
         "accepted_txs": accepted,

@@ -732,6 +732,8 @@ class StorageConfig:
     state_versions: int = 1000
     snapshot_interval: int = 0
     snapshot_keep_recent: int = 2
+    compact: bool = True
+    compaction_interval: int = 1000
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -763,6 +765,12 @@ _register(
         "snapshot_keep_recent": _Key(
             _INT, "How many recent snapshots to keep (their state versions are kept with them)", _positive
         ),
+        "compact": _Key(
+            _BOOL,
+            "Compact the pruned blocks and state versions every compaction_interval heights, so that "
+            "pruning frees disk space (LevelDB alone frees it late; CometBFT's default is false)",
+        ),
+        "compaction_interval": _Key(_INT, "Heights between two compactions (see compact)", _positive),
     },
 )
 

@@ -42,6 +42,7 @@ from consensus.wal import WAL
 from execution.app import ExchangeApp
 from execution.state import CommittedState
 from genesis.genesis import GenesisDoc
+from node.compaction import Compactor
 from node.config import Config, parse_id_list, parse_laddr, parse_peer_list
 from node.events import EventBus
 from node.gcpolicy import apply_gc_policy
@@ -213,6 +214,10 @@ class Node:
             address = privval.address if state.validators.get(privval.address) is not None else None
             bus = EventBus()
             executor.listeners.append(lambda b, bid, res, st: bus.on_commit(b, bid, res))
+            storage = config.storage
+            compactor = Compactor(db, storage.compaction_interval) if storage.compact else None
+            if compactor is not None:
+                executor.listeners.append(compactor.on_commit)
             self.core, self.bus = core, bus
             switches: list[Switch] = []
 
@@ -304,6 +309,8 @@ class Node:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(switch.run)
                     nursery.start_soon(_flush_gossip, gossip)
+                    if compactor is not None:
+                        nursery.start_soon(compactor.run)
                     self.listening.rpc = await start_server(
                         nursery, make_app(rpc_env), config.rpc.laddr, config.rpc.max_open_connections
                     )

@@ -34,6 +34,7 @@ class BlockStore:
             self.base = field_int(fields[0], "base")
             self.height = field_int(fields[1], "height")
         self._pending: tuple[int, int] | None = None
+        self._pending_txs: set[bytes] = set()  # tx hashes `save_block` indexed in the pending batch
 
     def _range(self) -> tuple[int, int]:
         return self._pending if self._pending is not None else (self.base, self.height)
@@ -65,6 +66,9 @@ class BlockStore:
         batch.put(schema.results_key(height), results)
         for index, tx_hash in enumerate(tx_hashes):
             batch.put(schema.tx_key(tx_hash), encode([height, index]))
+        if tx_hashes:
+            batch.put(schema.tx_list_key(height), b"".join(tx_hashes))
+            self._pending_txs.update(tx_hashes)
         self._set_range(batch, base or height, height)
 
     def save_seen_commit(self, batch: WriteBatch, height: int, seen_commit: bytes) -> None:
@@ -74,7 +78,8 @@ class BlockStore:
 
     def prune(self, batch: WriteBatch, retain_height: int) -> int:
         """Delete blocks below `retain_height` (at most MAX_PRUNE_PER_BATCH of them) into
-        `batch`; returns the base the batch leaves. Transaction index entries are kept."""
+        `batch`; returns the base the batch leaves. Their transactions' index entries go too
+        (those of blocks stored before the `b:txl:` lists existed stay)."""
         base, top = self._range()
         if retain_height <= base or retain_height > top:
             return base
@@ -87,6 +92,13 @@ class BlockStore:
             if block_hash is not None:
                 batch.delete(schema.block_hash_key(block_hash))
             batch.delete(schema.hash_by_height_key(height))
+            hashes = self._db.get(schema.tx_list_key(height)) or b""
+            for at in range(0, len(hashes), 32):
+                tx_hash = hashes[at : at + 32]
+                # not if a later block (stored, or in this batch) has a tx of that hash
+                if tx_hash not in self._pending_txs and self.find_tx(tx_hash) == (height, at // 32):
+                    batch.delete(schema.tx_key(tx_hash))
+            batch.delete(schema.tx_list_key(height))
         self._set_range(batch, new_base, top)
         return new_base
 
@@ -95,10 +107,12 @@ class BlockStore:
         if self._pending is not None:
             self.base, self.height = self._pending
             self._pending = None
+        self._pending_txs.clear()
 
     def discard_pending(self) -> None:
         """The batch was dropped: forget its range."""
         self._pending = None
+        self._pending_txs.clear()
 
     def load_block(self, height: int) -> bytes | None:
         return self._db.get(schema.block_key(height))

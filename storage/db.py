@@ -85,6 +85,12 @@ class Database:
                 else:
                     wb.put(key, value)
 
+    def compact(self, prefix: bytes) -> None:
+        """Rewrite the files that hold keys under `prefix`, dropping what was deleted or
+        overwritten. Safe beside reads and writes from other threads (LevelDB runs it without the
+        GIL). Bounds must be given: plyvel's `compact_range()` without them compacts level 0 only."""
+        self._db.compact_range(start=prefix, stop=_prefix_end(prefix))
+
     def close(self) -> None:
         if not self._db.closed:
             self._db.close()

@@ -11,6 +11,7 @@ Heights are 8-byte big-endian so that keys of one prefix sort by height. Prefixe
 | `b:seen:` | height | the commit this node saw for the block at height |
 | `b:res:` | height | encoded finalize-block results |
 | `b:tx:` | tx hash | `[height, index]` |
+| `b:txl:` | height | the hashes of the block's txs (32 bytes each, in order), to prune their `b:tx:` |
 | `c:state` | | consensus state after the last committed block |
 | `c:vals:` | height | validator set that signs the block at height |
 | `c:ev:` | evidence hash | height of the block that committed the evidence |
@@ -60,6 +61,7 @@ _HASH_BY_HEIGHT = b"b:hh:"
 _SEEN_COMMIT = b"b:seen:"
 _RESULTS = b"b:res:"
 _TX = b"b:tx:"
+_TX_LIST = b"b:txl:"
 
 CONSENSUS_STATE = b"c:state"
 _VALIDATORS = b"c:vals:"
@@ -128,6 +130,10 @@ def results_key(height: int) -> bytes:
 
 def tx_key(tx_hash: bytes) -> bytes:
     return _TX + tx_hash
+
+
+def tx_list_key(height: int) -> bytes:
+    return _TX_LIST + height_bytes(height)
 
 
 def validators_key(height: int) -> bytes:

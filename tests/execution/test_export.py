@@ -12,6 +12,7 @@ import pytest
 from consensus.app import FinalizeBlockRequest, InitChainRequest, ValidatorUpdate
 from execution.app import ExchangeApp
 from execution.genesis_state import AppStateError, exported_app_state, load_app_state
+from execution.validators import RegisteredValidator
 from primitives.batch_verify import BatchVerifier
 from storage import schema
 from storage.db import Database
@@ -116,3 +117,19 @@ def test_a_malformed_exported_state_is_refused() -> None:
         assert "not a key of the application's state tree" in _state_error(
             {"state": {"height": 4, "records": [[outside.hex(), "00"]]}}
         )
+
+
+def test_registry_entries_without_power_are_not_genesis_validators(ex: Chain, tmp_path: Path) -> None:
+    height, app_state = _exported(ex)
+    voting, retired = (
+        RegisteredValidator(key(8).public_key.raw, 10),
+        RegisteredValidator(key(9).public_key.raw, 0),
+    )
+    records = app_state["state"]["records"]
+    for entry in (voting, retired):
+        records.append([schema.validator_key(entry.address.raw).hex(), entry.encode().hex()])
+    records.sort()
+    _, genesis_hash = _new_app(
+        tmp_path / "new", app_state, height + 1, (ValidatorUpdate(voting.pub_key, 10),)
+    )
+    assert genesis_hash != ex.app_hashes[-1]  # another state: two more registry entries

@@ -55,8 +55,8 @@ def test_rebuild_reads_orders_triggers_and_positions_only() -> None:
         (schema.order_key(BTC, 3), codec.encode(order)),
         (schema.order_key(BTC, 5), codec.encode([5, owner, 1, 100, 5, 5, 0, 0, 0, 0])),  # no client id
         (schema.trigger_key(ETH, 4), codec.encode(trigger)),
-        (schema.position_key(owner, ETH), b"not read"),
         (schema.position_key(owner, BTC), b"not read"),
+        (schema.position_key(owner, ETH), b"not read"),
         (schema.account_key(owner), b"not read"),
     ]
     assert rebuild(reversed(records)) == sorted(

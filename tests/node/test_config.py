@@ -67,6 +67,7 @@ def test_defaults_match_cometbft_and_the_brief(tmp_path: Path) -> None:
     assert config.storage.retain_blocks == 0
     assert config.storage.state_versions == 1000
     assert (config.storage.snapshot_interval, config.storage.snapshot_keep_recent) == (0, 2)
+    assert (config.storage.compact, config.storage.compaction_interval) == (True, 1000)
     assert config.instrumentation.prometheus is True
     assert config.instrumentation.prometheus_listen_addr == ":26660"
 
@@ -75,7 +76,7 @@ def test_written_file_is_commented_cometbft_toml(tmp_path: Path) -> None:
     text = config_to_toml(Config.default(tmp_path, "node0"))
     lines = text.splitlines()
     assignments = [i for i, line in enumerate(lines) if re.match(r"^[A-Za-z0-9_-]+ = ", line)]
-    assert len(assignments) == 11 + 9 + 19 + 7 + 7 + 1 + 15 + 5 + 1 + 4 + 7 + 1
+    assert len(assignments) == 11 + 9 + 19 + 7 + 7 + 1 + 15 + 7 + 1 + 4 + 7 + 1
     for i in assignments:
         assert lines[i - 1].startswith("# "), lines[i]
     parsed = tomllib.loads(text)
@@ -110,6 +111,8 @@ def test_changed_values_round_trip(tmp_path: Path) -> None:
             "storage.retain_blocks": 1000,
             "storage.state_versions": 0,
             "storage.snapshot_interval": 500,
+            "storage.compact": False,
+            "storage.compaction_interval": 50,
             "log_level": "debug",
         }
     )
@@ -225,6 +228,7 @@ BAD_VALUES: list[tuple[str, str]] = [
     (f"[storage]\nretain_blocks = {INT64_MAX}0", "[storage] retain_blocks: out of range"),
     ("[storage]\nstate_versions = -2", "[storage] state_versions: must not be negative, got -2"),
     ("[storage]\nsnapshot_keep_recent = 0", "[storage] snapshot_keep_recent: must be positive, got 0"),
+    ("[storage]\ncompaction_interval = 0", "[storage] compaction_interval: must be positive, got 0"),
     ("rpc = 5", "rpc: must be a table, got 5"),
 ]
 

@@ -5,6 +5,7 @@ peers that misbehave on the wire."""
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from node.testnet import Testnet as Network
 from node.testnet import create_testnet, free_base_port
 from primitives.hashing import sha256
 from primitives.keys import Address, PrivateKey
-from tests.node.e2e import ChainHome, NodeProcess, wait_for
+from tests.node.e2e import ChainHome, NodeProcess, run_cli, wait_for
 
 SPEED = {
     "consensus.timeout_commit": "100ms",
@@ -170,6 +171,16 @@ def test_a_new_node_joins_by_state_sync(tmp_path: Path) -> None:
             }  # blocks are fast here
             write_config(load_config(plan.home).with_overrides(**keep))
             node.start()
+        # a resting order with a client id: the derived indexes (client ids, an owner's markets)
+        # are not in a snapshot; the restored node must rebuild them
+        trader = str(KeyStore(net.nodes[0].home).private_key("account0").address)
+        order = (
+            "tx", "order", "place", "--home", str(net.nodes[0].home), "--node", validators[0].chain.rpc_url,
+            "--from", "account0", "--market", "BTC-USD", "--side", "buy", "--size", "0.01",
+            "--price", "60000", "--client-id", "42", "--broadcast-mode", "commit",
+        )  # fmt: skip
+        validators[0].wait_height(2)
+        run_cli(*order)
         validators[0].wait_height(32, timeout=120)
         trusted = validators[0].rpc("commit", height="2")["signed_header"]["commit"]["block_id"]["hash"]
         overrides = {
@@ -190,7 +201,19 @@ def test_a_new_node_joins_by_state_sync(tmp_path: Path) -> None:
         assert block_hashes(full, heights) == block_hashes(validators[0], heights)
         app_hash = [n.rpc("header", height=str(tip))["header"]["app_hash"] for n in (full, validators[0])]
         assert app_hash[0] == app_hash[1]
-        full.wait_height(tip + 3, timeout=30)  # and it follows the chain
+        account = [n.query(f"/accounts/{trader}") for n in (full, validators[0])]  # their latest heights
+        assert account[0]["orders"] == account[1]["orders"] and len(account[0]["orders"]) == 1
+        assert [p["market"] for p in account[0]["positions"]] == ["BTC-USD"]  # found through a:pmk:
+        # cancelling by client id works on the restored node as on the others
+        cancel = (
+            "tx", "order", "cancel", "--home", str(net.nodes[0].home), "--node", full.chain.rpc_url,
+            "--from", "account0", "--market", "BTC-USD", "--client-id", "42", "--broadcast-mode", "commit",
+        )  # fmt: skip
+        height = int(json.loads(run_cli(*cancel).stdout)["height"])
+        full.wait_height(height + 2, timeout=30)  # and it follows the chain
+        after = [n.rpc("header", height=str(height + 1))["header"]["app_hash"] for n in (full, validators[0])]
+        assert after[0] == after[1]
+        assert full.query(f"/accounts/{trader}")["orders"] == []
     finally:
         for node in nodes:
             if node.alive():

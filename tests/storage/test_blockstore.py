@@ -271,9 +271,8 @@ def test_prune(tmp_path: Path) -> None:
     assert (store.base, store.height) == (6, 10)
     for height in range(1, 6):
         assert_pruned(store, height)
-        # the transaction index is kept
-        for index, tx_hash in enumerate(tx_hashes(height)):
-            assert store.find_tx(tx_hash) == (height, index)
+        # so are the index entries of their transactions
+        assert all(store.find_tx(tx_hash) is None for tx_hash in tx_hashes(height))
     for height in range(6, 11):
         assert_present(store, height)
     db.close()
@@ -308,10 +307,35 @@ def test_prune_deletes_nothing_outside_the_block_store(db: Database) -> None:
             schema.hash_by_height_key(h),
             schema.seen_commit_key(h),
             schema.results_key(h),
+            schema.tx_list_key(h),
+            *(schema.tx_key(tx_hash) for tx_hash in tx_hashes(h)),
         )
+        if key != schema.tx_list_key(h) or tx_hashes(h)
     }
     assert db.get(b"c:state") == b"state"
     assert db.get(b"a:meta") == b"app"
+
+
+def test_prune_keeps_the_index_entry_of_a_later_block_with_the_same_tx(db: Database) -> None:
+    store = BlockStore(db)
+    save_range(db, store, 1, 2)
+    again = tx_hashes(1)[0]  # the same tx bytes committed again at height 3 (index 1)
+    batch = WriteBatch()
+    store.save_block(
+        batch, 3, block_hash(3), block_bytes(3), commit_bytes(3), results_bytes(3), [sha256(b"x"), again]
+    )
+    db.write(batch)
+    store.mark_written()
+    prune(db, store, 3)
+    assert store.find_tx(again) == (3, 1)
+    # the same, with the later block and the prune in one batch
+    again = sha256(b"x")  # block 3's first tx
+    batch = WriteBatch()
+    store.save_block(batch, 4, block_hash(4), block_bytes(4), commit_bytes(4), results_bytes(4), [again])
+    store.prune(batch, 4)
+    db.write(batch)
+    store.mark_written()
+    assert store.find_tx(again) == (4, 0)
 
 
 @pytest.mark.parametrize("retain", [-1, 0, 1])
@@ -423,7 +447,7 @@ def test_save_and_prune_model(tmp_path_factory: pytest.TempPathFactory, steps: l
             else:
                 assert_present(store, h)
             for index, tx_hash in enumerate(tx_hashes(h)):
-                assert store.find_tx(tx_hash) == (h, index)
+                assert store.find_tx(tx_hash) == (None if h < base else (h, index))
     finally:
         db.close()
 

@@ -353,3 +353,28 @@ def test_reverse_iteration_from_the_last_key_yields_it(db: Database) -> None:
     # a start equal to the last key of the prefix must yield that key first
     put_all(db, {b"p:1": b"1", b"p:2": b"2", b"q": b"3"})
     assert [k for k, _ in db.iterate(b"p:", start=b"p:2", reverse=True)][:1] == [b"p:2"]
+
+
+def _size(path: Path) -> int:
+    return sum(file.stat().st_size for file in path.iterdir())
+
+
+def test_compact_frees_the_space_of_deleted_keys_under_a_prefix(tmp_path: Path) -> None:
+    db = Database(tmp_path / "db")
+    batch = WriteBatch()
+    for i in range(4_000):
+        batch.put(b"x:%08d" % i, bytes([i % 251]) * 1_000)
+        batch.put(b"y:%08d" % i, b"kept %d" % i)
+    db.write(batch)
+    db.compact(b"x:")  # everything in table files, as after a long run
+    full = _size(tmp_path / "db")
+    batch = WriteBatch()
+    for i in range(4_000):
+        batch.delete(b"x:%08d" % i)
+    db.write(batch)
+    assert _size(tmp_path / "db") >= full  # a delete alone frees nothing
+    db.compact(b"x:")
+    assert _size(tmp_path / "db") < full // 4
+    assert list(db.iterate(b"x:")) == []
+    assert len(list(db.iterate(b"y:"))) == 4_000 and db.get(b"y:%08d" % 7) == b"kept 7"
+    db.close()
