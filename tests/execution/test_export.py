@@ -120,6 +120,7 @@ def test_a_malformed_exported_state_is_refused() -> None:
 
 
 def test_registry_entries_without_power_are_not_genesis_validators(ex: Chain, tmp_path: Path) -> None:
+    ex.run_block([])
     height, app_state = _exported(ex)
     voting, retired = (
         RegisteredValidator(key(8).public_key.raw, 10),
