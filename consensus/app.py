@@ -102,6 +102,8 @@ class ExecTxResult:
 class CheckTxKind(IntEnum):
     NEW = 0
     RECHECK = 1
+    DRY_RUN = 2
+    """as NEW, but the check state keeps nothing of it (the `check_tx` RPC)"""
 
 
 @dataclass(frozen=True, slots=True)

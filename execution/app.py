@@ -290,7 +290,7 @@ class ExchangeApp:
         ante part only, the nonce: an order the block made invalid (a margin after a price move,
         a cancel of an order that filled) then fails in its block rather than leaving the mempool
         now, as the Cosmos SDK's recheck runs its ante handler only. Every other check runs the
-        whole tx."""
+        whole tx. A DRY_RUN leaves the check state as it was."""
         decoded = self._txs.keep(tx)
         if isinstance(decoded, DecodeError):
             return CheckTxResult(int(Code.MALFORMED_TX), f"malformed tx: {decoded}", CODESPACE)
@@ -307,7 +307,8 @@ class ExchangeApp:
             result = execute_tx(view, decoded, self._last_block_time, height, self._check_context(height))
         if result.code != OK:
             return CheckTxResult(result.code, result.log, CODESPACE, sender)
-        view.apply_to(self._check_state)
+        if kind is not CheckTxKind.DRY_RUN:
+            view.apply_to(self._check_state)
         return CheckTxResult(OK, "", "", sender)
 
     def admission_work(self, txs: Sequence[bytes]) -> Callable[[], object]:

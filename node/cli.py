@@ -51,7 +51,7 @@ from node.client import (
 from node.config import Config, ConfigError, load_config, parse_duration, write_config
 from node.export import ExportError, export_genesis
 from node.keystore import KeyStore, KeyStoreError
-from node.node import VERSION, Node, NodeStartError, start_server
+from node.node import Node, NodeStartError, start_server
 from node.supervisor import SupervisorError, supervise
 from node.testnet import (
     DEFAULT_BASE_PORT,
@@ -61,6 +61,7 @@ from node.testnet import (
     starting_ip_hosts,
 )
 from node.trade_cli import book_command, funding_command, markets_command, oracle_command, order_group
+from node.version import VERSION
 from p2p.nodekey import load_or_generate_node_key, node_id
 from primitives.ics23 import ProofError
 from primitives.keyfile import PUB_KEY_TYPE, KeyFileError, load_key_file

@@ -50,6 +50,7 @@ from node.metrics import NodeMetrics
 from node.pricefeed import feeder_from_config
 from node.rpc import NodeInfo, RPCEnv, make_app
 from node.statesync import restore_from_peers
+from node.version import COMETBFT_VERSION
 from p2p.base import NodeInfo as P2PNodeInfo
 from p2p.nodekey import load_or_generate_node_key, node_id
 from p2p.switch import P2PSettings, Switch
@@ -61,8 +62,6 @@ from storage.db import Database
 from storage.statestore import StateStore
 
 log = logging.getLogger("derivd.node")
-
-VERSION = "0.1.0"
 
 
 def consensus_params(doc: GenesisDoc) -> ConsensusParams:
@@ -286,7 +285,7 @@ class Node:
                     node_id=node_id(node_key.public_key),
                     listen_addr=config.p2p.laddr,
                     network=doc.chain_id,
-                    version=VERSION,
+                    version=COMETBFT_VERSION,
                     moniker=config.base.moniker,
                     rpc_address=config.rpc.laddr,
                 ),
@@ -376,7 +375,7 @@ def _p2p_node_info(config: Config, doc: GenesisDoc, node_key: PrivateKey) -> P2P
         node_id=node_id(node_key.public_key),
         listen_addr=config.p2p.laddr,
         network=doc.chain_id,
-        version=VERSION,
+        version=COMETBFT_VERSION,
         channels=b"",
         moniker=config.base.moniker,
         other={"rpc_address": config.rpc.laddr},

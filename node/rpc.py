@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from consensus.app import Application, ExecTxResult
+from consensus.app import Application, CheckTxKind, ExecTxResult
 from consensus.execution import BlockExecutor
 from consensus.mempool import Mempool, MempoolError
 from consensus.service import ConsensusService
@@ -29,6 +29,7 @@ from consensus.types import NIL_BLOCK_ID, Block, Commit
 from consensus.validators import ValidatorSet
 from node import jsonfmt
 from node.events import EventBus, TxCommitted
+from node.version import VERSION
 from p2p.switch import Switch
 from primitives.codec import DecodeError, decode
 from primitives.hashing import merkle_proofs, sha256
@@ -46,6 +47,11 @@ INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
+
+BLOCKCHAIN_LIMIT = 20
+"""block metas one `blockchain` call returns at most (CometBFT's)"""
+GENESIS_CHUNK_BYTES = 16 * 1024 * 1024
+"""bytes of the genesis JSON per `genesis_chunked` chunk (CometBFT's)"""
 
 
 class RPCError(Exception):
@@ -308,13 +314,24 @@ async def genesis(env: RPCEnv, call: Call) -> JSON:
     return {"genesis": env.genesis}
 
 
+@method("genesis_chunked", "chunk")
+async def genesis_chunked(env: RPCEnv, call: Call) -> JSON:
+    """The genesis document's JSON in chunks of GENESIS_CHUNK_BYTES, base64 (CometBFT's shape)."""
+    raw = json.dumps(env.genesis).encode()
+    chunks = [raw[at : at + GENESIS_CHUNK_BYTES] for at in range(0, len(raw), GENESIS_CHUNK_BYTES)]
+    index = p_int(call.get("chunk"), "chunk", 0) or 0
+    if not 0 <= index < len(chunks):
+        raise invalid_params(f"there are {len(chunks)} chunks, {index} is invalid")
+    return {"chunk": str(index), "total": str(len(chunks)), "data": jsonfmt.b64(chunks[index])}
+
+
 @method("abci_info")
 async def abci_info(env: RPCEnv, call: Call) -> JSON:
     info = env.app.info()
     return {
         "response": {
             "data": info.data,
-            "version": info.version,
+            "version": info.version or VERSION,
             "app_version": str(info.app_version),
             "last_block_height": str(info.last_block_height),
             "last_block_app_hash": jsonfmt.b64(info.last_block_app_hash),
@@ -341,6 +358,41 @@ async def block_by_hash(env: RPCEnv, call: Call) -> JSON:
         return {"block_id": jsonfmt.block_id(NIL_BLOCK_ID), "block": None}
     b = _load_block(env, height)
     return {"block_id": _block_id_json(env, b), "block": jsonfmt.block(b)}
+
+
+@method("blockchain", "minHeight", "maxHeight")
+async def blockchain(env: RPCEnv, call: Call) -> JSON:
+    """The metas of at most BLOCKCHAIN_LIMIT blocks, highest first, between `minHeight` (default 1)
+    and `maxHeight` (default the latest), both clamped to the stored range (CometBFT's rules)."""
+    low = p_int(call.get("minHeight"), "minHeight", 0) or 0
+    high = p_int(call.get("maxHeight"), "maxHeight", 0) or 0
+    if low < 0 or high < 0:
+        raise invalid_params("heights must be non-negative")
+    latest = env.blocks.height
+    high = min(latest, high or latest)
+    low = max(env.blocks.base, low or 1, high - BLOCKCHAIN_LIMIT + 1)
+    if low > high:
+        raise invalid_params(f"min height {low} can't be greater than max height {high}")
+    metas = []
+    for height in range(high, low - 1, -1):
+        b = _load_block(env, height)
+        metas.append(
+            {
+                "block_id": _block_id_json(env, b),
+                "block_size": str(len(b.encode())),
+                "header": jsonfmt.header(b.header),
+                "num_txs": str(len(b.txs)),
+            }
+        )
+    return {"last_height": str(latest), "block_metas": metas}
+
+
+@method("header_by_hash", "hash")
+async def header_by_hash(env: RPCEnv, call: Call) -> JSON:
+    height = env.blocks.height_of_hash(p_bytes(call.get("hash"), "hash", call.uri))
+    if height is None:
+        return {"header": None}
+    return {"header": jsonfmt.header(_load_block(env, height).header)}
 
 
 @method("header", "height")
@@ -411,9 +463,12 @@ async def validators(env: RPCEnv, call: Call) -> JSON:
 
 @method("consensus_params", "height")
 async def consensus_params(env: RPCEnv, call: Call) -> JSON:
+    """The parameters at `height` (default the latest): no block changes them here, so those in
+    force now, for any height the store keeps."""
+    height = _height(env, call) if env.blocks.height or call.get("height") else 0
     params = env.consensus.machine.state.params
     return {
-        "block_height": str(env.blocks.height),
+        "block_height": str(height),
         "consensus_params": {
             "block": {"max_bytes": str(params.block_max_bytes), "max_gas": str(params.block_max_gas)},
             "evidence": {
@@ -441,6 +496,24 @@ def _check(env: RPCEnv, tx: bytes) -> JSON:
         "log": result.log,
         "codespace": result.codespace,
         "hash": jsonfmt.hex_upper(sha256(tx)),
+    }
+
+
+@method("check_tx", "tx")
+async def check_tx(env: RPCEnv, call: Call) -> JSON:
+    """The application's verdict on `tx` against the pending state, without adding it to the
+    mempool or to the check state (CometBFT's check_tx leaves the app's check state changed)."""
+    tx = p_bytes(call.get("tx"), "tx", call.uri)
+    result = env.app.check_tx(tx, CheckTxKind.DRY_RUN)
+    return {
+        "code": result.code,
+        "data": "",
+        "log": result.log,
+        "info": "",
+        "gas_wanted": "0",
+        "gas_used": "0",
+        "events": [],
+        "codespace": result.codespace,
     }
 
 

@@ -80,6 +80,56 @@ def test_block_commit_validators_and_uri_forms(node: NodeProcess, chain: ChainHo
     assert genesis["chain_id"] == "e2e-chain"
 
 
+def test_blockchain_header_by_hash_genesis_chunks_and_params(node: NodeProcess, chain: ChainHome) -> None:
+    node.wait_height(4)
+    full = node.rpc("blockchain")
+    latest = int(full["last_height"])
+    heights = [int(meta["header"]["height"]) for meta in full["block_metas"]]
+    assert heights == list(range(latest, max(0, latest - 20), -1))
+    meta = node.rpc("blockchain", minHeight="2", maxHeight="3")["block_metas"]
+    assert [m["header"]["height"] for m in meta] == ["3", "2"]
+    block = node.rpc("block", height="2")
+    assert meta[1]["block_id"] == block["block_id"] and meta[1]["num_txs"] == "0"
+    assert int(meta[1]["block_size"]) > 0
+    with pytest.raises(RPCFailure, match="min height 5 can't be greater than max height 3"):
+        node.rpc("blockchain", minHeight="5", maxHeight="3")
+    by_hash = node.rpc("header_by_hash", hash="0x" + block["block_id"]["hash"])
+    assert by_hash["header"] == block["block"]["header"]
+    assert node.rpc("header_by_hash", hash="0x" + "00" * 32) == {"header": None}
+    chunk = node.rpc("genesis_chunked", chunk="0")
+    assert (
+        chunk["total"] == "1"
+        and json.loads(base64.b64decode(chunk["data"])) == node.rpc("genesis")["genesis"]
+    )
+    with pytest.raises(RPCFailure, match="there are 1 chunks, 1 is invalid"):
+        node.rpc("genesis_chunked", chunk="1")
+    params = node.rpc("consensus_params", height="2")
+    assert params["block_height"] == "2" and params["consensus_params"]["validator"]["pub_key_types"] == [
+        "ed25519"
+    ]
+    with pytest.raises(RPCFailure, match="must be less than or equal"):
+        node.rpc("consensus_params", height=str(10**9))
+    assert node.status()["node_info"]["version"].startswith("0.38.")  # CosmJS picks its 0.38 client
+    assert node.rpc("abci_info")["response"]["version"] == run_cli("version").stdout.strip()
+
+
+def test_check_tx_answers_without_admitting(node: NodeProcess, chain: ChainHome) -> None:
+    carol = KeyStore(chain.home).private_key("alice")  # carol's balance is asserted further on
+    frank = Address.parse(str(PrivateKey.from_seed(sha256(b"frank")).address))
+    tx = build_tx(carol, "e2e-chain", now_ms(), [Transfer(frank, 7)])
+    encoded = base64.b64encode(tx).decode()
+    checked = node.rpc("check_tx", tx=encoded)
+    assert checked["code"] == 0 and checked["codespace"] == "" and checked["gas_wanted"] == "0"
+    assert node.rpc("check_tx", tx=encoded)["code"] == 0  # the dry run did not take its nonce
+    assert encoded not in (node.rpc("unconfirmed_txs")["txs"] or [])  # nor entered the mempool
+    assert node.broadcast(tx)["code"] == 0
+    too_much = node.rpc(
+        "check_tx",
+        tx=base64.b64encode(build_tx(carol, "e2e-chain", now_ms() + 5, [Transfer(frank, 10**15)])).decode(),
+    )
+    assert too_much["code"] == 4 and "insufficient funds" in too_much["log"]
+
+
 def test_rpc_errors(node: NodeProcess, chain: ChainHome) -> None:
     with pytest.raises(RPCFailure) as unknown:
         node.rpc("no_such_method")
