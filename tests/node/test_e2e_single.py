@@ -410,7 +410,14 @@ def test_export_starts_a_chain_that_continues_the_state(tmp_path: Path) -> None:
     )  # fmt: skip
     locked = run_cli("export", "--home", str(chain.home), check=False)
     assert locked.returncode == 1 and "is another derivd running?" in locked.stderr
+    node.wait_height(4)
+    headers = {h: node.rpc("header", height=str(h))["header"] for h in (2, 3)}
     assert node.stop() == 0
+    past = json.loads(run_cli("export", "--home", str(chain.home), "--height", "2").stdout)
+    assert past["initial_height"] == "3" and past["app_hash"] == headers[3]["app_hash"]  # H+1 names H
+    assert past["genesis_time"] == headers[2]["time"]
+    future = run_cli("export", "--home", str(chain.home), "--height", "1000000", check=False)
+    assert future.returncode == 1 and "height 1000000 is not committed yet" in future.stderr
     out = tmp_path / "exported.json"
     result = run_cli("export", "--home", str(chain.home), "--chain-id", "e2e-next", "--output", str(out))
     height = int(re.findall(r"Exported height (\d+)", result.stderr)[0])
