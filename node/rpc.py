@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +31,7 @@ from consensus.validators import ValidatorSet
 from node import jsonfmt
 from node.events import EventBus, TxCommitted
 from node.version import VERSION
-from p2p.switch import Switch
+from p2p.switch import ConnectedPeer, Switch
 from primitives.codec import DecodeError, decode
 from primitives.hashing import merkle_proofs, sha256
 from primitives.keys import Address
@@ -302,9 +303,42 @@ async def net_info(env: RPCEnv, call: Call) -> JSON:
                     "moniker": peer.node_info.moniker,
                 },
                 "is_outbound": peer.is_outbound,
+                "connection_status": _connection_status(peer),
                 "remote_ip": peer.remote_ip,
             }
             for peer in peers
+        ],
+    }
+
+
+def _connection_status(peer: ConnectedPeer) -> JSON:
+    """CometBFT's ConnectionStatus, with the monitor fields this node measures (bytes since the
+    connection started and their average rate; no instantaneous or peak rates)."""
+    duration = max(1, time.time_ns() - peer.connected_at_ns)
+    traffic = peer.traffic
+
+    def monitor(moved: int) -> JSON:
+        return {
+            "Start": format_rfc3339(peer.connected_at_ns),
+            "Bytes": str(moved),
+            "AvgRate": str(moved * 1_000_000_000 // duration),
+            "Duration": str(duration),
+            "Active": True,
+        }
+
+    return {
+        "Duration": str(duration),
+        "SendMonitor": monitor(traffic.bytes_sent),
+        "RecvMonitor": monitor(traffic.bytes_received),
+        "Channels": [
+            {
+                "ID": status.descriptor.id,
+                "SendQueueCapacity": str(status.descriptor.send_queue_capacity),
+                "SendQueueSize": str(status.queued),
+                "Priority": str(status.descriptor.priority),
+                "RecentlySent": str(status.recently_sent),
+            }
+            for status in peer.channel_status()
         ],
     }
 

@@ -131,6 +131,17 @@ class PacketDecoder:
 # -- sending: queues and the channel choice ------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelStatus:
+    """One send channel as `net_info` shows it (CometBFT's ChannelStatus)."""
+
+    descriptor: ChannelDescriptor
+    queued: int
+    """messages waiting in its send queue"""
+    recently_sent: int
+    """bytes sent lately, decaying (what the channel choice weighs against the priority)"""
+
+
 class _SendChannel:
     __slots__ = ("current", "descriptor", "offset", "queue", "queued_bytes", "recently_sent")
 
@@ -197,6 +208,17 @@ class Multiplexer:
     def queue_length(self, channel_id: int) -> int:
         channel = self._channels.get(channel_id)
         return len(channel.queue) if channel else 0
+
+    def channel_status(self) -> list[ChannelStatus]:
+        """Each channel's queue and recent sending, by channel id."""
+        return [
+            ChannelStatus(
+                descriptor=channel.descriptor,
+                queued=len(channel.queue),
+                recently_sent=int(channel.recently_sent),
+            )
+            for _, channel in sorted(self._channels.items())
+        ]
 
     def decay(self, factor: float = DECAY_FACTOR) -> None:
         """Let recently-sent counts fade (CometBFT multiplies them by 0.8 every 2 s)."""
@@ -354,6 +376,9 @@ class MConnection:
     @property
     def pending_send_bytes(self) -> int:
         return self._mux.pending_bytes
+
+    def channel_status(self) -> list[ChannelStatus]:
+        return self._mux.channel_status()
 
     @property
     def closed(self) -> bool:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -39,6 +40,7 @@ from p2p.connection import (
     DEFAULT_PING_INTERVAL,
     DEFAULT_PONG_TIMEOUT,
     MAX_PACKET_PAYLOAD,
+    ChannelStatus,
     MConnection,
     TrafficCounters,
 )
@@ -218,6 +220,8 @@ class ConnectedPeer:
         self.stop_reason: str | None = None
         self.ban_on_stop = False
         self.connected_at = trio.current_time()
+        self.connected_at_ns = time.time_ns()
+        """wall-clock time of the connection (`net_info`'s monitors start there)"""
 
     # -- p2p.base.Peer ---------------------------------------------------------------------------
 
@@ -263,6 +267,9 @@ class ConnectedPeer:
     @property
     def pending_send_bytes(self) -> int:
         return self.connection.pending_send_bytes
+
+    def channel_status(self) -> list[ChannelStatus]:
+        return self.connection.channel_status()
 
     def stop(self, reason: str, *, ban: bool = False) -> None:
         """End the connection (the switch's task for it removes it from the reactors)."""

@@ -66,7 +66,14 @@ def test_four_validators_agree_and_carry_a_transfer(four: tuple[Network, list[No
         assert block_hashes(node, range(1, top + 1)) == reference
     commit = nodes[0].rpc("commit", height="3")["signed_header"]["commit"]
     assert sum(sig["block_id_flag"] == 2 for sig in commit["signatures"]) >= 3
-    assert int(nodes[0].rpc("net_info")["n_peers"]) == 3
+    peers = nodes[0].rpc("net_info")["peers"]
+    assert len(peers) == 3
+    status = peers[0]["connection_status"]
+    assert int(status["SendMonitor"]["Bytes"]) > 0 and int(status["RecvMonitor"]["Bytes"]) > 0
+    assert int(status["Duration"]) > 0 and int(status["SendMonitor"]["AvgRate"]) > 0
+    channels = {c["ID"]: c for c in status["Channels"]}
+    assert {0x20, 0x21, 0x22, 0x30} <= set(channels)  # consensus state, data, votes; mempool
+    assert int(channels[0x22]["SendQueueCapacity"]) > 0 and int(channels[0x22]["RecentlySent"]) >= 0
     metrics = httpx.get(f"http://127.0.0.1:{net.nodes[0].plan.metrics_port}/metrics", timeout=10).text
     assert 'cometbft_p2p_peers{chain_id="e2e-chain"} 3.0' in metrics
     assert 'cometbft_blocksync_syncing{chain_id="e2e-chain"} 0.0' in metrics

@@ -190,6 +190,19 @@ def test_busy_channels_share_by_priority_and_none_starves() -> None:
     assert sent[VOTE] == 700 and sent[LOW] == 100
 
 
+def test_channel_status_shows_queues_and_recent_sending() -> None:
+    mux = Multiplexer([ChannelDescriptor(LOW, 1, send_queue_capacity=5), ChannelDescriptor(VOTE, 7)])
+    for _ in range(3):
+        assert mux.try_queue(LOW, bytes(100))
+    before = mux.channel_status()
+    assert [(s.descriptor.id, s.queued, s.recently_sent) for s in before] == sorted(
+        [(LOW, 3, 0), (VOTE, 0, 0)]
+    )
+    mux.next_packet()
+    low = next(s for s in mux.channel_status() if s.descriptor.id == LOW)
+    assert low.queued == 2 and low.recently_sent == 100 and low.descriptor.send_queue_capacity == 5
+
+
 def test_pong_and_ping_go_first() -> None:
     mux = Multiplexer(CHANNELS)
     mux.try_queue(VOTE, b"v")
