@@ -27,7 +27,7 @@ from genesis.genesis import GenesisDoc, GenesisValidator
 from primitives import codec
 from storage import schema
 from storage.blockstore import BlockStore
-from storage.db import Database
+from storage.db import Database, check_format
 from storage.statestore import StateStore
 from storage.statetree import StateTree, TreeError
 
@@ -43,6 +43,7 @@ def export_genesis(db_path: Path, doc: GenesisDoc, height: int = 0, chain_id: st
         raise ExportError(f"there is no node database at {db_path}: nothing to export")
     db = Database(db_path)
     try:
+        check_format(db, stamp=False)
         raw_meta, raw_state = db.get(schema.APP_META), StateStore(db).load()
         if raw_meta is None or raw_state is None:
             raise ExportError("the node has committed nothing yet: nothing to export")

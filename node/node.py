@@ -58,7 +58,7 @@ from primitives.batch_verify import BatchVerifier
 from primitives.keys import PrivateKey
 from storage import schema
 from storage.blockstore import BlockStore
-from storage.db import Database
+from storage.db import Database, check_format
 from storage.statestore import StateStore
 
 log = logging.getLogger("derivd.node")
@@ -171,6 +171,7 @@ class Node:
         db = Database(config.path(config.base.db_dir) / "derivd.db")
         verifier = BatchVerifier()
         try:
+            check_format(db, stamp=True)
             if config.statesync.enable and db.get(schema.CONSENSUS_STATE) is None:
                 key = load_or_generate_node_key(config.path(config.base.node_key_file))
                 info = _p2p_node_info(config, doc, key)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import plyvel
 
+from storage import schema
+
 
 class StorageError(RuntimeError):
     """The database cannot be opened or used; the message says why and where."""
@@ -94,6 +96,28 @@ class Database:
     def close(self) -> None:
         if not self._db.closed:
             self._db.close()
+
+
+def check_format(db: Database, *, stamp: bool) -> None:
+    """Refuse a database of another layout than `schema.FORMAT` (StorageError saying what to do);
+    with `stamp`, an empty one gets the stamp."""
+    raw = db.get(schema.FORMAT_KEY)
+    if raw is None:
+        if next(db.iterate(b""), None) is None:
+            if stamp:
+                batch = WriteBatch()
+                batch.put(schema.FORMAT_KEY, str(schema.FORMAT).encode())
+                db.write(batch)
+            return
+        found = "1 (no stamp)"
+    elif raw == str(schema.FORMAT).encode():
+        return
+    else:
+        found = raw.decode(errors="replace")
+    raise StorageError(
+        f"the database at {db.path} has layout {found}; this derivd reads layout {schema.FORMAT}: "
+        "reset it (`derivd unsafe-reset-all`) and sync again, or use the derivd that wrote it"
+    )
 
 
 def _prefix_end(prefix: bytes) -> bytes | None:

@@ -4,6 +4,7 @@ Heights are 8-byte big-endian so that keys of one prefix sort by height. Prefixe
 
 | prefix | key | value |
 |---|---|---|
+| `f:format` | | the layout version of this database (`FORMAT`, decimal ASCII) |
 | `b:meta` | | block store range `[base, height]` |
 | `b:blk:` | height | encoded block |
 | `b:hash:` | block hash | height |
@@ -53,6 +54,11 @@ Note 1: a derived index (`execution.indexes`): kept beside the state, outside th
 from __future__ import annotations
 
 HEIGHT_SIZE = 8
+
+FORMAT_KEY = b"f:format"
+FORMAT = 2
+"""The layout this code writes. 2: the derived indexes outside the state tree and the blocks'
+tx hash lists (`b:txl:`); a database without the stamp was written before (format 1)."""
 
 BLOCK_STORE_META = b"b:meta"
 _BLOCK = b"b:blk:"

@@ -23,6 +23,7 @@ from primitives.hashing import MerkleProof, sha256
 from primitives.ics23 import decode_proof, verify_membership
 from primitives.keys import Address, PrivateKey
 from storage import schema
+from storage.db import Database, WriteBatch
 from storage.statetree import PROOF_SPEC
 from tests.node.e2e import DERIVD, ChainHome, NodeProcess, RPCFailure, make_chain, run_cli, wait_for
 
@@ -440,3 +441,16 @@ def test_export_starts_a_chain_that_continues_the_state(tmp_path: Path) -> None:
     assert node.balance(bob) == 2_500_000
     assert node.rpc("block", height=str(height + 1))["block"]["header"]["app_hash"] == doc["app_hash"]
     assert node.stop() == 0
+
+
+def test_a_database_of_another_layout_is_refused(tmp_path: Path) -> None:
+    chain = make_chain(tmp_path, {"alice": 10**9})
+    old = Database(chain.home / "data" / "derivd.db")
+    batch = WriteBatch()
+    batch.put(b"a:meta", b"written by an older derivd")
+    old.write(batch)
+    old.close()
+    result = run_cli("start", "--home", str(chain.home), check=False)
+    assert result.returncode == 1
+    assert "has layout 1 (no stamp); this derivd reads layout" in result.stderr
+    assert "unsafe-reset-all" in result.stderr

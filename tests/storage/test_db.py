@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from storage.db import Database, StorageError, WriteBatch
+from storage import schema
+from storage.db import Database, StorageError, WriteBatch, check_format
 
 
 @pytest.fixture
@@ -378,3 +379,25 @@ def test_compact_frees_the_space_of_deleted_keys_under_a_prefix(tmp_path: Path) 
     assert list(db.iterate(b"x:")) == []
     assert len(list(db.iterate(b"y:"))) == 4_000 and db.get(b"y:%08d" % 7) == b"kept 7"
     db.close()
+
+
+def test_check_format_stamps_an_empty_database_and_refuses_other_layouts(tmp_path: Path) -> None:
+    db = Database(tmp_path / "new")
+    check_format(db, stamp=False)
+    assert db.get(schema.FORMAT_KEY) is None  # reading only: an empty database stays empty
+    check_format(db, stamp=True)
+    assert db.get(schema.FORMAT_KEY) == str(schema.FORMAT).encode()
+    check_format(db, stamp=True)  # its own layout passes
+    db.close()
+    old = Database(tmp_path / "old")
+    batch = WriteBatch()
+    batch.put(b"a:meta", b"x")
+    old.write(batch)
+    with pytest.raises(StorageError, match=r"has layout 1 \(no stamp\); this derivd reads layout 2"):
+        check_format(old, stamp=True)
+    batch = WriteBatch()
+    batch.put(schema.FORMAT_KEY, b"9")
+    old.write(batch)
+    with pytest.raises(StorageError, match=r"has layout 9; .*unsafe-reset-all"):
+        check_format(old, stamp=False)
+    old.close()
