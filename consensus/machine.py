@@ -243,6 +243,9 @@ class ConsensusMachine:
         self.round_validators: ValidatorSet = state.validators
         self.votes = HeightVoteSet(state.chain_id, self.height, state.validators, check)
         self.last_commit: VoteSet | None = None
+        self.start_time = 0
+        """when round 0 of this height starts: the last commit plus timeout_commit (local time,
+        CometBFT's StartTime; 0 before the first height)"""
         self._reset_height()
         self.started = False
 
@@ -306,6 +309,7 @@ class ConsensusMachine:
         wait = self.timeouts.commit
         if self.started and self.commit_time:
             wait = max(0, self.commit_time + self.timeouts.commit - self.now)
+        self.start_time = self.now + wait
         self._reset_height()
         self.started = True
         self._set_step(Step.NEW_HEIGHT)

@@ -26,8 +26,9 @@ from consensus.app import Application, CheckTxKind, ExecTxResult
 from consensus.execution import BlockExecutor
 from consensus.mempool import Mempool, MempoolError
 from consensus.service import ConsensusService
-from consensus.types import NIL_BLOCK_ID, Block, Commit
+from consensus.types import NIL_BLOCK_ID, Block, Commit, Vote, VoteType
 from consensus.validators import ValidatorSet
+from consensus.votes import VoteSet
 from node import jsonfmt
 from node.events import EventBus, TxCommitted
 from node.version import VERSION
@@ -371,6 +372,65 @@ async def abci_info(env: RPCEnv, call: Call) -> JSON:
             "last_block_app_hash": jsonfmt.b64(info.last_block_app_hash),
         }
     }
+
+
+@method("consensus_state")
+async def consensus_state(env: RPCEnv, call: Call) -> JSON:
+    """The consensus machine's round state in CometBFT's summary shape."""
+    machine = env.consensus.machine
+    validators = machine.round_validators
+
+    def block_hash(block: Block | None) -> str:
+        return jsonfmt.hex_upper(block.hash if block is not None else b"")
+
+    rounds = []
+    for round_ in machine.votes.rounds():
+        entry: JSON = {"round": round_}
+        for name, vote_type in (("prevotes", VoteType.PREVOTE), ("precommits", VoteType.PRECOMMIT)):
+            votes = machine.votes.peek(round_, vote_type)
+            entry[name] = [
+                _vote_string(votes.get(i)) if votes else "nil-Vote" for i in range(len(validators))
+            ]
+            entry[f"{name}_bit_array"] = _bit_array_string(votes, validators)
+        rounds.append(entry)
+    proposer = validators.proposer.address
+    return {
+        "round_state": {
+            "height/round/step": f"{machine.height}/{machine.round}/{int(machine.step)}",
+            "start_time": format_rfc3339(machine.start_time) if machine.start_time else "",
+            "proposal_block_hash": block_hash(machine.proposal_block),
+            "locked_block_hash": block_hash(machine.locked_block),
+            "valid_block_hash": block_hash(machine.valid_block),
+            "height_vote_set": rounds,
+            "proposer": {"address": jsonfmt.hex_upper(proposer), "index": validators.index_of(proposer)},
+        }
+    }
+
+
+def _fingerprint(data: bytes) -> str:
+    """CometBFT's Fingerprint: the first 6 bytes, zero-padded, upper-case hex."""
+    return data[:6].ljust(6, b"\0").hex().upper()
+
+
+def _vote_string(vote: Vote | None) -> str:
+    """CometBFT's Vote.String (no vote extensions here: their fingerprint is zeros)."""
+    if vote is None:
+        return "nil-Vote"
+    kind = "Prevote" if vote.type is VoteType.PREVOTE else "Precommit"
+    return (
+        f"Vote{{{vote.validator_index}:{_fingerprint(vote.validator_address)} {vote.height}/{vote.round:02d}/"
+        f"{int(vote.type)}({kind}) {_fingerprint(vote.block_id.hash)} {_fingerprint(vote.signature)} "
+        f"{_fingerprint(b'')} @ {format_rfc3339(vote.timestamp)}}}"
+    )
+
+
+def _bit_array_string(votes: VoteSet | None, validators: ValidatorSet) -> str:
+    """CometBFT's VoteSet.BitArrayString: who voted, then voted power / total power."""
+    bits = "".join(
+        "x" if votes is not None and votes.get(i) is not None else "_" for i in range(len(validators))
+    )
+    voted, total = (votes.sum if votes is not None else 0), validators.total_power
+    return f"BA{{{len(validators)}:{bits}}} {voted}/{total} = {voted / total if total else 0:.2f}"
 
 
 # -- blocks --------------------------------------------------------------------------------------

@@ -212,6 +212,7 @@ def test_a_proposer_goes_through_the_start_of_a_round_with_exact_effects() -> No
         StepChanged(1, 0, Step.NEW_HEIGHT),
         ScheduleTimeout(1, 0, Step.NEW_HEIGHT, DISTINCT.commit),
     ]
+    assert machine.start_time == now + DISTINCT.commit  # when round 0 starts (consensus_state)
     block = SOLO_GENESIS.make_block([], [], EMPTY_COMMIT, SOLO.address.raw)
     parts = PartSet.from_data(block.encode())
     later = now + DISTINCT.commit

@@ -114,6 +114,25 @@ def test_blockchain_header_by_hash_genesis_chunks_and_params(node: NodeProcess, 
     assert node.rpc("abci_info")["response"]["version"] == run_cli("version").stdout.strip()
 
 
+def test_consensus_state_has_cometbft_shape(node: NodeProcess, chain: ChainHome) -> None:
+    node.wait_height(3)
+    state = node.rpc("consensus_state")["round_state"]
+    height, round_, step = (int(x) for x in state["height/round/step"].split("/"))
+    assert height > 2 and round_ >= 0 and 1 <= step <= 8
+    assert state["start_time"].endswith("Z")
+    validator = node.status()["validator_info"]["address"]
+    assert state["proposer"] == {"address": validator, "index": 0}
+    for entry in state["height_vote_set"]:
+        for kind in ("prevotes", "precommits"):
+            assert len(entry[kind]) == 1
+            voted = entry[kind][0] != "nil-Vote"
+            shape = (
+                rf"Vote\{{0:{validator[:12]} {height}/{entry['round']:02d}/[12]\((Prevote|Precommit)\) .+Z\}}"
+            )
+            assert not voted or re.fullmatch(shape, entry[kind][0])
+            assert entry[f"{kind}_bit_array"] == ("BA{1:x} 10/10 = 1.00" if voted else "BA{1:_} 0/10 = 0.00")
+
+
 def test_check_tx_answers_without_admitting(node: NodeProcess, chain: ChainHome) -> None:
     carol = KeyStore(chain.home).private_key("alice")  # carol's balance is asserted further on
     frank = Address.parse(str(PrivateKey.from_seed(sha256(b"frank")).address))
