@@ -57,9 +57,9 @@ class LightBlock:
             raise LightError(f"block {self.height} is of chain {self.header.chain_id!r}, not {chain_id!r}")
         if self.commit.height != self.height:
             raise LightError(f"the commit of block {self.height} is for height {self.commit.height}")
-        if self.commit.block_id.hash != self.header.hash():
+        if self.commit.block_id.hash != self.header.hash():  # sha256 Merkle root, not Python's hash()
             raise LightError(f"the commit of block {self.height} signs another header")
-        if self.validators.hash() != self.header.validators_hash:
+        if self.validators.hash() != self.header.validators_hash:  # sha256 Merkle root
             raise LightError(f"the validator set of block {self.height} is not the one its header names")
 
 

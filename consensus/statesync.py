@@ -277,7 +277,7 @@ def state_after_snapshot(
     at, after, next_ = blocks
     if (after.height, next_.height) != (at.height + 1, at.height + 2):
         raise StateSyncError("state sync needs the light blocks of H, H + 1 and H + 2")
-    if params.hash() != after.header.consensus_hash:
+    if params.hash() != after.header.consensus_hash:  # sha256 of the canonical params, not hash()
         raise StateSyncError(f"the consensus parameters changed before height {after.height}: not supported")
     return ChainState(
         chain_id=at.header.chain_id,

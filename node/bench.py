@@ -516,18 +516,14 @@ def throughput_command(
     if _print_json_or_limit(limit, figures, as_json):
         return
     refused = {why: entry["txs"] for why, entry in figures["refused_txs"].items()}
+    pruned = figures["results_pruned_txs"]
+    unread = f"{pruned} with results pruned before read, " if pruned else ""
     click.echo(
         f"{validators} validators, {duration:.0f} s of {mix}: "
         f"{figures['committed_orders_per_s']:,.0f} committed orders/s, "
         f"{figures['committed_tx_per_s']:,.0f} tx/s ({figures['committed_txs']} txs ok, failed by code "
-        f"{figures['failed_txs_by_code']}, {figures['lost_txs']} accepted but not in a block, "
-        + (
-            f"{figures['results_pruned_txs']} with results pruned before read, "
-            if figures["results_pruned_txs"]
-            else ""
-        )
-        + f"refused "
-        f"{refused}), latency p50 {figures['latency_p50_s']:.2f} s p99 "
+        f"{figures['failed_txs_by_code']}, {figures['lost_txs']} accepted but not in a block, {unread}"
+        f"refused {refused}), latency p50 {figures['latency_p50_s']:.2f} s p99 "
         f"{figures['latency_p99_s']:.2f} s, block interval {figures['block_interval_s']:.2f} s"
     )
     click.echo(

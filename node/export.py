@@ -15,7 +15,6 @@ stop the node first (LevelDB lets one process open it).
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 from consensus.state import ChainState
@@ -23,6 +22,7 @@ from consensus.types import Block
 from execution.app import AppMeta
 from execution.genesis_state import exported_app_state
 from execution.validators import RegisteredValidator
+from genesis.genesis import ConsensusParams as GenesisParams
 from genesis.genesis import GenesisDoc, GenesisValidator
 from primitives import codec
 from storage import schema
@@ -67,20 +67,11 @@ def export_genesis(db_path: Path, doc: GenesisDoc, height: int = 0, chain_id: st
         if key.startswith(schema.APP_VALIDATOR_PREFIX)
         and (entry := RegisteredValidator.decode(value)).power > 0
     ]
-    params = chain.params
     return GenesisDoc(
         genesis_time=time,
         chain_id=chain_id or chain.chain_id,
         initial_height=height + 1,
-        consensus_params=replace(
-            doc.consensus_params,  # the key types are not in the chain state: the genesis ones
-            block_max_bytes=params.block_max_bytes,
-            block_max_gas=params.block_max_gas,
-            evidence_max_age_num_blocks=params.evidence_max_age_num_blocks,
-            evidence_max_age_duration=params.evidence_max_age_duration,
-            evidence_max_bytes=params.evidence_max_bytes,
-            version_app=params.version_app,
-        ),
+        consensus_params=GenesisParams.from_fields(chain.params.to_fields()),  # the same six fields
         validators=tuple(
             GenesisValidator(entry.address.raw, entry.pub_key, entry.power, "") for entry in voting
         ),

@@ -43,13 +43,13 @@ async def test_every_interval_compacts_the_pruned_ranges_once_at_a_time() -> Non
         db.release.set()
         with trio.fail_after(10):
             while len(compactor.compacted_at) < 1:
-                await trio.sleep(0.01)  # the thread finishing is not a trio event
+                await trio.sleep(0.01)  # poll with a deadline: the worker thread's end is no trio event
         assert db.compacted == list(PRUNED_PREFIXES)
         await trio.testing.wait_all_tasks_blocked()
         _commit(compactor, 6)
         with trio.fail_after(10):
             while len(compactor.compacted_at) < 2:
-                await trio.sleep(0.01)
+                await trio.sleep(0.01)  # the same poll
         nursery.cancel_scope.cancel()
     assert db.compacted == list(PRUNED_PREFIXES) * 2
     assert compactor.compacted_at == [2, 6]
