@@ -1,11 +1,12 @@
 """Block execution and the start-up handshake: how a decided block becomes stored state.
 
 `BlockExecutor.apply_block` runs the application's finalize_block, then writes the block, its
-commit, the results, the transaction index, the new chain state and the application's state in
-ONE synced LevelDB batch: after any crash the node is at height H or H-1, never between. Then it
-updates the mempool. `handshake` brings the application and the chain state together at start:
-a fresh node runs InitChain; a restarted one checks that both are at the same height and hash.
-It also feeds the machine's `ProposalSource` from the mempool and the application.
+commit, the results, the transaction index, the new chain state, the application's state and what
+the node's `HeightRecorder`s keep (the event index) in ONE synced LevelDB batch: after any crash
+the node is at height H or H-1, never between. Then it updates the mempool. `handshake` brings the
+application and the chain state together at start: a fresh node runs InitChain; a restarted one
+checks that both are at the same height and hash. It also feeds the machine's `ProposalSource`
+from the mempool and the application.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from consensus.app import (
     Application,
@@ -85,6 +87,17 @@ def results_hash(tx_results: tuple[ExecTxResult, ...]) -> bytes:
 CommitListener = Callable[[Block, BlockID, BlockResults, ChainState], None]
 
 
+class HeightRecorder(Protocol):
+    """What the node keeps of each height beside the block, in the height's own batch (the event
+    index): never behind the block store, never ahead of it."""
+
+    def record(self, batch: WriteBatch, block: Block, results: BlockResults) -> None:
+        """Add what this height keeps to `batch` (the block store's pruning is in it already)."""
+
+    def written(self) -> None:
+        """The batch is on disk."""
+
+
 class BlockExecutor:
     """Executes decided blocks through the application into the stores."""
 
@@ -105,6 +118,7 @@ class BlockExecutor:
         self.mempool = mempool
         self.retain_blocks = retain_blocks
         self.listeners: list[CommitListener] = []
+        self.recorders: list[HeightRecorder] = []
 
     def apply_block(self, state: ChainState, block: Block, block_id: BlockID, commit: Commit) -> ChainState:
         """Execute and store `block` (already validated and decided); return the next state."""
@@ -149,8 +163,12 @@ class BlockExecutor:
             self.states.save_committed_evidence(batch, item.hash(), header.height)
         app_retain = self.app.commit(batch)
         self._prune(batch, header.height, app_retain)
+        for recorder in self.recorders:
+            recorder.record(batch, block, results)
         self.db.write(batch, sync=True)
         self.blocks.mark_written()
+        for recorder in self.recorders:
+            recorder.written()
         self.mempool.update(header.height, block.txs)
         for listener in self.listeners:
             listener(block, block_id, results, new_state)

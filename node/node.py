@@ -46,6 +46,7 @@ from node.compaction import Compactor
 from node.config import Config, parse_id_list, parse_laddr, parse_peer_list
 from node.events import EventBus
 from node.gcpolicy import apply_gc_policy
+from node.indexer import EventIndex
 from node.metrics import NodeMetrics
 from node.pricefeed import feeder_from_config
 from node.rpc import NodeInfo, RPCEnv, make_app
@@ -150,6 +151,19 @@ def build_core(
     return Core(blocks, states, mempool, evidence, executor, driver, service)
 
 
+def _event_index(config: Config, db: Database, core: Core) -> EventIndex | None:
+    """The event index if `[tx_index] indexer = "kv"`, caught up with the block store and kept
+    in each height's batch from now on."""
+    if config.tx_index.indexer != "kv":
+        return None
+    index = EventIndex(db, core.blocks, core.executor.load_results)
+    caught_up = index.catch_up()
+    if caught_up:
+        log.info("event index: indexed %d stored heights (now %d..%d)", caught_up, index.base, index.height)
+    core.executor.recorders.append(index)
+    return index
+
+
 @dataclass
 class Listening:
     """Where the node's servers listen (filled once they are bound)."""
@@ -214,6 +228,7 @@ class Node:
             address = privval.address if state.validators.get(privval.address) is not None else None
             bus = EventBus()
             executor.listeners.append(lambda b, bid, res, st: bus.on_commit(b, bid, res))
+            index = _event_index(config, db, core)
             storage = config.storage
             compactor = Compactor(db, storage.compaction_interval) if storage.compact else None
             if compactor is not None:
@@ -304,6 +319,7 @@ class Node:
                 max_body_bytes=config.rpc.max_body_bytes,
                 catching_up=lambda: blocksync.syncing,
                 switch=switch,
+                index=index,
             )
             try:
                 async with trio.open_nursery() as nursery:

@@ -31,6 +31,9 @@ from consensus.validators import ValidatorSet
 from consensus.votes import VoteSet
 from node import jsonfmt
 from node.events import EventBus, TxCommitted
+from node.indexer import EventIndex, SearchError
+from node.query import Query, QueryError
+from node.query import parse as parse_query
 from node.version import VERSION
 from p2p.switch import ConnectedPeer, Switch
 from primitives.codec import DecodeError, decode
@@ -102,6 +105,8 @@ class RPCEnv:
     max_body_bytes: int = 1_000_000
     catching_up: Callable[[], bool] = field(default=lambda: False)
     switch: Switch | None = None
+    index: EventIndex | None = None
+    """the event index behind tx_search and block_search (None: `indexer = "null"`)"""
 
 
 # -- parameters ----------------------------------------------------------------------------------
@@ -270,7 +275,7 @@ async def status(env: RPCEnv, call: Call) -> JSON:
             "version": env.info.version,
             "channels": env.info.channels,
             "moniker": env.info.moniker,
-            "other": {"tx_index": "on", "rpc_address": env.info.rpc_address},
+            "other": {"tx_index": "on" if env.index else "off", "rpc_address": env.info.rpc_address},
         },
         "sync_info": {
             "latest_block_hash": jsonfmt.hex_upper(latest_hash),
@@ -659,6 +664,24 @@ async def broadcast_tx_commit(env: RPCEnv, call: Call) -> JSON:
     raise internal("timed out waiting for tx to be included in a block")
 
 
+def _tx_json(env: RPCEnv, height: int, index: int, prove: bool, tx_hash: bytes | None = None) -> JSON:
+    """CometBFT's ResultTx of the `index`-th tx of the block at `height`."""
+    b = _load_block(env, height)
+    results = env.executor.load_results(height)
+    if results is None or index >= len(b.txs):
+        raise internal(f"tx {index} of block {height} is not stored")
+    found_tx: JSON = {
+        "hash": jsonfmt.hex_upper(tx_hash or sha256(b.txs[index])),
+        "height": str(height),
+        "index": index,
+        "tx_result": jsonfmt.exec_tx_result(results.tx_results[index]),
+        "tx": jsonfmt.b64(b.txs[index]),
+    }
+    if prove:
+        found_tx["proof"] = jsonfmt.tx_proof(b.header.data_hash, b.txs[index], merkle_proofs(b.txs)[1][index])
+    return found_tx
+
+
 @method("tx", "hash", "prove")
 async def tx(env: RPCEnv, call: Call) -> JSON:
     tx_hash = p_bytes(call.get("hash"), "hash", call.uri)
@@ -666,20 +689,67 @@ async def tx(env: RPCEnv, call: Call) -> JSON:
     if found is None:
         raise internal(f"tx ({jsonfmt.hex_upper(tx_hash)}) not found")
     height, index = found
-    b = _load_block(env, height)
-    results = env.executor.load_results(height)
-    if results is None or index >= len(b.txs):
-        raise internal(f"tx ({jsonfmt.hex_upper(tx_hash)}) not found")
-    found_tx: JSON = {
-        "hash": jsonfmt.hex_upper(tx_hash),
-        "height": str(height),
-        "index": index,
-        "tx_result": jsonfmt.exec_tx_result(results.tx_results[index]),
-        "tx": jsonfmt.b64(b.txs[index]),
+    try:
+        return _tx_json(env, height, index, p_bool(call.get("prove"), "prove"), tx_hash)
+    except RPCError:
+        raise internal(f"tx ({jsonfmt.hex_upper(tx_hash)}) not found") from None
+
+
+SEARCH_PER_PAGE = 30
+SEARCH_MAX_PER_PAGE = 100
+
+
+def _search_query(env: RPCEnv, call: Call) -> tuple[EventIndex, Query]:
+    if env.index is None:
+        raise internal("transaction indexing is disabled")
+    try:
+        return env.index, parse_query(p_str(call.get("query"), "query"))
+    except QueryError as exc:
+        raise invalid_params(f"query: {exc}") from exc
+
+
+def _page(call: Call, found: list[Any]) -> list[Any]:
+    """The requested page of `found` in the requested order (CometBFT's paging rules)."""
+    order = p_str(call.get("order_by"), "order_by")
+    if order not in ("", "asc", "desc"):
+        raise invalid_params("expected order_by to be either `asc` or `desc` or empty")
+    per_page = p_int(call.get("per_page"), "per_page", SEARCH_PER_PAGE) or SEARCH_PER_PAGE
+    per_page = SEARCH_PER_PAGE if per_page < 1 else min(per_page, SEARCH_MAX_PER_PAGE)
+    pages = max(1, -(-len(found) // per_page))
+    page = p_int(call.get("page"), "page", 1)
+    if page is None or not 1 <= page <= pages:
+        raise invalid_params(f"page should be within [1, {pages}] range, given {page}")
+    ordered = found[::-1] if order == "desc" else found
+    return ordered[(page - 1) * per_page : page * per_page]
+
+
+@method("tx_search", "query", "prove", "page", "per_page", "order_by")
+async def tx_search(env: RPCEnv, call: Call) -> JSON:
+    index, query = _search_query(env, call)
+    prove = p_bool(call.get("prove"), "prove")
+    try:
+        found = index.search_txs(query)
+    except SearchError as exc:
+        raise internal(str(exc)) from exc
+    page = _page(call, found)
+    return {
+        "txs": [_tx_json(env, height, at, prove, index.tx_hash(height, at)) for height, at in page],
+        "total_count": str(len(found)),
     }
-    if p_bool(call.get("prove"), "prove"):
-        found_tx["proof"] = jsonfmt.tx_proof(b.header.data_hash, b.txs[index], merkle_proofs(b.txs)[1][index])
-    return found_tx
+
+
+@method("block_search", "query", "page", "per_page", "order_by")
+async def block_search(env: RPCEnv, call: Call) -> JSON:
+    index, query = _search_query(env, call)
+    try:
+        found = index.search_blocks(query)
+    except SearchError as exc:
+        raise internal(str(exc)) from exc
+    blocks = []
+    for height in _page(call, found):
+        b = _load_block(env, height)
+        blocks.append({"block_id": _block_id_json(env, b), "block": jsonfmt.block(b)})
+    return {"blocks": blocks, "total_count": str(len(found))}
 
 
 @method("unconfirmed_txs", "limit")

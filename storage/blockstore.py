@@ -39,6 +39,11 @@ class BlockStore:
     def _range(self) -> tuple[int, int]:
         return self._pending if self._pending is not None else (self.base, self.height)
 
+    @property
+    def pending_base(self) -> int:
+        """The base the pending batch leaves (the stored base if nothing is pending)."""
+        return self._range()[0]
+
     def _set_range(self, batch: WriteBatch, base: int, height: int) -> None:
         self._pending = (base, height)
         batch.put(schema.BLOCK_STORE_META, encode([base, height]))

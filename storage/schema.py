@@ -47,8 +47,14 @@ Heights are 8-byte big-endian so that keys of one prefix sort by height. Prefixe
 | `s:x:` | version | the state tree nodes no version from this one on uses (pruning) |
 | `s:snap:` | height | the manifest of the state snapshot taken at that height (`storage.snapshot`) |
 | `t:fee:` | sender (20), nonce (8-byte BE) | fees a tx owes the fee collector: block-local, never stored |
+| `i:meta` | | the event index's range `[base, height]` (`node.indexer`; absent: nothing indexed) |
+| `i:tx:` | height, tx index (4-byte BE) | the hash of an indexed transaction |
+| `i:ta:` | attribute (note 2), height, tx index, event index (4-byte BE each) | empty: a tx event's |
+| `i:ba:` | attribute (note 2), height, event index (4-byte BE) | empty: a finalize-block event's |
 
 Note 1: a derived index (`execution.indexes`): kept beside the state, outside the state tree.
+Note 2: `event type.key` (UTF-8, after its length as 2 bytes BE), then the value (UTF-8, after its
+length as 4 bytes BE): all entries of one attribute, and of one attribute and value, share a prefix.
 """
 
 from __future__ import annotations
@@ -78,6 +84,12 @@ STATE_NODE_PREFIX = b"s:n:"
 STATE_ROOT_PREFIX = b"s:r:"
 STATE_STALE_PREFIX = b"s:x:"
 SNAPSHOT_PREFIX = b"s:snap:"
+
+INDEX_META = b"i:meta"
+INDEX_TX_PREFIX = b"i:tx:"
+INDEX_TX_ATTRIBUTE_PREFIX = b"i:ta:"
+INDEX_BLOCK_ATTRIBUTE_PREFIX = b"i:ba:"
+INDEX_POSITION_SIZE = 4
 
 APP_META = b"a:meta"
 APP_ACCOUNT_PREFIX = b"a:acct:"
@@ -140,6 +152,47 @@ def tx_key(tx_hash: bytes) -> bytes:
 
 def tx_list_key(height: int) -> bytes:
     return _TX_LIST + height_bytes(height)
+
+
+def index_tx_key(height: int, index: int) -> bytes:
+    """An indexed transaction, by its place in the chain."""
+    return INDEX_TX_PREFIX + height_bytes(height) + _fixed(index, INDEX_POSITION_SIZE, "tx index")
+
+
+def index_attribute_prefix(prefix: bytes, composite_key: str, value: str | None = None) -> bytes:
+    """The entries of one event attribute (`type.key`) under `prefix` (`INDEX_TX_ATTRIBUTE_PREFIX`
+    or `INDEX_BLOCK_ATTRIBUTE_PREFIX`), or of one attribute and value."""
+    raw = composite_key.encode()
+    out = prefix + _fixed(len(raw), 2, "attribute key length") + raw
+    if value is None:
+        return out
+    body = value.encode()
+    return out + _fixed(len(body), 4, "attribute value length") + body
+
+
+def index_attribute_key(prefix: bytes, composite_key: str, value: str, height: int, *positions: int) -> bytes:
+    """One entry of the event index: the attribute `composite_key=value` at `height`, in the
+    event at `positions` (tx index and event index, or the event index of a block event)."""
+    return (
+        index_attribute_prefix(prefix, composite_key, value)
+        + height_bytes(height)
+        + b"".join(_fixed(p, INDEX_POSITION_SIZE, "event position") for p in positions)
+    )
+
+
+def split_index_attribute_key(prefix: bytes, key: bytes) -> tuple[str, int, tuple[int, ...]]:
+    """(value, height, positions) of an event index entry under `prefix` (the inverse of
+    `index_attribute_key` past the composite key)."""
+    at = len(prefix)
+    at += 2 + int.from_bytes(key[at : at + 2], "big")
+    size = int.from_bytes(key[at : at + 4], "big")
+    value = key[at + 4 : at + 4 + size].decode()
+    at += 4 + size
+    height = height_from_bytes(key[at : at + HEIGHT_SIZE])
+    rest = key[at + HEIGHT_SIZE :]
+    size = INDEX_POSITION_SIZE
+    positions = tuple(int.from_bytes(rest[i : i + size], "big") for i in range(0, len(rest), size))
+    return value, height, positions
 
 
 def validators_key(height: int) -> bytes:

@@ -6,7 +6,9 @@ maker_fee, taker_fee, taker_side), order_cancelled(order_id, market, owner, reas
 stp, maker_check, ioc_remainder), order_expired(order_id, market, owner), order_rejected(market,
 owner, client_id, reason: post_only_would_cross, fok_not_filled). They are built without the
 frozen dataclasses' `__init__`, and attributes that recur are shared objects (the hot path emits
-two or three events per order).
+two or three events per order). The event index (`node.indexer`) takes the ids, `market`, `owner`,
+`maker`, `taker` and `client_id`; sizes, prices, fees, sides and flags are marked not indexed (an
+entry each would double the index for searches nobody makes: fills above a price of any trader).
 """
 
 from __future__ import annotations
@@ -51,6 +53,12 @@ def _shared(key: str, value: str) -> EventAttribute:
 
 
 @lru_cache(maxsize=4096)
+def _unindexed(key: str, value: str) -> EventAttribute:
+    """`_shared`, marked not indexed."""
+    return _new_attribute(key, value, False)
+
+
+@lru_cache(maxsize=4096)
 def _owner_attribute(key: str, owner: bytes) -> EventAttribute:
     """`key=<owner as lower-case hex>`, shared as `_shared` is (a trader appears in many events)."""
     return _new_attribute(key, owner.hex(), True)
@@ -64,13 +72,13 @@ def placed_event(market: Market, order: Order, tif: int) -> Event:
             _new_attribute("order_id", str(order.order_id), True),
             _shared("market", market.ticker),
             _owner_attribute("owner", order.owner),
-            _shared("side", SIDE_NAMES[order.side]),
-            _new_attribute("size", str(order.size), True),
-            _new_attribute("price", str(order.price), True),
-            _shared("tif", TIF_NAMES[tif]),
+            _unindexed("side", SIDE_NAMES[order.side]),
+            _new_attribute("size", str(order.size), False),
+            _new_attribute("price", str(order.price), False),
+            _unindexed("tif", TIF_NAMES[tif]),
             _new_attribute("client_id", str(order.client_id), True),
-            _shared("reduce_only", "1" if order.reduce_only else "0"),
-            _shared("good_til_block", str(order.good_til_block)),
+            _unindexed("reduce_only", "1" if order.reduce_only else "0"),
+            _unindexed("good_til_block", str(order.good_til_block)),
         ),
     )
 
@@ -82,7 +90,7 @@ def cancelled_event(market: Market, order: Order, reason: str) -> Event:
             _attribute("order_id", order.order_id),
             _shared("market", market.ticker),
             _owner_attribute("owner", order.owner),
-            _shared("reason", reason),
+            _unindexed("reason", reason),
         ),
     )
 
@@ -120,10 +128,10 @@ def filled_event(market: Market, fill: Fill, maker_fee: int, taker_fee: int) -> 
             _new_attribute("taker_order_id", str(fill.taker_order_id), True),
             _owner_attribute("maker", fill.maker_owner),
             _owner_attribute("taker", fill.taker_owner),
-            _new_attribute("price", str(fill.price), True),
-            _new_attribute("size", str(fill.size), True),
-            _new_attribute("maker_fee", str(maker_fee), True),
-            _new_attribute("taker_fee", str(taker_fee), True),
-            _shared("taker_side", SIDE_NAMES[fill.taker_side]),
+            _new_attribute("price", str(fill.price), False),
+            _new_attribute("size", str(fill.size), False),
+            _new_attribute("maker_fee", str(maker_fee), False),
+            _new_attribute("taker_fee", str(taker_fee), False),
+            _unindexed("taker_side", SIDE_NAMES[fill.taker_side]),
         ),
     )

@@ -335,6 +335,51 @@ def test_transfer_through_rpc_and_bad_transactions(node: NodeProcess, chain: Cha
     assert node.balance(str(dave)) == 1_000_000
 
 
+def test_tx_search_and_block_search(node: NodeProcess, chain: ChainHome) -> None:
+    """Transfers found by their events through tx_search (CometBFT's query language, paging and
+    order), and blocks through block_search."""
+    alice = KeyStore(chain.home).private_key("alice")
+    grace = Address.parse(str(PrivateKey.from_seed(sha256(b"grace")).address))
+    txs = [build_tx(alice, "e2e-chain", now_ms() + i, [Transfer(grace, 1_000 + i)]) for i in range(3)]
+    for tx in txs:
+        assert node.broadcast(tx)["code"] == 0
+    wait_for("the transfers to commit", lambda: True if node.balance(str(grace)) == 3_003 else None)
+    query = f"transfer.recipient = '{grace}'"
+    found = node.rpc("tx_search", query=query)
+    assert found["total_count"] == "3"
+    assert sorted(t["hash"] for t in found["txs"]) == sorted(sha256(t).hex().upper() for t in txs)
+    first = found["txs"][0]
+    assert set(first) == {"hash", "height", "index", "tx_result", "tx"}
+    assert base64.b64decode(first["tx"]) in txs
+    amounts = [
+        int(a["value"])
+        for t in found["txs"]
+        for e in t["tx_result"]["events"]
+        for a in e["attributes"]
+        if e["type"] == "transfer" and a["key"] == "amount"
+    ]
+    assert sorted(amounts) == [1_000, 1_001, 1_002]
+    # a page of one, newest first; the same through the URI form with a quoted query
+    page = node.rpc("tx_search", query=query, per_page=1, page=2, order_by="desc", prove=True)
+    assert page["total_count"] == "3" and len(page["txs"]) == 1 and "proof" in page["txs"][0]
+    ordered = [(int(t["height"]), t["index"]) for t in found["txs"]]
+    assert (int(page["txs"][0]["height"]), page["txs"][0]["index"]) == sorted(ordered)[1]
+    uri = httpx.get(f"{chain.rpc_url}/tx_search", params={"query": f'"{query} AND transfer.amount > 1000"'})
+    assert uri.json()["result"]["total_count"] == "2"
+    height = int(first["height"])
+    by_hash = node.rpc("tx_search", query=f"tx.hash = '{first['hash']}' AND tx.height = {height}")
+    assert [t["hash"] for t in by_hash["txs"]] == [first["hash"]]
+    with pytest.raises(RPCFailure, match="page should be within \\[1, 1\\] range, given 2"):
+        node.rpc("tx_search", query="transfer.recipient = 'nobody'", page=2)
+    with pytest.raises(RPCFailure, match="expected AND at offset"):
+        node.rpc("tx_search", query=f"{query} OR tx.height > 1")
+
+    blocks = node.rpc("block_search", query=f"block.height >= {height} AND block.height <= {height + 1}")
+    assert blocks["total_count"] == "2"
+    assert [b["block"]["header"]["height"] for b in blocks["blocks"]] == [str(height), str(height + 1)]
+    assert set(blocks["blocks"][0]) == {"block_id", "block"}
+
+
 def test_a_batch_of_broadcasts_admits_each_tx_on_its_own_merits(node: NodeProcess, chain: ChainHome) -> None:
     carol = KeyStore(chain.home).private_key("carol")
     erin = Address.parse(str(PrivateKey.from_seed(sha256(b"erin")).address))
