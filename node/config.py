@@ -412,6 +412,7 @@ class RPCConfig:
     max_open_connections: int = 900
     max_subscription_clients: int = 100
     max_subscriptions_per_client: int = 5
+    experimental_websocket_write_buffer_size: int = 5000
     timeout_broadcast_tx_commit: int = 10 * _S
     max_request_batch_size: int = 10
     max_body_bytes: int = 1_000_000
@@ -438,6 +439,12 @@ _register(
         ),
         "max_subscriptions_per_client": _Key(
             _INT, "Maximum number of queries one client can /subscribe to", _non_negative
+        ),
+        "experimental_websocket_write_buffer_size": _Key(
+            _INT,
+            "Event messages queued for one /websocket client; a client that lets more pile up is"
+            " disconnected (CometBFT: 200; a block here holds thousands of txs)",
+            _positive,
         ),
         "timeout_broadcast_tx_commit": _Key(
             _DURATION_KEY, "How long /broadcast_tx_commit waits for the tx to be committed", _non_negative

@@ -1,9 +1,12 @@
-"""The node's event bus: what happened in each committed block, for RPC waiters and subscribers.
+"""The node's event bus: what happened in each committed block and each round, for RPC waiters
+and subscribers.
 
 The block executor's commit listener publishes a NewBlock event and one Tx event per
-transaction; subscribers receive the events their predicate accepts on a bounded trio channel.
-A subscriber that falls behind loses its subscription (CometBFT closes slow clients the same
-way) rather than slowing consensus.
+transaction; the consensus driver's step listener publishes RoundStepChanged. Subscribers
+receive the events their predicate accepts on a bounded trio channel; a subscriber that falls
+behind loses its subscription (CometBFT closes slow clients the same way) rather than slowing
+consensus. Sinks (the WebSocket hub, `node.websocket`) are called with every event as it is
+published and keep their own bounds.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import trio
 
 from consensus.app import ExecTxResult
 from consensus.execution import BlockResults
+from consensus.machine import Step
 from consensus.types import Block, BlockID
 from primitives.hashing import sha256
 
@@ -35,7 +39,16 @@ class TxCommitted:
     result: ExecTxResult
 
 
-BusEvent = NewBlock | TxCommitted
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoundStepChanged:
+    height: int
+    round: int
+    step: Step
+    proposer: bytes
+    proposer_index: int
+
+
+BusEvent = NewBlock | TxCommitted | RoundStepChanged
 Predicate = Callable[[BusEvent], bool]
 
 
@@ -59,6 +72,7 @@ class Subscription:
 class EventBus:
     def __init__(self) -> None:
         self._subscriptions: list[Subscription] = []
+        self.sinks: list[Callable[[BusEvent], None]] = []
         self.published = 0
 
     def subscribe(self, predicate: Predicate, buffer: int = 100) -> Subscription:
@@ -73,6 +87,8 @@ class EventBus:
 
     def publish(self, event: BusEvent) -> None:
         self.published += 1
+        for sink in self.sinks:
+            sink(event)
         for subscription in list(self._subscriptions):
             if not subscription.predicate(event):
                 continue

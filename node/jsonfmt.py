@@ -10,7 +10,15 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from consensus.app import CheckTxResult, Event, ExecTxResult, ProofOp, QueryResult
+from consensus.app import (
+    CheckTxResult,
+    Event,
+    ExecTxResult,
+    FinalizeBlockResult,
+    ProofOp,
+    QueryResult,
+    ValidatorUpdate,
+)
 from consensus.types import Block, BlockID, BlockIDFlag, Commit, CommitSig, Header, PartSetHeader
 from consensus.validators import Validator, ValidatorSet
 from primitives.hashing import MerkleProof, leaf_hash
@@ -117,6 +125,33 @@ def exec_tx_result(r: ExecTxResult) -> JSON:
         "events": [event(e) for e in r.events],
         "codespace": r.codespace,
     }
+
+
+def finalize_block_result(r: FinalizeBlockResult) -> JSON:
+    """ABCI's ResponseFinalizeBlock (a NewBlock event's `result_finalize_block`; block_results
+    has its fields under other names)."""
+    return {
+        "events": [event(e) for e in r.events],
+        "tx_results": [exec_tx_result(t) for t in r.tx_results],
+        "validator_updates": [
+            {"pub_key": pub_key(u.pub_key), "power": str(u.power)} for u in r.validator_updates
+        ],
+        "consensus_param_updates": None,
+        "app_hash": b64(r.app_hash),
+    }
+
+
+def validator_updates(updates: tuple[ValidatorUpdate, ...]) -> list[JSON]:
+    """A ValidatorSetUpdates event's validators (power 0: removed)."""
+    return [
+        {
+            "address": hex_upper(Address.from_public_key(u.pub_key).raw),
+            "pub_key": pub_key(u.pub_key),
+            "voting_power": str(u.power),
+            "proposer_priority": "0",
+        }
+        for u in updates
+    ]
 
 
 def check_tx_result(r: CheckTxResult) -> JSON:

@@ -30,7 +30,7 @@ from consensus.execution import (
     stored_validators,
 )
 from consensus.light import LightError
-from consensus.machine import ConsensusMachine, TimeoutConfig
+from consensus.machine import ConsensusMachine, StepChanged, TimeoutConfig
 from consensus.mempool import Mempool, MempoolConfig
 from consensus.mempool_reactor import MempoolReactor
 from consensus.privval import FilePrivValidator
@@ -44,7 +44,7 @@ from execution.state import CommittedState
 from genesis.genesis import GenesisDoc
 from node.compaction import Compactor
 from node.config import Config, parse_id_list, parse_laddr, parse_peer_list
-from node.events import EventBus
+from node.events import EventBus, RoundStepChanged
 from node.gcpolicy import apply_gc_policy
 from node.indexer import EventIndex
 from node.metrics import NodeMetrics
@@ -52,6 +52,7 @@ from node.pricefeed import feeder_from_config
 from node.rpc import NodeInfo, RPCEnv, make_app
 from node.statesync import restore_from_peers
 from node.version import COMETBFT_VERSION
+from node.websocket import Hub, Limits
 from p2p.base import NodeInfo as P2PNodeInfo
 from p2p.nodekey import load_or_generate_node_key, node_id
 from p2p.switch import P2PSettings, Switch
@@ -229,6 +230,29 @@ class Node:
             bus = EventBus()
             executor.listeners.append(lambda b, bid, res, st: bus.on_commit(b, bid, res))
             index = _event_index(config, db, core)
+            hub = Hub(
+                Limits(
+                    max_clients=config.rpc.max_subscription_clients,
+                    max_per_client=config.rpc.max_subscriptions_per_client,
+                    outbox=config.rpc.experimental_websocket_write_buffer_size,
+                )
+            )
+            bus.sinks.append(hub.publish)
+
+            def publish_step(step: StepChanged) -> None:
+                validators = service.machine.round_validators
+                proposer = validators.proposer.address
+                bus.publish(
+                    RoundStepChanged(
+                        height=step.height,
+                        round=step.round,
+                        step=step.step,
+                        proposer=proposer,
+                        proposer_index=validators.index_of(proposer) or 0,
+                    )
+                )
+
+            core.driver.step_listeners.append(publish_step)
             storage = config.storage
             compactor = Compactor(db, storage.compaction_interval) if storage.compact else None
             if compactor is not None:
@@ -320,6 +344,7 @@ class Node:
                 catching_up=lambda: blocksync.syncing,
                 switch=switch,
                 index=index,
+                hub=hub,
             )
             try:
                 async with trio.open_nursery() as nursery:

@@ -20,7 +20,8 @@ import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from consensus.app import Application, CheckTxKind, ExecTxResult
 from consensus.execution import BlockExecutor
@@ -35,6 +36,8 @@ from node.indexer import EventIndex, SearchError
 from node.query import Query, QueryError
 from node.query import parse as parse_query
 from node.version import VERSION
+from node.websocket import Hub
+from node.websocket import serve as serve_websocket
 from p2p.switch import ConnectedPeer, Switch
 from primitives.codec import DecodeError, decode
 from primitives.hashing import merkle_proofs, sha256
@@ -107,6 +110,8 @@ class RPCEnv:
     switch: Switch | None = None
     index: EventIndex | None = None
     """the event index behind tx_search and block_search (None: `indexer = "null"`)"""
+    hub: Hub = field(default_factory=Hub)
+    """the `/websocket` clients and their subscriptions (a sink of `bus`)"""
 
 
 # -- parameters ----------------------------------------------------------------------------------
@@ -525,16 +530,14 @@ async def block_results(env: RPCEnv, call: Call) -> JSON:
     results = env.executor.load_results(height)
     if results is None:
         raise internal(f"results of block {height} are not stored")
+    body = jsonfmt.finalize_block_result(results.finalize)
     return {
         "height": str(height),
-        "txs_results": [jsonfmt.exec_tx_result(r) for r in results.tx_results],
-        "finalize_block_events": [jsonfmt.event(e) for e in results.finalize.events],
-        "validator_updates": [
-            {"pub_key": jsonfmt.pub_key(u.pub_key), "power": str(u.power)}
-            for u in results.finalize.validator_updates
-        ],
+        "txs_results": body["tx_results"],
+        "finalize_block_events": body["events"],
+        "validator_updates": body["validator_updates"],
         "consensus_param_updates": None,
-        "app_hash": jsonfmt.b64(results.finalize.app_hash),
+        "app_hash": body["app_hash"],
     }
 
 
@@ -905,8 +908,15 @@ def make_app(env: RPCEnv) -> Starlette:
             return JSONResponse(_error(-1, internal(f"{type(exc).__name__}: {exc}")), 500)
         return JSONResponse({"jsonrpc": "2.0", "id": -1, "result": result})
 
+    async def websocket(socket: WebSocket) -> None:
+        async def handle(request: JSON) -> JSON:
+            return await _one(env, request)
+
+        await serve_websocket(socket, env.hub, handle)
+
     return Starlette(
         routes=[
+            WebSocketRoute("/websocket", websocket),
             Route("/", post, methods=["POST"]),
             Route("/", index, methods=["GET"]),
             Route("/{method}", get, methods=["GET"]),

@@ -11,9 +11,12 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import trio
+from trio_websocket import WebSocketConnection, open_websocket_url
 
 from execution.accounts import Account
 from execution.tx import Transfer, Tx, build_tx
@@ -378,6 +381,83 @@ def test_tx_search_and_block_search(node: NodeProcess, chain: ChainHome) -> None
     assert blocks["total_count"] == "2"
     assert [b["block"]["header"]["height"] for b in blocks["blocks"]] == [str(height), str(height + 1)]
     assert set(blocks["blocks"][0]) == {"block_id", "block"}
+
+
+async def _next(ws: WebSocketConnection) -> dict[str, Any]:
+    with trio.fail_after(30):
+        message = json.loads(await ws.get_message())
+    assert isinstance(message, dict)
+    return message
+
+
+async def _call(ws: WebSocketConnection, request_id: int, method: str, **params: Any) -> dict[str, Any]:
+    """Send a request and read up to its reply (events before it are skipped)."""
+    await ws.send_message(
+        json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+    )
+    while True:
+        message = await _next(ws)
+        if message["id"] == request_id and "query" not in message.get("result", {}):
+            return message
+
+
+async def test_websocket_subscriptions(node: NodeProcess, chain: ChainHome) -> None:
+    """CometBFT's /websocket: subscribe to NewBlock, to one recipient's Tx events and to round
+    steps; broadcast over the socket; the limits and errors of subscribe and unsubscribe."""
+    url = chain.rpc_url.replace("http://", "ws://") + "/websocket"
+    alice = KeyStore(chain.home).private_key("alice")
+    heidi = Address.parse(str(PrivateKey.from_seed(sha256(b"heidi")).address))
+    async with open_websocket_url(url) as ws:
+        assert (await _call(ws, 1, "subscribe", query="tm.event = 'NewBlock'"))["result"] == {}
+        tx_query = f"tm.event = 'Tx' AND transfer.recipient = '{heidi}'"
+        assert (await _call(ws, 2, "subscribe", query=tx_query))["result"] == {}
+        tx = build_tx(alice, "e2e-chain", now_ms(), [Transfer(heidi, 4_242)])
+        reply = await _call(ws, 3, "broadcast_tx_sync", tx=base64.b64encode(tx).decode())
+        assert reply["result"]["code"] == 0 and reply["result"]["hash"] == sha256(tx).hex().upper()
+        blocks, tx_event = [], None
+        while tx_event is None or len(blocks) < 2:
+            message = await _next(ws)
+            result = message["result"]
+            if message["id"] == 1:
+                assert result["query"] == "tm.event = 'NewBlock'"
+                assert result["data"]["type"] == "tendermint/event/NewBlock"
+                value = result["data"]["value"]
+                assert set(value) == {"block", "block_id", "result_finalize_block"}
+                assert result["events"]["tm.event"] == ["NewBlock"]
+                blocks.append(int(value["block"]["header"]["height"]))
+            else:
+                assert message["id"] == 2 and result["query"] == tx_query
+                assert result["data"]["type"] == "tendermint/event/Tx"
+                tx_result = result["data"]["value"]["TxResult"]
+                assert base64.b64decode(tx_result["tx"]) == tx and tx_result["result"]["code"] == 0
+                assert result["events"]["tx.hash"] == [sha256(tx).hex().upper()]
+                assert result["events"]["transfer.amount"] == ["4242"]
+                tx_event = tx_result
+        assert blocks == sorted(blocks) and blocks[1] == blocks[0] + 1
+
+        error = await _call(ws, 4, "subscribe", query="tm.event = 'NewBlock'")
+        assert error["error"]["data"] == "already subscribed"
+        error = await _call(ws, 5, "subscribe", query="tm.event = ")
+        assert "failed to parse query" in error["error"]["data"]
+        for n in range(3):
+            assert "result" in await _call(
+                ws, 10 + n, "subscribe", query=f"tm.event = 'NewRoundStep' AND x.y = {n}"
+            )
+        error = await _call(ws, 20, "subscribe", query="tm.event = 'NewRound'")
+        assert error["error"]["data"] == "max_subscriptions_per_client 5 reached"
+        assert "result" in await _call(ws, 21, "unsubscribe", query="tm.event = 'NewBlock'")
+        error = await _call(ws, 22, "unsubscribe", query="tm.event = 'NewBlock'")
+        assert error["error"]["data"] == "subscription not found"
+        assert "result" in await _call(ws, 23, "unsubscribe_all")
+        assert "result" in await _call(ws, 24, "subscribe", query="tm.event = 'NewRound'")
+        new_round = await _next(ws)
+        assert new_round["id"] == 24 and new_round["result"]["data"]["type"] == "tendermint/event/NewRound"
+        value = new_round["result"]["data"]["value"]
+        assert value["step"] == "RoundStepNewRound" and set(value["proposer"]) == {"address", "index"}
+        status = await _call(ws, 25, "status")
+        assert int(status["result"]["sync_info"]["latest_block_height"]) >= blocks[1]
+        unknown = await _call(ws, 26, "no_such_method")
+        assert unknown["error"]["code"] == -32601
 
 
 def test_a_batch_of_broadcasts_admits_each_tx_on_its_own_merits(node: NodeProcess, chain: ChainHome) -> None:
