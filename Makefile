@@ -25,7 +25,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+# CosmJS for tests/node/test_cosmjs.py, from the lock file (Node.js and the npm registry)
+COSMJS := tests/cosmjs/node_modules/.package-lock.json
+$(COSMJS): tests/cosmjs/package-lock.json
+	npm ci --prefix tests/cosmjs --no-audit --no-fund --loglevel=error
+	touch $(COSMJS)
+
+unit: $(STAMP) $(COSMJS)
 	$(BIN)/pytest -q
 
 test: lint typecheck unit

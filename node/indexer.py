@@ -51,14 +51,15 @@ class SearchError(ValueError):
     """A query this index cannot answer (too broad); the message says why."""
 
 
-def _entries(events: Iterable[Event]) -> Iterator[tuple[int, str, str]]:
-    """(event index, `type.key`, value) of each indexed attribute of `events`."""
+def _entries(prefix: bytes, events: Iterable[Event]) -> Iterator[tuple[int, bytes]]:
+    """(event index, key up to the height) of each indexed attribute of `events` under `prefix`."""
+    head, value_part = schema.index_attribute_head, schema.index_value
     for number, event in enumerate(events):
         if not event.type:
             continue
         for attribute in event.attributes:
             if attribute.index and attribute.key:
-                yield number, f"{event.type}.{attribute.key}", attribute.value
+                yield number, head(prefix, event.type, attribute.key) + value_part(attribute.value)
 
 
 class EventIndex:
@@ -124,17 +125,19 @@ class EventIndex:
 
     def _add(self, batch: WriteBatch, height: int, txs: Iterable[bytes], results: BlockResults) -> None:
         tx_prefix, block_prefix = schema.INDEX_TX_ATTRIBUTE_PREFIX, schema.INDEX_BLOCK_ATTRIBUTE_PREFIX
-        empty = b""
+        put, position, event_number, empty = batch.put, schema.index_position, schema.index_event_number, b""
         for index, (tx, result) in enumerate(zip(txs, results.tx_results, strict=True)):
-            batch.put(schema.index_tx_key(height, index), sha256(tx))
-            for number, key, value in _entries(result.events):
-                batch.put(schema.index_attribute_key(tx_prefix, key, value, height, index, number), empty)
-        for number, key, value in _entries(results.finalize.events):
-            batch.put(schema.index_attribute_key(block_prefix, key, value, height, number), empty)
+            put(schema.index_tx_key(height, index), sha256(tx))
+            at = position(height, index)
+            for number, head in _entries(tx_prefix, result.events):
+                put(head + at + event_number(number), empty)
+        for number, head in _entries(block_prefix, results.finalize.events):
+            put(head + position(height, number), empty)
 
     def _drop(self, batch: WriteBatch, low: int, high: int) -> None:
         """Delete the entries of heights [low, high) (from their stored results)."""
         tx_prefix, block_prefix = schema.INDEX_TX_ATTRIBUTE_PREFIX, schema.INDEX_BLOCK_ATTRIBUTE_PREFIX
+        position = schema.index_position
         for height in range(low, high):
             for key, _ in self._db.iterate(schema.INDEX_TX_PREFIX + schema.height_bytes(height)):
                 batch.delete(key)
@@ -142,10 +145,10 @@ class EventIndex:
             if results is None:
                 continue
             for index, result in enumerate(results.tx_results):
-                for number, tag, value in _entries(result.events):
-                    batch.delete(schema.index_attribute_key(tx_prefix, tag, value, height, index, number))
-            for number, tag, value in _entries(results.finalize.events):
-                batch.delete(schema.index_attribute_key(block_prefix, tag, value, height, number))
+                for number, head in _entries(tx_prefix, result.events):
+                    batch.delete(head + position(height, index, number))
+            for number, head in _entries(block_prefix, results.finalize.events):
+                batch.delete(head + position(height, number))
 
     # -- searching -----------------------------------------------------------------------------
 

@@ -8,26 +8,37 @@ subscribe request's id>, "result": {"query", "data": {"type": "tendermint/event/
 ValidatorSetUpdates (from committed blocks), NewRound and NewRoundStep (from the consensus
 driver's steps).
 
-`Hub` is the event bus's sink: at publish it computes an event's tags once, and its JSON once if
-any query matches, and queues the text on each matching client's bounded outbox. A client whose
-outbox is full is sent nothing more and disconnected (the node never waits for a reader);
-`max_subscription_clients` and `max_subscriptions_per_client` bound the rest.
+`Hub` is the event bus's sink: at publish it computes an event's tags once if a query may match
+it (`tm.event` rules out the others first), and its JSON once if one does, and queues the text
+on each matching client's bounded outbox. A client whose outbox is full is sent nothing more and
+disconnected (the node never waits for a reader); `max_subscription_clients` and
+`max_subscriptions_per_client` bound the rest.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from consensus.app import Event
 from consensus.machine import Step
 from node import jsonfmt
 from node.events import BusEvent, NewBlock, RoundStepChanged, TxCommitted
-from node.query import BLOCK_HEIGHT_TAG, EVENT_TYPE_TAG, TX_HASH_TAG, TX_HEIGHT_TAG, Query, QueryError
+from node.query import (
+    BLOCK_HEIGHT_TAG,
+    EVENT_TYPE_TAG,
+    TX_HASH_TAG,
+    TX_HEIGHT_TAG,
+    Kind,
+    Op,
+    Query,
+    QueryError,
+)
 from node.query import parse as parse_query
 
 JSON = dict[str, Any]
@@ -55,28 +66,67 @@ class Limits:
     """messages queued for one client before it is disconnected as too slow"""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Subscription:
+    query: Query
+    request_id: Any
+    """the subscribe request's id: every event message carries it"""
+    names: frozenset[str] | None
+    """the event names its `tm.event = '...'` conditions allow (None: any)"""
+
+    @classmethod
+    def of(cls, query: Query, request_id: Any) -> Subscription:
+        names: frozenset[str] | None = None
+        for c in query.conditions:
+            if c.tag == EVENT_TYPE_TAG and c.op is Op.EQ and c.kind is Kind.STRING:
+                names = frozenset({c.text}) if names is None else names & {c.text}
+        return cls(query=query, request_id=request_id, names=names)
+
+
 @dataclass(eq=False)
 class Client:
     """One WebSocket connection: its subscriptions (query text -> (query, subscribe id)) and the
     outbox its writer task drains."""
 
     send: trio.MemorySendChannel[str]
-    subscriptions: dict[str, tuple[Query, Any]] = field(default_factory=dict)
+    subscriptions: dict[str, Subscription] = field(default_factory=dict)
     dropped: str = ""
     """why the hub stopped sending (empty while it is served)"""
 
 
 class _Outgoing:
-    """One CometBFT event: its tags, and its message's JSON built on first use."""
+    """One CometBFT event: its tags and its message's JSON, each built on first use (a query on
+    `tm.event` alone skips the events of other names without either)."""
 
-    __slots__ = ("_data", "_events", "_value", "name", "tags")
+    __slots__ = ("_data", "_events", "_reserved", "_source", "_tags", "_value", "name")
 
-    def __init__(self, name: str, tags: Tags, value: Callable[[], JSON]) -> None:
+    def __init__(
+        self,
+        name: str,
+        value: Callable[[], JSON],
+        events: Iterable[Event] = (),
+        reserved: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
-        self.tags = tags
         self._value = value
+        self._source = events
+        self._reserved = reserved or {}
+        self._tags: Tags | None = None
         self._data = ""
         self._events = ""
+
+    @property
+    def tags(self) -> Tags:
+        if self._tags is None:
+            tags: Tags = {EVENT_TYPE_TAG: [self.name]}
+            for tag, value in self._reserved.items():
+                tags[tag] = [value]
+            for event in self._source:
+                for attribute in event.attributes:
+                    if event.type and attribute.key:
+                        tags.setdefault(f"{event.type}.{attribute.key}", []).append(attribute.value)
+            self._tags = tags
+        return self._tags
 
     def message(self, query: str, request_id: Any) -> str:
         if not self._data:
@@ -88,17 +138,6 @@ class _Outgoing:
         )
 
 
-def _event_tags(name: str, events: Any, **reserved: str) -> Tags:
-    tags: Tags = {EVENT_TYPE_TAG: [name]}
-    for tag, value in reserved.items():
-        tags[tag] = [value]
-    for event in events:
-        for attribute in event.attributes:
-            if event.type and attribute.key:
-                tags.setdefault(f"{event.type}.{attribute.key}", []).append(attribute.value)
-    return tags
-
-
 def outgoing(event: BusEvent) -> list[_Outgoing]:
     """The CometBFT events one bus event makes, in the order CometBFT publishes them."""
     match event:
@@ -108,45 +147,41 @@ def outgoing(event: BusEvent) -> list[_Outgoing]:
             out = [
                 _Outgoing(
                     "NewBlock",
-                    _event_tags("NewBlock", finalize.events, **height),
                     lambda: {
                         "block": jsonfmt.block(block),
                         "block_id": jsonfmt.block_id(block_id),
                         "result_finalize_block": jsonfmt.finalize_block_result(finalize),
                     },
+                    finalize.events,
+                    reserved=height,
                 ),
                 _Outgoing(
-                    "NewBlockHeader",
-                    _event_tags("NewBlockHeader", (), **height),
-                    lambda: {"header": jsonfmt.header(block.header)},
+                    "NewBlockHeader", lambda: {"header": jsonfmt.header(block.header)}, reserved=height
                 ),
                 _Outgoing(
                     "NewBlockEvents",
-                    _event_tags("NewBlockEvents", finalize.events, **height),
                     lambda: {
                         "height": str(block.header.height),
                         "events": [jsonfmt.event(e) for e in finalize.events],
                         "num_txs": str(len(block.txs)),
                     },
+                    finalize.events,
+                    reserved=height,
                 ),
             ]
             if finalize.validator_updates:
                 out.append(
                     _Outgoing(
                         "ValidatorSetUpdates",
-                        _event_tags("ValidatorSetUpdates", ()),
                         lambda: {"validator_updates": jsonfmt.validator_updates(finalize.validator_updates)},
                     )
                 )
             return out
         case TxCommitted(height=height, index=index, tx=tx, hash=tx_hash, result=result):
-            tags = _event_tags(
-                "Tx", result.events, **{TX_HASH_TAG: jsonfmt.hex_upper(tx_hash), TX_HEIGHT_TAG: str(height)}
-            )
+            reserved = {TX_HASH_TAG: jsonfmt.hex_upper(tx_hash), TX_HEIGHT_TAG: str(height)}
             return [
                 _Outgoing(
                     "Tx",
-                    tags,
                     lambda: {
                         "TxResult": {
                             "height": str(height),
@@ -155,16 +190,16 @@ def outgoing(event: BusEvent) -> list[_Outgoing]:
                             "result": jsonfmt.exec_tx_result(result),
                         }
                     },
+                    result.events,
+                    reserved=reserved,
                 )
             ]
         case RoundStepChanged():
             state: JSON = {"height": str(event.height), "round": event.round, "step": _STEP_NAMES[event.step]}
-            out = [_Outgoing("NewRoundStep", _event_tags("NewRoundStep", ()), lambda: state)]
+            out = [_Outgoing("NewRoundStep", lambda: state)]
             if event.step is Step.NEW_ROUND:
                 proposer = {"address": jsonfmt.hex_upper(event.proposer), "index": event.proposer_index}
-                out.append(
-                    _Outgoing("NewRound", _event_tags("NewRound", ()), lambda: state | {"proposer": proposer})
-                )
+                out.append(_Outgoing("NewRound", lambda: state | {"proposer": proposer}))
             return out
 
 
@@ -206,7 +241,7 @@ class Hub:
             query = parse_query(text)
         except QueryError as exc:
             raise SubscribeError(f"failed to parse query: {exc}") from exc
-        client.subscriptions[text] = (query, request_id)
+        client.subscriptions[text] = Subscription.of(query, request_id)
 
     def unsubscribe(self, client: Client, text: str) -> None:
         if client.subscriptions.pop(text, None) is None:
@@ -218,11 +253,13 @@ class Hub:
             return
         for item in outgoing(event):
             for client in list(self.clients):
-                for text, (query, request_id) in list(client.subscriptions.items()):
-                    if not query.matches(item.tags):
+                for text, subscription in list(client.subscriptions.items()):
+                    if subscription.names is not None and item.name not in subscription.names:
+                        continue
+                    if not subscription.query.matches(item.tags):
                         continue
                     try:
-                        client.send.send_nowait(item.message(text, request_id))
+                        client.send.send_nowait(item.message(text, subscription.request_id))
                         self.sent += 1
                     except trio.WouldBlock:
                         self._drop(client, f"{self.limits.outbox} messages unread")

@@ -59,6 +59,8 @@ length as 4 bytes BE): all entries of one attribute, and of one attribute and va
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 HEIGHT_SIZE = 8
 
 FORMAT_KEY = b"f:format"
@@ -164,25 +166,37 @@ def index_attribute_prefix(prefix: bytes, composite_key: str, value: str | None 
     or `INDEX_BLOCK_ATTRIBUTE_PREFIX`), or of one attribute and value."""
     raw = composite_key.encode()
     out = prefix + _fixed(len(raw), 2, "attribute key length") + raw
-    if value is None:
-        return out
+    return out if value is None else out + index_value(value)
+
+
+@lru_cache(maxsize=4096)
+def index_attribute_head(prefix: bytes, event_type: str, key: str) -> bytes:
+    """`index_attribute_prefix(prefix, f"{event_type}.{key}")`, kept for the attributes seen (an
+    event type has few keys; a block indexes tens of thousands of attributes)."""
+    return index_attribute_prefix(prefix, f"{event_type}.{key}")
+
+
+def index_value(value: str) -> bytes:
+    """The value part of an event index key (its length, then its UTF-8)."""
     body = value.encode()
-    return out + _fixed(len(body), 4, "attribute value length") + body
+    return _fixed(len(body), 4, "attribute value length") + body
 
 
-def index_attribute_key(prefix: bytes, composite_key: str, value: str, height: int, *positions: int) -> bytes:
-    """One entry of the event index: the attribute `composite_key=value` at `height`, in the
-    event at `positions` (tx index and event index, or the event index of a block event)."""
-    return (
-        index_attribute_prefix(prefix, composite_key, value)
-        + height_bytes(height)
-        + b"".join(_fixed(p, INDEX_POSITION_SIZE, "event position") for p in positions)
+def index_event_number(number: int) -> bytes:
+    """The last part of a tx event's index key (after `index_position(height, tx index)`)."""
+    return _fixed(number, INDEX_POSITION_SIZE, "event position")
+
+
+def index_position(height: int, *positions: int) -> bytes:
+    """The end of an event index key: height, then tx index and event index (or event index)."""
+    return height_bytes(height) + b"".join(
+        _fixed(p, INDEX_POSITION_SIZE, "event position") for p in positions
     )
 
 
 def split_index_attribute_key(prefix: bytes, key: bytes) -> tuple[str, int, tuple[int, ...]]:
     """(value, height, positions) of an event index entry under `prefix` (the inverse of
-    `index_attribute_key` past the composite key)."""
+    `index_attribute_prefix` + `index_position` past the composite key)."""
     at = len(prefix)
     at += 2 + int.from_bytes(key[at : at + 2], "big")
     size = int.from_bytes(key[at : at + 4], "big")
