@@ -409,6 +409,14 @@ class RPCConfig:
 
     laddr: str = "tcp://127.0.0.1:26657"
     cors_allowed_origins: tuple[str, ...] = ()
+    cors_allowed_methods: tuple[str, ...] = ("HEAD", "GET", "POST")
+    cors_allowed_headers: tuple[str, ...] = (
+        "Origin",
+        "Accept",
+        "Content-Type",
+        "X-Requested-With",
+        "X-Server-Time",
+    )
     max_open_connections: int = 900
     max_subscription_clients: int = 100
     max_subscriptions_per_client: int = 5
@@ -431,6 +439,8 @@ _register(
         "cors_allowed_origins": _Key(
             _STR_LIST, 'Origins a cross-domain request can be executed from; ["*"] allows any, [] none'
         ),
+        "cors_allowed_methods": _Key(_STR_LIST, "Methods a cross-domain request can use"),
+        "cors_allowed_headers": _Key(_STR_LIST, "Non-simple headers a cross-domain request can carry"),
         "max_open_connections": _Key(
             _INT, "Maximum number of simultaneous connections, 0 for no limit", _non_negative
         ),

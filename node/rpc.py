@@ -18,6 +18,8 @@ from typing import Any
 
 import trio
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -106,6 +108,10 @@ class RPCEnv:
     timeout_broadcast_tx_commit: float = 10.0
     max_batch: int = 10
     max_body_bytes: int = 1_000_000
+    cors_origins: tuple[str, ...] = ()
+    """origins allowed cross-domain requests (CORS; "*": any, none: CORS off)"""
+    cors_methods: tuple[str, ...] = ("HEAD", "GET", "POST")
+    cors_headers: tuple[str, ...] = ("Origin", "Accept", "Content-Type", "X-Requested-With", "X-Server-Time")
     catching_up: Callable[[], bool] = field(default=lambda: False)
     switch: Switch | None = None
     index: EventIndex | None = None
@@ -860,6 +866,8 @@ async def _admit_ahead(env: RPCEnv, batch: list[Any]) -> None:
                 txs.append(p_bytes(call.get("tx"), "tx", call.uri))  # as the broadcast handlers read it
             except RPCError:
                 continue
+    if not txs:
+        return
     work = env.mempool.admission_work(txs)
     if work is not None:
         await trio.to_thread.run_sync(work)
@@ -914,11 +922,22 @@ def make_app(env: RPCEnv) -> Starlette:
 
         await serve_websocket(socket, env.hub, handle)
 
+    middleware = []
+    if env.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(env.cors_origins),
+                allow_methods=list(env.cors_methods),
+                allow_headers=list(env.cors_headers),
+            )
+        )
     return Starlette(
+        middleware=middleware,
         routes=[
             WebSocketRoute("/websocket", websocket),
             Route("/", post, methods=["POST"]),
             Route("/", index, methods=["GET"]),
             Route("/{method}", get, methods=["GET"]),
-        ]
+        ],
     )

@@ -76,7 +76,7 @@ def test_written_file_is_commented_cometbft_toml(tmp_path: Path) -> None:
     text = config_to_toml(Config.default(tmp_path, "node0"))
     lines = text.splitlines()
     assignments = [i for i, line in enumerate(lines) if re.match(r"^[A-Za-z0-9_-]+ = ", line)]
-    assert len(assignments) == 11 + 10 + 19 + 7 + 7 + 1 + 15 + 7 + 1 + 4 + 7 + 1
+    assert len(assignments) == 11 + 12 + 19 + 7 + 7 + 1 + 15 + 7 + 1 + 4 + 7 + 1
     for i in assignments:
         assert lines[i - 1].startswith("# "), lines[i]
     parsed = tomllib.loads(text)

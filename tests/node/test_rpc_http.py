@@ -1,0 +1,66 @@
+"""The HTTP side of the RPC app (`node.rpc.make_app`) in process: CORS from config, the body
+size limit and JSON-RPC batches."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, cast
+
+import httpx
+
+from node.rpc import NodeInfo, RPCEnv, make_app
+
+_UNUSED = cast(Any, None)  # stores and services `health` does not read
+
+
+def _env(**overrides: Any) -> RPCEnv:
+    info = NodeInfo(
+        node_id="id", listen_addr="", network="chain", version="0.38.0", moniker="m", rpc_address=""
+    )
+    fields: dict[str, Any] = {
+        "info": info,
+        "genesis": {},
+        "blocks": _UNUSED,
+        "states": _UNUSED,
+        "executor": _UNUSED,
+        "consensus": _UNUSED,
+        "mempool": _UNUSED,
+        "app": _UNUSED,
+        "bus": _UNUSED,
+        "validator_pub_key": None,
+    }
+    return RPCEnv(**(fields | overrides))
+
+
+def _client(env: RPCEnv) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=make_app(env)), base_url="http://node")
+
+
+async def test_cors_follows_the_config() -> None:
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    async with _client(_env(cors_origins=("https://app.example",))) as client:
+        allowed = await client.options("/", headers=preflight)
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+        assert "POST" in allowed.headers["access-control-allow-methods"]
+        other = await client.options("/", headers=preflight | {"Origin": "https://evil.example"})
+        assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
+        simple = await client.get("/health", headers={"Origin": "https://app.example"})
+        assert simple.headers["access-control-allow-origin"] == "https://app.example"
+    async with _client(_env(cors_origins=("*",))) as client:
+        anyone = await client.get("/health", headers={"Origin": "https://any.example"})
+        assert anyone.headers["access-control-allow-origin"] == "*"
+    async with _client(_env()) as client:  # no origins configured: no CORS headers at all
+        plain = await client.get("/health", headers={"Origin": "https://app.example"})
+        assert plain.status_code == 200 and "access-control-allow-origin" not in plain.headers
+
+
+async def test_body_limit_and_batches() -> None:
+    async with _client(_env(max_body_bytes=200, max_batch=2)) as client:
+        call = {"jsonrpc": "2.0", "id": 1, "method": "health"}
+        too_big = await client.post("/", content=json.dumps([call] * 10))
+        assert too_big.status_code == 413 and too_big.json()["error"]["data"] == "request body too large"
+        batch = await client.post("/", json=[call, call | {"id": 2}])
+        assert [r["id"] for r in batch.json()] == [1, 2] and all(r["result"] == {} for r in batch.json())
+        over = await client.post("/", json=[call] * 3)
+        assert over.json()["error"]["data"] == "batch of 3 exceeds 2"
