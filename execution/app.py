@@ -417,6 +417,12 @@ class ExchangeApp:
             validator_updates=outcome.validator_updates,
         )
 
+    @property
+    def committed(self) -> CommittedState:
+        """The committed state (LevelDB plus the last commit's changes, `last_changes`), for readers
+        beside consensus on the node's thread (the market-data streams)."""
+        return self._committed
+
     def commit(self, batch: WriteBatch) -> int:
         """Put the pending changes, their state tree versions (and the pruning of old ones), `APP_META`
         and the block time into `batch`; retain height 0."""

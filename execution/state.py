@@ -27,7 +27,8 @@ accepts (the writers build them through the record's own checked constructors).
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from types import MappingProxyType
 from typing import Protocol, TypeVar, cast
 
 Change = tuple[bytes, bytes | None]
@@ -304,6 +305,10 @@ class CommittedState:
             end += 1
         unwritten = {key: self._unwritten[key] for key in keys[start:end]}
         return _overlay(list(self._db.iterate(prefix)), unwritten, prefix)
+
+    def last_changes(self) -> Mapping[bytes, bytes | None]:
+        """The last commit's changes (key -> new value, None: deleted), read-only."""
+        return MappingProxyType(self._unwritten)
 
     def advance(self, changes: Sequence[Change]) -> None:
         """Make `changes` (one commit's) the committed state; the previous commit's batch is on disk."""

@@ -51,6 +51,7 @@ from node.metrics import NodeMetrics
 from node.pricefeed import feeder_from_config
 from node.rpc import NodeInfo, RPCEnv, make_app
 from node.statesync import restore_from_peers
+from node.streams import MarketStreams
 from node.version import COMETBFT_VERSION
 from node.websocket import Hub, Limits
 from p2p.base import NodeInfo as P2PNodeInfo
@@ -235,7 +236,8 @@ class Node:
                     max_clients=config.rpc.max_subscription_clients,
                     max_per_client=config.rpc.max_subscriptions_per_client,
                     outbox=config.rpc.experimental_websocket_write_buffer_size,
-                )
+                ),
+                MarketStreams(app.committed, lambda: core.blocks.height),
             )
             bus.sinks.append(hub.publish)
 

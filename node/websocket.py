@@ -6,7 +6,8 @@ that matches one of its queries arrives as CometBFT 0.38 sends it: `{"jsonrpc": 
 subscribe request's id>, "result": {"query", "data": {"type": "tendermint/event/<Name>", "value"},
 "events": {tag: [values]}}}`. Events: NewBlock, NewBlockHeader, NewBlockEvents, Tx,
 ValidatorSetUpdates (from committed blocks), NewRound and NewRoundStep (from the consensus
-driver's steps).
+driver's steps). `subscribe` with `{"stream": ...}` instead of a query follows a market-data
+stream (`node.streams`): its messages are `{"jsonrpc", "id", "result": {"stream", ..., "data"}}`.
 
 `Hub` is the event bus's sink: at publish it computes an event's tags once if a query may match
 it (`tm.event` rules out the others first), and its JSON once if one does, and queues the text
@@ -40,6 +41,7 @@ from node.query import (
     QueryError,
 )
 from node.query import parse as parse_query
+from node.streams import MarketStreams, StreamError, StreamKey, parse_stream
 
 JSON = dict[str, Any]
 Tags = dict[str, list[str]]
@@ -67,7 +69,7 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Subscription:
+class QuerySubscription:
     query: Query
     request_id: Any
     """the subscribe request's id: every event message carries it"""
@@ -75,7 +77,7 @@ class Subscription:
     """the event names its `tm.event = '...'` conditions allow (None: any)"""
 
     @classmethod
-    def of(cls, query: Query, request_id: Any) -> Subscription:
+    def of(cls, query: Query, request_id: Any) -> QuerySubscription:
         names: frozenset[str] | None = None
         for c in query.conditions:
             if c.tag == EVENT_TYPE_TAG and c.op is Op.EQ and c.kind is Kind.STRING:
@@ -83,13 +85,19 @@ class Subscription:
         return cls(query=query, request_id=request_id, names=names)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamSubscription:
+    key: StreamKey
+    request_id: Any
+
+
 @dataclass(eq=False)
 class Client:
-    """One WebSocket connection: its subscriptions (query text -> (query, subscribe id)) and the
+    """One WebSocket connection: its subscriptions (by query text, or `StreamKey.text`) and the
     outbox its writer task drains."""
 
     send: trio.MemorySendChannel[str]
-    subscriptions: dict[str, Subscription] = field(default_factory=dict)
+    subscriptions: dict[str, QuerySubscription | StreamSubscription] = field(default_factory=dict)
     dropped: str = ""
     """why the hub stopped sending (empty while it is served)"""
 
@@ -210,8 +218,9 @@ class SubscribeError(Exception):
 class Hub:
     """The WebSocket clients and their subscriptions; the event bus's sink."""
 
-    def __init__(self, limits: Limits | None = None) -> None:
+    def __init__(self, limits: Limits | None = None, streams: MarketStreams | None = None) -> None:
         self.limits = limits or Limits()
+        self.streams = streams
         self.clients: list[Client] = []
         self.sent = 0
         self.dropped_clients = 0
@@ -225,9 +234,9 @@ class Hub:
     def disconnect(self, client: Client) -> None:
         if client in self.clients:
             self.clients.remove(client)
-        client.subscriptions.clear()
+        self.unsubscribe_all(client)
 
-    def subscribe(self, client: Client, text: str, request_id: Any) -> None:
+    def _admit(self, client: Client, text: str) -> None:
         if text in client.subscriptions:
             raise SubscribeError("already subscribed")
         limits = self.limits
@@ -237,42 +246,108 @@ class Hub:
                 raise SubscribeError(f"max_subscription_clients {limits.max_clients} reached")
         if limits.max_per_client and len(client.subscriptions) >= limits.max_per_client:
             raise SubscribeError(f"max_subscriptions_per_client {limits.max_per_client} reached")
+
+    def subscribe(self, client: Client, text: str, request_id: Any) -> None:
+        """Subscribe `client` to the events that match the query `text`."""
+        self._admit(client, text)
         try:
             query = parse_query(text)
         except QueryError as exc:
             raise SubscribeError(f"failed to parse query: {exc}") from exc
-        client.subscriptions[text] = Subscription.of(query, request_id)
+        client.subscriptions[text] = QuerySubscription.of(query, request_id)
+
+    def subscribe_stream(self, client: Client, params: dict[str, Any], request_id: Any) -> str | None:
+        """Subscribe `client` to a market-data stream (`node.streams`); the stream's first
+        message (a book's snapshot), to send after the reply, or None."""
+        if self.streams is None:
+            raise SubscribeError("market-data streams are not served by this node")
+        try:
+            key = parse_stream(params)
+        except StreamError as exc:
+            raise SubscribeError(str(exc)) from exc
+        self._admit(client, key.text)
+        try:
+            first = self.streams.open(key)
+        except StreamError as exc:
+            raise SubscribeError(str(exc)) from exc
+        client.subscriptions[key.text] = StreamSubscription(key=key, request_id=request_id)
+        return None if first is None else _stream_message(request_id, json.dumps(first))
 
     def unsubscribe(self, client: Client, text: str) -> None:
-        if client.subscriptions.pop(text, None) is None:
+        subscription = client.subscriptions.pop(text, None)
+        if subscription is None:
             raise SubscribeError("subscription not found")
+        if isinstance(subscription, StreamSubscription) and self.streams is not None:
+            self.streams.close(subscription.key)
+
+    def unsubscribe_stream(self, client: Client, params: dict[str, Any]) -> None:
+        try:
+            key = parse_stream(params)
+        except StreamError as exc:
+            raise SubscribeError(str(exc)) from exc
+        self.unsubscribe(client, key.text)
+
+    def unsubscribe_all(self, client: Client) -> None:
+        for text in list(client.subscriptions):
+            self.unsubscribe(client, text)
 
     def publish(self, event: BusEvent) -> None:
-        """Queue `event` for every client with a matching query (the bus calls this)."""
+        """Queue `event` for every client with a matching query, and a block's stream messages
+        for their subscribers (the bus calls this)."""
+        if isinstance(event, NewBlock) and self.streams is not None:
+            self._publish_streams(event)
         if not any(c.subscriptions for c in self.clients):
             return
         for item in outgoing(event):
             for client in list(self.clients):
                 for text, subscription in list(client.subscriptions.items()):
+                    if not isinstance(subscription, QuerySubscription):
+                        continue
                     if subscription.names is not None and item.name not in subscription.names:
                         continue
                     if not subscription.query.matches(item.tags):
                         continue
-                    try:
-                        client.send.send_nowait(item.message(text, subscription.request_id))
-                        self.sent += 1
-                    except trio.WouldBlock:
-                        self._drop(client, f"{self.limits.outbox} messages unread")
+                    if not self._send(client, item.message(text, subscription.request_id)):
                         break
-                    except (trio.ClosedResourceError, trio.BrokenResourceError):
-                        self.disconnect(client)
-                        break
+
+    def _publish_streams(self, event: NewBlock) -> None:
+        assert self.streams is not None
+        wanted = {
+            s.key for c in self.clients for s in c.subscriptions.values() if isinstance(s, StreamSubscription)
+        }
+        messages = self.streams.on_block(event, wanted)
+        if not messages:
+            return
+        texts = {key: json.dumps(message) for key, message in messages.items()}
+        for client in list(self.clients):
+            for subscription in list(client.subscriptions.values()):
+                if not isinstance(subscription, StreamSubscription) or subscription.key not in texts:
+                    continue
+                if not self._send(client, _stream_message(subscription.request_id, texts[subscription.key])):
+                    break
+
+    def _send(self, client: Client, text: str) -> bool:
+        """Queue `text` for `client`; False if the client is gone or was dropped as too slow."""
+        try:
+            client.send.send_nowait(text)
+        except trio.WouldBlock:
+            self._drop(client, f"{self.limits.outbox} messages unread")
+            return False
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            self.disconnect(client)
+            return False
+        self.sent += 1
+        return True
 
     def _drop(self, client: Client, reason: str) -> None:
         client.dropped = reason
         self.dropped_clients += 1
         self.disconnect(client)
         client.send.close()  # the writer sees the end of its outbox and closes the socket
+
+
+def _stream_message(request_id: Any, result: str) -> str:
+    return f'{{"jsonrpc": "2.0", "id": {json.dumps(request_id)}, "result": {result}}}'
 
 
 def _response(request_id: Any, result: JSON) -> str:
@@ -321,9 +396,9 @@ async def _read(websocket: WebSocket, hub: Hub, client: Client, handle: Handler)
             text = await websocket.receive_text()
         except (WebSocketDisconnect, KeyError, RuntimeError):
             return  # closed by the client, or a binary frame (starlette's KeyError): done
-        reply = await _reply(text, hub, client, handle)
         try:
-            await client.send.send(reply)
+            for reply in await _reply(text, hub, client, handle):
+                await client.send.send(reply)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             return  # dropped meanwhile
 
@@ -338,28 +413,35 @@ def _query_param(params: Any) -> str | None:
     return query if isinstance(query, str) else None
 
 
-async def _reply(text: str, hub: Hub, client: Client, handle: Handler) -> str:
+async def _reply(text: str, hub: Hub, client: Client, handle: Handler) -> list[str]:
+    """The messages answering one request: its reply, then a stream's first message if any."""
     try:
         request = json.loads(text)
     except ValueError as exc:
-        return _error(None, -32700, "Parse error", str(exc))
+        return [_error(None, -32700, "Parse error", str(exc))]
     method = request.get("method") if isinstance(request, dict) else None
     if method not in ("subscribe", "unsubscribe", "unsubscribe_all") or request.get("jsonrpc") != "2.0":
-        return json.dumps(await handle(request))
-    request_id = request.get("id", -1)
+        return [json.dumps(await handle(request))]
+    request_id, params = request.get("id", -1), request.get("params")
+    first = None
     try:
         if method == "unsubscribe_all":
             if not client.subscriptions:
                 raise SubscribeError("subscription not found")
-            client.subscriptions.clear()
-            return _response(request_id, {})
-        query = _query_param(request.get("params"))
-        if query is None:
-            return _error(request_id, -32602, "Invalid params", "query: expected a string")
-        if method == "subscribe":
-            hub.subscribe(client, query, request_id)
+            hub.unsubscribe_all(client)
+        elif isinstance(params, dict) and "stream" in params:
+            if method == "subscribe":
+                first = hub.subscribe_stream(client, params, request_id)
+            else:
+                hub.unsubscribe_stream(client, params)
         else:
-            hub.unsubscribe(client, query)
+            query = _query_param(params)
+            if query is None:
+                return [_error(request_id, -32602, "Invalid params", "query: expected a string")]
+            if method == "subscribe":
+                hub.subscribe(client, query, request_id)
+            else:
+                hub.unsubscribe(client, query)
     except SubscribeError as exc:
-        return _error(request_id, -32603, "Internal error", str(exc))
-    return _response(request_id, {})
+        return [_error(request_id, -32603, "Internal error", str(exc))]
+    return [_response(request_id, {})] + ([first] if first is not None else [])
