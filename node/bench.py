@@ -479,6 +479,13 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     metavar="KEY=VALUE",
     help="A config.toml key for every node, as in --set mempool.recheck=false (repeatable).",
 )
+@click.option(
+    "--book-subscribers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="WebSocket subscribers of the first market's book stream on node 0 (their latency from commit).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def throughput_command(
     validators: int,
@@ -492,6 +499,7 @@ def throughput_command(
     timeout_commit: str,
     workers: str,
     settings: tuple[str, ...],
+    book_subscribers: int,
     as_json: bool,
 ) -> None:
     """Committed orders/s and latency of a temporary localnet under the load generator."""
@@ -512,6 +520,7 @@ def throughput_command(
         timeout_commit=timeout_commit,
         workers=workers,
         settings={key: value for key, _, value in pairs},
+        book_subscribers=book_subscribers,
     )
     if _print_json_or_limit(limit, figures, as_json):
         return
@@ -532,6 +541,16 @@ def throughput_command(
         f"{figures['generator_cpu_seconds']:.1f} CPU-s; capacity against a sink "
         f"{figures['generator_capacity_orders_per_s']:,.0f} orders/s"
     )
+    stream = figures["book_stream"]
+    if stream is not None:
+        click.echo(
+            f"  book stream: {stream['subscribers']} subscribers, {stream['messages']:,} deltas read, "
+            f"commit to read p50 {stream['latency_p50_ms']} ms p99 {stream['latency_p99_ms']} ms max "
+            f"{stream['latency_max_ms']} ms, {stream['gaps']} sequence gaps, {stream['closed']} dropped, "
+            f"subscribers' CPU {stream['subscriber_cpu_seconds']} s "
+            f"in {stream['subscriber_processes']} processes; the node's share (queued to sent) p50 <= "
+            f"{stream['node_delivery_p50_le_ms']} ms p99 <= {stream['node_delivery_p99_le_ms']} ms"
+        )
     for i, node in enumerate(figures["nodes"]):
         click.echo(
             f"  node{i}: cpu {node['cpu_percent']:.0f}% ({node['cpu_seconds']:.1f} s), "

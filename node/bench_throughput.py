@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -239,10 +240,13 @@ def bench_throughput(
     timeout_commit: str = format_duration(ConsensusConfig().timeout_commit),
     workers: str = "auto",
     settings: dict[str, str] | None = None,
+    book_subscribers: int = 0,
 ) -> dict[str, Any]:
     """Measure the generator, start a temporary localnet, load it, stop it, report (module docstring).
     `settings`: more config.toml keys for every node ("mempool.recheck": "false").
-    `rate`: offered orders per second (for `mix` "transfers": txs per second); 0: as fast as accepted."""
+    `rate`: offered orders per second (for `mix` "transfers": txs per second); 0: as fast as accepted.
+    `book_subscribers`: WebSocket clients of the first market's book stream on node 0, in
+    `SUBSCRIBER_PROCESSES` processes of `node.bench_streams`, through the load."""
     book = copies_of_btc(markets)
     transfer_share = 1.0 if mix == "transfers" else 0.0
     per_tx = 1.0 if mix == "transfers" else ORDERS_PER_TX
@@ -268,6 +272,7 @@ def bench_throughput(
                 "consensus.timeout_commit": timeout_commit,
                 "rpc.max_request_batch_size": batch,
                 "execution.workers": workers if workers == "auto" else int(workers),
+                **_subscriber_room(book_subscribers),
                 **(settings or {}),
             }
             write_config(load_config(node.home).with_overrides(**overrides))
@@ -296,10 +301,13 @@ def bench_throughput(
                 cancel_gap=max(1_000, int(tx_rate / processes * CANCEL_GAP_SECONDS)),
             )
         )
+        followers = _start_followers(
+            urls[0], book[0].ticker, book_subscribers, duration + FOLLOW_MARGIN_SECONDS, processes_run
+        )
         try:
             generator.start()
             start_height = _latest_height(urls[0])
-            before = [_proc_usage(p.pid) for p in processes_run]
+            before = [_proc_usage(p.pid) for p in processes_run[: len(net.nodes)]]
             sent_before = [_scrape(node.plan.metrics_port)[1] for node in net.nodes]
             disk = _DiskSampler([node.home / "data" for node in net.nodes], duration / DISK_SAMPLES)
             disk.start()
@@ -308,12 +316,13 @@ def bench_throughput(
             disk_mib = disk.stop()
         finally:
             generator.close()
-        after = [_proc_usage(p.pid) for p in processes_run]
+        after = [_proc_usage(p.pid) for p in processes_run[: len(net.nodes)]]
         scraped = [_scrape(node.plan.metrics_port) for node in net.nodes]
         trio.run(_codes, urls[0], seen)
         figures = _figures(sent, seen, started, duration)
         span = figures["span_s"]
         return {
+            "book_stream": _followed(followers, net.nodes[0].plan.metrics_port) if followers else None,
             "validators": validators,
             "mix": mix,
             "duration_s": duration,
@@ -358,6 +367,89 @@ def bench_throughput(
 
 DISK_SAMPLES = 10
 """samples of the nodes' data directory sizes after the first, evenly over the load"""
+
+SUBSCRIBER_PROCESSES = 2
+FOLLOW_MARGIN_SECONDS = 5.0
+"""the subscribers listen this much longer than the load (the drain's blocks too)"""
+
+
+def _subscriber_room(count: int) -> dict[str, int]:
+    """Config keys that let `count` WebSocket subscribers in beside the RPC's other clients."""
+    if count <= 0:
+        return {}
+    return {
+        "rpc.max_subscription_clients": max(100, count),
+        "rpc.max_open_connections": max(900, count + 100),
+    }
+
+
+def _start_followers(
+    url: str, market: str, count: int, seconds: float, processes_run: list[subprocess.Popen[bytes]]
+) -> list[subprocess.Popen[bytes]]:
+    """`count` book-stream subscribers in `SUBSCRIBER_PROCESSES` processes, once all of them have
+    their snapshot (their stdout's first line)."""
+    if count <= 0:
+        return []
+    ws = url.replace("http://", "ws://") + "/websocket"
+    shares = [
+        count // SUBSCRIBER_PROCESSES + (i < count % SUBSCRIBER_PROCESSES)
+        for i in range(SUBSCRIBER_PROCESSES)
+    ]
+    followers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "node.bench_streams", ws, market, str(share), str(seconds)],
+            stdout=subprocess.PIPE,
+        )
+        for share in shares
+        if share
+    ]
+    processes_run.extend(followers)
+    for follower in followers:
+        assert follower.stdout is not None
+        line = follower.stdout.readline().strip()
+        if line != b"ready":
+            raise RuntimeError(f"a book-stream subscriber process did not subscribe: {line[-500:]!r}")
+    return followers
+
+
+def _followed(followers: list[subprocess.Popen[bytes]], metrics_port: int) -> dict[str, Any]:
+    """The subscribers' figures: latency from the node's commit to a subscriber reading the
+    delta (p50/p99/max, ms), messages, sequence gaps, dropped connections, their CPU; and the
+    node's share, from its `rpc_stream_delivery_seconds` histogram: the bucket bounds (ms) that
+    hold the median and the 99th percentile of its deliveries (queued to sent)."""
+    reports = []
+    for follower in followers:
+        out, _ = follower.communicate(timeout=120)
+        reports.append(json.loads(out.decode().splitlines()[-1]))
+    latencies = sorted(ns / 1e6 for report in reports for ns in report["latencies_ns"])
+    return {
+        "subscribers": sum(r["snapshots"] for r in reports),
+        "messages": sum(r["messages"] for r in reports),
+        "latency_p50_ms": round(_percentile(latencies, 0.5), 1) if latencies else None,
+        "latency_p99_ms": round(_percentile(latencies, 0.99), 1) if latencies else None,
+        "latency_max_ms": round(latencies[-1], 1) if latencies else None,
+        "gaps": sum(r["gaps"] for r in reports),
+        "closed": sum(r["closed"] for r in reports),
+        "failed": [f for r in reports for f in r["failed"]],
+        "subscriber_cpu_seconds": round(sum(r["cpu_seconds"] for r in reports), 1),
+        "subscriber_processes": len(reports),
+        **_delivery(metrics_port),
+    }
+
+
+def _delivery(metrics_port: int) -> dict[str, Any]:
+    buckets: list[tuple[float, float]] = []
+    for line in httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name.split("{")[0].endswith("_rpc_stream_delivery_seconds_bucket"):
+            bound = name.partition('le="')[2].partition('"')[0]
+            buckets.append((float(bound), float(value)))
+    total = buckets[-1][1] if buckets else 0.0
+
+    def bound_ms(share: float) -> float | None:
+        return next((round(le * 1000, 1) for le, count in buckets if total and count >= share * total), None)
+
+    return {"node_delivery_p50_le_ms": bound_ms(0.5), "node_delivery_p99_le_ms": bound_ms(0.99)}
 
 
 def _disk_mib(path: Path) -> float:

@@ -3,7 +3,8 @@ served on `[instrumentation] prometheus_listen_addr` at /metrics.
 
 Subsystems keep plain statistics; the collector here reads them at scrape time, so nothing
 outside node/ imports prometheus_client. The one thing a scrape cannot read afterwards, the
-interval between blocks, is observed into a histogram by a commit listener.
+interval between blocks, is observed into a histogram by a commit listener; the WebSocket hub
+observes each stream message's delivery time into another (`rpc_stream_delivery_seconds`).
 """
 
 from __future__ import annotations
@@ -185,6 +186,9 @@ class NodeCollector(Collector):
         yield pending
 
 
+STREAM_DELIVERY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
 class NodeMetrics:
     """The registry and the commit listener that keeps ChainStats and the interval histogram."""
 
@@ -214,6 +218,16 @@ class NodeMetrics:
             namespace=namespace,
             subsystem="consensus",
             buckets=BLOCK_INTERVAL_BUCKETS,
+            registry=self.registry,
+        ).labels(chain_id=chain_id)
+        self.stream_delivery = Histogram(
+            "stream_delivery_seconds",
+            "From a block's market-data stream messages being queued to each one's send to its "
+            "WebSocket client completing.",
+            ["chain_id"],
+            namespace=namespace,
+            subsystem="rpc",
+            buckets=STREAM_DELIVERY_BUCKETS,
             registry=self.registry,
         ).labels(chain_id=chain_id)
 

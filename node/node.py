@@ -313,6 +313,7 @@ class Node:
                 reactor=reactor,
             )
             executor.listeners.append(metrics.on_commit)
+            hub.observe_delivery = metrics.stream_delivery.observe
             self.switch, self.blocksync = switch, blocksync
             log.info(
                 "starting node chain_id=%s height=%d validator=%s node_id=%s",
@@ -343,6 +344,7 @@ class Node:
                 timeout_broadcast_tx_commit=config.rpc.timeout_broadcast_tx_commit / 1e9,
                 max_batch=config.rpc.max_request_batch_size,
                 max_body_bytes=config.rpc.max_body_bytes,
+                max_open_connections=config.rpc.max_open_connections,
                 cors_origins=config.rpc.cors_allowed_origins,
                 cors_methods=config.rpc.cors_allowed_methods,
                 cors_headers=config.rpc.cors_allowed_headers,
@@ -410,7 +412,7 @@ async def _serve(
     hconfig.accesslog = None
     hconfig.errorlog = logging.getLogger("hypercorn.error")
     hconfig.graceful_timeout = 1.0
-    del max_connections  # hypercorn has no connection cap (CometBFT's default is 900)
+    del max_connections  # hypercorn has no socket cap: the RPC app counts what it serves (`node.rpc`)
     try:
         await serve(app, hconfig, task_status=task_status)  # type: ignore[arg-type]
     except OSError as exc:

@@ -23,7 +23,6 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket
 
 from consensus.app import Application, CheckTxKind, ExecTxResult
 from consensus.execution import BlockExecutor
@@ -38,8 +37,8 @@ from node.indexer import EventIndex, SearchError
 from node.query import Query, QueryError
 from node.query import parse as parse_query
 from node.version import VERSION
+from node.websocket import Endpoint as WebSocketEndpoint
 from node.websocket import Hub
-from node.websocket import serve as serve_websocket
 from p2p.switch import ConnectedPeer, Switch
 from primitives.codec import DecodeError, decode
 from primitives.hashing import merkle_proofs, sha256
@@ -108,6 +107,8 @@ class RPCEnv:
     timeout_broadcast_tx_commit: float = 10.0
     max_batch: int = 10
     max_body_bytes: int = 1_000_000
+    max_open_connections: int = 0
+    """requests in progress plus open WebSockets at most (0: no limit)"""
     cors_origins: tuple[str, ...] = ()
     """origins allowed cross-domain requests (CORS; "*": any, none: CORS off)"""
     cors_methods: tuple[str, ...] = ("HEAD", "GET", "POST")
@@ -873,6 +874,34 @@ async def _admit_ahead(env: RPCEnv, batch: list[Any]) -> None:
         await trio.to_thread.run_sync(work)
 
 
+class _ConnectionLimit:
+    """At most `limit` HTTP requests in progress and WebSockets open at once (CometBFT's
+    `max_open_connections`; hypercorn has no cap on sockets, so the app counts what it serves):
+    one more request gets 503, one more WebSocket handshake is refused."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.active = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.limit:
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1013})
+                return
+            error = _error(None, RPCError(INTERNAL_ERROR, "Internal error", "too many open connections"))
+            await JSONResponse(error, 503)(scope, receive, send)
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+
 def make_app(env: RPCEnv) -> Starlette:
     async def post(request: Request) -> Response:
         body = await request.body()
@@ -916,13 +945,12 @@ def make_app(env: RPCEnv) -> Starlette:
             return JSONResponse(_error(-1, internal(f"{type(exc).__name__}: {exc}")), 500)
         return JSONResponse({"jsonrpc": "2.0", "id": -1, "result": result})
 
-    async def websocket(socket: WebSocket) -> None:
-        async def handle(request: JSON) -> JSON:
-            return await _one(env, request)
-
-        await serve_websocket(socket, env.hub, handle)
+    async def handle(request: JSON) -> JSON:
+        return await _one(env, request)
 
     middleware = []
+    if env.max_open_connections:
+        middleware.append(Middleware(_ConnectionLimit, limit=env.max_open_connections))
     if env.cors_origins:
         middleware.append(
             Middleware(
@@ -935,7 +963,7 @@ def make_app(env: RPCEnv) -> Starlette:
     return Starlette(
         middleware=middleware,
         routes=[
-            WebSocketRoute("/websocket", websocket),
+            WebSocketRoute("/websocket", WebSocketEndpoint(env.hub, handle)),
             Route("/", post, methods=["POST"]),
             Route("/", index, methods=["GET"]),
             Route("/{method}", get, methods=["GET"]),

@@ -19,12 +19,12 @@ disconnected (the node never waits for a reader); `max_subscription_clients` and
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
-from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from consensus.app import Event
 from consensus.machine import Step
@@ -91,12 +91,17 @@ class StreamSubscription:
     request_id: Any
 
 
+Queued = tuple[str, int]
+"""a message for a client and, for a block's stream message, when the hub queued it (monotonic ns;
+0 for the rest): the writer observes the delivery time from it"""
+
+
 @dataclass(eq=False)
 class Client:
     """One WebSocket connection: its subscriptions (by query text, or `StreamKey.text`) and the
     outbox its writer task drains."""
 
-    send: trio.MemorySendChannel[str]
+    send: trio.MemorySendChannel[Queued]
     subscriptions: dict[str, QuerySubscription | StreamSubscription] = field(default_factory=dict)
     dropped: str = ""
     """why the hub stopped sending (empty while it is served)"""
@@ -222,11 +227,17 @@ class Hub:
         self.limits = limits or Limits()
         self.streams = streams
         self.clients: list[Client] = []
+        # the subscriptions by kind, so that publishing visits those that may want an event only
+        self._queries: dict[tuple[int, str], tuple[Client, str, QuerySubscription]] = {}
+        self._followers: dict[StreamKey, dict[int, tuple[Client, StreamSubscription]]] = {}
         self.sent = 0
         self.dropped_clients = 0
+        self.observe_delivery: Callable[[float], None] | None = None
+        """called with the seconds from a block's stream messages being queued to each one's send
+        to its client completing (the node's share of the stream latency; `node.metrics`)"""
 
-    def connect(self) -> tuple[Client, trio.MemoryReceiveChannel[str]]:
-        send, receive = trio.open_memory_channel[str](self.limits.outbox)
+    def connect(self) -> tuple[Client, trio.MemoryReceiveChannel[Queued]]:
+        send, receive = trio.open_memory_channel[Queued](self.limits.outbox)
         client = Client(send)
         self.clients.append(client)
         return client, receive
@@ -254,7 +265,9 @@ class Hub:
             query = parse_query(text)
         except QueryError as exc:
             raise SubscribeError(f"failed to parse query: {exc}") from exc
-        client.subscriptions[text] = QuerySubscription.of(query, request_id)
+        subscription = QuerySubscription.of(query, request_id)
+        client.subscriptions[text] = subscription
+        self._queries[(id(client), text)] = (client, text, subscription)
 
     def subscribe_stream(self, client: Client, params: dict[str, Any], request_id: Any) -> str | None:
         """Subscribe `client` to a market-data stream (`node.streams`); the stream's first
@@ -270,14 +283,23 @@ class Hub:
             first = self.streams.open(key)
         except StreamError as exc:
             raise SubscribeError(str(exc)) from exc
-        client.subscriptions[key.text] = StreamSubscription(key=key, request_id=request_id)
+        subscription = StreamSubscription(key=key, request_id=request_id)
+        client.subscriptions[key.text] = subscription
+        self._followers.setdefault(key, {})[id(client)] = (client, subscription)
         return None if first is None else _stream_message(request_id, json.dumps(first))
 
     def unsubscribe(self, client: Client, text: str) -> None:
         subscription = client.subscriptions.pop(text, None)
         if subscription is None:
             raise SubscribeError("subscription not found")
-        if isinstance(subscription, StreamSubscription) and self.streams is not None:
+        if isinstance(subscription, QuerySubscription):
+            del self._queries[(id(client), text)]
+            return
+        followers = self._followers[subscription.key]
+        del followers[id(client)]
+        if not followers:
+            del self._followers[subscription.key]
+        if self.streams is not None:
             self.streams.close(subscription.key)
 
     def unsubscribe_stream(self, client: Client, params: dict[str, Any]) -> None:
@@ -296,40 +318,31 @@ class Hub:
         for their subscribers (the bus calls this)."""
         if isinstance(event, NewBlock) and self.streams is not None:
             self._publish_streams(event)
-        if not any(c.subscriptions for c in self.clients):
+        if not self._queries:
             return
         for item in outgoing(event):
-            for client in list(self.clients):
-                for text, subscription in list(client.subscriptions.items()):
-                    if not isinstance(subscription, QuerySubscription):
-                        continue
-                    if subscription.names is not None and item.name not in subscription.names:
-                        continue
-                    if not subscription.query.matches(item.tags):
-                        continue
-                    if not self._send(client, item.message(text, subscription.request_id)):
-                        break
+            for client, text, subscription in list(self._queries.values()):
+                if client.dropped:
+                    continue
+                if subscription.names is not None and item.name not in subscription.names:
+                    continue
+                if subscription.query.matches(item.tags):
+                    self._send(client, item.message(text, subscription.request_id))
 
     def _publish_streams(self, event: NewBlock) -> None:
         assert self.streams is not None
-        wanted = {
-            s.key for c in self.clients for s in c.subscriptions.values() if isinstance(s, StreamSubscription)
-        }
-        messages = self.streams.on_block(event, wanted)
-        if not messages:
-            return
-        texts = {key: json.dumps(message) for key, message in messages.items()}
-        for client in list(self.clients):
-            for subscription in list(client.subscriptions.values()):
-                if not isinstance(subscription, StreamSubscription) or subscription.key not in texts:
-                    continue
-                if not self._send(client, _stream_message(subscription.request_id, texts[subscription.key])):
-                    break
+        messages = self.streams.on_block(event, set(self._followers))
+        queued = time.monotonic_ns()
+        for key, message in messages.items():
+            text = json.dumps(message)
+            for client, subscription in list(self._followers.get(key, {}).values()):
+                if not client.dropped:
+                    self._send(client, _stream_message(subscription.request_id, text), queued)
 
-    def _send(self, client: Client, text: str) -> bool:
+    def _send(self, client: Client, text: str, queued: int = 0) -> bool:
         """Queue `text` for `client`; False if the client is gone or was dropped as too slow."""
         try:
-            client.send.send_nowait(text)
+            client.send.send_nowait((text, queued))
         except trio.WouldBlock:
             self._drop(client, f"{self.limits.outbox} messages unread")
             return False
@@ -365,40 +378,67 @@ Handler = Callable[[JSON], Awaitable[JSON]]
 """a JSON-RPC request -> its response, as the HTTP RPC answers it (`node.rpc`)"""
 
 
-async def serve(websocket: WebSocket, hub: Hub, handle: Handler) -> None:
-    """Serve one WebSocket connection until either side closes it."""
-    await websocket.accept()
-    client, outbox = hub.connect()
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_write, websocket, outbox, client, nursery.cancel_scope)
-            await _read(websocket, hub, client, handle)
-            nursery.cancel_scope.cancel()
-    finally:
-        hub.disconnect(client)
+ASGIReceive = Callable[[], Awaitable[dict[str, Any]]]
+ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Endpoint:
+    """The `/websocket` ASGI app: the protocol's messages handled directly (no per-message
+    wrapper: a block's stream messages go to every subscriber, so each send counts)."""
+
+    def __init__(self, hub: Hub, handle: Handler) -> None:
+        self.hub = hub
+        self.handle = handle
+
+    async def __call__(self, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend) -> None:
+        if (await receive())["type"] != "websocket.connect":
+            return
+        await send({"type": "websocket.accept"})
+        client, outbox = self.hub.connect()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_write, send, outbox, client, self.hub, nursery.cancel_scope)
+                await _read(receive, self.hub, client, self.handle)
+                nursery.cancel_scope.cancel()
+        finally:
+            self.hub.disconnect(client)
 
 
 async def _write(
-    websocket: WebSocket, outbox: trio.MemoryReceiveChannel[str], client: Client, scope: trio.CancelScope
+    send: ASGISend,
+    outbox: trio.MemoryReceiveChannel[Queued],
+    client: Client,
+    hub: Hub,
+    scope: trio.CancelScope,
 ) -> None:
-    async for text in outbox:
-        await websocket.send_text(text)
+    async for text, queued in outbox:
+        await send({"type": "websocket.send", "text": text})
+        if queued and hub.observe_delivery is not None:
+            hub.observe_delivery((time.monotonic_ns() - queued) / 1e9)
     # the hub dropped the client: say why, then close
     if client.dropped:
-        await websocket.send_text(_error(None, -32000, "Server error", f"disconnected: {client.dropped}"))
-        await websocket.close(code=1008)
+        await send(
+            {
+                "type": "websocket.send",
+                "text": _error(None, -32000, "Server error", f"disconnected: {client.dropped}"),
+            }
+        )
+        await send({"type": "websocket.close", "code": 1008})
     scope.cancel()
 
 
-async def _read(websocket: WebSocket, hub: Hub, client: Client, handle: Handler) -> None:
+async def _read(receive: ASGIReceive, hub: Hub, client: Client, handle: Handler) -> None:
     while not client.dropped:
-        try:
-            text = await websocket.receive_text()
-        except (WebSocketDisconnect, KeyError, RuntimeError):
-            return  # closed by the client, or a binary frame (starlette's KeyError): done
+        message = await receive()
+        if message["type"] != "websocket.receive":
+            return  # closed by the client
+        text = message.get("text")
+        if text is None:
+            raw = message.get("bytes") or b""
+            text = raw.decode("utf-8", "replace")
         try:
             for reply in await _reply(text, hub, client, handle):
-                await client.send.send(reply)
+                await client.send.send((reply, 0))
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             return  # dropped meanwhile
 

@@ -1,5 +1,5 @@
 """The HTTP side of the RPC app (`node.rpc.make_app`) in process: CORS from config, the body
-size limit and JSON-RPC batches."""
+size limit, JSON-RPC batches and the cap on open connections."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import json
 from typing import Any, cast
 
 import httpx
+import trio
 
-from node.rpc import NodeInfo, RPCEnv, make_app
+from node.rpc import NodeInfo, RPCEnv, _ConnectionLimit, make_app
 
 _UNUSED = cast(Any, None)  # stores and services `health` does not read
 
@@ -64,3 +65,30 @@ async def test_body_limit_and_batches() -> None:
         assert [r["id"] for r in batch.json()] == [1, 2] and all(r["result"] == {} for r in batch.json())
         over = await client.post("/", json=[call] * 3)
         assert over.json()["error"]["data"] == "batch of 3 exceeds 2"
+
+
+async def test_open_connections_are_capped() -> None:
+    """With max_open_connections = 1, a second request while one is in progress gets 503; once
+    the first is done, requests go through again."""
+    release, entered = trio.Event(), trio.Event()
+    env = _env(max_open_connections=1)
+    make = make_app(env)
+
+    async def held(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/hold":
+            entered.set()
+            await release.wait()
+        await make(scope, receive, send)
+
+    limited = _ConnectionLimit(held, 1)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=limited), base_url="http://node"
+    ) as client:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.get, "/hold")
+            await entered.wait()
+            refused = await client.get("/health")
+            assert refused.status_code == 503
+            assert refused.json()["error"]["data"] == "too many open connections"
+            release.set()
+        assert (await client.get("/health")).status_code == 200

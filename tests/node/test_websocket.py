@@ -107,11 +107,11 @@ def test_a_tx_event_and_round_steps() -> None:
     }
 
 
-def _drain(receive: trio.MemoryReceiveChannel[str]) -> list[Any]:
+def _drain(receive: trio.MemoryReceiveChannel[tuple[str, int]]) -> list[Any]:
     out = []
     while True:
         try:
-            out.append(json.loads(receive.receive_nowait()))
+            out.append(json.loads(receive.receive_nowait()[0]))
         except (trio.WouldBlock, trio.EndOfChannel):
             return out
 
