@@ -363,10 +363,12 @@ def test_tx_search_and_block_search(node: NodeProcess, chain: ChainHome) -> None
     ]
     assert sorted(amounts) == [1_000, 1_001, 1_002]
     # a page of one, newest first; the same through the URI form with a quoted query
-    page = node.rpc("tx_search", query=query, per_page=1, page=2, order_by="desc", prove=True)
-    assert page["total_count"] == "3" and len(page["txs"]) == 1 and "proof" in page["txs"][0]
     ordered = [(int(t["height"]), t["index"]) for t in found["txs"]]
-    assert (int(page["txs"][0]["height"]), page["txs"][0]["index"]) == sorted(ordered)[1]
+    assert ordered == sorted(ordered)  # ascending by default
+    for number, expected in ((1, ordered[2]), (2, ordered[1]), (3, ordered[0])):
+        page = node.rpc("tx_search", query=query, per_page=1, page=number, order_by="desc", prove=True)
+        assert page["total_count"] == "3" and len(page["txs"]) == 1 and "proof" in page["txs"][0]
+        assert (int(page["txs"][0]["height"]), page["txs"][0]["index"]) == expected
     uri = httpx.get(f"{chain.rpc_url}/tx_search", params={"query": f'"{query} AND transfer.amount > 1000"'})
     assert uri.json()["result"]["total_count"] == "2"
     height = int(first["height"])
@@ -449,6 +451,11 @@ async def test_websocket_subscriptions(node: NodeProcess, chain: ChainHome) -> N
         error = await _call(ws, 22, "unsubscribe", query="tm.event = 'NewBlock'")
         assert error["error"]["data"] == "subscription not found"
         assert "result" in await _call(ws, 23, "unsubscribe_all")
+        for n in range(3):  # gone: subscribing again is no duplicate
+            assert "result" in await _call(
+                ws, 30 + n, "subscribe", query=f"tm.event = 'NewRoundStep' AND x.y = {n}"
+            )
+        assert "result" in await _call(ws, 33, "unsubscribe_all")
         assert "result" in await _call(ws, 24, "subscribe", query="tm.event = 'NewRound'")
         new_round = await _next(ws)
         assert new_round["id"] == 24 and new_round["result"]["data"]["type"] == "tendermint/event/NewRound"

@@ -230,6 +230,42 @@ def test_tx_hash_and_unindexed_attributes(tmp_path: Path) -> None:
     assert chain.index.tx_hash(1, 1) == sha256(b"t2")
 
 
+def test_conditions_on_one_event_type_hold_in_one_event(tmp_path: Path) -> None:
+    chain = Chain(tmp_path / "db")
+    assert chain.index is not None
+    two = (
+        Event("order_placed", (EventAttribute("owner", "a"), EventAttribute("market", "x"))),
+        Event("order_placed", (EventAttribute("owner", "b"), EventAttribute("market", "y"))),
+    )
+    chain.commit([(b"t1", two)])
+    assert chain.index.search_txs(parse("order_placed.owner = 'a' AND order_placed.market = 'x'")) == [(1, 0)]
+    assert chain.index.search_txs(parse("order_placed.owner = 'a' AND order_placed.market = 'y'")) == []
+    # on two event types, each holds in an event of its own type
+    transfer = Event("transfer", (EventAttribute("recipient", "a"),))
+    chain.commit([(b"t2", (*two, transfer))])
+    assert chain.index.search_txs(parse("order_placed.market = 'y' AND transfer.recipient = 'a'")) == [(2, 0)]
+
+
+def test_height_bounds(tmp_path: Path) -> None:
+    chain = Chain(tmp_path / "db")
+    assert chain.index is not None
+    for n in range(4):
+        chain.commit([(b"tx%d" % n, (_owner("alice"),))], (_owner("block"),))
+    heights = {
+        "tx.height < 2": [1],
+        "tx.height <= 2": [1, 2],
+        "tx.height > 2": [3, 4],
+        "tx.height >= 4": [4],
+        "tx.height = 3": [3],
+        "tx.height > 1.5 AND tx.height < 3.5": [2, 3],
+    }
+    for text, expected in heights.items():
+        assert [h for h, _ in chain.index.search_txs(parse(text))] == expected, text
+    assert chain.index.search_blocks(parse("block.height >= 1")) == [1, 2, 3, 4]
+    assert chain.index.search_blocks(parse("block.height > 2")) == [3, 4]
+    assert chain.index.search_blocks(parse("order_placed.owner = 'block' AND block.height < 3")) == [1, 2]
+
+
 def test_pruning_leaves_no_entry_of_a_pruned_height(tmp_path: Path) -> None:
     chain = Chain(tmp_path / "db", retain=3)
     assert chain.index is not None

@@ -40,6 +40,8 @@ EVENTS = {
         ("order_placed.owner EXISTS", True),
         ("order_filled.maker EXISTS", False),
         ("order_placed.owner = 'AB12CD'", False),  # strings compare exactly
+        ("order_placed.owner = 'ab12'", False),  # the whole value, not a part of it
+        ("order_placed.owner CONTAINS 'ab12'", True),
         ("ev.at > TIME 2026-12-05T09:59:59Z", True),
         ("ev.at < TIME 2026-12-05T11:00:00+02:00", False),  # 09:00 UTC
         ("ev.at >= DATE 2026-12-05", True),

@@ -4,13 +4,17 @@ mirror follows records, the book's rules are the exchange's); stream parameters.
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from consensus.app import Event, EventAttribute
 from execution.exchange.orderbook import Order, Side
 from execution.markets import default_markets
-from node.streams import BookMirror, StreamError, parse_stream
+from execution.state import CommittedState
+from node.streams import BookMirror, MarketStreams, StreamError, parse_stream
 from primitives import codec
 from storage import schema
 
@@ -85,6 +89,26 @@ def test_a_commit_that_changes_no_level_makes_no_delta() -> None:
     same = Order.limit(1, b"\x01" * 20, Side.BUY, 5, 2)
     delta = mirror.apply({schema.order_key(BTC.market_id, 1): codec.encode(same.to_fields())})
     assert delta is not None and delta["bids"] == [["5", "2"]]  # rewritten, same size: still reported
+
+
+def test_trades_are_the_market_fills() -> None:
+    streams = MarketStreams(cast(CommittedState, None), lambda: 0)  # `_data` reads no state
+
+    def fill(market: str, price: str) -> Event:
+        return Event("order_filled", (EventAttribute("market", market), EventAttribute("price", price)))
+
+    events = [
+        fill("BTC-USD", "1"),
+        fill("ETH-USD", "2"),
+        Event("order_placed", (EventAttribute("market", "BTC-USD"),)),
+    ]
+    key = parse_stream({"stream": "trades", "market": "BTC-USD"})
+    assert streams._data(key, events, {}) == {
+        "trades": [{"type": "order_filled", "market": "BTC-USD", "price": "1"}]
+    }
+    assert streams._data(parse_stream({"stream": "trades", "market": "SOL-USD"}), events, {}) is None
+    oracle = streams._data(parse_stream({"stream": "oracle"}), [*events, Event("oracle_price")], {})
+    assert oracle == {"events": [{"type": "oracle_price"}]}
 
 
 @pytest.mark.parametrize(
