@@ -271,18 +271,26 @@ class ConsensusDriver:
         if self.evidence is None:
             return
         try:
-            added = self.evidence.add(self.machine.state, evidence)
+            self.submit_evidence(evidence)
         except EvidenceError as exc:
             if peer:
                 for bad_listener in self.bad_peer_listeners:
                     bad_listener(BadMessage(peer, f"invalid evidence: {exc}"))
             else:
                 log.warning("invalid evidence: %s", exc)
-            return
+
+    def submit_evidence(self, evidence: DuplicateVoteEvidence) -> bool:
+        """Verify and keep `evidence` (a peer's, or a client's through RPC broadcast_evidence) and
+        gossip it; False if it was known already. EvidenceError if it is invalid or this node
+        keeps no evidence."""
+        if self.evidence is None:
+            raise EvidenceError("this node keeps no evidence pool")
+        added = self.evidence.add(self.machine.state, evidence)
         if added:
             for listener in self.evidence_listeners:
                 listener(evidence)
             self._gossip(EvidenceMessage(evidence))
+        return added
 
     def _gossip(self, message: Message) -> None:
         for send in self.gossip:

@@ -169,6 +169,10 @@ class ConsensusReactor:
         their parts)."""
         return len(self._rebuilds)
 
+    def peer_states(self) -> list[tuple[str, str, PeerRoundState]]:
+        """(peer id, remote address, what we know of its round) of each connected peer."""
+        return [(peer.id, peer.remote_address, self._state(peer)) for peer in self._peers.values()]
+
     # -- Reactor --------------------------------------------------------------------------------
 
     def channels(self) -> list[ChannelDescriptor]:

@@ -19,7 +19,18 @@ from consensus.app import (
     QueryResult,
     ValidatorUpdate,
 )
-from consensus.types import Block, BlockID, BlockIDFlag, Commit, CommitSig, Header, PartSetHeader
+from consensus.evidence import DuplicateVoteEvidence
+from consensus.types import (
+    Block,
+    BlockID,
+    BlockIDFlag,
+    Commit,
+    CommitSig,
+    Header,
+    PartSetHeader,
+    Vote,
+    VoteType,
+)
 from consensus.validators import Validator, ValidatorSet
 from primitives.hashing import MerkleProof, leaf_hash
 from primitives.keyfile import PUB_KEY_TYPE
@@ -85,11 +96,42 @@ def commit(c: Commit) -> JSON:
     }
 
 
+def vote(v: Vote) -> JSON:
+    return {
+        "type": int(v.type),
+        "height": str(v.height),
+        "round": v.round,
+        "block_id": block_id(v.block_id),
+        "timestamp": format_rfc3339(v.timestamp),
+        "validator_address": hex_upper(v.validator_address),
+        "validator_index": v.validator_index,
+        "signature": b64(v.signature) if v.signature else None,
+        "extension": None,
+        "extension_signature": None,
+    }
+
+
+DUPLICATE_VOTE_EVIDENCE = "tendermint/DuplicateVoteEvidence"
+
+
+def evidence(e: DuplicateVoteEvidence) -> JSON:
+    return {
+        "type": DUPLICATE_VOTE_EVIDENCE,
+        "value": {
+            "vote_a": vote(e.vote_a),
+            "vote_b": vote(e.vote_b),
+            "TotalVotingPower": str(e.total_voting_power),
+            "ValidatorPower": str(e.validator_power),
+            "Timestamp": format_rfc3339(e.timestamp),
+        },
+    }
+
+
 def block(b: Block) -> JSON:
     return {
         "header": header(b.header),
         "data": {"txs": [b64(tx) for tx in b.txs]},
-        "evidence": {"evidence": [b64(e) for e in b.evidence]},
+        "evidence": {"evidence": [evidence(DuplicateVoteEvidence.decode(e)) for e in b.evidence]},
         "last_commit": commit(b.last_commit),
     }
 
@@ -244,6 +286,43 @@ def parse_block_id(obj: Any, where: str) -> BlockID:
         PartSetHeader(
             _int_field(parts, "total", where + ".parts"), _hex_field(parts, "hash", where + ".parts")
         ),
+    )
+
+
+def parse_vote(obj: Any, where: str = "vote") -> Vote:
+    """The `vote` form back to a Vote."""
+    try:
+        kind = VoteType(_int_field(obj, "type", where))
+    except ValueError:
+        raise ShapeError(f"{where}.type: not a prevote (1) or precommit (2)") from None
+    signature = _get(obj, "signature", where)
+    try:
+        raw_signature = base64.b64decode(signature, validate=True) if signature else b""
+    except (TypeError, ValueError):
+        raise ShapeError(f"{where}.signature: not base64") from None
+    return Vote(
+        type=kind,
+        height=_int_field(obj, "height", where),
+        round=_int_field(obj, "round", where),
+        block_id=parse_block_id(_get(obj, "block_id", where), where + ".block_id"),
+        timestamp=_time_field(obj, "timestamp", where),
+        validator_address=_hex_field(obj, "validator_address", where),
+        validator_index=_int_field(obj, "validator_index", where),
+        signature=raw_signature,
+    )
+
+
+def parse_evidence(obj: Any) -> DuplicateVoteEvidence:
+    """The `evidence` form back to DuplicateVoteEvidence (the only kind there is)."""
+    if _get(obj, "type", "evidence") != DUPLICATE_VOTE_EVIDENCE:
+        raise ShapeError(f"evidence.type: only {DUPLICATE_VOTE_EVIDENCE} is known")
+    value = _get(obj, "value", "evidence")
+    return DuplicateVoteEvidence(
+        parse_vote(_get(value, "vote_a", "evidence.value"), "evidence.value.vote_a"),
+        parse_vote(_get(value, "vote_b", "evidence.value"), "evidence.value.vote_b"),
+        _int_field(value, "TotalVotingPower", "evidence.value"),
+        _int_field(value, "ValidatorPower", "evidence.value"),
+        _time_field(value, "Timestamp", "evidence.value"),
     )
 
 

@@ -38,6 +38,7 @@ from consensus.reactor import ConsensusReactor
 from consensus.service import ConsensusService, wall_clock
 from consensus.state import ConsensusParams
 from consensus.statesync import StateSync, StateSyncError
+from consensus.types import Block
 from consensus.wal import WAL
 from execution.app import ExchangeApp
 from execution.state import CommittedState
@@ -138,12 +139,19 @@ def build_core(
     blocks, states = BlockStore(db), StateStore(db)
     mempool = Mempool(mempool_settings, app.check_tx, app.admission_work)
     state, last_commit = handshake(app, states, blocks, genesis, params, genesis_app_hash)
+
+    def block_time_at(height: int) -> int | None:
+        """The time of a stored block (evidence of its height carries it); None if pruned."""
+        raw = blocks.load_block(height)
+        return None if raw is None else Block.decode(raw).header.time
+
     evidence = EvidencePool(
         state.chain_id,
         verifier.verify_batch,
         stored_validators(states),
         states.has_committed_evidence,
         states,
+        block_time_at,
     )
     source = AppProposalSource(app, mempool, evidence)
     machine = ConsensusMachine(state, privval.address, timeouts, source, verifier.verify_batch)
@@ -351,6 +359,7 @@ class Node:
                 catching_up=lambda: blocksync.syncing,
                 switch=switch,
                 index=index,
+                reactor=reactor,
                 hub=hub,
             )
             try:

@@ -25,10 +25,12 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
 from consensus.app import Application, CheckTxKind, ExecTxResult
+from consensus.evidence import DuplicateVoteEvidence, EvidenceError
 from consensus.execution import BlockExecutor
 from consensus.mempool import Mempool, MempoolError
+from consensus.reactor import ConsensusReactor
 from consensus.service import ConsensusService
-from consensus.types import NIL_BLOCK_ID, Block, Commit, Vote, VoteType
+from consensus.types import NIL_BLOCK_ID, Block, Commit, PartSet, Vote, VoteType
 from consensus.validators import ValidatorSet
 from consensus.votes import VoteSet
 from node import jsonfmt
@@ -117,6 +119,8 @@ class RPCEnv:
     switch: Switch | None = None
     index: EventIndex | None = None
     """the event index behind tx_search and block_search (None: `indexer = "null"`)"""
+    reactor: ConsensusReactor | None = None
+    """the consensus gossip (dump_consensus_state's peers)"""
     hub: Hub = field(default_factory=Hub)
     """the `/websocket` clients and their subscriptions (a sink of `bus`)"""
 
@@ -400,16 +404,7 @@ async def consensus_state(env: RPCEnv, call: Call) -> JSON:
     def block_hash(block: Block | None) -> str:
         return jsonfmt.hex_upper(block.hash if block is not None else b"")
 
-    rounds = []
-    for round_ in machine.votes.rounds():
-        entry: JSON = {"round": round_}
-        for name, vote_type in (("prevotes", VoteType.PREVOTE), ("precommits", VoteType.PRECOMMIT)):
-            votes = machine.votes.peek(round_, vote_type)
-            entry[name] = [
-                _vote_string(votes.get(i)) if votes else "nil-Vote" for i in range(len(validators))
-            ]
-            entry[f"{name}_bit_array"] = _bit_array_string(votes, validators)
-        rounds.append(entry)
+    rounds = _rounds_json(env)
     proposer = validators.proposer.address
     return {
         "round_state": {
@@ -422,6 +417,91 @@ async def consensus_state(env: RPCEnv, call: Call) -> JSON:
             "proposer": {"address": jsonfmt.hex_upper(proposer), "index": validators.index_of(proposer)},
         }
     }
+
+
+def _rounds_json(env: RPCEnv) -> list[JSON]:
+    """The height's vote sets per round, as consensus_state and dump_consensus_state show them."""
+    machine = env.consensus.machine
+    validators = machine.round_validators
+    rounds = []
+    for round_ in machine.votes.rounds():
+        entry: JSON = {"round": round_}
+        for name, vote_type in (("prevotes", VoteType.PREVOTE), ("precommits", VoteType.PRECOMMIT)):
+            votes = machine.votes.peek(round_, vote_type)
+            entry[name] = [
+                _vote_string(votes.get(i)) if votes else "nil-Vote" for i in range(len(validators))
+            ]
+            entry[f"{name}_bit_array"] = _bit_array_string(votes, validators)
+        rounds.append(entry)
+    return rounds
+
+
+def _validator_set_json(validators: ValidatorSet) -> JSON:
+    if not len(validators):  # the last validators before the first block
+        return {"validators": [], "proposer": None}
+    return {
+        "validators": jsonfmt.validator_list(validators),
+        "proposer": jsonfmt.validator(validators.proposer),
+    }
+
+
+def _parts_header_json(parts: PartSet | None) -> JSON:
+    return jsonfmt.part_set_header(parts.header) if parts is not None else {"total": 0, "hash": ""}
+
+
+@method("dump_consensus_state")
+async def dump_consensus_state(env: RPCEnv, call: Call) -> JSON:
+    """The machine's whole round state and each peer's round as gossip knows it (CometBFT's
+    fields; the votes as consensus_state shows them)."""
+    machine = env.consensus.machine
+    proposal = machine.proposal
+    last_commit = machine.last_commit
+    round_state: JSON = {
+        "height": str(machine.height),
+        "round": machine.round,
+        "step": int(machine.step),
+        "start_time": format_rfc3339(machine.start_time) if machine.start_time else "",
+        "commit_time": format_rfc3339(machine.commit_time) if machine.commit_time else "",
+        "validators": _validator_set_json(machine.round_validators),
+        "proposal": None
+        if proposal is None
+        else {
+            "type": 32,
+            "height": str(proposal.height),
+            "round": proposal.round,
+            "pol_round": proposal.pol_round,
+            "block_id": jsonfmt.block_id(proposal.block_id),
+            "timestamp": format_rfc3339(proposal.timestamp),
+            "signature": jsonfmt.b64(proposal.signature),
+        },
+        "proposal_block_parts_header": _parts_header_json(machine.proposal_parts),
+        "locked_round": machine.locked_round,
+        "locked_block_parts_header": _parts_header_json(machine.locked_parts),
+        "valid_round": machine.valid_round,
+        "valid_block_parts_header": _parts_header_json(machine.valid_parts),
+        "votes": _rounds_json(env),
+        "commit_round": machine.commit_round,
+        "last_commit": None
+        if last_commit is None
+        else {
+            "votes": [_vote_string(last_commit.get(i)) for i in range(len(machine.state.last_validators))],
+            "votes_bit_array": _bit_array_string(last_commit, machine.state.last_validators),
+        },
+        "last_validators": _validator_set_json(machine.state.last_validators),
+        "triggered_timeout_precommit": machine.triggered_timeout_precommit,
+    }
+    peers = []
+    for peer_id, address, state in env.reactor.peer_states() if env.reactor is not None else ():
+        peers.append(
+            {
+                "node_address": f"{peer_id}@{address}",
+                "peer_state": {
+                    "round_state": {"height": str(state.height), "round": state.round, "step": state.step},
+                    "stats": {"votes": str(len(state.votes)), "block_parts": str(len(state.parts))},
+                },
+            }
+        )
+    return {"round_state": round_state, "peers": peers}
 
 
 def _fingerprint(data: bytes) -> str:
@@ -690,6 +770,28 @@ def _tx_json(env: RPCEnv, height: int, index: int, prove: bool, tx_hash: bytes |
     if prove:
         found_tx["proof"] = jsonfmt.tx_proof(b.header.data_hash, b.txs[index], merkle_proofs(b.txs)[1][index])
     return found_tx
+
+
+@method("broadcast_evidence", "evidence")
+async def broadcast_evidence(env: RPCEnv, call: Call) -> JSON:
+    """Verify, keep and gossip evidence of misbehavior: CometBFT's JSON form (`{"type":
+    "tendermint/DuplicateVoteEvidence", "value": ...}`, also as a JSON string in the URI form) or
+    its canonical bytes (hex or base64, as the block JSON does not show them)."""
+    given = call.get("evidence")
+    try:
+        if isinstance(given, str) and _unquote(given).lstrip().startswith("{"):
+            given = json.loads(_unquote(given))
+        if isinstance(given, dict):
+            evidence = jsonfmt.parse_evidence(given)
+        else:
+            evidence = DuplicateVoteEvidence.decode(p_bytes(given, "evidence", call.uri))
+    except (jsonfmt.ShapeError, DecodeError, ValueError) as exc:
+        raise invalid_params(f"evidence: {exc}") from exc
+    try:
+        env.consensus.driver.submit_evidence(evidence)
+    except EvidenceError as exc:
+        raise internal(f"failed to add evidence: {exc}") from exc
+    return {"hash": jsonfmt.hex_upper(evidence.hash())}
 
 
 @method("tx", "hash", "prove")

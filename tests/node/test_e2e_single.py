@@ -18,13 +18,18 @@ import pytest
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
+from consensus.types import BlockID, PartSetHeader, Vote, VoteType
 from execution.accounts import Account
 from execution.tx import Transfer, Tx, build_tx
+from node import jsonfmt
 from node.config import load_config, write_config
 from node.keystore import KeyStore
+from primitives.codec import encode
 from primitives.hashing import MerkleProof, sha256
 from primitives.ics23 import decode_proof, verify_membership
+from primitives.keyfile import load_key_file
 from primitives.keys import Address, PrivateKey
+from primitives.timefmt import parse_rfc3339
 from storage import schema
 from storage.db import Database, WriteBatch
 from storage.statetree import PROOF_SPEC
@@ -503,6 +508,63 @@ def test_metrics_are_exported(node: NodeProcess, chain: ChainHome) -> None:
         "cometbft_mempool_size",
     ):
         assert f'{name}{{chain_id="e2e-chain"' in text, name
+
+
+def test_dump_consensus_state_and_bad_evidence(node: NodeProcess, chain: ChainHome) -> None:
+    dump = node.rpc("dump_consensus_state")
+    state = dump["round_state"]
+    assert int(state["height"]) >= 1 and state["step"] in range(1, 9)
+    assert {"validators", "proposal", "locked_round", "valid_round", "votes", "last_validators"} <= set(state)
+    assert len(state["validators"]["validators"]) == 1 and dump["peers"] == []
+    with pytest.raises(RPCFailure, match="evidence: "):
+        node.rpc("broadcast_evidence", evidence={"type": "tendermint/DuplicateVoteEvidence", "value": {}})
+    with pytest.raises(RPCFailure, match="evidence: "):
+        node.rpc("broadcast_evidence", evidence="0x00")
+
+
+def test_broadcast_evidence_of_a_double_sign(tmp_path: Path) -> None:
+    """Two conflicting precommits of the validator, sent as CometBFT's JSON, become evidence in a
+    block and the application records it (the single validator's power goes to 0: the chain
+    stops, so this node is its own)."""
+    home = make_chain(tmp_path, {"alice": 10**9})
+    process = NodeProcess(home).start()
+    try:
+        process.wait_height(3)
+        key = load_key_file(home.home / "config" / "priv_validator_key.json")
+        [validator] = process.rpc("validators", height="2")["validators"]
+        block_time = process.rpc("block", height="2")["block"]["header"]["time"]
+
+        def precommit(tag: bytes) -> Vote:
+            block_id = BlockID(sha256(tag), PartSetHeader(1, sha256(tag + b"parts")))
+            vote = Vote(VoteType.PRECOMMIT, 2, 0, block_id, parse_rfc3339(block_time), key.address.raw, 0)
+            return vote.with_signature(key.sign(vote.sign_bytes("e2e-chain")))
+
+        # the pair in its canonical order (by encoded block id), as the pool requires
+        vote_a, vote_b = sorted(
+            (precommit(b"a"), precommit(b"b")), key=lambda v: encode(v.block_id.to_fields())
+        )
+        power = validator["voting_power"]
+        evidence: dict[str, Any] = {
+            "type": "tendermint/DuplicateVoteEvidence",
+            "value": {
+                "vote_a": jsonfmt.vote(vote_a),
+                "vote_b": jsonfmt.vote(vote_b),
+                "TotalVotingPower": power,
+                "ValidatorPower": power,
+                "Timestamp": block_time,
+            },
+        }
+        added = process.rpc("broadcast_evidence", evidence=evidence)
+        assert len(added["hash"]) == 64
+        recorded = wait_for("the evidence to be committed", lambda: process.query("/evidence") or None)
+        assert recorded[0]["validator"] == key.address.raw.hex().upper() and recorded[0]["height"] == "2"
+        value: dict[str, Any] = evidence["value"]
+        bad_signature = jsonfmt.vote(precommit(b"c")) | {"signature": base64.b64encode(bytes(64)).decode()}
+        forged = {**evidence, "value": {**value, "vote_b": bad_signature}}
+        with pytest.raises(RPCFailure, match="failed to add evidence"):
+            process.rpc("broadcast_evidence", evidence=forged)
+    finally:
+        process.stop()
 
 
 def test_sigterm_stops_cleanly_and_restart_resumes(tmp_path: Path) -> None:
