@@ -28,11 +28,12 @@ from typing import Any
 
 from genesis.genesis import load_genesis, save_genesis
 from node.bench_throughput import ORDERS_PER_TX
-from node.client import RPCCallError, rpc_caller
+from node.client import rpc_caller
 from node.config import load_config, write_config
 from node.keystore import KeyStore
 from node.loadgen import Generator, plans
 from node.orderflow import copies_of_btc
+from node.sdk.errors import RPCError
 from node.testnet import Testnet, create_testnet, free_base_port
 from primitives.hashing import sha256
 
@@ -49,7 +50,7 @@ def _rpc(port: int, method: str, **params: Any) -> Any:
 def _height(port: int) -> int:
     try:
         return int(_rpc(port, "status")["sync_info"]["latest_block_height"])
-    except (RPCCallError, KeyError, ValueError, TypeError):
+    except (RPCError, KeyError, ValueError, TypeError):
         return -1  # not serving yet
 
 

@@ -38,7 +38,6 @@ from genesis.genesis import (
 from node import light, light_proxy, logs
 from node.bench import bench
 from node.client import (
-    RPCCallError,
     RPCClient,
     abci_query,
     broadcast,
@@ -52,6 +51,7 @@ from node.config import Config, ConfigError, load_config, parse_duration, write_
 from node.export import ExportError, export_genesis
 from node.keystore import KeyStore, KeyStoreError
 from node.node import Node, NodeStartError, start_server
+from node.sdk.errors import RPCError
 from node.supervisor import SupervisorError, supervise
 from node.testnet import (
     DEFAULT_BASE_PORT,
@@ -622,7 +622,7 @@ def light_command(
         else:
             anchor = _anchor(call, home, trusted_height, trusted_hash)
         store.parent.mkdir(parents=True, exist_ok=True)
-    except (LightError, GenesisError, ConfigError, ValueError, OSError, RPCCallError) as exc:
+    except (LightError, GenesisError, ConfigError, ValueError, OSError, RPCError) as exc:
         fail(f"cannot start the light client: {exc}")
     session = light_proxy.LightSession(call, anchor, options, store)
 

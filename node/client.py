@@ -1,6 +1,7 @@
 """What every client command of the `derivd` CLI shares: the `--home` and `--node` options,
-one-line errors (`fail`), JSON output (`emit`), the JSON-RPC client, broadcasting a signed tx and
-`abci_query` with a JSON value."""
+one-line errors (`fail`), JSON output (`emit`), the JSON-RPC client (the SDK's transport,
+`node.sdk.rpc`, failing the command on an error), broadcasting a signed tx and `abci_query` with a
+JSON value."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
-import httpx
+
+from node.sdk.errors import RPCError
+from node.sdk.rpc import Transport
 
 DEFAULT_NODE = "http://127.0.0.1:26657"
 
@@ -41,41 +44,10 @@ home_option = click.option(
 node_option = click.option("--node", default=DEFAULT_NODE, show_default=True, help="RPC address of a node.")
 
 
-class RPCCallError(Exception):
-    """A JSON-RPC call that failed: the server's error object (passed on as it is by the light
-    proxy), or one standing for a transport failure; the message says which."""
-
-    def __init__(self, error: dict[str, Any], message: str) -> None:
-        super().__init__(message)
-        self.error = error
-
-
 def rpc_caller(url: str, timeout: float = 15.0) -> Callable[..., Any]:
     """`call(method, **params)` -> the result of a JSON-RPC call to `url` (one connection kept);
-    RPCCallError if the server is unreachable, does not answer JSON or answers an error."""
-    client = httpx.Client(timeout=timeout)
-
-    def call(method: str, **params: Any) -> Any:
-        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
-        try:
-            response = client.post(url, json=body)
-        except httpx.HTTPError as exc:
-            raise RPCCallError(
-                {"code": -32603, "message": "unreachable", "data": str(exc)}, f"cannot reach {url}: {exc}"
-            ) from None
-        try:
-            payload = response.json()
-        except ValueError:
-            message = f"{url} answered HTTP {response.status_code} without JSON"
-            raise RPCCallError({"code": -32603, "message": message}, message) from None
-        if "error" in payload:
-            error = payload["error"]
-            raise RPCCallError(
-                error, f"{method}: {error.get('message')}: {error.get('data', '')}".rstrip(": ")
-            )
-        return payload["result"]
-
-    return call
+    `node.sdk.RPCError` if the server is unreachable, does not answer JSON or answers an error."""
+    return Transport(url, timeout).call
 
 
 class RPCClient:
@@ -88,7 +60,7 @@ class RPCClient:
     def call(self, method: str, **params: Any) -> Any:
         try:
             return self._call(method, **params)
-        except RPCCallError as exc:
+        except RPCError as exc:
             fail(str(exc))
 
 

@@ -35,8 +35,8 @@ from starlette.routing import Route
 
 from consensus.light import LightBlock, LightError, TrustOptions, verify_to
 from node import jsonfmt
-from node.client import RPCCallError
 from node.light import Anchor, Call, RPCProvider, check_signatures, wait_for_block
+from node.sdk.errors import RPCError
 from primitives.files import atomic_write
 from primitives.ics23 import ProofError, decode_proof, verify_membership, verify_non_membership
 from storage.statetree import PROOF_OP_TYPE, PROOF_SPEC
@@ -147,7 +147,7 @@ def _param(params: Any, name: str, index: int) -> Any:
 
 
 def answer(session: LightSession, method: str, params: Any) -> Any:
-    """The result of one call (RPCCallError, LightError, ProofError or ValueError otherwise)."""
+    """The result of one call (RPCError, LightError, ProofError or ValueError otherwise)."""
     if method in PASS_THROUGH:
         return session.call(method, **(params if isinstance(params, dict) else {}))
     if method not in VERIFIED:
@@ -182,7 +182,7 @@ def make_proxy(session: LightSession) -> Starlette:
             )
         try:
             result = await trio.to_thread.run_sync(answer, session, method, params)
-        except RPCCallError as exc:
+        except RPCError as exc:
             return JSONResponse({"jsonrpc": "2.0", "id": id_, "error": exc.error})
         except (LightError, ProofError, ValueError, KeyError) as exc:
             error = {"code": -32603, "message": "not verified", "data": str(exc)}

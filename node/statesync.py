@@ -21,10 +21,11 @@ from consensus.statesync import StateSync, StateSyncError, state_after_snapshot
 from execution.app import AppMeta
 from execution.indexes import add_to_restore
 from genesis.genesis import GenesisDoc
-from node.client import RPCCallError, rpc_caller
+from node.client import rpc_caller
 from node.config import Config
 from node.light import RPCProvider, anchor_from_hash, wait_for_block
 from node.light_proxy import LightSession
+from node.sdk.errors import RPCError
 from p2p.base import NodeInfo
 from p2p.switch import P2PSettings, Switch
 from primitives import codec
@@ -68,7 +69,7 @@ async def restore_from_peers(
                 RPCProvider(call), doc.chain_id, s.trust_height, bytes.fromhex(s.trust_hash)
             )
         )
-    except (RPCCallError, ValueError) as exc:
+    except (RPCError, ValueError) as exc:
         raise StateSyncError(f"the trusted block: {exc}") from None
     session = LightSession(call, anchor, TrustOptions(trusting_period=s.trust_period))
 
@@ -110,7 +111,7 @@ async def restore_from_peers(
         blocks = await trio.to_thread.run_sync(
             lambda: (session.verified(height), session.verified(height + 1), session.verified(height + 2))
         )
-    except (LightError, RPCCallError) as exc:
+    except (LightError, RPCError) as exc:
         raise StateSyncError(f"the blocks around the snapshot: {exc}") from None
     state = state_after_snapshot(blocks, doc.initial_height, params)
     batch = restore.finish()

@@ -1,5 +1,5 @@
 """The trading commands of the `derivd` CLI: `tx order place|market|stop|cancel|cancel-all|amend`
-and `query book|markets|oracle|funding`.
+and `query book|markets|oracle|funding`, on the SDK's market units and actions (`node.sdk.core`).
 
 Traders give human decimals (`--size 0.5 --price 65000` on BTC-USD); the CLI reads the market's
 units from the node (`abci_query /markets`) and converts exactly to base quantums and subticks
@@ -16,51 +16,47 @@ trigger price moved by the chain's slippage bound, `execution.risk.triggers`) or
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
-from execution.markets import MARKET_FIELDS, Market, human_to_price, human_to_size
-from execution.tx import Action, AmendOrder, CancelAll, CancelOrder, PlaceOrder, PlaceTrigger, build_tx
+from execution.markets import Market
+from execution.tx import Action, PlaceOrder, PlaceTrigger, build_tx
 from node.client import RPCClient, abci_query, broadcast, emit, fail, home_option, node_option
 from node.keystore import KeyStore, KeyStoreError
+from node.sdk import core
+from node.sdk.errors import InputError
 from primitives.timefmt import NS_PER_MS
 
-SIDES = {"buy": 0, "sell": 1}
-TIME_IN_FORCE = {"gtc": 0, "ioc": 1, "fok": 2, "post-only": 3}
-REDUCE_ONLY = 1
-CANCEL_BY_ORDER_ID, CANCEL_BY_CLIENT_ID = 0, 1
+A = TypeVar("A")
+
 STOP_LOSS, TAKE_PROFIT = 0, 1
-
-
-def market_from_query(item: dict[str, Any]) -> Market:
-    """A `Market` from one item of the `/markets` query (integers as strings)."""
-    return Market(int(item["id"]), str(item["ticker"]), *(int(item[name]) for name in MARKET_FIELDS[2:]))
 
 
 def fetch_markets(client: RPCClient) -> dict[str, tuple[Market, dict[str, Any]]]:
     """ticker -> (market, its `/markets` item)."""
     items = abci_query(client, "/markets") or []
-    return {str(item["ticker"]): (market_from_query(item), item) for item in items}
+    return {str(item["ticker"]): (core.market_from_query(item), item) for item in items}
 
 
 def _market(client: RPCClient, ticker: str) -> tuple[Market, dict[str, Any]]:
     markets = fetch_markets(client)
-    if ticker not in markets:
-        fail(f"--market: unknown market {ticker!r} (the chain has {', '.join(sorted(markets)) or 'none'})")
+    try:
+        core.market_named({name: m for name, (m, _) in markets.items()}, ticker)
+    except InputError as exc:
+        fail(f"--market: {exc}")
     return markets[ticker]
 
 
-def _convert(option: str, convert: Any, market: Market, text: str) -> int:
+def _built(build: Callable[[], A]) -> A:
+    """`build()` (an SDK action builder); the command fails with its InputError's reason."""
     try:
-        value = int(convert(market, text))
-    except ValueError as exc:
-        fail(f"{option}: {exc}")
-    if value <= 0:
-        fail(f"{option}: must be positive, got {text!r}")
-    return value
+        return build()
+    except InputError as exc:
+        fail(f"--{exc}")
 
 
 def _send(
@@ -107,7 +103,7 @@ def signing_options(command: Any) -> Any:
 
 
 market_option = click.option("--market", required=True, help="Market ticker, e.g. BTC-USD.")
-side_option = click.option("--side", type=click.Choice(list(SIDES)), required=True)
+side_option = click.option("--side", type=click.Choice(list(core.SIDES)), required=True)
 size_option = click.option("--size", required=True, help="Size in base units, e.g. 0.5 (BTC).")
 client_id_option = click.option("--client-id", type=int, default=0, help="Your own order id (0: none).")
 reduce_only_option = click.option("--reduce-only", is_flag=True, help="Only ever reduce the position.")
@@ -124,7 +120,7 @@ def order_group() -> None:
 @side_option
 @size_option
 @click.option("--price", required=True, help="Limit price in USD per base unit, e.g. 65000.")
-@click.option("--tif", type=click.Choice(list(TIME_IN_FORCE)), default="gtc", show_default=True)
+@click.option("--tif", type=click.Choice(list(core.TIME_IN_FORCE)), default="gtc", show_default=True)
 @reduce_only_option
 @client_id_option
 @click.option("--good-til-block", type=int, default=0, help="Last height the order may rest (0: none).")
@@ -147,15 +143,17 @@ def order_place(
     """Place a limit order."""
     client = RPCClient(node)
     m, _ = _market(client, market)
-    action = PlaceOrder(
-        m.market_id,
-        SIDES[side],
-        _convert("--size", human_to_size, m, size),
-        _convert("--price", human_to_price, m, price),
-        TIME_IN_FORCE[tif],
-        REDUCE_ONLY if reduce_only else 0,
-        client_id,
-        good_til_block,
+    action = _built(
+        lambda: core.place_action(
+            m,
+            side,
+            size,
+            price,
+            tif=tif,
+            client_id=client_id,
+            reduce_only=reduce_only,
+            good_til_block=good_til_block,
+        )
     )
     _send(home, client, from_, [action], chain_id, nonce, broadcast_mode)
 
@@ -163,9 +161,9 @@ def order_place(
 def slipped_price(m: Market, oracle_price: int, side: int, slippage: Decimal) -> int:
     """The oracle price moved by `slippage` against the trader, rounded outward to the tick (and
     at least one tick)."""
-    factor = 1 + slippage if side == SIDES["buy"] else 1 - slippage
+    factor = 1 + slippage if side == core.SIDES["buy"] else 1 - slippage
     ticks = Decimal(oracle_price) * factor / m.subticks_per_tick
-    rounded = ticks.to_integral_value(ROUND_CEILING if side == SIDES["buy"] else ROUND_FLOOR)
+    rounded = ticks.to_integral_value(ROUND_CEILING if side == core.SIDES["buy"] else ROUND_FLOOR)
     return max(int(rounded), 1) * m.subticks_per_tick
 
 
@@ -202,7 +200,7 @@ def order_market(
     client = RPCClient(node)
     m, item = _market(client, market)
     if worst_price is not None:
-        price = _convert("--worst-price", human_to_price, m, worst_price)
+        price = _built(lambda: core.price_units(m, worst_price))
     else:
         try:
             fraction = Decimal(slippage)
@@ -210,14 +208,14 @@ def order_market(
             fail(f"--slippage: not a decimal number: {slippage!r}")
         if not 0 <= fraction < 1:
             fail(f"--slippage: must be in [0, 1), got {slippage}")
-        price = slipped_price(m, int(item["oracle_price"]), SIDES[side], fraction)
+        price = slipped_price(m, int(item["oracle_price"]), core.SIDES[side], fraction)
     action = PlaceOrder(
         m.market_id,
-        SIDES[side],
-        _convert("--size", human_to_size, m, size),
+        core.SIDES[side],
+        _built(lambda: core.size_units(m, size)),
         price,
-        TIME_IN_FORCE["ioc"],
-        REDUCE_ONLY if reduce_only else 0,
+        core.TIME_IN_FORCE["ioc"],
+        core.REDUCE_ONLY if reduce_only else 0,
         client_id,
         0,
     )
@@ -257,12 +255,12 @@ def order_stop(
     m, _ = _market(client, market)
     action = PlaceTrigger(
         m.market_id,
-        SIDES[side],
-        _convert("--size", human_to_size, m, size),
-        _convert("--trigger-price", human_to_price, m, trigger_price),
-        0 if limit_price is None else _convert("--limit-price", human_to_price, m, limit_price),
+        core.SIDES[side],
+        _built(lambda: core.size_units(m, size)),
+        _built(lambda: core.price_units(m, trigger_price)),
+        0 if limit_price is None else _built(lambda: core.price_units(m, limit_price)),
         TAKE_PROFIT if take_profit else STOP_LOSS,
-        REDUCE_ONLY if reduce_only else 0,
+        core.REDUCE_ONLY if reduce_only else 0,
         client_id,
     )
     _send(home, client, from_, [action], chain_id, nonce, broadcast_mode)
@@ -289,11 +287,7 @@ def order_cancel(
         fail("give exactly one of --order-id and --client-id")
     client = RPCClient(node)
     m, _ = _market(client, market)
-    if order_id is not None:
-        action = CancelOrder(m.market_id, CANCEL_BY_ORDER_ID, order_id)
-    else:
-        assert client_id is not None
-        action = CancelOrder(m.market_id, CANCEL_BY_CLIENT_ID, client_id)
+    action = core.cancel_action(m, order_id=order_id, client_id=client_id)
     _send(home, client, from_, [action], chain_id, nonce, broadcast_mode)
 
 
@@ -311,8 +305,8 @@ def order_cancel_all(
 ) -> None:
     """Cancel every resting order of yours, on one market or everywhere."""
     client = RPCClient(node)
-    market_id = _market(client, market)[0].market_id if market is not None else 0
-    _send(home, client, from_, [CancelAll(market_id)], chain_id, nonce, broadcast_mode)
+    action = core.cancel_all_action(_market(client, market)[0] if market is not None else None)
+    _send(home, client, from_, [action], chain_id, nonce, broadcast_mode)
 
 
 @order_group.command(name="amend")
@@ -336,12 +330,7 @@ def order_amend(
     """Cancel-replace a resting order with a new size and price (it loses its priority)."""
     client = RPCClient(node)
     m, _ = _market(client, market)
-    action = AmendOrder(
-        m.market_id,
-        order_id,
-        _convert("--size", human_to_size, m, size),
-        _convert("--price", human_to_price, m, price),
-    )
+    action = _built(lambda: core.amend_action(m, order_id, size, price))
     _send(home, client, from_, [action], chain_id, nonce, broadcast_mode)
 
 

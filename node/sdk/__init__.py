@@ -1,0 +1,42 @@
+"""derivd's Python client: `Client` (blocking) and `AsyncClient` (trio) over a node's JSON-RPC
+and WebSocket.
+
+    from node.sdk import Client
+    from node.keystore import KeyStore
+
+    key = KeyStore(home).private_key("alice")
+    with Client("http://127.0.0.1:26657", key=key) as client:
+        placed = client.place("BTC-USD", "buy", "0.01", "64000", client_id=7)
+        print(placed.placed_order_ids(), client.account().positions)
+        client.cancel("BTC-USD", client_id=7)
+
+Amounts are human decimals (`"0.5"` BTC, `"65000"` USD), converted exactly to the market's units
+(an amount finer than them is an `InputError`, never rounded). Transactions are signed with the
+next nonce (`core.Nonces`) and return a `TxResult` once in a block, or raise `TxError` with the
+chain's code and reason; a failed call raises `RPCError`. `AsyncClient.book_updates(market)`
+yields the book after each change (a sequence gap or a dropped connection resubscribes for a new
+snapshot) and `AsyncClient.fills()` the account's fills. Results are the dataclasses of
+`node.sdk.types`. The CLI's trading commands are built on this package.
+"""
+
+from node.sdk.client import DEFAULT_NODE, AsyncClient, Client
+from node.sdk.errors import InputError, RPCError, SDKError, TxError
+from node.sdk.types import Account, Book, Event, Fill, Level, Position, RestingOrder, TxResult
+
+__all__ = [
+    "DEFAULT_NODE",
+    "Account",
+    "AsyncClient",
+    "Book",
+    "Client",
+    "Event",
+    "Fill",
+    "InputError",
+    "Level",
+    "Position",
+    "RPCError",
+    "RestingOrder",
+    "SDKError",
+    "TxError",
+    "TxResult",
+]

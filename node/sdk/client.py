@@ -1,0 +1,391 @@
+"""`Client` (blocking) and `AsyncClient` (trio): queries, signed transactions with managed
+nonces, and, on the async client, the market-data streams with automatic resync.
+
+Each method is a thin shell over `node.sdk.core`: the two clients differ only in how they wait.
+Transactions go out with `broadcast_tx_commit` and return a `TxResult` once in a block, or raise
+`TxError` with the chain's code and reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import trio
+from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
+
+from execution.markets import Market
+from execution.tx import Action, build_tx
+from node.sdk import core
+from node.sdk.core import Amount
+from node.sdk.errors import InputError, RPCError
+from node.sdk.rpc import DEFAULT_TIMEOUT, AsyncTransport, Transport
+from node.sdk.types import Account, Book, Fill, TxResult
+from primitives.keys import PrivateKey
+
+DEFAULT_NODE = "http://127.0.0.1:26657"
+
+
+def _encoded(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+class _Signer:
+    """The key, its address and nonces, and the chain id (asked once)."""
+
+    def __init__(self, key: PrivateKey | None, chain_id: str | None) -> None:
+        self.key = key
+        self.chain_id = chain_id
+        self.nonces = core.Nonces()
+        self.markets: dict[str, Market] | None = None
+
+    @property
+    def address(self) -> str:
+        if self.key is None:
+            raise InputError("this client has no key: give key= to sign transactions")
+        return str(self.key.address)
+
+    def sign(self, chain_id: str, actions: Sequence[Action]) -> bytes:
+        if self.key is None:
+            raise InputError("this client has no key: give key= to sign transactions")
+        try:
+            return build_tx(self.key, chain_id, self.nonces.next(), list(actions))
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+
+
+class Client:
+    """A node's RPC, blocking. `key` signs transactions (none: queries only)."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_NODE,
+        *,
+        key: PrivateKey | None = None,
+        chain_id: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.rpc = Transport(url, timeout)
+        self._signer = _Signer(key, chain_id)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.rpc.close()
+
+    @property
+    def address(self) -> str:
+        """The key's address (lower-case hex)."""
+        return self._signer.address
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def query(self, path: str) -> Any:
+        """The JSON value of `abci_query` of `path` (None: empty); RPCError on a non-zero code."""
+        response = self.rpc.call("abci_query", path=path, data="", height="0", prove=False)["response"]
+        return _query_value(path, response)
+
+    def chain_id(self) -> str:
+        if self._signer.chain_id is None:
+            self._signer.chain_id = str(self.rpc.call("status")["node_info"]["network"])
+        return self._signer.chain_id
+
+    def height(self) -> int:
+        return int(self.rpc.call("status")["sync_info"]["latest_block_height"])
+
+    def markets(self, refresh: bool = False) -> dict[str, Market]:
+        """The chain's markets by ticker (kept after the first call)."""
+        if self._signer.markets is None or refresh:
+            self._signer.markets = {
+                m.ticker: m for m in map(core.market_from_query, self.query("/markets") or [])
+            }
+        return self._signer.markets
+
+    def market(self, ticker: str) -> Market:
+        return core.market_named(self.markets(), ticker)
+
+    def book(self, market: str) -> Book:
+        return core.book(self.query(f"/book/{market}"))
+
+    def oracle_price(self, market: str) -> Decimal:
+        """The chain's oracle price of `market` (USD per base unit)."""
+        return core.oracle_price(self.query("/oracle"), market)
+
+    def account(self, address: str | None = None) -> Account:
+        """An account's balance, positions and resting orders (default: the key's)."""
+        address = address or self.address
+        return core.account(self.query(f"/accounts/{address}"), address)
+
+    # -- transactions --------------------------------------------------------------------------
+
+    def send(self, actions: Sequence[Action]) -> TxResult:
+        """Sign `actions` as one transaction (the next nonce), broadcast it and wait for its block."""
+        raw = self._signer.sign(self.chain_id(), actions)
+        return core.tx_result(self.rpc.call("broadcast_tx_commit", tx=_encoded(raw)))
+
+    def place(
+        self,
+        market: str,
+        side: str,
+        size: Amount,
+        price: Amount,
+        *,
+        tif: str = "gtc",
+        client_id: int = 0,
+        reduce_only: bool = False,
+        good_til_block: int = 0,
+    ) -> TxResult:
+        """A limit order of `size` base units at `price` USD (tif "gtc", "ioc", "fok", "post-only")."""
+        action = core.place_action(
+            self.market(market),
+            side,
+            size,
+            price,
+            tif=tif,
+            client_id=client_id,
+            reduce_only=reduce_only,
+            good_til_block=good_til_block,
+        )
+        return self.send([action])
+
+    def cancel(self, market: str, *, order_id: int | None = None, client_id: int | None = None) -> TxResult:
+        return self.send([core.cancel_action(self.market(market), order_id=order_id, client_id=client_id)])
+
+    def cancel_all(self, market: str | None = None) -> TxResult:
+        return self.send([core.cancel_all_action(self.market(market) if market else None)])
+
+    def amend(self, market: str, order_id: int, *, size: Amount, price: Amount) -> TxResult:
+        return self.send([core.amend_action(self.market(market), order_id, size, price)])
+
+    def transfer(self, to: str, amount: Amount) -> TxResult:
+        """Send `amount` USD of quote to the address `to`."""
+        return self.send([core.transfer_action(to, amount)])
+
+
+class AsyncClient:
+    """A node's RPC and WebSocket, under trio. The same methods as `Client`, awaited, and the
+    streams: `book_updates`, `fills`."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_NODE,
+        *,
+        key: PrivateKey | None = None,
+        chain_id: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.rpc = AsyncTransport(url, timeout)
+        self.websocket_url = (
+            url.replace("http://", "ws://").replace("https://", "wss://").rstrip("/") + "/websocket"
+        )
+        self._signer = _Signer(key, chain_id)
+        self.resyncs = 0
+        """times a stream lost a message (or its connection) and was subscribed again"""
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.rpc.aclose()
+
+    @property
+    def address(self) -> str:
+        return self._signer.address
+
+    async def query(self, path: str) -> Any:
+        response = (await self.rpc.call("abci_query", path=path, data="", height="0", prove=False))[
+            "response"
+        ]
+        return _query_value(path, response)
+
+    async def chain_id(self) -> str:
+        if self._signer.chain_id is None:
+            self._signer.chain_id = str((await self.rpc.call("status"))["node_info"]["network"])
+        return self._signer.chain_id
+
+    async def height(self) -> int:
+        return int((await self.rpc.call("status"))["sync_info"]["latest_block_height"])
+
+    async def markets(self, refresh: bool = False) -> dict[str, Market]:
+        if self._signer.markets is None or refresh:
+            items = await self.query("/markets") or []
+            self._signer.markets = {m.ticker: m for m in map(core.market_from_query, items)}
+        return self._signer.markets
+
+    async def market(self, ticker: str) -> Market:
+        return core.market_named(await self.markets(), ticker)
+
+    async def book(self, market: str) -> Book:
+        return core.book(await self.query(f"/book/{market}"))
+
+    async def oracle_price(self, market: str) -> Decimal:
+        return core.oracle_price(await self.query("/oracle"), market)
+
+    async def account(self, address: str | None = None) -> Account:
+        address = address or self.address
+        return core.account(await self.query(f"/accounts/{address}"), address)
+
+    async def send(self, actions: Sequence[Action]) -> TxResult:
+        raw = self._signer.sign(await self.chain_id(), actions)
+        return core.tx_result(await self.rpc.call("broadcast_tx_commit", tx=_encoded(raw)))
+
+    async def place(
+        self,
+        market: str,
+        side: str,
+        size: Amount,
+        price: Amount,
+        *,
+        tif: str = "gtc",
+        client_id: int = 0,
+        reduce_only: bool = False,
+        good_til_block: int = 0,
+    ) -> TxResult:
+        action = core.place_action(
+            await self.market(market),
+            side,
+            size,
+            price,
+            tif=tif,
+            client_id=client_id,
+            reduce_only=reduce_only,
+            good_til_block=good_til_block,
+        )
+        return await self.send([action])
+
+    async def cancel(
+        self, market: str, *, order_id: int | None = None, client_id: int | None = None
+    ) -> TxResult:
+        return await self.send(
+            [core.cancel_action(await self.market(market), order_id=order_id, client_id=client_id)]
+        )
+
+    async def cancel_all(self, market: str | None = None) -> TxResult:
+        return await self.send([core.cancel_all_action(await self.market(market) if market else None)])
+
+    async def amend(self, market: str, order_id: int, *, size: Amount, price: Amount) -> TxResult:
+        return await self.send([core.amend_action(await self.market(market), order_id, size, price)])
+
+    async def transfer(self, to: str, amount: Amount) -> TxResult:
+        return await self.send([core.transfer_action(to, amount)])
+
+    # -- streams -------------------------------------------------------------------------------
+
+    def book_updates(self, market: str) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[Book]]:
+        """A channel of the book of `market` after its snapshot and after each block that changes
+        it (`async with client.book_updates(m) as books: async for book in books`). A lost
+        message (a sequence gap) or connection subscribes again, for a new snapshot (`resyncs`
+        counts them)."""
+        return _channel(self._pump_book, market)
+
+    def fills(
+        self, address: str | None = None
+    ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[Fill]]:
+        """A channel of the fills of an account's orders (default: the key's) as their blocks
+        commit (`async with client.fills() as fills: async for fill in fills`), resubscribing if
+        the connection drops."""
+        return _channel(self._pump_fills, address or self.address)
+
+    async def _follow(
+        self, params: dict[str, Any], take: Callable[[dict[str, Any]], Awaitable[bool]]
+    ) -> None:
+        """Subscribe to one stream and hand each `result` to `take` until it returns False or
+        the connection ends."""
+        request = {"jsonrpc": "2.0", "id": 1, "method": "subscribe", "params": params}
+        try:
+            async with open_websocket_url(self.websocket_url) as ws:
+                await ws.send_message(json.dumps(request))
+                while True:
+                    message = json.loads(await ws.get_message())
+                    if "error" in message:
+                        error = message["error"]
+                        raise RPCError(
+                            error, f"subscribe {params}: {error.get('data') or error.get('message')}"
+                        )
+                    if message.get("result") and not await take(message["result"]):
+                        return
+        except (ConnectionClosed, HandshakeError, OSError):
+            return
+
+    async def _pump_book(self, send: trio.MemorySendChannel[Book], market: str) -> None:
+        m = await self.market(market)
+        async with send:
+            while True:
+                await self._follow({"stream": "book", "market": market}, _BookFollower(m, send).take)
+                self.resyncs += 1
+
+    async def _pump_fills(self, send: trio.MemorySendChannel[Fill], address: str) -> None:
+        markets = await self.markets()
+
+        async def take(result: dict[str, Any]) -> bool:
+            found = core.stream_events(result["data"]["events"])
+            for fill in core.fills_of(address, markets, found, int(result["height"])):
+                await send.send(fill)
+            return True
+
+        async with send:
+            while True:
+                await self._follow({"stream": "user", "address": address}, take)
+                self.resyncs += 1
+
+
+class _BookFollower:
+    """One subscription's book: its snapshot, then each delta; a gap ends the subscription."""
+
+    def __init__(self, market: Market, send: trio.MemorySendChannel[Book]) -> None:
+        self.market = market
+        self.send = send
+        self.state: core.BookState | None = None
+
+    async def take(self, result: dict[str, Any]) -> bool:
+        data, height = result["data"], int(result["height"])
+        try:
+            if self.state is None or data["type"] == "snapshot":
+                self.state = core.BookState(self.market, data, height)
+            else:
+                self.state.apply(data, height)
+        except core.Gap:
+            return False
+        await self.send.send(self.state.book())
+        return True
+
+
+STREAM_BUFFER = 1000
+"""stream items a channel holds before the stream waits for its reader"""
+
+T = TypeVar("T")
+
+
+@asynccontextmanager
+async def _channel(
+    pump: Callable[[trio.MemorySendChannel[T], str], Awaitable[None]], arg: str
+) -> AsyncIterator[trio.MemoryReceiveChannel[T]]:
+    """A receive channel that `pump(send, arg)` fills from a background task while the block runs."""
+    send, receive = trio.open_memory_channel[T](STREAM_BUFFER)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pump, send, arg)
+        try:
+            yield receive
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+def _query_value(path: str, response: dict[str, Any]) -> Any:
+    if response["code"] != 0:
+        message = f"query {path}: {response['log']} (code {response['code']})"
+        raise RPCError(
+            {"code": response["code"], "message": "query failed", "data": response["log"]}, message
+        )
+    raw = base64.b64decode(response["value"] or "")
+    return json.loads(raw) if raw else None

@@ -1,0 +1,334 @@
+"""What the blocking and the async clients share, without I/O: nonces, human amounts to the
+chain's units, actions, the parsing of results, and a book kept from its stream."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Any
+
+from execution.markets import (
+    MARKET_FIELDS,
+    Market,
+    human_to_price,
+    human_to_quote,
+    human_to_size,
+    price_to_human,
+    size_to_human,
+)
+from execution.tx import AmendOrder, CancelAll, CancelOrder, PlaceOrder, Transfer
+from node.sdk.errors import InputError, TxError
+from node.sdk.types import Account, Book, Event, Fill, Level, Position, RestingOrder, TxResult
+from primitives.keys import Address
+
+SIDES = {"buy": 0, "sell": 1}
+TIME_IN_FORCE = {"gtc": 0, "ioc": 1, "fok": 2, "post-only": 3}
+REDUCE_ONLY = 1
+CANCEL_BY_ORDER_ID, CANCEL_BY_CLIENT_ID = 0, 1
+
+Amount = str | int | Decimal
+"""a human amount: "0.5", Decimal("65000.5"), 2"""
+
+
+class Nonces:
+    """Nonces for one key: the time in ms, or one more than the last if that is not later (the
+    chain keeps a window of recent nonces per account, so txs may be in flight together)."""
+
+    def __init__(self) -> None:
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> int:
+        with self._lock:
+            self._last = max(time.time_ns() // 1_000_000, self._last + 1)
+            return self._last
+
+
+def market_from_query(item: Mapping[str, Any]) -> Market:
+    """A `Market` from one item of the `/markets` query (integers as strings)."""
+    return Market(int(item["id"]), str(item["ticker"]), *(int(item[name]) for name in MARKET_FIELDS[2:]))
+
+
+def market_named(markets: Mapping[str, Market], ticker: str) -> Market:
+    market = markets.get(ticker)
+    if market is None:
+        raise InputError(f"unknown market {ticker!r} (the chain has {', '.join(sorted(markets)) or 'none'})")
+    return market
+
+
+def _units(what: str, convert: Any, *args: Any) -> int:
+    try:
+        value = int(convert(*args))
+    except ValueError as exc:
+        raise InputError(f"{what}: {exc}") from None
+    if value <= 0:
+        raise InputError(f"{what}: must be positive, got {args[-1]!r}")
+    return value
+
+
+def size_units(market: Market, size: Amount) -> int:
+    """Base quantums of `size` base units; InputError if not a positive whole quantum."""
+    return _units("size", human_to_size, market, str(size))
+
+
+def price_units(market: Market, price: Amount) -> int:
+    """Subticks of `price` USD per base unit; InputError if not a positive whole subtick."""
+    return _units("price", human_to_price, market, str(price))
+
+
+def quote_units(amount: Amount) -> int:
+    """Quote quantums (micro-USD) of `amount` USD."""
+    return _units("amount", human_to_quote, str(amount))
+
+
+def on_tick(market: Market, price: Decimal, *, up: bool) -> Decimal:
+    """`price` (USD) moved to the market's tick grid, up or down (a quote's price must be a
+    whole number of ticks)."""
+    tick = Decimal(price_to_human(market, market.subticks_per_tick))
+    ticks = (price / tick).to_integral_value(ROUND_CEILING if up else ROUND_FLOOR)
+    return max(ticks, Decimal(1)) * tick
+
+
+def oracle_price(items: Any, market: str) -> Decimal:
+    """The price (USD) of `market` in the `/oracle` query's value."""
+    for item in items or ():
+        if item["market"] == market:
+            return Decimal(item["price_human"])
+    raise InputError(f"unknown market {market!r}")
+
+
+def side_code(side: str) -> int:
+    if side not in SIDES:
+        raise InputError(f"side: 'buy' or 'sell', got {side!r}")
+    return SIDES[side]
+
+
+def place_action(
+    market: Market,
+    side: str,
+    size: Amount,
+    price: Amount,
+    *,
+    tif: str = "gtc",
+    client_id: int = 0,
+    reduce_only: bool = False,
+    good_til_block: int = 0,
+) -> PlaceOrder:
+    if tif not in TIME_IN_FORCE:
+        raise InputError(f"tif: one of {', '.join(TIME_IN_FORCE)}, got {tif!r}")
+    return PlaceOrder(
+        market.market_id,
+        side_code(side),
+        size_units(market, size),
+        price_units(market, price),
+        TIME_IN_FORCE[tif],
+        REDUCE_ONLY if reduce_only else 0,
+        client_id,
+        good_til_block,
+    )
+
+
+def cancel_action(
+    market: Market, *, order_id: int | None = None, client_id: int | None = None
+) -> CancelOrder:
+    if (order_id is None) == (client_id is None):
+        raise InputError("cancel: give order_id or client_id (one of them)")
+    if order_id is not None:
+        return CancelOrder(market.market_id, CANCEL_BY_ORDER_ID, order_id)
+    assert client_id is not None
+    return CancelOrder(market.market_id, CANCEL_BY_CLIENT_ID, client_id)
+
+
+def cancel_all_action(market: Market | None) -> CancelAll:
+    return CancelAll(market.market_id if market is not None else 0)
+
+
+def amend_action(market: Market, order_id: int, size: Amount, price: Amount) -> AmendOrder:
+    return AmendOrder(market.market_id, order_id, size_units(market, size), price_units(market, price))
+
+
+def transfer_action(to: str, amount: Amount) -> Transfer:
+    try:
+        recipient = Address.parse(to)
+    except ValueError as exc:
+        raise InputError(f"recipient: {exc}") from None
+    return Transfer(recipient, quote_units(amount))
+
+
+def events(items: Any) -> tuple[Event, ...]:
+    """Events of the RPC's JSON (`[{"type", "attributes": [{"key", "value"}]}]`)."""
+    return tuple(
+        Event(
+            type=str(e["type"]),
+            attributes={str(a["key"]): str(a["value"]) for a in e.get("attributes") or ()},
+        )
+        for e in items or ()
+    )
+
+
+def tx_result(commit: Mapping[str, Any]) -> TxResult:
+    """The result of `broadcast_tx_commit`; TxError if the check or the execution failed."""
+    tx_hash = str(commit["hash"])
+    check, deliver = commit["check_tx"], commit["tx_result"]
+    for stage, result in (("check", check), ("deliver", deliver)):
+        if result.get("code", 0):
+            raise TxError(
+                stage=stage,
+                code=int(result["code"]),
+                log=str(result.get("log", "")),
+                codespace=str(result.get("codespace", "")),
+                tx_hash=tx_hash,
+            )
+    return TxResult(
+        hash=tx_hash,
+        height=int(commit["height"]),
+        code=0,
+        log=str(deliver.get("log", "")),
+        events=events(deliver.get("events")),
+    )
+
+
+def _level(item: Mapping[str, Any]) -> Level:
+    return Level(
+        price=Decimal(item["price_human"]),
+        size=Decimal(item["size_human"]),
+        price_subticks=int(item["price"]),
+        size_quantums=int(item["size"]),
+    )
+
+
+def book(value: Mapping[str, Any]) -> Book:
+    """The `/book/<TICKER>` query's value."""
+    return Book(
+        market=str(value["market"]),
+        bids=tuple(_level(item) for item in value["bids"]),
+        asks=tuple(_level(item) for item in value["asks"]),
+    )
+
+
+def account(value: Mapping[str, Any] | None, address: str) -> Account:
+    """The `/accounts/<address>` query's value (None: an account the chain has not seen)."""
+    if not value:
+        return Account(
+            address=address,
+            balance=Decimal(0),
+            account_value=Decimal(0),
+            free_collateral=Decimal(0),
+            positions=(),
+            orders=(),
+        )
+    return Account(
+        address=str(value["address"]),
+        balance=Decimal(value["collateral_human"]),
+        account_value=Decimal(value.get("account_value_human", "0")),
+        free_collateral=Decimal(value.get("free_collateral_human", "0")),
+        positions=tuple(
+            Position(
+                market=str(p["market"]),
+                size=Decimal(p["size_human"]),
+                size_quantums=int(p["size"]),
+                quote=Decimal(p["quote_human"]),
+                open_orders=int(p["open_orders"]),
+            )
+            for p in value.get("positions", ())
+        ),
+        orders=tuple(
+            RestingOrder(
+                order_id=int(o["order_id"]),
+                market=str(o["market"]),
+                side=str(o["side"]),
+                price=Decimal(o["price_human"]),
+                remaining=Decimal(o["remaining_human"]),
+                client_id=int(o["client_id"]),
+            )
+            for o in value.get("orders", ())
+        ),
+    )
+
+
+class Gap(Exception):
+    """A book delta that does not follow the last one: the stream lost a message."""
+
+
+class BookState:
+    """One market's L2 book kept from its stream (`node.streams`): a snapshot, then deltas that
+    must follow each other by `seq` (`Gap` otherwise: subscribe again for a new snapshot)."""
+
+    def __init__(self, market: Market, snapshot: Mapping[str, Any], height: int) -> None:
+        if snapshot.get("type") != "snapshot":
+            raise Gap("a book stream starts with a snapshot")
+        self.market = market
+        self.seq = int(snapshot["seq"])
+        self.height = height
+        self._sides: tuple[dict[int, int], dict[int, int]] = (
+            {int(p): int(s) for p, s in snapshot["bids"]},
+            {int(p): int(s) for p, s in snapshot["asks"]},
+        )
+
+    def apply(self, delta: Mapping[str, Any], height: int) -> None:
+        if int(delta["seq"]) != self.seq + 1:
+            raise Gap(f"delta {delta['seq']} after {self.seq}")
+        for levels, side in zip(self._sides, ("bids", "asks"), strict=True):
+            for price, size in delta[side]:
+                if int(size):
+                    levels[int(price)] = int(size)
+                else:
+                    levels.pop(int(price), None)
+        self.seq = int(delta["seq"])
+        self.height = height
+
+    def book(self) -> Book:
+        m = self.market
+
+        def level(price: int, size: int) -> Level:
+            return Level(
+                price=Decimal(price_to_human(m, price)),
+                size=Decimal(size_to_human(m, size)),
+                price_subticks=price,
+                size_quantums=size,
+            )
+
+        bids, asks = self._sides
+        return Book(
+            market=m.ticker,
+            bids=tuple(level(p, bids[p]) for p in sorted(bids, reverse=True)),
+            asks=tuple(level(p, asks[p]) for p in sorted(asks)),
+            height=self.height,
+            seq=self.seq,
+        )
+
+
+def fills_of(address: str, markets: Mapping[str, Market], found: list[Event], height: int) -> list[Fill]:
+    """The fills in `found` (a user stream message's events) of the account `address`."""
+    out = []
+    for event in found:
+        if event.type != "order_filled" or address not in (event.get("maker"), event.get("taker")):
+            continue
+        market = markets.get(event.get("market"))
+        if market is None:
+            continue
+        maker = event.get("maker") == address
+        taker_side = event.get("taker_side")
+        side = taker_side if not maker else ("sell" if taker_side == "buy" else "buy")
+        out.append(
+            Fill(
+                market=market.ticker,
+                price=Decimal(price_to_human(market, int(event.get("price")))),
+                size=Decimal(size_to_human(market, int(event.get("size")))),
+                side=side,
+                maker=maker,
+                order_id=int(event.get("maker_order_id" if maker else "taker_order_id")),
+                height=height,
+            )
+        )
+    return out
+
+
+def stream_events(items: Any) -> list[Event]:
+    """Events of a stream message (`{"type", key: value, ...}`)."""
+    return [
+        Event(type=str(item["type"]), attributes={k: str(v) for k, v in item.items() if k != "type"})
+        for item in items or ()
+    ]

@@ -1,0 +1,1 @@
+"""Runnable examples of the SDK (`python -m node.sdk.examples.<name> --help`)."""

@@ -1,0 +1,114 @@
+"""The SDK's typed results. Human amounts are `Decimal` (USD, base units), beside the chain's
+integers (`*_subticks`, `*_quantums`, quote quantums) where a trader may need them exact."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """An event of a transaction or a block: its type and its attributes by key."""
+
+    type: str
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+    def get(self, key: str, default: str = "") -> str:
+        return self.attributes.get(key, default)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TxResult:
+    """A transaction the chain executed: its hash (upper-case hex), height, code (0) and events."""
+
+    hash: str
+    height: int
+    code: int
+    log: str
+    events: tuple[Event, ...]
+
+    def placed_order_ids(self) -> list[int]:
+        """The ids of the orders the transaction placed, in order."""
+        return [int(e.get("order_id")) for e in self.events if e.type == "order_placed"]
+
+    def fills(self) -> list[Event]:
+        return [e for e in self.events if e.type == "order_filled"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Level:
+    price: Decimal
+    size: Decimal
+    price_subticks: int
+    size_quantums: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Book:
+    """L2: levels best first. From a stream, `height` is the last block applied and `seq` the
+    book's sequence number (-1 from a query)."""
+
+    market: str
+    bids: tuple[Level, ...]
+    asks: tuple[Level, ...]
+    height: int = 0
+    seq: int = -1
+
+    @property
+    def best_bid(self) -> Level | None:
+        return self.bids[0] if self.bids else None
+
+    @property
+    def best_ask(self) -> Level | None:
+        return self.asks[0] if self.asks else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Position:
+    market: str
+    size: Decimal
+    """base units; negative: short"""
+    size_quantums: int
+    quote: Decimal
+    """USD (quote balance of the position, funding settled)"""
+    open_orders: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestingOrder:
+    order_id: int
+    market: str
+    side: str
+    price: Decimal
+    remaining: Decimal
+    client_id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Account:
+    address: str
+    balance: Decimal
+    """USD"""
+    account_value: Decimal
+    free_collateral: Decimal
+    positions: tuple[Position, ...]
+    orders: tuple[RestingOrder, ...]
+
+    def position(self, market: str) -> Position | None:
+        return next((p for p in self.positions if p.market == market), None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fill:
+    """One fill of an order of the account followed (`AsyncClient.fills`)."""
+
+    market: str
+    price: Decimal
+    size: Decimal
+    side: str
+    """the account's side in this fill"""
+    maker: bool
+    order_id: int
+    height: int
