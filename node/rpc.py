@@ -36,6 +36,7 @@ from consensus.votes import VoteSet
 from node import jsonfmt
 from node.events import EventBus, TxCommitted
 from node.indexer import EventIndex, SearchError
+from node.openapi import document
 from node.query import Query, QueryError
 from node.query import parse as parse_query
 from node.version import VERSION
@@ -1030,6 +1031,9 @@ def make_app(env: RPCEnv) -> Starlette:
             response, 500 if "error" in response and response["error"]["code"] == PARSE_ERROR else 200
         )
 
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document({name: names for name, (_, names) in METHODS.items()}))
+
     async def index(request: Request) -> Response:
         lines = ["Available endpoints:"] + [f"//{request.url.netloc}/{name}" for name in sorted(METHODS)]
         return PlainTextResponse("\n".join(lines) + "\n")
@@ -1068,6 +1072,7 @@ def make_app(env: RPCEnv) -> Starlette:
             WebSocketRoute("/websocket", WebSocketEndpoint(env.hub, handle)),
             Route("/", post, methods=["POST"]),
             Route("/", index, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
             Route("/{method}", get, methods=["GET"]),
         ],
     )
