@@ -41,7 +41,7 @@ from consensus.machine import (
 from consensus.messages import EvidenceMessage, Message
 from consensus.privval import DoubleSignError, FilePrivValidator
 from consensus.state import BlockError, ChainState, validate_block
-from consensus.types import Block, BlockID, Commit
+from consensus.types import Block, BlockID, Commit, Vote, VoteType
 from consensus.votes import CommitError, verify_commit
 from consensus.wal import WAL
 
@@ -105,6 +105,8 @@ class ConsensusDriver:
         self.bad_peer_listeners: list[BadPeerListener] = []
         self.equivocations: list[Equivocation] = []
         self.evidence_listeners: list[Callable[[DuplicateVoteEvidence], None]] = []
+        self.vote_listeners: list[Callable[[Vote], None]] = []
+        """called with each vote the machine added to its vote sets (own votes included), once"""
         self.double_sign_refusals = 0
         self._replaying = False
 
@@ -175,10 +177,26 @@ class ConsensusDriver:
             now = item.time if item.time is not None else self.clock()
             if item.record and not isinstance(item.event, CommittedEvent):
                 self.wal.write(now, item.event, sync=item.own)
+            vote = item.event.vote if self.vote_listeners and isinstance(item.event, VoteEvent) else None
+            known = vote is not None and self._holds(vote)
             effects = self.machine.handle(item.event, now)
+            if vote is not None and not known and self._holds(vote):
+                for vote_listener in self.vote_listeners:
+                    vote_listener(vote)
             followups: list[_Queued] = []
             self._run_effects(effects, followups)
             queue.extend(followups)
+
+    def _holds(self, vote: Vote) -> bool:
+        """Whether the machine's vote sets hold `vote` (its height's, or the last commit's)."""
+        machine = self.machine
+        if vote.height == machine.height:
+            votes = machine.votes.peek(vote.round, vote.type)
+        elif vote.height + 1 == machine.height and vote.type == VoteType.PRECOMMIT:
+            votes = machine.last_commit
+        else:
+            return False
+        return votes is not None and votes.get(vote.validator_index) == vote
 
     def _run_effects(self, effects: list[Effect], followups: list[_Queued]) -> None:
         for effect in effects:

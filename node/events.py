@@ -2,7 +2,8 @@
 and subscribers.
 
 The block executor's commit listener publishes a NewBlock event and one Tx event per
-transaction; the consensus driver's step listener publishes RoundStepChanged. Subscribers
+transaction; the consensus driver's step and vote listeners publish RoundStepChanged and
+VoteAdded. Subscribers
 receive the events their predicate accepts on a bounded trio channel; a subscriber that falls
 behind loses its subscription (CometBFT closes slow clients the same way) rather than slowing
 consensus. Sinks (the WebSocket hub, `node.websocket`) are called with every event as it is
@@ -19,7 +20,7 @@ import trio
 from consensus.app import ExecTxResult
 from consensus.execution import BlockResults
 from consensus.machine import Step
-from consensus.types import Block, BlockID
+from consensus.types import Block, BlockID, Vote
 from primitives.hashing import sha256
 
 
@@ -48,7 +49,12 @@ class RoundStepChanged:
     proposer_index: int
 
 
-BusEvent = NewBlock | TxCommitted | RoundStepChanged
+@dataclass(frozen=True, slots=True)
+class VoteAdded:
+    vote: Vote
+
+
+BusEvent = NewBlock | TxCommitted | RoundStepChanged | VoteAdded
 Predicate = Callable[[BusEvent], bool]
 
 

@@ -45,7 +45,7 @@ from execution.state import CommittedState
 from genesis.genesis import GenesisDoc
 from node.compaction import Compactor
 from node.config import Config, parse_id_list, parse_laddr, parse_peer_list
-from node.events import EventBus, RoundStepChanged
+from node.events import EventBus, RoundStepChanged, VoteAdded
 from node.gcpolicy import apply_gc_policy
 from node.indexer import EventIndex
 from node.metrics import NodeMetrics
@@ -263,6 +263,7 @@ class Node:
                 )
 
             core.driver.step_listeners.append(publish_step)
+            core.driver.vote_listeners.append(lambda vote: bus.publish(VoteAdded(vote)))
             storage = config.storage
             compactor = Compactor(db, storage.compaction_interval) if storage.compact else None
             if compactor is not None:

@@ -5,9 +5,10 @@ and `unsubscribe_all`; every other method is the HTTP RPC's, answered on the soc
 that matches one of its queries arrives as CometBFT 0.38 sends it: `{"jsonrpc": "2.0", "id": <the
 subscribe request's id>, "result": {"query", "data": {"type": "tendermint/event/<Name>", "value"},
 "events": {tag: [values]}}}`. Events: NewBlock, NewBlockHeader, NewBlockEvents, Tx,
-ValidatorSetUpdates (from committed blocks), NewRound and NewRoundStep (from the consensus
-driver's steps). `subscribe` with `{"stream": ...}` instead of a query follows a market-data
-stream (`node.streams`): its messages are `{"jsonrpc", "id", "result": {"stream", ..., "data"}}`.
+ValidatorSetUpdates (from committed blocks), NewRound, NewRoundStep and Vote (from the consensus
+driver's steps and the votes its machine adds). `subscribe` with `{"stream": ...}` instead of a
+query follows a market-data stream (`node.streams`): its messages are `{"jsonrpc", "id",
+"result": {"stream", ..., "data"}}`.
 
 `Hub` is the event bus's sink: at publish it computes an event's tags once if a query may match
 it (`tm.event` rules out the others first), and its JSON once if one does, and queues the text
@@ -29,7 +30,7 @@ import trio
 from consensus.app import Event
 from consensus.machine import Step
 from node import jsonfmt
-from node.events import BusEvent, NewBlock, RoundStepChanged, TxCommitted
+from node.events import BusEvent, NewBlock, RoundStepChanged, TxCommitted, VoteAdded
 from node.query import (
     BLOCK_HEIGHT_TAG,
     EVENT_TYPE_TAG,
@@ -207,6 +208,8 @@ def outgoing(event: BusEvent) -> list[_Outgoing]:
                     reserved=reserved,
                 )
             ]
+        case VoteAdded(vote=vote):
+            return [_Outgoing("Vote", lambda: {"Vote": jsonfmt.vote(vote)})]
         case RoundStepChanged():
             state: JSON = {"height": str(event.height), "round": event.round, "step": _STEP_NAMES[event.step]}
             out = [_Outgoing("NewRoundStep", lambda: state)]

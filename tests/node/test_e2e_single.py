@@ -466,6 +466,13 @@ async def test_websocket_subscriptions(node: NodeProcess, chain: ChainHome) -> N
         assert new_round["id"] == 24 and new_round["result"]["data"]["type"] == "tendermint/event/NewRound"
         value = new_round["result"]["data"]["value"]
         assert value["step"] == "RoundStepNewRound" and set(value["proposer"]) == {"address", "index"}
+        assert "result" in await _call(ws, 27, "unsubscribe_all")
+        assert "result" in await _call(ws, 28, "subscribe", query="tm.event = 'Vote'")
+        votes = [await _next(ws) for _ in range(4)]  # the validator's prevote and precommit, twice
+        shown = [v["result"]["data"]["value"]["Vote"] for v in votes]
+        assert all(v["result"]["data"]["type"] == "tendermint/event/Vote" for v in votes)
+        assert {v["type"] for v in shown} == {1, 2} and all(v["validator_index"] == 0 for v in shown)
+        assert len({(v["height"], v["type"]) for v in shown}) == 4  # each vote once
         status = await _call(ws, 25, "status")
         assert int(status["result"]["sync_info"]["latest_block_height"]) >= blocks[1]
         unknown = await _call(ws, 26, "no_such_method")
