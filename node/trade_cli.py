@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from execution.markets import Market
-from execution.tx import Action, PlaceOrder, PlaceTrigger, build_tx
+from execution.tx import Action, build_tx
 from node.client import RPCClient, abci_query, broadcast, emit, fail, home_option, node_option
 from node.keystore import KeyStore, KeyStoreError
 from node.sdk import core
@@ -32,8 +32,6 @@ from node.sdk.errors import InputError
 from primitives.timefmt import NS_PER_MS
 
 A = TypeVar("A")
-
-STOP_LOSS, TAKE_PROFIT = 0, 1
 
 
 def fetch_markets(client: RPCClient) -> dict[str, tuple[Market, dict[str, Any]]]:
@@ -158,15 +156,6 @@ def order_place(
     _send(home, client, from_, [action], chain_id, nonce, broadcast_mode)
 
 
-def slipped_price(m: Market, oracle_price: int, side: int, slippage: Decimal) -> int:
-    """The oracle price moved by `slippage` against the trader, rounded outward to the tick (and
-    at least one tick)."""
-    factor = 1 + slippage if side == core.SIDES["buy"] else 1 - slippage
-    ticks = Decimal(oracle_price) * factor / m.subticks_per_tick
-    rounded = ticks.to_integral_value(ROUND_CEILING if side == core.SIDES["buy"] else ROUND_FLOOR)
-    return max(int(rounded), 1) * m.subticks_per_tick
-
-
 @order_group.command(name="market")
 @signing_options
 @market_option
@@ -206,18 +195,9 @@ def order_market(
             fraction = Decimal(slippage)
         except InvalidOperation:
             fail(f"--slippage: not a decimal number: {slippage!r}")
-        if not 0 <= fraction < 1:
-            fail(f"--slippage: must be in [0, 1), got {slippage}")
-        price = slipped_price(m, int(item["oracle_price"]), core.SIDES[side], fraction)
-    action = PlaceOrder(
-        m.market_id,
-        core.SIDES[side],
-        _built(lambda: core.size_units(m, size)),
-        price,
-        core.TIME_IN_FORCE["ioc"],
-        core.REDUCE_ONLY if reduce_only else 0,
-        client_id,
-        0,
+        price = _built(lambda: core.slipped_price(m, int(item["oracle_price"]), side, fraction))
+    action = _built(
+        lambda: core.market_order_action(m, side, size, price, client_id=client_id, reduce_only=reduce_only)
     )
     _send(home, client, from_, [action], chain_id, nonce, broadcast_mode)
 
@@ -253,15 +233,17 @@ def order_stop(
     the other way round)."""
     client = RPCClient(node)
     m, _ = _market(client, market)
-    action = PlaceTrigger(
-        m.market_id,
-        core.SIDES[side],
-        _built(lambda: core.size_units(m, size)),
-        _built(lambda: core.price_units(m, trigger_price)),
-        0 if limit_price is None else _built(lambda: core.price_units(m, limit_price)),
-        TAKE_PROFIT if take_profit else STOP_LOSS,
-        core.REDUCE_ONLY if reduce_only else 0,
-        client_id,
+    action = _built(
+        lambda: core.stop_action(
+            m,
+            side,
+            size,
+            trigger_price,
+            limit_price=limit_price,
+            take_profit=take_profit,
+            client_id=client_id,
+            reduce_only=reduce_only,
+        )
     )
     _send(home, client, from_, [action], chain_id, nonce, broadcast_mode)
 

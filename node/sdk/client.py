@@ -28,6 +28,8 @@ from node.sdk.types import Account, Book, Fill, TxResult
 from primitives.keys import PrivateKey
 
 DEFAULT_NODE = "http://127.0.0.1:26657"
+DEFAULT_SLIPPAGE = Decimal("0.01")
+"""a market order's worst price: the oracle price 1% against the trader"""
 
 
 def _encoded(raw: bytes) -> str:
@@ -156,6 +158,50 @@ class Client:
         )
         return self.send([action])
 
+    def market_order(
+        self,
+        market: str,
+        side: str,
+        size: Amount,
+        *,
+        slippage: Decimal = DEFAULT_SLIPPAGE,
+        client_id: int = 0,
+        reduce_only: bool = False,
+    ) -> TxResult:
+        """An immediate-or-cancel order whose worst price is the oracle price moved by `slippage`
+        against the trader (rounded outward to the tick)."""
+        m = self.market(market)
+        oracle = int(core.oracle_item(self.query("/oracle"), market)["price"])
+        worst = core.slipped_price(m, oracle, side, slippage)
+        return self.send(
+            [core.market_order_action(m, side, size, worst, client_id=client_id, reduce_only=reduce_only)]
+        )
+
+    def stop(
+        self,
+        market: str,
+        side: str,
+        size: Amount,
+        trigger_price: Amount,
+        *,
+        limit_price: Amount | None = None,
+        take_profit: bool = False,
+        client_id: int = 0,
+        reduce_only: bool = False,
+    ) -> TxResult:
+        """A stop-loss (or take-profit) order triggered by the oracle price (`core.stop_action`)."""
+        action = core.stop_action(
+            self.market(market),
+            side,
+            size,
+            trigger_price,
+            limit_price=limit_price,
+            take_profit=take_profit,
+            client_id=client_id,
+            reduce_only=reduce_only,
+        )
+        return self.send([action])
+
     def cancel(self, market: str, *, order_id: int | None = None, client_id: int | None = None) -> TxResult:
         return self.send([core.cancel_action(self.market(market), order_id=order_id, client_id=client_id)])
 
@@ -261,6 +307,46 @@ class AsyncClient:
             client_id=client_id,
             reduce_only=reduce_only,
             good_til_block=good_til_block,
+        )
+        return await self.send([action])
+
+    async def market_order(
+        self,
+        market: str,
+        side: str,
+        size: Amount,
+        *,
+        slippage: Decimal = DEFAULT_SLIPPAGE,
+        client_id: int = 0,
+        reduce_only: bool = False,
+    ) -> TxResult:
+        m = await self.market(market)
+        oracle = int(core.oracle_item(await self.query("/oracle"), market)["price"])
+        worst = core.slipped_price(m, oracle, side, slippage)
+        action = core.market_order_action(m, side, size, worst, client_id=client_id, reduce_only=reduce_only)
+        return await self.send([action])
+
+    async def stop(
+        self,
+        market: str,
+        side: str,
+        size: Amount,
+        trigger_price: Amount,
+        *,
+        limit_price: Amount | None = None,
+        take_profit: bool = False,
+        client_id: int = 0,
+        reduce_only: bool = False,
+    ) -> TxResult:
+        action = core.stop_action(
+            await self.market(market),
+            side,
+            size,
+            trigger_price,
+            limit_price=limit_price,
+            take_profit=take_profit,
+            client_id=client_id,
+            reduce_only=reduce_only,
         )
         return await self.send([action])
 

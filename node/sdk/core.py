@@ -18,7 +18,7 @@ from execution.markets import (
     price_to_human,
     size_to_human,
 )
-from execution.tx import AmendOrder, CancelAll, CancelOrder, PlaceOrder, Transfer
+from execution.tx import AmendOrder, CancelAll, CancelOrder, PlaceOrder, PlaceTrigger, Transfer
 from node.sdk.errors import InputError, TxError
 from node.sdk.types import Account, Book, Event, Fill, Level, Position, RestingOrder, TxResult
 from primitives.keys import Address
@@ -27,6 +27,7 @@ SIDES = {"buy": 0, "sell": 1}
 TIME_IN_FORCE = {"gtc": 0, "ioc": 1, "fok": 2, "post-only": 3}
 REDUCE_ONLY = 1
 CANCEL_BY_ORDER_ID, CANCEL_BY_CLIENT_ID = 0, 1
+STOP_LOSS, TAKE_PROFIT = 0, 1
 
 Amount = str | int | Decimal
 """a human amount: "0.5", Decimal("65000.5"), 2"""
@@ -91,12 +92,18 @@ def on_tick(market: Market, price: Decimal, *, up: bool) -> Decimal:
     return max(ticks, Decimal(1)) * tick
 
 
-def oracle_price(items: Any, market: str) -> Decimal:
-    """The price (USD) of `market` in the `/oracle` query's value."""
+def oracle_item(items: Any, market: str) -> Mapping[str, Any]:
+    """The entry of `market` in the `/oracle` query's value."""
     for item in items or ():
         if item["market"] == market:
-            return Decimal(item["price_human"])
+            found: Mapping[str, Any] = item
+            return found
     raise InputError(f"unknown market {market!r}")
+
+
+def oracle_price(items: Any, market: str) -> Decimal:
+    """The price (USD) of `market` in the `/oracle` query's value."""
+    return Decimal(oracle_item(items, market)["price_human"])
 
 
 def side_code(side: str) -> int:
@@ -127,6 +134,64 @@ def place_action(
         REDUCE_ONLY if reduce_only else 0,
         client_id,
         good_til_block,
+    )
+
+
+def slipped_price(market: Market, oracle_subticks: int, side: str, slippage: Decimal) -> int:
+    """Subticks of the oracle price moved by `slippage` (a fraction in [0, 1)) against a trader on
+    `side`, rounded outward to the tick (at least one tick): a market order's worst price."""
+    if not 0 <= slippage < 1:
+        raise InputError(f"slippage: must be in [0, 1), got {slippage}")
+    buy = side_code(side) == SIDES["buy"]
+    ticks = Decimal(oracle_subticks) * (1 + slippage if buy else 1 - slippage) / market.subticks_per_tick
+    rounded = ticks.to_integral_value(ROUND_CEILING if buy else ROUND_FLOOR)
+    return max(int(rounded), 1) * market.subticks_per_tick
+
+
+def market_order_action(
+    market: Market,
+    side: str,
+    size: Amount,
+    worst_subticks: int,
+    *,
+    client_id: int = 0,
+    reduce_only: bool = False,
+) -> PlaceOrder:
+    """An immediate-or-cancel order at the worst price `worst_subticks` (a market order)."""
+    return PlaceOrder(
+        market.market_id,
+        side_code(side),
+        size_units(market, size),
+        worst_subticks,
+        TIME_IN_FORCE["ioc"],
+        REDUCE_ONLY if reduce_only else 0,
+        client_id,
+        0,
+    )
+
+
+def stop_action(
+    market: Market,
+    side: str,
+    size: Amount,
+    trigger_price: Amount,
+    *,
+    limit_price: Amount | None = None,
+    take_profit: bool = False,
+    client_id: int = 0,
+    reduce_only: bool = False,
+) -> PlaceTrigger:
+    """A stop-loss (or take-profit) that rests outside the book until the oracle price reaches
+    `trigger_price`, then runs as a market order (or a limit order at `limit_price`)."""
+    return PlaceTrigger(
+        market.market_id,
+        side_code(side),
+        size_units(market, size),
+        price_units(market, trigger_price),
+        0 if limit_price is None else price_units(market, limit_price),
+        TAKE_PROFIT if take_profit else STOP_LOSS,
+        REDUCE_ONLY if reduce_only else 0,
+        client_id,
     )
 
 

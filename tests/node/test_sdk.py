@@ -42,6 +42,16 @@ def test_amounts_convert_exactly_or_not_at_all() -> None:
     assert core.on_tick(BTC, Decimal("65000.2"), up=True) == Decimal("65001")
 
 
+def test_a_market_orders_worst_price() -> None:
+    oracle = core.price_units(BTC, "65000")
+    assert core.slipped_price(BTC, oracle, "buy", Decimal("0.01")) == core.price_units(BTC, "65650")
+    assert core.slipped_price(BTC, oracle + 1, "buy", Decimal(0)) == oracle + BTC.subticks_per_tick  # outward
+    assert core.slipped_price(BTC, oracle, "sell", Decimal("0.01")) == core.price_units(BTC, "64350")
+    assert core.slipped_price(BTC, 1, "sell", Decimal("0.5")) == BTC.subticks_per_tick  # at least a tick
+    with pytest.raises(InputError, match=r"slippage: must be in \[0, 1\)"):
+        core.slipped_price(BTC, oracle, "buy", Decimal(1))
+
+
 def test_nonces_increase_even_within_a_millisecond() -> None:
     nonces = core.Nonces()
     drawn = [nonces.next() for _ in range(1000)]
@@ -161,6 +171,10 @@ async def test_clients_and_examples_against_a_node(trading_node: ChainHome) -> N
         assert books[0].asks[0].price == ask and books[-1].asks == ()
         assert books[-1].bids == (await bob.book("BTC-USD")).bids
         assert (await bob.account()).position("BTC-USD") is not None
+        stop = await bob.stop("BTC-USD", "sell", "0.01", "60000", reduce_only=True)
+        assert [e.type for e in stop.events if e.type.startswith("trigger")] == ["trigger_placed"]
+        closed = await bob.market_order("BTC-USD", "sell", "0.01")  # into alice's bid
+        assert [f.get("taker") for f in closed.fills()] == [bob.address]
         with pytest.raises(TxError) as refused:
             await bob.place("BTC-USD", "buy", "1000", "65000")  # far beyond bob's margin
         assert refused.value.code != 0 and refused.value.log
