@@ -370,24 +370,29 @@ class AsyncClient:
 
     def book_updates(self, market: str) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[Book]]:
         """A channel of the book of `market` after its snapshot and after each block that changes
-        it (`async with client.book_updates(m) as books: async for book in books`). A lost
-        message (a sequence gap) or connection subscribes again, for a new snapshot (`resyncs`
-        counts them)."""
+        it (`async with client.book_updates(m) as books: async for book in books`; entered once
+        the node has accepted the subscription). A lost message (a sequence gap) or connection
+        subscribes again, for a new snapshot (`resyncs` counts them)."""
         return _channel(self._pump_book, market)
 
     def fills(
         self, address: str | None = None
     ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[Fill]]:
         """A channel of the fills of an account's orders (default: the key's) as their blocks
-        commit (`async with client.fills() as fills: async for fill in fills`), resubscribing if
-        the connection drops."""
+        commit (`async with client.fills() as fills: async for fill in fills`; entered once the
+        node has accepted the subscription, so no later fill is missed), resubscribing if the
+        connection drops."""
         return _channel(self._pump_fills, address or self.address)
 
     async def _follow(
-        self, params: dict[str, Any], take: Callable[[dict[str, Any]], Awaitable[bool]]
+        self,
+        params: dict[str, Any],
+        take: Callable[[dict[str, Any]], Awaitable[bool]],
+        subscribed: Callable[[], None] | None,
     ) -> None:
         """Subscribe to one stream and hand each `result` to `take` until it returns False or
-        the connection ends."""
+        the connection ends. `subscribed` (the first subscription's) is called once the node has
+        accepted it; until then a failed connection raises RPCError instead of ending quietly."""
         request = {"jsonrpc": "2.0", "id": 1, "method": "subscribe", "params": params}
         try:
             async with open_websocket_url(self.websocket_url) as ws:
@@ -399,19 +404,41 @@ class AsyncClient:
                         raise RPCError(
                             error, f"subscribe {params}: {error.get('data') or error.get('message')}"
                         )
-                    if message.get("result") and not await take(message["result"]):
+                    result = message.get("result")
+                    if result == {} and subscribed is not None:  # the reply to subscribe
+                        subscribed()
+                        subscribed = None
+                    elif result and not await take(result):
                         return
-        except (ConnectionClosed, HandshakeError, OSError):
-            return
+        except (ConnectionClosed, HandshakeError, OSError) as exc:
+            if subscribed is not None:
+                raise RPCError(
+                    {"code": -32603, "message": "unreachable", "data": str(exc)}, f"subscribe {params}: {exc}"
+                ) from None
 
-    async def _pump_book(self, send: trio.MemorySendChannel[Book], market: str) -> None:
+    async def _pump_book(
+        self,
+        send: trio.MemorySendChannel[Book],
+        market: str,
+        *,
+        task_status: Ready = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         m = await self.market(market)
+        subscribed: Callable[[], None] | None = task_status.started
         async with send:
             while True:
-                await self._follow({"stream": "book", "market": market}, _BookFollower(m, send).take)
+                follower = _BookFollower(m, send)
+                await self._follow({"stream": "book", "market": market}, follower.take, subscribed)
+                subscribed = None
                 self.resyncs += 1
 
-    async def _pump_fills(self, send: trio.MemorySendChannel[Fill], address: str) -> None:
+    async def _pump_fills(
+        self,
+        send: trio.MemorySendChannel[Fill],
+        address: str,
+        *,
+        task_status: Ready = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         markets = await self.markets()
 
         async def take(result: dict[str, Any]) -> bool:
@@ -420,10 +447,15 @@ class AsyncClient:
                 await send.send(fill)
             return True
 
+        subscribed: Callable[[], None] | None = task_status.started
         async with send:
             while True:
-                await self._follow({"stream": "user", "address": address}, take)
+                await self._follow({"stream": "user", "address": address}, take, subscribed)
+                subscribed = None
                 self.resyncs += 1
+
+
+Ready = trio.TaskStatus[None]
 
 
 class _BookFollower:
@@ -455,12 +487,13 @@ T = TypeVar("T")
 
 @asynccontextmanager
 async def _channel(
-    pump: Callable[[trio.MemorySendChannel[T], str], Awaitable[None]], arg: str
+    pump: Callable[..., Awaitable[None]], arg: str
 ) -> AsyncIterator[trio.MemoryReceiveChannel[T]]:
-    """A receive channel that `pump(send, arg)` fills from a background task while the block runs."""
+    """A receive channel that `pump(send, arg)` fills from a background task while the block runs;
+    entered once the node has accepted the subscription (events from then on are not missed)."""
     send, receive = trio.open_memory_channel[T](STREAM_BUFFER)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(pump, send, arg)
+        await nursery.start(pump, send, arg)
         try:
             yield receive
         finally:

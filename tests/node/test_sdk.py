@@ -148,23 +148,25 @@ async def test_clients_and_examples_against_a_node(trading_node: ChainHome) -> N
     async with AsyncClient(chain.rpc_url, key=keys.private_key("bob")) as bob:
         books: list[Book] = []
         fills: list[Fill] = []
+        subscribed, following = trio.Event(), trio.Event()
 
         async def watch() -> None:
             async with bob.book_updates("BTC-USD") as updates:
                 async for book in updates:
                     books.append(book)
+                    subscribed.set()
                     if not book.asks:
                         return
 
         async def follow() -> None:
-            fills.extend(await follow_fills.follow(bob, limit=1))
+            fills.extend(await follow_fills.follow(bob, limit=1, ready=following))
 
         with trio.fail_after(60):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(watch)
                 nursery.start_soon(follow)
-                while not books:  # the snapshot is in: the deltas from here on reach the watcher
-                    await trio.sleep(0.05)  # polled: the watcher's first yield has no event to wait on
+                await subscribed.wait()  # the snapshot is in: the deltas from here on reach the watcher
+                await following.wait()  # the node has the fills subscription
                 taken = await bob.place("BTC-USD", "buy", "0.01", ask, tif="ioc")
         assert [f.get("taker") for f in taken.fills()] == [bob.address]
         assert [(f.side, f.size, f.price, f.maker) for f in fills] == [("buy", Decimal("0.01"), ask, False)]

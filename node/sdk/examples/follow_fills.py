@@ -15,10 +15,15 @@ from node.keystore import KeyStore
 from node.sdk import AsyncClient, Fill
 
 
-async def follow(client: AsyncClient, limit: int | None = None) -> list[Fill]:
-    """Print the account's fills as they come (`limit` of them, None: for ever)."""
+async def follow(
+    client: AsyncClient, limit: int | None = None, ready: trio.Event | None = None
+) -> list[Fill]:
+    """Print the account's fills as they come (`limit` of them, None: for ever); `ready` is set
+    once the node has the subscription."""
     seen: list[Fill] = []
     async with client.fills() as fills:
+        if ready is not None:
+            ready.set()
         async for fill in fills:
             role = "maker" if fill.maker else "taker"
             print(f"height {fill.height}: {fill.side} {fill.size} {fill.market} at {fill.price} ({role})")
