@@ -496,7 +496,7 @@ def _scrape(metrics_port: int) -> tuple[int, dict[str, int]]:
             continue
         name, _, value = line.rpartition(" ")
         metric = name.split("{")[0]
-        if metric.endswith("_mempool_evicted_txs_total"):
+        if metric.endswith("_mempool_evicted_txs"):
             evicted = int(float(value))
         elif metric.endswith("_p2p_peer_send_bytes_total"):
             channel = name.partition('chID="')[2].partition('"')[0]

@@ -9,11 +9,12 @@ observes each stream message's delivery time into another (`rpc_stream_delivery_
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -42,6 +43,45 @@ class ChainStats:
     total_txs: int = 0
     block_size_bytes: int = 0
     last_block_time: int = 0
+
+
+def counter(name: str, doc: str) -> Metric:
+    """A counter named exactly `name` (CometBFT's names: `cometbft_mempool_failed_txs`, no suffix
+    added; `exposition` writes it so). Its samples are added under the same name."""
+    return Metric(name, doc, "counter")
+
+
+def _escape(value: str) -> str:
+    """A label value in the text format (backslash, newline and double quote escaped)."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    """A sample value as Prometheus's Go writer prints it: integers without a fraction."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else repr(float(value))
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """The Prometheus text format (0.0.4) of `registry`, as prometheus_client's `generate_latest`
+    writes it but for counters: their names are written as declared, where prometheus_client
+    would add `_total` (CometBFT's counters have no such suffix); OpenMetrics' `_created` samples
+    are left out."""
+    lines: list[str] = []
+    for metric in registry.collect():
+        kind = "untyped" if metric.type == "unknown" else metric.type
+        lines.append(f"# HELP {metric.name} {metric.documentation.replace(chr(92), chr(92) * 2)}")
+        lines.append(f"# TYPE {metric.name} {kind}")
+        for sample in metric.samples:
+            if sample.name.endswith("_created"):
+                continue
+            labels = ",".join(f'{key}="{_escape(value)}"' for key, value in sorted(sample.labels.items()))
+            shown = f"{sample.name}{{{labels}}}" if labels else sample.name
+            lines.append(f"{shown} {_number(sample.value)}")
+    return ("\n".join(lines) + "\n").encode()
 
 
 class NodeCollector(Collector):
@@ -73,9 +113,9 @@ class NodeCollector(Collector):
         family.add_metric([self.chain_id], value)
         return family
 
-    def _counter(self, subsystem: str, name: str, doc: str, value: float) -> CounterMetricFamily:
-        family = CounterMetricFamily(f"{self.ns}_{subsystem}_{name}", doc, labels=["chain_id"])
-        family.add_metric([self.chain_id], value)
+    def _counter(self, subsystem: str, name: str, doc: str, value: float) -> Metric:
+        family = counter(f"{self.ns}_{subsystem}_{name}", doc)
+        family.add_sample(family.name, {"chain_id": self.chain_id}, value)
         return family
 
     def collect(self) -> Iterator[Metric]:
@@ -108,13 +148,13 @@ class NodeCollector(Collector):
         if self.reactor is not None:
             yield self._counter(
                 "consensus",
-                "compact_blocks_rebuilt",
+                "compact_blocks_rebuilt_total",
                 "Proposal blocks rebuilt from their compact form.",
                 self.reactor.compact_rebuilt,
             )
             yield self._counter(
                 "consensus",
-                "compact_block_txs_fetched",
+                "compact_block_txs_fetched_total",
                 "Transactions of compact blocks fetched from peers (not in the mempool).",
                 self.reactor.compact_fetched_txs,
             )
@@ -143,8 +183,8 @@ class NodeCollector(Collector):
             ("liquidation_fills_total", "Book fills of liquidation orders.", risk.liquidation_fills),
             ("triggered_orders_total", "Stop-loss and take-profit orders fired.", app.triggered_orders_total),
         ):
-            family = CounterMetricFamily(f"derivd_{name}", doc, labels=["chain_id"])
-            family.add_metric([self.chain_id], value)
+            family = counter(f"derivd_{name}", doc)
+            family.add_sample(family.name, {"chain_id": self.chain_id}, value)
             yield family
         fund = GaugeMetricFamily(
             "derivd_insurance_fund_balance", "Insurance fund balance (quote quantums).", labels=["chain_id"]
@@ -165,11 +205,8 @@ class NodeCollector(Collector):
 
     def _p2p(self, switch: Switch) -> Iterator[Metric]:
         yield self._gauge("p2p", "peers", "Number of connected peers.", switch.num_peers)
-        labels = ["chain_id", "peer_id", "chID"]
-        received = CounterMetricFamily(
-            f"{self.ns}_p2p_peer_receive_bytes", "Bytes received from a peer.", labels=labels
-        )
-        sent = CounterMetricFamily(f"{self.ns}_p2p_peer_send_bytes", "Bytes sent to a peer.", labels=labels)
+        received = counter(f"{self.ns}_p2p_peer_receive_bytes_total", "Bytes received from a peer.")
+        sent = counter(f"{self.ns}_p2p_peer_send_bytes_total", "Bytes sent to a peer.")
         pending = GaugeMetricFamily(
             f"{self.ns}_p2p_peer_pending_send_bytes",
             "Bytes queued for a peer.",
@@ -177,9 +214,15 @@ class NodeCollector(Collector):
         )
         for peer in switch.peers():
             for channel, count in sorted(peer.traffic.received_by_channel.items()):
-                received.add_metric([self.chain_id, peer.id, f"{channel:#x}"], count)
+                received.add_sample(
+                    received.name,
+                    {"chain_id": self.chain_id, "peer_id": peer.id, "chID": f"{channel:#x}"},
+                    count,
+                )
             for channel, count in sorted(peer.traffic.sent_by_channel.items()):
-                sent.add_metric([self.chain_id, peer.id, f"{channel:#x}"], count)
+                sent.add_sample(
+                    sent.name, {"chain_id": self.chain_id, "peer_id": peer.id, "chID": f"{channel:#x}"}, count
+                )
             pending.add_metric([self.chain_id, peer.id], peer.pending_send_bytes)
         yield received
         yield sent
@@ -245,6 +288,6 @@ class NodeMetrics:
         """The /metrics endpoint."""
 
         async def scrape(request: Request) -> Response:
-            return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+            return Response(exposition(self.registry), media_type=CONTENT_TYPE_LATEST)
 
         return Starlette(routes=[Route("/metrics", scrape, methods=["GET"])])

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 from consensus.types import BlockID, PartSetHeader, Vote, VoteType
@@ -513,8 +514,18 @@ def test_metrics_are_exported(node: NodeProcess, chain: ChainHome) -> None:
         "cometbft_consensus_total_txs",
         "cometbft_consensus_block_interval_seconds_bucket",
         "cometbft_mempool_size",
+        "cometbft_mempool_failed_txs",
+        "cometbft_mempool_recheck_times",
     ):
         assert f'{name}{{chain_id="e2e-chain"' in text, name
+    # CometBFT's counter names, without the `_total` prometheus_client would add
+    for name in ("failed_txs", "rejected_txs", "evicted_txs", "recheck_times"):
+        assert (
+            f"# TYPE cometbft_mempool_{name} counter" in text and f"cometbft_mempool_{name}_total" not in text
+        )
+    families = {family.name: family.type for family in text_string_to_metric_families(text)}  # it parses
+    assert families["cometbft_consensus_block_interval_seconds"] == "histogram"
+    assert families["cometbft_rpc_stream_delivery_seconds"] == "histogram"
 
 
 def test_dump_consensus_state_and_bad_evidence(node: NodeProcess, chain: ChainHome) -> None:
