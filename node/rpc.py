@@ -792,7 +792,7 @@ async def broadcast_evidence(env: RPCEnv, call: Call) -> JSON:
         env.consensus.driver.submit_evidence(evidence)
     except EvidenceError as exc:
         raise internal(f"failed to add evidence: {exc}") from exc
-    return {"hash": jsonfmt.hex_upper(evidence.hash())}
+    return {"hash": jsonfmt.hex_upper(evidence.hash())}  # its sha256 identity (`DuplicateVoteEvidence.key`)
 
 
 @method("tx", "hash", "prove")
