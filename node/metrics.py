@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
@@ -22,13 +22,18 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from consensus.blocksync import BlockSync
+from consensus.evidence import decode_evidence_list
 from consensus.execution import BlockResults
 from consensus.mempool import Mempool
 from consensus.reactor import ConsensusReactor
 from consensus.service import ConsensusService
 from consensus.state import ChainState
-from consensus.types import Block, BlockID
+from consensus.types import Block, BlockID, BlockIDFlag, Commit
+from consensus.validators import ValidatorSet
 from execution.app import ExchangeApp
+from execution.markets import load_markets
+from execution.oracle.prices import is_stale, load_params, load_price
+from node.pricefeed import FeederStats
 from p2p.switch import Switch
 
 BLOCK_INTERVAL_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
@@ -43,6 +48,45 @@ class ChainStats:
     total_txs: int = 0
     block_size_bytes: int = 0
     last_block_time: int = 0
+    missing_validators: int = 0
+    """validators whose precommit the last block's commit lacks (CometBFT's `missing_validators`)"""
+    missing_validators_power: int = 0
+    byzantine_validators: int = 0
+    """validators the last block's evidence names"""
+    byzantine_validators_power: int = 0
+    validator_last_signed_height: int = 0
+    """the last height this node's validator signed (a commit carries its precommit)"""
+    validator_missed_blocks: int = 0
+    """commits since start that lack this node's validator (while it was in the set)"""
+    exchange: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(event type, market) -> events seen since start: orders placed and cancelled, fills"""
+
+
+EXCHANGE_COUNTED = {
+    "order_placed": ("orders_placed_total", "Orders placed (resting or not)."),
+    "order_cancelled": (
+        "orders_cancelled_total",
+        "Orders cancelled (by their owner, an amend or the exchange).",
+    ),
+    "order_filled": ("fills_total", "Fills (one per maker order matched)."),
+}
+
+
+def commit_signing(
+    last_commit: Commit, signers: ValidatorSet, me: bytes | None
+) -> tuple[int, int, bool | None]:
+    """(validators absent from `last_commit`, their power, whether `me` signed it: None if `me`
+    is not among `signers`). A commit's signatures are in the validator set's order."""
+    missing, power = 0, 0
+    for validator, sig in zip(signers.validators, last_commit.signatures, strict=False):
+        if sig.flag == BlockIDFlag.ABSENT:
+            missing += 1
+            power += validator.power
+    index = signers.index_of(me) if me is not None else None
+    if index is None:
+        return missing, power, None
+    sigs = last_commit.signatures
+    return missing, power, index < len(sigs) and sigs[index].flag != BlockIDFlag.ABSENT
 
 
 def counter(name: str, doc: str) -> Metric:
@@ -73,8 +117,11 @@ def exposition(registry: CollectorRegistry) -> bytes:
     lines: list[str] = []
     for metric in registry.collect():
         kind = "untyped" if metric.type == "unknown" else metric.type
-        lines.append(f"# HELP {metric.name} {metric.documentation.replace(chr(92), chr(92) * 2)}")
-        lines.append(f"# TYPE {metric.name} {kind}")
+        name = metric.name
+        if kind == "counter" and any(sample.name == name + "_total" for sample in metric.samples):
+            name += "_total"  # prometheus_client's own counters (the process collector's)
+        lines.append(f"# HELP {name} {metric.documentation.replace(chr(92), chr(92) * 2)}")
+        lines.append(f"# TYPE {name} {kind}")
         for sample in metric.samples:
             if sample.name.endswith("_created"):
                 continue
@@ -97,8 +144,12 @@ class NodeCollector(Collector):
         app: ExchangeApp | None = None,
         *,
         reactor: ConsensusReactor | None = None,
+        validator_address: bytes | None = None,
+        feeder: FeederStats | None = None,
     ):
         self.reactor = reactor
+        self.validator_address = validator_address
+        self.feeder = feeder
         self.switch = switch
         self.blocksync = blocksync
         self.app = app
@@ -136,6 +187,7 @@ class NodeCollector(Collector):
         yield self._gauge(
             "mempool", "size_bytes", "Total size of the mempool in bytes.", self.mempool.size_bytes
         )
+        yield from self._validators(state.validators)
         ms = self.mempool.stats
         yield self._counter("mempool", "failed_txs", "Transactions that failed check_tx.", ms.failed_txs)
         yield self._counter(
@@ -161,6 +213,10 @@ class NodeCollector(Collector):
         if self.app is not None:
             yield from self._risk(self.app)
             yield self._funding_rates(self.app)
+            yield from self._oracle(self.app)
+        yield from self._exchange_counts()
+        if self.feeder is not None:
+            yield from self._feeder(self.feeder)
         if self.blocksync is not None:
             yield self._gauge(
                 "blocksync", "syncing", "Whether the node is block syncing.", int(self.blocksync.syncing)
@@ -171,6 +227,82 @@ class NodeCollector(Collector):
                 "Height reached by block sync.",
                 self.blocksync.state.last_block_height,
             )
+
+    def _validators(self, validators: ValidatorSet) -> Iterator[Metric]:
+        """CometBFT's validator metrics: who is missing from the last commit or named by the last
+        block's evidence, and this node's validator (when it has one)."""
+        s = self.stats
+        for name, doc, value in (
+            ("missing_validators", "Validators missing from the last block's commit.", s.missing_validators),
+            ("missing_validators_power", "Power of the missing validators.", s.missing_validators_power),
+            ("byzantine_validators", "Validators the last block's evidence names.", s.byzantine_validators),
+            (
+                "byzantine_validators_power",
+                "Power of the byzantine validators.",
+                s.byzantine_validators_power,
+            ),
+        ):
+            yield self._gauge("consensus", name, doc, value)
+        if self.validator_address is None:
+            return
+        labels = {"chain_id": self.chain_id, "validator_address": self.validator_address.hex().upper()}
+        member = validators.get(self.validator_address)
+        for name, doc, value in (
+            (
+                "validator_last_signed_height",
+                "Last height this validator signed.",
+                s.validator_last_signed_height,
+            ),
+            (
+                "validator_missed_blocks",
+                "Commits since start without this validator.",
+                s.validator_missed_blocks,
+            ),
+            ("validator_power", "This validator's voting power.", member.power if member is not None else 0),
+        ):
+            family = Metric(f"{self.ns}_consensus_{name}", doc, "gauge")
+            family.add_sample(family.name, labels, value)
+            yield family
+
+    def _oracle(self, app: ExchangeApp) -> Iterator[Metric]:
+        """Per market: blocks since the oracle price was set, and whether it is stale."""
+        state, height = app.committed, app.info().last_block_height
+        params = load_params(state)
+        age = GaugeMetricFamily(
+            "derivd_oracle_price_age_blocks",
+            "Blocks since the market's oracle price was set.",
+            labels=["chain_id", "market"],
+        )
+        stale = GaugeMetricFamily(
+            "derivd_oracle_stale",
+            "1 if the market's oracle price is stale at the next height.",
+            labels=["chain_id", "market"],
+        )
+        for market in load_markets(state):
+            stored = load_price(state, market.market_id)
+            if stored is not None:
+                age.add_metric([self.chain_id, market.ticker], height - stored.updated_height)
+                stale.add_metric([self.chain_id, market.ticker], int(is_stale(stored, height + 1, params)))
+        yield age
+        yield stale
+
+    def _exchange_counts(self) -> Iterator[Metric]:
+        for kind, (name, doc) in EXCHANGE_COUNTED.items():
+            family = counter(f"derivd_{name}", doc)
+            for (event_type, market), value in sorted(self.stats.exchange.items()):
+                if event_type == kind:
+                    family.add_sample(family.name, {"chain_id": self.chain_id, "market": market}, value)
+            yield family
+
+    def _feeder(self, feeder: FeederStats) -> Iterator[Metric]:
+        for name, doc, value in (
+            ("price_feeder_votes_total", "Oracle votes the price feeder got into the mempool.", feeder.votes),
+            ("price_feeder_refused_total", "Oracle votes the mempool turned away.", feeder.refused),
+            ("price_feeder_source_errors_total", "Blocks the price source failed for.", feeder.source_errors),
+        ):
+            family = counter(f"derivd_{name}", doc)
+            family.add_sample(family.name, {"chain_id": self.chain_id}, value)
+            yield family
 
     def _risk(self, app: ExchangeApp) -> Iterator[Metric]:
         """The exchange's risk counters (`execution.risk.liquidation.RiskStats` and the app's count of
@@ -246,14 +378,31 @@ class NodeMetrics:
         app: ExchangeApp | None = None,
         *,
         reactor: ConsensusReactor | None = None,
+        validator_address: bytes | None = None,
+        feeder: FeederStats | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.stats = ChainStats()
+        self.validator_address = validator_address
+        self._signers: ValidatorSet | None = None
         self.registry.register(
             NodeCollector(
-                namespace, chain_id, consensus, mempool, self.stats, switch, blocksync, app, reactor=reactor
+                namespace,
+                chain_id,
+                consensus,
+                mempool,
+                self.stats,
+                switch,
+                blocksync,
+                app,
+                reactor=reactor,
+                validator_address=validator_address,
+                feeder=feeder,
             )
         )
+        ProcessCollector(
+            registry=self.registry
+        )  # process_cpu_seconds_total, process_resident_memory_bytes...
         self.block_interval = Histogram(
             "block_interval_seconds",
             "Time between this and the last block.",
@@ -276,6 +425,23 @@ class NodeMetrics:
 
     def on_commit(self, block: Block, block_id: BlockID, results: BlockResults, state: ChainState) -> None:
         s = self.stats
+        if self._signers is not None:  # the validators of the height the block's last commit signs
+            s.missing_validators, s.missing_validators_power, mine = commit_signing(
+                block.last_commit, self._signers, self.validator_address
+            )
+            if mine:
+                s.validator_last_signed_height = block.height - 1
+            elif mine is False:
+                s.validator_missed_blocks += 1
+        self._signers = state.last_validators
+        evidence = decode_evidence_list(block.evidence)
+        s.byzantine_validators = len(evidence)
+        s.byzantine_validators_power = sum(e.validator_power for e in evidence)
+        counts = s.exchange
+        for event in [e for r in results.tx_results for e in r.events] + list(results.finalize.events):
+            if event.type in EXCHANGE_COUNTED:
+                key = (event.type, event.attribute("market") or "")
+                counts[key] = counts.get(key, 0) + 1
         if s.last_block_time:
             self.block_interval.observe(max(0, block.header.time - s.last_block_time) / 1e9)
         s.last_block_time = block.header.time

@@ -320,6 +320,8 @@ class Node:
                 blocksync,
                 app,
                 reactor=reactor,
+                validator_address=privval.address,
+                feeder=feeder.stats if feeder is not None else None,
             )
             executor.listeners.append(metrics.on_commit)
             hub.observe_delivery = metrics.stream_delivery.observe

@@ -228,3 +228,10 @@ def test_a_price_drop_on_the_file_source_liquidates_a_leveraged_account(
     ), metrics[-2000:]
     for family in ("liquidation_fills_total", "insurance_fund_balance", "triggered_orders_total"):
         assert f"derivd_{family}{{" in metrics, family
+    for family in ("orders_placed_total", "fills_total"):  # counted from the blocks' events, per market
+        assert any(
+            line.startswith(f"derivd_{family}{{")
+            and 'market="BTC-USD"' in line
+            and float(line.split()[-1]) >= 1
+            for line in metrics.splitlines()
+        ), family
