@@ -190,7 +190,7 @@ def start(home: Path, rpc_laddr: str | None, p2p_laddr: str | None, log_level: s
     config, doc = _load(home)
     overrides = {k: v for k, v in {"rpc.laddr": rpc_laddr, "p2p.laddr": p2p_laddr}.items() if v}
     if log_level:
-        overrides["base.log_level"] = log_level
+        overrides["log_level"] = log_level  # a top-level key of config.toml
     try:
         config = config.with_overrides(**overrides)
     except ConfigError as exc:

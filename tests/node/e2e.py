@@ -110,12 +110,13 @@ class NodeProcess:
         self.log_path = chain.home / log_name
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> NodeProcess:
-        """Start the node, learn the ports it bound from its log, and wait for its RPC."""
+    def start(self, *args: str) -> NodeProcess:
+        """Start the node (`args`: more `derivd start` flags), learn the ports it bound from its
+        log, and wait for its RPC."""
         log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
-            [DERIVD, "start", "--home", str(self.chain.home)],
+            [DERIVD, "start", "--home", str(self.chain.home), *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},

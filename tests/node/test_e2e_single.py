@@ -613,6 +613,22 @@ def test_sigterm_stops_cleanly_and_restart_resumes(tmp_path: Path) -> None:
     assert node.stop(signal.SIGINT) == 0
 
 
+def test_start_takes_a_log_level_flag(tmp_path: Path) -> None:
+    """`derivd start --log_level` sets the top-level `log_level` key (it once failed with
+    "unknown setting" whatever the level); a level that does not exist is named."""
+    home = make_chain(tmp_path, {})
+    # the price feeder logs each vote at debug level
+    write_config(load_config(home.home).with_overrides(**{"oracle.enabled": True, "oracle.source": "sim"}))
+    refused = run_cli("start", "--home", str(home.home), "--log_level", "loud", check=False)
+    assert refused.returncode == 1
+    assert 'log_level: must be "debug" or "info" or "warn" or "error", got "loud"' in refused.stderr
+    process = NodeProcess(home).start("--log_level", "debug")
+    try:
+        wait_for("a debug line", lambda: True if "[debug" in process.log() else None)
+    finally:
+        process.stop()
+
+
 def test_bad_genesis_and_config_name_the_file_and_field(tmp_path: Path) -> None:
     chain = make_chain(tmp_path, {"alice": 10**9})
     genesis_path = chain.home / "config" / "genesis.json"
