@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 import click
 
+from node.sdk.core import query_value
 from node.sdk.errors import RPCError
 from node.sdk.rpc import Transport
 
@@ -76,9 +77,10 @@ def broadcast(client: RPCClient, raw: bytes, mode: str) -> None:
 
 
 def abci_query(client: RPCClient, path: str, height: int = 0) -> Any:
-    """The JSON value of an `abci_query` of `path`; a non-zero code fails with the app's log."""
+    """The JSON value of an `abci_query` of `path` (`node.sdk.core.query_value`); a non-zero code
+    fails with the app's log."""
     response = client.call("abci_query", path=path, data="", height=str(height), prove=False)["response"]
-    if response["code"] != 0:
-        fail(f"query {path}: {response['log']} (code {response['code']})")
-    value = base64.b64decode(response["value"] or "")
-    return json.loads(value) if value else None
+    try:
+        return query_value(path, response)
+    except RPCError as exc:
+        fail(str(exc))

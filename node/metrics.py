@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import chain
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -438,7 +439,7 @@ class NodeMetrics:
         s.byzantine_validators = len(evidence)
         s.byzantine_validators_power = sum(e.validator_power for e in evidence)
         counts = s.exchange
-        for event in [e for r in results.tx_results for e in r.events] + list(results.finalize.events):
+        for event in chain.from_iterable((*(r.events for r in results.tx_results), results.finalize.events)):
             if event.type in EXCHANGE_COUNTED:
                 key = (event.type, event.attribute("market") or "")
                 counts[key] = counts.get(key, 0) + 1

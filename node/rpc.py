@@ -26,7 +26,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from consensus.app import Application, CheckTxKind, ExecTxResult
 from consensus.evidence import DuplicateVoteEvidence, EvidenceError
-from consensus.execution import BlockExecutor
+from consensus.execution import BlockExecutor, BlockResults
 from consensus.mempool import Mempool, MempoolError
 from consensus.reactor import ConsensusReactor
 from consensus.service import ConsensusService
@@ -44,7 +44,7 @@ from node.websocket import Endpoint as WebSocketEndpoint
 from node.websocket import Hub
 from p2p.switch import ConnectedPeer, Switch
 from primitives.codec import DecodeError, decode
-from primitives.hashing import merkle_proofs, sha256
+from primitives.hashing import MerkleProof, merkle_proofs, sha256
 from primitives.keys import Address
 from primitives.timefmt import format_rfc3339
 from storage.blockstore import BlockStore
@@ -755,22 +755,32 @@ async def broadcast_tx_commit(env: RPCEnv, call: Call) -> JSON:
     raise internal("timed out waiting for tx to be included in a block")
 
 
-def _tx_json(env: RPCEnv, height: int, index: int, prove: bool, tx_hash: bytes | None = None) -> JSON:
-    """CometBFT's ResultTx of the `index`-th tx of the block at `height`."""
-    b = _load_block(env, height)
-    results = env.executor.load_results(height)
-    if results is None or index >= len(b.txs):
-        raise internal(f"tx {index} of block {height} is not stored")
-    found_tx: JSON = {
-        "hash": jsonfmt.hex_upper(tx_hash or sha256(b.txs[index])),
-        "height": str(height),
-        "index": index,
-        "tx_result": jsonfmt.exec_tx_result(results.tx_results[index]),
-        "tx": jsonfmt.b64(b.txs[index]),
-    }
-    if prove:
-        found_tx["proof"] = jsonfmt.tx_proof(b.header.data_hash, b.txs[index], merkle_proofs(b.txs)[1][index])
-    return found_tx
+def _txs_json(env: RPCEnv, positions: list[tuple[int, int]], prove: bool) -> list[JSON]:
+    """CometBFT's ResultTx of each (height, index in block), in order; each block, its results
+    and (with `prove`) its Merkle proofs are read once for all its txs."""
+    out: list[JSON] = []
+    loaded: dict[int, tuple[Block, BlockResults, list[MerkleProof]]] = {}
+    for height, index in positions:
+        if height not in loaded:
+            b = _load_block(env, height)
+            results = env.executor.load_results(height)
+            if results is None:
+                raise internal(f"results of block {height} are not stored")
+            loaded[height] = (b, results, merkle_proofs(b.txs)[1] if prove else [])
+        b, results, proofs = loaded[height]
+        if index >= len(b.txs):
+            raise internal(f"tx {index} of block {height} is not stored")
+        found_tx: JSON = {
+            "hash": jsonfmt.hex_upper(sha256(b.txs[index])),
+            "height": str(height),
+            "index": index,
+            "tx_result": jsonfmt.exec_tx_result(results.tx_results[index]),
+            "tx": jsonfmt.b64(b.txs[index]),
+        }
+        if prove:
+            found_tx["proof"] = jsonfmt.tx_proof(b.header.data_hash, b.txs[index], proofs[index])
+        out.append(found_tx)
+    return out
 
 
 @method("broadcast_evidence", "evidence")
@@ -803,7 +813,7 @@ async def tx(env: RPCEnv, call: Call) -> JSON:
         raise internal(f"tx ({jsonfmt.hex_upper(tx_hash)}) not found")
     height, index = found
     try:
-        return _tx_json(env, height, index, p_bool(call.get("prove"), "prove"), tx_hash)
+        return _txs_json(env, [(height, index)], p_bool(call.get("prove"), "prove"))[0]
     except RPCError:
         raise internal(f"tx ({jsonfmt.hex_upper(tx_hash)}) not found") from None
 
@@ -846,7 +856,7 @@ async def tx_search(env: RPCEnv, call: Call) -> JSON:
         raise internal(str(exc)) from exc
     page = _page(call, found)
     return {
-        "txs": [_tx_json(env, height, at, prove, index.tx_hash(height, at)) for height, at in page],
+        "txs": _txs_json(env, page, prove),
         "total_count": str(len(found)),
     }
 

@@ -263,18 +263,20 @@ class MarketStreams:
         markets = {m.market_id: m.ticker for m in load_markets(self._committed)}
         out: dict[str, list[JSON]] = {}
         prefix, owner_end = schema.APP_POSITION_PREFIX, len(schema.APP_POSITION_PREFIX) + schema.OWNER_SIZE
-        for key, raw in sorted(self._committed.last_changes().items()):
-            if key.startswith(prefix):
-                market_id = schema.market_id_from_position_key(key)
-                position = Position() if raw is None else Position.decode(raw)
-                out.setdefault(key[len(prefix) : owner_end].hex(), []).append(
-                    {
-                        "market": markets.get(market_id, str(market_id)),
-                        "size": str(position.size),
-                        "quote": str(position.quote),
-                        "open_orders": position.open_orders,
-                    }
-                )
+        changed = [
+            (key, raw) for key, raw in self._committed.last_changes().items() if key.startswith(prefix)
+        ]
+        for key, raw in sorted(changed, key=lambda change: change[0]):
+            market_id = schema.market_id_from_position_key(key)
+            position = Position() if raw is None else Position.decode(raw)
+            out.setdefault(key[len(prefix) : owner_end].hex(), []).append(
+                {
+                    "market": markets.get(market_id, str(market_id)),
+                    "size": str(position.size),
+                    "quote": str(position.quote),
+                    "open_orders": position.open_orders,
+                }
+            )
         return out
 
     @staticmethod

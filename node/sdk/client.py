@@ -93,7 +93,7 @@ class Client:
     def query(self, path: str) -> Any:
         """The JSON value of `abci_query` of `path` (None: empty); RPCError on a non-zero code."""
         response = self.rpc.call("abci_query", path=path, data="", height="0", prove=False)["response"]
-        return _query_value(path, response)
+        return core.query_value(path, response)
 
     def chain_id(self) -> str:
         if self._signer.chain_id is None:
@@ -253,7 +253,7 @@ class AsyncClient:
         response = (await self.rpc.call("abci_query", path=path, data="", height="0", prove=False))[
             "response"
         ]
-        return _query_value(path, response)
+        return core.query_value(path, response)
 
     async def chain_id(self) -> str:
         if self._signer.chain_id is None:
@@ -498,13 +498,3 @@ async def _channel(
             yield receive
         finally:
             nursery.cancel_scope.cancel()
-
-
-def _query_value(path: str, response: dict[str, Any]) -> Any:
-    if response["code"] != 0:
-        message = f"query {path}: {response['log']} (code {response['code']})"
-        raise RPCError(
-            {"code": response["code"], "message": "query failed", "data": response["log"]}, message
-        )
-    raw = base64.b64decode(response["value"] or "")
-    return json.loads(raw) if raw else None

@@ -3,6 +3,8 @@ chain's units, actions, the parsing of results, and a book kept from its stream.
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 import time
 from collections.abc import Mapping
@@ -19,7 +21,7 @@ from execution.markets import (
     size_to_human,
 )
 from execution.tx import AmendOrder, CancelAll, CancelOrder, PlaceOrder, PlaceTrigger, Transfer
-from node.sdk.errors import InputError, TxError
+from node.sdk.errors import InputError, RPCError, TxError
 from node.sdk.types import Account, Book, Event, Fill, Level, Position, RestingOrder, TxResult
 from primitives.keys import Address
 
@@ -45,6 +47,18 @@ class Nonces:
         with self._lock:
             self._last = max(time.time_ns() // 1_000_000, self._last + 1)
             return self._last
+
+
+def query_value(path: str, response: Mapping[str, Any]) -> Any:
+    """The JSON value of an `abci_query` response to `path` (None: empty); RPCError on a
+    non-zero code."""
+    if response["code"] != 0:
+        message = f"query {path}: {response['log']} (code {response['code']})"
+        raise RPCError(
+            {"code": response["code"], "message": "query failed", "data": response["log"]}, message
+        )
+    raw = base64.b64decode(response["value"] or "")
+    return json.loads(raw) if raw else None
 
 
 def market_from_query(item: Mapping[str, Any]) -> Market:
