@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: localnet test lint typecheck unit mutation clean
+.PHONY: localnet test lint typecheck unit mutation clean prometheus
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,20 @@ $(COSMJS): tests/cosmjs/package-lock.json
 	npm ci --prefix tests/cosmjs --no-audit --no-fund --loglevel=error
 	touch $(COSMJS)
 
-unit: $(STAMP) $(COSMJS)
+# Prometheus and promtool for tests/node/test_prometheus.py: Debian's package, fetched without root
+# (`apt-get download`) and unpacked into the venv (statically linked Go binaries).
+PROM_DIR := $(VENV)/prometheus
+PROMETHEUS := $(PROM_DIR)/usr/bin/prometheus
+$(PROMETHEUS): $(STAMP)
+	rm -rf $(PROM_DIR) $(PROM_DIR).download && mkdir -p $(PROM_DIR).download
+	cd $(PROM_DIR).download && apt-get download prometheus || { echo "error: could not fetch Debian's prometheus package with apt-get download (run apt-get update as root, or apt-get install prometheus and set DERIVD_PROMETHEUS=/usr/bin/prometheus)" >&2; exit 1; }
+	dpkg-deb -x $(PROM_DIR).download/prometheus_*.deb $(PROM_DIR)
+	rm -rf $(PROM_DIR).download
+	$(PROMETHEUS) --version | head -1
+
+prometheus: $(PROMETHEUS)
+
+unit: $(STAMP) $(COSMJS) $(if $(DERIVD_PROMETHEUS),,$(PROMETHEUS))
 	$(BIN)/pytest -q
 
 test: lint typecheck unit

@@ -98,6 +98,15 @@ class HeightRecorder(Protocol):
         """The batch is on disk."""
 
 
+class BlockApplication(Protocol):
+    """What `BlockExecutor` needs of the application (its `Application`'s two block methods; the
+    node may wrap them, e.g. to time finalize_block)."""
+
+    def finalize_block(self, request: FinalizeBlockRequest) -> FinalizeBlockResult: ...
+
+    def commit(self, batch: WriteBatch) -> int: ...
+
+
 class BlockExecutor:
     """Executes decided blocks through the application into the stores."""
 
@@ -106,7 +115,7 @@ class BlockExecutor:
         db: Database,
         blocks: BlockStore,
         states: StateStore,
-        app: Application,
+        app: BlockApplication,
         mempool: Mempool,
         retain_blocks: int = 0,
     ) -> None:

@@ -74,13 +74,14 @@ from execution.executor import execute_tx, use_tx_nonce
 from execution.genesis_state import ExportedState, init_exchange_state, load_app_state
 from execution.indexes import rebuild as rebuild_indexes
 from execution.positions.funding_index import load_market_funding, pool_total
-from execution.positions.position import Position
+from execution.positions.position import Position, open_interest
 from execution.query import QueryContext, run_query
 from execution.risk.funding import init_funding_state
 from execution.risk.liquidation import (
     RiskStats,
     init_liquidation_state,
     insurance_fund_balance,
+    load_queue,
 )
 from execution.risk.triggers import init_trigger_state
 from execution.state import Change, CommittedState, StateReader, StateView
@@ -495,6 +496,18 @@ class ExchangeApp:
             market.ticker: load_market_funding(self._committed, market.market_id).last_rate_ppm
             for market in self._books.markets()
         }
+
+    def open_interest(self) -> dict[str, int]:
+        """Per market ticker (by id), the committed open interest in base quantums
+        (`derivd_open_interest{market}`)."""
+        return {
+            market.ticker: open_interest(self._committed, market.market_id)
+            for market in self._books.markets()
+        }
+
+    def liquidation_queue_size(self) -> int:
+        """Accounts the last liquidation pass left for the next block (`derivd_liquidation_queue_size`)."""
+        return len(load_queue(self._committed))
 
     def position_size_sums(self) -> dict[int, int]:
         """Per market id, the sum of every committed position's size (always 0)."""

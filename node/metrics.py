@@ -2,15 +2,17 @@
 served on `[instrumentation] prometheus_listen_addr` at /metrics.
 
 Subsystems keep plain statistics; the collector here reads them at scrape time, so nothing
-outside node/ imports prometheus_client. The one thing a scrape cannot read afterwards, the
-interval between blocks, is observed into a histogram by a commit listener; the WebSocket hub
-observes each stream message's delivery time into another (`rpc_stream_delivery_seconds`).
+outside node/ imports prometheus_client. What a scrape cannot read afterwards goes into
+histograms: the interval between blocks (a commit listener), the time of each finalize_block
+(`state_block_processing_time`, in milliseconds as CometBFT's; `TimedFinalize` wraps the
+application the block executor calls) and each stream message's delivery time (the WebSocket hub).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -22,9 +24,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from consensus.app import FinalizeBlockRequest, FinalizeBlockResult
 from consensus.blocksync import BlockSync
 from consensus.evidence import decode_evidence_list
-from consensus.execution import BlockResults
+from consensus.execution import BlockApplication, BlockResults
 from consensus.mempool import Mempool
 from consensus.reactor import ConsensusReactor
 from consensus.service import ConsensusService
@@ -36,8 +39,10 @@ from execution.markets import load_markets
 from execution.oracle.prices import is_stale, load_params, load_price
 from node.pricefeed import FeederStats
 from p2p.switch import Switch
+from storage.db import WriteBatch
 
 BLOCK_INTERVAL_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
+BLOCK_PROCESSING_BUCKETS_MS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
 
 
 @dataclass
@@ -132,6 +137,25 @@ def exposition(registry: CollectorRegistry) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+class TimedFinalize:
+    """The application as the block executor sees it, with each finalize_block's wall time (ms)
+    given to `observe` (`cometbft_state_block_processing_time`)."""
+
+    def __init__(self, app: BlockApplication, observe: Callable[[float], None]) -> None:
+        self.app = app
+        self.observe = observe
+
+    def finalize_block(self, request: FinalizeBlockRequest) -> FinalizeBlockResult:
+        start = time.perf_counter()  # a metric of this node's speed, not of the chain's state
+        try:
+            return self.app.finalize_block(request)
+        finally:
+            self.observe((time.perf_counter() - start) * 1000)
+
+    def commit(self, batch: WriteBatch) -> int:
+        return self.app.commit(batch)
+
+
 class NodeCollector(Collector):
     def __init__(
         self,
@@ -159,6 +183,7 @@ class NodeCollector(Collector):
         self.consensus = consensus
         self.mempool = mempool
         self.stats = stats
+        self._open_interest: tuple[int, dict[str, int]] = (-1, {})
 
     def _gauge(self, subsystem: str, name: str, doc: str, value: float) -> GaugeMetricFamily:
         family = GaugeMetricFamily(f"{self.ns}_{subsystem}_{name}", doc, labels=["chain_id"])
@@ -324,6 +349,25 @@ class NodeCollector(Collector):
         )
         fund.add_metric([self.chain_id], risk.insurance_fund_balance)
         yield fund
+        queue = GaugeMetricFamily(
+            "derivd_liquidation_queue_size",
+            "Accounts the last liquidation pass left to check first in the next block (over the "
+            "per-block cap, or changed by the pass).",
+            labels=["chain_id"],
+        )
+        queue.add_metric([self.chain_id], app.liquidation_queue_size())
+        yield queue
+        height = app.info().last_block_height
+        if self._open_interest[0] != height:  # one walk of the holder indexes per height, not per scrape
+            self._open_interest = (height, app.open_interest())
+        interest = GaugeMetricFamily(
+            "derivd_open_interest",
+            "Open interest: the sum of long position sizes (base quantums).",
+            labels=["chain_id", "market"],
+        )
+        for ticker, size in self._open_interest[1].items():
+            interest.add_metric([self.chain_id, ticker], size)
+        yield interest
 
     def _funding_rates(self, app: ExchangeApp) -> Metric:
         """`derivd_funding_rate_ppm{market}`: the rate of each market's last funding tick."""
@@ -411,6 +455,15 @@ class NodeMetrics:
             namespace=namespace,
             subsystem="consensus",
             buckets=BLOCK_INTERVAL_BUCKETS,
+            registry=self.registry,
+        ).labels(chain_id=chain_id)
+        self.block_processing = Histogram(
+            "block_processing_time",
+            "Time spent processing FinalizeBlock (milliseconds).",
+            ["chain_id"],
+            namespace=namespace,
+            subsystem="state",
+            buckets=BLOCK_PROCESSING_BUCKETS_MS,
             registry=self.registry,
         ).labels(chain_id=chain_id)
         self.stream_delivery = Histogram(

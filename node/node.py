@@ -48,7 +48,7 @@ from node.config import Config, parse_id_list, parse_laddr, parse_peer_list
 from node.events import EventBus, RoundStepChanged, VoteAdded
 from node.gcpolicy import apply_gc_policy
 from node.indexer import EventIndex
-from node.metrics import NodeMetrics
+from node.metrics import NodeMetrics, TimedFinalize
 from node.pricefeed import feeder_from_config
 from node.rpc import NodeInfo, RPCEnv, make_app
 from node.statesync import restore_from_peers
@@ -324,6 +324,7 @@ class Node:
                 feeder=feeder.stats if feeder is not None else None,
             )
             executor.listeners.append(metrics.on_commit)
+            executor.app = TimedFinalize(executor.app, metrics.block_processing.observe)
             hub.observe_delivery = metrics.stream_delivery.observe
             self.switch, self.blocksync = switch, blocksync
             log.info(

@@ -27,6 +27,7 @@ from genesis.genesis import load_genesis, save_genesis
 from node.cli import init_home
 from node.config import load_config, write_config
 from node.keystore import KeyStore
+from node.testnet import Testnet, create_testnet, free_base_port
 
 DERIVD = str(Path(sys.executable).parent / "derivd")
 LISTENING_RPC = re.compile(r"rpc listening on \S*:(\d+)")
@@ -189,6 +190,27 @@ class NodeProcess:
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait(10)
+
+
+SPEED = {
+    "consensus.timeout_commit": "100ms",
+    "consensus.timeout_propose": "1s",
+    "consensus.timeout_prevote": "300ms",
+    "consensus.timeout_precommit": "300ms",
+    "consensus.peer_gossip_sleep_duration": "50ms",
+    "execution.workers": 1,  # the parallel scheduler on (auto is serial on 2 cores)
+}
+
+
+def make_net(tmp: Path, validators: int, full_nodes: int = 0) -> tuple[Testnet, list[NodeProcess]]:
+    """A testnet of real homes under `tmp/net` with fast consensus timeouts (not started)."""
+    base = free_base_port(validators + full_nodes)
+    net = create_testnet(tmp / "net", validators, full_nodes, base_port=base, chain_id="e2e-chain")
+    processes = []
+    for node in net.nodes:
+        write_config(load_config(node.home).with_overrides(**SPEED))
+        processes.append(NodeProcess(ChainHome(node.home, node.plan.rpc_port, node.plan.metrics_port)))
+    return net, processes
 
 
 class RPCFailure(Exception):

@@ -18,29 +18,9 @@ from execution.tx import Transfer, build_tx
 from node.config import load_config, write_config
 from node.keystore import KeyStore
 from node.testnet import Testnet as Network
-from node.testnet import create_testnet, free_base_port
 from primitives.hashing import sha256
 from primitives.keys import Address, PrivateKey
-from tests.node.e2e import ChainHome, NodeProcess, run_cli, wait_for
-
-SPEED = {
-    "consensus.timeout_commit": "100ms",
-    "consensus.timeout_propose": "1s",
-    "consensus.timeout_prevote": "300ms",
-    "consensus.timeout_precommit": "300ms",
-    "consensus.peer_gossip_sleep_duration": "50ms",
-    "execution.workers": 1,  # the parallel scheduler on (auto is serial on 2 cores)
-}
-
-
-def make_net(tmp: Path, validators: int, full_nodes: int = 0) -> tuple[Network, list[NodeProcess]]:
-    base = free_base_port(validators + full_nodes)
-    net = create_testnet(tmp / "net", validators, full_nodes, base_port=base, chain_id="e2e-chain")
-    processes = []
-    for node in net.nodes:
-        write_config(load_config(node.home).with_overrides(**SPEED))
-        processes.append(NodeProcess(ChainHome(node.home, node.plan.rpc_port, node.plan.metrics_port)))
-    return net, processes
+from tests.node.e2e import NodeProcess, make_net, run_cli, wait_for
 
 
 def block_hashes(node: NodeProcess, heights: range) -> list[str]:

@@ -22,8 +22,7 @@ from genesis.genesis import load_genesis, save_genesis
 from node.config import load_config, write_config
 from node.testnet import Testnet as Network
 from node.testnet import create_testnet, free_base_port
-from tests.node.e2e import ChainHome, NodeProcess, run_cli, wait_for
-from tests.node.test_e2e_network import SPEED
+from tests.node.e2e import SPEED, ChainHome, NodeProcess, run_cli, wait_for
 
 STALE_AFTER_BLOCKS = 3
 MARKET_STALE = 30
