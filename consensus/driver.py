@@ -36,6 +36,7 @@ from consensus.machine import (
     SignProposal,
     SignVote,
     StepChanged,
+    TxsAvailableEvent,
     VoteEvent,
 )
 from consensus.messages import EvidenceMessage, Message
@@ -114,12 +115,15 @@ class ConsensusDriver:
     def chain_id(self) -> str:
         return self.machine.state.chain_id
 
-    def start(self, last_commit: Commit | None, state: ChainState | None = None) -> None:
+    def start(
+        self, last_commit: Commit | None, state: ChainState | None = None, last_app_hash: bytes | None = None
+    ) -> None:
         """Enter the height of `state` (by default the machine's: block sync may have moved the
         chain on since the machine was built) and replay the WAL after its last end-height
-        marker."""
+        marker. `last_app_hash` is the app hash in the last block's header, if known (see
+        `CommittedEvent`)."""
         state = state if state is not None else self.machine.state
-        self._process(_Queued(CommittedEvent(state, last_commit), own=False, record=False))
+        self._process(_Queued(CommittedEvent(state, last_commit, last_app_hash), own=False, record=False))
         replay = self.wal.replay_after_last_end_height(state.last_block_height)
         if replay:
             log.info("replaying %d WAL records of height %d", len(replay), self.machine.height)
@@ -175,7 +179,7 @@ class ConsensusDriver:
         while queue:
             item = queue.popleft()
             now = item.time if item.time is not None else self.clock()
-            if item.record and not isinstance(item.event, CommittedEvent):
+            if item.record and not isinstance(item.event, CommittedEvent | TxsAvailableEvent):
                 self.wal.write(now, item.event, sync=item.own)
             vote = item.event.vote if self.vote_listeners and isinstance(item.event, VoteEvent) else None
             known = vote is not None and self._holds(vote)
@@ -264,7 +268,8 @@ class ConsensusDriver:
             len(effect.block.txs),
             new_state.app_hash.hex().upper(),
         )
-        followups.append(_Queued(CommittedEvent(new_state, effect.commit), own=False, record=False))
+        event = CommittedEvent(new_state, effect.commit, effect.block.header.app_hash)
+        followups.append(_Queued(event, own=False, record=False))
 
     def _on_equivocation(self, effect: Equivocation) -> None:
         self.equivocations.append(effect)

@@ -7,6 +7,12 @@ higher round from more than a third of the power move a node to that round; Come
 two thirds); timeouts `base + delta * round`. The vote decisions themselves are the pure
 functions of `consensus.rules`.
 
+Block production follows CometBFT's `create_empty_blocks` (`TimeoutConfig.waits_for_txs`): a node
+that waits for transactions stays in round 0's new-round step until the mempool reports some
+(`TxsAvailableEvent`) or `create_empty_blocks_interval` passes (a NEW_ROUND timeout), except at
+the first height and after a block that changed the app hash, whose new hash needs a block of its
+own (CometBFT's proof block). Proposals and votes of others still move a waiting node on.
+
 Nothing here touches sockets, files, clocks or threads. Time comes in with each event; signing,
 timers, persistence and block execution go out as effects, which the driver carries out. Signed
 own proposals, block parts and votes come back in as ordinary events, so the machine handles its
@@ -78,6 +84,15 @@ class TimeoutConfig:
     precommit_delta: int = SECOND // 2
     commit: int = SECOND // 5  # CometBFT's is 1 s; ours is shorter for sub-second blocks
     skip_timeout_commit: bool = False
+    create_empty_blocks: bool = True
+    create_empty_blocks_interval: int = 0
+    """with empty blocks off, or this above 0: round 0 waits for transactions this long at most
+    (0: without limit), as CometBFT's `create_empty_blocks_interval`"""
+
+    @property
+    def waits_for_txs(self) -> bool:
+        """Whether round 0 waits for transactions before proposing (CometBFT's WaitForTxs)."""
+        return not self.create_empty_blocks or self.create_empty_blocks_interval > 0
 
     def for_step(self, step: Step, round_: int) -> int:
         if step == Step.PROPOSE:
@@ -122,13 +137,25 @@ class TimeoutEvent:
 @dataclass(frozen=True, slots=True)
 class CommittedEvent:
     """The decided block is executed and stored (or the node starts): `state` is the chain state
-    now, `last_commit` the commit of its last block (None before the first block)."""
+    now, `last_commit` the commit of its last block (None before the first block),
+    `last_app_hash` the app hash that block's header carried (the state before it; None if
+    unknown, which counts as changed)."""
 
     state: ChainState
     last_commit: Commit | None
+    last_app_hash: bytes | None = None
 
 
-Event = ProposalEvent | BlockPartEvent | VoteEvent | TimeoutEvent | CommittedEvent
+@dataclass(frozen=True, slots=True)
+class TxsAvailableEvent:
+    """The mempool holds transactions for the block at `height` (sent once a height, and only to
+    a machine that waits for transactions). Not written to the WAL, as in CometBFT: a replay
+    re-derives the round from the recorded proposals, votes and timeouts."""
+
+    height: int
+
+
+Event = ProposalEvent | BlockPartEvent | VoteEvent | TimeoutEvent | CommittedEvent | TxsAvailableEvent
 
 
 # -- effects (outputs) ----------------------------------------------------------------------------
@@ -263,6 +290,8 @@ class ConsensusMachine:
             self._on_block_part(event.height, event.part, event.peer)
         elif isinstance(event, TimeoutEvent):
             self._on_timeout(event)
+        elif isinstance(event, TxsAvailableEvent):
+            self._on_txs_available(event)
         else:
             self._on_committed(event)
         effects, self._effects = self._effects, []
@@ -291,6 +320,11 @@ class ConsensusMachine:
         self.commit_time = 0
         self.triggered_timeout_precommit = False
         self._verdicts: dict[bytes, bool] = {}
+        self.txs_available = False
+        """the mempool reported transactions for this height before round 0 began"""
+        self.proof_block_needed = True
+        """this height must have a block even without transactions: the first height, or the
+        last block changed the app hash (CometBFT's needProofBlock)"""
 
     def _on_committed(self, event: CommittedEvent) -> None:
         state = event.state
@@ -311,6 +345,7 @@ class ConsensusMachine:
             wait = max(0, self.commit_time + self.timeouts.commit - self.now)
         self.start_time = self.now + wait
         self._reset_height()
+        self.proof_block_needed = state.is_initial() or event.last_app_hash != state.app_hash
         self.started = True
         self._set_step(Step.NEW_HEIGHT)
         self._schedule(Step.NEW_HEIGHT, 0, wait)
@@ -342,7 +377,15 @@ class ConsensusMachine:
         self.votes.set_round(round_ + 1)
         self.triggered_timeout_precommit = False
         self._set_step(Step.NEW_ROUND)
+        if round_ == 0 and self._waits_for_txs():
+            interval = self.timeouts.create_empty_blocks_interval
+            if interval > 0:
+                self._schedule(Step.NEW_ROUND, 0, interval)
+            return
         self._enter_propose(height, round_)
+
+    def _waits_for_txs(self) -> bool:
+        return self.timeouts.waits_for_txs and not self.proof_block_needed and not self.txs_available
 
     def _enter_propose(self, height: int, round_: int) -> None:
         if (
@@ -690,6 +733,16 @@ class ConsensusMachine:
             self._enter_new_round(height, vote.round)
             self._enter_precommit_wait(height, vote.round)
 
+    def _on_txs_available(self, event: TxsAvailableEvent) -> None:
+        """CometBFT's handleTxsAvailable: before round 0 the news is kept for it; in round 0's
+        new-round step (waiting) the node goes on to propose."""
+        if event.height != self.height or self.round != 0:
+            return
+        if self.step == Step.NEW_HEIGHT:
+            self.txs_available = True
+        elif self.step == Step.NEW_ROUND:
+            self._enter_propose(self.height, 0)
+
     def _on_timeout(self, timeout: TimeoutEvent) -> None:
         if (
             timeout.height != self.height
@@ -699,6 +752,8 @@ class ConsensusMachine:
             return
         if timeout.step == Step.NEW_HEIGHT:
             self._enter_new_round(timeout.height, 0)
+        elif timeout.step == Step.NEW_ROUND:
+            self._enter_propose(timeout.height, timeout.round)  # create_empty_blocks_interval
         elif timeout.step == Step.PROPOSE:
             self._enter_prevote(timeout.height, timeout.round)
         elif timeout.step == Step.PREVOTE_WAIT:

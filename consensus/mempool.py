@@ -6,7 +6,10 @@ transaction's bytes; admitted transactions keep their arrival order; after each 
 included ones are removed and the rest rechecked against the new state (those that fail go).
 Several txs that arrive together (an RPC batch, a gossip message) first get the application's
 shared admission work (`Application.admission_work`: one signature batch), then are checked one
-by one (`admission_work`, `check_txs`).
+by one (`admission_work`, `check_txs`). Once a height, when it first holds transactions for the
+next block (one is admitted, or some are left after a commit), it calls `on_txs_available` with
+that block's height (CometBFT's TxsAvailable; consensus waits for it when empty blocks are off).
+`broadcast` in its config says whether the gossip reactor sends admitted transactions to peers.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ class MempoolConfig:
     cache_size: int = 10_000
     keep_invalid_txs_in_cache: bool = False
     recheck: bool = True
+    broadcast: bool = True
+    """gossip admitted transactions to peers (`consensus.mempool_reactor`)"""
 
 
 @dataclass(slots=True)
@@ -97,8 +102,12 @@ class Mempool:
         self.size_bytes = 0
         self.stats = MempoolStats()
         self.height = 0
+        """the last block height `update` was called for (set it at start)"""
         self.listeners: list[Callable[[bytes, bytes, str], None]] = []
         """called with (tx, hash, source peer id or "") for each admitted transaction"""
+        self.on_txs_available: Callable[[int], None] | None = None
+        """called with the next block's height, once a height, when the pool first holds txs"""
+        self._notified = False
 
     def __len__(self) -> int:
         return len(self._txs)
@@ -135,6 +144,7 @@ class Mempool:
             self.stats.added_txs += 1
             for listener in self.listeners:
                 listener(tx, key, source)
+            self._notify_txs_available()
         else:
             self.stats.failed_txs += 1
             if not self.config.keep_invalid_txs_in_cache:
@@ -183,6 +193,7 @@ class Mempool:
     def update(self, height: int, committed: Sequence[bytes]) -> None:
         """After a commit: drop the block's transactions, remember them, recheck the rest."""
         self.height = height
+        self._notified = False
         for tx in committed:
             key = sha256(tx)
             self._cache.push(key)
@@ -210,6 +221,13 @@ class Mempool:
                     first.hex().upper(),
                     why,
                 )
+        if self._txs:
+            self._notify_txs_available()
+
+    def _notify_txs_available(self) -> None:
+        if self.on_txs_available is not None and not self._notified:
+            self._notified = True
+            self.on_txs_available(self.height + 1)
 
     def pending(self) -> list[tuple[bytes, bytes]]:
         """(hash, tx) of every pending transaction, in order."""

@@ -9,6 +9,9 @@ when it holds `BATCH_TXS` of them or `BATCH_BYTES`, and by `flush`, which the no
 milliseconds; a received message's transactions are admitted together (`Mempool.check_txs`: one
 signature batch, then check_tx each). A message that is not such a list, or that holds more than
 `BATCH_TXS` or a transaction over the size limit, is misbehaviour.
+
+With `broadcast` off in the mempool's config (`[mempool] broadcast = false`) nothing is sent:
+peers' transactions are still received and admitted (CometBFT's behaviour).
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ class MempoolReactor:
         ]
 
     def add_peer(self, peer: Peer) -> None:
+        if not self.mempool.config.broadcast:
+            return
         peer.set(SENT, set())
         peer.set(OUTBOX, _Outbox())
         self._peers[peer.id] = peer

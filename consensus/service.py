@@ -21,6 +21,7 @@ from consensus.machine import (
     Event,
     ScheduleTimeout,
     TimeoutEvent,
+    TxsAvailableEvent,
     VoteEvent,
 )
 from consensus.messages import DecidedBlock, Message
@@ -77,6 +78,7 @@ class ConsensusService:
         self.driver = driver
         self._start_commit = start_commit
         self._start_state: ChainState | None = None
+        self._start_app_hash: bytes | None = None
         self._send, self._receive = trio.open_memory_channel[Inbound](inbox_size)
         self.ticker = TimeoutTicker()
         driver.schedule = self.ticker.schedule
@@ -85,10 +87,20 @@ class ConsensusService:
     def machine(self) -> ConsensusMachine:
         return self.driver.machine
 
-    def start_from(self, state: ChainState, last_commit: Commit | None) -> None:
-        """Start consensus at `state` instead (block sync moved the chain on)."""
+    def start_from(
+        self, state: ChainState, last_commit: Commit | None, last_app_hash: bytes | None = None
+    ) -> None:
+        """Start consensus at `state` instead (block sync moved the chain on); `last_app_hash`
+        as in `ConsensusDriver.start`."""
         self._start_state = state
         self._start_commit = last_commit
+        self._start_app_hash = last_app_hash
+
+    def txs_available(self, height: int) -> None:
+        """The mempool's news that it holds transactions for `height` (`Mempool.on_txs_available`);
+        dropped if the inbox is full (the next transaction of the height does not repeat it, but
+        a waiting node still moves on with the others' proposal)."""
+        self.submit_nowait(TxsAvailableEvent(height))
 
     def submit_nowait(self, message: Inbound) -> bool:
         """Queue a peer's message; False if the inbox is full (the message is dropped)."""
@@ -102,7 +114,7 @@ class ConsensusService:
         await self._send.send(message)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self.driver.start(self._start_commit, self._start_state)
+        self.driver.start(self._start_commit, self._start_state, self._start_app_hash)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.ticker.run, self.submit)
             task_status.started()
@@ -115,7 +127,7 @@ class ConsensusService:
                         break
                 self._preverify(batch)
                 for item in batch:
-                    if isinstance(item, TimeoutEvent | CommittedEvent):
+                    if isinstance(item, TimeoutEvent | CommittedEvent | TxsAvailableEvent):
                         self.driver.handle(item)
                     elif isinstance(item, DecidedBlock):
                         self.driver.apply_decided(item.block, item.commit)

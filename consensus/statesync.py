@@ -234,6 +234,7 @@ class StateSync:
     async def _fetch(self, offer: _Offer, restore: Restore, chunk_timeout: float) -> Restore | None:
         """Every chunk of `offer`'s snapshot into `restore`; None if no peer can give them."""
         self._fetching, self._chunks, self._asked = offer.manifest, {}, {}
+        timed_out: dict[int, set[str]] = {}  # chunk index -> peers that let a request for it time out
         while restore.missing:
             self._wake = trio.Event()  # before any request: an answer that comes at once sets it
             for index, (peer_id, chunk) in list(self._chunks.items()):
@@ -251,11 +252,13 @@ class StateSync:
             for index, (peer_id, when) in list(self._asked.items()):
                 if now - when > chunk_timeout or peer_id not in peers:
                     del self._asked[index]
+                    timed_out.setdefault(index, set()).add(peer_id)
             load = {p: sum(1 for asked, _ in self._asked.values() if asked == p) for p in peers}
             for index in restore.missing:
                 if index in self._asked or index in self._chunks:
                     continue
-                peer_id = min(peers, key=lambda p: (load[p], p))
+                failed = timed_out.get(index, set())
+                peer_id = min(peers, key=lambda p: (p in failed, load[p], p))  # another, if there is one
                 if load[peer_id] >= CHUNKS_IN_FLIGHT_PER_PEER:
                     break
                 request = _message(CHUNK_REQUEST, offer.manifest.height, FORMAT, index)

@@ -15,18 +15,22 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import click
 import trio
 from click.core import ParameterSource
 
+from consensus.execution import HandshakeError
 from consensus.light import LightError, TrustOptions
 from consensus.privval import FilePrivValidator, PrivValError
+from consensus.wal import WALError
 from execution.accounts import Account
 from execution.genesis_state import AppStateError, add_account, default_exchange_app_state
-from execution.tx import Transfer, build_tx
 from genesis.genesis import (
     GenesisDoc,
     GenesisError,
@@ -35,12 +39,12 @@ from genesis.genesis import (
     new_genesis,
     save_genesis,
 )
+from node import inspect as inspect_server
 from node import light, light_proxy, logs
 from node.bench import bench
 from node.client import (
     RPCClient,
     abci_query,
-    broadcast,
     emit,
     fail,
     home_option,
@@ -48,9 +52,13 @@ from node.client import (
     rpc_caller,
 )
 from node.config import Config, ConfigError, load_config, parse_duration, write_config
+from node.database import ensure_not_in_use, explained
 from node.export import ExportError, export_genesis
-from node.keystore import KeyStore, KeyStoreError
+from node.keys_cli import keyring_backend_option, keys_group, open_cli_keyring
+from node.keystore import KeyStoreError
 from node.node import Node, NodeStartError, start_server
+from node.query_cli import block_command, tx_command
+from node.rollback import RollbackError, rollback
 from node.sdk.errors import RPCError
 from node.supervisor import SupervisorError, supervise
 from node.testnet import (
@@ -61,12 +69,12 @@ from node.testnet import (
     starting_ip_hosts,
 )
 from node.trade_cli import book_command, funding_command, markets_command, oracle_command, order_group
+from node.tx_cli import tx_broadcast, tx_sign, tx_transfer
 from node.version import VERSION
 from p2p.nodekey import load_or_generate_node_key, node_id
 from primitives.ics23 import ProofError
-from primitives.keyfile import PUB_KEY_TYPE, KeyFileError, load_key_file
-from primitives.keys import Address
-from primitives.timefmt import NS_PER_MS
+from primitives.keyfile import PRIV_KEY_TYPE, PUB_KEY_TYPE, KeyFileError, load_key_file
+from primitives.keys import Address, PrivateKey
 from storage import schema
 from storage.db import StorageError
 
@@ -149,13 +157,14 @@ def genesis_group() -> None:
 
 @genesis_group.command(name="add-account")
 @home_option
+@keyring_backend_option
 @click.argument("address_or_key")
 @click.argument("amount", type=int)
-def genesis_add_account(home: Path, address_or_key: str, amount: int) -> None:
-    """Fund ADDRESS_OR_KEY (an address, or a key name in the key store) with AMOUNT quote units
+def genesis_add_account(home: Path, keyring_backend: str, address_or_key: str, amount: int) -> None:
+    """Fund ADDRESS_OR_KEY (an address, or a key name in the keyring) with AMOUNT quote units
     (micro-USD) in genesis."""
     config, doc = _load(home)
-    address = _resolve_address(home, address_or_key)
+    address = _resolve_address(home, keyring_backend, address_or_key)
     try:
         app_state = add_account(doc.app_state, address, amount)
     except AppStateError as exc:
@@ -164,13 +173,13 @@ def genesis_add_account(home: Path, address_or_key: str, amount: int) -> None:
     emit({"address": address, "added": str(amount)})
 
 
-def _resolve_address(home: Path, address_or_key: str) -> str:
+def _resolve_address(home: Path, keyring_backend: str, address_or_key: str) -> str:
     try:
         return str(Address.parse(address_or_key))
     except ValueError:
         pass
-    try:
-        return str(KeyStore(home).get(address_or_key).address)
+    try:  # the public part: no passphrase
+        return str(open_cli_keyring(home, keyring_backend).get(address_or_key).address)
     except KeyStoreError as exc:
         fail(f"{address_or_key!r} is neither an address nor a key name: {exc}")
 
@@ -178,24 +187,81 @@ def _resolve_address(home: Path, address_or_key: str) -> str:
 # -- running -------------------------------------------------------------------------------------
 
 
+START_SETTINGS = (
+    ("moniker", "Node name, shown to peers and in /status."),
+    ("p2p.persistent_peers", "Comma-separated id@host:port peers to stay connected to."),
+    ("p2p.seeds", "Comma-separated id@host:port seed nodes to learn peers from."),
+    ("p2p.laddr", "P2P listen address, e.g. tcp://0.0.0.0:26656."),
+    ("rpc.laddr", "RPC listen address, e.g. tcp://127.0.0.1:26657."),
+    ("instrumentation.prometheus", "Serve Prometheus metrics: true or false."),
+    ("instrumentation.prometheus_listen_addr", "Metrics listen address, e.g. :26660."),
+    ("log_level", "debug, info, warn or error."),
+    ("log_format", "plain or json."),
+)
+"""The config.toml keys `derivd start` takes as `--<key>` flags and `DERIVD_<KEY>` variables
+(CometBFT's flag names); a flag beats its variable, which beats config.toml."""
+
+
+def setting_envvar(key: str) -> str:
+    """The environment variable of a config.toml key: DERIVD_ and the key upper-cased, dots as
+    underscores (DERIVD_P2P_PERSISTENT_PEERS)."""
+    return "DERIVD_" + key.upper().replace(".", "_")
+
+
+def _setting_param(key: str) -> str:
+    return key.replace(".", "_")
+
+
+def _start_settings(command: Callable[..., None]) -> Callable[..., None]:
+    for key, help_text in reversed(START_SETTINGS):
+        command = click.option(
+            f"--{key}",
+            _setting_param(key),
+            default=None,
+            envvar=setting_envvar(key),
+            show_envvar=True,
+            help=help_text,
+        )(command)
+    return command
+
+
 @main.command()
 @home_option
-@click.option(
-    "--rpc.laddr", "rpc_laddr", default=None, help="RPC listen address, e.g. tcp://127.0.0.1:26657."
-)
-@click.option("--p2p.laddr", "p2p_laddr", default=None, help="P2P listen address, e.g. tcp://0.0.0.0:26656.")
-@click.option("--log_level", default=None, help="debug, info, warn or error.")
-def start(home: Path, rpc_laddr: str | None, p2p_laddr: str | None, log_level: str | None) -> None:
-    """Run the node until SIGINT or SIGTERM."""
+@_start_settings
+def start(home: Path, **settings: str | None) -> None:
+    """Run the node until SIGINT or SIGTERM. Each setting flag beats its DERIVD_* variable,
+    which beats config.toml."""
     config, doc = _load(home)
-    overrides = {k: v for k, v in {"rpc.laddr": rpc_laddr, "p2p.laddr": p2p_laddr}.items() if v}
-    if log_level:
-        overrides["log_level"] = log_level  # a top-level key of config.toml
+    run_node(with_start_settings(config, settings), doc)
+
+
+def with_start_settings(config: Config, settings: dict[str, str | None]) -> Config:
+    """`config` with the START_SETTINGS given as flags or variables (`settings`: values by
+    parameter name, None or absent: not given); a bad value fails the command with one line
+    naming its flag or variable."""
+    values = {key: settings.get(_setting_param(key)) for key, _ in START_SETTINGS}
+    given = {key: value for key, value in values.items() if value is not None}
     try:
-        config = config.with_overrides(**overrides)
+        return config.with_overrides(**given)
     except ConfigError as exc:
-        fail(str(exc))
-    run_node(config, doc)
+        key = f"{exc.section}.{exc.key}" if exc.section else str(exc.key)
+        if key not in given:
+            fail(str(exc))
+        source = click.get_current_context().get_parameter_source(_setting_param(key))
+        name = setting_envvar(key) if source is ParameterSource.ENVIRONMENT else f"--{key}"
+        fail(f"{name}: {exc.problem}")
+
+
+START_ERRORS = (
+    NodeStartError,
+    StorageError,
+    PrivValError,
+    KeyFileError,
+    HandshakeError,
+    WALError,
+    RollbackError,
+)
+"""What stops a node (or `inspect`) from starting: reported as their one line, no traceback."""
 
 
 def run_node(config: Config, doc: GenesisDoc) -> None:
@@ -204,25 +270,37 @@ def run_node(config: Config, doc: GenesisDoc) -> None:
         click.echo(
             f"warning: {config.home / 'config' / 'config.toml'}: unknown key {key} (ignored)", err=True
         )
+    _serve_until_signal(Node(config, doc).run)
+
+
+def _serve_until_signal(run: Callable[..., Awaitable[None]]) -> None:
+    """Run the service `run` (a trio task that reports when it has started) until SIGINT or
+    SIGTERM; a START_ERRORS failure ends the command with its one line."""
     try:
-        trio.run(_run_until_signal, config, doc)
-    except (NodeStartError, StorageError, PrivValError, KeyFileError) as exc:
+        trio.run(_run_until_signal, run)
+    except START_ERRORS as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         pass
 
 
-async def _run_until_signal(config: Config, doc: GenesisDoc) -> None:
+async def _run_until_signal(run: Callable[..., Awaitable[None]]) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(Node(config, doc).run)
+                await nursery.start(run)
                 async for signum in signals:
                     click.echo(f"received {signal.Signals(signum).name}, stopping", err=True)
                     nursery.cancel_scope.cancel()
                     break
-        except* (NodeStartError, StorageError, PrivValError, KeyFileError) as group:
-            raise group.exceptions[0] from None  # the nursery wrapped it: `start` reports it plainly
+        except* START_ERRORS as group:
+            raise _first_leaf(group) from None  # nurseries wrapped it: the command reports it plainly
+
+
+def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The first exception in `group` that is not a group (nested nurseries nest groups)."""
+    first: BaseException = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 # -- testnets -------------------------------------------------------------------------------------
@@ -374,6 +452,10 @@ def unsafe_reset_all(home: Path) -> None:
     config and genesis). Never do this to a validator that has signed on a live chain."""
     config, _ = _load(home)
     data = config.path(config.base.db_dir)
+    try:
+        ensure_not_in_use(data / "derivd.db")
+    except StorageError as exc:
+        fail(str(exc))
     for child in (data / "derivd.db", config.path(config.consensus.wal_file).parent):
         if child.exists():
             shutil.rmtree(child)
@@ -395,9 +477,12 @@ def export(home: Path, height: int, chain_id: str, output: Path | None) -> None:
     """Write the state at a height as the genesis file of a new chain that continues it (like
     `simd export`). Stop the node first."""
     config, doc = _load(home)
+    db_path = config.path(config.base.db_dir) / "derivd.db"
     try:
-        exported = export_genesis(config.path(config.base.db_dir) / "derivd.db", doc, height, chain_id)
-    except (ExportError, StorageError, GenesisError) as exc:
+        exported = export_genesis(db_path, doc, height, chain_id)
+    except StorageError as exc:
+        fail(str(explained(exc, db_path)))
+    except (ExportError, GenesisError) as exc:
         fail(str(exc))
     if output is None:
         click.echo(genesis_json_bytes(exported).decode(), nl=False)
@@ -407,6 +492,59 @@ def export(home: Path, height: int, chain_id: str, output: Path | None) -> None:
         f"Exported height {exported.initial_height - 1} (app hash {exported.app_hash.hex().upper()}): "
         f"{len(exported.app_state['state']['records'])} records",
         err=True,
+    )
+
+
+@main.command(name="rollback")
+@home_option
+@click.option("--hard", is_flag=True, help="Remove the last block as well as the state.")
+def rollback_command(home: Path, hard: bool) -> None:
+    """Roll the state back by one height (like `cometbft rollback`), the application's state with
+    it; the block store keeps the last block, which the node executes again at its next start,
+    unless --hard removes it too. Stop the node first."""
+    config, _ = _load(home)
+    try:
+        done = rollback(
+            config.path(config.base.db_dir) / "derivd.db", config.path(config.consensus.wal_file), hard=hard
+        )
+    except (RollbackError, StorageError) as exc:
+        fail(str(exc))
+    what = "both state and block" if done.block_removed else "state"
+    click.echo(f"Rolled back {what} to height {done.height} and hash {done.app_hash.hex().upper()}")
+
+
+@main.command(name="inspect")
+@home_option
+@click.option(
+    "--rpc.laddr",
+    "rpc_laddr",
+    default=None,
+    envvar=setting_envvar("rpc.laddr"),
+    show_envvar=True,
+    help="Where to serve the RPC (default: [rpc] laddr of config.toml).",
+)
+def inspect_command(home: Path, rpc_laddr: str | None) -> None:
+    """Serve the read-only RPC over a stopped node's data (like `cometbft inspect`): blocks, results,
+    transactions, validators and state queries; what needs a running node is refused. Runs until
+    SIGINT or SIGTERM; the node cannot start meanwhile."""
+    config, doc = _load(home)
+    if rpc_laddr is not None:
+        config = with_start_settings(config, {"rpc_laddr": rpc_laddr})
+    logs.configure(config.base.log_level, config.base.log_format)
+    _serve_until_signal(partial(inspect_server.serve, config, doc))
+
+
+@main.command(name="gen-validator")
+def gen_validator() -> None:
+    """Print a new validator key as priv_validator_key.json holds it (like `cometbft
+    gen-validator`); nothing is written."""
+    key = PrivateKey.generate()
+    emit(
+        {
+            "address": key.address.upper(),
+            "pub_key": {"type": PUB_KEY_TYPE, "value": _b64(key.public_key.raw)},
+            "priv_key": {"type": PRIV_KEY_TYPE, "value": _b64(key.cometbft_bytes())},
+        }
     )
 
 
@@ -450,41 +588,7 @@ def version() -> None:
 # -- keys ----------------------------------------------------------------------------------------
 
 
-@main.group()
-def keys() -> None:
-    """Manage the key store under <home>/keys."""
-
-
-@keys.command(name="add")
-@home_option
-@click.argument("name")
-def keys_add(home: Path, name: str) -> None:
-    """Create a new key NAME."""
-    try:
-        emit(KeyStore(home).add(name).to_json())
-    except KeyStoreError as exc:
-        fail(str(exc))
-
-
-@keys.command(name="show")
-@home_option
-@click.argument("name")
-def keys_show(home: Path, name: str) -> None:
-    """Show key NAME's address and public key."""
-    try:
-        emit(KeyStore(home).get(name).to_json())
-    except KeyStoreError as exc:
-        fail(str(exc))
-
-
-@keys.command(name="list")
-@home_option
-def keys_list(home: Path) -> None:
-    """List the keys."""
-    try:
-        emit([k.to_json() for k in KeyStore(home).list()])
-    except KeyStoreError as exc:
-        fail(str(exc))
+main.add_command(keys_group)
 
 
 # -- client commands -------------------------------------------------------------------------------
@@ -499,51 +603,12 @@ def status(node: str) -> None:
 
 @main.group()
 def tx() -> None:
-    """Sign and broadcast transactions."""
-
-
-@tx.command(name="transfer")
-@home_option
-@node_option
-@click.option("--from", "from_", required=True, help="Key name in the key store.")
-@click.option("--to", "to", required=True, help="Recipient address.")
-@click.option("--amount", type=int, required=True, help="Amount in quote units (micro-USD).")
-@click.option("--chain-id", default=None, help="Chain id (default: asked from the node).")
-@click.option("--nonce", type=int, default=None, help="Nonce (default: the current time in ms).")
-@click.option(
-    "--broadcast-mode", type=click.Choice(["sync", "async", "commit"]), default="commit", show_default=True
-)
-def tx_transfer(
-    home: Path,
-    node: str,
-    from_: str,
-    to: str,
-    amount: int,
-    chain_id: str | None,
-    nonce: int | None,
-    broadcast_mode: str,
-) -> None:
-    """Transfer AMOUNT from key FROM to address TO."""
-    try:
-        recipient = Address.parse(to)
-    except ValueError as exc:
-        fail(f"--to: {exc}")
-    if amount <= 0:
-        fail("--amount: must be positive")
-    try:
-        key = KeyStore(home).private_key(from_)
-    except KeyStoreError as exc:
-        fail(str(exc))
-    client = RPCClient(node)
-    chain = chain_id or client.call("status")["node_info"]["network"]
-    tx_nonce = nonce if nonce is not None else time.time_ns() // NS_PER_MS
-    raw = build_tx(key, chain, tx_nonce, [Transfer(recipient, amount)])
-    broadcast(client, raw, broadcast_mode)
+    """Sign and broadcast transactions (offline too: --generate-only, `tx sign`, `tx broadcast`)."""
 
 
 @main.group()
 def query() -> None:
-    """Query application state."""
+    """Query application state, transactions and blocks."""
 
 
 @query.command(name="account")
@@ -669,10 +734,15 @@ def _proven_account(
 
 
 tx.add_command(order_group)
+tx.add_command(tx_transfer)
+tx.add_command(tx_sign)
+tx.add_command(tx_broadcast)
 query.add_command(book_command)
 query.add_command(markets_command)
 query.add_command(oracle_command)
 query.add_command(funding_command)
+query.add_command(tx_command)
+query.add_command(block_command)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,14 @@ their defaults and validation, reading (tomllib) and writing a commented file (t
 line overrides, Go-syntax durations ("1m30s", kept as integer nanoseconds) and listen and peer
 address parsing. A bad value is a ConfigError of one line, "<file>: [section] key: problem".
 Keys this node does not know are not errors (operators copy CometBFT files): they are collected in
-`Config.unknown_keys` for the node to warn about.
+`Config.unknown_keys` for the node to warn about. Every key written has an effect on the node
+(`tests/node/test_config_keys.py` names the tests that observe each); CometBFT keys this node
+cannot honour are left out of the file, so that an operator's copy of them is warned about:
+`abci` and `proxy_app` (the application is built in), `[consensus]`
+`peer_query_maj23_sleep_duration` (the gossip reactor sends no +2/3 queries; it re-sends the votes
+of the rounds that matter every gossip interval) and `[storage]` `discard_abci_responses` (block
+results are where `tx`, `tx_search` and the event index read a transaction's result; pruning
+with `retain_blocks` frees them with their blocks).
 """
 
 from __future__ import annotations
@@ -360,8 +367,6 @@ class BaseConfig:
     priv_validator_key_file: str = "config/priv_validator_key.json"
     priv_validator_state_file: str = "data/priv_validator_state.json"
     node_key_file: str = "config/node_key.json"
-    abci: str = "builtin"
-    proxy_app: str = "builtin"
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -392,12 +397,6 @@ _register(
             _STR,
             "Path to the JSON file containing the private key of the node (p2p authentication)",
             _non_empty,
-        ),
-        "abci": _Key(
-            _STR, "How the application is reached: derivd's application is built in (informational)"
-        ),
-        "proxy_app": _Key(
-            _STR, "The application: derivd runs its derivatives exchange in process (informational)"
         ),
     },
 )
@@ -463,7 +462,9 @@ _register(
             _INT, "Maximum number of requests in a JSON-RPC batch, 0 for no limit", _non_negative
         ),
         "max_body_bytes": _Key(_INT, "Maximum size of a request body, in bytes", _non_negative),
-        "max_header_bytes": _Key(_INT, "Maximum size of the request headers, in bytes", _non_negative),
+        "max_header_bytes": _Key(
+            _INT, "Maximum size of a request's line and headers, in bytes (larger: refused)", _positive
+        ),
     },
 )
 
@@ -481,7 +482,7 @@ class P2PConfig:
     max_num_outbound_peers: int = 10
     unconditional_peer_ids: str = ""
     persistent_peers_max_dial_period: int = 0
-    flush_throttle_timeout: int = 100 * _MS
+    flush_throttle_timeout: int = 0  # CometBFT's is 100ms, which would delay every vote that long
     max_packet_msg_payload_size: int = 1024
     send_rate: int = 5_120_000
     recv_rate: int = 5_120_000
@@ -494,6 +495,8 @@ class P2PConfig:
 
     def __post_init__(self) -> None:
         _validate(self)
+        if self.seed_mode and not self.pex:
+            raise ConfigError(_DEFAULT_SOURCE, "needs pex = true", "p2p", "seed_mode")
 
 
 _register(
@@ -529,7 +532,10 @@ _register(
             _non_negative,
         ),
         "flush_throttle_timeout": _Key(
-            _DURATION_KEY, "Time to wait before flushing messages out on a connection", _non_negative
+            _DURATION_KEY,
+            "How long messages queued on a connection may wait for more to share one write "
+            '(16 KiB pending, pings and pongs go at once); "0s" writes at once',
+            _non_negative,
         ),
         "max_packet_msg_payload_size": _Key(
             _INT, "Maximum size of a message packet payload, in bytes", _positive
@@ -537,13 +543,19 @@ _register(
         "send_rate": _Key(_INT, "Rate at which packets can be sent, in bytes/second", _positive),
         "recv_rate": _Key(_INT, "Rate at which packets can be received, in bytes/second", _positive),
         "pex": _Key(_BOOL, "Set true to enable the peer-exchange reactor"),
-        "seed_mode": _Key(_BOOL, "Seed mode: crawl the network, hand out addresses and disconnect"),
+        "seed_mode": _Key(
+            _BOOL,
+            "Seed mode (needs pex): crawl the address book, answer a peer's request for addresses "
+            "once and disconnect it, keep no peers but the persistent ones",
+        ),
         "private_peer_ids": _Key(
             _STR,
             "Comma separated list of peer ids to keep private (never gossiped)",
             _parsed_by(parse_id_list),
         ),
-        "allow_duplicate_ip": _Key(_BOOL, "Allow several peers from the same IP address"),
+        "allow_duplicate_ip": _Key(
+            _BOOL, "Allow several peers from the same IP address (false: a second one is refused)"
+        ),
         "handshake_timeout": _Key(
             _DURATION_KEY, "Timeout of the authenticated connection handshake", _positive
         ),
@@ -587,7 +599,9 @@ _register(
         ),
         "max_tx_bytes": _Key(_INT, "Maximum size of a single transaction, in bytes", _non_negative),
         "recheck": _Key(_BOOL, "Recheck the remaining transactions after every block"),
-        "broadcast": _Key(_BOOL, "Gossip transactions to peers"),
+        "broadcast": _Key(
+            _BOOL, "Gossip transactions to peers (false: send none; those peers send are still taken)"
+        ),
     },
 )
 
@@ -665,7 +679,6 @@ class ConsensusConfig:
     create_empty_blocks: bool = True
     create_empty_blocks_interval: int = 0
     peer_gossip_sleep_duration: int = 100 * _MS
-    peer_query_maj23_sleep_duration: int = 2 * _S
     compact_blocks: bool = True
 
     def __post_init__(self) -> None:
@@ -715,21 +728,27 @@ _register(
         ),
         "double_sign_check_height": _Key(
             _INT,
-            "How many blocks to look back for this validator's signatures before signing; 0 skips",
+            "How many of the last commits to search, at start, for this validator's signature; "
+            "one found (another node may be signing with the key) stops the node. 0 skips. "
+            "After a restart, wait that many blocks before starting again",
             _non_negative,
         ),
         "skip_timeout_commit": _Key(
             _BOOL, "Go on as soon as all precommits are in (as if timeout_commit = 0)"
         ),
-        "create_empty_blocks": _Key(_BOOL, "Produce blocks when there are no transactions"),
+        "create_empty_blocks": _Key(
+            _BOOL,
+            "Produce blocks when there are no transactions; false: wait for one, except for the "
+            "first block and after a block that changed the app hash (as CometBFT)",
+        ),
         "create_empty_blocks_interval": _Key(
-            _DURATION_KEY, "Interval between empty blocks when create_empty_blocks is on", _non_negative
+            _DURATION_KEY,
+            "Above 0s: while there are no transactions, make an empty block after this long "
+            "(whatever create_empty_blocks says)",
+            _non_negative,
         ),
         "peer_gossip_sleep_duration": _Key(
             _DURATION_KEY, "Pause of the gossip routines when there is nothing to send", _non_negative
-        ),
-        "peer_query_maj23_sleep_duration": _Key(
-            _DURATION_KEY, "Interval between queries of peers for +2/3 majorities", _non_negative
         ),
         "compact_blocks": _Key(
             _BOOL,
@@ -744,7 +763,6 @@ _register(
 class StorageConfig:
     """[storage]: what the node keeps on disk."""
 
-    discard_abci_responses: bool = False
     retain_blocks: int = 0
     state_versions: int = 1000
     snapshot_interval: int = 0
@@ -761,9 +779,6 @@ _register(
     "storage",
     "Storage configuration options",
     {
-        "discard_abci_responses": _Key(
-            _BOOL, "Drop block results once applied (saves space; block_results then fails for past heights)"
-        ),
         "retain_blocks": _Key(
             _INT, "Keep only the last N blocks and prune older ones; 0 keeps all", _non_negative
         ),
@@ -831,7 +846,9 @@ _register(
         "prometheus": _Key(_BOOL, "Serve Prometheus metrics at /metrics (on by default in derivd)"),
         "prometheus_listen_addr": _Key(_STR, "Address to listen for Prometheus collectors on", _laddr),
         "max_open_connections": _Key(
-            _INT, "Maximum number of simultaneous connections, 0 for no limit", _non_negative
+            _INT,
+            "Maximum number of requests served at once, 0 for no limit (one more gets 503)",
+            _non_negative,
         ),
         "namespace": _Key(_STR, "Prefix of the metric names", _namespace),
     },

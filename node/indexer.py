@@ -134,6 +134,17 @@ class EventIndex:
         for number, head in _entries(block_prefix, results.finalize.events):
             put(head + position(height, number), empty)
 
+    def roll_back(self, batch: WriteBatch, height: int) -> None:
+        """Take `height` out of the index in `batch` if it is the index's last height (`derivd
+        rollback`); an index behind the block store is left for `catch_up`."""
+        if self.height != height:
+            return
+        self._drop(batch, height, height + 1)
+        if self.base >= height:
+            batch.delete(schema.INDEX_META)
+        else:
+            batch.put(schema.INDEX_META, encode([self.base, height - 1]))
+
     def _drop(self, batch: WriteBatch, low: int, high: int) -> None:
         """Delete the entries of heights [low, high) (from their stored results)."""
         tx_prefix, block_prefix = schema.INDEX_TX_ATTRIBUTE_PREFIX, schema.INDEX_BLOCK_ATTRIBUTE_PREFIX

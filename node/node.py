@@ -1,8 +1,9 @@
 """The composition root: opens the stores, builds the application, consensus, mempool, RPC and
 metrics from the config and genesis, and runs them as services under one trio nursery.
 
-Start-up order: database, application, handshake (InitChain or a consistency check), private
-validator, WAL, consensus (which replays the WAL), then the RPC and metrics servers. Shutdown
+Start-up order: database, application (and the block a `derivd rollback` kept, executed again),
+handshake (InitChain or a consistency check), private validator, WAL, consensus (which replays the
+WAL), then the RPC and metrics servers. Shutdown
 (cancellation) stops the servers and consensus, flushes the WAL and closes the database; the
 last committed height is always whole on disk, so nothing is lost.
 """
@@ -14,6 +15,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -21,6 +23,7 @@ from hypercorn.trio import serve
 
 from consensus.app import Application, InitChainRequest, ValidatorUpdate
 from consensus.blocksync import BlockSync
+from consensus.doublesign import recent_signature
 from consensus.driver import ConsensusDriver
 from consensus.evidence import EvidencePool
 from consensus.execution import (
@@ -45,12 +48,14 @@ from execution.state import CommittedState
 from genesis.genesis import GenesisDoc
 from node.compaction import Compactor
 from node.config import Config, parse_id_list, parse_laddr, parse_peer_list
+from node.database import open_database
 from node.events import EventBus, RoundStepChanged, VoteAdded
 from node.gcpolicy import apply_gc_policy
 from node.indexer import EventIndex
 from node.metrics import NodeMetrics, TimedFinalize
 from node.pricefeed import feeder_from_config
-from node.rpc import NodeInfo, RPCEnv, make_app
+from node.rollback import replay_kept_block
+from node.rpc import ConnectionLimit, HeaderLimit, NodeInfo, RPCEnv, make_app
 from node.statesync import restore_from_peers
 from node.streams import MarketStreams
 from node.version import COMETBFT_VERSION
@@ -93,6 +98,8 @@ def timeout_config(config: Config) -> TimeoutConfig:
         precommit_delta=c.timeout_precommit_delta,
         commit=c.timeout_commit,
         skip_timeout_commit=c.skip_timeout_commit,
+        create_empty_blocks=c.create_empty_blocks,
+        create_empty_blocks_interval=c.create_empty_blocks_interval,
     )
 
 
@@ -105,6 +112,7 @@ def mempool_config(config: Config) -> MempoolConfig:
         cache_size=m.cache_size,
         keep_invalid_txs_in_cache=m.keep_invalid_txs_in_cache,
         recheck=m.recheck,
+        broadcast=m.broadcast,
     )
 
 
@@ -158,6 +166,9 @@ def build_core(
     executor = BlockExecutor(db, blocks, states, app, mempool, retain_blocks)
     driver = ConsensusDriver(machine, wal, privval, executor, wall_clock, lambda _: None, evidence)
     service = ConsensusService(driver, last_commit)
+    mempool.height = state.last_block_height
+    if timeouts.waits_for_txs:
+        mempool.on_txs_available = service.txs_available
     return Core(blocks, states, mempool, evidence, executor, driver, service)
 
 
@@ -192,7 +203,7 @@ class Node:
 
     async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
         config, doc = self.config, self.genesis
-        db = Database(config.path(config.base.db_dir) / "derivd.db")
+        db = open_database(config.path(config.base.db_dir) / "derivd.db")
         verifier = BatchVerifier()
         try:
             check_format(db, stamp=True)
@@ -215,6 +226,7 @@ class Node:
                 snapshot_interval=config.storage.snapshot_interval,
                 snapshot_keep_recent=config.storage.snapshot_keep_recent,
             )
+            replay_kept_block(db, app, mempool_config(config))  # a block `derivd rollback` kept
             privval = FilePrivValidator.load(
                 config.path(config.base.priv_validator_key_file),
                 config.path(config.base.priv_validator_state_file),
@@ -368,19 +380,28 @@ class Node:
             )
             try:
                 async with trio.open_nursery() as nursery:
-                    await nursery.start(switch.run)
+                    try:
+                        await nursery.start(switch.run)
+                    except OSError as exc:
+                        raise NodeStartError(listen_error(config.p2p.laddr, "p2p.laddr", exc)) from exc
                     nursery.start_soon(_flush_gossip, gossip)
                     if compactor is not None:
                         nursery.start_soon(compactor.run)
                     self.listening.rpc = await start_server(
-                        nursery, make_app(rpc_env), config.rpc.laddr, config.rpc.max_open_connections
+                        nursery,
+                        make_app(rpc_env),
+                        config.rpc.laddr,
+                        config.rpc.max_open_connections,
+                        setting="rpc.laddr",
+                        max_header_bytes=config.rpc.max_header_bytes,
                     )
                     if config.instrumentation.prometheus:
                         self.listening.metrics = await start_server(
                             nursery,
-                            metrics.asgi_app(),
+                            metrics_app(metrics.asgi_app(), config),
                             config.instrumentation.prometheus_listen_addr,
                             config.instrumentation.max_open_connections,
+                            setting="instrumentation.prometheus_listen_addr",
                         )
                     log.info("rpc listening on %s", self.listening.rpc)
                     if self.listening.metrics:
@@ -389,7 +410,9 @@ class Node:
                         await nursery.start(feeder.run)
                     task_status.started(self)
                     synced_state, synced_commit = await blocksync.sync()
-                    service.start_from(synced_state, synced_commit)
+                    height = synced_state.last_block_height
+                    check_double_sign_risk(config, core.blocks, privval.address, height)
+                    service.start_from(synced_state, synced_commit, last_app_hash(core.blocks, height))
                     await nursery.start(service.run)
                     await nursery.start(reactor.run)
             finally:
@@ -415,21 +438,39 @@ async def _serve(
     app: object,
     laddr: str,
     max_connections: int,
+    setting: str,
+    max_header_bytes: int = 0,
     *,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve an ASGI app on `laddr` until cancelled; report the bound address."""
+    """Serve an ASGI app on `laddr` (the value of `setting`) until cancelled; report the bound
+    address."""
     host, port = parse_laddr(laddr)
     hconfig = HypercornConfig()
     hconfig.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     hconfig.accesslog = None
     hconfig.errorlog = logging.getLogger("hypercorn.error")
     hconfig.graceful_timeout = 1.0
+    if max_header_bytes:  # [rpc] max_header_bytes: the request line and headers, h11's buffer
+        hconfig.h11_max_incomplete_size = max_header_bytes
     del max_connections  # hypercorn has no socket cap: the RPC app counts what it serves (`node.rpc`)
     try:
         await serve(app, hconfig, task_status=task_status)  # type: ignore[arg-type]
-    except OSError as exc:
-        raise NodeStartError(f"cannot listen on {laddr}: {exc.strerror or exc}") from exc
+    except* OSError as group:  # hypercorn binds inside nurseries of its own: a group
+        error = group.exceptions[0]
+        while isinstance(error, BaseExceptionGroup):
+            error = error.exceptions[0]
+        assert isinstance(error, OSError)
+        raise NodeStartError(listen_error(laddr, setting, error)) from error
+
+
+def listen_error(laddr: str, setting: str, exc: OSError) -> str:
+    """One line for a listener that could not bind: "cannot listen on 127.0.0.1:26657 (rpc.laddr):
+    address already in use"."""
+    host, port = parse_laddr(laddr)
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"cannot listen on {where}{f' ({setting})' if setting else ''}: {reason[:1].lower()}{reason[1:]}"
 
 
 def _p2p_node_info(config: Config, doc: GenesisDoc, node_key: PrivateKey) -> P2PNodeInfo:
@@ -470,6 +511,9 @@ def p2p_settings(config: Config) -> P2PSettings:
         recv_rate=p.recv_rate,
         max_packet_payload=p.max_packet_msg_payload_size,
         redial_max_delay=p.persistent_peers_max_dial_period / 1e9 or 60.0,
+        seed_mode=p.seed_mode,
+        allow_duplicate_ip=p.allow_duplicate_ip,
+        flush_throttle=p.flush_throttle_timeout / 1e9,
     )
 
 
@@ -477,7 +521,47 @@ def genesis_path(config: Config) -> Path:
     return config.path(config.base.genesis_file)
 
 
-async def start_server(nursery: trio.Nursery, app: object, laddr: str, max_connections: int) -> str:
-    """Serve the ASGI `app` on `laddr` in `nursery`; the address it bound (port 0: the real port)."""
-    binds: list[str] = await nursery.start(_serve, app, laddr, max_connections)
+async def start_server(
+    nursery: trio.Nursery,
+    app: object,
+    laddr: str,
+    max_connections: int,
+    *,
+    setting: str = "",
+    max_header_bytes: int = 0,
+) -> str:
+    """Serve the ASGI `app` on `laddr` in `nursery`; the address it bound (port 0: the real port).
+    `setting` names where `laddr` came from in the error if it cannot be bound; a request whose
+    line and headers pass `max_header_bytes` is refused (`HeaderLimit`; 0: hypercorn's 16 KiB
+    buffer alone)."""
+    if max_header_bytes:
+        app = HeaderLimit(app, max_header_bytes)
+    binds: list[str] = await nursery.start(_serve, app, laddr, max_connections, setting, max_header_bytes)
     return binds[0] if binds else laddr
+
+
+def check_double_sign_risk(config: Config, blocks: BlockStore, address: bytes, last_height: int) -> None:
+    """`[consensus] double_sign_check_height`: NodeStartError if this validator's key signed one of
+    the last that many commits (CometBFT's checkDoubleSigningRisk, before consensus starts)."""
+    lookback = config.consensus.double_sign_check_height
+    found = recent_signature(blocks, address, last_height, lookback)
+    if found is not None:
+        raise NodeStartError(
+            f"this validator's key signed the commit of height {found.height} (round {found.round}), "
+            f"one of the last {lookback} blocks: another node may be signing with it; not starting "
+            f"([consensus] double_sign_check_height = {lookback}; after a restart wait that many blocks)"
+        )
+
+
+def last_app_hash(blocks: BlockStore, height: int) -> bytes | None:
+    """The app hash in the header of the stored block at `height` (None if it is not stored): with
+    the chain state's, whether that block changed the app hash (`CommittedEvent`)."""
+    raw = blocks.load_block(height) if height else None
+    return None if raw is None else Block.decode(raw).header.app_hash
+
+
+def metrics_app(app: Any, config: Config) -> Any:
+    """The metrics endpoint's ASGI app, capped at `[instrumentation] max_open_connections` (0: no
+    cap) by the RPC's own connection limit."""
+    limit = config.instrumentation.max_open_connections
+    return ConnectionLimit(app, limit) if limit > 0 else app

@@ -74,6 +74,24 @@ class RPCError(Exception):
         self.data = data
 
 
+NEEDS_RUNNING_NODE = frozenset(
+    {
+        "broadcast_tx_sync",
+        "broadcast_tx_async",
+        "broadcast_tx_commit",
+        "broadcast_evidence",
+        "check_tx",
+        "unconfirmed_txs",
+        "num_unconfirmed_txs",
+        "consensus_state",
+        "dump_consensus_state",
+        "net_info",
+    }
+)
+"""methods that read the running node's mempool, consensus round or peers, or change something:
+`derivd inspect` (`RPCEnv.stored_only`) refuses them"""
+
+
 def invalid_params(data: str) -> RPCError:
     return RPCError(INVALID_PARAMS, "Invalid params", data)
 
@@ -124,6 +142,9 @@ class RPCEnv:
     """the consensus gossip (dump_consensus_state's peers)"""
     hub: Hub = field(default_factory=Hub)
     """the `/websocket` clients and their subscriptions (a sink of `bus`)"""
+    stored_only: bool = False
+    """serving a stopped node's stores (`derivd inspect`): the methods in NEEDS_RUNNING_NODE and
+    `/websocket` are refused"""
 
 
 # -- parameters ----------------------------------------------------------------------------------
@@ -932,6 +953,12 @@ def _call(name: str, raw_params: Any, uri: bool) -> tuple[Handler, Call]:
 
 
 async def dispatch(env: RPCEnv, name: str, raw_params: Any, uri: bool) -> JSON:
+    if env.stored_only and name in NEEDS_RUNNING_NODE:
+        raise RPCError(
+            METHOD_NOT_FOUND,
+            "Method not found",
+            f"{name} needs a running node: derivd inspect serves a stopped node's stored data, read-only",
+        )
     handler, call = _call(name, raw_params, uri)
     return await handler(env, call)
 
@@ -987,7 +1014,37 @@ async def _admit_ahead(env: RPCEnv, batch: list[Any]) -> None:
         await trio.to_thread.run_sync(work)
 
 
-class _ConnectionLimit:
+class HeaderLimit:
+    """`[rpc] max_header_bytes` (Go's MaxHeaderBytes): a request whose line and headers come to
+    more bytes than `limit` gets 431 (a WebSocket handshake is refused). Hypercorn's h11 buffer
+    limit only cuts headers that arrive incomplete, so the whole request head is measured here."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    @staticmethod
+    def head_size(scope: Any) -> int:
+        """Bytes of "METHOD /path?query HTTP/1.1\r\n", each "name: value\r\n" and the blank line."""
+        query = scope.get("query_string", b"")
+        path = scope.get("raw_path") or scope.get("path", "").encode()
+        line = len(scope.get("method", "GET")) + 1 + len(path) + (1 + len(query) if query else 0) + 11
+        return line + sum(len(name) + len(value) + 4 for name, value in scope.get("headers", ())) + 2
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket") and self.head_size(scope) > self.limit:
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1009})
+                return
+            body = b"request header fields too large\n"
+            headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+            await send({"type": "http.response.start", "status": 431, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
+class ConnectionLimit:
     """At most `limit` HTTP requests in progress and WebSockets open at once (CometBFT's
     `max_open_connections`; hypercorn has no cap on sockets, so the app counts what it serves):
     one more request gets 503, one more WebSocket handshake is refused."""
@@ -1041,11 +1098,17 @@ def make_app(env: RPCEnv) -> Starlette:
             response, 500 if "error" in response and response["error"]["code"] == PARSE_ERROR else 200
         )
 
+    served = {
+        name: names
+        for name, (_, names) in METHODS.items()
+        if not (env.stored_only and name in NEEDS_RUNNING_NODE)
+    }
+
     async def openapi(request: Request) -> Response:
-        return JSONResponse(document({name: names for name, (_, names) in METHODS.items()}))
+        return JSONResponse(document(served))
 
     async def index(request: Request) -> Response:
-        lines = ["Available endpoints:"] + [f"//{request.url.netloc}/{name}" for name in sorted(METHODS)]
+        lines = ["Available endpoints:"] + [f"//{request.url.netloc}/{name}" for name in sorted(served)]
         return PlainTextResponse("\n".join(lines) + "\n")
 
     async def get(request: Request) -> Response:
@@ -1066,7 +1129,7 @@ def make_app(env: RPCEnv) -> Starlette:
 
     middleware = []
     if env.max_open_connections:
-        middleware.append(Middleware(_ConnectionLimit, limit=env.max_open_connections))
+        middleware.append(Middleware(ConnectionLimit, limit=env.max_open_connections))
     if env.cors_origins:
         middleware.append(
             Middleware(
@@ -1076,10 +1139,11 @@ def make_app(env: RPCEnv) -> Starlette:
                 allow_headers=list(env.cors_headers),
             )
         )
+    routes = [] if env.stored_only else [WebSocketRoute("/websocket", WebSocketEndpoint(env.hub, handle))]
     return Starlette(
         middleware=middleware,
         routes=[
-            WebSocketRoute("/websocket", WebSocketEndpoint(env.hub, handle)),
+            *routes,
             Route("/", post, methods=["POST"]),
             Route("/", index, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),

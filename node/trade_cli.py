@@ -11,25 +11,24 @@ order is an IOC limit order at a worst price: `--worst-price`, or the oracle pri
 book until the oracle price reaches `--trigger-price`, then executes as a market order (the
 trigger price moved by the chain's slippage bound, `execution.risk.triggers`) or, with
 `--limit-price`, as a GTC limit order; cancel it like an order, by its order id or client id.
+The order commands take `node.tx_cli`'s signing options; with `--generate-only` they print the
+unsigned transaction (the market's units are still read from the node).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from execution.markets import Market
-from execution.tx import Action, build_tx
-from node.client import RPCClient, abci_query, broadcast, emit, fail, home_option, node_option
-from node.keystore import KeyStore, KeyStoreError
+from node.client import RPCClient, abci_query, emit, node_option
+from node.exitcodes import bad_input
 from node.sdk import core
 from node.sdk.errors import InputError
-from primitives.timefmt import NS_PER_MS
+from node.tx_cli import Signing, TxClient, deliver, signing_options
 
 A = TypeVar("A")
 
@@ -45,7 +44,7 @@ def _market(client: RPCClient, ticker: str) -> tuple[Market, dict[str, Any]]:
     try:
         core.market_named({name: m for name, (m, _) in markets.items()}, ticker)
     except InputError as exc:
-        fail(f"--market: {exc}")
+        bad_input(f"--market: {exc}")
     return markets[ticker]
 
 
@@ -54,50 +53,7 @@ def _built(build: Callable[[], A]) -> A:
     try:
         return build()
     except InputError as exc:
-        fail(f"--{exc}")
-
-
-def _send(
-    home: Path,
-    client: RPCClient,
-    from_: str,
-    actions: list[Action],
-    chain_id: str | None,
-    nonce: int | None,
-    mode: str,
-) -> None:
-    try:
-        key = KeyStore(home).private_key(from_)
-    except KeyStoreError as exc:
-        fail(str(exc))
-    chain = chain_id or client.call("status")["node_info"]["network"]
-    tx_nonce = nonce if nonce is not None else time.time_ns() // NS_PER_MS
-    try:
-        raw = build_tx(key, chain, tx_nonce, actions)
-    except ValueError as exc:
-        fail(str(exc))
-    broadcast(client, raw, mode)
-
-
-def signing_options(command: Any) -> Any:
-    """--home, --node, --from, --chain-id, --nonce and --broadcast-mode."""
-    for option in reversed(
-        [
-            home_option,
-            node_option,
-            click.option("--from", "from_", required=True, help="Key name in the key store."),
-            click.option("--chain-id", default=None, help="Chain id (default: asked from the node)."),
-            click.option("--nonce", type=int, default=None, help="Nonce (default: the current time in ms)."),
-            click.option(
-                "--broadcast-mode",
-                type=click.Choice(["sync", "async", "commit"]),
-                default="commit",
-                show_default=True,
-            ),
-        ]
-    ):
-        command = option(command)
-    return command
+        bad_input(f"--{exc}")
 
 
 market_option = click.option("--market", required=True, help="Market ticker, e.g. BTC-USD.")
@@ -123,12 +79,7 @@ def order_group() -> None:
 @client_id_option
 @click.option("--good-til-block", type=int, default=0, help="Last height the order may rest (0: none).")
 def order_place(
-    home: Path,
-    node: str,
-    from_: str,
-    chain_id: str | None,
-    nonce: int | None,
-    broadcast_mode: str,
+    signing: Signing,
     market: str,
     side: str,
     size: str,
@@ -139,7 +90,7 @@ def order_place(
     good_til_block: int,
 ) -> None:
     """Place a limit order."""
-    client = RPCClient(node)
+    client = TxClient(signing.node)
     m, _ = _market(client, market)
     action = _built(
         lambda: core.place_action(
@@ -153,7 +104,7 @@ def order_place(
             good_til_block=good_til_block,
         )
     )
-    _send(home, client, from_, [action], chain_id, nonce, broadcast_mode)
+    deliver(signing, client, [action])
 
 
 @order_group.command(name="market")
@@ -171,12 +122,7 @@ def order_place(
 @reduce_only_option
 @client_id_option
 def order_market(
-    home: Path,
-    node: str,
-    from_: str,
-    chain_id: str | None,
-    nonce: int | None,
-    broadcast_mode: str,
+    signing: Signing,
     market: str,
     side: str,
     size: str,
@@ -186,7 +132,7 @@ def order_market(
     client_id: int,
 ) -> None:
     """Place a market order: immediate-or-cancel at a worst price."""
-    client = RPCClient(node)
+    client = TxClient(signing.node)
     m, item = _market(client, market)
     if worst_price is not None:
         price = _built(lambda: core.price_units(m, worst_price))
@@ -194,12 +140,12 @@ def order_market(
         try:
             fraction = Decimal(slippage)
         except InvalidOperation:
-            fail(f"--slippage: not a decimal number: {slippage!r}")
+            bad_input(f"--slippage: not a decimal number: {slippage!r}")
         price = _built(lambda: core.slipped_price(m, int(item["oracle_price"]), side, fraction))
     action = _built(
         lambda: core.market_order_action(m, side, size, price, client_id=client_id, reduce_only=reduce_only)
     )
-    _send(home, client, from_, [action], chain_id, nonce, broadcast_mode)
+    deliver(signing, client, [action])
 
 
 @order_group.command(name="stop")
@@ -213,12 +159,7 @@ def order_market(
 @reduce_only_option
 @client_id_option
 def order_stop(
-    home: Path,
-    node: str,
-    from_: str,
-    chain_id: str | None,
-    nonce: int | None,
-    broadcast_mode: str,
+    signing: Signing,
     market: str,
     side: str,
     size: str,
@@ -231,7 +172,7 @@ def order_stop(
     """Place a stop-loss or take-profit order, triggered by the oracle price: a buy stop-loss
     fires when the price is at or above the trigger, a sell stop-loss at or below (a take-profit
     the other way round)."""
-    client = RPCClient(node)
+    client = TxClient(signing.node)
     m, _ = _market(client, market)
     action = _built(
         lambda: core.stop_action(
@@ -245,7 +186,7 @@ def order_stop(
             reduce_only=reduce_only,
         )
     )
-    _send(home, client, from_, [action], chain_id, nonce, broadcast_mode)
+    deliver(signing, client, [action])
 
 
 @order_group.command(name="cancel")
@@ -254,41 +195,31 @@ def order_stop(
 @click.option("--order-id", type=int, default=None, help="The chain's order id.")
 @click.option("--client-id", type=int, default=None, help="Your client id of the order.")
 def order_cancel(
-    home: Path,
-    node: str,
-    from_: str,
-    chain_id: str | None,
-    nonce: int | None,
-    broadcast_mode: str,
+    signing: Signing,
     market: str,
     order_id: int | None,
     client_id: int | None,
 ) -> None:
     """Cancel one of your resting orders or stop orders, by order id or client id."""
     if (order_id is None) == (client_id is None):
-        fail("give exactly one of --order-id and --client-id")
-    client = RPCClient(node)
+        bad_input("give exactly one of --order-id and --client-id")
+    client = TxClient(signing.node)
     m, _ = _market(client, market)
     action = core.cancel_action(m, order_id=order_id, client_id=client_id)
-    _send(home, client, from_, [action], chain_id, nonce, broadcast_mode)
+    deliver(signing, client, [action])
 
 
 @order_group.command(name="cancel-all")
 @signing_options
 @click.option("--market", default=None, help="Only this market (default: every market).")
 def order_cancel_all(
-    home: Path,
-    node: str,
-    from_: str,
-    chain_id: str | None,
-    nonce: int | None,
-    broadcast_mode: str,
+    signing: Signing,
     market: str | None,
 ) -> None:
     """Cancel every resting order of yours, on one market or everywhere."""
-    client = RPCClient(node)
+    client = TxClient(signing.node)
     action = core.cancel_all_action(_market(client, market)[0] if market is not None else None)
-    _send(home, client, from_, [action], chain_id, nonce, broadcast_mode)
+    deliver(signing, client, [action])
 
 
 @order_group.command(name="amend")
@@ -298,22 +229,17 @@ def order_cancel_all(
 @click.option("--size", required=True, help="New size in base units.")
 @click.option("--price", required=True, help="New limit price in USD per base unit.")
 def order_amend(
-    home: Path,
-    node: str,
-    from_: str,
-    chain_id: str | None,
-    nonce: int | None,
-    broadcast_mode: str,
+    signing: Signing,
     market: str,
     order_id: int,
     size: str,
     price: str,
 ) -> None:
     """Cancel-replace a resting order with a new size and price (it loses its priority)."""
-    client = RPCClient(node)
+    client = TxClient(signing.node)
     m, _ = _market(client, market)
     action = _built(lambda: core.amend_action(m, order_id, size, price))
-    _send(home, client, from_, [action], chain_id, nonce, broadcast_mode)
+    deliver(signing, client, [action])
 
 
 @click.command(name="book")

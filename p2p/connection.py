@@ -15,7 +15,10 @@ Sans-io core:
 
 `MConnection` is the trio shell: a send task, a receive task and a ping task. It never blocks
 a caller: `try_send` queues or returns False. A peer that breaks the protocol ends `run` with a
-`ProtocolViolation`; one that goes silent, with a `PeerTimeout` after the pong timeout.
+`ProtocolViolation`; one that goes silent, with a `PeerTimeout` after the pong timeout. With a
+flush throttle (`[p2p] flush_throttle_timeout`, CometBFT's), messages queued on an idle
+connection wait up to that long for more to join them in one write; `SEND_BATCH_BYTES` pending,
+or a ping or pong, go at once, and so does what follows a write until the queues run dry.
 """
 
 from __future__ import annotations
@@ -198,6 +201,10 @@ class Multiplexer:
     def has_pending(self) -> bool:
         return self._ping or self._pong or any(c.has_pending() for c in self._channels.values())
 
+    def has_control_packet(self) -> bool:
+        """Whether a ping or a pong waits (they are never held back)."""
+        return self._ping or self._pong
+
     @property
     def pending_bytes(self) -> int:
         """Bytes of messages queued and not yet sent."""
@@ -354,6 +361,7 @@ class MConnection:
         recv_rate: int = 0,
         max_packet_payload: int = MAX_PACKET_PAYLOAD,
         totals: TrafficCounters | None = None,
+        flush_throttle: float = 0.0,
     ) -> None:
         self._transport = transport
         self._mux = Multiplexer(channels, max_packet_payload)
@@ -363,6 +371,11 @@ class MConnection:
         self.label = label
         self.ping_interval = ping_interval
         self.pong_timeout = pong_timeout
+        self.flush_throttle = flush_throttle
+        """seconds queued messages may wait for more before a write (0: write at once)"""
+        self.writes = 0
+        """writes to the transport (each carries one batch of packets)"""
+        self._on_sent: Callable[[], None] | None = None
         self._send_limiter = RateLimiter(send_rate)
         self._recv_limiter = RateLimiter(recv_rate)
         self._wakeup = trio.Event()
@@ -410,6 +423,12 @@ class MConnection:
         self._wakeup.set()
         return True
 
+    def close_when_sent(self, on_sent: Callable[[], None]) -> None:
+        """Call `on_sent` (once) when everything queued has been written: at once if nothing is
+        pending, else after the send task's last write (the caller then ends the connection)."""
+        self._on_sent = on_sent
+        self._wakeup.set()
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Send, receive and ping until the peer fails or the caller cancels. Raises
         ConnectionClosed, PeerTimeout, ProtocolViolation (naming the peer) or PeerMisbehaved."""
@@ -440,9 +459,22 @@ class MConnection:
         else:
             counters.received_by_channel[channel_id] = counters.received_by_channel.get(channel_id, 0) + size
 
+    async def _gather(self) -> None:
+        """Wait, up to the flush throttle, until a full batch or a ping or pong is pending."""
+        deadline = trio.current_time() + self.flush_throttle
+        while self._mux.pending_bytes < SEND_BATCH_BYTES and not self._mux.has_control_packet():
+            self._wakeup = trio.Event()
+            with trio.move_on_at(deadline) as scope:
+                await self._wakeup.wait()  # woken by try_send and by the ping and receive tasks
+            if scope.cancelled_caught:
+                return
+
     async def _send_loop(self) -> None:
         last_decay = trio.current_time()
+        idle = True  # nothing written since the queues last ran dry: a throttle may hold the next write
         while True:
+            if idle and self.flush_throttle > 0 and self._mux.has_pending():
+                await self._gather()
             batch = bytearray()
             while len(batch) < SEND_BATCH_BYTES:
                 packet = self._mux.next_packet()
@@ -455,10 +487,16 @@ class MConnection:
                             counters.messages_sent += packet.eof
                 batch += encode_packet(packet)
             if not batch:
+                if self._on_sent is not None:
+                    on_sent, self._on_sent = self._on_sent, None
+                    on_sent()
                 await self._wakeup.wait()
                 self._wakeup = trio.Event()
+                idle = True
                 continue
+            idle = False
             await self._transport.send_all(bytes(batch))
+            self.writes += 1
             self.traffic.bytes_sent += len(batch)
             if self._totals is not None:
                 self._totals.bytes_sent += len(batch)

@@ -8,6 +8,12 @@ sooner, addresses nobody asked it for, or an undecodable message is misbehaviour
 private peers and our own are never stored or handed out. Each peer is asked when it connects
 and again, while the book wants more, at most once per `request_interval`.
 
+Seed mode (`[p2p] seed_mode`, CometBFT's): the node crawls instead of keeping peers. An inbound
+peer that asks for addresses gets one answer and is let go once it is sent; an outbound peer is
+let go once it has answered our request (its addresses are in the book), and the dial loop goes
+on to the next address of the book, none crawled again within `SEED_RECRAWL_INTERVAL`.
+Persistent peers are kept.
+
 The switch creates and runs this reactor when PEX is on; the reactor reaches the switch only
 through the small `PexHost` protocol.
 """
@@ -35,6 +41,8 @@ MAX_ADDRESSES_PER_MESSAGE = 250
 MAX_PEX_MESSAGE_SIZE = 128 * 1024
 WANT_MORE_ADDRESSES = 1000
 """below this many known addresses the reactor keeps asking peers"""
+SEED_RECRAWL_INTERVAL = 120.0
+"""seconds before a seed dials a crawled address again (CometBFT's minTimeBetweenCrawls)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +110,10 @@ class PexHost(Protocol):
         """Start dialing `address` in the background; False if the switch will not."""
         ...
 
+    def stop_peer_when_sent(self, node_id: str, reason: str) -> None:
+        """Disconnect the peer, without a ban, once what is queued for it is written."""
+        ...
+
 
 def peer_dial_address(peer: Peer) -> NetAddress | None:
     """Where `peer` can be dialed: the address we dialed, or the listen address it advertises
@@ -131,10 +143,15 @@ class PexReactor:
         min_request_interval: float | None = None,
         retry_base: float = 5.0,
         retry_cap: float = 600.0,
+        seed_mode: bool = False,
     ) -> None:
         self.book = book
         self.host = host
         self.rng = rng
+        self.seed_mode = seed_mode
+        if seed_mode:
+            retry_base = max(retry_base, SEED_RECRAWL_INTERVAL)
+            retry_cap = max(retry_cap, retry_base)
         self.request_interval = request_interval
         self.min_request_interval = (
             request_interval / 3 if min_request_interval is None else min_request_interval
@@ -190,6 +207,8 @@ class PexReactor:
             self._last_request_received[peer.id] = now
             self.requests_received += 1
             self._answer(peer)
+            if not peer.is_outbound and self._lets_go(peer):
+                self.host.stop_peer_when_sent(peer.id, "seed mode: addresses sent")
             return
         if peer.id not in self._awaiting_answer:
             raise PeerMisbehaved("sent addresses nobody asked it for")
@@ -197,6 +216,12 @@ class PexReactor:
         self.addresses_received += len(decoded.addresses)
         for address in decoded.addresses:
             self.book.add(address, peer.id)
+        if peer.is_outbound and self._lets_go(peer):
+            self.host.stop_peer_when_sent(peer.id, "seed mode: crawled")
+
+    def _lets_go(self, peer: Peer) -> bool:
+        """Whether seed mode ends the connection once the exchange with `peer` is done."""
+        return self.seed_mode and not peer.is_persistent
 
     # -- asking and answering ------------------------------------------------------------------
 

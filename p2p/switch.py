@@ -3,7 +3,11 @@ and the node info exchange, admits peers (limits, bans, duplicates, no self-conn
 one multiplexed connection per peer (a receive task that hands whole messages to the reactor of
 their channel, a send task, a ping task), hands peers to every reactor and takes them back with
 a reason, redials persistent peers with capped, jittered exponential back-off, bans misbehaving
-peers, and, with PEX on, runs the peer exchange reactor and its address book.
+peers, and, with PEX on, runs the peer exchange reactor and its address book (in seed mode a
+crawler that hands out addresses and lets peers go, `p2p.pex`).
+
+Unless `allow_duplicate_ip`, a peer is refused when another node is already connected from its IP
+(CometBFT's duplicate-IP filter; a localnet on one host must allow it).
 
 Misbehaviour (a bad frame, an undecodable packet, an oversized message, a message on an unknown
 channel, a reactor's `PeerMisbehaved`, `stop_peer_for_error`) drops the peer and bans its node
@@ -94,6 +98,14 @@ class P2PSettings:
     """cap of the persistent peers' redial back-off ([p2p] persistent_peers_max_dial_period)"""
     pex_request_interval: float = 30.0
     """how often we ask one peer for addresses; peers may ask us at most 3x as often"""
+    seed_mode: bool = False
+    """PEX as a seed node: answer an inbound peer's request then disconnect it, crawl the book
+    (needs `pex`)"""
+    allow_duplicate_ip: bool = True
+    """admit a peer from an IP another connected node has ([p2p] allow_duplicate_ip; the node's
+    config defaults to false, the switch alone to true)"""
+    flush_throttle: float = 0.0
+    """seconds queued messages may wait for more before a write ([p2p] flush_throttle_timeout)"""
     random_seed: int | None = None
     """seed of the switch's jitter and address choice; None: derived from the node id"""
 
@@ -119,8 +131,13 @@ class P2PSettings:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.ping_interval < 0:
-            raise ValueError(f"ping_interval must not be negative, got {self.ping_interval}")
+        if self.ping_interval < 0 or self.flush_throttle < 0:
+            raise ValueError(
+                f"ping_interval and flush_throttle must not be negative, got {self.ping_interval}"
+                f" and {self.flush_throttle}"
+            )
+        if self.seed_mode and not self.pex:
+            raise ValueError("seed mode needs PEX")
         for node_id in (*self.unconditional_peer_ids, *self.private_peer_ids):
             if parse_node_id(node_id) != node_id:
                 raise ValueError(f"node ids are lower-case hex: {node_id!r}")
@@ -214,6 +231,7 @@ class ConnectedPeer:
             recv_rate=settings.recv_rate,
             max_packet_payload=settings.max_packet_payload,
             totals=totals,
+            flush_throttle=settings.flush_throttle,
         )
         self.cancel_scope = trio.CancelScope()
         self.disconnected = trio.Event()
@@ -271,6 +289,10 @@ class ConnectedPeer:
     def channel_status(self) -> list[ChannelStatus]:
         return self.connection.channel_status()
 
+    def stop_when_sent(self, reason: str) -> None:
+        """End the connection once what is queued for the peer has been written."""
+        self.connection.close_when_sent(lambda: self.stop(reason))
+
     def stop(self, reason: str, *, ban: bool = False) -> None:
         """End the connection (the switch's task for it removes it from the reactors)."""
         if self.stop_reason is None:
@@ -313,6 +335,7 @@ class Switch:
                 request_interval=settings.pex_request_interval,
                 retry_base=settings.redial_initial_delay,
                 retry_cap=max(settings.redial_max_delay, settings.redial_initial_delay),
+                seed_mode=settings.seed_mode,
             )
             self._reactors.insert(0, self.pex)
         self._reactor_by_channel: dict[int, Reactor] = {}
@@ -381,6 +404,12 @@ class Switch:
 
     def is_connected_or_dialing(self, node_id: str) -> bool:
         return node_id in self._peers or node_id in self._dialing
+
+    def stop_peer_when_sent(self, node_id: str, reason: str) -> None:
+        """Let a peer go, without a ban, once what is queued for it is written (seed mode)."""
+        peer = self._peers.get(node_id)
+        if peer is not None:
+            peer.stop_when_sent(reason)
 
     # -- sending and stopping ----------------------------------------------------------------------
 
@@ -681,6 +710,14 @@ class Switch:
                 return existing
             self.stats.refused += 1
             return "already connected"
+        if not self.settings.allow_duplicate_ip:
+            for other in self._peers.values():
+                if other.remote_ip == peer.remote_ip:
+                    self.stats.refused += 1
+                    return (
+                        f"node {other.id} is already connected from IP {peer.remote_ip}"
+                        " (allow_duplicate_ip is off)"
+                    )
         if (
             not peer.is_outbound
             and peer.id not in self._unconditional

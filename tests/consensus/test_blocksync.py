@@ -25,6 +25,7 @@ from consensus.blocksync import (
 )
 from consensus.state import ChainState
 from consensus.types import Commit
+from execution.app import ExchangeApp
 from p2p.base import BLOCKSYNC_CHANNEL, PeerMisbehaved
 from primitives.codec import Value, decode, encode, field_int, field_list
 from primitives.keys import PrivateKey
@@ -193,7 +194,9 @@ def assert_same_chain(synced: Node, source: Node, height: int) -> None:
     for h in range(1, height + 1):
         assert synced.core.blocks.hash_at(h) == source.core.blocks.hash_at(h), h
         assert synced.core.blocks.load_seen_commit(h) == source.core.blocks.load_seen_commit(h), h
-    info = synced.core.executor.app.info()
+    app = synced.core.executor.app
+    assert isinstance(app, ExchangeApp)
+    info = app.info()
     assert info.last_block_height == height
     assert info.last_block_app_hash == source.core.service.machine.state.app_hash
 

@@ -540,6 +540,24 @@ def test_metrics_are_exported(node: NodeProcess, chain: ChainHome) -> None:
     assert value("process_resident_memory_bytes") > 0 and "\nprocess_cpu_seconds_total " in text
     assert value("derivd_oracle_price_age_blocks", market="BTC-USD") >= 0  # no feeder here: it ages
     assert "# TYPE derivd_orders_placed_total counter" in text and "# TYPE derivd_fills_total counter" in text
+    # every finalize_block timed (ms), one observation per block executed since start
+    processing = families["cometbft_state_block_processing_time"]
+    assert processing.type == "histogram"
+    timing = {
+        s.name.rsplit("_", 1)[1]: s.value for s in processing.samples if s.name.endswith(("_count", "_sum"))
+    }
+    assert timing["count"] >= 2 and 0 < timing["sum"] < 60_000 * timing["count"]
+    assert value("derivd_open_interest", market="BTC-USD") >= 0
+    assert value("derivd_liquidation_queue_size") == 0
+    # the operator guide's table names every metric the node exports, and nothing it does not
+    guide = (Path(__file__).resolve().parents[2] / "deploy" / "OPERATORS.md").read_text()
+    table = guide[guide.index("### Metrics") :]
+    documented = set(re.findall(r"`((?:cometbft|derivd)_[a-z0-9_]+)`", table[: table.index("\n## ")]))
+    exported = {name for name in families if name.startswith(("cometbft_", "derivd_"))}
+    exported |= {f"{name}_total" for name in exported if families[name].type == "counter"} & documented
+    feeder_only = {name for name in documented if name.startswith("derivd_price_feeder_")}  # no feeder here
+    assert sorted(exported - documented - {n[: -len("_total")] for n in documented}) == []
+    assert sorted(documented - exported - feeder_only) == []
 
 
 def test_dump_consensus_state_and_bad_evidence(node: NodeProcess, chain: ChainHome) -> None:
@@ -671,7 +689,7 @@ def test_export_starts_a_chain_that_continues_the_state(tmp_path: Path) -> None:
         "--from", "alice", "--to", bob, "--amount", "2500000",
     )  # fmt: skip
     locked = run_cli("export", "--home", str(chain.home), check=False)
-    assert locked.returncode == 1 and "is another derivd running?" in locked.stderr
+    assert locked.returncode == 1 and "is in use by another process" in locked.stderr
     node.wait_height(4)
     headers = {h: node.rpc("header", height=str(h))["header"] for h in (2, 3)}
     assert node.stop() == 0

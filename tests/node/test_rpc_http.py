@@ -9,7 +9,7 @@ from typing import Any, cast
 import httpx
 import trio
 
-from node.rpc import NodeInfo, RPCEnv, _ConnectionLimit, make_app
+from node.rpc import ConnectionLimit, NodeInfo, RPCEnv, make_app
 
 _UNUSED = cast(Any, None)  # stores and services `health` does not read
 
@@ -80,7 +80,7 @@ async def test_open_connections_are_capped() -> None:
             await release.wait()
         await make(scope, receive, send)
 
-    limited = _ConnectionLimit(held, 1)
+    limited = ConnectionLimit(held, 1)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=limited), base_url="http://node"
     ) as client:

@@ -44,6 +44,7 @@ class FakeHost:
     connected: set[str] = field(default_factory=set)
     banned: set[str] = field(default_factory=set)
     dialed: list[NetAddress] = field(default_factory=list)
+    let_go: list[tuple[str, str]] = field(default_factory=list)
 
     def outbound_count(self) -> int:
         return len(self.dialed)
@@ -57,6 +58,9 @@ class FakeHost:
     def request_dial(self, address: NetAddress) -> bool:
         self.dialed.append(address)
         return True
+
+    def stop_peer_when_sent(self, node_id: str, reason: str) -> None:
+        self.let_go.append((node_id, reason))
 
 
 def fake_peer(n: int, *, outbound: bool = False, listen: str = "tcp://0.0.0.0:26656") -> FakePeer:

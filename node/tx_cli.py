@@ -1,0 +1,268 @@
+"""How `derivd tx` commands sign and send: the options every signing command takes (`--from`,
+`--chain-id`, `--nonce`, `--broadcast-mode`, `--generate-only`, `--keyring-backend`, `--home`,
+`--node`), signing with a keyring key or printing the unsigned document (`node.txjson`) instead,
+and broadcasting with `node.exitcodes`' codes. Also the commands `tx transfer`, `tx sign` (offline)
+and `tx broadcast`.
+
+A nonce is a time in milliseconds that the chain accepts within (block time - 2 days, block time +
+1 day) (`execution.accounts`). `--generate-only` fixes it when the document is made (default: the
+current time), so a generated transaction must be signed and broadcast within two days; `--nonce`
+sets it. Without `--chain-id` the chain id is asked from `--node`, the only network use of
+`--generate-only` besides the order commands' market units.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from execution.tx import MAX_NONCE, Action, Transfer
+from node.client import RPCClient, emit, home_option, node_option
+from node.exitcodes import bad_input, no_answer, rejected
+from node.keys_cli import key_info, keyring_backend_option, open_cli_keyring, signing_key
+from node.keystore import KeyStoreError
+from node.sdk.errors import RPCError
+from node.txjson import TxDocument, TxDocumentError
+from primitives.keys import Address, PublicKey
+from primitives.timefmt import NS_PER_MS
+
+BROADCAST_MODES = ("sync", "async", "commit")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Signing:
+    """The signing options of one command."""
+
+    home: Path
+    node: str
+    from_: str
+    chain_id: str | None
+    nonce: int | None
+    broadcast_mode: str
+    generate_only: bool
+    keyring_backend: str
+
+
+_SIGNING_OPTIONS = [
+    home_option,
+    node_option,
+    click.option(
+        "--from",
+        "from_",
+        required=True,
+        help="Key name in the keyring (with --generate-only, also an address).",
+    ),
+    click.option("--chain-id", default=None, help="Chain id (default: asked from the node)."),
+    click.option(
+        "--nonce",
+        type=click.IntRange(0, MAX_NONCE),
+        default=None,
+        help="Nonce, a time in ms within 2 days of the block time (default: now).",
+    ),
+    click.option("--broadcast-mode", type=click.Choice(BROADCAST_MODES), default="commit", show_default=True),
+    click.option(
+        "--generate-only",
+        is_flag=True,
+        help="Print the unsigned transaction as JSON for `derivd tx sign` instead of signing and "
+        "broadcasting it (no private key is read).",
+    ),
+    keyring_backend_option,
+]
+_SIGNING_FIELDS = tuple(field.name for field in dataclasses.fields(Signing))
+
+
+def signing_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Add the signing options to a command, which receives them as its first argument, a
+    `Signing`."""
+
+    @functools.wraps(command)
+    def gathered(**kwargs: Any) -> None:
+        signing = Signing(**{name: kwargs.pop(name) for name in _SIGNING_FIELDS})
+        command(signing, **kwargs)
+
+    for option in reversed(_SIGNING_OPTIONS):
+        gathered = option(gathered)
+    return gathered
+
+
+class TxClient(RPCClient):
+    """The node's JSON-RPC for the tx commands: a call that fails stops the command with
+    EXIT_NO_ANSWER; `broadcast` tells a refusal from no answer."""
+
+    def call(self, method: str, **params: Any) -> Any:
+        try:
+            return self._call(method, **params)
+        except RPCError as exc:
+            no_answer(str(exc))
+
+    def chain_id(self) -> str:
+        return str(self.call("status")["node_info"]["network"])
+
+    def broadcast(self, raw: bytes, mode: str) -> None:
+        """Send `raw` with `broadcast_tx_<mode>` and print the node's answer; stop with
+        EXIT_REJECTED if the tx was refused or failed, EXIT_NO_ANSWER if there was no verdict."""
+        try:
+            result = self._call(f"broadcast_tx_{mode}", tx=base64.b64encode(raw).decode())
+        except RPCError as exc:
+            if _refusal(exc):
+                rejected(f"the node refused the transaction: {exc}")
+            no_answer(str(exc))
+        emit(result)
+        if mode == "commit":
+            for stage in ("check_tx", "tx_result"):
+                _stop_if_failed(result[stage], stage, result["hash"])
+        else:
+            _stop_if_failed(result, "check_tx", result["hash"])
+
+
+def _refusal(exc: RPCError) -> bool:
+    """Whether the node answered the broadcast with an error (a refusal), rather than the SDK's
+    transport standing in for no answer (code -32603 with its own message) or a commit timeout."""
+    transport = exc.code == -32603 and exc.error.get("message") != "Internal error"
+    return not transport and "timed out" not in str(exc.error.get("data", ""))
+
+
+def _stop_if_failed(result: dict[str, Any], stage: str, tx_hash: str) -> None:
+    code = int(result.get("code", 0))
+    if code:
+        codespace, log = result.get("codespace") or "", result.get("log")
+        rejected(f"transaction {tx_hash} failed at {stage} with code {code} ({codespace}): {log}")
+
+
+def deliver(signing: Signing, client: TxClient, actions: Sequence[Action]) -> None:
+    """Sign `actions` with the `--from` key and broadcast them, or with `--generate-only` print
+    them as an unsigned document."""
+    nonce = signing.nonce if signing.nonce is not None else time.time_ns() // NS_PER_MS
+    if signing.generate_only:
+        address, pub_key = _generating_signer(signing)
+        doc = _document(signing.chain_id or client.chain_id(), nonce, address, pub_key, actions)
+        emit(doc.to_json())
+        return
+    key = signing_key(signing.home, signing.keyring_backend, signing.from_)
+    doc = _document(signing.chain_id or client.chain_id(), nonce, key.address, key.public_key, actions)
+    try:
+        raw = doc.sign(key).raw()
+    except TxDocumentError as exc:
+        bad_input(str(exc))
+    client.broadcast(raw, signing.broadcast_mode)
+
+
+def _generating_signer(signing: Signing) -> tuple[Address, PublicKey | None]:
+    """`--from` for --generate-only: a key of the keyring (its public key goes in the document),
+    else an address (the signer's key fills the public key in when it signs)."""
+    keyring = open_cli_keyring(signing.home, signing.keyring_backend)
+    try:
+        if keyring.exists(signing.from_):
+            info = keyring.get(signing.from_)
+            return info.address, info.public_key
+    except KeyStoreError:
+        pass  # not a valid key name: perhaps an address
+    try:
+        return Address.parse(signing.from_), None
+    except ValueError:
+        bad_input(
+            f"--from: {signing.from_!r} is neither a key of the {signing.keyring_backend} keyring "
+            f"({keyring.directory}) nor an address"
+        )
+
+
+def _document(
+    chain_id: str, nonce: int, signer: Address, pub_key: PublicKey | None, actions: Sequence[Action]
+) -> TxDocument:
+    try:
+        return TxDocument.unsigned(
+            chain_id=chain_id, nonce=nonce, signer=signer, pub_key=pub_key, actions=tuple(actions)
+        )
+    except TxDocumentError as exc:
+        bad_input(str(exc))
+
+
+def read_document(source: str) -> TxDocument:
+    """The document in file `source` ("-": stdin); an input error naming the file if it is not one."""
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        bad_input(f"{source}: cannot read: {getattr(exc, 'strerror', None) or exc}")
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        bad_input(f"{source}: not JSON: {exc}")
+    try:
+        return TxDocument.from_json(obj)
+    except TxDocumentError as exc:
+        bad_input(f"{source}: {exc}")
+
+
+def _write_output(text: str, output: Path | None) -> None:
+    if output is None:
+        click.echo(text)
+        return
+    try:
+        output.write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        bad_input(f"--output-document: cannot write {output}: {exc.strerror}")
+
+
+@click.command(name="transfer")
+@signing_options
+@click.option("--to", "to", required=True, help="Recipient address.")
+@click.option("--amount", type=int, required=True, help="Amount in quote units (micro-USD).")
+def tx_transfer(signing: Signing, to: str, amount: int) -> None:
+    """Transfer AMOUNT from key FROM to address TO."""
+    try:
+        recipient = Address.parse(to)
+    except ValueError as exc:
+        bad_input(f"--to: {exc}")
+    if amount <= 0:
+        bad_input("--amount: must be positive")
+    deliver(signing, TxClient(signing.node), [Transfer(recipient, amount)])
+
+
+@click.command(name="sign")
+@home_option
+@keyring_backend_option
+@click.argument("file")
+@click.option("--from", "from_", required=True, help="Key to sign with: the document's signer.")
+@click.option(
+    "--output-document",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the signed document to this file (default: stdout).",
+)
+def tx_sign(home: Path, keyring_backend: str, file: str, from_: str, output_document: Path | None) -> None:
+    """Sign the transaction document in FILE ("-": stdin), made by `--generate-only`, offline:
+    print it with its signature, for `derivd tx broadcast`."""
+    doc = read_document(file)
+    signer = key_info(home, keyring_backend, from_).address
+    if signer != doc.signer:
+        bad_input(f"--from: key {from_!r} is {signer}, but the transaction's signer is {doc.signer}")
+    try:
+        signed = doc.sign(signing_key(home, keyring_backend, from_))
+    except TxDocumentError as exc:
+        bad_input(str(exc))
+    _write_output(json.dumps(signed.to_json(), indent=2), output_document)
+
+
+@click.command(name="broadcast")
+@node_option
+@click.argument("file")
+@click.option("--broadcast-mode", type=click.Choice(BROADCAST_MODES), default="sync", show_default=True)
+def tx_broadcast(node: str, file: str, broadcast_mode: str) -> None:
+    """Broadcast the signed transaction document in FILE ("-": stdin), made by `derivd tx sign`;
+    prints the node's answer (hash and code). Exit 1 if it was rejected."""
+    doc = read_document(file)
+    try:
+        raw = doc.raw()
+    except TxDocumentError as exc:
+        bad_input(f"{file}: {exc}")
+    TxClient(node).broadcast(raw, broadcast_mode)

@@ -1,0 +1,270 @@
+"""The JSON document of a transaction signed offline: what `--generate-only` prints, `tx sign`
+signs and `tx broadcast` sends. It carries everything the signature covers, readable:
+
+    {"body": {"chain_id": "...", "nonce": "<ms>",
+              "signer": {"address": "<hex>", "pub_key": {"type", "value"} | null},
+              "actions": [{"type": "transfer", "to": "<hex>", "amount": "<int>"}, ...]},
+     "signature": "<base64>" | null}
+
+Actions have their `execution.tx` field names and raw units (quantums, subticks, micro-USD);
+integers are decimal strings, addresses hex, `oracle_vote.prices` a list of [market_id, price].
+`pub_key` may be null when the document was generated from an address: signing fills it in. The
+document is read strictly (exact field sets; every field checked, naming it) and becomes wire
+bytes only through `execution.tx`, so what is signed is exactly what the JSON shows.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from execution.tx import (
+    MAX_NONCE,
+    MAX_TX_BYTES,
+    Action,
+    ActionKind,
+    AmendOrder,
+    CancelAll,
+    CancelOrder,
+    Liquidate,
+    OracleVote,
+    PlaceOrder,
+    PlaceTrigger,
+    Transfer,
+    Tx,
+    UnknownAction,
+    decode_action,
+)
+from primitives.codec import DecodeError, Value
+from primitives.keyfile import PUB_KEY_TYPE
+from primitives.keys import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Address, PrivateKey, PublicKey
+
+_CLASSES: dict[ActionKind, type[Action]] = {
+    ActionKind.TRANSFER: Transfer,
+    ActionKind.PLACE_ORDER: PlaceOrder,
+    ActionKind.CANCEL_ORDER: CancelOrder,
+    ActionKind.CANCEL_ALL: CancelAll,
+    ActionKind.AMEND_ORDER: AmendOrder,
+    ActionKind.ORACLE_VOTE: OracleVote,
+    ActionKind.LIQUIDATE: Liquidate,
+    ActionKind.PLACE_TRIGGER: PlaceTrigger,
+}
+_ADDRESS_FIELDS = frozenset({"to", "account"})
+_PRICES_FIELD = "prices"
+
+
+class TxDocumentError(ValueError):
+    """A document that cannot be read or signed; the message names the field."""
+
+
+def _type_name(kind: ActionKind) -> str:
+    return kind.name.lower()
+
+
+_KINDS = {_type_name(kind): kind for kind in _CLASSES}
+
+
+def action_to_json(action: Action) -> dict[str, Any]:
+    """`action` as {"type", <field>: <value>...}."""
+    if isinstance(action, UnknownAction):
+        raise TxDocumentError(f"an action of unknown kind {action.kind} has no JSON form")
+    out: dict[str, Any] = {"type": _type_name(ActionKind(action.kind))}
+    for field in dataclasses.fields(action):
+        value = getattr(action, field.name)
+        if field.name in _ADDRESS_FIELDS:
+            out[field.name] = str(value)
+        elif field.name == _PRICES_FIELD:
+            out[field.name] = [[str(market_id), str(price)] for market_id, price in value]
+        else:
+            out[field.name] = str(value)
+    return out
+
+
+def action_from_json(obj: object, where: str) -> Action:
+    """The action `obj` describes, with the wire format's checks (`execution.tx.decode_action`)."""
+    if not isinstance(obj, dict):
+        raise TxDocumentError(f"{where}: must be an object")
+    name = obj.get("type")
+    if name not in _KINDS:
+        raise TxDocumentError(f"{where}.type: must be one of {', '.join(_KINDS)}, got {name!r}")
+    kind = _KINDS[name]
+    names = [field.name for field in dataclasses.fields(_CLASSES[kind])]
+    _exact(obj, where, {"type", *names})
+    fields: list[Value] = [int(kind)]
+    for field in names:
+        value, at = obj[field], f"{where}.{field}"
+        if field in _ADDRESS_FIELDS:
+            fields.append(_address(value, at).raw)
+        elif field == _PRICES_FIELD:
+            if not isinstance(value, list):
+                raise TxDocumentError(f"{at}: must be a list of [market_id, price]")
+            pairs: list[Value] = []
+            for i, pair in enumerate(value):
+                if not isinstance(pair, list) or len(pair) != 2:
+                    raise TxDocumentError(f"{at}[{i}]: must be [market_id, price]")
+                pairs.append([_integer(pair[0], f"{at}[{i}][0]"), _integer(pair[1], f"{at}[{i}][1]")])
+            fields.append(pairs)
+        else:
+            fields.append(_integer(value, at))
+    try:
+        return decode_action(fields, where)
+    except DecodeError as exc:
+        raise TxDocumentError(str(exc)) from None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TxDocument:
+    """A transaction to sign or signed, with its chain id (which the signature covers but the wire
+    bytes do not carry)."""
+
+    chain_id: str
+    nonce: int
+    signer: Address
+    pub_key: PublicKey | None
+    actions: tuple[Action, ...]
+    signature: bytes | None = None
+
+    @classmethod
+    def unsigned(
+        cls,
+        *,
+        chain_id: str,
+        nonce: int,
+        signer: Address,
+        pub_key: PublicKey | None,
+        actions: tuple[Action, ...],
+    ) -> TxDocument:
+        """A document to sign, checked as `from_json` would check it."""
+        doc = cls(chain_id=chain_id, nonce=nonce, signer=signer, pub_key=pub_key, actions=actions)
+        return cls.from_json(doc.to_json())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "body": {
+                "chain_id": self.chain_id,
+                "nonce": str(self.nonce),
+                "signer": {
+                    "address": str(self.signer),
+                    "pub_key": None
+                    if self.pub_key is None
+                    else {"type": PUB_KEY_TYPE, "value": base64.b64encode(self.pub_key.raw).decode()},
+                },
+                "actions": [action_to_json(action) for action in self.actions],
+            },
+            "signature": None if self.signature is None else base64.b64encode(self.signature).decode(),
+        }
+
+    @classmethod
+    def from_json(cls, obj: object) -> TxDocument:
+        """Read a document; TxDocumentError names the first wrong field."""
+        if not isinstance(obj, dict) or "body" not in obj:
+            raise TxDocumentError('not a derivd transaction document: expected {"body", "signature"}')
+        _exact(obj, "document", {"body", "signature"})
+        body = obj["body"]
+        if not isinstance(body, dict):
+            raise TxDocumentError("body: must be an object")
+        _exact(body, "body", {"chain_id", "nonce", "signer", "actions"})
+        chain_id = body["chain_id"]
+        if not isinstance(chain_id, str) or not chain_id:
+            raise TxDocumentError("body.chain_id: must be a non-empty string")
+        nonce = _integer(body["nonce"], "body.nonce")
+        signer = body["signer"]
+        if not isinstance(signer, dict):
+            raise TxDocumentError("body.signer: must be an object")
+        _exact(signer, "body.signer", {"address", "pub_key"})
+        address = _address(signer["address"], "body.signer.address")
+        pub_key = None if signer["pub_key"] is None else _pub_key(signer["pub_key"], "body.signer.pub_key")
+        if pub_key is not None and pub_key.address != address:
+            raise TxDocumentError(f"body.signer: pub_key is the key of {pub_key.address}, not of {address}")
+        items = body["actions"]
+        if not isinstance(items, list) or not items:
+            raise TxDocumentError("body.actions: must be a non-empty list")
+        actions = tuple(action_from_json(item, f"body.actions[{i}]") for i, item in enumerate(items))
+        signature = obj["signature"]
+        if signature is not None:
+            signature = _base64(signature, "signature")
+            if len(signature) != SIGNATURE_SIZE:
+                raise TxDocumentError(f"signature: must be {SIGNATURE_SIZE} bytes, got {len(signature)}")
+        doc = cls(
+            chain_id=chain_id,
+            nonce=nonce,
+            signer=address,
+            pub_key=pub_key,
+            actions=actions,
+            signature=signature,
+        )
+        if nonce > MAX_NONCE:
+            raise TxDocumentError(f"body.nonce: {nonce} is outside [0, {MAX_NONCE}]")
+        size = len(doc._tx(bytes(SIGNATURE_SIZE), PublicKey(bytes(PUBLIC_KEY_SIZE))).encode())
+        if size > MAX_TX_BYTES:
+            raise TxDocumentError(f"the transaction is {size} bytes, over the limit of {MAX_TX_BYTES}")
+        return doc
+
+    def _tx(self, signature: bytes, pub_key: PublicKey) -> Tx:
+        return Tx(pub_key, self.nonce, self.actions, signature)
+
+    def sign(self, key: PrivateKey) -> TxDocument:
+        """This document signed by `key`, which must be its signer's."""
+        if key.address != self.signer:
+            raise TxDocumentError(f"the key's address {key.address} is not the signer {self.signer}")
+        unsigned = self._tx(bytes(SIGNATURE_SIZE), key.public_key)
+        signature = key.sign(unsigned.sign_bytes(self.chain_id))
+        return dataclasses.replace(self, pub_key=key.public_key, signature=signature)
+
+    def raw(self) -> bytes:
+        """The signed tx's wire bytes; TxDocumentError if it is unsigned or its signature does not
+        verify (the document was changed after signing)."""
+        if self.signature is None or self.pub_key is None:
+            raise TxDocumentError("the transaction is not signed (run `derivd tx sign` first)")
+        tx = self._tx(self.signature, self.pub_key)
+        if not self.pub_key.verify(tx.sign_bytes(self.chain_id), self.signature):
+            raise TxDocumentError(
+                "signature: does not verify against the body (it was changed after signing, "
+                "or signed for another chain id)"
+            )
+        return tx.encode()
+
+
+def _exact(obj: dict[str, Any], where: str, keys: set[str]) -> None:
+    if set(obj) != keys:
+        extra, missing = sorted(set(obj) - keys), sorted(keys - set(obj))
+        parts = ([f"unknown field(s) {', '.join(extra)}"] if extra else []) + (
+            [f"missing field(s) {', '.join(missing)}"] if missing else []
+        )
+        raise TxDocumentError(f"{where}: {'; '.join(parts)}")
+
+
+def _integer(value: object, where: str) -> int:
+    if not isinstance(value, str) or not (value.isascii() and value.isdigit()) or len(value) > 20:
+        raise TxDocumentError(f"{where}: must be a non-negative integer as a decimal string, got {value!r}")
+    return int(value)
+
+
+def _address(value: object, where: str) -> Address:
+    if not isinstance(value, str):
+        raise TxDocumentError(f"{where}: must be an address (40 hex digits)")
+    try:
+        return Address.parse(value)
+    except ValueError as exc:
+        raise TxDocumentError(f"{where}: {exc}") from None
+
+
+def _base64(value: object, where: str) -> bytes:
+    if not isinstance(value, str):
+        raise TxDocumentError(f"{where}: must be a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except binascii.Error:
+        raise TxDocumentError(f"{where}: not valid base64") from None
+
+
+def _pub_key(value: object, where: str) -> PublicKey:
+    if not isinstance(value, dict) or set(value) != {"type", "value"} or value["type"] != PUB_KEY_TYPE:
+        raise TxDocumentError(f"{where}: must be {{type: {PUB_KEY_TYPE}, value}} or null")
+    raw = _base64(value["value"], f"{where}.value")
+    if len(raw) != PUBLIC_KEY_SIZE:
+        raise TxDocumentError(f"{where}.value: must be {PUBLIC_KEY_SIZE} bytes, got {len(raw)}")
+    return PublicKey(raw)
