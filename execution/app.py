@@ -74,7 +74,7 @@ from execution.executor import execute_tx, use_tx_nonce
 from execution.genesis_state import ExportedState, init_exchange_state, load_app_state
 from execution.indexes import rebuild as rebuild_indexes
 from execution.positions.funding_index import load_market_funding, pool_total
-from execution.positions.position import Position, open_interest
+from execution.positions.position import Position
 from execution.query import QueryContext, run_query
 from execution.risk.funding import init_funding_state
 from execution.risk.liquidation import (
@@ -494,14 +494,6 @@ class ExchangeApp:
         (`derivd_funding_rate_ppm{market}`)."""
         return {
             market.ticker: load_market_funding(self._committed, market.market_id).last_rate_ppm
-            for market in self._books.markets()
-        }
-
-    def open_interest(self) -> dict[str, int]:
-        """Per market ticker (by id), the committed open interest in base quantums
-        (`derivd_open_interest{market}`)."""
-        return {
-            market.ticker: open_interest(self._committed, market.market_id)
             for market in self._books.markets()
         }
 

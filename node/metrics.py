@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -37,8 +37,10 @@ from consensus.validators import ValidatorSet
 from execution.app import ExchangeApp
 from execution.markets import load_markets
 from execution.oracle.prices import is_stale, load_params, load_price
+from execution.positions.position import Position
 from node.pricefeed import FeederStats
 from p2p.switch import Switch
+from storage import schema
 from storage.db import WriteBatch
 
 BLOCK_INTERVAL_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
@@ -137,6 +139,49 @@ def exposition(registry: CollectorRegistry) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+class OpenInterest:
+    """Per market id, the sum of the committed long position sizes (base quantums): one walk of the
+    positions at start, then the changed records of each commit. A commit's changes are only
+    merged (`add`, last value per key); their positions are decoded when a scrape reads
+    `by_market`, or once MAX_PENDING keys wait, so a block costs a dict merge, not a decode per
+    changed position."""
+
+    MAX_PENDING = 200_000
+
+    def __init__(self, positions: Iterable[tuple[bytes, bytes]]) -> None:
+        self._long: dict[bytes, int] = {}
+        self._by_market: dict[int, int] = {}
+        self._pending: dict[bytes, bytes | None] = {}
+        self._apply(positions)
+
+    def add(self, changes: Mapping[bytes, bytes | None]) -> None:
+        """Take in one commit's changed records (key -> new value, None: deleted)."""
+        self._pending.update(changes)
+        if len(self._pending) > self.MAX_PENDING:
+            self._flush()
+
+    @property
+    def by_market(self) -> dict[int, int]:
+        self._flush()
+        return self._by_market
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        self._apply(pending.items())
+
+    def _apply(self, changes: Iterable[tuple[bytes, bytes | None]]) -> None:
+        prefix = schema.APP_POSITION_PREFIX
+        for key, raw in changes:
+            if not key.startswith(prefix):
+                continue
+            size = max(0, Position.decode(raw).size) if raw is not None else 0
+            before = self._long.pop(key, 0)
+            if size:
+                self._long[key] = size
+            market = schema.market_id_from_position_key(key)
+            self._by_market[market] = self._by_market.get(market, 0) + size - before
+
+
 class TimedFinalize:
     """The application as the block executor sees it, with each finalize_block's wall time (ms)
     given to `observe` (`cometbft_state_block_processing_time`)."""
@@ -183,7 +228,7 @@ class NodeCollector(Collector):
         self.consensus = consensus
         self.mempool = mempool
         self.stats = stats
-        self._open_interest: tuple[int, dict[str, int]] = (-1, {})
+        self.open_interest = OpenInterest(app.committed.iterate(schema.APP_POSITION_PREFIX)) if app else None
 
     def _gauge(self, subsystem: str, name: str, doc: str, value: float) -> GaugeMetricFamily:
         family = GaugeMetricFamily(f"{self.ns}_{subsystem}_{name}", doc, labels=["chain_id"])
@@ -357,16 +402,14 @@ class NodeCollector(Collector):
         )
         queue.add_metric([self.chain_id], app.liquidation_queue_size())
         yield queue
-        height = app.info().last_block_height
-        if self._open_interest[0] != height:  # one walk of the holder indexes per height, not per scrape
-            self._open_interest = (height, app.open_interest())
         interest = GaugeMetricFamily(
             "derivd_open_interest",
             "Open interest: the sum of long position sizes (base quantums).",
             labels=["chain_id", "market"],
         )
-        for ticker, size in self._open_interest[1].items():
-            interest.add_metric([self.chain_id, ticker], size)
+        by_market = self.open_interest.by_market if self.open_interest is not None else {}
+        for market in app.books.markets():
+            interest.add_metric([self.chain_id, market.ticker], by_market.get(market.market_id, 0))
         yield interest
 
     def _funding_rates(self, app: ExchangeApp) -> Metric:
@@ -430,21 +473,21 @@ class NodeMetrics:
         self.stats = ChainStats()
         self.validator_address = validator_address
         self._signers: ValidatorSet | None = None
-        self.registry.register(
-            NodeCollector(
-                namespace,
-                chain_id,
-                consensus,
-                mempool,
-                self.stats,
-                switch,
-                blocksync,
-                app,
-                reactor=reactor,
-                validator_address=validator_address,
-                feeder=feeder,
-            )
+        self.app = app
+        self.collector = NodeCollector(
+            namespace,
+            chain_id,
+            consensus,
+            mempool,
+            self.stats,
+            switch,
+            blocksync,
+            app,
+            reactor=reactor,
+            validator_address=validator_address,
+            feeder=feeder,
         )
+        self.registry.register(self.collector)
         ProcessCollector(
             registry=self.registry
         )  # process_cpu_seconds_total, process_resident_memory_bytes...
@@ -479,6 +522,8 @@ class NodeMetrics:
 
     def on_commit(self, block: Block, block_id: BlockID, results: BlockResults, state: ChainState) -> None:
         s = self.stats
+        if self.app is not None and self.collector.open_interest is not None:
+            self.collector.open_interest.add(self.app.committed.last_changes())
         if self._signers is not None:  # the validators of the height the block's last commit signs
             s.missing_validators, s.missing_validators_power, mine = commit_signing(
                 block.last_commit, self._signers, self.validator_address

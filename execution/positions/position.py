@@ -188,17 +188,6 @@ def index_holder(view: StateView, market_id: int, owner: bytes, before: int | No
         view.put(key, HOLDER_UNKNOWN)
 
 
-def open_interest(state: StateReader, market_id: int) -> int:
-    """The sum of the long sizes on `market_id` (base quantums; equal to the short sizes), read
-    through the holder index: one position read per holder."""
-    total = 0
-    for key, _ in state.iterate(schema.holder_prefix(market_id)):
-        raw = state.get(schema.position_key(schema.owner_from_holder_key(key), market_id))
-        if raw is not None:
-            total += max(0, Position.decode(raw).size)
-    return total
-
-
 def positions(state: StateReader, owner: Address) -> list[tuple[int, Position]]:
     """Every non-empty position of `owner` as (market id, position), by market id."""
     return [

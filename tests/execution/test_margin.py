@@ -31,7 +31,6 @@ from execution.positions.position import (
     SELL,
     Position,
     load_position,
-    open_interest,
     positions,
     store_position,
 )
@@ -90,21 +89,6 @@ def test_position_storage_round_trip_and_empty_deleted() -> None:
     store_position(view, ALICE, 1, Position())
     assert view.get(schema.position_key(ALICE.raw, 1)) is None
     assert positions(view, ALICE) == [(2, p)]
-
-
-def test_open_interest_sums_the_long_sizes_of_one_market() -> None:
-    view = exchange()
-    carol = address(2)
-    store_position(view, ALICE, 1, Position(size=5, quote=-1))
-    store_position(view, BOB, 1, Position(size=-3, quote=1))
-    store_position(view, carol, 1, Position(size=-2, quote=1))
-    store_position(view, BOB, 2, Position(size=7, quote=-1))  # another market
-    store_position(view, carol, 2, Position(size=-7, quote=1))
-    store_position(view, address(3), 1, Position(open_buy=4, open_orders=1))  # orders only: no interest
-    assert (open_interest(view, 1), open_interest(view, 2), open_interest(view, 3)) == (5, 7, 0)
-    store_position(view, ALICE, 1, Position(size=2, quote=-1))  # a partial close
-    store_position(view, carol, 1, Position(size=1, quote=1))  # short 2 -> long 1
-    assert open_interest(view, 1) == 3
 
 
 def test_position_decode_rules() -> None:

@@ -140,6 +140,10 @@ def test_two_accounts_cross_and_prices_follow_the_file_source(
         sold = btc_position(node, seller)
         assert bought["size_human"] == "0.1"
         assert sold is not None and sold["size_human"] == "-0.1"
+    # open interest follows the fill on a node that was running (kept from each commit's changes)
+    interest = 'derivd_open_interest{chain_id="trade-chain",market="BTC-USD"} 1000000000\n'
+    metrics_url = f"http://127.0.0.1:{net.nodes[3].plan.metrics_port}/metrics"
+    wait_for("the open interest metric", lambda: interest in httpx.get(metrics_url, timeout=10).text or None)
 
     prices.write_text(json.dumps({"BTC-USD": "60000", "ETH-USD": "3400"}))
     wait_for(

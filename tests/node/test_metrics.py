@@ -3,6 +3,8 @@ CometBFT's counter names."""
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
@@ -10,7 +12,9 @@ from prometheus_client.registry import Collector
 
 from consensus.types import NIL_BLOCK_ID, BlockIDFlag, Commit, CommitSig
 from consensus.validators import Validator, ValidatorSet
-from node.metrics import commit_signing, counter, exposition
+from execution.positions.position import Position
+from node.metrics import OpenInterest, commit_signing, counter, exposition
+from storage import schema
 
 ADDRESSES = [bytes([n]) * 20 for n in (1, 2, 3)]
 SET = ValidatorSet([Validator(address, bytes([n]) * 32, 10 * (n + 1)) for n, address in enumerate(ADDRESSES)])
@@ -63,3 +67,51 @@ def test_exposition_keeps_counter_names_and_parses() -> None:
     assert parsed["interval_seconds"].type == "histogram"
     [sample] = [s for s in parsed["cometbft_mempool_failed_txs"].samples]
     assert sample.value == 3 and sample.labels["chain_id"] == 'with "quotes"\\n'
+
+
+OWNERS = [bytes([n]) * 20 for n in range(1, 5)]
+# a commit: (owner, market, new size or None: the record deleted) per changed position, and
+# whether a scrape reads the figures after it
+COMMITS = st.lists(
+    st.tuples(
+        st.lists(
+            st.tuples(st.sampled_from(OWNERS), st.sampled_from([1, 2]), st.none() | st.integers(-50, 50)),
+            max_size=6,
+        ),
+        st.booleans(),
+    ),
+    max_size=8,
+)
+
+
+@given(COMMITS)
+def test_open_interest_kept_from_changes_equals_a_fresh_walk(
+    commits: list[tuple[list[tuple[bytes, int, int | None]], bool]],
+) -> None:
+    """Open interest kept from the commits' changed records, whatever their order and repeats
+    and however many commits wait undecoded before a read, equals the sum of the long sizes of
+    the records standing after them."""
+    state: dict[bytes, bytes] = {}
+    kept = OpenInterest([])
+    kept.MAX_PENDING = 3  # some commits are decoded at once, others wait for the read
+    for number, (changes, scraped) in enumerate(commits):
+        batch: dict[bytes, bytes | None] = {}
+        for owner, market, size in changes:
+            key = schema.position_key(owner, market)
+            batch[key] = None if size is None else Position(size=size, quote=1).encode()
+        for key, raw in batch.items():
+            if raw is None:
+                state.pop(key, None)
+            else:
+                state[key] = raw
+        kept.add({**batch, b"a:acc:" + OWNERS[0]: b"not a position"})
+        if not scraped and number < len(commits) - 1:
+            continue
+        walked = OpenInterest(sorted(state.items()))
+        for market in (1, 2):
+            expected = sum(
+                max(0, Position.decode(raw).size)
+                for key, raw in state.items()
+                if schema.market_id_from_position_key(key) == market
+            )
+            assert kept.by_market.get(market, 0) == walked.by_market.get(market, 0) == expected
