@@ -830,7 +830,7 @@ class InstrumentationConfig:
     """[instrumentation]: the Prometheus metrics endpoint."""
 
     prometheus: bool = True
-    prometheus_listen_addr: str = ":26660"
+    prometheus_listen_addr: str = "127.0.0.1:26660"  # CometBFT's is ":26660" (all interfaces)
     max_open_connections: int = 3
     namespace: str = "cometbft"
 
@@ -844,7 +844,12 @@ _register(
     "Instrumentation configuration options",
     {
         "prometheus": _Key(_BOOL, "Serve Prometheus metrics at /metrics (on by default in derivd)"),
-        "prometheus_listen_addr": _Key(_STR, "Address to listen for Prometheus collectors on", _laddr),
+        "prometheus_listen_addr": _Key(
+            _STR,
+            "Address to listen for Prometheus collectors on (loopback by default; \":26660\" for all "
+            "interfaces, as CometBFT's default)",
+            _laddr,
+        ),
         "max_open_connections": _Key(
             _INT,
             "Maximum number of requests served at once, 0 for no limit (one more gets 503)",

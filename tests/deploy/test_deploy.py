@@ -187,6 +187,8 @@ def test_healthcheck_asks_the_rpc_health_route_without_curl() -> None:
     # the port the default command makes the RPC listen on
     cmd = json.loads(of(final, "CMD")[0].value)
     assert cmd[cmd.index("--rpc.laddr") + 1] == f"tcp://0.0.0.0:{url.port}"
+    # the metrics default to the container's loopback: published ports need all its interfaces
+    assert cmd[cmd.index("--instrumentation.prometheus_listen_addr") + 1] == "0.0.0.0:26660"
 
 
 def hadolint(dockerfile: Path, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -69,7 +69,7 @@ def test_defaults_match_cometbft_and_the_brief(tmp_path: Path) -> None:
     assert (config.storage.snapshot_interval, config.storage.snapshot_keep_recent) == (0, 2)
     assert (config.storage.compact, config.storage.compaction_interval) == (True, 1000)
     assert config.instrumentation.prometheus is True
-    assert config.instrumentation.prometheus_listen_addr == ":26660"
+    assert config.instrumentation.prometheus_listen_addr == "127.0.0.1:26660"  # not every interface
 
 
 def test_written_file_is_commented_cometbft_toml(tmp_path: Path) -> None:
