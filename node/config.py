@@ -846,7 +846,7 @@ _register(
         "prometheus": _Key(_BOOL, "Serve Prometheus metrics at /metrics (on by default in derivd)"),
         "prometheus_listen_addr": _Key(
             _STR,
-            "Address to listen for Prometheus collectors on (loopback by default; \":26660\" for all "
+            'Address to listen for Prometheus collectors on (loopback by default; ":26660" for all '
             "interfaces, as CometBFT's default)",
             _laddr,
         ),

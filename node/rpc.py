@@ -41,7 +41,7 @@ from node.query import Query, QueryError
 from node.query import parse as parse_query
 from node.version import VERSION
 from node.websocket import Endpoint as WebSocketEndpoint
-from node.websocket import Hub
+from node.websocket import Hub, parse_json
 from p2p.switch import ConnectedPeer, Switch
 from primitives.codec import DecodeError, decode
 from primitives.hashing import MerkleProof, merkle_proofs, sha256
@@ -981,6 +981,10 @@ async def _one(env: RPCEnv, request: Any) -> JSON:
             RPCError(INVALID_REQUEST, "Invalid Request"),
         )
     id_ = request.get("id", -1)
+    if isinstance(id_, bool) or not isinstance(id_, str | int | float | None):
+        return _error(
+            None, RPCError(INVALID_REQUEST, "Invalid Request", "id must be a string, a number or null")
+        )
     try:
         result = await dispatch(env, request["method"], request.get("params"), uri=False)
     except RPCError as exc:
@@ -1012,6 +1016,53 @@ async def _admit_ahead(env: RPCEnv, batch: list[Any]) -> None:
     work = env.mempool.admission_work(txs)
     if work is not None:
         await trio.to_thread.run_sync(work)
+
+
+class Reply(JSONResponse):
+    """A JSON response; a string the client sent that cannot be UTF-8 (a lone surrogate escape
+    such as "\\ud800", echoed in an id or an error's data) goes back \\u-escaped, not as a 500."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, allow_nan=False, separators=(",", ":")).encode()
+
+
+class BodyRefused(Reply):
+    """The 413 for a body over `max_body_bytes`, with `Connection: close`. While it goes out,
+    the rest of the body that arrives is received and dropped: hypercorn queues body chunks for
+    the app (ten at most) and, the response complete, queues the disconnect behind them, so an
+    app that stopped receiving would leave that last send, and the connection, hanging. Hypercorn
+    then closes the connection, since the body was not read to its end."""
+
+    def __init__(self, content: JSON) -> None:
+        super().__init__(content, 413, headers={"connection": "close"})
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_drop_body, receive)
+            await super().__call__(scope, receive, send)
+            nursery.cancel_scope.cancel()
+
+
+async def _drop_body(receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+    while (await receive())["type"] == "http.request":
+        pass
+
+
+async def read_body(request: Request, limit: int) -> bytes | None:
+    """The request's body as it arrives; None once it is known to pass `limit` bytes (by its
+    Content-Length, before any of it is read, or by what has arrived), the rest left unread."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 class HeaderLimit:
@@ -1074,29 +1125,26 @@ class ConnectionLimit:
 
 def make_app(env: RPCEnv) -> Starlette:
     async def post(request: Request) -> Response:
-        body = await request.body()
-        if len(body) > env.max_body_bytes:
-            return JSONResponse(
-                _error(None, RPCError(INVALID_REQUEST, "Invalid Request", "request body too large")), 413
+        body = await read_body(request, env.max_body_bytes)
+        if body is None:
+            return BodyRefused(
+                _error(None, RPCError(INVALID_REQUEST, "Invalid Request", "request body too large"))
             )
         try:
-            payload = json.loads(body)
+            payload = parse_json(body)
         except ValueError as exc:
-            return JSONResponse(_error(None, RPCError(PARSE_ERROR, "Parse error", str(exc))), 500)
+            return Reply(_error(None, RPCError(PARSE_ERROR, "Parse error", str(exc))), 500)
         if isinstance(payload, list):
             if not payload:
-                return JSONResponse(_error(None, RPCError(INVALID_REQUEST, "Invalid Request", "empty batch")))
+                return Reply(_error(None, RPCError(INVALID_REQUEST, "Invalid Request", "empty batch")))
             if len(payload) > env.max_batch:
                 error = RPCError(
                     INVALID_REQUEST, "Invalid Request", f"batch of {len(payload)} exceeds {env.max_batch}"
                 )
-                return JSONResponse(_error(None, error))
+                return Reply(_error(None, error))
             await _admit_ahead(env, payload)
-            return JSONResponse([await _one(env, item) for item in payload])
-        response = await _one(env, payload)
-        return JSONResponse(
-            response, 500 if "error" in response and response["error"]["code"] == PARSE_ERROR else 200
-        )
+            return Reply([await _one(env, item) for item in payload])
+        return Reply(await _one(env, payload))
 
     served = {
         name: names
@@ -1105,7 +1153,7 @@ def make_app(env: RPCEnv) -> Starlette:
     }
 
     async def openapi(request: Request) -> Response:
-        return JSONResponse(document(served))
+        return Reply(document(served))
 
     async def index(request: Request) -> Response:
         lines = ["Available endpoints:"] + [f"//{request.url.netloc}/{name}" for name in sorted(served)]
@@ -1118,11 +1166,11 @@ def make_app(env: RPCEnv) -> Starlette:
             result = await dispatch(env, name, params, uri=True)
         except RPCError as exc:
             status_code = 404 if exc.code == METHOD_NOT_FOUND else 500
-            return JSONResponse(_error(-1, exc), status_code)
+            return Reply(_error(-1, exc), status_code)
         except Exception as exc:
             log.exception("RPC %s failed", name)
-            return JSONResponse(_error(-1, internal(f"{type(exc).__name__}: {exc}")), 500)
-        return JSONResponse({"jsonrpc": "2.0", "id": -1, "result": result})
+            return Reply(_error(-1, internal(f"{type(exc).__name__}: {exc}")), 500)
+        return Reply({"jsonrpc": "2.0", "id": -1, "result": result})
 
     async def handle(request: JSON) -> JSON:
         return await _one(env, request)

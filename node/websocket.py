@@ -446,6 +446,31 @@ async def _read(receive: ASGIReceive, hub: Hub, client: Client, handle: Handler)
             return  # dropped meanwhile
 
 
+def parse_json(text: bytes | str) -> Any:
+    """A request's JSON value (HTTP body or WebSocket message); ValueError, saying why, for what
+    is not strict JSON: bytes that are not UTF-8, NaN or Infinity, a number out of float range,
+    an integer of more digits than Python converts, nesting deeper than the parser's stack."""
+    try:
+        return json.loads(
+            text.decode() if isinstance(text, bytes) else text,
+            parse_constant=_no_constant,
+            parse_float=_finite_float,
+        )
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number out of range: {text[:40]}")
+    return value
+
+
 def _query_param(params: Any) -> str | None:
     if isinstance(params, dict):
         query = params.get("query")
@@ -459,7 +484,7 @@ def _query_param(params: Any) -> str | None:
 async def _reply(text: str, hub: Hub, client: Client, handle: Handler) -> list[str]:
     """The messages answering one request: its reply, then a stream's first message if any."""
     try:
-        request = json.loads(text)
+        request = parse_json(text)
     except ValueError as exc:
         return [_error(None, -32700, "Parse error", str(exc))]
     method = request.get("method") if isinstance(request, dict) else None

@@ -363,7 +363,12 @@ async def _send_raw(stream: trio.abc.Stream, data: bytes, remote: str) -> None:
         raise ConnectionClosed(f"connection to {remote} broke: {exc}") from exc
 
 
-async def _handshake(stream: trio.abc.Stream, node_key: PrivateKey, remote: str) -> SecretConnection:
+async def _handshake(
+    stream: trio.abc.Stream,
+    node_key: PrivateKey,
+    remote: str,
+    on_key_received: Callable[[], None] | None,
+) -> SecretConnection:
     ephemeral = X25519PrivateKey.generate()
     local_ephemeral = ephemeral.public_key().public_bytes_raw()
     raw = await send_and_receive(
@@ -382,6 +387,8 @@ async def _handshake(stream: trio.abc.Stream, node_key: PrivateKey, remote: str)
         dh_secret = compute_shared_secret(ephemeral, remote_ephemeral)
     except ValueError as exc:
         raise HandshakeError(f"{remote} sent a bad ephemeral key: {exc}") from None
+    if on_key_received is not None:
+        on_key_received()
     keys = derive_session_keys(local_ephemeral, remote_ephemeral, dh_secret)
     connection = SecretConnection(stream, keys, remote=remote)
     to_sign = challenge_sign_bytes(keys.challenge)
@@ -405,14 +412,21 @@ async def _handshake(stream: trio.abc.Stream, node_key: PrivateKey, remote: str)
 
 
 async def handshake(
-    stream: trio.abc.Stream, node_key: PrivateKey, timeout: float, *, remote: str = "the remote node"
+    stream: trio.abc.Stream,
+    node_key: PrivateKey,
+    timeout: float,
+    *,
+    remote: str = "the remote node",
+    on_key_received: Callable[[], None] | None = None,
 ) -> SecretConnection:
     """Authenticate and encrypt `stream`: the secret connection to the node at the other end,
     whose id is `remote_node_id`. HandshakeError (naming `remote`) for anything that goes wrong,
-    including taking longer than `timeout` seconds. The caller owns and closes `stream`."""
+    including taking longer than `timeout` seconds in all (one deadline over every read).
+    `on_key_received` is called once the remote's ephemeral key has arrived and is valid (the
+    switch ranks its inbound handshakes by progress). The caller owns and closes `stream`."""
     try:
         with trio.fail_after(timeout):
-            return await _handshake(stream, node_key, remote)
+            return await _handshake(stream, node_key, remote, on_key_received)
     except trio.TooSlowError:
         raise HandshakeError(f"handshake with {remote} did not finish within {timeout:g} s") from None
     except HandshakeError:

@@ -15,15 +15,25 @@ id and IP for `ban_duration`: its inbound connections are refused and it is not 
 Loopback IPs are not banned unless `ban_loopback_ips` (a localnet runs every node on 127.0.0.1).
 Failed handshakes, incompatible peers and silent peers are dropped without a ban.
 
+Inbound handshakes are bounded so that stalled ones cannot lock genuine peers out: at most
+`MAX_INBOUND_HANDSHAKES_PER_IP` from one IP and `MAX_CONCURRENT_INBOUND_HANDSHAKES` in all. A
+connection over either bound is not refused: it takes the slot of the handshake that has made the
+least progress (no ephemeral key yet, then not authenticated yet, then exchanging node info), the
+oldest first, of its own IP if that IP is at its bound, of any IP otherwise. An inbound secret
+handshake must finish within `inbound_secret_handshake_timeout` (3 s), the whole exchange within
+`handshake_timeout`; each is one deadline over all the reads, however the bytes trickle in.
+
 Statistics for metrics are plain attributes: `stats` (cumulative counters and per-channel
 bytes), each peer's `traffic` and `pending_send_bytes`.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -58,6 +68,9 @@ from primitives.keys import PrivateKey
 log = logging.getLogger("derivd.p2p")
 
 MAX_CONCURRENT_INBOUND_HANDSHAKES = 64
+MAX_INBOUND_HANDSHAKES_PER_IP = 8
+"""a localnet of N nodes on one host has at most N - 1 handshakes from 127.0.0.1 at a time (a
+node dials another once at a time); more than this takes the least advanced one's slot"""
 DIAL_QUEUE_SIZE = 64
 
 
@@ -82,6 +95,10 @@ class P2PSettings:
     private_peer_ids: tuple[str, ...] = ()
     """never stored in the address book nor handed out by PEX"""
     handshake_timeout: float = 20.0
+    """seconds for the whole upgrade of a connection: secret handshake and node info exchange"""
+    inbound_secret_handshake_timeout: float = 3.0
+    """seconds an inbound connection has for the secret handshake (ephemeral keys and
+    authentication), within `handshake_timeout`"""
     dial_timeout: float = 3.0
     pex: bool = True
     address_book_path: Path | None = None
@@ -121,6 +138,7 @@ class P2PSettings:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         for name in (
             "handshake_timeout",
+            "inbound_secret_handshake_timeout",
             "dial_timeout",
             "ban_duration",
             "pong_timeout",
@@ -152,6 +170,10 @@ class SwitchStats:
     dials: int = 0
     dial_failures: int = 0
     handshake_failures: int = 0
+    inbound_connections: int = 0
+    """TCP connections accepted, before any check"""
+    handshakes_evicted: int = 0
+    """inbound handshakes cut short to give their slot to a newer connection"""
     connects: int = 0
     disconnects: int = 0
     refused: int = 0
@@ -191,6 +213,34 @@ class BanList:
 
     def banned_ids(self, now: float) -> list[str]:
         return sorted(n for n, until in self._ids.items() if until > now)
+
+
+class _Progress(enum.IntEnum):
+    """How far an inbound handshake has come; the least advanced is evicted first."""
+
+    CONNECTED = 0
+    KEY_RECEIVED = 1
+    """the remote's ephemeral key arrived and was valid"""
+    AUTHENTICATED = 2
+    """the secret handshake is done; node info is being exchanged"""
+
+
+@dataclass(slots=True, kw_only=True)
+class _InboundHandshake:
+    """An inbound connection between accept and admission, holding one handshake slot."""
+
+    ip: str
+    label: str
+    order: int
+    """accept order, oldest lowest"""
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    progress: _Progress = _Progress.CONNECTED
+
+    def eviction_rank(self) -> tuple[int, int]:
+        return (self.progress, self.order)
+
+    def key_received(self) -> None:
+        self.progress = _Progress.KEY_RECEIVED
 
 
 class ConnectedPeer:
@@ -360,7 +410,9 @@ class Switch:
         """node id -> whether the dial is to a persistent peer"""
         self._bans = BanList()
         self._dial_requests: trio.MemorySendChannel[NetAddress] | None = None
-        self._inbound_handshakes = 0
+        self._handshakes: dict[int, _InboundHandshake] = {}
+        """inbound handshakes in progress by accept order"""
+        self._accepted = 0
         self.stats = SwitchStats()
         self.listen_port: int | None = None
 
@@ -383,6 +435,10 @@ class Switch:
     @property
     def num_outbound(self) -> int:
         return sum(p.is_outbound for p in self._peers.values())
+
+    def inbound_handshakes(self) -> dict[str, int]:
+        """Inbound handshakes in progress, by remote IP."""
+        return dict(Counter(h.ip for h in self._handshakes.values()))
 
     def is_banned(self, node_id: str) -> bool:
         return self._bans.id_banned_until(node_id, trio.current_time()) is not None
@@ -611,6 +667,8 @@ class Switch:
                 return
             host, port = str(host), int(port)
             label = format_host_port(host, port)
+            self._accepted += 1
+            self.stats.inbound_connections += 1
             until = self._bans.ip_banned_until(host, trio.current_time())
             if until is not None:
                 self.stats.refused_banned += 1
@@ -620,21 +678,50 @@ class Switch:
                     until - trio.current_time(),
                 )
                 return
-            if self._inbound_handshakes >= MAX_CONCURRENT_INBOUND_HANDSHAKES:
-                self.stats.refused += 1
-                log.info("refused connection from %s: too many handshakes in progress", label)
-                return
-            self._inbound_handshakes += 1
+            entry = _InboundHandshake(ip=host, label=label, order=self._accepted)
+            self._make_room(entry)
+            self._handshakes[entry.order] = entry
+            peer: ConnectedPeer | None = None
             try:
-                peer = await self._upgrade(
-                    stream, outbound=False, expected=None, host=host, port=port, remote_ip=host
-                )
+                with entry.scope:
+                    peer = await self._upgrade(
+                        stream,
+                        outbound=False,
+                        expected=None,
+                        host=host,
+                        port=port,
+                        remote_ip=host,
+                        inbound=entry,
+                    )
             finally:
-                self._inbound_handshakes -= 1
+                self._handshakes.pop(entry.order, None)
             if peer is not None:
                 await self._serve_peer(peer)
         finally:
             await trio.aclose_forcefully(stream)
+
+    def _make_room(self, entry: _InboundHandshake) -> None:
+        """Free a slot for `entry` if its IP or the switch is at its bound of handshakes, by
+        cutting short the least advanced, oldest handshake (of the same IP if that IP is full)."""
+        same_ip = [h for h in self._handshakes.values() if h.ip == entry.ip]
+        if len(same_ip) >= MAX_INBOUND_HANDSHAKES_PER_IP:
+            candidates, bound = same_ip, f"{MAX_INBOUND_HANDSHAKES_PER_IP} from IP {entry.ip}"
+        elif len(self._handshakes) >= MAX_CONCURRENT_INBOUND_HANDSHAKES:
+            candidates, bound = list(self._handshakes.values()), f"{MAX_CONCURRENT_INBOUND_HANDSHAKES} in all"
+        else:
+            return
+        victim = min(candidates, key=_InboundHandshake.eviction_rank)
+        del self._handshakes[victim.order]
+        victim.scope.cancel()
+        self.stats.handshakes_evicted += 1
+        # debug: a flood of connections would otherwise log a line each
+        log.debug(
+            "hanging up on %s (%s): %s handshakes in progress, %s is newer",
+            victim.label,
+            victim.progress.name.lower().replace("_", " "),
+            bound,
+            entry.label,
+        )
 
     async def _upgrade(
         self,
@@ -645,14 +732,26 @@ class Switch:
         host: str,
         port: int,
         remote_ip: str,
+        inbound: _InboundHandshake | None = None,
     ) -> ConnectedPeer | None:
         """Handshake, exchange node info and check the peer; the peer, or None after logging
-        why we hung up."""
+        why we hung up. `inbound` is the slot of an inbound connection, whose progress is kept."""
         label = str(expected) if expected is not None else format_host_port(host, port)
         timeout = self.settings.handshake_timeout
         deadline = trio.current_time() + timeout
+        secret_timeout = timeout
+        if inbound is not None:
+            secret_timeout = min(timeout, self.settings.inbound_secret_handshake_timeout)
         try:
-            secret = await handshake(stream, self._key, timeout, remote=label)
+            secret = await handshake(
+                stream,
+                self._key,
+                secret_timeout,
+                remote=label,
+                on_key_received=inbound.key_received if inbound is not None else None,
+            )
+            if inbound is not None:
+                inbound.progress = _Progress.AUTHENTICATED
             with trio.fail_at(deadline):
                 info = await exchange_node_info(secret, self.node_info)
         except trio.TooSlowError:
