@@ -298,17 +298,20 @@ class CommittedState:
         """Every (key, value) under `prefix`, sorted by key."""
         # the unwritten keys under `prefix` are one run of the sorted keys: found by bisection,
         # not by testing every key of the last commit
+        return _overlay(list(self._db.iterate(prefix)), self.last_changes_under(prefix), prefix)
+
+    def last_changes(self) -> Mapping[bytes, bytes | None]:
+        """The last commit's changes (key -> new value, None: deleted), read-only."""
+        return MappingProxyType(self._unwritten)
+
+    def last_changes_under(self, prefix: bytes) -> dict[bytes, bytes | None]:
+        """The last commit's changes of keys under `prefix`, in key order."""
         keys = self._unwritten_keys
         start = bisect_left(keys, prefix)
         end = start
         while end < len(keys) and keys[end].startswith(prefix):
             end += 1
-        unwritten = {key: self._unwritten[key] for key in keys[start:end]}
-        return _overlay(list(self._db.iterate(prefix)), unwritten, prefix)
-
-    def last_changes(self) -> Mapping[bytes, bytes | None]:
-        """The last commit's changes (key -> new value, None: deleted), read-only."""
-        return MappingProxyType(self._unwritten)
+        return {key: self._unwritten[key] for key in keys[start:end]}
 
     def advance(self, changes: Sequence[Change]) -> None:
         """Make `changes` (one commit's) the committed state; the previous commit's batch is on disk."""

@@ -141,12 +141,11 @@ def exposition(registry: CollectorRegistry) -> bytes:
 
 class OpenInterest:
     """Per market id, the sum of the committed long position sizes (base quantums): one walk of the
-    positions at start, then the changed records of each commit. A commit's changes are only
-    merged (`add`, last value per key); their positions are decoded when a scrape reads
-    `by_market`, or once MAX_PENDING keys wait, so a block costs a dict merge, not a decode per
-    changed position."""
+    positions at start, then the changed position records of each commit. A commit's changes are
+    only merged (`add`, last value per key); they are decoded when a scrape reads `by_market`, or
+    once MAX_PENDING keys wait, so a block costs a dict merge, not a decode per changed position."""
 
-    MAX_PENDING = 200_000
+    MAX_PENDING = 50_000
 
     def __init__(self, positions: Iterable[tuple[bytes, bytes]]) -> None:
         self._long: dict[bytes, int] = {}
@@ -523,7 +522,9 @@ class NodeMetrics:
     def on_commit(self, block: Block, block_id: BlockID, results: BlockResults, state: ChainState) -> None:
         s = self.stats
         if self.app is not None and self.collector.open_interest is not None:
-            self.collector.open_interest.add(self.app.committed.last_changes())
+            self.collector.open_interest.add(
+                self.app.committed.last_changes_under(schema.APP_POSITION_PREFIX)
+            )
         if self._signers is not None:  # the validators of the height the block's last commit signs
             s.missing_validators, s.missing_validators_power, mine = commit_signing(
                 block.last_commit, self._signers, self.validator_address
