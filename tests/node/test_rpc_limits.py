@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterator, MutableMapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import pytest
@@ -22,32 +22,13 @@ from execution.tx import Transfer, build_tx
 from node.config import load_config, write_config
 from node.keystore import KeyStore
 from node.node import start_server
-from node.rpc import NodeInfo, RPCEnv, make_app
+from node.rpc import RPCEnv, make_app
 from primitives.hashing import sha256
 from primitives.keys import PrivateKey
 from tests.node.e2e import ChainHome, NodeProcess, make_chain, wait_for
+from tests.node.test_rpc_http import _env
 
-_UNUSED = cast(Any, None)  # stores and services `health` does not read
 CHUNK = b" " * 65536
-
-
-def _env(**overrides: Any) -> RPCEnv:
-    info = NodeInfo(
-        node_id="id", listen_addr="", network="chain", version="0.38.0", moniker="m", rpc_address=""
-    )
-    fields: dict[str, Any] = {
-        "info": info,
-        "genesis": {},
-        "blocks": _UNUSED,
-        "states": _UNUSED,
-        "executor": _UNUSED,
-        "consensus": _UNUSED,
-        "mempool": _UNUSED,
-        "app": _UNUSED,
-        "bus": _UNUSED,
-        "validator_pub_key": None,
-    }
-    return RPCEnv(**(fields | overrides))
 
 
 @asynccontextmanager
