@@ -104,8 +104,9 @@ async def test_the_refusal_goes_out_though_the_server_queue_is_full() -> None:
         async def send_late(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 target = sent[0] + 64 * 2**20  # well past hypercorn's queue and loopback buffers
-                while sent[0] < target:  # polls the client in this same event loop, no timing
-                    await trio.sleep(0.001)
+                with trio.fail_after(30):  # a deadline: a client that stops pushing fails the test
+                    while sent[0] < target:  # polls the client in this same event loop, no timing
+                        await trio.sleep(0.001)
             await send(message)
 
         await app(scope, receive, send_late)
