@@ -394,6 +394,7 @@ class Node:
                         config.rpc.max_open_connections,
                         setting="rpc.laddr",
                         max_header_bytes=config.rpc.max_header_bytes,
+                        max_message_bytes=config.rpc.max_body_bytes,
                     )
                     if config.instrumentation.prometheus:
                         self.listening.metrics = await start_server(
@@ -440,6 +441,7 @@ async def _serve(
     max_connections: int,
     setting: str,
     max_header_bytes: int = 0,
+    max_message_bytes: int = 0,
     *,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -453,6 +455,8 @@ async def _serve(
     hconfig.graceful_timeout = 1.0
     if max_header_bytes:  # [rpc] max_header_bytes: the request line and headers, h11's buffer
         hconfig.h11_max_incomplete_size = max_header_bytes
+    if max_message_bytes:  # [rpc] max_body_bytes: CometBFT's read limit of a WebSocket message too
+        hconfig.websocket_max_message_size = max_message_bytes
     del max_connections  # hypercorn has no socket cap: the RPC app counts what it serves (`node.rpc`)
     try:
         await serve(app, hconfig, task_status=task_status)  # type: ignore[arg-type]
@@ -529,14 +533,18 @@ async def start_server(
     *,
     setting: str = "",
     max_header_bytes: int = 0,
+    max_message_bytes: int = 0,
 ) -> str:
     """Serve the ASGI `app` on `laddr` in `nursery`; the address it bound (port 0: the real port).
     `setting` names where `laddr` came from in the error if it cannot be bound; a request whose
     line and headers pass `max_header_bytes` is refused (`HeaderLimit`; 0: hypercorn's 16 KiB
-    buffer alone)."""
+    buffer alone); a WebSocket message over `max_message_bytes` closes its connection (1009; 0:
+    hypercorn's 16 MiB)."""
     if max_header_bytes:
         app = HeaderLimit(app, max_header_bytes)
-    binds: list[str] = await nursery.start(_serve, app, laddr, max_connections, setting, max_header_bytes)
+    binds: list[str] = await nursery.start(
+        _serve, app, laddr, max_connections, setting, max_header_bytes, max_message_bytes
+    )
     return binds[0] if binds else laddr
 
 

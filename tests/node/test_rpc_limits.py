@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from trio_websocket import open_websocket_url
+from trio_websocket import ConnectionClosed, open_websocket_url
 
 from execution.tx import Transfer, build_tx
 from node.config import load_config, write_config
@@ -35,7 +35,14 @@ CHUNK = b" " * 65536
 async def _served(env: RPCEnv) -> AsyncIterator[tuple[str, int]]:
     """The RPC app served by hypercorn on 127.0.0.1, port 0, as the node serves it."""
     async with trio.open_nursery() as nursery:
-        bound = await start_server(nursery, make_app(env), "tcp://127.0.0.1:0", 0, setting="rpc.laddr")
+        bound = await start_server(
+            nursery,
+            make_app(env),
+            "tcp://127.0.0.1:0",
+            0,
+            setting="rpc.laddr",
+            max_message_bytes=env.max_body_bytes,
+        )
         host, _, port = bound.rpartition(":")
         yield host.removeprefix("http://"), int(port)
         nursery.cancel_scope.cancel()
@@ -303,3 +310,19 @@ def test_a_replayed_tx_gets_cometbft_answers(node: NodeProcess, chain: ChainHome
         check = result["check_tx"] if mode == "commit" else result
         assert check["code"] == 3 and "nonce" in check["log"], check
     assert node.balance(str(bob)) == 1_000
+
+
+async def test_a_websocket_message_over_max_body_bytes_closes_the_connection() -> None:
+    """CometBFT reads a WebSocket message up to `max_body_bytes`; a larger one ends the connection
+    (1009, message too big) instead of being buffered whole."""
+    call = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "health"})
+    async with _served(_env(max_body_bytes=1000)) as (host, port):
+        async with open_websocket_url(f"ws://{host}:{port}/websocket") as ws:
+            await ws.send_message(call + " " * (1000 - len(call)))  # at the limit: served
+            with trio.fail_after(5):
+                assert json.loads(await ws.get_message())["result"] == {}
+            await ws.send_message(call + " " * (1001 - len(call)))
+            with trio.fail_after(5), pytest.raises(ConnectionClosed) as closed:
+                await ws.get_message()
+        reason = closed.value.reason
+        assert reason is not None and reason.code == 1009
