@@ -193,8 +193,13 @@ class BlockExecutor:
             self.blocks.prune(batch, retain)
 
     def load_results(self, height: int) -> BlockResults | None:
-        raw = self.blocks.load_results(height)
-        return None if raw is None else BlockResults.decode(raw)
+        return load_results(self.blocks, height)
+
+
+def load_results(blocks: BlockStore, height: int) -> BlockResults | None:
+    """The stored results of the block at `height` (None if not stored)."""
+    raw = blocks.load_results(height)
+    return None if raw is None else BlockResults.decode(raw)
 
 
 def handshake(

@@ -36,9 +36,8 @@ from node.config import Config
 from node.database import open_database
 from node.events import EventBus
 from node.indexer import EventIndex
-from node.node import mempool_config, start_server, timeout_config
-from node.rpc import NodeInfo, RPCEnv, make_app
-from node.version import COMETBFT_VERSION
+from node.node import mempool_config, rpc_env_of, start_rpc, timeout_config
+from node.rpc import RPCEnv
 from p2p.nodekey import node_id
 from primitives.batch_verify import BatchVerifier
 from primitives.keyfile import KeyFileError, load_key_file
@@ -103,16 +102,10 @@ def stored_env(config: Config, doc: GenesisDoc, db: Database, verifier: BatchVer
         node = node_id(load_key_file(config.path(config.base.node_key_file)).public_key)
     except KeyFileError:
         node = ""
-    return RPCEnv(
-        info=NodeInfo(
-            node_id=node,
-            listen_addr=config.p2p.laddr,
-            network=doc.chain_id,
-            version=COMETBFT_VERSION,
-            moniker=config.base.moniker,
-            rpc_address=config.rpc.laddr,
-        ),
-        genesis=doc.to_json(),
+    return rpc_env_of(
+        config,
+        doc,
+        node,
         blocks=blocks,
         states=states,
         executor=executor,
@@ -121,12 +114,6 @@ def stored_env(config: Config, doc: GenesisDoc, db: Database, verifier: BatchVer
         app=app,
         bus=EventBus(),
         validator_pub_key=pub_key,
-        max_batch=config.rpc.max_request_batch_size,
-        max_body_bytes=config.rpc.max_body_bytes,
-        max_open_connections=config.rpc.max_open_connections,
-        cors_origins=config.rpc.cors_allowed_origins,
-        cors_methods=config.rpc.cors_allowed_methods,
-        cors_headers=config.rpc.cors_allowed_headers,
         index=index,
         stored_only=True,
     )
@@ -143,9 +130,7 @@ async def serve(
     try:
         env = stored_env(config, doc, db, verifier)
         async with trio.open_nursery() as nursery:
-            bound = await start_server(
-                nursery, make_app(env), config.rpc.laddr, config.rpc.max_open_connections, setting="rpc.laddr"
-            )
+            bound = await start_rpc(nursery, env, config)
             log.info(
                 "inspecting %s read-only (height %d); rpc listening on %s", path, env.blocks.height, bound
             )

@@ -490,34 +490,38 @@ class NodeMetrics:
         ProcessCollector(
             registry=self.registry
         )  # process_cpu_seconds_total, process_resident_memory_bytes...
-        self.block_interval = Histogram(
+
+        def histogram(subsystem: str, name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
+            family = Histogram(
+                name,
+                doc,
+                ["chain_id"],
+                namespace=namespace,
+                subsystem=subsystem,
+                buckets=buckets,
+                registry=self.registry,
+            )
+            return family.labels(chain_id=chain_id)
+
+        self.block_interval = histogram(
+            "consensus",
             "block_interval_seconds",
             "Time between this and the last block.",
-            ["chain_id"],
-            namespace=namespace,
-            subsystem="consensus",
-            buckets=BLOCK_INTERVAL_BUCKETS,
-            registry=self.registry,
-        ).labels(chain_id=chain_id)
-        self.block_processing = Histogram(
+            BLOCK_INTERVAL_BUCKETS,
+        )
+        self.block_processing = histogram(
+            "state",
             "block_processing_time",
             "Time spent processing FinalizeBlock (milliseconds).",
-            ["chain_id"],
-            namespace=namespace,
-            subsystem="state",
-            buckets=BLOCK_PROCESSING_BUCKETS_MS,
-            registry=self.registry,
-        ).labels(chain_id=chain_id)
-        self.stream_delivery = Histogram(
+            BLOCK_PROCESSING_BUCKETS_MS,
+        )
+        self.stream_delivery = histogram(
+            "rpc",
             "stream_delivery_seconds",
             "From a block's market-data stream messages being queued to each one's send to its "
             "WebSocket client completing.",
-            ["chain_id"],
-            namespace=namespace,
-            subsystem="rpc",
-            buckets=STREAM_DELIVERY_BUCKETS,
-            registry=self.registry,
-        ).labels(chain_id=chain_id)
+            STREAM_DELIVERY_BUCKETS,
+        )
 
     def on_commit(self, block: Block, block_id: BlockID, results: BlockResults, state: ChainState) -> None:
         s = self.stats

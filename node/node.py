@@ -347,16 +347,10 @@ class Node:
                 node_id(node_key.public_key),
             )
             apply_gc_policy()  # start-up is done: what it built is frozen (node.gcpolicy)
-            rpc_env = RPCEnv(
-                info=NodeInfo(
-                    node_id=node_id(node_key.public_key),
-                    listen_addr=config.p2p.laddr,
-                    network=doc.chain_id,
-                    version=COMETBFT_VERSION,
-                    moniker=config.base.moniker,
-                    rpc_address=config.rpc.laddr,
-                ),
-                genesis=doc.to_json(),
+            rpc_env = rpc_env_of(
+                config,
+                doc,
+                node_id(node_key.public_key),
                 blocks=core.blocks,
                 states=core.states,
                 executor=executor,
@@ -365,16 +359,9 @@ class Node:
                 app=app,
                 bus=bus,
                 validator_pub_key=privval.public_key.raw,
-                timeout_broadcast_tx_commit=config.rpc.timeout_broadcast_tx_commit / 1e9,
-                max_batch=config.rpc.max_request_batch_size,
-                max_body_bytes=config.rpc.max_body_bytes,
-                max_open_connections=config.rpc.max_open_connections,
-                cors_origins=config.rpc.cors_allowed_origins,
-                cors_methods=config.rpc.cors_allowed_methods,
-                cors_headers=config.rpc.cors_allowed_headers,
+                index=index,
                 catching_up=lambda: blocksync.syncing,
                 switch=switch,
-                index=index,
                 reactor=reactor,
                 hub=hub,
             )
@@ -387,15 +374,7 @@ class Node:
                     nursery.start_soon(_flush_gossip, gossip)
                     if compactor is not None:
                         nursery.start_soon(compactor.run)
-                    self.listening.rpc = await start_server(
-                        nursery,
-                        make_app(rpc_env),
-                        config.rpc.laddr,
-                        config.rpc.max_open_connections,
-                        setting="rpc.laddr",
-                        max_header_bytes=config.rpc.max_header_bytes,
-                        max_message_bytes=config.rpc.max_body_bytes,
-                    )
+                    self.listening.rpc = await start_rpc(nursery, rpc_env, config)
                     if config.instrumentation.prometheus:
                         self.listening.metrics = await start_server(
                             nursery,
@@ -523,6 +502,44 @@ def p2p_settings(config: Config) -> P2PSettings:
 
 def genesis_path(config: Config) -> Path:
     return config.path(config.base.genesis_file)
+
+
+def rpc_env_of(config: Config, doc: GenesisDoc, node: str, **parts: Any) -> RPCEnv:
+    """The RPC's environment: its node info, genesis and `[rpc]` settings from `config` and `doc`,
+    and the stores and services in `parts` (RPCEnv's own keyword arguments)."""
+    rpc = config.rpc
+    return RPCEnv(
+        info=NodeInfo(
+            node_id=node,
+            listen_addr=config.p2p.laddr,
+            network=doc.chain_id,
+            version=COMETBFT_VERSION,
+            moniker=config.base.moniker,
+            rpc_address=rpc.laddr,
+        ),
+        genesis=doc.to_json(),
+        timeout_broadcast_tx_commit=rpc.timeout_broadcast_tx_commit / 1e9,
+        max_batch=rpc.max_request_batch_size,
+        max_body_bytes=rpc.max_body_bytes,
+        max_open_connections=rpc.max_open_connections,
+        cors_origins=rpc.cors_allowed_origins,
+        cors_methods=rpc.cors_allowed_methods,
+        cors_headers=rpc.cors_allowed_headers,
+        **parts,
+    )
+
+
+async def start_rpc(nursery: trio.Nursery, env: RPCEnv, config: Config) -> str:
+    """Serve the RPC of `env` on `[rpc] laddr` with its limits; the address it bound."""
+    return await start_server(
+        nursery,
+        make_app(env),
+        config.rpc.laddr,
+        config.rpc.max_open_connections,
+        setting="rpc.laddr",
+        max_header_bytes=config.rpc.max_header_bytes,
+        max_message_bytes=config.rpc.max_body_bytes,
+    )
 
 
 async def start_server(

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from consensus.app import Application
 from consensus.evidence import decode_evidence_list
-from consensus.execution import BlockExecutor, BlockResults
+from consensus.execution import BlockExecutor, load_results
 from consensus.mempool import Mempool, MempoolConfig
 from consensus.state import BlockError, ChainState, validate_block
 from consensus.types import Block, Commit
@@ -192,11 +192,6 @@ def _stored_block(blocks: BlockStore, height: int) -> Block:
     return Block.decode(raw)
 
 
-def _load_results(blocks: BlockStore, height: int) -> BlockResults | None:
-    raw = blocks.load_results(height)
-    return None if raw is None else BlockResults.decode(raw)
-
-
 def _restore_app_state(
     db: Database, batch: WriteBatch, records: Iterable[tuple[bytes, bytes]], meta: AppMeta, time: int
 ) -> None:
@@ -217,7 +212,7 @@ def _restore_app_state(
 
 def _drop_indexed(db: Database, blocks: BlockStore, batch: WriteBatch, height: int) -> None:
     """Take `height` out of the event index if it is the index's last height."""
-    EventIndex(db, blocks, lambda h: _load_results(blocks, h)).roll_back(batch, height)
+    EventIndex(db, blocks, lambda h: load_results(blocks, h)).roll_back(batch, height)
 
 
 def _remove_block(db: Database, blocks: BlockStore, batch: WriteBatch, height: int) -> None:
@@ -287,7 +282,7 @@ def replay_kept_block(db: Database, app: Application, mempool_settings: MempoolC
     if raw_commit is None:
         raise RollbackError(f"the commit of the kept block {height} is missing from the block store")
     commit = Commit.decode(raw_commit)
-    before = _load_results(blocks, height)
+    before = load_results(blocks, height)
     blocks.height = height - 1  # the block store takes block `height` again, the same bytes
     mempool = Mempool(mempool_settings, app.check_tx, app.admission_work)
     after = BlockExecutor(db, blocks, states, app, mempool).apply_block(state, block, commit.block_id, commit)

@@ -553,7 +553,7 @@ async def test_a_core_without_empty_blocks_commits_only_when_a_tx_comes(
             with trio.fail_after(5):  # virtual seconds: the commit listener wakes us
                 while not any(txs for _, txs in committed):
                     await grew.wait()
-            await trio.sleep(60)
+            await trio.sleep(60)  # another virtual minute: only a proof block may follow the tx's
             # the tx's block, then one proof block for the app hash it changed: nothing after
             assert committed[len(idle) :] == [(len(idle) + 1, 1), (len(idle) + 2, 0)]
             nursery.cancel_scope.cancel()
