@@ -70,7 +70,8 @@ from execution.block import KeptTxs, bad_signature_log, execute_block
 from execution.codes import CODESPACE, Code
 from execution.exchange.books import Books
 from execution.exchange.context import ExchangeContext
-from execution.executor import execute_tx, use_tx_nonce
+from execution.executor import execute_tx, run_ante
+from execution.fees import FeeParams, init_fee_state, init_rate_state, minimum_fee
 from execution.genesis_state import ExportedState, init_exchange_state, load_app_state
 from execution.indexes import rebuild as rebuild_indexes
 from execution.positions.funding_index import load_market_funding, pool_total
@@ -174,6 +175,8 @@ class ExchangeApp:
         state_versions: int = 0,
         snapshot_interval: int = 0,
         snapshot_keep_recent: int = 2,
+        min_fee: int = 0,
+        max_txs_per_sender: int = 0,
     ) -> None:
         """`workers`: processes that run a block's txs in parallel (`execution.scheduler`; 0:
         serial), started with the first block finalized on committed state; or `pool`, workers
@@ -181,11 +184,18 @@ class ExchangeApp:
         `worker_setup`: run by each worker once its replica is loaded (`WorkerPool`).
         `state_versions`: how many recent versions of the state tree stay queryable (0: all).
         `snapshot_interval`: take a state snapshot (`storage.snapshot`) at every height that is a
-        multiple of it (0: none); the last `snapshot_keep_recent` are kept, their versions too."""
+        multiple of it (0: none); the last `snapshot_keep_recent` are kept, their versions too.
+        `min_fee`: the least fee check_tx admits (`[mempool] min_fee`, on top of the chain's minimum;
+        a validator's free oracle vote excepted); `max_txs_per_sender`: the most txs of one sender
+        check_tx admits between two commits, which with recheck on is the most a sender has pending
+        (`[mempool] max_txs_per_sender`; 0: no limit)."""
         if workers < 0:
             raise ValueError(f"execution workers must be 0 (serial) or more, got {workers}")
         if state_versions < 0:
             raise ValueError(f"state versions must be 0 (keep all) or more, got {state_versions}")
+        if min_fee < 0 or max_txs_per_sender < 0:
+            raise ValueError("the mempool's min_fee and max_txs_per_sender must be 0 or more")
+        self.min_fee, self.max_txs_per_sender = min_fee, max_txs_per_sender
         if snapshot_interval < 0 or snapshot_keep_recent < 1:
             raise ValueError("snapshot interval must be 0 (none) or more, and at least one snapshot kept")
         self.state_versions = state_versions
@@ -258,6 +268,8 @@ class ExchangeApp:
             init_funding_state(view, state.funding, request.time)
             init_liquidation_state(view, state.liquidation)
             init_trigger_state(view, state.triggers)
+            init_fee_state(view, state.fees)
+            init_rate_state(view, state.rate_limits)
         self._books = Books.load(view)
         height = request.initial_height - 1
         changes = view.changes()
@@ -274,6 +286,8 @@ class ExchangeApp:
         (`_check_context`)."""
         self._check_state = StateView(base)
         self._check_exchange: ExchangeContext | None = None
+        self._admitted: dict[bytes, int] = {}
+        """sender -> txs admitted since this reset (`max_txs_per_sender`)"""
 
     def _check_context(self, height: int) -> ExchangeContext:
         """The check-mode exchange context of `height`: one serves every check_tx until the check
@@ -302,15 +316,37 @@ class ExchangeApp:
             )
         view = StateView(self._check_state)
         height = self._head_height() + 1
+        context = self._check_context(height)
+        refused = self._admission_error(decoded, kind, context.fee_params(view))
+        if refused is not None:
+            return CheckTxResult(int(refused[0]), refused[1], CODESPACE, sender)
         if kind is CheckTxKind.RECHECK and all(type(a) in VALIDATED_ONLY_IN_CHECK for a in decoded.actions):
-            result = use_tx_nonce(view, decoded, self._last_block_time) or ExecTxResult()
+            result = run_ante(view, decoded, self._last_block_time, context) or ExecTxResult()
         else:
-            result = execute_tx(view, decoded, self._last_block_time, height, self._check_context(height))
+            result = execute_tx(view, decoded, self._last_block_time, height, context)
         if result.code != OK:
             return CheckTxResult(result.code, result.log, CODESPACE, sender)
         if kind is not CheckTxKind.DRY_RUN:
             view.apply_to(self._check_state)
+            raw_sender = decoded.sender.raw
+            self._admitted[raw_sender] = self._admitted.get(raw_sender, 0) + 1
         return CheckTxResult(OK, "", "", sender)
+
+    def _admission_error(self, tx: Tx, kind: CheckTxKind, fees: FeeParams) -> tuple[Code, str] | None:
+        """This node's own admission rules (not the chain's): its minimum fee (which a tx the chain
+        lets through for free, a validator's oracle vote, need not pay) and its cap of pending txs
+        per sender."""
+        if self.min_fee and tx.fee < self.min_fee and minimum_fee(self._check_state, fees, tx):
+            return Code.INSUFFICIENT_FEE, (
+                f"insufficient fee: {tx.fee} is below this node's minimum {self.min_fee} ([mempool] min_fee)"
+            )
+        limit = self.max_txs_per_sender
+        if limit and self._admitted.get(tx.sender.raw, 0) >= limit:
+            return Code.TOO_MANY_PENDING, (
+                f"too many pending txs: {tx.sender} has {limit} txs waiting, the most this node keeps for "
+                "one sender ([mempool] max_txs_per_sender)"
+            )
+        return None
 
     def admission_work(self, txs: Sequence[bytes]) -> Callable[[], object]:
         """Decode `txs` now (kept for check_tx) and return the verification of their signatures

@@ -35,6 +35,12 @@ class Code(IntEnum):
     """an action kind this version does not know"""
     INVALID_ACTION = 6
     """an action or action list that breaks a rule (amount 0, transfer to self, too many actions)"""
+    INSUFFICIENT_FEE = 7
+    """the tx's fee is below the chain's minimum for its actions (or this node's, at admission), or
+    more than the sender's balance (`execution.fees`); nothing is written, the nonce stays unused"""
+    TOO_MANY_PENDING = 8
+    """admission only: the sender has the most txs this node keeps pending for one sender
+    (`[mempool] max_txs_per_sender`)"""
 
     UNKNOWN_MARKET = 20
     """no market of that id"""

@@ -16,7 +16,9 @@ given (`max_price_move_ppm` defaults to 500000). `funding` defaults to
 (`execution.risk.liquidation.LiquidationParams`: `fee_ppm`, `liquidator_reward_ppm`,
 `max_liquidations_per_block`, `max_deleverages_per_block`, `max_position_fraction_ppm`,
 `min_liquidation_notional`) likewise defaults field by field, and so does `triggers`
-(`execution.risk.triggers.TriggerParams`: `max_triggers_per_block`).
+(`execution.risk.triggers.TriggerParams`: `max_triggers_per_block`), and `fees`
+(`execution.fees.FeeParams`: the price of each action kind, in quote units) and `rate_limits`
+(`execution.fees.RateLimitParams`: `window_blocks`, `orders_per_window`).
 
 An exported state (`derivd export`) is the one section `state` instead:
 
@@ -41,6 +43,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from execution.fees import FEE_FIELDS, RATE_LIMIT_FIELDS, FeeParams, RateLimitParams
 from execution.markets import MARKET_FIELDS, Market, default_markets, market_error, store_market
 from execution.oracle.prices import OracleParams, OraclePrice, store_params, store_price
 from execution.risk.funding import FUNDING_FIELDS, FundingParams
@@ -51,7 +54,17 @@ from primitives.keys import Address
 from storage import schema
 
 MAX_SUPPLY = 2**63 - 1
-SECTIONS = ("accounts", "markets", "oracle", "funding", "liquidation", "triggers", "state")
+SECTIONS = (
+    "accounts",
+    "markets",
+    "oracle",
+    "funding",
+    "liquidation",
+    "triggers",
+    "fees",
+    "rate_limits",
+    "state",
+)
 STATE_FIELDS = ("height", "records")
 ORACLE_FIELDS = ("max_vote_age_blocks", "stale_after_blocks", "max_price_move_ppm")
 ORACLE_REQUIRED = ("max_vote_age_blocks", "stale_after_blocks")
@@ -88,6 +101,8 @@ class AppState:
     funding: FundingParams = FundingParams()  # noqa: RUF009 (frozen, so one shared default is safe)
     liquidation: LiquidationParams = LiquidationParams()  # noqa: RUF009 (frozen, so one shared default is safe)
     triggers: TriggerParams = TriggerParams()  # noqa: RUF009 (frozen, so one shared default is safe)
+    fees: FeeParams = FeeParams()  # noqa: RUF009 (frozen, so one shared default is safe)
+    rate_limits: RateLimitParams = RateLimitParams()  # noqa: RUF009 (frozen, so one shared default is safe)
     exported: ExportedState | None = None
     """the `state` section: a whole state to load (then every other field is its default)"""
 
@@ -220,7 +235,7 @@ def _parse_oracle(value: object, path: str) -> OracleParams:
     return OracleParams(**numbers)
 
 
-_Params = TypeVar("_Params", FundingParams, LiquidationParams, TriggerParams)
+_Params = TypeVar("_Params", FundingParams, LiquidationParams, TriggerParams, FeeParams, RateLimitParams)
 
 
 def _parse_params(value: object, path: str, names: tuple[str, ...], params: type[_Params]) -> _Params:
@@ -295,6 +310,16 @@ def parse_app_state(value: object, path: str = "app_state") -> AppState:
             if "triggers" in obj
             else TriggerParams()
         ),
+        fees=(
+            _parse_params(obj["fees"], f"{path}.fees", FEE_FIELDS, FeeParams)
+            if "fees" in obj
+            else FeeParams()
+        ),
+        rate_limits=(
+            _parse_params(obj["rate_limits"], f"{path}.rate_limits", RATE_LIMIT_FIELDS, RateLimitParams)
+            if "rate_limits" in obj
+            else RateLimitParams()
+        ),
     )
 
 
@@ -313,6 +338,8 @@ def default_exchange_app_state() -> dict[str, Any]:
         "funding": FundingParams().to_json(),
         "liquidation": LiquidationParams().to_json(),
         "triggers": TriggerParams().to_json(),
+        "fees": FeeParams().to_json(),
+        "rate_limits": RateLimitParams().to_json(),
     }
 
 

@@ -11,6 +11,7 @@ decimal strings, hashes as upper-case hex:
 | `/oracle` | per market: price, `updated_height`, `age_blocks`, `stale` (below) |
 | `/funding` | per market: the predicted and the last funding rate, the index, the next funding time (below) |
 | `/supply` | `{"total"}`: the quote supply fixed at genesis |
+| `/fees` | the fee schedule: each action kind's price in quote units (`execution.fees`), as strings |
 | `/app` | `{"height", "app_hash"}` of the last commit |
 | `/validators` | the validator registry, sorted by address: `[{"address", "pub_key", "power"}]` |
 | `/evidence` | every recorded misbehavior, oldest first (see below) |
@@ -84,6 +85,7 @@ from execution.exchange.books import load_orders
 from execution.exchange.events import SIDE_NAMES
 from execution.exchange.orderbook import Order, OrderBook
 from execution.exchange.trigger_book import KIND_NAMES, TriggerOrder, load_triggers
+from execution.fees import load_fee_params
 from execution.markets import (
     Market,
     load_market,
@@ -153,6 +155,12 @@ def query_account(ctx: QueryContext, path: str) -> QueryResult:
 
 def query_supply(ctx: QueryContext, path: str) -> QueryResult:
     return QueryResult(value=_json({"total": str(load_supply(ctx.state))}), height=ctx.height)
+
+
+def query_fees(ctx: QueryContext, path: str) -> QueryResult:
+    """The fee schedule (`execution.fees`): each action kind's price in quote units."""
+    value = {name: str(price) for name, price in load_fee_params(ctx.state).to_json().items()}
+    return QueryResult(value=_json(value), height=ctx.height)
 
 
 def query_app(ctx: QueryContext, path: str) -> QueryResult:
@@ -394,6 +402,7 @@ EXACT_PATHS: dict[str, Callable[[QueryContext, str], QueryResult]] = {
     "/funding": query_funding,
     "/oracle": query_oracle,
     "/supply": query_supply,
+    "/fees": query_fees,
     "/app": query_app,
     "/validators": query_validators,
     "/evidence": query_evidence,

@@ -3,7 +3,7 @@ bytes and its hash.
 
 Wire form (canonical encoding, `primitives.codec`):
 
-    tx       = [version=1, signer public key (32 bytes), nonce, actions, signature (64 bytes)]
+    tx       = [version=1, signer public key (32 bytes), nonce, fee, actions, signature (64 bytes)]
     action   = [kind, fields...]                  first element: the action kind
     transfer = [1, to address (20 bytes), amount]  amount in quote units (micro-USD, 6 decimals)
     place    = [2, market_id, side (0 buy, 1 sell), size, price, tif (0 GTC, 1 IOC, 2 FOK,
@@ -20,9 +20,11 @@ Wire form (canonical encoding, `primitives.codec`):
 Order sizes are base quantums and prices subticks (`execution.markets`); the meaning of each field
 (side, tif and flags values, tick, step...) is checked by execution (`execution.exchange`).
 
-The nonce is an integer of milliseconds (Hyperliquid style, see `execution.accounts`). The
-signature is Ed25519 over `sign_bytes(b"derivd/tx/v1", chain_id, sign_payload)` where
-`sign_payload = encode([version, public key, nonce, [action fields...]])`, so a tx signed for one
+The nonce is an integer of milliseconds (Hyperliquid style, see `execution.accounts`). The fee is
+what the sender pays, in quote units, for the tx whatever its outcome (`execution.fees`: at least
+the chain's minimum for its actions). The signature is Ed25519 over
+`sign_bytes(b"derivd/tx/v1", chain_id, sign_payload)` where
+`sign_payload = encode([version, public key, nonce, fee, [action fields...]])`, so a tx signed for one
 chain is a bad signature on any other. The tx hash is SHA-256 of the raw bytes.
 
 `Tx.decode` checks structure only (types, sizes, field counts of known kinds); it keeps actions of
@@ -51,6 +53,7 @@ MAX_TX_BYTES = 64 * 1024
 MAX_ACTIONS = 64
 MAX_NONCE = 2**63 - 1
 MAX_AMOUNT = 2**63 - 1
+MAX_FEE = 2**63 - 1
 
 
 class ActionKind(IntEnum):
@@ -416,6 +419,8 @@ class Tx:
     nonce: int
     actions: tuple[Action, ...]
     signature: bytes
+    fee: int = 0
+    """quote units the sender pays for the tx (`execution.fees`)"""
     version: int = TX_VERSION
     _payload: bytes | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
     """`sign_payload()`, when `decode` cut it out of the raw bytes (else computed on demand)"""
@@ -436,7 +441,13 @@ class Tx:
         if self._payload is not None:
             return self._payload
         return codec.encode(
-            [self.version, self.signer.raw, self.nonce, [action.to_fields() for action in self.actions]]
+            [
+                self.version,
+                self.signer.raw,
+                self.nonce,
+                self.fee,
+                [action.to_fields() for action in self.actions],
+            ]
         )
 
     def sign_bytes(self, chain_id: str) -> bytes:
@@ -452,6 +463,7 @@ class Tx:
             self.version,
             self.signer.raw,
             self.nonce,
+            self.fee,
             [action.to_fields() for action in self.actions],
             self.signature,
         ]
@@ -466,46 +478,81 @@ class Tx:
             raise DecodeError(f"tx: {len(raw)} bytes exceed the limit of {MAX_TX_BYTES}")
         tx = cls.from_fields(codec.decode(raw, max_size=MAX_TX_BYTES))
         # The sign payload is the tx's own encoding without its last element: canonical `raw` is
-        # 0x95 (an array of 5), the four fields, then the signature as c4 40 <64 bytes>; the
-        # payload, encode([version, signer, nonce, actions]), is 0x94 (an array of 4) and the same
-        # bytes of the four fields (each re-encodes to what was read: decode checked that). The
-        # verifier's cache lookup of every executed tx then encodes no action again.
-        if raw[0] == 0x95 and raw[-66:-64] == b"\xc4\x40":
-            object.__setattr__(tx, "_payload", b"\x94" + raw[1:-66])
+        # 0x96 (an array of 6), the five fields, then the signature as c4 40 <64 bytes>; the
+        # payload, encode([version, signer, nonce, fee, actions]), is 0x95 (an array of 5) and the
+        # same bytes of the five fields (each re-encodes to what was read: decode checked that).
+        # The verifier's cache lookup of every executed tx then encodes no action again.
+        if raw[0] == 0x96 and raw[-66:-64] == b"\xc4\x40":
+            object.__setattr__(tx, "_payload", b"\x95" + raw[1:-66])
         return tx
 
     @classmethod
     def from_fields(cls, value: Value) -> Tx:
-        f = codec.field_list(value, "tx", 5)
+        f = codec.field_list(value, "tx", 6)
         version = codec.field_int(f[0], "tx.version")
         if version != TX_VERSION:
             raise DecodeError(f"tx.version: unsupported version {version}, expected {TX_VERSION}")
         signer = PublicKey(codec.field_bytes(f[1], "tx.signer", PUBLIC_KEY_SIZE))
         nonce = codec.field_int(f[2], "tx.nonce", 0, MAX_NONCE)
-        items = codec.field_list(f[3], "tx.actions")
+        fee = codec.field_int(f[3], "tx.fee", 0, MAX_FEE)
+        items = codec.field_list(f[4], "tx.actions")
         actions = tuple(
             _decode_action_fast(item) or decode_action(item, f"tx.actions[{i}]")  # the name only if needed
             for i, item in enumerate(items)
         )
-        signature = codec.field_bytes(f[4], "tx.signature", SIGNATURE_SIZE)
-        return cls(signer, nonce, actions, signature, version)
+        signature = codec.field_bytes(f[5], "tx.signature", SIGNATURE_SIZE)
+        return cls(signer, nonce, actions, signature, fee, version)
 
     @classmethod
-    def create(cls, private_key: PrivateKey, chain_id: str, nonce: int, actions: tuple[Action, ...]) -> Tx:
+    def create(
+        cls, private_key: PrivateKey, chain_id: str, nonce: int, actions: tuple[Action, ...], *, fee: int
+    ) -> Tx:
         """A tx signed by `private_key` for `chain_id` (no rule of meaning is checked)."""
-        unsigned = cls(private_key.public_key, nonce, actions, b"\x00" * SIGNATURE_SIZE)
+        unsigned = cls(private_key.public_key, nonce, actions, b"\x00" * SIGNATURE_SIZE, fee)
         signature = private_key.sign(unsigned.sign_bytes(chain_id))
-        return cls(private_key.public_key, nonce, actions, signature)
+        return cls(private_key.public_key, nonce, actions, signature, fee)
 
 
-def build_tx(private_key: PrivateKey, chain_id: str, nonce: int, actions: Sequence[Action]) -> bytes:
-    """The raw bytes of a signed tx, for clients (CLI, load generator, tests).
+STANDARD_FEES: dict[int, int] = {
+    ActionKind.TRANSFER: 100,
+    ActionKind.PLACE_ORDER: 100,
+    ActionKind.CANCEL_ORDER: 10,
+    ActionKind.CANCEL_ALL: 10,
+    ActionKind.AMEND_ORDER: 100,
+    ActionKind.ORACLE_VOTE: 100,
+    ActionKind.LIQUIDATE: 100,
+    ActionKind.PLACE_TRIGGER: 100,
+}
+"""The fee of each action kind, in quote units, under the default schedule (`execution.fees.FeeParams`
+takes its defaults from here): what clients pay when not told the chain's schedule. An action of a
+kind not listed costs as a placement."""
+
+
+def standard_fee(actions: Sequence[Action]) -> int:
+    """The fee of `actions` under the default schedule (`STANDARD_FEES`), oracle votes counted 0:
+    validators send them, and a validator's vote is free."""
+    place = STANDARD_FEES[ActionKind.PLACE_ORDER]
+    return sum(
+        0 if action.kind == ActionKind.ORACLE_VOTE else STANDARD_FEES.get(action.kind, place)
+        for action in actions
+    )
+
+
+def build_tx(
+    private_key: PrivateKey, chain_id: str, nonce: int, actions: Sequence[Action], *, fee: int | None = None
+) -> bytes:
+    """The raw bytes of a signed tx, for clients (CLI, load generator, tests), paying `fee` (None:
+    `standard_fee(actions)`, the minimum of a chain with the default schedule).
 
     Only the wire limits are enforced here (ValueError): the size and the integer ranges. The rules
     of meaning (1 to 64 actions, amount > 0, ...) are the application's to answer.
     """
     if not 0 <= nonce <= MAX_NONCE:
         raise ValueError(f"nonce {nonce} is outside [0, {MAX_NONCE}]")
+    if fee is None:
+        fee = standard_fee(actions)
+    if not 0 <= fee <= MAX_FEE:
+        raise ValueError(f"fee {fee} is outside [0, {MAX_FEE}]")
     for action in actions:
         if isinstance(action, Transfer) and not 0 <= action.amount <= MAX_AMOUNT:
             raise ValueError(f"transfer amount {action.amount} is outside [0, {MAX_AMOUNT}]")
@@ -514,7 +561,7 @@ def build_tx(private_key: PrivateKey, chain_id: str, nonce: int, actions: Sequen
                 decode_action(action.to_fields(), "action")
             except DecodeError as exc:
                 raise ValueError(str(exc)) from exc
-    raw = Tx.create(private_key, chain_id, nonce, tuple(actions)).encode()
+    raw = Tx.create(private_key, chain_id, nonce, tuple(actions), fee=fee).encode()
     if len(raw) > MAX_TX_BYTES:
         raise ValueError(f"tx of {len(raw)} bytes exceeds the limit of {MAX_TX_BYTES}")
     return raw

@@ -68,7 +68,14 @@ from node.testnet import (
     parse_hostnames,
     starting_ip_hosts,
 )
-from node.trade_cli import book_command, funding_command, markets_command, oracle_command, order_group
+from node.trade_cli import (
+    book_command,
+    fees_command,
+    funding_command,
+    markets_command,
+    oracle_command,
+    order_group,
+)
 from node.tx_cli import tx_broadcast, tx_sign, tx_transfer
 from node.version import VERSION
 from p2p.nodekey import load_or_generate_node_key, node_id
@@ -741,6 +748,7 @@ query.add_command(book_command)
 query.add_command(markets_command)
 query.add_command(oracle_command)
 query.add_command(funding_command)
+query.add_command(fees_command)
 query.add_command(tx_command)
 query.add_command(block_command)
 

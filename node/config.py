@@ -575,6 +575,8 @@ class MempoolConfig:
     max_tx_bytes: int = 1_048_576
     recheck: bool = True
     broadcast: bool = True
+    min_fee: int = 0
+    max_txs_per_sender: int = 200
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -601,6 +603,18 @@ _register(
         "recheck": _Key(_BOOL, "Recheck the remaining transactions after every block"),
         "broadcast": _Key(
             _BOOL, "Gossip transactions to peers (false: send none; those peers send are still taken)"
+        ),
+        "min_fee": _Key(
+            _INT,
+            "The least fee, in quote units (micro-USD), of a transaction this node admits, on top of "
+            "the chain's minimum for its actions (like the Cosmos SDK's minimum-gas-prices; a "
+            "validator's free oracle vote is exempt; 0: the chain's minimum only)",
+            _non_negative,
+        ),
+        "max_txs_per_sender": _Key(
+            _INT,
+            "The most transactions of one sender the mempool holds (0: no limit)",
+            _non_negative,
         ),
     },
 )

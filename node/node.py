@@ -116,6 +116,22 @@ def mempool_config(config: Config) -> MempoolConfig:
     )
 
 
+def exchange_app(config: Config, db: Database, chain_id: str, verifier: BatchVerifier) -> ExchangeApp:
+    """The node's application, with its [execution], [storage] and [mempool] settings."""
+    return ExchangeApp(
+        db,
+        chain_id,
+        verifier,
+        workers=config.execution.worker_count(os.cpu_count()),
+        worker_setup=apply_gc_policy,
+        state_versions=config.storage.state_versions,
+        snapshot_interval=config.storage.snapshot_interval,
+        snapshot_keep_recent=config.storage.snapshot_keep_recent,
+        min_fee=config.mempool.min_fee,
+        max_txs_per_sender=config.mempool.max_txs_per_sender,
+    )
+
+
 @dataclass
 class Core:
     """The node's consensus and execution core, assembled (see `build_core`)."""
@@ -216,16 +232,7 @@ class Node:
                     )
                 except (StateSyncError, LightError) as exc:
                     raise NodeStartError(f"state sync failed: {exc}") from exc
-            app = ExchangeApp(
-                db,
-                doc.chain_id,
-                verifier,
-                workers=config.execution.worker_count(os.cpu_count()),
-                worker_setup=apply_gc_policy,
-                state_versions=config.storage.state_versions,
-                snapshot_interval=config.storage.snapshot_interval,
-                snapshot_keep_recent=config.storage.snapshot_keep_recent,
-            )
+            app = exchange_app(config, db, doc.chain_id, verifier)
             replay_kept_block(db, app, mempool_config(config))  # a block `derivd rollback` kept
             privval = FilePrivValidator.load(
                 config.path(config.base.priv_validator_key_file),

@@ -1,5 +1,5 @@
 """The trading commands of the `derivd` CLI: `tx order place|market|stop|cancel|cancel-all|amend`
-and `query book|markets|oracle|funding`, on the SDK's market units and actions (`node.sdk.core`).
+and `query book|markets|oracle|funding|fees`, on the SDK's market units and actions (`node.sdk.core`).
 
 Traders give human decimals (`--size 0.5 --price 65000` on BTC-USD); the CLI reads the market's
 units from the node (`abci_query /markets`) and converts exactly to base quantums and subticks
@@ -11,8 +11,9 @@ order is an IOC limit order at a worst price: `--worst-price`, or the oracle pri
 book until the oracle price reaches `--trigger-price`, then executes as a market order (the
 trigger price moved by the chain's slippage bound, `execution.risk.triggers`) or, with
 `--limit-price`, as a GTC limit order; cancel it like an order, by its order id or client id.
-The order commands take `node.tx_cli`'s signing options; with `--generate-only` they print the
-unsigned transaction (the market's units are still read from the node).
+The order commands take `node.tx_cli`'s signing options (`--fees`: by default the chain's minimum
+for the tx's actions, a cancel costing less than a placement); with `--generate-only` they print
+the unsigned transaction (the market's units are still read from the node).
 """
 
 from __future__ import annotations
@@ -271,3 +272,11 @@ def funding_command(node: str) -> None:
     """Show each market's funding: the predicted rate of the running interval, the last applied
     rate, the cumulative index and the next funding time."""
     emit(abci_query(RPCClient(node), "/funding"))
+
+
+@click.command(name="fees")
+@node_option
+def fees_command(node: str) -> None:
+    """Show the chain's fee schedule: the price of each action kind, in quote units (micro-USD).
+    A tx pays at least the sum of its actions' prices (`--fees` of the tx commands)."""
+    emit(abci_query(RPCClient(node), "/fees"))

@@ -1,14 +1,20 @@
 """How `derivd tx` commands sign and send: the options every signing command takes (`--from`,
-`--chain-id`, `--nonce`, `--broadcast-mode`, `--generate-only`, `--keyring-backend`, `--home`,
-`--node`), signing with a keyring key or printing the unsigned document (`node.txjson`) instead,
-and broadcasting with `node.exitcodes`' codes. Also the commands `tx transfer`, `tx sign` (offline)
-and `tx broadcast`.
+`--chain-id`, `--nonce`, `--fees`, `--broadcast-mode`, `--generate-only`, `--keyring-backend`,
+`--home`, `--node`), signing with a keyring key or printing the unsigned document (`node.txjson`)
+instead, and broadcasting with `node.exitcodes`' codes. Also the commands `tx transfer`, `tx sign`
+(offline) and `tx broadcast`.
 
 A nonce is a time in milliseconds that the chain accepts within (block time - 2 days, block time +
 1 day) (`execution.accounts`). `--generate-only` fixes it when the document is made (default: the
 current time), so a generated transaction must be signed and broadcast within two days; `--nonce`
-sets it. Without `--chain-id` the chain id is asked from `--node`, the only network use of
-`--generate-only` besides the order commands' market units.
+sets it. Without `--chain-id` the chain id is asked from `--node`.
+
+Every tx pays a fee in quote units (`execution.fees`). `--fees` (the Cosmos SDK's flag, here an
+integer of quote units) sets it; by default it is the chain's minimum for the tx's actions at the
+chain's schedule, read from `--node` (`abci_query /fees`), so `--generate-only` asks the node
+unless both `--chain-id` and `--fees` are given (and the order commands always read the market's
+units from it). A fee below the chain's minimum, or below a node's own `[mempool] min_fee`, is
+refused with code 7 (INSUFFICIENT_FEE): exit code 1.
 """
 
 from __future__ import annotations
@@ -26,11 +32,13 @@ from typing import Any
 
 import click
 
-from execution.tx import MAX_NONCE, Action, Transfer
+from execution.fees import FeeParams
+from execution.tx import MAX_FEE, MAX_NONCE, Action, Transfer
 from node.client import RPCClient, emit, home_option, node_option
 from node.exitcodes import bad_input, no_answer, rejected
 from node.keys_cli import key_info, keyring_backend_option, open_cli_keyring, signing_key
 from node.keystore import KeyStoreError
+from node.sdk.core import fee_params, query_value
 from node.sdk.errors import RPCError
 from node.txjson import TxDocument, TxDocumentError
 from primitives.keys import Address, PublicKey
@@ -48,6 +56,7 @@ class Signing:
     from_: str
     chain_id: str | None
     nonce: int | None
+    fees: int | None
     broadcast_mode: str
     generate_only: bool
     keyring_backend: str
@@ -68,6 +77,13 @@ _SIGNING_OPTIONS = [
         type=click.IntRange(0, MAX_NONCE),
         default=None,
         help="Nonce, a time in ms within 2 days of the block time (default: now).",
+    ),
+    click.option(
+        "--fees",
+        type=click.IntRange(0, MAX_FEE),
+        default=None,
+        help="Fee in quote units, micro-USD (default: the chain's minimum for the actions, asked "
+        "from the node).",
     ),
     click.option("--broadcast-mode", type=click.Choice(BROADCAST_MODES), default="commit", show_default=True),
     click.option(
@@ -108,6 +124,19 @@ class TxClient(RPCClient):
     def chain_id(self) -> str:
         return str(self.call("status")["node_info"]["network"])
 
+    def fee_schedule(self) -> FeeParams:
+        """The chain's fee schedule (`abci_query /fees`); a node that cannot tell it stops the
+        command with EXIT_NO_ANSWER."""
+        response = self.call("abci_query", path="/fees", data="", height="0", prove=False)["response"]
+        try:
+            return fee_params(query_value("/fees", response))
+        except RPCError as exc:
+            no_answer(f"cannot read the chain's fee schedule (give --fees): {exc}")
+
+    def minimum_fee(self, actions: Sequence[Action]) -> int:
+        """The chain's minimum fee of `actions` for a sender that is not a validator."""
+        return self.fee_schedule().fee_of(actions)
+
     def broadcast(self, raw: bytes, mode: str) -> None:
         """Send `raw` with `broadcast_tx_<mode>` and print the node's answer; stop with
         EXIT_REJECTED if the tx was refused or failed, EXIT_NO_ANSWER if there was no verdict."""
@@ -145,11 +174,11 @@ def deliver(signing: Signing, client: TxClient, actions: Sequence[Action]) -> No
     nonce = signing.nonce if signing.nonce is not None else time.time_ns() // NS_PER_MS
     if signing.generate_only:
         address, pub_key = _generating_signer(signing)
-        doc = _document(signing.chain_id or client.chain_id(), nonce, address, pub_key, actions)
+        doc = _document(signing, client, nonce, address, pub_key, actions)
         emit(doc.to_json())
         return
     key = signing_key(signing.home, signing.keyring_backend, signing.from_)
-    doc = _document(signing.chain_id or client.chain_id(), nonce, key.address, key.public_key, actions)
+    doc = _document(signing, client, nonce, key.address, key.public_key, actions)
     try:
         raw = doc.sign(key).raw()
     except TxDocumentError as exc:
@@ -177,11 +206,19 @@ def _generating_signer(signing: Signing) -> tuple[Address, PublicKey | None]:
 
 
 def _document(
-    chain_id: str, nonce: int, signer: Address, pub_key: PublicKey | None, actions: Sequence[Action]
+    signing: Signing,
+    client: TxClient,
+    nonce: int,
+    signer: Address,
+    pub_key: PublicKey | None,
+    actions: Sequence[Action],
 ) -> TxDocument:
+    """The unsigned document; what the options leave out (chain id, fee) is asked from the node."""
+    chain_id = signing.chain_id or client.chain_id()
+    fee = signing.fees if signing.fees is not None else client.minimum_fee(actions)
     try:
         return TxDocument.unsigned(
-            chain_id=chain_id, nonce=nonce, signer=signer, pub_key=pub_key, actions=tuple(actions)
+            chain_id=chain_id, nonce=nonce, fee=fee, signer=signer, pub_key=pub_key, actions=tuple(actions)
         )
     except TxDocumentError as exc:
         bad_input(str(exc))

@@ -1,13 +1,15 @@
 """The JSON document of a transaction signed offline: what `--generate-only` prints, `tx sign`
 signs and `tx broadcast` sends. It carries everything the signature covers, readable:
 
-    {"body": {"chain_id": "...", "nonce": "<ms>",
+    {"body": {"chain_id": "...", "nonce": "<ms>", "fee": "<int>",
               "signer": {"address": "<hex>", "pub_key": {"type", "value"} | null},
               "actions": [{"type": "transfer", "to": "<hex>", "amount": "<int>"}, ...]},
      "signature": "<base64>" | null}
 
 Actions have their `execution.tx` field names and raw units (quantums, subticks, micro-USD);
 integers are decimal strings, addresses hex, `oracle_vote.prices` a list of [market_id, price].
+`fee` is what the signer pays for the tx, in quote units (micro-USD; `execution.fees`: at least the
+chain's minimum for its actions, else the chain refuses it with code 7, INSUFFICIENT_FEE).
 `pub_key` may be null when the document was generated from an address: signing fills it in. The
 document is read strictly (exact field sets; every field checked, naming it) and becomes wire
 bytes only through `execution.tx`, so what is signed is exactly what the JSON shows.
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from execution.tx import (
+    MAX_FEE,
     MAX_NONCE,
     MAX_TX_BYTES,
     Action,
@@ -122,6 +125,8 @@ class TxDocument:
 
     chain_id: str
     nonce: int
+    fee: int
+    """quote units the signer pays for the tx"""
     signer: Address
     pub_key: PublicKey | None
     actions: tuple[Action, ...]
@@ -133,12 +138,13 @@ class TxDocument:
         *,
         chain_id: str,
         nonce: int,
+        fee: int,
         signer: Address,
         pub_key: PublicKey | None,
         actions: tuple[Action, ...],
     ) -> TxDocument:
         """A document to sign, checked as `from_json` would check it."""
-        doc = cls(chain_id=chain_id, nonce=nonce, signer=signer, pub_key=pub_key, actions=actions)
+        doc = cls(chain_id=chain_id, nonce=nonce, fee=fee, signer=signer, pub_key=pub_key, actions=actions)
         return cls.from_json(doc.to_json())
 
     def to_json(self) -> dict[str, Any]:
@@ -146,6 +152,7 @@ class TxDocument:
             "body": {
                 "chain_id": self.chain_id,
                 "nonce": str(self.nonce),
+                "fee": str(self.fee),
                 "signer": {
                     "address": str(self.signer),
                     "pub_key": None
@@ -166,11 +173,16 @@ class TxDocument:
         body = obj["body"]
         if not isinstance(body, dict):
             raise TxDocumentError("body: must be an object")
-        _exact(body, "body", {"chain_id", "nonce", "signer", "actions"})
+        _exact(body, "body", {"chain_id", "nonce", "fee", "signer", "actions"})
         chain_id = body["chain_id"]
         if not isinstance(chain_id, str) or not chain_id:
             raise TxDocumentError("body.chain_id: must be a non-empty string")
         nonce = _integer(body["nonce"], "body.nonce")
+        if nonce > MAX_NONCE:
+            raise TxDocumentError(f"body.nonce: {nonce} is outside [0, {MAX_NONCE}]")
+        fee = _integer(body["fee"], "body.fee")
+        if fee > MAX_FEE:
+            raise TxDocumentError(f"body.fee: {fee} is outside [0, {MAX_FEE}]")
         signer = body["signer"]
         if not isinstance(signer, dict):
             raise TxDocumentError("body.signer: must be an object")
@@ -191,20 +203,19 @@ class TxDocument:
         doc = cls(
             chain_id=chain_id,
             nonce=nonce,
+            fee=fee,
             signer=address,
             pub_key=pub_key,
             actions=actions,
             signature=signature,
         )
-        if nonce > MAX_NONCE:
-            raise TxDocumentError(f"body.nonce: {nonce} is outside [0, {MAX_NONCE}]")
         size = len(doc._tx(bytes(SIGNATURE_SIZE), PublicKey(bytes(PUBLIC_KEY_SIZE))).encode())
         if size > MAX_TX_BYTES:
             raise TxDocumentError(f"the transaction is {size} bytes, over the limit of {MAX_TX_BYTES}")
         return doc
 
     def _tx(self, signature: bytes, pub_key: PublicKey) -> Tx:
-        return Tx(pub_key, self.nonce, self.actions, signature)
+        return Tx(pub_key, self.nonce, self.actions, signature, self.fee)
 
     def sign(self, key: PrivateKey) -> TxDocument:
         """This document signed by `key`, which must be its signer's."""

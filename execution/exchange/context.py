@@ -19,6 +19,7 @@ from execution.codes import ActionError, Code
 from execution.exchange.books import Books
 from execution.exchange.orderbook import OrderBook
 from execution.exchange.trigger_book import TriggerBook
+from execution.fees import FeeParams, RateLimitParams, load_fee_params, load_rate_params, take_order_slot
 from execution.markets import Market, load_market, load_markets
 from execution.oracle.prices import is_stale, load_params, load_price
 from execution.positions.funding_index import load_funding_index
@@ -56,6 +57,10 @@ class ExchangeContext:
     """the fee delta key of the running tx (`begin_tx`)"""
     funding_indexes: dict[int, int] = field(default_factory=dict)
     """market id -> its funding index, once read (`funding_index`)"""
+    fees: FeeParams | None = None
+    """the fee schedule, once read (`fee_params`)"""
+    rates: RateLimitParams | None = None
+    """the order-rate window's parameters, once read (`count_placement`)"""
 
     def __post_init__(self) -> None:
         if self.live and self.books is None:
@@ -118,6 +123,13 @@ class ExchangeContext:
             self.touched.add(market_id)
         return self.books.triggers(market_id)
 
+    def fee_params(self, state: StateReader) -> FeeParams:
+        """The chain's fee schedule (`execution.fees`), read once (only genesis writes it)."""
+        fees = self.fees
+        if fees is None:
+            fees = self.fees = load_fee_params(state)
+        return fees
+
     # markets and prices
 
     def market(self, state: StateReader, market_id: int) -> Market:
@@ -158,8 +170,18 @@ class ExchangeContext:
             self.stale[market_id] = stale
         return stale
 
-    def count_placement(self, owner: bytes, market: Market) -> None:
-        """Count one place or amend of `owner` on `market`; RATE_LIMITED over the limit."""
+    def count_placement(self, view: StateView, owner: bytes, market: Market) -> None:
+        """Count one place or amend of `owner` on `market` (live; not live: only judge it against
+        the owner's order-rate window); RATE_LIMITED over the market's per-block limit or the
+        window (`execution.fees.take_order_slot`)."""
+        rates = self.rates
+        if rates is None:
+            rates = self.rates = load_rate_params(view)
+        problem = take_order_slot(view, rates, owner, self.height, count=self.live)
+        if problem is not None:
+            raise ActionError(Code.RATE_LIMITED, problem)
+        if not self.live:
+            return
         key = (owner, market.market_id)
         count = self.tx_counts.get(key)
         if count is None:

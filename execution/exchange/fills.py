@@ -27,7 +27,12 @@ from execution.exchange.events import cancelled_event, filled_event
 from execution.exchange.orderbook import Fill, Order, OrderCancelled, PlaceResult, Side
 from execution.markets import Market, scale_floor
 from execution.positions.funding_index import Settlements, load_funding_index, settled
-from execution.positions.margin import initial_requirement, position_value
+from execution.positions.margin import (
+    MarginSummary,
+    initial_requirement,
+    maintenance_requirement,
+    position_value,
+)
 from execution.positions.position import Position, index_holder, index_owner_market, owner_markets
 from execution.state import StateReader, StateView, read_record
 from primitives import codec
@@ -154,6 +159,25 @@ def _other_markets(ctx: ExchangeContext, state: StateReader, owner: bytes, marke
         value += position_value(market, position, price)
         initial += initial_requirement(market, position, price)
     return value, initial
+
+
+def account_margin(ctx: ExchangeContext, state: StateReader, owner: bytes) -> MarginSummary:
+    """The account figures of `execution.positions.margin.margin_summary` (same formula), read key
+    by key over the owner's markets with the context's prices and funding indexes."""
+    value = _collateral(state, owner)
+    initial = maintenance = 0
+    prefix = schema.position_prefix(owner)
+    for market_id in owner_markets(state, owner):
+        position = read_record(state, prefix + schema.market_id_bytes(market_id), Position.decode)
+        if position is None:
+            continue
+        market = ctx.market(state, market_id)
+        price = ctx.price(state, market_id)
+        position = settled(position, ctx.funding_index(state, market_id))
+        value += position_value(market, position, price)
+        initial += initial_requirement(market, position, price)
+        maintenance += maintenance_requirement(market, position, price)
+    return MarginSummary(value, initial, maintenance, value - initial)
 
 
 def base_of(ctx: ExchangeContext, state: StateReader, owner: bytes, market_id: int) -> tuple[int, int]:

@@ -146,8 +146,7 @@ def validate_placement(
             Code.MARKET_STALE,
             f"the oracle price of {market.ticker} is stale: only reducing orders are accepted",
         )
-    if ctx.live:
-        ctx.count_placement(owner, market)
+    ctx.count_placement(view, owner, market)
     if (
         request.tif in (TimeInForce.GTC, TimeInForce.POST_ONLY)
         and position.open_orders >= market.max_open_orders

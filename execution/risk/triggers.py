@@ -261,8 +261,7 @@ def apply_place_trigger(
             Code.MARKET_STALE,
             f"the oracle price of {market.ticker} is stale: only reducing orders are accepted",
         )
-    if ctx.live:
-        ctx.count_placement(owner, market)
+    ctx.count_placement(view, owner, market)
     if position.open_orders >= market.max_open_orders:
         raise ActionError(
             Code.TOO_MANY_OPEN_ORDERS,

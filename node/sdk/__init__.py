@@ -12,10 +12,12 @@ and WebSocket.
 
 Amounts are human decimals (`"0.5"` BTC, `"65000"` USD), converted exactly to the market's units
 (an amount finer than them is an `InputError`, never rounded). Transactions are signed with the
-next nonce (`core.Nonces`) and return a `TxResult` once in a block, or raise `TxError` with the
-chain's code and reason; a failed call raises `RPCError`. `AsyncClient.book_updates(market)`
-yields the book after each change (a sequence gap or a dropped connection resubscribes for a new
-snapshot) and `AsyncClient.fills()` the account's fills. Results are the dataclasses of
+next nonce (`core.Nonces`), pay the chain's minimum fee for their actions (the schedule
+`client.fees()` reads once) or the `fee=` given, and return a `TxResult` once in a block, or raise
+`TxError` with the chain's code and reason (code 7 for a fee too low); a failed call raises
+`RPCError`. `AsyncClient.book_updates(market)` yields the book after each change (a sequence gap or
+a dropped connection resubscribes for a new snapshot) and `AsyncClient.fills()` the account's
+fills. Results are the dataclasses of
 `node.sdk.types`. The CLI's trading commands are built on this package.
 """
 

@@ -3,7 +3,9 @@ nonces, and, on the async client, the market-data streams with automatic resync.
 
 Each method is a thin shell over `node.sdk.core`: the two clients differ only in how they wait.
 Transactions go out with `broadcast_tx_commit` and return a `TxResult` once in a block, or raise
-`TxError` with the chain's code and reason.
+`TxError` with the chain's code and reason. Each pays the chain's minimum fee for its actions at
+the chain's schedule (`fees()`, read once), unless given `fee=` (quote units); a fee the chain or
+the node finds too low is a `TxError` with code 7 (INSUFFICIENT_FEE).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, TypeVar
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
+from execution.fees import FeeParams
 from execution.markets import Market
 from execution.tx import Action, build_tx
 from node.sdk import core
@@ -37,25 +40,29 @@ def _encoded(raw: bytes) -> str:
 
 
 class _Signer:
-    """The key, its address and nonces, and the chain id (asked once)."""
+    """The key, its address and nonces, and what is asked of the chain once: its id, markets and
+    fee schedule."""
 
     def __init__(self, key: PrivateKey | None, chain_id: str | None) -> None:
         self.key = key
         self.chain_id = chain_id
         self.nonces = core.Nonces()
         self.markets: dict[str, Market] | None = None
+        self.fees: FeeParams | None = None
+
+    def need_key(self) -> PrivateKey:
+        if self.key is None:
+            raise InputError("this client has no key: give key= to sign transactions")
+        return self.key
 
     @property
     def address(self) -> str:
-        if self.key is None:
-            raise InputError("this client has no key: give key= to sign transactions")
-        return str(self.key.address)
+        return str(self.need_key().address)
 
-    def sign(self, chain_id: str, actions: Sequence[Action]) -> bytes:
-        if self.key is None:
-            raise InputError("this client has no key: give key= to sign transactions")
+    def sign(self, chain_id: str, actions: Sequence[Action], fee: int) -> bytes:
+        key = self.need_key()
         try:
-            return build_tx(self.key, chain_id, self.nonces.next(), list(actions))
+            return build_tx(key, chain_id, self.nonces.next(), list(actions), fee=fee)
         except ValueError as exc:
             raise InputError(str(exc)) from None
 
@@ -114,6 +121,13 @@ class Client:
     def market(self, ticker: str) -> Market:
         return core.market_named(self.markets(), ticker)
 
+    def fees(self, refresh: bool = False) -> FeeParams:
+        """The chain's fee schedule, each action kind's price in quote units (kept after the first
+        call); `fees().fee_of(actions)` is what `send` pays by default."""
+        if self._signer.fees is None or refresh:
+            self._signer.fees = core.fee_params(self.query("/fees"))
+        return self._signer.fees
+
     def book(self, market: str) -> Book:
         return core.book(self.query(f"/book/{market}"))
 
@@ -128,9 +142,12 @@ class Client:
 
     # -- transactions --------------------------------------------------------------------------
 
-    def send(self, actions: Sequence[Action]) -> TxResult:
-        """Sign `actions` as one transaction (the next nonce), broadcast it and wait for its block."""
-        raw = self._signer.sign(self.chain_id(), actions)
+    def send(self, actions: Sequence[Action], *, fee: int | None = None) -> TxResult:
+        """Sign `actions` as one transaction (the next nonce) paying `fee` quote units (None: the
+        chain's minimum for them, `fees().fee_of(actions)`), broadcast it and wait for its block."""
+        self._signer.need_key()  # before asking the chain anything
+        paid = self.fees().fee_of(actions) if fee is None else fee
+        raw = self._signer.sign(self.chain_id(), actions, paid)
         return core.tx_result(self.rpc.call("broadcast_tx_commit", tx=_encoded(raw)))
 
     def place(
@@ -144,6 +161,7 @@ class Client:
         client_id: int = 0,
         reduce_only: bool = False,
         good_til_block: int = 0,
+        fee: int | None = None,
     ) -> TxResult:
         """A limit order of `size` base units at `price` USD (tif "gtc", "ioc", "fok", "post-only")."""
         action = core.place_action(
@@ -156,7 +174,7 @@ class Client:
             reduce_only=reduce_only,
             good_til_block=good_til_block,
         )
-        return self.send([action])
+        return self.send([action], fee=fee)
 
     def market_order(
         self,
@@ -167,6 +185,7 @@ class Client:
         slippage: Decimal = DEFAULT_SLIPPAGE,
         client_id: int = 0,
         reduce_only: bool = False,
+        fee: int | None = None,
     ) -> TxResult:
         """An immediate-or-cancel order whose worst price is the oracle price moved by `slippage`
         against the trader (rounded outward to the tick)."""
@@ -174,7 +193,8 @@ class Client:
         oracle = int(core.oracle_item(self.query("/oracle"), market)["price"])
         worst = core.slipped_price(m, oracle, side, slippage)
         return self.send(
-            [core.market_order_action(m, side, size, worst, client_id=client_id, reduce_only=reduce_only)]
+            [core.market_order_action(m, side, size, worst, client_id=client_id, reduce_only=reduce_only)],
+            fee=fee,
         )
 
     def stop(
@@ -188,6 +208,7 @@ class Client:
         take_profit: bool = False,
         client_id: int = 0,
         reduce_only: bool = False,
+        fee: int | None = None,
     ) -> TxResult:
         """A stop-loss (or take-profit) order triggered by the oracle price (`core.stop_action`)."""
         action = core.stop_action(
@@ -200,20 +221,30 @@ class Client:
             client_id=client_id,
             reduce_only=reduce_only,
         )
-        return self.send([action])
+        return self.send([action], fee=fee)
 
-    def cancel(self, market: str, *, order_id: int | None = None, client_id: int | None = None) -> TxResult:
-        return self.send([core.cancel_action(self.market(market), order_id=order_id, client_id=client_id)])
+    def cancel(
+        self,
+        market: str,
+        *,
+        order_id: int | None = None,
+        client_id: int | None = None,
+        fee: int | None = None,
+    ) -> TxResult:
+        action = core.cancel_action(self.market(market), order_id=order_id, client_id=client_id)
+        return self.send([action], fee=fee)
 
-    def cancel_all(self, market: str | None = None) -> TxResult:
-        return self.send([core.cancel_all_action(self.market(market) if market else None)])
+    def cancel_all(self, market: str | None = None, *, fee: int | None = None) -> TxResult:
+        return self.send([core.cancel_all_action(self.market(market) if market else None)], fee=fee)
 
-    def amend(self, market: str, order_id: int, *, size: Amount, price: Amount) -> TxResult:
-        return self.send([core.amend_action(self.market(market), order_id, size, price)])
+    def amend(
+        self, market: str, order_id: int, *, size: Amount, price: Amount, fee: int | None = None
+    ) -> TxResult:
+        return self.send([core.amend_action(self.market(market), order_id, size, price)], fee=fee)
 
-    def transfer(self, to: str, amount: Amount) -> TxResult:
+    def transfer(self, to: str, amount: Amount, *, fee: int | None = None) -> TxResult:
         """Send `amount` USD of quote to the address `to`."""
-        return self.send([core.transfer_action(to, amount)])
+        return self.send([core.transfer_action(to, amount)], fee=fee)
 
 
 class AsyncClient:
@@ -272,6 +303,11 @@ class AsyncClient:
     async def market(self, ticker: str) -> Market:
         return core.market_named(await self.markets(), ticker)
 
+    async def fees(self, refresh: bool = False) -> FeeParams:
+        if self._signer.fees is None or refresh:
+            self._signer.fees = core.fee_params(await self.query("/fees"))
+        return self._signer.fees
+
     async def book(self, market: str) -> Book:
         return core.book(await self.query(f"/book/{market}"))
 
@@ -282,8 +318,10 @@ class AsyncClient:
         address = address or self.address
         return core.account(await self.query(f"/accounts/{address}"), address)
 
-    async def send(self, actions: Sequence[Action]) -> TxResult:
-        raw = self._signer.sign(await self.chain_id(), actions)
+    async def send(self, actions: Sequence[Action], *, fee: int | None = None) -> TxResult:
+        self._signer.need_key()  # before asking the chain anything
+        paid = (await self.fees()).fee_of(actions) if fee is None else fee
+        raw = self._signer.sign(await self.chain_id(), actions, paid)
         return core.tx_result(await self.rpc.call("broadcast_tx_commit", tx=_encoded(raw)))
 
     async def place(
@@ -297,6 +335,7 @@ class AsyncClient:
         client_id: int = 0,
         reduce_only: bool = False,
         good_til_block: int = 0,
+        fee: int | None = None,
     ) -> TxResult:
         action = core.place_action(
             await self.market(market),
@@ -308,7 +347,7 @@ class AsyncClient:
             reduce_only=reduce_only,
             good_til_block=good_til_block,
         )
-        return await self.send([action])
+        return await self.send([action], fee=fee)
 
     async def market_order(
         self,
@@ -319,12 +358,13 @@ class AsyncClient:
         slippage: Decimal = DEFAULT_SLIPPAGE,
         client_id: int = 0,
         reduce_only: bool = False,
+        fee: int | None = None,
     ) -> TxResult:
         m = await self.market(market)
         oracle = int(core.oracle_item(await self.query("/oracle"), market)["price"])
         worst = core.slipped_price(m, oracle, side, slippage)
         action = core.market_order_action(m, side, size, worst, client_id=client_id, reduce_only=reduce_only)
-        return await self.send([action])
+        return await self.send([action], fee=fee)
 
     async def stop(
         self,
@@ -337,6 +377,7 @@ class AsyncClient:
         take_profit: bool = False,
         client_id: int = 0,
         reduce_only: bool = False,
+        fee: int | None = None,
     ) -> TxResult:
         action = core.stop_action(
             await self.market(market),
@@ -348,23 +389,30 @@ class AsyncClient:
             client_id=client_id,
             reduce_only=reduce_only,
         )
-        return await self.send([action])
+        return await self.send([action], fee=fee)
 
     async def cancel(
-        self, market: str, *, order_id: int | None = None, client_id: int | None = None
+        self,
+        market: str,
+        *,
+        order_id: int | None = None,
+        client_id: int | None = None,
+        fee: int | None = None,
     ) -> TxResult:
-        return await self.send(
-            [core.cancel_action(await self.market(market), order_id=order_id, client_id=client_id)]
-        )
+        action = core.cancel_action(await self.market(market), order_id=order_id, client_id=client_id)
+        return await self.send([action], fee=fee)
 
-    async def cancel_all(self, market: str | None = None) -> TxResult:
-        return await self.send([core.cancel_all_action(await self.market(market) if market else None)])
+    async def cancel_all(self, market: str | None = None, *, fee: int | None = None) -> TxResult:
+        action = core.cancel_all_action(await self.market(market) if market else None)
+        return await self.send([action], fee=fee)
 
-    async def amend(self, market: str, order_id: int, *, size: Amount, price: Amount) -> TxResult:
-        return await self.send([core.amend_action(await self.market(market), order_id, size, price)])
+    async def amend(
+        self, market: str, order_id: int, *, size: Amount, price: Amount, fee: int | None = None
+    ) -> TxResult:
+        return await self.send([core.amend_action(await self.market(market), order_id, size, price)], fee=fee)
 
-    async def transfer(self, to: str, amount: Amount) -> TxResult:
-        return await self.send([core.transfer_action(to, amount)])
+    async def transfer(self, to: str, amount: Amount, *, fee: int | None = None) -> TxResult:
+        return await self.send([core.transfer_action(to, amount)], fee=fee)
 
     # -- streams -------------------------------------------------------------------------------
 

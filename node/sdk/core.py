@@ -1,5 +1,6 @@
 """What the blocking and the async clients share, without I/O: nonces, human amounts to the
-chain's units, actions, the parsing of results, and a book kept from its stream."""
+chain's units, actions, the fee schedule, the parsing of results, and a book kept from its
+stream."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Mapping
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
+from execution.fees import FeeParams
 from execution.markets import (
     MARKET_FIELDS,
     Market,
@@ -59,6 +61,15 @@ def query_value(path: str, response: Mapping[str, Any]) -> Any:
         )
     raw = base64.b64decode(response["value"] or "")
     return json.loads(raw) if raw else None
+
+
+def fee_params(value: Any) -> FeeParams:
+    """The chain's fee schedule from the `/fees` query's value; RPCError if it is not one."""
+    try:
+        return FeeParams.from_query(value)
+    except (ValueError, TypeError) as exc:
+        message = f"query /fees: not a fee schedule: {exc}"
+        raise RPCError({"code": -32603, "message": "not a fee schedule", "data": str(exc)}, message) from None
 
 
 def market_from_query(item: Mapping[str, Any]) -> Market:

@@ -108,8 +108,11 @@ class Chain:
         self._next_nonce += 1
         return self._next_nonce
 
-    def tx(self, signer: PrivateKey, *actions: Action, nonce: int | None = None) -> bytes:
-        return build_tx(signer, self.chain_id, self.nonce() if nonce is None else nonce, actions)
+    def tx(
+        self, signer: PrivateKey, *actions: Action, nonce: int | None = None, fee: int | None = None
+    ) -> bytes:
+        """A signed tx paying `fee` (None: the default schedule's minimum, `standard_fee`)."""
+        return build_tx(signer, self.chain_id, self.nonce() if nonce is None else nonce, actions, fee=fee)
 
     def transfer(self, signer: PrivateKey, to: Address, amount: int, *, nonce: int | None = None) -> bytes:
         return self.tx(signer, Transfer(to, amount), nonce=nonce)

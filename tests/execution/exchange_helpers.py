@@ -14,7 +14,7 @@ from execution.exchange.trigger_book import load_triggers
 from execution.genesis_state import default_exchange_app_state
 from execution.positions.margin import FEE_COLLECTOR
 from execution.positions.position import Position, load_position
-from execution.tx import AmendOrder, CancelAll, CancelOrder, PlaceOrder
+from execution.tx import STANDARD_FEES, ActionKind, AmendOrder, CancelAll, CancelOrder, PlaceOrder
 from primitives.keys import Address
 from tests.execution.chain import Chain, address
 
@@ -24,6 +24,8 @@ ONE_BTC = 10**10  # base quantums
 STEP = 1_000_000  # 0.0001 BTC
 TICK = 100_000  # subticks of $1 on BTC-USD
 FUNDS = 1_000_000 * 10**6  # $1,000,000 each
+PLACE_FEE = STANDARD_FEES[ActionKind.PLACE_ORDER]
+"""the tx fee of one placement (`execution.fees`, the default schedule)"""
 BUY, SELL = 0, 1
 GTC, IOC, FOK, POST_ONLY = 0, 1, 2, 3
 

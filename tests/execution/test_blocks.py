@@ -12,7 +12,8 @@ from execution.accounts import NONCE_FUTURE_WINDOW_MS, NONCE_PAST_WINDOW_MS
 from execution.app import ExchangeApp
 from execution.codes import CODESPACE, Code
 from execution.genesis_state import AppStateError
-from execution.tx import MAX_ACTIONS, Transfer, Tx, UnknownAction, build_tx
+from execution.positions.margin import FEE_COLLECTOR
+from execution.tx import MAX_ACTIONS, STANDARD_FEES, ActionKind, Transfer, Tx, UnknownAction, build_tx
 from primitives import codec
 from primitives.batch_verify import BatchVerifier
 from storage import schema
@@ -22,6 +23,8 @@ from tests.execution.conftest import ALICE_FUNDS, BOB_FUNDS, CAROL_FUNDS
 from tests.storage.test_statetree import reference_root
 
 ALICE, BOB, CAROL, DAVE = (address(i) for i in range(4))
+FEE = STANDARD_FEES[ActionKind.TRANSFER]
+"""the fee of one transfer (the chain's default schedule)"""
 
 
 def test_transfer_moves_balance_and_emits_events(chain: Chain) -> None:
@@ -29,8 +32,9 @@ def test_transfer_moves_balance_and_emits_events(chain: Chain) -> None:
     result = chain.run_block([raw])
     (tx_result,) = result.tx_results
     assert tx_result.code == OK, tx_result.log
-    assert chain.balance(ALICE) == ALICE_FUNDS - 250
+    assert chain.balance(ALICE) == ALICE_FUNDS - 250 - FEE
     assert chain.balance(BOB) == BOB_FUNDS + 250
+    assert chain.balance(FEE_COLLECTOR) == FEE
     types = [event.type for event in tx_result.events]
     assert types == ["tx", "transfer"]
     transfer = tx_result.events[1]
@@ -51,7 +55,7 @@ def test_multi_action_tx_applies_every_action(chain: Chain) -> None:
     (result,) = chain.run_block([raw]).tx_results
     assert result.code == OK, result.log
     assert [e.type for e in result.events] == ["tx", "transfer", "transfer", "transfer"]
-    assert chain.balance(ALICE) == ALICE_FUNDS - 60
+    assert chain.balance(ALICE) == ALICE_FUNDS - 60 - 3 * FEE
     assert (chain.balance(BOB), chain.balance(CAROL), chain.balance(DAVE)) == (
         BOB_FUNDS + 10,
         CAROL_FUNDS + 20,
@@ -143,8 +147,9 @@ def test_insufficient_funds_records_the_nonce_only(chain: Chain) -> None:
     raw = chain.transfer(key(2), BOB, CAROL_FUNDS + 1)
     (result,) = chain.run_block([raw]).tx_results
     _assert_failed(result.code, result.codespace, Code.INSUFFICIENT_FUNDS)
-    assert f"insufficient funds: balance {CAROL_FUNDS}, need {CAROL_FUNDS + 1}" in result.log
-    assert chain.balance(CAROL) == CAROL_FUNDS
+    assert f"insufficient funds: balance {CAROL_FUNDS - FEE}, need {CAROL_FUNDS + 1}" in result.log
+    assert chain.balance(CAROL) == CAROL_FUNDS - FEE  # a failed tx pays its fee
+    assert chain.balance(FEE_COLLECTOR) == FEE
     assert chain.balance(BOB) == BOB_FUNDS
     assert chain.nonces(CAROL) == [Tx.decode(raw).nonce]
     (replayed,) = chain.run_block([raw]).tx_results
@@ -157,17 +162,51 @@ def test_failing_action_rolls_back_earlier_actions_of_the_tx(chain: Chain) -> No
     _assert_failed(result.code, result.codespace, Code.INSUFFICIENT_FUNDS)
     assert result.log.startswith("action 1: insufficient funds")
     assert [e.type for e in result.events] == ["tx"]
-    assert chain.balance(CAROL) == CAROL_FUNDS
+    assert chain.balance(CAROL) == CAROL_FUNDS - 2 * FEE
     assert chain.balance(BOB) == BOB_FUNDS
     assert chain.balance(DAVE) == 0
     assert len(chain.nonces(CAROL)) == 1
 
 
-def test_unfunded_sender(chain: Chain) -> None:
-    (result,) = chain.run_block([chain.transfer(key(3), ALICE, 1)]).tx_results
-    assert result.code == Code.INSUFFICIENT_FUNDS
-    assert "balance 0, need 1" in result.log
+def test_an_unfunded_sender_writes_nothing(chain: Chain) -> None:
+    """A key that never had funds cannot pay the fee: refused before anything is written, so it
+    leaves no account record (no nonce) in state."""
+    chain.run_block([])
+    before = _state(chain)
+    raws = [chain.transfer(key(3), ALICE, 1), chain.tx(key(3), *[Transfer(ALICE, 1)] * 64)]
+    for result in chain.run_block(raws).tx_results:
+        _assert_failed(result.code, result.codespace, Code.INSUFFICIENT_FEE)
+        assert "balance 0 cannot pay the fee" in result.log
+        assert result.events == ()
     assert chain.balance(ALICE) == ALICE_FUNDS
+    assert schema.account_key(DAVE.raw) not in _state(chain)
+    assert _state(chain) == before
+
+
+def test_the_fee_must_reach_the_chain_minimum(chain: Chain) -> None:
+    """A fee below the schedule's minimum for the tx's actions is refused with nothing written; any
+    fee at or above it is paid whole to the fee collector."""
+    below = chain.tx(key(0), Transfer(BOB, 5), Transfer(CAROL, 5), fee=2 * FEE - 1)
+    (result,) = chain.run_block([below]).tx_results
+    _assert_failed(result.code, result.codespace, Code.INSUFFICIENT_FEE)
+    assert f"{2 * FEE - 1} is below the minimum {2 * FEE}" in result.log
+    assert (chain.balance(ALICE), chain.nonces(ALICE)) == (ALICE_FUNDS, [])
+    generous = chain.tx(key(0), Transfer(BOB, 5), fee=FEE * 7)
+    (result,) = chain.run_block([generous]).tx_results
+    assert result.code == OK, result.log
+    assert chain.balance(ALICE) == ALICE_FUNDS - 5 - 7 * FEE
+    assert chain.balance(FEE_COLLECTOR) == 7 * FEE
+
+
+def test_a_fee_above_the_balance_is_refused(chain: Chain) -> None:
+    raw = chain.transfer(key(2), BOB, 1)
+    drain = chain.tx(key(2), Transfer(DAVE, CAROL_FUNDS - FEE - 5))
+    first, second = chain.run_block([drain, raw]).tx_results
+    assert first.code == OK, first.log
+    _assert_failed(second.code, second.codespace, Code.INSUFFICIENT_FEE)
+    assert f"balance 5 cannot pay the fee {FEE}" in second.log
+    assert chain.balance(CAROL) == 5
+    assert len(chain.nonces(CAROL)) == 1
 
 
 @pytest.mark.parametrize(
@@ -200,20 +239,20 @@ def test_invalid_actions(
     (result,) = chain.run_block([raw]).tx_results
     _assert_failed(result.code, result.codespace, code)
     assert log in result.log
-    assert chain.balance(ALICE) == ALICE_FUNDS
+    assert chain.balance(ALICE) == ALICE_FUNDS - Tx.decode(raw).fee
     assert chain.balance(BOB) == BOB_FUNDS
     assert chain.nonces(ALICE) == [Tx.decode(raw).nonce]
 
 
 def test_two_txs_of_one_sender_apply_in_block_order(chain: Chain) -> None:
     # carol can pay either one alone but not both: the first in block order wins
-    first = chain.transfer(key(2), DAVE, CAROL_FUNDS - 10)
+    first = chain.transfer(key(2), DAVE, CAROL_FUNDS - 10 - 2 * FEE)
     second = chain.transfer(key(2), DAVE, 20)
     r1, r2 = chain.run_block([first, second]).tx_results
     assert r1.code == OK
     assert r2.code == Code.INSUFFICIENT_FUNDS
     assert "balance 10, need 20" in r2.log
-    assert chain.balance(DAVE) == CAROL_FUNDS - 10
+    assert chain.balance(DAVE) == CAROL_FUNDS - 10 - 2 * FEE
 
 
 def test_received_funds_are_spendable_later_in_the_same_block(chain: Chain) -> None:
@@ -221,8 +260,8 @@ def test_received_funds_are_spendable_later_in_the_same_block(chain: Chain) -> N
     dave_pays = chain.transfer(key(3), BOB, 600)
     r1, r2 = chain.run_block([pay_dave, dave_pays]).tx_results
     assert (r1.code, r2.code) == (OK, OK)
-    assert chain.balance(DAVE) == 400
-    # and reversed, dave has nothing yet
+    assert chain.balance(DAVE) == 400 - FEE
+    # and reversed, dave has too little yet
     r3, r4 = chain.run_block([chain.transfer(key(3), BOB, 600), chain.transfer(key(0), DAVE, 1)]).tx_results
     assert r3.code == Code.INSUFFICIENT_FUNDS
     assert r4.code == OK
@@ -305,13 +344,13 @@ def test_restart_keeps_height_hash_and_balances(chain: Chain) -> None:
     chain.reopen()
     info = chain.app.info()
     assert (info.last_block_height, info.last_block_app_hash) == (2, last.app_hash)
-    assert chain.balance(BOB) == BOB_FUNDS + 5 - 9
+    assert chain.balance(BOB) == BOB_FUNDS + 5 - 9 - FEE
     assert chain.balance(DAVE) == 9
     chain.assert_conservation()
     # the restarted app continues the chain, and check_tx knows the last block time
-    after = chain.run_block([chain.transfer(key(3), ALICE, 4)])
+    after = chain.run_block([chain.transfer(key(1), ALICE, 4)])
     assert after.tx_results[0].code == OK
-    assert chain.balance(ALICE) == ALICE_FUNDS - 5 + 4
+    assert chain.balance(ALICE) == ALICE_FUNDS - 5 - FEE + 4
 
 
 def test_info_before_and_after_genesis_commit(tmp_path: Path) -> None:
@@ -359,7 +398,7 @@ def test_commit_without_a_finalized_block_is_refused(chain: Chain) -> None:
 
 
 def test_genesis_alone_can_be_committed(tmp_path: Path) -> None:
-    c = Chain(tmp_path / "db", {address(0): 10}, initial_height=1)
+    c = Chain(tmp_path / "db", {address(0): 10 + FEE}, initial_height=1)
     batch = WriteBatch()
     c.app.commit(batch)
     c.db.write(batch)
@@ -367,7 +406,7 @@ def test_genesis_alone_can_be_committed(tmp_path: Path) -> None:
     assert c.app.info().last_block_app_hash == c.genesis_hash
     c.assert_conservation()
     c.reopen()
-    assert c.balance(address(0)) == 10
+    assert c.balance(address(0)) == 10 + FEE
     assert c.run_block([c.transfer(key(0), address(1), 3)]).tx_results[0].code == OK
     c.close()
 

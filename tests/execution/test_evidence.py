@@ -15,6 +15,7 @@ import pytest
 from consensus.app import OK, Event, FinalizeBlockRequest, Misbehavior, ValidatorUpdate
 from consensus.validators import ValidatorSet
 from execution.evidence import decode_misbehavior, encode_misbehavior
+from execution.tx import Transfer, standard_fee
 from execution.validators import RegisteredValidator
 from primitives import codec
 from primitives.codec import DecodeError
@@ -391,4 +392,4 @@ def test_conservation_holds_with_misbehavior_and_transfers(vchain: Chain) -> Non
         result = vchain.run_block(txs, misbehavior=[duplicate_vote(n % 3, n + 1)])
         assert all(r.code == OK for r in result.tx_results)
         vchain.assert_conservation()
-    assert vchain.balance(ALICE) == ALICE_FUNDS - (1 + 2 + 3 + 4)
+    assert vchain.balance(ALICE) == ALICE_FUNDS - (1 + 2 + 3 + 4) - 4 * standard_fee([Transfer(BOB, 1)])

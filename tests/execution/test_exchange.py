@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from consensus.app import ValidatorUpdate
+from consensus.app import CheckTxKind, ValidatorUpdate
 from execution.codes import Code
 from execution.genesis_state import default_exchange_app_state
 from execution.positions.margin import FEE_COLLECTOR
 from execution.positions.position import Position
-from execution.tx import OracleVote, PlaceOrder, Transfer, Tx, build_tx
+from execution.tx import STANDARD_FEES, ActionKind, OracleVote, PlaceOrder, Transfer, Tx, build_tx
 from tests.execution.chain import Chain, address, key
 from tests.execution.exchange_helpers import (
     BTC,
@@ -24,6 +24,7 @@ from tests.execution.exchange_helpers import (
     FUNDS,
     GTC,
     IOC,
+    PLACE_FEE,
     POST_ONLY,
     SELL,
     TICK,
@@ -82,8 +83,8 @@ def test_crossing_two_accounts_moves_exact_notional_and_fees(ex: Chain) -> None:
     }  # fmt: skip
     assert position(ex, ALICE) == Position(size, -notional - taker_fee)
     assert position(ex, BOB) == Position(-size, notional - maker_fee)
-    assert fees_collected(ex) == maker_fee + taker_fee
-    assert ex.balance(ALICE) == ex.balance(BOB) == FUNDS  # collateral is untouched
+    assert fees_collected(ex) == maker_fee + taker_fee + 2 * PLACE_FEE  # and each tx's fee
+    assert ex.balance(ALICE) == ex.balance(BOB) == FUNDS - PLACE_FEE  # collateral pays the tx fee only
     assert stored_orders(ex) == []
     account = ex.account(ALICE)
     assert account["positions"] == [
@@ -91,10 +92,10 @@ def test_crossing_two_accounts_moves_exact_notional_and_fees(ex: Chain) -> None:
          "quote": str(-notional - taker_fee), "quote_human": "-32516.25", "open_buy": "0", "open_sell": "0",
          "open_orders": "0", "oracle_price": str(price), "funding_index": "0", "pending_funding": "0"},
     ]  # fmt: skip
-    assert account["account_value"] == str(FUNDS - taker_fee)
+    assert account["account_value"] == str(FUNDS - PLACE_FEE - taker_fee)
     assert account["initial_requirement"] == str(notional // 20)
     assert account["maintenance_requirement"] == str(notional * 3 // 100)
-    assert account["free_collateral"] == str(FUNDS - taker_fee - notional // 20)
+    assert account["free_collateral"] == str(FUNDS - PLACE_FEE - taker_fee - notional // 20)
 
 
 def test_partial_fills_walk_the_book_in_price_time_order(ex: Chain) -> None:
@@ -342,6 +343,32 @@ def test_rate_limit_per_block(tmp_path: Path) -> None:
     chain.close()
 
 
+def test_the_order_rate_window_is_a_token_bucket_over_blocks(tmp_path: Path) -> None:
+    """`rate_limits`: at most 2 places/amends per 10 blocks on average over every market: a burst
+    of 2, then one order per 5 blocks; blocks count it, check_tx refuses what the committed level
+    forbids, each account has its own."""
+    state = default_exchange_app_state()
+    state["oracle"] = {"max_vote_age_blocks": 3, "stale_after_blocks": 1_000_000}
+    state["rate_limits"] = {"window_blocks": 10, "orders_per_window": 2}
+    chain = Chain(tmp_path / "db", {ALICE: FUNDS, BOB: FUNDS}, app_state=state)
+    btc_bid = place(BUY, btc(1), usd(50_000))
+    eth_bid = place(BUY, 10**9, 2_000 * 10**6, market=ETH)
+    burst = [chain.tx(A, btc_bid), chain.tx(A, eth_bid), chain.tx(A, amend(1, btc(2), usd(49_000)))]
+    results = chain.run_block(burst).tx_results
+    assert [r.code for r in results] == [0, 0, Code.RATE_LIMITED]  # two markets share the window
+    assert "more than 2 places and amends in 10 blocks" in results[2].log
+    assert chain.app.check_tx(chain.tx(A, btc_bid), CheckTxKind.NEW).code == Code.RATE_LIMITED
+    results = chain.run_block([chain.tx(B, btc_bid), chain.tx(A, btc_bid)]).tx_results
+    assert [r.code for r in results] == [0, Code.RATE_LIMITED]
+    for _ in range(3):
+        chain.run_block([])
+    # five blocks after the burst: room for one more order, not two
+    results = chain.run_block([chain.tx(A, btc_bid), chain.tx(A, eth_bid)]).tx_results
+    assert [r.code for r in results] == [0, Code.RATE_LIMITED]
+    assert_books_match_state(chain)
+    chain.close()
+
+
 def test_open_order_cap(tmp_path: Path) -> None:
     chain = exchange_chain(tmp_path / "db")
     for block in range(4):
@@ -415,7 +442,7 @@ def test_maker_without_margin_is_cancelled_at_match_time(tmp_path: Path) -> None
     assert_ok(chain.run_block([chain.tx(C, place(SELL, btc(10), usd(65_001)))]).tx_results)
     # the oracle moves to $80,000: filling bob now would leave him $200k under water
     assert_ok(chain.run_block([chain.tx(validator, OracleVote(((BTC, usd(80_000)),)))]).tx_results)
-    assert chain.account(BOB)["free_collateral"] == str(20_000 * 10**6)
+    assert chain.account(BOB)["free_collateral"] == str(20_000 * 10**6 - PLACE_FEE)
     results = chain.run_block([chain.tx(A, place(BUY, 10**10 * 20, usd(65_001), IOC))]).tx_results
     assert_ok(results)
     assert all_events(results, "order_cancelled")[0] == {
@@ -431,3 +458,24 @@ def test_fee_collector_is_an_ordinary_account(ex: Chain) -> None:
     run_ok(ex, ex.tx(B, place(SELL, btc(10), usd(65_000))))
     run_ok(ex, ex.tx(A, place(BUY, btc(10), usd(65_000), IOC)))
     assert ex.balance(FEE_COLLECTOR) == fees_collected(ex) > 0
+
+
+def test_the_fee_is_paid_from_free_collateral_and_cancels_need_only_maintenance(ex: Chain) -> None:
+    """An account with a position pays its fee from free collateral: with less free collateral
+    than the fee, an order is refused (INSUFFICIENT_FEE, nothing written) while a cancel, which
+    only lowers the requirement, still goes through above maintenance; no fee takes an account
+    under water."""
+    run_ok(ex, ex.tx(B, place(SELL, btc(10_000), usd(65_000))))
+    run_ok(ex, ex.tx(A, place(BUY, btc(10_000), usd(65_000), IOC)))  # alice long 1 BTC
+    free = int(str(ex.account(ALICE)["free_collateral"]))
+    keep = 5  # free collateral left below the fee of even a cancel (10)
+    run_ok(ex, ex.tx(A, Transfer(CAROL, free - PLACE_FEE - keep)))
+    assert ex.account(ALICE)["free_collateral"] == str(keep)
+    nonces = ex.nonces(ALICE)
+    [refused] = ex.run_block([ex.tx(A, place(BUY, btc(1), usd(60_000)))]).tx_results
+    assert refused.code == Code.INSUFFICIENT_FEE
+    assert refused.log == f"insufficient fee: free collateral {keep} cannot pay the fee {PLACE_FEE}"
+    assert ex.nonces(ALICE) == nonces and ex.account(ALICE)["free_collateral"] == str(keep)
+    [cancelled] = ex.run_block([ex.tx(A, cancel_all())]).tx_results
+    assert cancelled.code == 0, cancelled.log
+    assert ex.account(ALICE)["free_collateral"] == str(keep - STANDARD_FEES[ActionKind.CANCEL_ALL])

@@ -30,7 +30,7 @@ from execution.risk.liquidation import (
     load_queue,
 )
 from execution.state import StateView
-from execution.tx import Action, Liquidate, OracleVote, PlaceOrder, PlaceTrigger, Transfer
+from execution.tx import Action, Liquidate, OracleVote, PlaceOrder, PlaceTrigger, Transfer, standard_fee
 from primitives.hashing import sha256
 from primitives.keys import Address, PrivateKey
 from storage import schema
@@ -319,7 +319,7 @@ def test_the_liquidate_action_pays_its_sender(two_underwater: Chain) -> None:
     assert filled["account"] == queued.hex() and filled["liquidator"] == LIQUIDATOR.address.raw.hex()
     reward = int(filled["reward"])
     assert reward == int(filled["notional"]) * 5_000 // 10**6 > 0
-    assert chain.balance(LIQUIDATOR.address) == before + reward
+    assert chain.balance(LIQUIDATOR.address) == before + reward - standard_fee([Liquidate(Address(queued))])
     # the pass does not liquidate the same account again in that block beyond its per-block part
     assert int(filled["size"]) <= btc_size_for(32_000)
 

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from consensus.app import OK, CheckTxKind
+from consensus.app import OK, CheckTxKind, ValidatorUpdate
 from execution.actions import VALIDATED_ONLY_IN_CHECK, apply_action
 from execution.block import KeptTxs
 from execution.codes import CODESPACE, Code
 from execution.exchange.context import ExchangeContext
 from execution.state import StateView
-from execution.tx import Action, Transfer, Tx, build_tx
+from execution.tx import STANDARD_FEES, Action, ActionKind, OracleVote, Transfer, Tx, build_tx
 from primitives.codec import DecodeError
 from tests.execution.chain import Chain, address, key
 from tests.execution.conftest import ALICE_FUNDS, CAROL_FUNDS
@@ -33,6 +33,7 @@ from tests.execution.exchange_helpers import (
 )
 
 ALICE, BOB, CAROL, DAVE = (address(i) for i in range(4))
+FEE = STANDARD_FEES[ActionKind.TRANSFER]
 NEW, RECHECK = CheckTxKind.NEW, CheckTxKind.RECHECK
 
 
@@ -50,14 +51,21 @@ def test_check_tx_reports_each_failure(chain: Chain) -> None:
     assert (other_chain.code, other_chain.sender) == (Code.BAD_SIGNATURE, str(ALICE))
     poor = chain.app.check_tx(chain.transfer(key(2), BOB, CAROL_FUNDS + 250), NEW)
     assert poor.code == Code.INSUFFICIENT_FUNDS
-    assert poor.log == f"action 0: insufficient funds: balance {CAROL_FUNDS}, need {CAROL_FUNDS + 250}"
+    assert poor.log == f"action 0: insufficient funds: balance {CAROL_FUNDS - FEE}, need {CAROL_FUNDS + 250}"
     assert poor.codespace == CODESPACE
     zero = chain.app.check_tx(chain.transfer(key(0), BOB, 0), NEW)
     assert zero.code == Code.INVALID_ACTION
+    unfunded = chain.app.check_tx(chain.transfer(key(3), BOB, 1), NEW)
+    assert (unfunded.code, unfunded.log) == (
+        Code.INSUFFICIENT_FEE,
+        f"insufficient fee: balance 0 cannot pay the fee {FEE}",
+    )
+    cheap = chain.app.check_tx(chain.tx(key(0), Transfer(BOB, 1), fee=FEE - 1), NEW)
+    assert cheap.code == Code.INSUFFICIENT_FEE and f"below the minimum {FEE}" in cheap.log
 
 
 def test_check_tx_sequences_txs_of_one_sender(chain: Chain) -> None:
-    first = chain.transfer(key(2), DAVE, CAROL_FUNDS - 100)
+    first = chain.transfer(key(2), DAVE, CAROL_FUNDS - 100 - 2 * FEE)  # leaves 100 and a fee
     second = chain.transfer(key(2), DAVE, 101)
     assert chain.app.check_tx(first, NEW).ok
     result = chain.app.check_tx(second, NEW)
@@ -66,20 +74,23 @@ def test_check_tx_sequences_txs_of_one_sender(chain: Chain) -> None:
     # a failed check leaves no trace: its nonce is still free
     retry = chain.transfer(key(2), DAVE, 60, nonce=Tx.decode(second).nonce)
     assert chain.app.check_tx(retry, NEW).ok
-    assert chain.app.check_tx(chain.transfer(key(2), DAVE, 41), NEW).code == Code.INSUFFICIENT_FUNDS
-    assert chain.app.check_tx(chain.transfer(key(2), DAVE, 40), NEW).ok
+    broke = chain.app.check_tx(chain.transfer(key(2), DAVE, 1), NEW)
+    assert (broke.code, broke.log) == (
+        Code.INSUFFICIENT_FEE,
+        f"insufficient fee: balance 40 cannot pay the fee {FEE}",
+    )
     assert chain.app.check_tx(first, NEW).code == Code.INVALID_NONCE
 
 
 def test_check_state_credits_are_seen_by_later_checks(chain: Chain) -> None:
-    assert chain.app.check_tx(chain.transfer(key(0), DAVE, 50), NEW).ok
+    assert chain.app.check_tx(chain.transfer(key(0), DAVE, 50 + FEE), NEW).ok
     assert chain.app.check_tx(chain.transfer(key(3), BOB, 50), NEW).ok
 
 
 def test_check_state_resets_at_commit(chain: Chain) -> None:
-    spend_all = chain.transfer(key(2), DAVE, CAROL_FUNDS)
+    spend_all = chain.transfer(key(2), DAVE, CAROL_FUNDS - FEE)
     assert chain.app.check_tx(spend_all, NEW).ok
-    assert chain.app.check_tx(chain.transfer(key(2), DAVE, 1), NEW).code == Code.INSUFFICIENT_FUNDS
+    assert chain.app.check_tx(chain.transfer(key(2), DAVE, 1), NEW).code == Code.INSUFFICIENT_FEE
     chain.run_block([])  # spend_all never made it into a block
     assert chain.app.check_tx(chain.transfer(key(2), DAVE, 1), NEW).ok
 
@@ -205,7 +216,7 @@ def test_recheck_of_order_actions_runs_the_nonce_rule_only(ex: Chain) -> None:
 
 
 def test_recheck_of_a_transfer_runs_the_whole_tx(chain: Chain) -> None:
-    pending = chain.transfer(key(2), DAVE, CAROL_FUNDS)
+    pending = chain.transfer(key(2), DAVE, CAROL_FUNDS - FEE)
     assert chain.app.check_tx(pending, NEW).ok
     chain.run_block([chain.transfer(key(2), BOB, 1)])
     assert chain.app.check_tx(pending, RECHECK).code == Code.INSUFFICIENT_FUNDS
@@ -243,3 +254,43 @@ def test_check_tx_sees_each_block_s_oracle_state(tmp_path: Path) -> None:
         assert chain.app.check_tx(chain.tx(key(0), buy), NEW).code == Code.MARKET_STALE
     finally:
         chain.close()
+
+
+def test_a_node_may_ask_more_than_the_chain_minimum(chain: Chain) -> None:
+    """`[mempool] min_fee`: this node's admission floor; a block still takes the chain's minimum."""
+    chain.app.min_fee = 3 * FEE
+    low = chain.transfer(key(0), BOB, 1)
+    result = chain.app.check_tx(low, NEW)
+    assert result.code == Code.INSUFFICIENT_FEE
+    assert result.log == f"insufficient fee: {FEE} is below this node's minimum {3 * FEE} ([mempool] min_fee)"
+    assert chain.app.check_tx(chain.tx(key(0), Transfer(BOB, 1), fee=3 * FEE), NEW).ok
+    assert chain.run_block([low]).tx_results[0].code == OK  # not a rule of the chain
+
+
+def test_a_validators_free_vote_passes_the_node_minimum(tmp_path: Path) -> None:
+    validator = key(10)
+    chain = exchange_chain(tmp_path / "db", validators=[ValidatorUpdate(validator.public_key.raw, 10)])
+    chain.app.min_fee = 1_000
+    vote = chain.tx(validator, OracleVote(((1, usd(65_000)),)))
+    assert Tx.decode(vote).fee == 0
+    assert chain.app.check_tx(vote, NEW).ok
+    chain.close()
+
+
+def test_pending_txs_per_sender_are_capped(chain: Chain) -> None:
+    """`[mempool] max_txs_per_sender`: counted over the txs admitted since the last commit, which
+    the recheck after each commit admits again, so it bounds what a sender has pending."""
+    chain.app.max_txs_per_sender = 3
+    txs = [chain.transfer(key(0), BOB, 1) for _ in range(4)]
+    assert [chain.app.check_tx(tx, NEW).code for tx in txs[:3]] == [OK] * 3
+    assert (
+        chain.app.check_tx(chain.transfer(key(0), BOB, 1), CheckTxKind.DRY_RUN).code == Code.TOO_MANY_PENDING
+    )
+    refused = chain.app.check_tx(txs[3], NEW)
+    assert refused.code == Code.TOO_MANY_PENDING
+    assert f"{ALICE} has 3 txs waiting" in refused.log
+    assert chain.app.check_tx(chain.transfer(key(1), CAROL, 1), NEW).ok  # other senders are not held
+    chain.run_block(txs[:2])  # two leave the pool; the one left is rechecked, two slots free
+    assert chain.app.check_tx(txs[2], RECHECK).ok
+    assert [chain.app.check_tx(tx, NEW).code for tx in (txs[3], chain.transfer(key(0), BOB, 1))] == [OK, OK]
+    assert chain.app.check_tx(chain.transfer(key(0), BOB, 1), NEW).code == Code.TOO_MANY_PENDING

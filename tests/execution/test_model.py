@@ -1,6 +1,7 @@
-"""Property test: random blocks of transfers among a few accounts, valid and invalid, executed by
-the app on a real LevelDB, match a simple reference model of balances and used nonces, keep
-conservation after every block, and give the same app hashes when replayed on a fresh database."""
+"""Property test: random blocks of transfers among a few accounts, valid and invalid, paying
+enough fee or not, executed by the app on a real LevelDB, match a simple reference model of
+balances, fees collected and used nonces, keep conservation after every block, and give the same
+app hashes when replayed on a fresh database."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from hypothesis import strategies as st
 
 from consensus.app import OK
 from execution.codes import Code
-from execution.tx import Transfer, Tx
+from execution.positions.margin import FEE_COLLECTOR
+from execution.tx import STANDARD_FEES, ActionKind, Transfer, Tx
 from tests.execution.chain import BLOCK_INTERVAL, Chain, address, key
 
 PEOPLE = 4
-FUNDS = (1_000, 300, 50, 0)
+FUNDS = (1_000, 300, 150, 0)
+FEE = STANDARD_FEES[ActionKind.TRANSFER]
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class Op:
     amount: int
     nonce: str  # "fresh", "reuse" or "stale"
     damage: str  # "none", "signature" or "bytes"
+    fee: int
 
 
 ops = st.builds(
@@ -36,6 +40,7 @@ ops = st.builds(
     amount=st.one_of(st.integers(0, 400), st.sampled_from([1, 1_000, 1_001])),
     nonce=st.sampled_from(["fresh", "fresh", "fresh", "reuse", "stale"]),
     damage=st.sampled_from(["none"] * 8 + ["signature", "bytes"]),
+    fee=st.sampled_from([FEE, FEE, FEE, FEE - 1, 0, 3 * FEE]),
 )
 
 
@@ -45,6 +50,7 @@ class Model:
     def __init__(self) -> None:
         self.balances = dict(enumerate(FUNDS))
         self.used: dict[int, set[int]] = {i: set() for i in range(PEOPLE)}
+        self.fees = 0
 
     def apply(self, op: Op, nonce: int, window_ok: bool) -> int:
         if op.damage == "bytes":
@@ -53,7 +59,11 @@ class Model:
             return Code.BAD_SIGNATURE
         if nonce in self.used[op.sender] or not window_ok:
             return Code.INVALID_NONCE
+        if op.fee < FEE or op.fee > self.balances[op.sender]:
+            return Code.INSUFFICIENT_FEE
         self.used[op.sender].add(nonce)
+        self.balances[op.sender] -= op.fee
+        self.fees += op.fee
         if op.amount == 0 or op.sender == op.recipient:
             return Code.INVALID_ACTION
         if self.balances[op.sender] < op.amount:
@@ -64,11 +74,11 @@ class Model:
 
 
 def _raw(chain: Chain, op: Op, nonce: int) -> bytes:
-    raw = chain.transfer(key(op.sender), address(op.recipient), op.amount, nonce=nonce)
+    raw = chain.tx(key(op.sender), Transfer(address(op.recipient), op.amount), nonce=nonce, fee=op.fee)
     if op.damage == "signature":
         tx = Tx.decode(raw)
         return Tx(
-            tx.signer, tx.nonce, (Transfer(address(op.recipient), op.amount + 1),), tx.signature
+            tx.signer, tx.nonce, (Transfer(address(op.recipient), op.amount + 1),), tx.signature, tx.fee
         ).encode()
     if op.damage == "bytes":
         return raw[:-3]
@@ -108,6 +118,7 @@ def test_random_transfers_match_the_model(blocks: list[list[Op]]) -> None:
                 for i in range(PEOPLE):
                     assert chain.balance(address(i)) == model.balances[i]
                     assert chain.nonces(address(i)) == sorted(model.used[i])
+                assert chain.balance(FEE_COLLECTOR) == model.fees
             hashes = [chain.genesis_hash, *chain.app_hashes]
         finally:
             chain.close()

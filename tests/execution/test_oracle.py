@@ -29,7 +29,7 @@ from execution.oracle.prices import (
 )
 from execution.oracle.votes import apply_oracle_vote, end_block, weighted_median
 from execution.state import CommittedState, StateView
-from execution.tx import OracleVote, Tx, decode_action
+from execution.tx import STANDARD_FEES, ActionKind, OracleVote, Tx, decode_action
 from execution.validators import RegisteredValidator, store_validator
 from primitives.codec import DecodeError
 from tests.execution.chain import Chain, Empty, address, key
@@ -262,7 +262,9 @@ def exchange_chain(tmp_path: Path) -> Iterator[Chain]:
 def test_oracle_vote_transactions(exchange_chain: Chain) -> None:
     c = exchange_chain
     good = c.tx(key(0), OracleVote(((1, 6_600_000_000),)))
-    outsider = c.tx(key(2), OracleVote(((1, 1),)))
+    outsider = c.tx(key(2), OracleVote(((1, 1),)), fee=STANDARD_FEES[ActionKind.ORACLE_VOTE])
+    free_ride = c.tx(key(2), OracleVote(((1, 1),)))  # a validator's vote is free, an outsider's is not
+    assert c.app.check_tx(free_ride, CheckTxKind.NEW).code == Code.INSUFFICIENT_FEE
     unsorted = c.tx(key(1), OracleVote(((2, 1), (1, 1))))
     assert Tx.decode(good).actions == (OracleVote(((1, 6_600_000_000),)),)
     assert c.app.check_tx(outsider, CheckTxKind.NEW).code == Code.NOT_A_VALIDATOR

@@ -10,6 +10,7 @@ import pytest
 from consensus.app import QueryResult
 from execution.accounts import Account
 from execution.codes import CODESPACE, Code
+from execution.tx import STANDARD_FEES, ActionKind, Tx
 from primitives.ics23 import ProofError, decode_proof, verify_membership, verify_non_membership
 from storage import schema
 from storage.db import Database
@@ -17,6 +18,8 @@ from storage.snapshot import CHUNKS, Restore
 from storage.statetree import PROOF_OP_TYPE, PROOF_SPEC, StateTree
 from tests.execution.chain import Chain, address, key
 from tests.execution.conftest import ALICE_FUNDS, BOB_FUNDS, CAROL_FUNDS
+
+FEE = STANDARD_FEES[ActionKind.TRANSFER]
 
 
 def test_account_query(chain: Chain) -> None:
@@ -31,11 +34,16 @@ def test_account_query(chain: Chain) -> None:
     base = {"address", "balance", "nonces"}
     assert {k: value[k] for k in base} == {
         "address": str(address(0)),
-        "balance": str(ALICE_FUNDS - 5),
+        "balance": str(ALICE_FUNDS - 5 - Tx.decode(raw).fee),
         "nonces": [str(nonce)],
     }
     assert value["positions"] == value["orders"] == []
-    assert value["collateral"] == value["account_value"] == value["free_collateral"] == str(ALICE_FUNDS - 5)
+    assert (
+        value["collateral"]
+        == value["account_value"]
+        == value["free_collateral"]
+        == str(ALICE_FUNDS - 5 - FEE)
+    )
     empty = json.loads(chain.app.query(f"/accounts/{address(9)}", b"", 1, False).value)
     assert {k: empty[k] for k in base} == {"address": str(address(9)), "balance": "0", "nonces": []}
     assert empty["account_value"] == empty["initial_requirement"] == "0"
@@ -79,8 +87,8 @@ def test_key_queries_at_past_heights_with_proofs(chain: Chain) -> None:
     first = chain.run_block([chain.transfer(key(0), address(1), 5)])
     second = chain.run_block([chain.transfer(key(0), address(1), 7)])
     for height, app_hash, balance in [
-        (1, first.app_hash, ALICE_FUNDS - 5),
-        (2, second.app_hash, ALICE_FUNDS - 12),
+        (1, first.app_hash, ALICE_FUNDS - 5 - FEE),
+        (2, second.app_hash, ALICE_FUNDS - 12 - 2 * FEE),
     ]:
         result = chain.app.query("/key", account, height, True)
         assert (result.code, result.height, result.key) == (0, height, account)

@@ -16,6 +16,7 @@ from execution.tx import (
     UnknownAction,
     build_tx,
     decode_action,
+    standard_fee,
     tx_hash,
 )
 from primitives import codec
@@ -39,11 +40,12 @@ def _fields(**override: object) -> list[object]:
         "version": 1,
         "signer": PK,
         "nonce": NONCE,
+        "fee": 100,
         "actions": [[1, TO, 5]],
         "sig": SIG,
     }
     base.update(override)
-    return [base["version"], base["signer"], base["nonce"], base["actions"], base["sig"]]
+    return [base["version"], base["signer"], base["nonce"], base["fee"], base["actions"], base["sig"]]
 
 
 def test_round_trip_and_layout() -> None:
@@ -52,12 +54,14 @@ def test_round_trip_and_layout() -> None:
     assert tx.encode() == raw
     assert tx.version == 1
     assert tx.nonce == NONCE
+    assert tx.fee == 200 == standard_fee(tx.actions)  # two transfers at the default schedule
     assert tx.actions == (Transfer(address(1), 250), Transfer(address(2), 1))
     assert tx.sender == key(0).address == Address.from_public_key(PK)
     assert codec.decode(raw) == [
         1,
         PK,
         NONCE,
+        200,
         [[1, address(1).raw, 250], [1, address(2).raw, 1]],
         tx.signature,
     ]
@@ -65,9 +69,9 @@ def test_round_trip_and_layout() -> None:
 
 
 def test_sign_payload_and_signed_message() -> None:
-    raw = build_tx(key(0), CHAIN_ID, NONCE, [Transfer(address(1), 250)])
+    raw = build_tx(key(0), CHAIN_ID, NONCE, [Transfer(address(1), 250)], fee=777)
     tx = Tx.decode(raw)
-    payload = codec.encode([1, PK, NONCE, [[1, address(1).raw, 250]]])
+    payload = codec.encode([1, PK, NONCE, 777, [[1, address(1).raw, 250]]])
     assert tx.sign_payload() == payload
     message = sign_bytes(TX_DOMAIN, CHAIN_ID, payload)
     assert tx.sign_bytes(CHAIN_ID) == message
@@ -92,6 +96,9 @@ def test_unknown_action_round_trips() -> None:
         (_pack(_fields(signer=PK[:31])), "tx.signer: expected 32 bytes"),
         (_pack(_fields(nonce=-1)), "tx.nonce"),
         (_pack(_fields(nonce=b"1")), "tx.nonce: expected an integer"),
+        (_pack(_fields(fee=-1)), "tx.fee"),
+        (_pack(_fields(fee=2**63)), "tx.fee"),
+        (_pack(_fields(fee=b"1")), "tx.fee: expected an integer"),
         (_pack(_fields(actions=b"")), "tx.actions: expected an array"),
         (_pack(_fields(actions=[[]])), "tx.actions[0]: expected at least the action kind"),
         (_pack(_fields(actions=[7])), "tx.actions[0]: expected an array"),
@@ -101,8 +108,8 @@ def test_unknown_action_round_trips() -> None:
         (_pack(_fields(actions=[[1, TO, b"5"]])), "tx.actions[0].amount: expected an integer"),
         (_pack(_fields(actions=[[1, TO, 5, 0]])), "tx.actions[0]: expected 3 fields, got 4"),
         (_pack(_fields(sig=SIG[:63])), "tx.signature: expected 64 bytes"),
-        (_pack(_fields()[:4]), "tx: expected 5 fields, got 4"),
-        (_pack([*_fields(), b""]), "tx: expected 5 fields, got 6"),
+        (_pack(_fields()[:5]), "tx: expected 6 fields, got 5"),
+        (_pack([*_fields(), b""]), "tx: expected 6 fields, got 7"),
     ],
 )
 def test_wrong_field_types_name_the_field(raw: bytes, field: str) -> None:
@@ -116,10 +123,10 @@ def test_non_canonical_forms_are_rejected() -> None:
     parts = [_pack(v) for v in _fields()]  # type: ignore[arg-type]
     long_version = b"\xcc\x01"  # a uint8 where the fixint form exists
     long_nonce = b"\xd3" + NONCE.to_bytes(8, "big")  # an int64 where the uint64 form is canonical
-    padded_array = b"\xdc\x00\x05" + b"".join(parts)  # array16 header for 5 items
+    padded_array = b"\xdc\x00\x06" + b"".join(parts)  # array16 header for 6 items
     for raw in (
-        b"\x95" + long_version + b"".join(parts[1:]),
-        b"\x95" + parts[0] + parts[1] + long_nonce + parts[3] + parts[4],
+        b"\x96" + long_version + b"".join(parts[1:]),
+        b"\x96" + parts[0] + parts[1] + long_nonce + b"".join(parts[3:]),
         padded_array,
     ):
         with pytest.raises(DecodeError, match="non-canonical"):
@@ -128,10 +135,11 @@ def test_non_canonical_forms_are_rejected() -> None:
         good + b"\x00",
         good[:-1],
         msgpack.packb({"version": 1}),
-        msgpack.packb(["x", PK, NONCE, [[1, TO, 5]], SIG]),
-        msgpack.packb([True, PK, NONCE, [[1, TO, 5]], SIG]),
-        msgpack.packb([1, PK, NONCE, [[1, TO, 5]], None]),
-        msgpack.packb([1, PK, 1.5, [[1, TO, 5]], SIG]),
+        msgpack.packb(["x", PK, NONCE, 100, [[1, TO, 5]], SIG]),
+        msgpack.packb([True, PK, NONCE, 100, [[1, TO, 5]], SIG]),
+        msgpack.packb([1, PK, NONCE, 100, [[1, TO, 5]], None]),
+        msgpack.packb([1, PK, 1.5, 100, [[1, TO, 5]], SIG]),
+        msgpack.packb([1, PK, NONCE, 1.5, [[1, TO, 5]], SIG]),
         msgpack.packb(_fields(), use_bin_type=False),  # bytes as str
     ):
         with pytest.raises(DecodeError):
@@ -153,6 +161,8 @@ def test_build_tx_checks_integer_ranges() -> None:
         build_tx(key(0), CHAIN_ID, -1, [Transfer(address(1), 1)])
     with pytest.raises(ValueError, match="amount"):
         build_tx(key(0), CHAIN_ID, 1, [Transfer(address(1), 2**63)])
+    with pytest.raises(ValueError, match="fee"):
+        build_tx(key(0), CHAIN_ID, 1, [Transfer(address(1), 1)], fee=-1)
 
 
 @given(st.binary(max_size=300))

@@ -61,6 +61,7 @@ def test_defaults_match_cometbft_and_the_brief(tmp_path: Path) -> None:
     assert config.p2p.laddr == "tcp://0.0.0.0:26656"
     assert config.p2p.flush_throttle_timeout == 0  # CometBFT's 100ms would hold every vote back
     assert config.mempool.max_txs_bytes == 1_073_741_824
+    assert (config.mempool.min_fee, config.mempool.max_txs_per_sender) == (0, 200)
     assert config.consensus.timeout_propose == 3_000_000_000
     assert config.consensus.timeout_commit == 200_000_000
     assert config.consensus.compact_blocks is True
@@ -76,7 +77,7 @@ def test_written_file_is_commented_cometbft_toml(tmp_path: Path) -> None:
     text = config_to_toml(Config.default(tmp_path, "node0"))
     lines = text.splitlines()
     assignments = [i for i, line in enumerate(lines) if re.match(r"^[A-Za-z0-9_-]+ = ", line)]
-    assert len(assignments) == 9 + 12 + 19 + 7 + 7 + 1 + 14 + 6 + 1 + 4 + 7 + 1
+    assert len(assignments) == 9 + 12 + 19 + 9 + 7 + 1 + 14 + 6 + 1 + 4 + 7 + 1
     for i in assignments:
         assert lines[i - 1].startswith("# "), lines[i]
     parsed = tomllib.loads(text)

@@ -64,6 +64,7 @@ from node.node import (
     _event_index,
     build_core,
     check_double_sign_risk,
+    exchange_app,
     mempool_config,
     metrics_app,
     p2p_settings,
@@ -116,6 +117,7 @@ XQ = "tests/execution/test_query.py::"
 REAL_NODE = K + "test_a_real_node_honours_its_file_keys_and_refuses_to_start_after_recent_signing"
 TIMEOUTS = K + "test_each_consensus_timing_key_reaches_the_machine"
 MEMPOOL = K + "test_each_mempool_key_reaches_the_mempool"
+ADMISSION = K + "test_the_admission_keys_reach_the_application"
 P2P = K + "test_each_p2p_key_reaches_the_switch"
 BAD_VALUE = C + "test_bad_value_gives_one_line_error"
 
@@ -189,6 +191,14 @@ KEY_TESTS: dict[str, tuple[str, ...]] = {
     "mempool.max_tx_bytes": (MEMPOOL, MP + "test_too_large_tx_never_reaches_the_application"),
     "mempool.recheck": (MEMPOOL, MP + "test_no_recheck_when_disabled_or_nothing_is_left"),
     "mempool.broadcast": (MEMPOOL, K + "test_without_broadcast_the_mempool_sends_no_tx_but_takes_peers_txs"),
+    "mempool.min_fee": (
+        ADMISSION,
+        "tests/execution/test_mempool.py::test_a_node_may_ask_more_than_the_chain_minimum",
+    ),
+    "mempool.max_txs_per_sender": (
+        ADMISSION,
+        "tests/execution/test_mempool.py::test_pending_txs_per_sender_are_capped",
+    ),
     # -- [statesync]
     "statesync.enable": (EN + "test_a_new_node_joins_by_state_sync",),
     "statesync.rpc_servers": (EN + "test_a_new_node_joins_by_state_sync",),
@@ -961,9 +971,32 @@ def test_each_consensus_timing_key_reaches_the_machine(tmp_path: Path) -> None:
     assert timeout_config(default.with_overrides(**{"consensus.create_empty_blocks": False})).waits_for_txs
 
 
+APP_ADMISSION_KEYS = {"min_fee": 250, "max_txs_per_sender": 7}
+"""[mempool] keys that the application's check_tx applies (`ExchangeApp`): value -> its attribute"""
+
+
+def test_the_admission_keys_reach_the_application(tmp_path: Path) -> None:
+    default = Config.default(tmp_path, "n")
+    db = Database(tmp_path / "db")
+    verifier = BatchVerifier(workers=1)
+    try:
+        app = exchange_app(default, db, CHAIN, verifier)
+        assert (app.min_fee, app.max_txs_per_sender) == (0, 200)
+        changed = default.with_overrides(
+            **{f"mempool.{key}": value for key, value in APP_ADMISSION_KEYS.items()}
+        )
+        app = exchange_app(changed, db, CHAIN, verifier)
+        assert {key: getattr(app, key) for key in APP_ADMISSION_KEYS} == APP_ADMISSION_KEYS
+    finally:
+        verifier.close()
+        db.close()
+
+
 def test_each_mempool_key_reaches_the_mempool(tmp_path: Path) -> None:
     default = Config.default(tmp_path, "n")
-    assert set(MEMPOOL_KEYS) == set(tomllib.loads(config_to_toml(default))["mempool"])
+    assert set(MEMPOOL_KEYS) | set(APP_ADMISSION_KEYS) == set(
+        tomllib.loads(config_to_toml(default))["mempool"]
+    )
     for key, (value, attr, held) in MEMPOOL_KEYS.items():
         changed = mempool_config(default.with_overrides(**{f"mempool.{key}": value}))
         assert getattr(changed, attr) == held, key

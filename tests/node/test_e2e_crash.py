@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 
+from execution.positions.margin import FEE_COLLECTOR
 from execution.tx import Transfer, build_tx
 from node.keystore import KeyStore
 from primitives.hashing import sha256
@@ -47,15 +48,22 @@ class Load:
                 self.stop.wait(0.05)
 
 
+COLLECTOR = str(FEE_COLLECTOR)
+
+
 def committed_balances(node: NodeProcess, genesis: dict[str, int], height: int) -> dict[str, int]:
-    """Genesis balances plus the transfer events of every block up to `height`."""
+    """Genesis balances plus the transfer events of every block up to `height`, each tx's fee (its
+    `tx` event) moved to the fee collector."""
     balances = dict(genesis)
     for h in range(1, height + 1):
         for result in node.rpc("block_results", height=str(h))["txs_results"]:
             for event in result["events"]:
+                attrs = {a["key"]: a["value"] for a in event["attributes"]}
+                if event["type"] == "tx":
+                    balances[attrs["sender"]] = balances.get(attrs["sender"], 0) - int(attrs["fee"])
+                    balances[COLLECTOR] = balances.get(COLLECTOR, 0) + int(attrs["fee"])
                 if event["type"] != "transfer":
                     continue
-                attrs = {a["key"]: a["value"] for a in event["attributes"]}
                 amount = int(attrs["amount"])
                 balances[attrs["sender"]] = balances.get(attrs["sender"], 0) - amount
                 balances[attrs["recipient"]] = balances.get(attrs["recipient"], 0) + amount

@@ -21,7 +21,8 @@ from trio_websocket import WebSocketConnection, open_websocket_url
 
 from consensus.types import BlockID, PartSetHeader, Vote, VoteType
 from execution.accounts import Account
-from execution.tx import Transfer, Tx, build_tx
+from execution.positions.margin import FEE_COLLECTOR
+from execution.tx import CancelAll, Transfer, Tx, build_tx, standard_fee
 from node import jsonfmt
 from node.config import load_config, write_config
 from node.keystore import KeyStore
@@ -325,7 +326,7 @@ def test_transfer_through_rpc_and_bad_transactions(node: NodeProcess, chain: Cha
     good = build_tx(carol, "e2e-chain", now_ms(), [Transfer(dave, 1_000_000)])
     assert node.broadcast(good)["code"] == 0
     wait_for("the transfer to commit", lambda: True if node.balance(str(dave)) == 1_000_000 else None)
-    assert node.balance(chain.accounts["carol"]) == before - 1_000_000
+    assert node.balance(chain.accounts["carol"]) == before - 1_000_000 - Tx.decode(good).fee
 
     height = node.height()
     garbage = node.broadcast(b"\x93\x01\x02")
@@ -478,6 +479,31 @@ async def test_websocket_subscriptions(node: NodeProcess, chain: ChainHome) -> N
         assert int(status["result"]["sync_info"]["latest_block_height"]) >= blocks[1]
         unknown = await _call(ws, 26, "no_such_method")
         assert unknown["error"]["code"] == -32601
+
+
+def test_spam_is_paid_for_and_a_key_without_funds_gets_nothing_in(
+    node: NodeProcess, chain: ChainHome
+) -> None:
+    """Issue 15's spam case on a real node: a fresh key's 64-action txs are refused at admission
+    (before, they were all committed with code 0 and left a nonce record each); a funded spammer
+    pays the schedule's price for every action, to the fee collector."""
+    nobody = PrivateKey.from_seed(sha256(b"a spammer without funds"))
+    spam = [build_tx(nobody, "e2e-chain", now_ms() + i, [CancelAll(0)] * 64) for i in range(5)]
+    for tx in spam:
+        refused = node.broadcast(tx)
+        assert refused["code"] == 7 and "balance 0 cannot pay the fee 640" in refused["log"], refused
+    alice = KeyStore(chain.home).private_key("alice")
+    paid_before = node.balance(str(alice.address)), node.balance(str(FEE_COLLECTOR))
+    nonce = now_ms() + 1_000
+    funded = [build_tx(alice, "e2e-chain", nonce + i, [CancelAll(0)] * 64) for i in range(20)]
+    assert [node.broadcast(tx)["code"] for tx in funded] == [0] * 20
+    cost = 20 * standard_fee([CancelAll(0)] * 64)
+    wait_for(
+        "the spam to commit",
+        lambda: True if node.balance(str(alice.address)) == paid_before[0] - cost else None,
+    )
+    assert node.balance(str(FEE_COLLECTOR)) == paid_before[1] + cost
+    assert node.query(f"/accounts/{nobody.address}")["nonces"] == []  # nothing was written for it
 
 
 def test_a_batch_of_broadcasts_admits_each_tx_on_its_own_merits(node: NodeProcess, chain: ChainHome) -> None:

@@ -1,9 +1,10 @@
 """The Python SDK (`node.sdk`): its pure core without a node, then both clients and the two
 examples against a real `derivd start` (a market maker's quotes, a taker following its fills and
-the book stream)."""
+the book stream), paying the chain's fee schedule."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from decimal import Decimal
@@ -12,7 +13,10 @@ from pathlib import Path
 import pytest
 import trio
 
+from execution.codes import Code
+from execution.fees import FeeParams
 from execution.markets import default_markets
+from genesis.genesis import load_genesis, save_genesis
 from node.config import load_config, write_config
 from node.keystore import KeyStore
 from node.sdk import AsyncClient, Book, Client, Fill, InputError, RPCError, TxError, core
@@ -22,6 +26,10 @@ from node.sdk.types import Event
 from tests.node.e2e import ChainHome, NodeProcess, make_chain
 
 BTC = default_markets()[0]
+SCHEDULE = FeeParams(transfer=123, place_order=250, cancel_order=9, cancel_all=7)
+"""the test chain's fees, none the default, so paying the default schedule would be caught"""
+UNIT = Decimal("0.000001")
+"""a quote unit in USD"""
 
 
 def test_amounts_convert_exactly_or_not_at_all() -> None:
@@ -85,6 +93,14 @@ def test_a_refused_tx_raises_with_the_chains_reason() -> None:
     assert result.placed_order_ids() == [12] and result.height == 9
 
 
+def test_a_fee_schedule_is_read_strictly() -> None:
+    value = {name: str(price) for name, price in SCHEDULE.to_json().items()}
+    assert core.fee_params(value) == SCHEDULE
+    for wrong in (value | {"transfer": "0"}, value | {"transfer": "x"}, {"transfer": "1"}, None):
+        with pytest.raises(RPCError, match="query /fees: not a fee schedule"):
+            core.fee_params(wrong)
+
+
 def test_book_state_detects_a_gap() -> None:
     state = core.BookState(BTC, {"type": "snapshot", "seq": 4, "bids": [["100000", "7"]], "asks": []}, 10)
     state.apply({"type": "delta", "seq": 5, "bids": [["100000", "0"], ["200000", "3"]], "asks": []}, 11)
@@ -120,6 +136,9 @@ def test_fills_of_an_account_take_its_side() -> None:
 @pytest.fixture
 def trading_node(tmp_path: Path) -> Iterator[ChainHome]:
     chain = make_chain(tmp_path, {"alice": 10**12, "bob": 10**12})
+    genesis = chain.home / "config" / "genesis.json"
+    doc = load_genesis(genesis)
+    save_genesis(dataclasses.replace(doc, app_state=doc.app_state | {"fees": SCHEDULE.to_json()}), genesis)
     prices = tmp_path / "prices.json"
     prices.write_text(json.dumps({"BTC-USD": "65000", "ETH-USD": "3500"}))
     overrides = {"oracle.enabled": True, "oracle.source": "file", "oracle.file": str(prices)}
@@ -135,8 +154,21 @@ async def test_clients_and_examples_against_a_node(trading_node: ChainHome) -> N
     keys = KeyStore(chain.home)
     with Client(chain.rpc_url, key=keys.private_key("alice")) as alice:
         assert set(alice.markets()) == {"BTC-USD", "ETH-USD"}
-        assert alice.account().balance == Decimal(10**6)
+        assert alice.fees() == SCHEDULE
+        balance = alice.account().balance
+        assert balance == Decimal(10**6)
+        with pytest.raises(TxError) as low:
+            alice.transfer(chain.accounts["bob"], "1", fee=SCHEDULE.transfer - 1)
+        assert (low.value.stage, low.value.code) == ("check", Code.INSUFFICIENT_FEE), low.value
+        assert "below the minimum 123" in low.value.log
+        alice.transfer(chain.accounts["bob"], "1")  # pays the chain's minimum
+        alice.transfer(chain.accounts["bob"], "1", fee=1000)  # or what it is told
+        balance -= 2 + (SCHEDULE.transfer + 1000) * UNIT
+        assert alice.account().balance == balance
         market_maker.run(alice, "BTC-USD", Decimal("0.001"), Decimal("0.01"), rounds=2)
+        # each round one tx of a cancel-all and two placements (post-only: no trading fee yet)
+        balance -= 2 * (SCHEDULE.cancel_all + 2 * SCHEDULE.place_order) * UNIT
+        assert alice.account().balance == balance
         quotes = alice.account().orders
         assert sorted(o.side for o in quotes) == ["buy", "sell"]  # the first round's were replaced
         ask = next(o.price for o in quotes if o.side == "sell")
@@ -146,6 +178,9 @@ async def test_clients_and_examples_against_a_node(trading_node: ChainHome) -> N
             alice.query("/book/DOGE-USD")
 
     async with AsyncClient(chain.rpc_url, key=keys.private_key("bob")) as bob:
+        assert await bob.fees() == SCHEDULE
+        await bob.transfer(chain.accounts["alice"], "1")
+        assert (await bob.account()).balance == 10**6 + 2 - 1 - SCHEDULE.transfer * UNIT
         books: list[Book] = []
         fills: list[Fill] = []
         subscribed, following = trio.Event(), trio.Event()
