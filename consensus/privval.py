@@ -7,7 +7,8 @@ steps 1 propose, 2 prevote, 3 precommit. Before a signature is released the new 
 is refused; one for the same (height, round, step) is answered with the stored signature if the
 sign bytes are the same, or differ only in the timestamp (then the stored timestamp is used),
 and refused otherwise. So the validator never signs two different things for one step, across
-crashes and restarts too.
+crashes and restarts too. If the state cannot be saved (a full disk), the signature is not
+released and every later request is refused (`SignStateWriteError`): the node stops.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 from consensus.types import Proposal, Vote, VoteType
 from primitives.codec import DecodeError, Value, decode, field_list
-from primitives.files import DurableFile, OSFile
+from primitives.files import DurableFile, OSFile, remedy
 from primitives.keyfile import KeyFileError, load_key_file, save_key_file
 from primitives.keys import PrivateKey, PublicKey
 
@@ -35,6 +36,11 @@ class DoubleSignError(RuntimeError):
 
 class PrivValError(ValueError):
     """A key or state file that cannot be used; the message names the file and the problem."""
+
+
+class SignStateWriteError(PrivValError):
+    """The last-sign state could not be saved, so nothing was signed; the message names the file,
+    the OS error and what to do."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +104,8 @@ class FilePrivValidator:
         self.key = key
         self.state_file = state_file
         self.last = state
+        self._failure: str | None = None
+        """set by a failed save of the state: no signing after it"""
 
     @property
     def address(self) -> bytes:
@@ -185,9 +193,20 @@ class FilePrivValidator:
         )
 
     def _sign_and_save(self, height: int, round_: int, step: int, message: bytes) -> bytes:
+        if self._failure is not None:
+            raise SignStateWriteError(self._failure)
         signature = self.key.sign(message)
         new_state = LastSignState(height, round_, step, signature, message)
-        self.state_file.replace(_dump(new_state.to_json()))
+        try:
+            self.state_file.replace(_dump(new_state.to_json()))
+        except OSError as exc:
+            # Whether the file now holds the old state or (the rename done, its directory not
+            # synced) the new one, this process signs nothing more: the signature is dropped.
+            self._failure = (
+                f"cannot save the validator's sign state {self.state_file.name}: "
+                f"{exc.strerror or exc}; nothing was signed; {remedy(exc)}"
+            )
+            raise SignStateWriteError(self._failure) from exc
         self.last = new_state
         return signature
 
@@ -204,7 +223,13 @@ def load_sign_state(state_file: DurableFile) -> LastSignState:
         raise PrivValError(f"{state_file.name}: unreadable: {exc}") from exc
     if not raw:
         state = LastSignState()
-        state_file.replace(_dump(state.to_json()))
+        try:
+            state_file.replace(_dump(state.to_json()))
+        except OSError as exc:
+            reason = exc.strerror or exc
+            raise SignStateWriteError(
+                f"cannot write the validator's sign state {state_file.name}: {reason}; {remedy(exc)}"
+            ) from exc
         return state
     try:
         obj = json.loads(raw)

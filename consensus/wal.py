@@ -8,6 +8,10 @@ buffered; the node's own messages and end-height markers are fsynced before anyt
 them. On open, a torn or corrupt tail (a crash mid-write) is cut off and logged, never fatal.
 Replay returns the inputs after the last end-height marker. When the file passes its size
 limit at an end-height marker it is replaced by a file holding only that marker.
+
+A write that fails (a full disk, an I/O error) raises `WALWriteError` and so does every write
+after it: a record appended after a torn one would be cut off with it at the next open, so the
+log takes nothing more and the node stops; what the failed write left is such a torn tail.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 from consensus.machine import BlockPartEvent, Event, ProposalEvent, Step, TimeoutEvent, VoteEvent
 from consensus.messages import MachineMessage, message_fields, message_from_fields
 from primitives.codec import DecodeError, decode, encode, field_int, field_list, field_text
-from primitives.files import DurableFile, OSFile
+from primitives.files import DurableFile, OSFile, remedy
 
 log = logging.getLogger("derivd.wal")
 
@@ -36,6 +40,11 @@ DEFAULT_ROTATE_BYTES = 64 << 20
 
 class WALError(RuntimeError):
     """The WAL contradicts the stores (it is ahead of them) or cannot be written."""
+
+
+class WALWriteError(WALError):
+    """The WAL file could not be written or synced; the message names it, the OS error and what
+    to do."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +124,13 @@ class WAL:
                 len(data) - valid,
                 valid,
             )
-            file.truncate(valid)
+            try:
+                file.truncate(valid)
+            except OSError as exc:
+                raise self._write_error(exc) from exc
         self._records = records
         self.size = valid
+        self._failure: str | None = None
 
     @classmethod
     def open(cls, path: Path, rotate_bytes: int = DEFAULT_ROTATE_BYTES) -> WAL:
@@ -149,15 +162,39 @@ class WAL:
         record = _encode_record(time, None, height)
         self._append(record, True)
         if self.size > self.rotate_bytes:
-            self.file.replace(record)
+            try:
+                self.file.replace(record)
+            except OSError as exc:  # the old file, marker included, is still whole
+                raise self._failed(exc) from exc
             self.size = len(record)
 
     def _append(self, record: bytes, sync: bool) -> None:
-        self.file.append(record)
-        self.size += len(record)
-        if sync:
-            self.file.sync()
+        if self._failure is not None:
+            raise WALWriteError(self._failure)
+        try:
+            self.file.append(record)
+            self.size += len(record)
+            if sync:
+                self.file.sync()
+        except OSError as exc:
+            raise self._failed(exc) from exc
+
+    def _write_error(self, exc: OSError) -> WALWriteError:
+        return WALWriteError(f"cannot write the WAL {self.file.name}: {exc.strerror or exc}; {remedy(exc)}")
+
+    def _failed(self, exc: OSError) -> WALWriteError:
+        """The error of a failed write; every later write is refused with it."""
+        error = self._write_error(exc)
+        self._failure = str(error)
+        return error
 
     def close(self) -> None:
-        self.file.sync()
-        self.file.close()
+        """Sync and close; after a failed write only close (the torn tail is the reader's)."""
+        try:
+            if self._failure is None:
+                try:
+                    self.file.sync()
+                except OSError as exc:
+                    raise self._failed(exc) from exc
+        finally:
+            self.file.close()

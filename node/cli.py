@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import click
 import trio
@@ -56,7 +55,7 @@ from node.database import ensure_not_in_use, explained
 from node.export import ExportError, export_genesis
 from node.keys_cli import keyring_backend_option, keys_group, open_cli_keyring
 from node.keystore import KeyStoreError
-from node.node import Node, NodeStartError, start_server
+from node.node import Node, NodeStartError, first_leaf, start_server
 from node.query_cli import block_command, tx_command
 from node.rollback import RollbackError, rollback
 from node.sdk.errors import RPCError
@@ -301,13 +300,7 @@ async def _run_until_signal(run: Callable[..., Awaitable[None]]) -> None:
                     nursery.cancel_scope.cancel()
                     break
         except* START_ERRORS as group:
-            raise _first_leaf(group) from None  # nurseries wrapped it: the command reports it plainly
-
-
-def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
-    """The first exception in `group` that is not a group (nested nurseries nest groups)."""
-    first: BaseException = group.exceptions[0]
-    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+            raise first_leaf(group) from None  # nurseries wrapped it: the command reports it plainly
 
 
 # -- testnets -------------------------------------------------------------------------------------

@@ -5,7 +5,9 @@ Start-up order: database, application (and the block a `derivd rollback` kept, e
 handshake (InitChain or a consistency check), private validator, WAL, consensus (which replays the
 WAL), then the RPC and metrics servers. Shutdown
 (cancellation) stops the servers and consensus, flushes the WAL and closes the database; the
-last committed height is always whole on disk, so nothing is lost.
+last committed height is always whole on disk, so nothing is lost. A durable write of the running
+node that fails (`HALT_ERRORS`: the height's batch, the WAL, the sign state) halts it: one
+error line, the same shutdown, and the error goes up to `derivd start` (one `Error:` line, exit 1).
 """
 
 from __future__ import annotations
@@ -36,13 +38,13 @@ from consensus.light import LightError
 from consensus.machine import ConsensusMachine, StepChanged, TimeoutConfig
 from consensus.mempool import Mempool, MempoolConfig
 from consensus.mempool_reactor import MempoolReactor
-from consensus.privval import FilePrivValidator
+from consensus.privval import FilePrivValidator, SignStateWriteError
 from consensus.reactor import ConsensusReactor
 from consensus.service import ConsensusService, wall_clock
 from consensus.state import ConsensusParams
 from consensus.statesync import StateSync, StateSyncError
 from consensus.types import Block
-from consensus.wal import WAL
+from consensus.wal import WAL, WALWriteError
 from execution.app import ExchangeApp
 from execution.state import CommittedState
 from genesis.genesis import GenesisDoc
@@ -67,10 +69,14 @@ from primitives.batch_verify import BatchVerifier
 from primitives.keys import PrivateKey
 from storage import schema
 from storage.blockstore import BlockStore
-from storage.db import Database, check_format
+from storage.db import Database, StorageWriteError, check_format
 from storage.statestore import StateStore
 
 log = logging.getLogger("derivd.node")
+
+HALT_ERRORS = (StorageWriteError, WALWriteError, SignStateWriteError)
+"""A durable write of the running node failed (a full disk, an I/O error): it halts, and what is
+on disk is what a crash at that write would have left, which a restart recovers from."""
 
 
 def consensus_params(doc: GenesisDoc) -> ConsensusParams:
@@ -402,6 +408,9 @@ class Node:
                     service.start_from(synced_state, synced_commit, last_app_hash(core.blocks, height))
                     await nursery.start(service.run)
                     await nursery.start(reactor.run)
+            except* HALT_ERRORS as group:
+                log.error("halting: %s", first_leaf(group))  # one line; the traceback helps no one
+                raise
             finally:
                 core.driver.wal.close()
                 app.close()
@@ -409,6 +418,12 @@ class Node:
             verifier.close()
             db.close()
             log.info("node stopped")
+
+
+def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first exception in `group` that is not a group (nested nurseries nest groups)."""
+    first = group.exceptions[0]
+    return first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 GOSSIP_FLUSH_SECONDS = 0.005

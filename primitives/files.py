@@ -1,5 +1,6 @@
-"""Durable files: whole-file replacement that is atomic and synced, and the `DurableFile`
-interface the WAL and the private validator's state write through.
+"""Durable files: whole-file replacement that is atomic and synced, the `DurableFile`
+interface the WAL and the private validator's state write through, and the advice a failed
+durable write ends with (`remedy`).
 
 `OSFile` is the real thing (write, fsync, rename, directory fsync). The interface exists so the
 deterministic simulator can give each simulated node an in-memory file whose unsynced bytes are
@@ -8,27 +9,47 @@ lost, or torn, when that node crashes, exercising the same recovery code as a re
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 from pathlib import Path
 from typing import Protocol
 
+NO_SPACE = os.strerror(errno.ENOSPC)
+"""how the OS says ENOSPC ("No space left on device"); LevelDB's errors carry only this text"""
+
+
+def remedy(error: Exception) -> str:
+    """What the operator does about a failed durable write: "free space and restart" when the
+    disk (or the user's quota) is full, "check the disk and restart" otherwise."""
+    full = isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+    if full or NO_SPACE in str(error):
+        return "free space and restart"
+    return "check the disk and restart"
+
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write `data` to `path` through a synced temporary file renamed over it, then sync the
-    directory, so that after a crash `path` holds either the old or the new content."""
+    directory, so that after a crash `path` holds either the old or the new content. If it
+    fails (OSError) before the rename, `path` is untouched and the temporary file is removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        os.fchmod(fd, mode)
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):  # the write's error is the one to report
+            tmp.unlink(missing_ok=True)  # a full disk keeps no half-written copy of the file
+        raise
     sync_directory(path.parent)
 
 

@@ -1,7 +1,10 @@
 """The LevelDB handle (plyvel) and atomic write batches.
 
 Everything a height changes goes into one `WriteBatch` that `Database.write` applies with
-`sync=True`: after any crash the database holds either all of it or none of it.
+`sync=True`: after any crash the database holds either all of it or none of it. A write that
+LevelDB refuses (a full disk, an I/O error) raises `StorageWriteError`, and so does every write
+after it: the node stops there (LevelDB itself refuses writes after such an error), and the
+database holds the last batch that landed.
 """
 
 from __future__ import annotations
@@ -11,11 +14,23 @@ from pathlib import Path
 
 import plyvel
 
+from primitives.files import NO_SPACE, remedy
 from storage import schema
 
 
 class StorageError(RuntimeError):
     """The database cannot be opened or used; the message says why and where."""
+
+
+class StorageWriteError(StorageError):
+    """A batch was not written (LevelDB's error: a full disk, an I/O error); the message names
+    the database, the error and what to do."""
+
+
+def _reason(error: plyvel.Error) -> str:
+    """LevelDB's message (plyvel gives it as bytes)."""
+    raw = error.args[0] if error.args else b""
+    return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
 
 
 class WriteBatch:
@@ -49,11 +64,11 @@ class Database:
         try:
             self._db = plyvel.DB(str(path), create_if_missing=True, paranoid_checks=True)
         except plyvel.IOError as exc:
-            raise StorageError(
-                f"cannot open the database at {path}: {exc} (is another derivd running?)"
-            ) from exc
+            advice = "free space and restart" if NO_SPACE in _reason(exc) else "is another derivd running?"
+            raise StorageError(f"cannot open the database at {path}: {_reason(exc)} ({advice})") from exc
         except plyvel.CorruptionError as exc:
-            raise StorageError(f"the database at {path} is corrupt: {exc}") from exc
+            raise StorageError(f"the database at {path} is corrupt: {_reason(exc)}") from exc
+        self._failure: str | None = None
 
     def get(self, key: bytes) -> bytes | None:
         value: bytes | None = self._db.get(key)
@@ -79,13 +94,21 @@ class Database:
                 yield key, value
 
     def write(self, batch: WriteBatch, *, sync: bool = True) -> None:
-        """Apply `batch` atomically; with sync (the default) it is on disk when this returns."""
-        with self._db.write_batch(sync=sync, transaction=True) as wb:
-            for key, value in batch.ops:
-                if value is None:
-                    wb.delete(key)
-                else:
-                    wb.put(key, value)
+        """Apply `batch` atomically; with sync (the default) it is on disk when this returns.
+        StorageWriteError if LevelDB refuses it, or refused an earlier one: nothing of it is
+        applied."""
+        if self._failure is not None:
+            raise StorageWriteError(self._failure)
+        try:
+            with self._db.write_batch(sync=sync, transaction=True) as wb:
+                for key, value in batch.ops:
+                    if value is None:
+                        wb.delete(key)
+                    else:
+                        wb.put(key, value)
+        except plyvel.Error as exc:
+            self._failure = f"cannot write the database at {self.path}: {_reason(exc)}; {remedy(exc)}"
+            raise StorageWriteError(self._failure) from exc
 
     def compact(self, prefix: bytes) -> None:
         """Rewrite the files that hold keys under `prefix`, dropping what was deleted or
