@@ -576,6 +576,30 @@ def _reject_constant(name: str) -> Any:
     raise _RejectedJson(f"{name} is not a JSON number")
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lone_surrogate(value: object) -> str | None:
+    """The field path of the first key or string under `value` that is not text: one holding a
+    lone UTF-16 surrogate, which a JSON `\\u` escape can spell but UTF-8 cannot encode (so the
+    document could not be written back or shown); "" for `value` itself. None if there is none."""
+    stack: list[tuple[object, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return path
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                where = _join(path, key.encode("utf-8", "backslashreplace").decode("utf-8"))
+                if _SURROGATE.search(key):
+                    return where
+                stack.append((child, where))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
+    return None
+
+
 def parse_genesis(data: bytes | str, source: str = _DEFAULT_SOURCE) -> GenesisDoc:
     """Parse genesis.json text; GenesisError names `source` (invalid JSON, or the bad field)."""
     try:
@@ -583,6 +607,11 @@ def parse_genesis(data: bytes | str, source: str = _DEFAULT_SOURCE) -> GenesisDo
     except (ValueError, RecursionError) as exc:
         # JSONDecodeError (with line and column), duplicate keys, NaN, and undecodable bytes
         raise GenesisError(source, None, f"not valid JSON: {exc}") from None
+    surrogate = _lone_surrogate(obj)
+    if surrogate is not None:
+        raise GenesisError(
+            source, surrogate or None, "not text: a \\u escape of a lone UTF-16 surrogate (D800-DFFF)"
+        )
     try:
         return _doc_from_json(obj, copy_state=False)
     except GenesisError as exc:

@@ -446,6 +446,38 @@ class NodeCollector(Collector):
         yield received
         yield sent
         yield pending
+        stats = switch.stats
+        for name, doc, value in (
+            (
+                "p2p_inbound_connections_total",
+                "TCP connections accepted, before any check.",
+                stats.inbound_connections,
+            ),
+            (
+                "p2p_handshakes_evicted_total",
+                "Inbound handshakes cut short to give their slot to a newer connection.",
+                stats.handshakes_evicted,
+            ),
+            (
+                "p2p_handshake_failures_total",
+                "Handshakes that failed or timed out.",
+                stats.handshake_failures,
+            ),
+            ("p2p_dial_failures_total", "Outbound dials that failed.", stats.dial_failures),
+            (
+                "p2p_refused_connections_total",
+                "Connections hung up on after the handshake (incompatible, limits, duplicates, banned).",
+                stats.refused + stats.refused_banned,
+            ),
+        ):
+            family = counter(f"derivd_{name}", doc)
+            family.add_sample(family.name, {"chain_id": self.chain_id}, value)
+            yield family
+        handshakes = GaugeMetricFamily(
+            "derivd_p2p_inbound_handshakes", "Inbound handshakes in progress.", labels=["chain_id"]
+        )
+        handshakes.add_metric([self.chain_id], sum(switch.inbound_handshakes().values()))
+        yield handshakes
 
 
 STREAM_DELIVERY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -171,11 +172,16 @@ def p_int(value: Any, name: str, default: int | None = None) -> int | None:
     raise invalid_params(f"{name}: expected an integer, got {value!r}")
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def p_str(value: Any, name: str, default: str = "") -> str:
     if value is None:
         return default
     if not isinstance(value, str):
         raise invalid_params(f"{name}: expected a string")
+    if _SURROGATE.search(value):  # a JSON \u escape can spell one; no UTF-8 text holds it
+        raise invalid_params(f"{name}: not text (a \\u escape of a lone UTF-16 surrogate)")
     return _unquote(value)
 
 
@@ -773,7 +779,13 @@ async def broadcast_tx_commit(env: RPCEnv, call: Call) -> JSON:
                     "hash": jsonfmt.hex_upper(tx_hash),
                     "height": str(event.height),
                 }
-    raise internal("timed out waiting for tx to be included in a block")
+    # CometBFT's words, then what the client needs to know: the tx is in the mempool and may be
+    # committed yet (a retry with the same bytes would be a replay), and how to find out
+    raise internal(
+        f"timed out waiting for tx to be included in a block: tx {jsonfmt.hex_upper(tx_hash)} passed "
+        "check_tx and is in the mempool, so it may still be committed; do not send it again, ask "
+        f"`tx` with hash=0x{jsonfmt.hex_upper(tx_hash)} (or search tx.hash) after the next blocks"
+    )
 
 
 def _txs_json(env: RPCEnv, positions: list[tuple[int, int]], prove: bool) -> list[JSON]:

@@ -395,6 +395,27 @@ def test_invalid_utf8_is_an_error() -> None:
         parse_genesis(b'{"chain_id": "\xff"}', "g.json")
 
 
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        (lambda doc: doc["app_state"].update(note="\udcff"), "g.json: app_state.note: not text"),
+        (lambda doc: doc["app_state"].update({"k\ud800": 1}), "g.json: app_state.k\\ud800: not text"),
+        (lambda doc: doc["validators"][1].update(name="n\udfff"), "g.json: validators[1].name: not text"),
+    ],
+)
+def test_a_lone_surrogate_is_an_error(where: Callable[[dict[str, Any]], None], expected: str) -> None:
+    """Found by fuzzing (tests/fuzz, target genesis): a JSON `\\udcff` escape reads as a string
+    that UTF-8 cannot encode, which was accepted and then failed (UnicodeEncodeError) when the
+    document was written back or shown. It is refused, and the error prints."""
+    doc = _valid_json()
+    where(doc)
+    text = json.dumps(doc)  # ASCII: the surrogate travels as its escape
+    with pytest.raises(GenesisError) as info:
+        parse_genesis(text, "g.json")
+    assert str(info.value).startswith(expected), str(info.value)
+    str(info.value).encode("utf-8")
+
+
 def test_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "nope.json"
     with pytest.raises(GenesisError, match="derivd init") as info:

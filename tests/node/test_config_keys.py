@@ -622,8 +622,9 @@ def rpc_checks(node: NodeProcess, url: str) -> None:
     assert over["error"]["data"] == "batch of 3 exceeds 2"
     alice = KeyStore(node.chain.home).private_key("alice")
     tx = build_tx(alice, "e2e-chain", time.time_ns() // MS, [Transfer(Address(b"\x02" * 20), 5)])
-    with pytest.raises(RPCFailure, match="timed out waiting for tx to be included in a block"):
+    with pytest.raises(RPCFailure, match="timed out waiting for tx to be included in a block") as failure:
         node.rpc("broadcast_tx_commit", tx=base64.b64encode(tx).decode())
+    assert f"ask `tx` with hash=0x{sha256(tx).hex().upper()}" in str(failure.value)  # it may be in
 
 
 def test_a_real_node_honours_its_file_keys_and_refuses_to_start_after_recent_signing(tmp_path: Path) -> None:

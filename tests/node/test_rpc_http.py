@@ -92,3 +92,16 @@ async def test_open_connections_are_capped() -> None:
             assert refused.json()["error"]["data"] == "too many open connections"
             release.set()
         assert (await client.get("/health")).status_code == 200
+
+
+async def test_a_lone_surrogate_in_a_string_parameter_is_invalid_params() -> None:
+    """Found by fuzzing (tests/fuzz, target rpc): `tx_search` with the query "\\udcff" (a JSON
+    escape of a lone surrogate, which no UTF-8 text holds) made the query parser raise
+    UnicodeEncodeError, answered as -32603 Internal error with a traceback in the log. A string
+    parameter that is not text is invalid params, named."""
+    env = _env(index=cast(Any, object()))  # the query is refused before the index is searched
+    body = '{"jsonrpc": "2.0", "id": 7, "method": "tx_search", "params": {"query": "\\udcff"}}'
+    async with _client(env) as client:
+        reply = (await client.post("/", content=body)).json()
+    assert reply["error"]["code"] == -32602, reply
+    assert reply["error"]["data"].startswith("query: not text"), reply
