@@ -180,8 +180,12 @@ def _tokens(text: str) -> list[tuple[str, str, int]]:
 
 def parse(text: str) -> Query:
     """The query `text`; QueryError if it is empty, too long or not in the grammar."""
-    if len(text.encode()) > MAX_QUERY_BYTES:
-        raise QueryError(f"query is {len(text.encode())} bytes, longer than {MAX_QUERY_BYTES}")
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError:  # a JSON \u escape can spell a lone surrogate; no UTF-8 text holds it
+        raise QueryError("query is not text (a lone UTF-16 surrogate)") from None
+    if size > MAX_QUERY_BYTES:
+        raise QueryError(f"query is {size} bytes, longer than {MAX_QUERY_BYTES}")
     tokens = _tokens(text)
     if not tokens:
         raise QueryError("empty query")

@@ -72,6 +72,7 @@ def test_matching(text: str, matches: bool) -> None:
         ("a.b ! 1", "unexpected '! 1' at offset 4"),
         ("a.b = " + "9" * MAX_QUERY_BYTES, f"longer than {MAX_QUERY_BYTES}"),
         ("= 5", "expected tag at offset 0"),
+        ("a.b = '\udcff'", "not text"),  # a WebSocket subscribe reached this with a JSON \u escape
     ],
 )
 def test_refused_with_reason(text: str, error: str) -> None:
