@@ -2,9 +2,11 @@
 total supply record that the conservation invariant checks against.
 
 An account lives at `storage.schema.account_key(address)` as the canonical array
-`[balance, nonces]`: `balance` in quote units (micro-USD, >= 0) and `nonces` the sorted (strictly
-increasing) list of the highest nonces the account has used, at most 100. An absent key is the
-empty account (balance 0, no nonces); an account that becomes empty is deleted.
+`[balance, nonces, rate_height, rate_level]`: `balance` in quote units (micro-USD, >= 0), `nonces`
+the sorted (strictly increasing) list of the highest nonces the account has used, at most 100, and
+its order-rate level as of block `rate_height` (`execution.fees.take_order_slot`; 0, 0 for an
+account that never placed an order). An absent key is the empty account (balance 0, no nonces);
+an account that becomes empty is deleted.
 
 Nonce rule (Hyperliquid): a new nonce must be unused, larger than the smallest kept nonce once 100
 are kept, and strictly within (block time - 2 days, block time + 1 day), all in milliseconds; block
@@ -40,34 +42,44 @@ class Account:
 
     balance: int = 0
     nonces: tuple[int, ...] = ()
+    rate_height: int = 0
+    """the block height of `rate_level`"""
+    rate_level: int = 0
+    """the order-rate level (`execution.fees.take_order_slot`)"""
 
     @property
     def is_empty(self) -> bool:
         return self.balance == 0 and not self.nonces
 
     def encode(self) -> bytes:
-        return codec.encode([self.balance, list(self.nonces)])
+        return codec.encode([self.balance, list(self.nonces), self.rate_height, self.rate_level])
 
     @classmethod
     def decode(cls, raw: bytes) -> Account:
-        f = codec.field_list(codec.decode(raw), "account", 2)
+        f = codec.field_list(codec.decode(raw), "account", 4)
         balance = codec.field_int(f[0], "account.balance", 0, MAX_BALANCE)
         items = codec.field_list(f[1], "account.nonces", max_len=MAX_KEPT_NONCES)
         nonces = _nonces(items)
         if not all(map(lt, nonces, nonces[1:])):  # strictly increasing, looped in C
             raise DecodeError("account.nonces: not strictly increasing")
-        return cls(balance, nonces)
+        rate_height = codec.field_int(f[2], "account.rate_height", 0, MAX_INT64)
+        rate_level = codec.field_int(f[3], "account.rate_level", 0, MAX_INT64)
+        return cls(balance, nonces, rate_height, rate_level)
 
     def with_balance(self, balance: int) -> Account:
         if not 0 <= balance <= MAX_BALANCE:
             raise ValueError(f"balance {balance} is outside [0, {MAX_BALANCE}]")
-        return Account(balance, self.nonces)
+        return Account(balance, self.nonces, self.rate_height, self.rate_level)
 
     def with_nonce(self, nonce: int) -> Account:
         """This account with `nonce` recorded, keeping the highest `MAX_KEPT_NONCES`."""
         nonces = list(self.nonces)
         insort(nonces, nonce)
-        return Account(self.balance, tuple(nonces[-MAX_KEPT_NONCES:]))
+        return Account(self.balance, tuple(nonces[-MAX_KEPT_NONCES:]), self.rate_height, self.rate_level)
+
+    def with_rate(self, height: int, level: int) -> Account:
+        """This account with its order-rate level `level` as of block `height`."""
+        return Account(self.balance, self.nonces, height, level)
 
 
 _EMPTY = Account()

@@ -26,7 +26,7 @@ the chain.
 Order-rate window (`RateLimitParams`, stored at `schema.RATE_LIMIT_PARAMS`): besides each market's
 per-block limit (`Market.max_orders_per_block`), an account places and amends (orders and
 triggers) at most `orders_per_window` times in any `window_blocks` blocks on average, as a token
-bucket: its level (at `schema.rate_window_key(owner)`, `[height, level]`) rises by `window_blocks`
+bucket: its level (in its account record, `execution.accounts.Account.rate_level`) rises by `window_blocks`
 per placement and drains by `orders_per_window` per block, and a placement that would take it
 above `orders_per_window * window_blocks` is RATE_LIMITED. So a burst of `orders_per_window` is
 allowed, then `orders_per_window / window_blocks` a block, with no burst at window boundaries.
@@ -166,39 +166,22 @@ def load_rate_params(state: StateReader) -> RateLimitParams:
     return RateLimitParams() if raw is None else RateLimitParams.decode(raw)
 
 
-@dataclass(frozen=True, slots=True)
-class RateLevel:
-    """An account's order-rate level: `level` as of block `height` (module docstring)."""
-
-    height: int
-    level: int
-
-    def encode(self) -> bytes:
-        return codec.encode([self.height, self.level])
-
-    @classmethod
-    def decode(cls, raw: bytes) -> RateLevel:
-        f = codec.field_list(codec.decode(raw), "rate window", 2)
-        return cls(codec.field_int(f[0], "rate window.height"), codec.field_int(f[1], "rate window.level"))
-
-
 def take_order_slot(
     view: StateView, params: RateLimitParams, owner: bytes, height: int, *, count: bool
 ) -> str | None:
     """Why `owner` may not place or amend once more at `height` (its window is full), or None;
     `count`: record the placement in the owner's level (blocks), else only judge it (check_tx)."""
-    key = schema.rate_window_key(owner)
-    stored = read_record(view, key, RateLevel.decode)
-    level = params.window_blocks
-    if stored is not None:
-        level += max(0, stored.level - max(0, height - stored.height) * params.orders_per_window)
+    key = schema.account_key(owner)
+    account = read_record(view, key, Account.decode) or Account()
+    drained = max(0, height - account.rate_height) * params.orders_per_window
+    level = max(0, account.rate_level - drained) + params.window_blocks
     if level > params.orders_per_window * params.window_blocks:
         return (
             f"rate limited: more than {params.orders_per_window} places and amends in "
             f"{params.window_blocks} blocks (the account's order-rate window)"
         )
-    if count:
-        view.put_record(key, RateLevel(height, level))  # encoded once, when the block lists changes
+    if count:  # the account record every tx of the owner writes anyway (its nonces): no new key
+        view.put_record(key, account.with_rate(height, level))
     return None
 
 

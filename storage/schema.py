@@ -31,7 +31,6 @@ Heights are 8-byte big-endian so that keys of one prefix sort by height. Prefixe
 | `a:trg:` | market id, order id (8-byte BE) | a resting trigger order (`execution.exchange.trigger_book`) |
 | `a:fep` | | the fee schedule (`execution.fees.FeeParams`) |
 | `a:rlp` | | the order-rate window's parameters `[window_blocks, orders_per_window]` (`execution.fees`) |
-| `a:rl:` | owner (20) | the owner's order-rate level `[height, level]` (`execution.fees.take_order_slot`) |
 | `a:tgp` | | triggered-order parameters `[max_triggers_per_block]` (`execution.risk.triggers`) |
 | `a:orc:` | market id | the oracle price `[price, updated_height]` |
 | `a:ovt:` | market id, validator address (20) | a validator's latest vote `[price, height]` |
@@ -288,7 +287,6 @@ APP_TRIGGER_PREFIX = b"a:trg:"
 TRIGGER_PARAMS = b"a:tgp"
 FEE_PARAMS = b"a:fep"
 RATE_LIMIT_PARAMS = b"a:rlp"
-_RATE_WINDOW = b"a:rl:"
 APP_ORACLE_PRICE_PREFIX = b"a:orc:"
 APP_ORACLE_VOTE_PREFIX = b"a:ovt:"
 ORACLE_PARAMS = b"a:orp"
@@ -344,11 +342,6 @@ def market_id_bytes(market_id: int) -> bytes:
 
 def market_key(market_id: int) -> bytes:
     return APP_MARKET_PREFIX + market_id_bytes(market_id)
-
-
-def rate_window_key(owner: bytes) -> bytes:
-    """The order-rate level of `owner` (`execution.fees.take_order_slot`)."""
-    return _RATE_WINDOW + _owner(owner)
 
 
 def fee_delta_key(sender: bytes, nonce: int) -> bytes:

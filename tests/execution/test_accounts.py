@@ -20,9 +20,9 @@ NOW_NS = NOW_MS * 1_000_000 + 999_999
 
 
 def test_record_round_trip() -> None:
-    account = Account(1234, (5, 9, 12))
+    account = Account(1234, (5, 9, 12), 77, 300)
     raw = account.encode()
-    assert codec.decode(raw) == [1234, [5, 9, 12]]
+    assert codec.decode(raw) == [1234, [5, 9, 12], 77, 300]
     assert Account.decode(raw) == account
     assert Account().is_empty
     assert not Account(0, (1,)).is_empty
@@ -30,7 +30,17 @@ def test_record_round_trip() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [[1, [3, 2]], [1, [2, 2]], [-1, []], [1], [1, list(range(MAX_KEPT_NONCES + 1))], [b"1", []]],
+    [
+        [1, [3, 2], 0, 0],
+        [1, [2, 2], 0, 0],
+        [-1, [], 0, 0],
+        [1],
+        [1, []],
+        [1, list(range(MAX_KEPT_NONCES + 1)), 0, 0],
+        [b"1", [], 0, 0],
+        [1, [], -1, 0],
+        [1, [], 0, b"1"],
+    ],
 )
 def test_record_rejects_invalid_forms(value: codec.Value) -> None:
     with pytest.raises(DecodeError):
