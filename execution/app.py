@@ -317,7 +317,7 @@ class ExchangeApp:
         view = StateView(self._check_state)
         height = self._head_height() + 1
         context = self._check_context(height)
-        refused = self._admission_error(decoded, kind, context.fee_params(view))
+        refused = self._admission_error(decoded, context.fee_params(view))
         if refused is not None:
             return CheckTxResult(int(refused[0]), refused[1], CODESPACE, sender)
         if kind is CheckTxKind.RECHECK and all(type(a) in VALIDATED_ONLY_IN_CHECK for a in decoded.actions):
@@ -332,7 +332,7 @@ class ExchangeApp:
             self._admitted[raw_sender] = self._admitted.get(raw_sender, 0) + 1
         return CheckTxResult(OK, "", "", sender)
 
-    def _admission_error(self, tx: Tx, kind: CheckTxKind, fees: FeeParams) -> tuple[Code, str] | None:
+    def _admission_error(self, tx: Tx, fees: FeeParams) -> tuple[Code, str] | None:
         """This node's own admission rules (not the chain's): its minimum fee (which a tx the chain
         lets through for free, a validator's oracle vote, need not pay) and its cap of pending txs
         per sender."""
