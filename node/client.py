@@ -5,7 +5,6 @@ JSON value."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import sys
@@ -63,17 +62,6 @@ class RPCClient:
             return self._call(method, **params)
         except RPCError as exc:
             fail(str(exc))
-
-
-def broadcast(client: RPCClient, raw: bytes, mode: str) -> None:
-    """Send `raw` with `broadcast_tx_<mode>`, print the result; exit 2 if the tx was refused or failed."""
-    result = client.call(f"broadcast_tx_{mode}", tx=base64.b64encode(raw).decode())
-    emit(result)
-    code = result.get("code", 0)
-    if mode == "commit":
-        code = result["check_tx"]["code"] or result["tx_result"]["code"]
-    if code:
-        sys.exit(2)
 
 
 def abci_query(client: RPCClient, path: str, height: int = 0) -> Any:
