@@ -5,10 +5,10 @@
 Every tx pays its `fee` (`execution.tx.Tx.fee`, quote units), whatever its actions' outcome, and the
 fee must be at least the chain's minimum for its actions: the sum of each action's price in the
 schedule (`FeeParams`: placements, amends, triggers, transfers and liquidations 100 quote units,
-$0.0001; cancels 10, as Hyperliquid lets cancels through more cheaply). An oracle vote of a
-validator with power costs nothing (validators feed prices every block; anyone else pays for the
-vote, which then fails NOT_A_VALIDATOR). Every price is at least 1, so every tx but a validator's
-vote costs something.
+a ten-thousandth of a dollar; cancels 10, as Hyperliquid lets cancels through more cheaply). An
+oracle vote of a validator with power costs nothing (validators feed prices every block; anyone
+else pays for the vote, which then fails NOT_A_VALIDATOR). Every price is at least 1, so every tx
+but a validator's vote costs something.
 
 The fee is paid from the sender's account balance (its collateral) before the actions run, so every
 margin check of the actions counts it: a placement, amend, trigger or transfer needs free
@@ -205,17 +205,11 @@ def minimum_fee(state: StateReader, params: FeeParams, tx: Tx) -> int:
     """The chain's minimum fee of `tx`: the sum of its actions' prices, an oracle vote of a
     validator with power counting 0."""
     actions: Sequence[Action] = tx.actions
-    total = 0
-    validator: bool | None = None
-    for action in actions:
-        if type(action) is OracleVote:
-            if validator is None:
-                entry = load_validator(state, tx.sender.raw)
-                validator = entry is not None and entry.power > 0
-            if validator:
-                continue
-        total += params.price(action.kind)
-    return total
+    if any(type(action) is OracleVote for action in actions):
+        entry = load_validator(state, tx.sender.raw)
+        if entry is not None and entry.power > 0:  # a validator votes for free
+            actions = [action for action in actions if type(action) is not OracleVote]
+    return params.fee_of(actions)
 
 
 def fee_error(state: StateReader, params: FeeParams, tx: Tx, account: Account) -> str | None:

@@ -163,7 +163,9 @@ def _other_markets(ctx: ExchangeContext, state: StateReader, owner: bytes, marke
 
 def account_margin(ctx: ExchangeContext, state: StateReader, owner: bytes) -> MarginSummary:
     """The account figures of `execution.positions.margin.margin_summary` (same formula), read key
-    by key over the owner's markets with the context's prices and funding indexes."""
+    by key over the owner's markets with the context's prices and funding indexes. The loop is
+    `_other_markets`' with maintenance added: one generator shared by both cost serial bench exec
+    3-5% (the placement check calls `_other_markets` for every order)."""
     value = _collateral(state, owner)
     initial = maintenance = 0
     prefix = schema.position_prefix(owner)
