@@ -78,6 +78,7 @@ from execution.positions.funding_index import load_market_funding, pool_total
 from execution.positions.position import Position
 from execution.query import QueryContext, run_query
 from execution.risk.funding import init_funding_state
+from execution.risk.insurance import FundHealth, insurance_fund_health
 from execution.risk.liquidation import (
     RiskStats,
     init_liquidation_state,
@@ -526,7 +527,7 @@ class ExchangeApp:
         return balances + quotes + pool_total(self._committed)
 
     def funding_rates(self) -> dict[str, int]:
-        """Per market ticker (by id), the committed rate (ppm) of its last funding tick
+        """Per market ticker (by id), the committed 8-hour rate (ppm) of its last funding tick
         (`derivd_funding_rate_ppm{market}`)."""
         return {
             market.ticker: load_market_funding(self._committed, market.market_id).last_rate_ppm
@@ -536,6 +537,12 @@ class ExchangeApp:
     def liquidation_queue_size(self) -> int:
         """Accounts the last liquidation pass left for the next block (`derivd_liquidation_queue_size`)."""
         return len(load_queue(self._committed))
+
+    def insurance_fund_health(self) -> FundHealth:
+        """The insurance fund's committed balance, value and maintenance requirement at the committed
+        oracle prices, and its open positions (`derivd_insurance_fund_value`, `_maintenance`,
+        `_open_positions`)."""
+        return insurance_fund_health(self._committed, ExchangeContext(self._meta.height + 1, self._books))
 
     def position_size_sums(self) -> dict[int, int]:
         """Per market id, the sum of every committed position's size (always 0)."""

@@ -11,9 +11,11 @@
    one in this process meanwhile, and are merged in that order with the same outcome
    (`execution.scheduler`).
 4. `END_BLOCK_HOOKS`, in order: the oracle aggregation, the trigger orders the new prices fire,
-   the funding phase (premium samples; the tick when the block time reaches it), and last the
-   liquidation pass, which so sees everything that changed an account's value in the block (the
-   funding tick included): no account ends a block with a negative value.
+   the funding phase (premium samples; the tick when the block time reaches it), the insurance
+   fund's unwind of the positions it took over (`execution.risk.insurance`: the makers it fills
+   are this block's liquidation candidates), and last the liquidation pass, which so sees
+   everything that changed an account's value in the block (the funding tick included): no
+   account ends a block with a negative value.
 
 Block events are the stages' events in this order. Nothing here reads a clock or the books other
 than through the exchange contexts; the books change in place and the caller reloads them if the
@@ -38,6 +40,7 @@ from execution.executor import execute_tx, failure
 from execution.oracle.votes import end_block as oracle_end_block
 from execution.positions.margin import FEE_COLLECTOR
 from execution.risk.funding import funding_end_block
+from execution.risk.insurance import insurance_unwind
 from execution.risk.liquidation import carry_tx_state, liquidation_pass
 from execution.risk.triggers import trigger_orders, triggers_fired
 from execution.scheduler import TxOutcome, merge, plan_lanes, run_lane, worth_parallel
@@ -79,12 +82,22 @@ def _funding(block: EndBlock) -> list[Event]:
     return funding_end_block(block.view, block.exchange, block.height, block.time)
 
 
+def _insurance(block: EndBlock) -> list[Event]:
+    return insurance_unwind(block.view, block.exchange, block.height)
+
+
 def _liquidation(block: EndBlock) -> list[Event]:
     carry_tx_state(block.tx_exchange, block.exchange)  # the txs' touched owners and counts
     return liquidation_pass(block.view, block.exchange, block.height)
 
 
-END_BLOCK_HOOKS: tuple[Callable[[EndBlock], list[Event]], ...] = (_oracle, _triggers, _funding, _liquidation)
+END_BLOCK_HOOKS: tuple[Callable[[EndBlock], list[Event]], ...] = (
+    _oracle,
+    _triggers,
+    _funding,
+    _insurance,
+    _liquidation,
+)
 """The end-of-block stages, in the order they run."""
 
 

@@ -5,17 +5,21 @@ oracle parameters and initial prices).
     {"accounts": [{"address": "<40 hex>", "balance": "<int string, or JSON int>"}],
      "markets": [{"id": 1, "ticker": "BTC-USD", "atomic_resolution": -10, ...}],
      "oracle": {"max_vote_age_blocks": 3, "stale_after_blocks": 10, "max_price_move_ppm": 500000},
-     "funding": {"interval_seconds": 3600, "interest_ppm_per_interval": 12, "clamp_ppm": 625,
-                 "impact_notional": 10000000000}}
+     "funding": {"interval_seconds": 3600, "rate_period_seconds": 28800, "interest_ppm": 100,
+                 "clamp_factor_ppm": 6000000, "impact_notional": 10000000000}}
 
 `markets` entries carry every field of `execution.markets.MARKET_FIELDS` as JSON integers (the
 ticker a string); ids and tickers are unique and the entries are sorted by id in state. `oracle`
 defaults to `execution.oracle.prices.OracleParams()`; its first two fields are required when it is
 given (`max_price_move_ppm` defaults to 500000). `funding` defaults to
-`execution.risk.funding.FundingParams()`, each of its fields optional. `liquidation`
+`execution.risk.funding.FundingParams()`, each of its fields optional (the former
+`interest_ppm_per_interval` and `clamp_ppm` are refused with their replacements named). `liquidation`
 (`execution.risk.liquidation.LiquidationParams`: `fee_ppm`, `liquidator_reward_ppm`,
-`max_liquidations_per_block`, `max_deleverages_per_block`, `max_position_fraction_ppm`,
-`min_liquidation_notional`) likewise defaults field by field, and so does `triggers`
+`work_budget`, `max_deleverages_per_block`, `max_position_fraction_ppm`,
+`min_liquidation_notional`, `stale_haircut_ppm`; the former `max_liquidations_per_block` is refused
+with its replacement named) likewise defaults field by field, and so do `insurance`
+(`execution.risk.insurance.InsuranceParams`: `unwind_fraction_ppm`, `max_slippage_ppm`,
+`min_unwind_notional`), `triggers`
 (`execution.risk.triggers.TriggerParams`: `max_triggers_per_block`), and `fees`
 (`execution.fees.FeeParams`: the price of each action kind, in quote units) and `rate_limits`
 (`execution.fees.RateLimitParams`: `window_blocks`, `orders_per_window`).
@@ -46,8 +50,9 @@ from typing import Any, TypeVar
 from execution.fees import FEE_FIELDS, RATE_LIMIT_FIELDS, FeeParams, RateLimitParams
 from execution.markets import MARKET_FIELDS, Market, default_markets, market_error, store_market
 from execution.oracle.prices import OracleParams, OraclePrice, store_params, store_price
-from execution.risk.funding import FUNDING_FIELDS, FundingParams
-from execution.risk.liquidation import LIQUIDATION_FIELDS, LiquidationParams
+from execution.risk.funding import FUNDING_FIELDS, RENAMED_FIELDS, FundingParams
+from execution.risk.insurance import INSURANCE_FIELDS, InsuranceParams, init_insurance_state
+from execution.risk.liquidation import LIQUIDATION_FIELDS, LIQUIDATION_RENAMED, LiquidationParams
 from execution.risk.triggers import TRIGGER_FIELDS, TriggerParams
 from execution.state import StateView
 from primitives.keys import Address
@@ -60,6 +65,7 @@ SECTIONS = (
     "oracle",
     "funding",
     "liquidation",
+    "insurance",
     "triggers",
     "fees",
     "rate_limits",
@@ -100,6 +106,7 @@ class AppState:
     oracle: OracleParams = OracleParams()  # noqa: RUF009 (frozen, so one shared default is safe)
     funding: FundingParams = FundingParams()  # noqa: RUF009 (frozen, so one shared default is safe)
     liquidation: LiquidationParams = LiquidationParams()  # noqa: RUF009 (frozen, so one shared default is safe)
+    insurance: InsuranceParams = InsuranceParams()  # noqa: RUF009 (frozen, so one shared default is safe)
     triggers: TriggerParams = TriggerParams()  # noqa: RUF009 (frozen, so one shared default is safe)
     fees: FeeParams = FeeParams()  # noqa: RUF009 (frozen, so one shared default is safe)
     rate_limits: RateLimitParams = RateLimitParams()  # noqa: RUF009 (frozen, so one shared default is safe)
@@ -235,7 +242,9 @@ def _parse_oracle(value: object, path: str) -> OracleParams:
     return OracleParams(**numbers)
 
 
-_Params = TypeVar("_Params", FundingParams, LiquidationParams, TriggerParams, FeeParams, RateLimitParams)
+_Params = TypeVar(
+    "_Params", FundingParams, LiquidationParams, InsuranceParams, TriggerParams, FeeParams, RateLimitParams
+)
 
 
 def _parse_params(value: object, path: str, names: tuple[str, ...], params: type[_Params]) -> _Params:
@@ -248,6 +257,17 @@ def _parse_params(value: object, path: str, names: tuple[str, ...], params: type
         return params(**numbers)
     except ValueError as exc:
         raise AppStateError(f"{path}.{exc}") from exc
+
+
+def _parse_renamed(
+    value: object, path: str, names: tuple[str, ...], params: type[_Params], renamed: dict[str, str]
+) -> _Params:
+    """`_parse_params`, a key of a former rule refused with its replacement named (`renamed`)."""
+    obj = _object(value, path)
+    for name, replacement in renamed.items():
+        if name in obj:
+            raise AppStateError(f"{path}.{name}: {replacement}")
+    return _parse_params(obj, path, names, params)
 
 
 def _hex(value: object, path: str) -> bytes:
@@ -296,14 +316,25 @@ def parse_app_state(value: object, path: str = "app_state") -> AppState:
         markets=_parse_markets(obj.get("markets", []), f"{path}.markets"),
         oracle=_parse_oracle(obj["oracle"], f"{path}.oracle") if "oracle" in obj else OracleParams(),
         funding=(
-            _parse_params(obj["funding"], f"{path}.funding", FUNDING_FIELDS, FundingParams)
+            _parse_renamed(obj["funding"], f"{path}.funding", FUNDING_FIELDS, FundingParams, RENAMED_FIELDS)
             if "funding" in obj
             else FundingParams()
         ),
         liquidation=(
-            _parse_params(obj["liquidation"], f"{path}.liquidation", LIQUIDATION_FIELDS, LiquidationParams)
+            _parse_renamed(
+                obj["liquidation"],
+                f"{path}.liquidation",
+                LIQUIDATION_FIELDS,
+                LiquidationParams,
+                LIQUIDATION_RENAMED,
+            )
             if "liquidation" in obj
             else LiquidationParams()
+        ),
+        insurance=(
+            _parse_params(obj["insurance"], f"{path}.insurance", INSURANCE_FIELDS, InsuranceParams)
+            if "insurance" in obj
+            else InsuranceParams()
         ),
         triggers=(
             _parse_params(obj["triggers"], f"{path}.triggers", TRIGGER_FIELDS, TriggerParams)
@@ -337,6 +368,7 @@ def default_exchange_app_state() -> dict[str, Any]:
         "oracle": OracleParams().to_json(),
         "funding": FundingParams().to_json(),
         "liquidation": LiquidationParams().to_json(),
+        "insurance": InsuranceParams().to_json(),
         "triggers": TriggerParams().to_json(),
         "fees": FeeParams().to_json(),
         "rate_limits": RateLimitParams().to_json(),
@@ -393,6 +425,7 @@ def init_exchange_state(view: StateView, app_state: AppState, initial_height: in
     """Write the genesis markets, the oracle parameters and each market's initial price (updated at
     the genesis height, `initial_height - 1`)."""
     store_params(view, app_state.oracle)
+    init_insurance_state(view, app_state.insurance)
     for market in app_state.markets:
         store_market(view, market)
         store_price(view, market.market_id, OraclePrice(market.initial_price, initial_height - 1))

@@ -9,7 +9,8 @@ decimal strings, hashes as upper-case hex:
 | `/book/<TICKER>/l3` | L3 `{"market", "bids", "asks"}`: orders by priority (at most 10,000 a side) |
 | `/triggers/<TICKER>` | `{"market", "rise", "fall"}`: resting stop-loss / take-profit orders (below) |
 | `/oracle` | per market: price, `updated_height`, `age_blocks`, `stale` (below) |
-| `/funding` | per market: the predicted and the last funding rate, the index, the next funding time (below) |
+| `/funding` | per market: predicted and last 8-hour rate and hourly part, index, next tick (below) |
+| `/liquidations` | `{"queue", "recent"}`: accounts waiting for liquidation, the last liquidations (below) |
 | `/supply` | `{"total"}`: the quote supply fixed at genesis |
 | `/fees` | the fee schedule: each action kind's price in quote units (`execution.fees`), as strings |
 | `/app` | `{"height", "app_hash"}` of the last commit |
@@ -46,14 +47,27 @@ price is >= their trigger price, lowest trigger first) and `fall` (<=, highest f
 uses the oracle's `stale_after_blocks` at the next height. An L2 level is `{"price",
 "price_human", "size", "size_human"}` (its summed remaining size); `/oracle` items are
 `{"market", "market_id", "price", "price_human", "updated_height", "age_blocks", "stale"}`.
-`/funding` items are `{"market", "market_id", "funding_rate_ppm", "last_funding_rate_ppm",
-"funding_index", "funding_samples", "next_funding_time", "oracle_price"}`: `funding_rate_ppm` is
-the rate the running interval gets from its premium samples so far (the predicted rate, clamped,
-interest included), `last_funding_rate_ppm` the rate of the last funding tick (0 before the first),
+`/funding` items are `{"market", "market_id", "funding_rate_ppm", "funding_applied_ppm",
+"last_funding_rate_ppm", "last_funding_applied_ppm", "funding_index", "funding_samples",
+"next_funding_time", "oracle_price"}`: `funding_rate_ppm` is the 8-hour rate (per the funding
+`rate_period_seconds`) the running interval gets from its premium samples so far (the predicted
+rate, clamped, interest included), `funding_applied_ppm` the part of it the next tick pays (1/8 of
+it with hourly ticks, rounded toward zero), `last_funding_rate_ppm` the 8-hour rate of the last
+funding tick (0 before the first) and `last_funding_applied_ppm` the part that tick paid,
 `funding_index` the cumulative index (quote quantums per base quantum times
 `execution.positions.funding_index.FUNDING_INDEX_SCALE`), `funding_samples` the samples of the
 running interval and `next_funding_time` the block time (ns) at or after which the next tick
 happens (a rate > 0: longs pay shorts). `/markets` items carry the same funding fields.
+`/liquidations` is `{"queue", "recent"}`: `queue` the accounts the liquidation pass carries to the
+next block (`execution.risk.liquidation.load_queue`), in processing order, at most 1,000, each
+`{"account", "account_value", "account_value_human", "maintenance_requirement",
+"maintenance_requirement_human"}` figured as in `/accounts/<address>`; `recent` the last 1,000
+liquidation records (`execution.risk.history`), newest block first and in order within a block,
+each `{"height", "kind" ("liquidated": closed through the book, "taken_over": by the insurance
+fund, "deleveraged"), "account", "counterparty" (the fund or the deleveraging counterparty; ""
+for "liquidated"), "market", "market_id", "size", "size_human" (the signed change of the account's
+position), "price", "price_human", "quote", "quote_human" (what the account's position received),
+"fee", "fee_human" (the liquidation fee; "0" unless "liquidated")}`. Addresses are lower-case hex.
 Prices are subticks, sizes base quantums and quote amounts quote quantums, as integer strings;
 the `*_human` strings beside them are USD per base unit, base units and USD
 (`execution.markets`).
@@ -100,6 +114,8 @@ from execution.positions.funding_index import load_funding_index, pending_fundin
 from execution.positions.margin import margin_summary
 from execution.positions.position import positions
 from execution.risk.funding import funding_json
+from execution.risk.history import recent
+from execution.risk.liquidation import load_queue
 from execution.risk.triggers import execution_price
 from execution.state import CommittedState
 from execution.validators import registry
@@ -115,6 +131,8 @@ BOOK_PREFIX = "/book/"
 L3_SUFFIX = "/l3"
 MAX_L2_LEVELS = 1_000
 MAX_L3_ORDERS = 10_000
+MAX_LIQUIDATION_QUEUE = 1_000
+MAX_RECENT_LIQUIDATIONS = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,9 +415,49 @@ def query_funding(ctx: QueryContext, path: str) -> QueryResult:
     return QueryResult(value=_json(value), height=ctx.height)
 
 
+def query_liquidations(ctx: QueryContext, path: str) -> QueryResult:
+    prices = _prices(ctx)
+    queue = []
+    for owner in load_queue(ctx.state)[:MAX_LIQUIDATION_QUEUE]:
+        summary = margin_summary(ctx.state, Address(owner), prices)
+        queue.append(
+            {
+                "account": owner.hex(),
+                "account_value": str(summary.value),
+                "account_value_human": quote_to_human(summary.value),
+                "maintenance_requirement": str(summary.maintenance),
+                "maintenance_requirement_human": quote_to_human(summary.maintenance),
+            }
+        )
+    markets = {market.market_id: market for market in load_markets(ctx.state)}
+    records = []
+    for height, record in recent(ctx.state, MAX_RECENT_LIQUIDATIONS):
+        market = markets[record.market_id]
+        records.append(
+            {
+                "height": str(height),
+                "kind": record.kind,
+                "account": record.account.hex(),
+                "counterparty": record.counterparty.hex(),
+                "market": market.ticker,
+                "market_id": str(record.market_id),
+                "size": str(record.size),
+                "size_human": size_to_human(market, record.size),
+                "price": str(record.price),
+                "price_human": price_to_human(market, record.price),
+                "quote": str(record.quote),
+                "quote_human": quote_to_human(record.quote),
+                "fee": str(record.fee),
+                "fee_human": quote_to_human(record.fee),
+            }
+        )
+    return QueryResult(value=_json({"queue": queue, "recent": records}), height=ctx.height)
+
+
 EXACT_PATHS: dict[str, Callable[[QueryContext, str], QueryResult]] = {
     "/markets": query_markets,
     "/funding": query_funding,
+    "/liquidations": query_liquidations,
     "/oracle": query_oracle,
     "/supply": query_supply,
     "/fees": query_fees,

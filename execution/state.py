@@ -53,8 +53,9 @@ class StateReader(Protocol):
 
     def get(self, key: bytes) -> bytes | None: ...
 
-    def iterate(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
-        """Every (key, value) whose key starts with `prefix`, sorted by key (deleted keys omitted)."""
+    def iterate(self, prefix: bytes, *, start: bytes | None = None) -> list[tuple[bytes, bytes]]:
+        """Every (key, value) whose key starts with `prefix` (and is >= `start`, if given), sorted
+        by key (deleted keys omitted)."""
         ...
 
 
@@ -156,15 +157,19 @@ class StateView:
         self._decoded[key] = record
         return raw
 
-    def iterate(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
-        """Every (key, value) under `prefix` as this view sees it, sorted by key. The prefix is
-        recorded in `prefix_reads` and the keys that came from the parent in `read_set`."""
+    def iterate(self, prefix: bytes, *, start: bytes | None = None) -> list[tuple[bytes, bytes]]:
+        """Every (key, value) under `prefix` (and >= `start`, if given) as this view sees it,
+        sorted by key. The prefix is recorded in `prefix_reads` (the whole prefix, whatever
+        `start`) and the keys that came from the parent in `read_set`."""
         self._prefix_reads.add(prefix)
-        from_parent = self._parent.iterate(prefix)
+        from_parent = self._parent.iterate(prefix, start=start)
         writes = self._writes
         self._reads.update(key for key, _ in from_parent if key not in writes)
         candidates = self._family_index().get(prefix[:_FAMILY], ()) if len(prefix) >= _FAMILY else writes
-        mine = {key: self.get(key) for key in [key for key in candidates if key.startswith(prefix)]}
+        low = prefix if start is None else start
+        mine = {
+            key: self.get(key) for key in [key for key in candidates if key.startswith(prefix) and key >= low]
+        }
         return _overlay(from_parent, mine, prefix)
 
     def note_prefix_read(self, prefix: bytes) -> None:
@@ -248,6 +253,43 @@ class StateView:
         decoded.update(self._decoded)
 
 
+class CountingView(StateView):
+    """A view that counts the state operations run on it (`ops`): each get, put or delete is one,
+    a scan one plus one per key it lists. Deterministic: the same code on the same state counts
+    the same, so a block may budget its work in these units (the liquidation pass does)."""
+
+    __slots__ = ("ops",)
+
+    def __init__(self, parent: StateReader) -> None:
+        super().__init__(parent)
+        self.ops = 0
+
+    def get(self, key: bytes) -> bytes | None:
+        self.ops += 1
+        return super().get(key)
+
+    def get_record(self, key: bytes, decode: Callable[[bytes], R]) -> R | None:
+        self.ops += 1
+        return super().get_record(key, decode)
+
+    def iterate(self, prefix: bytes, *, start: bytes | None = None) -> list[tuple[bytes, bytes]]:
+        found = super().iterate(prefix, start=start)
+        self.ops += 1 + len(found)
+        return found
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.ops += 1
+        super().put(key, value)
+
+    def put_record(self, key: bytes, record: Record) -> None:
+        self.ops += 1
+        super().put_record(key, record)
+
+    def delete(self, key: bytes) -> None:
+        self.ops += 1
+        super().delete(key)
+
+
 def reads_any(view: StateView, keys: Collection[bytes]) -> bool:
     """Whether what ran on `view` read any of `keys` from its parent: a key of its read set, or a
     key under a prefix it scanned or noted. A tx that did must run after the tx that wrote them."""
@@ -264,8 +306,9 @@ class Store(Protocol):
 
     def get(self, key: bytes) -> bytes | None: ...
 
-    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Every (key, value) whose key starts with `prefix`, in ascending key order."""
+    def iterate(self, prefix: bytes, *, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value) whose key starts with `prefix` (and is >= `start`, if given), in
+        ascending key order."""
         ...
 
 
@@ -294,11 +337,14 @@ class CommittedState:
             record = self._decoded[key] = None if raw is None else decode(raw)
         return cast("R | None", record)  # a string: `R | None` would build a Union on every call
 
-    def iterate(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
-        """Every (key, value) under `prefix`, sorted by key."""
+    def iterate(self, prefix: bytes, *, start: bytes | None = None) -> list[tuple[bytes, bytes]]:
+        """Every (key, value) under `prefix` (and >= `start`, if given), sorted by key."""
         # the unwritten keys under `prefix` are one run of the sorted keys: found by bisection,
         # not by testing every key of the last commit
-        return _overlay(list(self._db.iterate(prefix)), self.last_changes_under(prefix), prefix)
+        if start is None:
+            return _overlay(list(self._db.iterate(prefix)), self.last_changes_under(prefix), prefix)
+        changes = {key: value for key, value in self.last_changes_under(prefix).items() if key >= start}
+        return _overlay(list(self._db.iterate(prefix, start=start)), changes, prefix)
 
     def last_changes(self) -> Mapping[bytes, bytes | None]:
         """The last commit's changes (key -> new value, None: deleted), read-only."""

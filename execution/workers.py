@@ -75,9 +75,9 @@ class MemoryStore:
     def get(self, key: bytes) -> bytes | None:
         return self._data.get(key)
 
-    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def iterate(self, prefix: bytes, *, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         data = self._data
-        for key in data.irange(minimum=prefix):
+        for key in data.irange(minimum=prefix if start is None else max(prefix, start)):
             if not key.startswith(prefix):
                 return
             yield key, data[key]

@@ -12,10 +12,13 @@ state); the first block (the maker's bids) lets the liquidation pass compute eve
 band (its time is reported as `first_pass_ms`).
 
 Figures: the `finalize_block` time of an empty block with no price move (the whole end block:
-oracle aggregation, triggers, liquidation pass, funding, the app hash), of the block whose oracle
-vote moves every market down 10% (including the liquidations of that block, at most
-`max_liquidations_per_block`), and of the next block (the queue carried over), with the time
-spent in `liquidation_pass` for each.
+oracle aggregation, triggers, funding, the insurance unwind, the liquidation pass, the app hash),
+of the block whose oracle vote moves every market down 10% (including the liquidations of that
+block, within the pass's `work_budget`), and of each following block until every under-water
+account is cleared (its position closed, taken over or deleveraged: `blocks_to_clear` counts the
+blocks from the move's, at most 10) and the queue holds no liquidatable account; with the time
+spent in `liquidation_pass` and the state operations it counted (`work`) for each. The app's
+commit and the batch write (fsync off) are outside the timings.
 """
 
 from __future__ import annotations
@@ -30,10 +33,11 @@ from typing import Any
 from consensus.app import FinalizeBlockRequest, InitChainRequest, ValidatorUpdate
 from execution import block as block_module
 from execution.app import ExchangeApp
+from execution.exchange.context import ExchangeContext
 from execution.genesis_state import default_exchange_app_state
 from execution.markets import Market, default_markets, value_floor
 from execution.positions.position import Position, store_position
-from execution.risk.liquidation import load_queue
+from execution.risk.liquidation import account_health, load_queue
 from execution.state import CommittedState, StateView
 from execution.tx import OracleVote, PlaceOrder, build_tx
 from primitives.batch_verify import BatchVerifier
@@ -49,6 +53,7 @@ MOVE_PPM = 100_000  # the 10% fall
 UNDER_WATER_LEVERAGE = 9
 UNDER_WATER_EVERY = 100  # one account in 100
 PASS = "liquidation_pass"
+MAX_CLEARING_BLOCKS = 10
 
 
 def bench_markets() -> list[Market]:
@@ -126,18 +131,21 @@ def _build(path: Path, accounts: int) -> tuple[PrivateKey, PrivateKey, list[Mark
 
 
 class _Timed:
-    """Wraps `execution.app.liquidation_pass` to time each call."""
+    """Wraps `execution.app.liquidation_pass` to time each call and keep the work it counted."""
 
     def __init__(self) -> None:
         self.original = vars(block_module)[PASS]
         self.last = 0.0
+        self.work = 0
 
-    def __call__(self, *args: Any) -> Any:
+    def __call__(self, view: Any, ctx: ExchangeContext, height: int) -> Any:
         started = time.perf_counter()
+        work = ctx.risk_counts.get("work", 0)
         try:
-            return self.original(*args)
+            return self.original(view, ctx, height)
         finally:
             self.last = time.perf_counter() - started
+            self.work = ctx.risk_counts.get("work", 0) - work
 
 
 def bench_liquidation(accounts: int = 100_000) -> dict[str, Any]:
@@ -154,7 +162,7 @@ def bench_liquidation(accounts: int = 100_000) -> dict[str, Any]:
         height = 0
         nonce = GENESIS_TIME // 1_000_000
 
-        def block(txs: list[bytes]) -> tuple[float, float, int]:
+        def block(txs: list[bytes]) -> tuple[float, float, int, int]:
             nonlocal height
             height += 1
             request = FinalizeBlockRequest(
@@ -168,7 +176,7 @@ def bench_liquidation(accounts: int = 100_000) -> dict[str, Any]:
             app.commit(batch)
             db.write(batch, sync=False)
             started_events = sum(1 for e in result.events if e.type == "liquidation_started")
-            return elapsed, timed.last, started_events
+            return elapsed, timed.last, started_events, timed.work
 
         try:
             # the maker's bids 0.5% under the fallen prices, for every under-water long
@@ -195,7 +203,10 @@ def bench_liquidation(accounts: int = 100_000) -> dict[str, Any]:
             ]
             nonce += 1
             move = block([build_tx(validator, CHAIN_ID, nonce, [OracleVote(tuple(moved))])])
-            after = block([])
+            clearing = [move]
+            while _still_under(db, app, accounts) and len(clearing) < MAX_CLEARING_BLOCKS:
+                clearing.append(block([]))
+            left = _still_under(db, app, accounts)
             queue = len(load_queue(CommittedState(db)))
         finally:
             vars(block_module)[PASS] = timed.original
@@ -213,8 +224,24 @@ def bench_liquidation(accounts: int = 100_000) -> dict[str, Any]:
         "move_block_ms": move[0] * 1000,
         "move_liquidation_pass_ms": move[1] * 1000,
         "move_liquidations": move[2],
-        "next_block_ms": after[0] * 1000,
-        "next_liquidation_pass_ms": after[1] * 1000,
-        "next_liquidations": after[2],
+        "blocks_to_clear": None if left else len(clearing),
+        "under_water_left": left,
+        "block_ms": [item[0] * 1000 for item in clearing],
+        "liquidation_pass_ms": [item[1] * 1000 for item in clearing],
+        "liquidations": [item[2] for item in clearing],
+        "work": [item[3] for item in clearing],
+        "pass_us_per_operation": [item[1] * 1e6 / max(1, item[3]) for item in clearing],
         "queue_after": queue,
     }
+
+
+def _still_under(db: Database, app: ExchangeApp, accounts: int) -> int:
+    """How many of the under-water accounts (the 9x longs) still hold a position that is
+    liquidatable at the committed oracle prices."""
+    committed = CommittedState(db)
+    ctx = ExchangeContext(app.info().last_block_height + 1, app.books, live=False)
+    left = 0
+    for pair in range(0, accounts // 2, UNDER_WATER_EVERY // 2):
+        if account_health(committed, ctx, _address(2 * pair).raw).liquidatable:
+            left += 1
+    return left

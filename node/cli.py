@@ -71,6 +71,7 @@ from node.trade_cli import (
     book_command,
     fees_command,
     funding_command,
+    liquidations_command,
     markets_command,
     oracle_command,
     order_group,
@@ -741,6 +742,7 @@ query.add_command(book_command)
 query.add_command(markets_command)
 query.add_command(oracle_command)
 query.add_command(funding_command)
+query.add_command(liquidations_command)
 query.add_command(fees_command)
 query.add_command(tx_command)
 query.add_command(block_command)

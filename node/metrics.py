@@ -38,6 +38,7 @@ from execution.app import ExchangeApp
 from execution.markets import load_markets
 from execution.oracle.prices import is_stale, load_params, load_price
 from execution.positions.position import Position
+from execution.risk.insurance import FundHealth
 from node.pricefeed import FeederStats
 from p2p.switch import Switch
 from storage import schema
@@ -101,6 +102,34 @@ def counter(name: str, doc: str) -> Metric:
     """A counter named exactly `name` (CometBFT's names: `cometbft_mempool_failed_txs`, no suffix
     added; `exposition` writes it so). Its samples are added under the same name."""
     return Metric(name, doc, "counter")
+
+
+def insurance_fund_metrics(chain_id: str, health: FundHealth) -> list[Metric]:
+    """The insurance fund's health after the last committed block
+    (`execution.risk.insurance.insurance_fund_health`): its account value and maintenance
+    requirement at the oracle prices (quote quantums) and the positions it holds."""
+    families: list[Metric] = []
+    for name, doc, value in (
+        (
+            "derivd_insurance_fund_value",
+            "Insurance fund account value at the oracle prices, positions included (quote quantums).",
+            health.value,
+        ),
+        (
+            "derivd_insurance_fund_maintenance",
+            "Insurance fund maintenance requirement of its positions (quote quantums).",
+            health.maintenance,
+        ),
+        (
+            "derivd_insurance_fund_open_positions",
+            "Markets on which the insurance fund holds a position it has not unwound yet.",
+            health.open_positions,
+        ),
+    ):
+        family = GaugeMetricFamily(name, doc, labels=["chain_id"])
+        family.add_metric([chain_id], value)
+        families.append(family)
+    return families
 
 
 def _escape(value: str) -> str:
@@ -393,6 +422,7 @@ class NodeCollector(Collector):
         )
         fund.add_metric([self.chain_id], risk.insurance_fund_balance)
         yield fund
+        yield from insurance_fund_metrics(self.chain_id, app.insurance_fund_health())
         queue = GaugeMetricFamily(
             "derivd_liquidation_queue_size",
             "Accounts the last liquidation pass left to check first in the next block (over the "
@@ -412,10 +442,11 @@ class NodeCollector(Collector):
         yield interest
 
     def _funding_rates(self, app: ExchangeApp) -> Metric:
-        """`derivd_funding_rate_ppm{market}`: the rate of each market's last funding tick."""
+        """`derivd_funding_rate_ppm{market}`: the 8-hour rate of each market's last funding tick."""
         family = GaugeMetricFamily(
             "derivd_funding_rate_ppm",
-            "Funding rate of the last funding tick (ppm per interval; > 0: longs pay shorts).",
+            "Funding rate of the last funding tick (ppm per funding rate period, 8 h by default; a tick pays "
+            "interval/period of it; > 0: longs pay shorts).",
             labels=["chain_id", "market"],
         )
         for ticker, rate in app.funding_rates().items():

@@ -8,7 +8,7 @@ A client subscribes with `subscribe` and `{"stream": name, ...}` instead of a qu
 | `book` | `market` (ticker) | a `snapshot` first, then `delta`s: changed levels `[price, size]` ("0": gone) |
 | `trades` | `market` | the market's fills (`order_filled` events) |
 | `user` | `address` (hex) | the events naming the address, and its changed positions |
-| `oracle` | | `oracle_price` and `oracle_price_rejected` events |
+| `oracle` | | `oracle_price` and `oracle_price_clamped` events |
 | `funding` | | `funding` events |
 | `liquidations` | | `liquidation_*` and `deleveraged` events |
 
@@ -50,7 +50,7 @@ BOOK, TRADES, USER, ORACLE, FUNDING, LIQUIDATIONS = (
 )
 _BY_MARKET = (BOOK, TRADES)
 _EVENT_TYPES = {
-    ORACLE: frozenset({"oracle_price", "oracle_price_rejected"}),
+    ORACLE: frozenset({"oracle_price", "oracle_price_clamped"}),
     FUNDING: frozenset({"funding"}),
     LIQUIDATIONS: frozenset(
         {"liquidation_started", "liquidation_filled", "liquidation_taken_over", "deleveraged"}

@@ -1,5 +1,6 @@
 """The trading commands of the `derivd` CLI: `tx order place|market|stop|cancel|cancel-all|amend`
-and `query book|markets|oracle|funding|fees`, on the SDK's market units and actions (`node.sdk.core`).
+and `query book|markets|oracle|funding|fees|liquidations`, on the SDK's market units and actions
+(`node.sdk.core`).
 
 Traders give human decimals (`--size 0.5 --price 65000` on BTC-USD); the CLI reads the market's
 units from the node (`abci_query /markets`) and converts exactly to base quantums and subticks
@@ -269,9 +270,17 @@ def oracle_command(node: str) -> None:
 @click.command(name="funding")
 @node_option
 def funding_command(node: str) -> None:
-    """Show each market's funding: the predicted rate of the running interval, the last applied
-    rate, the cumulative index and the next funding time."""
+    """Show each market's funding: the predicted 8-hour rate of the running interval, the last
+    8-hour rate, the part of each a tick pays, the cumulative index and the next funding time."""
     emit(abci_query(RPCClient(node), "/funding"))
+
+
+@click.command(name="liquidations")
+@node_option
+def liquidations_command(node: str) -> None:
+    """Show the liquidation queue (the accounts waiting, with their value and maintenance
+    requirement) and the last liquidations, takeovers by the insurance fund and deleveragings."""
+    emit(abci_query(RPCClient(node), "/liquidations"))
 
 
 @click.command(name="fees")

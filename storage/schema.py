@@ -35,14 +35,20 @@ Heights are 8-byte big-endian so that keys of one prefix sort by height. Prefixe
 | `a:orc:` | market id | the oracle price `[price, updated_height]` |
 | `a:ovt:` | market id, validator address (20) | a validator's latest vote `[price, height]` |
 | `a:orp` | | oracle parameters `[max_vote_age_blocks, stale_after_blocks, max_price_move_ppm]` |
-| `a:fpr` | | funding parameters `[interval_seconds, interest_ppm_per_interval, clamp_ppm, impact_notional]` |
+| `a:fpr` | | funding parameters (`execution.risk.funding.FundingParams`, its fields in order) |
 | `a:fnx` | | the block time (ns) at or after which the next funding tick happens |
 | `a:fmk:` | market id | funding of a market `[index, last_rate_ppm, sample_sum, sample_count]` |
 | `a:fpl:` | market id | a market's funding pool `[balance, sweepable, dust]` (`execution.risk.funding`) |
 | `a:lqp` | | liquidation parameters (`execution.risk.liquidation.LiquidationParams`) |
 | `a:lqq` | | the liquidation queue: `[owner, ...]`, candidates carried to the next block, in order |
-| `a:lqm:` | market id | `[price, funding index]` the liquidation pass last saw (a change: the market moved) |
-| `a:hld:` | market id, owner (20) | a non-zero position's holder: healthy band `[lo, hi, funding index]` |
+| `a:lqm:` | market id | `[price, funding index, up, down]` the liquidation pass last saw |
+| `a:lqh:` | height | that block's liquidation records, in order (`execution.risk.history`) |
+| `a:lqi` | | the heights with an `a:lqh:` value, ascending (the last `KEPT_BLOCKS` with records) |
+| `a:hld:` | market id, owner (20) | a holder: `[0, 0]` or its band `[lo, hi, index, clock, edge key]` |
+| `a:hbu:` | market id, owner (20) | `0`: the holder's band is unknown (checked on every move) |
+| `a:hbl:` | market id, key (32), owner (20) | `0`: a long's band edge (`execution.positions.holders`) |
+| `a:hbh:` | market id, key (32), owner (20) | `0`: a short's band edge |
+| `a:inp` | | insurance fund parameters (`execution.risk.insurance.InsuranceParams`) |
 | `a:pmk:` | owner (20) | the market ids of the owner's position records, ascending (absent: none; note 1) |
 | `s:n:` | version, nibble path (a byte per nibble) | a state tree node (`storage.statetree`) |
 | `s:r:` | version | the state tree's root at that version (`[]`: empty) |
@@ -297,7 +303,13 @@ APP_FUNDING_POOL_PREFIX = b"a:fpl:"
 LIQUIDATION_PARAMS = b"a:lqp"
 LIQUIDATION_QUEUE = b"a:lqq"
 APP_LIQUIDATION_MARK_PREFIX = b"a:lqm:"
+APP_LIQUIDATION_HISTORY_PREFIX = b"a:lqh:"
+LIQUIDATION_HISTORY_INDEX = b"a:lqi"
 APP_HOLDER_PREFIX = b"a:hld:"
+APP_BAND_UNKNOWN_PREFIX = b"a:hbu:"
+APP_BAND_LOW_PREFIX = b"a:hbl:"
+APP_BAND_HIGH_PREFIX = b"a:hbh:"
+INSURANCE_PARAMS = b"a:inp"
 APP_OWNER_MARKETS_PREFIX = b"a:pmk:"
 
 DERIVED_PREFIXES = (APP_CLIENT_ORDER_PREFIX, APP_OWNER_MARKETS_PREFIX)
@@ -441,6 +453,11 @@ def funding_pool_key(market_id: int) -> bytes:
 def liquidation_mark_key(market_id: int) -> bytes:
     """What the liquidation pass last saw of a market (`execution.risk.liquidation`)."""
     return APP_LIQUIDATION_MARK_PREFIX + market_id_bytes(market_id)
+
+
+def liquidation_history_key(height: int) -> bytes:
+    """The liquidation records of the block at `height` (`execution.risk.history`)."""
+    return APP_LIQUIDATION_HISTORY_PREFIX + height_bytes(height)
 
 
 def holder_prefix(market_id: int) -> bytes:

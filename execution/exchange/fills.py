@@ -27,13 +27,14 @@ from execution.exchange.events import cancelled_event, filled_event
 from execution.exchange.orderbook import Fill, Order, OrderCancelled, PlaceResult, Side
 from execution.markets import Market, scale_floor
 from execution.positions.funding_index import Settlements, load_funding_index, settled
+from execution.positions.holders import index_holder
 from execution.positions.margin import (
     MarginSummary,
     initial_requirement,
     maintenance_requirement,
     position_value,
 )
-from execution.positions.position import Position, index_holder, index_owner_market, owner_markets
+from execution.positions.position import Position, index_owner_market, owner_markets
 from execution.state import StateReader, StateView, read_record
 from primitives import codec
 from storage import schema

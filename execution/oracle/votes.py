@@ -7,14 +7,19 @@ validator's previous vote on each market it names.
 
 Aggregation (`end_block(view, H)`), per market in id order: the counted votes are those with
 height > H - max_vote_age_blocks from validators whose registry power is > 0, each weighted by
-that power. If the counted power * 3 > the registry's total power * 2, the price becomes the
-stake-weighted median of the counted votes (the lower weighted median: sort by (price, validator
-address), the first price at which the cumulative power * 2 >= the counted power) with
-`updated_height = H`, and an `oracle_price` event is emitted; otherwise the price is unchanged.
-Price-move bound: a median M that moves more than `max_price_move_ppm` from the stored price P
-(|M - P| * 1e6 > max_price_move_ppm * P, exact) is not applied: the stored price and its
-`updated_height` stay (a market whose votes keep moving too far goes stale), an
-`oracle_price_rejected` event (market, price, previous, height) is emitted and a warning logged.
+that power. If the counted power * 3 > the registry's total power * 2, the stake-weighted median
+M of the counted votes (the lower weighted median: sort by (price, validator address), the first
+price at which the cumulative power * 2 >= the counted power) is applied through the price-move
+bound with `updated_height = H`, and an `oracle_price` event is emitted; otherwise the price is
+unchanged.
+Price-move bound (`bounded_price`): the chain's price follows the median in bounded steps. With
+P the stored price and step = max(floor(P * max_price_move_ppm / 1e6), 1), the applied price is
+M when |M - P| <= step, else P + step on a rise and P - step on a fall: never past M and, as votes
+are > 0, never below 1 subtick. It is stored with `updated_height = H` either way (a market whose
+votes keep asking for a larger move is followed, one step a block, and does not go stale); the
+`oracle_price` event carries the applied price, and when it is not M an `oracle_price_clamped`
+event (market, wanted M, applied, previous P, height) follows it and a warning is logged. A
+market without a stored price takes M at once.
 """
 
 from __future__ import annotations
@@ -107,21 +112,27 @@ def oracle_price_event(market_id: int, price: int, height: int) -> Event:
     )
 
 
-def oracle_price_rejected_event(market_id: int, price: int, previous: int, height: int) -> Event:
+def oracle_price_clamped_event(
+    market_id: int, wanted: int, applied: int, previous: int, height: int
+) -> Event:
     return Event(
-        "oracle_price_rejected",
+        "oracle_price_clamped",
         (
             EventAttribute("market", str(market_id)),
-            EventAttribute("price", str(price)),
+            EventAttribute("wanted", str(wanted)),
+            EventAttribute("applied", str(applied)),
             EventAttribute("previous", str(previous)),
             EventAttribute("height", str(height)),
         ),
     )
 
 
-def moves_too_far(previous: int, price: int, max_move_ppm: int) -> bool:
-    """|price - previous| * 1e6 > max_move_ppm * previous (the price-move bound, exact)."""
-    return abs(price - previous) * PPM > max_move_ppm * previous
+def bounded_price(previous: int, wanted: int, max_move_ppm: int) -> int:
+    """The price applied when the median `wanted` meets the stored `previous` (both > 0): `wanted`
+    if within one step of `previous`, else `previous` moved one step toward it, the step being
+    max(floor(previous * max_move_ppm / 1e6), 1) (module docstring)."""
+    step = max(previous * max_move_ppm // PPM, 1)
+    return min(max(wanted, previous - step), previous + step)
 
 
 def end_block(view: StateView, height: int) -> list[Event]:
@@ -130,6 +141,7 @@ def end_block(view: StateView, height: int) -> list[Event]:
     powers = {v.address.raw: v.power for v in registry(view) if v.power > 0}
     total = sum(powers.values())
     oldest = height - params.max_vote_age_blocks  # votes must be strictly newer
+    max_move = params.max_price_move_ppm
     events: list[Event] = []
     for market in load_markets(view):
         counted = [
@@ -140,15 +152,16 @@ def end_block(view: StateView, height: int) -> list[Event]:
         voting_power = sum(power for _, _, power in counted)
         if total == 0 or voting_power * 3 <= total * 2:
             continue
-        price = weighted_median(counted)
+        wanted = weighted_median(counted)
         previous = load_price(view, market.market_id)
-        if previous is not None and moves_too_far(previous.price, price, params.max_price_move_ppm):
-            log.warning(
-                "oracle price of market %d rejected at height %d: %d moves more than %d ppm from %d",
-                market.market_id, height, price, params.max_price_move_ppm, previous.price,
-            )  # fmt: skip
-            events.append(oracle_price_rejected_event(market.market_id, price, previous.price, height))
-            continue
+        price = wanted if previous is None else bounded_price(previous.price, wanted, max_move)
         store_price(view, market.market_id, OraclePrice(price, height))
         events.append(oracle_price_event(market.market_id, price, height))
+        if previous is not None and price != wanted:
+            log.warning(
+                "oracle price of market %d clamped at height %d: the median %d moves more than %d ppm "
+                "from %d, %d applied",
+                market.market_id, height, wanted, max_move, previous.price, price,
+            )  # fmt: skip
+            events.append(oracle_price_clamped_event(market.market_id, wanted, price, previous.price, height))
     return events

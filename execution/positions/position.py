@@ -1,5 +1,5 @@
-"""The `Position` record, its storage, the per-market index of position holders and an owner's
-positions.
+"""The `Position` record, its storage (which keeps the holder index, `execution.positions.holders`)
+and an owner's positions.
 
 A position lives at `storage.schema.position_key(owner, market_id)` as the canonical array
 `[size, quote, open_buy, open_sell, open_orders, funding_index]`:
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from execution.positions.holders import index_holder
 from execution.state import StateReader, StateView, read_record
 from primitives import codec
 from primitives.codec import DecodeError, Value
@@ -170,22 +171,6 @@ def index_owner_market(view: StateView, owner: bytes, market_id: int, existed: b
         view.put_record(key, MarketIds(tuple(sorted(ids))))
     else:
         view.delete(key)
-
-
-HOLDER_UNKNOWN = codec.encode([0, 0])
-"""The holder-index value of a holder whose healthy price band is not known (always checked)."""
-
-
-def index_holder(view: StateView, market_id: int, owner: bytes, before: int | None, after: int) -> None:
-    """Keep the holder index (`storage.schema.holder_key`, read by `execution.risk.liquidation`): a key
-    per (market, owner) with a non-zero position size. `before` is the size in `view` before the
-    write of `after` (None: unknown, the index key decides)."""
-    key = schema.holder_key(market_id, owner)
-    had = view.get(key) is not None if before is None else before != 0
-    if had and after == 0:
-        view.delete(key)
-    elif not had and after != 0:
-        view.put(key, HOLDER_UNKNOWN)
 
 
 def positions(state: StateReader, owner: Address) -> list[tuple[int, Position]]:

@@ -1,10 +1,15 @@
-"""Funding of perpetual markets: premium samples every block, the funding rate and the advance of
-the per-market cumulative funding index every funding interval, and the sweep of the funding
+"""Funding of perpetual markets as dYdX v4 does it: premium samples every block, an 8-hour
+funding rate (mean premium + interest, clamped by the market's margin fractions) paid pro rata at
+every funding tick through the per-market cumulative funding index, and the sweep of the funding
 pools' dust to the insurance fund.
 
 Parameters (genesis `funding`, `FundingParams`, stored at `schema.FUNDING_PARAMS`):
-`interval_seconds` (default 3600), `interest_ppm_per_interval` (12), `clamp_ppm` (625, the
-largest |rate| per interval) and `impact_notional` (quote quantums, 10_000_000_000 = $10,000).
+`interval_seconds` (3600: the tick), `rate_period_seconds` (28800: the period the rate is quoted
+for, >= `interval_seconds`), `interest_ppm` (100 per rate period: dYdX's 0.01% per 8 h),
+`clamp_factor_ppm` (6_000_000: 600% of the market's initial minus maintenance margin fraction) and
+`impact_notional` (quote quantums, 10_000_000_000 = $10,000). The keys `interest_ppm_per_interval`
+and `clamp_ppm` of the former per-interval rule are refused, naming their replacements
+(`RENAMED_FIELDS`).
 
 Premium (every block, `funding_end_block`, per market in id order). The impact bid is the average
 price of selling `impact_notional` quote into the bids (levels best first, the last one partly),
@@ -17,26 +22,35 @@ computed exactly on the fractions and rounded toward zero (the book is never cro
 one term is non-zero), then clamped to [-1e6, 1e6] (a sample counts at most 100%: no single block's
 book can dominate the mean beyond that, and the sums stay within 64 bits). A market whose oracle
 price is stale at the height takes no sample. The samples accumulate per market as (sum, count) in
-its `MarketFunding` record.
+its `MarketFunding` record. A sample is not scaled by time: as in dYdX, the mean premium IS the
+premium component of the rate-period (8-hour) rate.
 
 Funding tick. `schema.FUNDING_NEXT_TIME` holds the block time (ns) of the next tick: genesis time
 + one interval. At the end of the first block whose time is >= it (after that block's sample), for
-each market in id order:
+each market in id order, with mean = sample_sum / sample_count rounded toward zero (0 without
+samples) and IMF, MMF the market's `initial_margin_ppm`, `maintenance_margin_ppm`:
 
-    rate_ppm = clamp(mean + interest_ppm_per_interval, -clamp_ppm, clamp_ppm)
+    clamp_ppm = min(1e6, clamp_factor_ppm * (IMF - MMF) / 1e6)      (rounded down)
+    rate_ppm  = clamp(mean + interest_ppm, -clamp_ppm, clamp_ppm)    (per rate period)
 
-where mean = sample_sum / sample_count rounded toward zero (0 without samples), and the market's
-cumulative funding index (quote quantums per base quantum, times `FUNDING_INDEX_SCALE`) advances by
+(at most 100% per rate period whatever the factor: a sample's own bound, and `last_rate_ppm`'s), and
+the market's cumulative funding index (quote quantums per base quantum, times
+`FUNDING_INDEX_SCALE`) advances by the part of the rate one tick covers,
 
-    rate_ppm * O * 10**qce * FUNDING_INDEX_SCALE / 1e6     (rounded toward zero)
+    rate_ppm * O * 10**qce * FUNDING_INDEX_SCALE * elapsed / (rate_period_seconds * 1e6)
 
-at the oracle price O of that block; the samples reset, `last_rate_ppm` is the rate. The next tick
-is the first `next + k * interval` after the block time: intervals that passed without a block are
-not funded twice (one tick covers them, with the samples taken). A tick reads and writes the
-per-market records, the pools and the insurance fund only: O(markets), never O(accounts). An
-index that would leave the signed 64-bit range stops at its bound (the funding of that tick is
-then smaller for every position alike, which keeps it zero-sum). A `funding` event per market:
-(market, rate_ppm, index, oracle_price, samples, swept, height).
+at the oracle price O of that block, computed exactly and rounded toward zero once, where elapsed
+= `interval_seconds` (with the defaults: 1/8 of the 8-hour rate each hour). The samples reset,
+`last_rate_ppm` keeps the rate-period rate. The next tick is the first `next + k * interval` after
+the block time: intervals that passed without a block are not funded twice: one tick covers them,
+with the samples taken, and still pays one interval's worth (elapsed stays `interval_seconds`; the
+missed intervals pay nothing, as dYdX pays one funding-tick epoch's duration per tick). A tick
+reads and writes the per-market records, the pools and the insurance fund only: O(markets), never
+O(accounts). An index that would leave the signed 64-bit range stops at its bound (the funding of
+that tick is then smaller for every position alike, which keeps it zero-sum). A `funding` event per
+market: (market, rate_ppm (the rate-period rate), applied_ppm (rate_ppm * elapsed / rate period,
+rounded toward zero: the part paid at this tick, for display; the index uses the exact figure),
+index, oracle_price, samples, swept, height).
 
 Settlement of positions against the index and the funding pools: `execution.positions.funding_index`.
 """
@@ -72,10 +86,12 @@ from storage import schema
 
 NS_PER_SECOND = 1_000_000_000
 DEFAULT_INTERVAL_SECONDS = 3600
-DEFAULT_INTEREST_PPM = 12
-DEFAULT_CLAMP_PPM = 625
+DEFAULT_RATE_PERIOD_SECONDS = 8 * 3600
+DEFAULT_INTEREST_PPM = 100
+DEFAULT_CLAMP_FACTOR_PPM = 6_000_000
 DEFAULT_IMPACT_NOTIONAL = 10_000_000_000
 MAX_INTERVAL_SECONDS = 366 * 24 * 3600
+MAX_CLAMP_FACTOR_PPM = 1000 * PPM
 DEPTH_LEVELS_FIRST = 16
 BID = 0
 ASK = 1
@@ -84,13 +100,14 @@ ASK = 1
 # -- records ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FundingParams:
     """The genesis `funding` section (see the module docstring)."""
 
     interval_seconds: int = DEFAULT_INTERVAL_SECONDS
-    interest_ppm_per_interval: int = DEFAULT_INTEREST_PPM
-    clamp_ppm: int = DEFAULT_CLAMP_PPM
+    rate_period_seconds: int = DEFAULT_RATE_PERIOD_SECONDS
+    interest_ppm: int = DEFAULT_INTEREST_PPM
+    clamp_factor_ppm: int = DEFAULT_CLAMP_FACTOR_PPM
     impact_notional: int = DEFAULT_IMPACT_NOTIONAL
 
     def __post_init__(self) -> None:
@@ -102,13 +119,16 @@ class FundingParams:
         """The first rule broken as (field name, reason), or None."""
         if not 1 <= self.interval_seconds <= MAX_INTERVAL_SECONDS:
             return "interval_seconds", f"must be in [1, {MAX_INTERVAL_SECONDS}], got {self.interval_seconds}"
-        if not -PPM <= self.interest_ppm_per_interval <= PPM:
+        if not self.interval_seconds <= self.rate_period_seconds <= MAX_INTERVAL_SECONDS:
             return (
-                "interest_ppm_per_interval",
-                f"must be in [-{PPM}, {PPM}], got {self.interest_ppm_per_interval}",
+                "rate_period_seconds",
+                f"must be in [interval_seconds {self.interval_seconds}, {MAX_INTERVAL_SECONDS}] (a tick pays "
+                f"at most the whole rate), got {self.rate_period_seconds}",
             )
-        if not 0 <= self.clamp_ppm <= PPM:
-            return "clamp_ppm", f"must be in [0, {PPM}], got {self.clamp_ppm}"
+        if not -PPM <= self.interest_ppm <= PPM:
+            return "interest_ppm", f"must be in [-{PPM}, {PPM}], got {self.interest_ppm}"
+        if not 0 <= self.clamp_factor_ppm <= MAX_CLAMP_FACTOR_PPM:
+            return "clamp_factor_ppm", f"must be in [0, {MAX_CLAMP_FACTOR_PPM}], got {self.clamp_factor_ppm}"
         if not 1 <= self.impact_notional <= MAX_INT:
             return (
                 "impact_notional",
@@ -122,33 +142,54 @@ class FundingParams:
 
     def encode(self) -> bytes:
         return codec.encode(
-            [self.interval_seconds, self.interest_ppm_per_interval, self.clamp_ppm, self.impact_notional]
+            [
+                self.interval_seconds,
+                self.rate_period_seconds,
+                self.interest_ppm,
+                self.clamp_factor_ppm,
+                self.impact_notional,
+            ]
         )
 
     @classmethod
     def decode(cls, raw: bytes) -> FundingParams:
-        f = codec.field_list(codec.decode(raw), "funding params", 4)
+        f = codec.field_list(codec.decode(raw), "funding params", 5)
         try:
             return cls(
-                codec.field_int(f[0], "funding params.interval_seconds", 1),
-                codec.field_int(f[1], "funding params.interest_ppm_per_interval", -PPM, PPM),
-                codec.field_int(f[2], "funding params.clamp_ppm"),
-                codec.field_int(f[3], "funding params.impact_notional", 1),
+                interval_seconds=codec.field_int(f[0], "funding params.interval_seconds", 1),
+                rate_period_seconds=codec.field_int(f[1], "funding params.rate_period_seconds", 1),
+                interest_ppm=codec.field_int(f[2], "funding params.interest_ppm", -PPM, PPM),
+                clamp_factor_ppm=codec.field_int(f[3], "funding params.clamp_factor_ppm"),
+                impact_notional=codec.field_int(f[4], "funding params.impact_notional", 1),
             )
         except ValueError as exc:
             raise codec.DecodeError(f"funding params: {exc}") from exc
 
     def to_json(self) -> dict[str, int]:
-        return {
-            "interval_seconds": self.interval_seconds,
-            "interest_ppm_per_interval": self.interest_ppm_per_interval,
-            "clamp_ppm": self.clamp_ppm,
-            "impact_notional": self.impact_notional,
-        }
+        return {name: getattr(self, name) for name in FUNDING_FIELDS}
 
 
-FUNDING_FIELDS = ("interval_seconds", "interest_ppm_per_interval", "clamp_ppm", "impact_notional")
+FUNDING_FIELDS = (
+    "interval_seconds",
+    "rate_period_seconds",
+    "interest_ppm",
+    "clamp_factor_ppm",
+    "impact_notional",
+)
 """The keys of the genesis `funding` section (each optional, `FundingParams` defaults)."""
+
+RENAMED_FIELDS = {
+    "interest_ppm_per_interval": (
+        "replaced by interest_ppm, quoted per rate_period_seconds (default 100 per 28800 s: 0.01% per 8 h), "
+        "paid pro rata at each tick of interval_seconds"
+    ),
+    "clamp_ppm": (
+        "replaced by clamp_factor_ppm: the rate per rate_period_seconds is clamped to "
+        "clamp_factor_ppm * (initial_margin_ppm - maintenance_margin_ppm) / 1e6 of each market "
+        "(default 6000000: 600%)"
+    ),
+}
+"""Keys of the former per-interval rule that a genesis may still carry: why each is refused."""
 
 
 def load_funding_params(state: StateReader) -> FundingParams:
@@ -230,20 +271,39 @@ def _div_toward_zero(n: int, d: int) -> int:
     return q if n >= 0 else -q
 
 
-def interval_rate(funding: MarketFunding, params: FundingParams) -> int:
-    """clamp(mean premium + interest, -clamp_ppm, clamp_ppm) of the running interval."""
+def rate_clamp_ppm(market: Market, params: FundingParams) -> int:
+    """The largest |rate| per rate period of `market`: clamp_factor * (IMF - MMF) / 1e6, rounded
+    down, at most 1e6 (100%)."""
+    spread = market.initial_margin_ppm - market.maintenance_margin_ppm
+    return min(PPM, params.clamp_factor_ppm * spread // PPM)
+
+
+def funding_rate(market: Market, funding: MarketFunding, params: FundingParams) -> int:
+    """clamp(mean premium + interest, +-`rate_clamp_ppm`) of the running interval: the rate per rate
+    period (8 hours by default)."""
     mean = _div_toward_zero(funding.sample_sum, funding.sample_count) if funding.sample_count else 0
-    rate = mean + params.interest_ppm_per_interval
-    return max(-params.clamp_ppm, min(params.clamp_ppm, rate))
+    rate = mean + params.interest_ppm
+    clamp = rate_clamp_ppm(market, params)
+    return max(-clamp, min(clamp, rate))
 
 
-def index_delta(market: Market, rate_ppm: int, oracle: int) -> int:
-    """rate_ppm * O * 10**qce * SCALE / 1e6, rounded toward zero."""
-    n = rate_ppm * oracle * FUNDING_INDEX_SCALE
-    exponent = market.quantum_conversion_exponent - 6  # PPM = 10**6
+def applied_ppm(rate_ppm: int, params: FundingParams) -> int:
+    """The part of `rate_ppm` (per rate period) one tick pays: rate * interval / rate period, rounded
+    toward zero (for display: the index uses the exact figure, `index_delta`)."""
+    return _div_toward_zero(rate_ppm * params.interval_seconds, params.rate_period_seconds)
+
+
+def index_delta(market: Market, rate_ppm: int, oracle: int, params: FundingParams) -> int:
+    """rate_ppm * O * 10**qce * SCALE * interval / (rate period * 1e6), exact, rounded toward zero
+    once: the index move of one tick at the rate `rate_ppm` per rate period."""
+    n = rate_ppm * oracle * FUNDING_INDEX_SCALE * params.interval_seconds
+    d = params.rate_period_seconds * PPM
+    exponent = market.quantum_conversion_exponent
     if exponent >= 0:
-        return n * pow10(exponent)
-    return _div_toward_zero(n, pow10(-exponent))
+        n *= pow10(exponent)
+    else:
+        d *= pow10(-exponent)
+    return _div_toward_zero(n, d)
 
 
 def funding_end_block(view: StateView, ctx: ExchangeContext, height: int, block_time: int) -> list[Event]:
@@ -274,8 +334,8 @@ def funding_end_block(view: StateView, ctx: ExchangeContext, height: int, block_
                 funding.index, funding.last_rate_ppm, funding.sample_sum + sample, funding.sample_count + 1
             )
         if tick:
-            rate = interval_rate(funding, params)
-            index = max(INDEX_MIN, min(INDEX_MAX, funding.index + index_delta(market, rate, oracle)))
+            rate = funding_rate(market, funding, params)
+            index = max(INDEX_MIN, min(INDEX_MAX, funding.index + index_delta(market, rate, oracle, params)))
             samples = funding.sample_count
             funding = MarketFunding(index, rate, 0, 0)
             ctx.funding_indexes[market_id] = index
@@ -289,6 +349,7 @@ def funding_end_block(view: StateView, ctx: ExchangeContext, height: int, block_
                     "funding",
                     ("market", market.ticker),
                     ("rate_ppm", rate),
+                    ("applied_ppm", applied_ppm(rate, params)),
                     ("index", index),
                     ("oracle_price", oracle),
                     ("samples", samples),
@@ -312,15 +373,20 @@ def funding_end_block(view: StateView, ctx: ExchangeContext, height: int, block_
 
 
 def funding_json(state: StateReader, market: Market) -> dict[str, str]:
-    """The funding fields of a market in `/funding` and `/markets`: `funding_rate_ppm` (the rate the
-    running interval would get from its samples so far: the predicted rate), `last_funding_rate_ppm`
-    (the rate of the last tick), `funding_index`, `funding_samples` and `next_funding_time` (ns)."""
+    """The funding fields of a market in `/funding` and `/markets`: `funding_rate_ppm` (the rate per
+    rate period, 8 h by default, that the running interval would get from its samples so far: the
+    predicted rate), `funding_applied_ppm` (the part of it the next tick would pay, 1/8 by default,
+    rounded toward zero), `last_funding_rate_ppm` and `last_funding_applied_ppm` (the same of the
+    last tick), `funding_index`, `funding_samples` and `next_funding_time` (ns)."""
     params = load_funding_params(state)
     funding = load_market_funding(state, market.market_id)
     next_time = load_next_time(state)
+    predicted = funding_rate(market, funding, params)
     return {
-        "funding_rate_ppm": str(interval_rate(funding, params)),
+        "funding_rate_ppm": str(predicted),
+        "funding_applied_ppm": str(applied_ppm(predicted, params)),
         "last_funding_rate_ppm": str(funding.last_rate_ppm),
+        "last_funding_applied_ppm": str(applied_ppm(funding.last_rate_ppm, params)),
         "funding_index": str(funding.index),
         "funding_samples": str(funding.sample_count),
         "next_funding_time": "" if next_time is None else str(next_time),

@@ -44,8 +44,10 @@ limit), and leaves it when it fires or is cancelled.
 Parameters (`TriggerParams`, genesis section `triggers`, stored at `schema.TRIGGER_PARAMS`):
 `max_triggers_per_block` (100): the most triggers that fire at the end of one block.
 
-End of block (`trigger_orders`, after the oracle aggregation, in live mode), per market in id
-order, markets with a stale oracle price skipped (their triggers wait for a fresh price):
+End of block (`trigger_orders`, after the oracle aggregation, in live mode), per market in
+round-robin order: the markets by id, starting from the one at index H % (number of markets) for
+the block at height H and wrapping around (so the start moves one market a block, with no state
+kept), markets with a stale oracle price skipped (their triggers wait for a fresh price):
     every trigger the oracle price fires leaves the index, the state and its owner's open-order
     count, in firing order: first the triggers that fire on a rise (P >= trigger) by ascending
     trigger price, then those that fire on a fall (P <= trigger) by descending trigger price (the
@@ -58,11 +60,12 @@ order, markets with a stale oracle price skipped (their triggers wait for a fres
     `reduce_only_would_increase`) and whose log is the exchange's log.
     Finding the fired triggers costs the number fired (`TriggerBook.fire`), not the number resting.
     Cap: once `max_triggers_per_block` triggers have fired in the block (placed or dropped alike),
-    the rest do not fire: they stay resting, first in line, and the next block's end fires them in
-    the same order (market id, then the order above) if its oracle price still reaches them (a
-    price that moved back leaves them resting, as if they had never been reached). Known limit:
-    the next block starts again with the lowest market id, so a market whose triggers exceed the
-    cap in every block delays those of the markets after it.
+    the rest do not fire: they stay resting, first in line in their market, and the next block's
+    end fires them (in that block's market order, then the order above) if its oracle price still
+    reaches them (a price that moved back leaves them resting, as if they had never been reached).
+    As the start market moves each block, a market whose triggers exceed the cap in every block
+    does not starve the others: each market is visited first once in every (number of markets)
+    consecutive blocks.
 
 Cancels (`execution.exchange`): cancel by order id or client id and cancel-all also cancel
 resting triggers (`trigger_cancelled`, reason "user"). Triggers are not amended and have no
@@ -79,7 +82,9 @@ Events (attribute values are strings; `market` is the ticker, `owner` lower-case
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from consensus.app import Event
 from execution.codes import ActionError, Code
@@ -116,6 +121,7 @@ PPM = 1_000_000
 SLIPPAGE_PPM = 50_000
 """How far a market trigger's worst price is from its trigger price (5%), against the trader."""
 MAX_PRICE = 2**63 - 1
+T = TypeVar("T")
 TRIGGER_FIELDS = ("max_triggers_per_block",)
 """The keys of the genesis `triggers` section (each optional, `TriggerParams` defaults)."""
 
@@ -364,6 +370,14 @@ def _execute(
     return [_triggered_event(market, trigger, oracle, placed_id), *placed]
 
 
+def round_robin(markets: Sequence[T], height: int) -> list[T]:
+    """`markets` (by id) from index `height % len(markets)`, wrapping around (module docstring)."""
+    if not markets:
+        return []
+    start = height % len(markets)
+    return [*markets[start:], *markets[:start]]
+
+
 def trigger_orders(view: StateView, ctx: ExchangeContext, height: int) -> list[Event]:
     """Fire and place every trigger order that the oracle prices of the block at `height` reach
     (module docstring). `ctx` is a live context created after the oracle aggregation (its cached
@@ -373,7 +387,7 @@ def trigger_orders(view: StateView, ctx: ExchangeContext, height: int) -> list[E
     books = ctx.books
     events: list[Event] = []
     budget = load_trigger_params(view).max_triggers_per_block
-    for market in books.markets():
+    for market in round_robin(books.markets(), height):
         market_id = market.market_id
         index = books.triggers(market_id)
         if budget <= 0:

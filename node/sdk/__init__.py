@@ -23,7 +23,19 @@ fills. Results are the dataclasses of
 
 from node.sdk.client import DEFAULT_NODE, AsyncClient, Client
 from node.sdk.errors import InputError, RPCError, SDKError, TxError
-from node.sdk.types import Account, Book, Event, Fill, Level, Position, RestingOrder, TxResult
+from node.sdk.types import (
+    Account,
+    Book,
+    Event,
+    Fill,
+    Level,
+    Liquidation,
+    Liquidations,
+    Position,
+    QueuedAccount,
+    RestingOrder,
+    TxResult,
+)
 
 __all__ = [
     "DEFAULT_NODE",
@@ -35,7 +47,10 @@ __all__ = [
     "Fill",
     "InputError",
     "Level",
+    "Liquidation",
+    "Liquidations",
     "Position",
+    "QueuedAccount",
     "RPCError",
     "RestingOrder",
     "SDKError",

@@ -27,7 +27,7 @@ from node.sdk import core
 from node.sdk.core import Amount
 from node.sdk.errors import InputError, RPCError
 from node.sdk.rpc import DEFAULT_TIMEOUT, AsyncTransport, Transport
-from node.sdk.types import Account, Book, Fill, TxResult
+from node.sdk.types import Account, Book, Fill, Liquidations, TxResult
 from primitives.keys import PrivateKey
 
 DEFAULT_NODE = "http://127.0.0.1:26657"
@@ -139,6 +139,10 @@ class Client:
         """An account's balance, positions and resting orders (default: the key's)."""
         address = address or self.address
         return core.account(self.query(f"/accounts/{address}"), address)
+
+    def liquidations(self) -> Liquidations:
+        """The liquidation queue and the last liquidations, takeovers and deleveragings."""
+        return core.liquidations(self.query("/liquidations"))
 
     # -- transactions --------------------------------------------------------------------------
 
@@ -317,6 +321,9 @@ class AsyncClient:
     async def account(self, address: str | None = None) -> Account:
         address = address or self.address
         return core.account(await self.query(f"/accounts/{address}"), address)
+
+    async def liquidations(self) -> Liquidations:
+        return core.liquidations(await self.query("/liquidations"))
 
     async def send(self, actions: Sequence[Action], *, fee: int | None = None) -> TxResult:
         self._signer.need_key()  # before asking the chain anything

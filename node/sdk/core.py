@@ -24,7 +24,19 @@ from execution.markets import (
 )
 from execution.tx import AmendOrder, CancelAll, CancelOrder, PlaceOrder, PlaceTrigger, Transfer
 from node.sdk.errors import InputError, RPCError, TxError
-from node.sdk.types import Account, Book, Event, Fill, Level, Position, RestingOrder, TxResult
+from node.sdk.types import (
+    Account,
+    Book,
+    Event,
+    Fill,
+    Level,
+    Liquidation,
+    Liquidations,
+    Position,
+    QueuedAccount,
+    RestingOrder,
+    TxResult,
+)
 from primitives.keys import Address
 
 SIDES = {"buy": 0, "sell": 1}
@@ -334,6 +346,36 @@ def account(value: Mapping[str, Any] | None, address: str) -> Account:
                 client_id=int(o["client_id"]),
             )
             for o in value.get("orders", ())
+        ),
+    )
+
+
+def liquidations(value: Mapping[str, Any]) -> Liquidations:
+    """The `/liquidations` query's value."""
+    return Liquidations(
+        queue=tuple(
+            QueuedAccount(
+                account=str(item["account"]),
+                account_value=Decimal(item["account_value_human"]),
+                maintenance_requirement=Decimal(item["maintenance_requirement_human"]),
+            )
+            for item in value["queue"]
+        ),
+        recent=tuple(
+            Liquidation(
+                height=int(item["height"]),
+                kind=str(item["kind"]),
+                account=str(item["account"]),
+                counterparty=str(item["counterparty"]),
+                market=str(item["market"]),
+                size=Decimal(item["size_human"]),
+                size_quantums=int(item["size"]),
+                price=Decimal(item["price_human"]),
+                price_subticks=int(item["price"]),
+                quote=Decimal(item["quote_human"]),
+                fee=Decimal(item["fee_human"]),
+            )
+            for item in value["recent"]
         ),
     )
 

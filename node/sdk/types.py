@@ -101,6 +101,49 @@ class Account:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class QueuedAccount:
+    """An account in the liquidation queue, figured at the oracle prices."""
+
+    account: str
+    account_value: Decimal
+    """USD"""
+    maintenance_requirement: Decimal
+    """USD"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Liquidation:
+    """One movement of a liquidated account's position: `kind` "liquidated" (closed through the
+    book), "taken_over" (by the insurance fund) or "deleveraged" (against `counterparty`)."""
+
+    height: int
+    kind: str
+    account: str
+    counterparty: str
+    """lower-case hex: the insurance fund or the deleveraging counterparty (empty: closed through the book)"""
+    market: str
+    size: Decimal
+    """base units: the signed change of the account's position"""
+    size_quantums: int
+    price: Decimal
+    """USD per base unit"""
+    price_subticks: int
+    quote: Decimal
+    """USD the account's position received (negative: paid)"""
+    fee: Decimal
+    """USD: the liquidation fee (0 unless "liquidated")"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Liquidations:
+    """The `/liquidations` query: the queue in processing order and the last liquidations,
+    newest block first."""
+
+    queue: tuple[QueuedAccount, ...]
+    recent: tuple[Liquidation, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Fill:
     """One fill of an order of the account followed (`AsyncClient.fills`)."""
 

@@ -1,8 +1,8 @@
-"""Funding: premium samples, the rate of each interval (mean premium + interest, clamped), the
-cumulative index, lazy settlement of positions against a reference that settles every position at
-every interval in exact fractions, the funding pool and its dust, the cost of a tick (no position
-is read), and the oracle's price-move bound. Every chain block checks conservation, the funding
-pools' exact balance and zero net size (`Chain.commit`)."""
+"""Funding: premium samples, the rate of each interval (mean premium + interest, clamped, quoted per
+rate period and paid pro rata per tick), the cumulative index, lazy settlement of positions against
+a reference that settles every position at every interval in exact fractions, the funding pool and
+its dust and the cost of a tick (no position is read). Every chain
+block checks conservation, the funding pools' exact balance and zero net size (`Chain.commit`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import json
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -23,7 +22,7 @@ from execution.exchange.context import ExchangeContext
 from execution.exchange.orderbook import Order, OrderBook, Side
 from execution.genesis_state import AppState, default_exchange_app_state, init_exchange_state, parse_app_state
 from execution.markets import default_markets
-from execution.oracle.prices import OracleParams, OraclePrice, load_price
+from execution.oracle.prices import OracleParams
 from execution.positions.funding_index import (
     FUNDING_INDEX_SCALE,
     INSURANCE_FUND,
@@ -45,18 +44,17 @@ from execution.risk.funding import (
     book_premium,
     funding_end_block,
     funding_imbalances,
+    funding_rate,
     impact_price,
     index_delta,
     init_funding_state,
-    interval_rate,
     premium_ppm,
 )
 from execution.state import StateView
-from execution.tx import OracleVote
 from primitives import codec
 from primitives.keys import Address
 from storage import schema
-from tests.execution.chain import BLOCK_INTERVAL, GENESIS_TIME, Chain, address, key
+from tests.execution.chain import GENESIS_TIME, Chain, Empty, address, key
 from tests.execution.exchange_helpers import (
     BTC,
     BUY,
@@ -76,8 +74,11 @@ from tests.execution.exchange_helpers import (
 
 BTC_MARKET, ETH_MARKET = default_markets()
 INTERVAL_SECONDS = 10
-INTEREST = 12
+RATE_PERIOD_SECONDS = 8 * INTERVAL_SECONDS  # a tick pays 1/8 of the rate, as dYdX's hour of 8 h
+INTEREST = 100  # per rate period, the default
+CLAMP_FACTOR = 31_250  # 3.125% of IMF - MMF (2%): a clamp of 625 ppm per rate period
 CLAMP = 625
+TICK_SHARE = Fraction(INTERVAL_SECONDS, RATE_PERIOD_SECONDS)
 IMPACT = 10_000 * 10**6  # $10,000
 PPM = 10**6
 A, B, C, D, M = (key(i) for i in range(5))
@@ -85,21 +86,14 @@ ALICE, BOB, CAROL, DAVE, MAKER = (address(i) for i in range(5))
 NAMES = {ALICE: "A", BOB: "B", CAROL: "C", DAVE: "D", MAKER: "M"}
 
 
-class Empty:
-    def get(self, key: bytes) -> bytes | None:
-        return None
-
-    def iterate(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
-        return []
-
-
 def funding_chain(path: Path, validators: Sequence[ValidatorUpdate] = (), **oracle: int) -> Chain:
     state = default_exchange_app_state()
     state["oracle"] = {"max_vote_age_blocks": 3, "stale_after_blocks": 1_000_000, **oracle}
     state["funding"] = {
         "interval_seconds": INTERVAL_SECONDS,
-        "interest_ppm_per_interval": INTEREST,
-        "clamp_ppm": CLAMP,
+        "rate_period_seconds": RATE_PERIOD_SECONDS,
+        "interest_ppm": INTEREST,
+        "clamp_factor_ppm": CLAMP_FACTOR,
         "impact_notional": IMPACT,
     }
     return Chain(path, {addr: FUNDS for addr in NAMES}, app_state=state, validators=validators)
@@ -204,15 +198,16 @@ def test_funding_over_several_intervals_matches_the_reference(tmp_path: Path) ->
         rate = ref_rate(samples)
         rates.append(rate)
         samples = []
-        index += Fraction(rate * o, PPM) * Fraction(10) ** qce
+        index += Fraction(rate * o, PPM) * Fraction(10) ** qce * TICK_SHARE
         btc_tick, eth_tick = ticks
         assert btc_tick["market"] == "BTC-USD" and int(btc_tick["rate_ppm"]) == rate
+        assert int(btc_tick["applied_ppm"]) == int(rate * TICK_SHARE)
         assert Fraction(int(btc_tick["index"]), FUNDING_INDEX_SCALE) == index  # exact on BTC-USD
         assert int(btc_tick["samples"]) == INTERVAL_SECONDS
         assert eth_tick["market"] == "ETH-USD" and eth_tick["rate_ppm"] == str(INTEREST)  # an empty book
         swept += int(btc_tick["swept"]) + int(eth_tick["swept"])
         for addr in NAMES:  # the reference: every position settled at every interval, exactly
-            amount = position(chain, addr).size * Fraction(rate * o, PPM) * Fraction(10) ** qce
+            amount = position(chain, addr).size * Fraction(rate * o, PPM) * Fraction(10) ** qce * TICK_SHARE
             owed[addr] += amount
             exact_total[addr] += amount
         if height == 10:
@@ -222,7 +217,7 @@ def test_funding_over_several_intervals_matches_the_reference(tmp_path: Path) ->
             a_position: dict[str, str] = held[0]
             assert a_position["pending_funding"] == str(ceil(owed[ALICE]))
             assert int(a_position["quote"]) == position(chain, ALICE).quote - ceil(owed[ALICE])
-    assert rates == [165, 27, CLAMP, -CLAMP]  # 153 + 12; 153 / 10 + 12; clamped both ways
+    assert rates == [253, 115, CLAMP, -CLAMP]  # 153 + 100; 153 / 10 + 100; clamped both ways
     assert [position(chain, addr).size for addr in (ALICE, BOB, CAROL, DAVE, MAKER)] == [
         btc(5_001), -btc(3_002), -btc(2_001), btc(3_001), -btc(2_999),
     ]  # fmt: skip
@@ -253,18 +248,20 @@ def test_funding_query_shows_the_predicted_and_last_rate(tmp_path: Path) -> None
     result = chain.app.query("/funding", b"", 0, False)
     assert result.code == 0
     btc_item, eth_item = json.loads(result.value)
-    # samples of heights 11..14: 0, 0, 0, 0 (the cancel is in block 11) -> 0 + 12
+    # samples of heights 11..14: 0, 0, 0, 0 (the cancel is in block 11) -> 0 + 100; the applied parts
+    # are 1/8, toward zero
     assert btc_item == {
-        "market": "BTC-USD", "market_id": "1", "funding_rate_ppm": str(INTEREST),
-        "last_funding_rate_ppm": "165", "funding_index": str(165 * 6_500_000), "funding_samples": "4",
+        "market": "BTC-USD", "market_id": "1", "funding_rate_ppm": str(INTEREST), "funding_applied_ppm": "12",
+        "last_funding_rate_ppm": "253", "last_funding_applied_ppm": "31",
+        "funding_index": str(253 * 6_500_000 // 8), "funding_samples": "4",
         "next_funding_time": str(GENESIS_TIME + 2 * INTERVAL_SECONDS * 10**9),
         "oracle_price": str(BTC_MARKET.initial_price),
     }  # fmt: skip
     assert eth_item["last_funding_rate_ppm"] == str(INTEREST)
     (btc_market, _) = json.loads(chain.app.query("/markets", b"", 0, False).value)
     assert btc_market["funding_rate_ppm"] == str(INTEREST)
-    assert btc_market["last_funding_rate_ppm"] == "165"
-    assert chain.app.funding_rates() == {"BTC-USD": 165, "ETH-USD": INTEREST}  # the metric's figures
+    assert btc_market["last_funding_rate_ppm"] == "253"
+    assert chain.app.funding_rates() == {"BTC-USD": 253, "ETH-USD": INTEREST}  # the metric's figures
     chain.close()
 
 
@@ -273,6 +270,8 @@ def test_missed_intervals_are_funded_once(tmp_path: Path) -> None:
     result = chain.run_block([], time=GENESIS_TIME + 35 * 10**9)  # 3.5 intervals after genesis
     (tick, _) = events(result, "funding")
     assert tick["rate_ppm"] == str(INTEREST) and tick["samples"] == "1"
+    # one tick's worth (elapsed = one interval): the missed intervals pay nothing
+    assert int(tick["index"]) == INTEREST * 6_500_000 // 8
     funding = json.loads(chain.app.query("/funding", b"", 0, False).value)[0]
     assert funding["next_funding_time"] == str(GENESIS_TIME + 40 * 10**9)
     assert events(chain.run_block([], time=GENESIS_TIME + 39 * 10**9), "funding") == []
@@ -309,21 +308,30 @@ def test_no_samples_gives_the_interest_rate() -> None:
     after, ticks = run_tick(view, 6, TICK_TIME)
     assert [t["rate_ppm"] for t in ticks] == [str(INTEREST), str(INTEREST)]
     assert [t["samples"] for t in ticks] == ["0", "0"]
-    assert load_market_funding(after, BTC) == MarketFunding(INTEREST * 6_500_000, INTEREST, 0, 0)
+    # the default params: an hourly tick of the 8-hour rate
+    assert load_market_funding(after, BTC) == MarketFunding(INTEREST * 6_500_000 // 8, INTEREST, 0, 0)
     # not yet time: a sample only
     after, ticks = run_tick(exchange_state(), 1, TICK_TIME - 1)
     assert ticks == [] and load_market_funding(after, BTC) == MarketFunding(0, 0, 0, 1)
 
 
 def test_the_rate_is_clamped() -> None:
-    params = FundingParams(interest_ppm_per_interval=700, clamp_ppm=625)
-    assert interval_rate(MarketFunding(sample_sum=0, sample_count=0), params) == 625
-    assert interval_rate(MarketFunding(sample_sum=-3000, sample_count=2), params) == -625  # -1500 + 700
-    assert interval_rate(MarketFunding(sample_sum=-7, sample_count=2), FundingParams()) == -3 + INTEREST
-    assert interval_rate(MarketFunding(sample_sum=7, sample_count=2), FundingParams()) == 3 + INTEREST
+    params = FundingParams(interest_ppm=130_000)  # the default clamp: 600% of 2% = 120,000 per 8 h
+    assert funding_rate(BTC_MARKET, MarketFunding(sample_sum=0, sample_count=0), params) == 120_000
+    # -150,000 + 130,000 = -20,000: inside; -300,000 + 130,000: clamped
+    assert funding_rate(BTC_MARKET, MarketFunding(sample_sum=-300_000, sample_count=2), params) == -20_000
+    assert funding_rate(BTC_MARKET, MarketFunding(sample_sum=-600_000, sample_count=2), params) == -120_000
+    assert (
+        funding_rate(BTC_MARKET, MarketFunding(sample_sum=-7, sample_count=2), FundingParams())
+        == -3 + INTEREST
+    )
+    assert (
+        funding_rate(BTC_MARKET, MarketFunding(sample_sum=7, sample_count=2), FundingParams()) == 3 + INTEREST
+    )
     view = exchange_state(params)
     _, ticks = run_tick(view, 1, TICK_TIME)
-    assert [t["rate_ppm"] for t in ticks] == ["625", "625"]
+    assert [t["rate_ppm"] for t in ticks] == ["120000", "120000"]
+    assert [t["applied_ppm"] for t in ticks] == ["15000", "15000"]
 
 
 def test_a_tick_reads_no_position(tmp_path: Path) -> None:
@@ -380,9 +388,15 @@ def test_a_sample_counts_at_most_one_hundred_percent() -> None:
 
 
 def test_index_delta_rounds_toward_zero() -> None:
-    assert index_delta(BTC_MARKET, 1, BTC_MARKET.initial_price) == 6_500_000
-    assert index_delta(BTC_MARKET, -3, 6_500_000_001) == -19_500_000  # -19_500_000.003
-    assert index_delta(BTC_MARKET, 3, 6_500_000_001) == 19_500_000
+    whole = FundingParams(rate_period_seconds=3600)  # a tick pays the whole rate
+    assert index_delta(BTC_MARKET, 1, BTC_MARKET.initial_price, whole) == 6_500_000
+    assert index_delta(BTC_MARKET, -3, 6_500_000_001, whole) == -19_500_000  # -19_500_000.003
+    assert index_delta(BTC_MARKET, 3, 6_500_000_001, whole) == 19_500_000
+    # the default 1/8: one division at the end, 2_437_500.000375 toward zero
+    assert index_delta(BTC_MARKET, 1, BTC_MARKET.initial_price, DEFAULT_PARAMS) == 812_500
+    assert index_delta(BTC_MARKET, -3, 6_500_000_001, DEFAULT_PARAMS) == -2_437_500
+    assert index_delta(BTC_MARKET, 3, 6_500_000_001, DEFAULT_PARAMS) == 2_437_500
+    assert index_delta(BTC_MARKET, 1, 7, DEFAULT_PARAMS) == 0  # 0.000875, toward zero
 
 
 # -- settlement ----------------------------------------------------------------------------------
@@ -474,54 +488,32 @@ def test_settlement_never_creates_quote(sizes: list[int], steps: list[tuple[int,
 
 def test_genesis_funding_section() -> None:
     assert parse_app_state({}).funding == FundingParams()
-    assert parse_app_state({"funding": {"clamp_ppm": 100}}).funding == FundingParams(clamp_ppm=100)
+    assert parse_app_state({"funding": {"clamp_factor_ppm": 100}}).funding == FundingParams(
+        clamp_factor_ppm=100
+    )
     for section, match in (
         ({"interval_seconds": 0}, r"app_state\.funding\.interval_seconds: must be in"),
-        ({"clamp_ppm": -1}, r"app_state\.funding\.clamp_ppm: must be in"),
+        ({"clamp_factor_ppm": -1}, r"app_state\.funding\.clamp_factor_ppm: must be in"),
+        ({"clamp_factor_ppm": 10**9 + 1}, r"app_state\.funding\.clamp_factor_ppm: must be in"),
+        ({"interest_ppm": 10**6 + 1}, r"app_state\.funding\.interest_ppm: must be in"),
+        (
+            {"rate_period_seconds": 3599},
+            r"app_state\.funding\.rate_period_seconds: must be in \[interval_seconds 3600",
+        ),
+        (
+            {"interval_seconds": 60, "rate_period_seconds": 0},
+            r"app_state\.funding\.rate_period_seconds: must be in",
+        ),
         ({"impact_notional": "5"}, r"app_state\.funding\.impact_notional: must be a JSON integer"),
         ({"x": 1}, r"app_state\.funding\.x: unknown field"),
     ):
         with pytest.raises(ValueError, match=match):
             parse_app_state({"funding": section})
-    assert FundingParams.decode(FundingParams(7, -3, 9, 11).encode()) == FundingParams(7, -3, 9, 11)
+    odd = FundingParams(
+        interval_seconds=7, rate_period_seconds=8, interest_ppm=-3, clamp_factor_ppm=9, impact_notional=11
+    )
+    assert FundingParams.decode(odd.encode()) == odd
     assert default_exchange_app_state()["funding"] == FundingParams().to_json()
     assert parse_app_state({"oracle": {"max_vote_age_blocks": 3, "stale_after_blocks": 10}}).oracle == (
         OracleParams(3, 10, 500_000)
     )
-
-
-# -- oracle price-move bound ---------------------------------------------------------------------
-
-
-def test_an_oracle_move_beyond_the_bound_is_rejected(tmp_path: Path, caplog: Any) -> None:
-    validator = key(10)
-    chain = funding_chain(tmp_path / "db", [ValidatorUpdate(validator.public_key.raw, 10)])
-
-    def vote(price: int) -> FinalizeBlockResult:
-        result = chain.run_block([chain.tx(validator, OracleVote(((BTC, price),)))])
-        assert_ok(result.tx_results)
-        return result
-
-    result = vote(usd(97_501))  # more than +50% of $65,000
-    assert events(result, "oracle_price") == []
-    assert events(result, "oracle_price_rejected") == [
-        {"market": "1", "price": str(usd(97_501)), "previous": str(usd(65_000)), "height": "1"}
-    ]
-    assert load_price(chain.app._committed, BTC) == OraclePrice(usd(65_000), 0)  # old price and height kept
-    assert "rejected" in caplog.text
-    result = vote(usd(97_500))  # exactly +50%: applied
-    assert events(result, "oracle_price_rejected") == []
-    assert load_price(chain.app._committed, BTC) == OraclePrice(usd(97_500), 2)
-    result = vote(usd(48_749))  # more than -50% of $97,500
-    assert len(events(result, "oracle_price_rejected")) == 1
-    assert load_price(chain.app._committed, BTC) == OraclePrice(usd(97_500), 2)
-    chain.close()
-
-
-def test_the_tick_uses_the_block_time_not_the_height(tmp_path: Path) -> None:
-    chain = funding_chain(tmp_path / "db")
-    for _ in range(3):
-        assert events(chain.run_block([], time=chain.time + 3 * BLOCK_INTERVAL), "funding") == []
-    # height 4 at 12 s: the first tick (due at 10 s)
-    assert len(events(chain.run_block([], time=chain.time + 3 * BLOCK_INTERVAL), "funding")) == 2
-    chain.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from consensus.app import CheckTxKind, Event, FinalizeBlockResult, ValidatorUpdate
+from execution.accounts import load_account, store_account
 from execution.codes import Code
 from execution.exchange.context import ExchangeContext
 from execution.exchange.trigger_book import load_triggers
@@ -19,6 +20,7 @@ from execution.genesis_state import default_exchange_app_state
 from execution.markets import default_markets, value_floor
 from execution.oracle.prices import OraclePrice, load_price, store_price
 from execution.positions.funding_index import INSURANCE_FUND
+from execution.positions.margin import maintenance_requirement
 from execution.positions.position import Position, load_position
 from execution.risk.funding import funding_end_block
 from execution.risk.liquidation import (
@@ -202,10 +204,12 @@ def test_a_30_percent_crash_with_a_deep_book(tmp_path: Path) -> None:
         assert value_of(chain, trader(i).address) >= 0
     expected = {trader(i).address.raw.hex() for i, size in long_sizes.items() if _under_at(size, 45_500)}
     assert liquidated == expected
-    # the fund received exactly the fees, and holds what it took over
+    # the fund received exactly the fees, and holds what it took over less what it has unwound so far
     assert chain.balance(INSURANCE_FUND) == fund_before + sum(int(e["fee"]) for e in fills)
     taken = sum(int(e["size"]) for e in takeovers)
-    assert position(chain, INSURANCE_FUND).size == taken
+    unwound = sum(int(e["size"]) for r in results for e in events(r, "insurance_unwound"))
+    assert 0 < unwound < taken
+    assert position(chain, INSURANCE_FUND).size == taken - unwound
     assert chain.app.risk_stats.liquidations >= len(liquidated)
     assert chain.app.risk_stats.takeovers == len(takeovers)
     chain.close()
@@ -295,9 +299,9 @@ def value_of_after_move(value_at_old: int, p: Position, new_price: int) -> int:
 
 @pytest.fixture
 def two_underwater(tmp_path: Path) -> Iterator[Chain]:
-    """Traders 0 and 1 long at 3.2x (liquidatable, solvent after the crash), 2 and 3 short; a cap
-    of one liquidation per block, a deep bid."""
-    chain = make_chain(tmp_path / "db", 4, FUNDS, fund=0, liquidation={"max_liquidations_per_block": 1})
+    """Traders 0 and 1 long at 3.2x (liquidatable, solvent after the crash), 2 and 3 short; a work
+    budget of one operation (one liquidation per block: the pass always makes one), a deep bid."""
+    chain = make_chain(tmp_path / "db", 4, FUNDS, fund=0, liquidation={"work_budget": 1})
     size = btc_size_for(32_000)
     open_pairs(chain, {0: size, 1: size}, {2: size, 3: size})
     run(chain, [tx(chain, MAKER, _order(BUY, 2 * size, usd(45_400), POST_ONLY))])
@@ -309,8 +313,8 @@ def test_the_liquidate_action_pays_its_sender(two_underwater: Chain) -> None:
     chain = two_underwater
     not_yet = chain.run_block([tx(chain, LIQUIDATOR, Liquidate(trader(0).address))]).tx_results[0]
     assert not_yet.code == Code.NOT_LIQUIDATABLE
-    result = crash(chain, usd(45_500))
-    (first,) = {e["account"] for e in events(result, "liquidation_started")}  # the cap: one a block
+    result = crash(chain, usd(46_000))  # just under water: a part restores health
+    (first,) = {e["account"] for e in events(result, "liquidation_started")}  # the budget: one a block
     (queued,) = [a.raw for a in (trader(0).address, trader(1).address) if a.raw.hex() != first]
     assert queued in load_queue(chain.app._committed)
     before = chain.balance(LIQUIDATOR.address)
@@ -351,43 +355,108 @@ def test_the_liquidate_action_refuses_healthy_accounts_and_stale_markets(tmp_pat
     chain.close()
 
 
-def test_no_liquidation_in_a_stale_market(tmp_path: Path) -> None:
-    chain = make_chain(tmp_path / "db", 4, FUNDS, fund=1_000_000 * USD, stale_after_blocks=2)
-    size = btc_size_for(40_000)
-    open_pairs(chain, {0: size}, {1: size})
+def test_a_stale_market_waits_unless_the_account_is_bankrupt(tmp_path: Path) -> None:
+    fund = 1_000_000 * USD
+    chain = make_chain(tmp_path / "db", 4, FUNDS, fund=fund, stale_after_blocks=2)
+    bankrupt_size, solvent_size = btc_size_for(40_000), btc_size_for(32_000)
+    open_pairs(chain, {0: bankrupt_size, 2: solvent_size}, {1: bankrupt_size, 3: solvent_size})
+    run(chain, [tx(chain, MAKER, _order(BUY, 10 * bankrupt_size, usd(45_400), POST_ONLY))])
     for _ in range(3):
         run(chain)
-    # the market is stale; the pass finds the long under water but leaves it alone
+    # the market is stale (its last fresh price: 45,500); the pass finds both longs under water
     view = StateView(chain.app._committed)
     store_price(view, BTC, OraclePrice(usd(45_500), 0))
     ctx = ExchangeContext(chain.height + 1, chain.app.books, live=True)
-    assert liquidation_pass(view, ctx, chain.height + 1) == []
-    assert load_position(view, trader(0).address, BTC).size == size
-    assert load_queue(view) == [trader(0).address.raw]  # kept for when the market is fresh again
+    assert ctx.is_stale(view, BTC)
+    solvent = account_health(view, ctx, trader(2).address.raw)
+    assert solvent.liquidatable and solvent.value >= 0
+    broke = account_health(view, ctx, trader(0).address.raw)
+    assert broke.value < 0
+    found = liquidation_pass(view, ctx, chain.height + 1)
+    # no book order on a stale market: the maker's bid is untouched
+    assert not [e for e in found if e.type in ("order_filled", "liquidation_filled")]
+    # the solvent one waits for a fresh price, queued
+    assert load_position(view, trader(2).address, BTC).size == solvent_size
+    assert trader(2).address.raw in load_queue(view)
+    # the bankrupt one goes to the backstop at once: the fund takes the whole position over at
+    # the bankruptcy price, and the account ends at exactly 0
+    (taken,) = [attrs(e) for e in found if e.type == "liquidation_taken_over"]
+    assert taken["account"] == trader(0).address.raw.hex() and int(taken["size"]) == bankrupt_size
+    assert load_position(view, trader(0).address, BTC).size == 0
+    assert account_health(view, ctx, trader(0).address.raw).value == 0
+    assert load_position(view, INSURANCE_FUND, BTC).size == bankrupt_size
+    assert int(taken["quote"]) == -(broke.value - value_floor(BTC_MARKET, bankrupt_size, usd(45_500)))
+    chain.close()
+
+
+def test_on_a_stale_market_the_fund_judges_at_the_haircut_price(tmp_path: Path) -> None:
+    # a fund that can bear the position at the last fresh price but not 5% below it: deleveraging
+    size = btc_size_for(40_000)
+    chain = make_chain(tmp_path / "db", 4, FUNDS, fund=1, stale_after_blocks=2)
+    open_pairs(chain, {0: size}, {1: size})
+    for _ in range(3):
+        run(chain)
+    view = StateView(chain.app._committed)
+    store_price(view, BTC, OraclePrice(usd(45_500), 0))
+    ctx = ExchangeContext(chain.height + 1, chain.app.books, live=True)
+    broke = account_health(view, ctx, trader(0).address.raw)
+    fresh_value = broke.value  # what the fund's value would change by at the last fresh price
+    haircut_price = usd(45_500) * (10**6 - LiquidationParams().stale_haircut_ppm) // 10**6
+    haircut_value = (
+        fresh_value
+        + value_floor(BTC_MARKET, size, haircut_price)
+        - value_floor(BTC_MARKET, size, usd(45_500))
+    )
+    assert haircut_value < fresh_value < 0
+    # give the fund exactly enough to take it over at the fresh price, not at the haircut price
+    maintenance = maintenance_requirement(BTC_MARKET, Position(size=size), haircut_price)
+    fund_balance = maintenance - haircut_value - 1
+    store_account(view, INSURANCE_FUND, load_account(view, INSURANCE_FUND).with_balance(fund_balance))
+    found = liquidation_pass(view, ctx, chain.height + 1)
+    assert not [e for e in found if e.type == "liquidation_taken_over"]
+    (deleveraged,) = [attrs(e) for e in found if e.type == "deleveraged"]
+    assert deleveraged["counterparty"] == trader(1).address.raw.hex()
+    assert load_position(view, trader(0).address, BTC).size == 0
     chain.close()
 
 
 # -- caps and the queue ---------------------------------------------------------------------------------
 
 
-def test_caps_carry_work_to_the_next_blocks(tmp_path: Path) -> None:
+def test_the_budget_carries_the_rest_furthest_under_water_first(tmp_path: Path) -> None:
     chain = make_chain(
         tmp_path / "db", 20, FUNDS, fund=0,
-        liquidation={"max_liquidations_per_block": 3, "max_position_fraction_ppm": 1_000_000},
+        liquidation={"work_budget": 1, "max_position_fraction_ppm": 1_000_000},
     )  # fmt: skip
-    size = btc_size_for(32_000)
-    open_pairs(chain, dict.fromkeys(range(10), size), dict.fromkeys(range(10, 20), size))
-    run(chain, [tx(chain, MAKER, _order(BUY, 10 * size, usd(45_400), POST_ONLY))])
-    result = crash(chain, usd(45_500))
-    per_block = [len({e["account"] for e in events(result, "liquidation_started")})]
-    queue_sizes = [len([q for q in load_queue(chain.app._committed) if q != MAKER.address.raw])]
-    for _ in range(5):
+    # longs 0..9 from 3.36x to 3.585x (each liquidatable after the crash, none bankrupt), shorts 10..19
+    long_sizes = {i: btc_size_for(33_600 + 250 * i) for i in range(10)}
+    open_pairs(chain, long_sizes, {10 + i: size for i, size in long_sizes.items()})
+    run(chain, [tx(chain, MAKER, _order(BUY, 10 * long_sizes[9], usd(45_000), POST_ONLY))])
+    result = crash(chain, usd(47_000))
+    order = [e["account"] for e in events(result, "liquidation_started")]
+    queue = load_queue(chain.app._committed)
+    for _ in range(12):
         result = run(chain)
-        per_block.append(len({e["account"] for e in events(result, "liquidation_started")}))
-        queue_sizes.append(len([q for q in load_queue(chain.app._committed) if q != MAKER.address.raw]))
-    assert per_block[:4] == [3, 3, 3, 1]
-    assert sum(per_block) == 10
-    assert queue_sizes[:4] == [7, 4 + 3, 1 + 3, 3] or queue_sizes[0] >= 7
+        order.extend(e["account"] for e in events(result, "liquidation_started"))
+    # one account a block (a budget smaller than detection still makes progress), the most
+    # levered (lowest value per maintenance requirement) first
+    assert order == [trader(i).address.raw.hex() for i in reversed(range(10))]
+    # the nine left over lead the queue in that order (the owners the pass changed follow)
+    assert queue[:9] == [trader(i).address.raw for i in reversed(range(9))]
+    for i in range(10):
+        assert position(chain, trader(i)).size == 0
+    chain.close()
+
+
+def test_the_default_budget_clears_every_account_in_the_crash_block(tmp_path: Path) -> None:
+    chain = make_chain(
+        tmp_path / "db", 20, FUNDS, fund=0, liquidation={"max_position_fraction_ppm": 1_000_000}
+    )
+    long_sizes = {i: btc_size_for(33_600 + 250 * i) for i in range(10)}
+    open_pairs(chain, long_sizes, {10 + i: size for i, size in long_sizes.items()})
+    run(chain, [tx(chain, MAKER, _order(BUY, 10 * long_sizes[9], usd(45_000), POST_ONLY))])
+    result = crash(chain, usd(47_000))
+    assert len(events(result, "liquidation_started")) == 10
     for i in range(10):
         assert position(chain, trader(i)).size == 0
     chain.close()
@@ -440,7 +509,12 @@ def test_detection_reads_no_account_outside_its_candidates(tmp_path: Path) -> No
 # -- funding ------------------------------------------------------------------------------------------
 
 # one funding tick a minute of block time, longs paying shorts 2.5% of the notional per tick
-HEAVY_FUNDING = {"interval_seconds": 60, "interest_ppm_per_interval": 25_000, "clamp_ppm": 25_000}
+HEAVY_FUNDING = {
+    "interval_seconds": 60,
+    "rate_period_seconds": 60,  # each tick pays the whole rate
+    "interest_ppm": 25_000,
+    "clamp_factor_ppm": 1_250_000,  # 125% of IMF - MMF (2%): 25,000 ppm
+}
 
 
 def tick(chain: Chain) -> FinalizeBlockResult:

@@ -52,7 +52,7 @@ class Empty:
     def get(self, key: bytes) -> bytes | None:
         return None
 
-    def iterate(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
+    def iterate(self, prefix: bytes, *, start: bytes | None = None) -> list[tuple[bytes, bytes]]:
         return []
 
 

@@ -44,7 +44,7 @@ REPORTED = {
     "liquidation_filled",
     "liquidation_taken_over",
     "deleveraged",
-    "oracle_price_rejected",
+    "oracle_price_clamped",
 }
 
 
@@ -62,8 +62,9 @@ def _app_state() -> dict[str, Any]:
     state["funding"] = {
         **state["funding"],
         "interval_seconds": FUNDING_INTERVAL_SECONDS,
-        "clamp_ppm": 20_000,
-        "interest_ppm_per_interval": 1_000,
+        "rate_period_seconds": FUNDING_INTERVAL_SECONDS,  # each tick pays the whole rate
+        "clamp_factor_ppm": 1_000_000,  # 100% of IMF - MMF (2%): 20,000 ppm
+        "interest_ppm": 1_000,
     }
     state["liquidation"] = {**state["liquidation"], "min_liquidation_notional": 100 * USD}
     state["triggers"] = {"max_triggers_per_block": 3}

@@ -19,8 +19,9 @@ class DictState:
     def get(self, key: bytes) -> bytes | None:
         return self.data.get(key)
 
-    def iterate(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
-        return sorted((k, v) for k, v in self.data.items() if k.startswith(prefix))
+    def iterate(self, prefix: bytes, *, start: bytes | None = None) -> list[tuple[bytes, bytes]]:
+        low = prefix if start is None else start
+        return sorted((k, v) for k, v in self.data.items() if k.startswith(prefix) and k >= low)
 
 
 def test_reads_writes_and_sets() -> None:

@@ -320,6 +320,8 @@ def test_firing_order_of_several_triggers_in_one_block(ex: Chain) -> None:
 
 
 def test_the_per_block_cap_leaves_the_rest_for_the_next_block_in_the_same_order(tmp_path: Path) -> None:
+    """Within a market the leftovers keep their order; across markets the next block starts from
+    another market (`execution.risk.triggers.round_robin`, tests/execution/test_trigger_fairness.py)."""
     chain = trigger_chain(tmp_path / "db", triggers={"max_triggers_per_block": 3})
     # limit triggers far from any liquidity, so each just rests when it fires
     block(
@@ -329,7 +331,8 @@ def test_the_per_block_cap_leaves_the_rest_for_the_next_block_in_the_same_order(
         chain.tx(C, trigger(SELL, btc(1), usd(66_000), usd(90_000), TAKE_PROFIT)),  # 3 rise 66,000
         chain.tx(C, trigger(BUY, 10**9, 3_600 * 10**6, 2_000 * 10**6, market=ETH)),  # ETH 1 rise $3,600
     )
-    # the move reaches all six (4 and 5 already hold at $67,000); three fire, in the documented order
+    # the move (height 2: BTC-USD first) reaches all six (4 and 5 already hold at $67,000); three
+    # fire, in the documented order
     result = block(
         chain,
         vote(chain, 67_000, 3_600),
@@ -340,12 +343,13 @@ def test_the_per_block_cap_leaves_the_rest_for_the_next_block_in_the_same_order(
     assert resting_trigger_ids(chain) == [4, 5] and resting_trigger_ids(chain, ETH) == [1]
     assert position(chain, ALICE).open_orders == 2  # trigger 4 and the order trigger 1 placed
     assert_books_match_state(chain)
-    # the next block (same prices) fires the leftovers, still in that order
+    # the next block (same prices; height 3: ETH-USD first) fires the leftovers, BTC-USD's still in
+    # that order
     second = kinds(block(chain), "trigger_triggered")
     assert [(e["market"], e["order_id"]) for e in second] == [
+        ("ETH-USD", "1"),
         ("BTC-USD", "5"),
         ("BTC-USD", "4"),
-        ("ETH-USD", "1"),
     ]
     assert resting_trigger_ids(chain) == [] and resting_trigger_ids(chain, ETH) == []
     assert_books_match_state(chain)

@@ -13,7 +13,8 @@ from prometheus_client.registry import Collector
 from consensus.types import NIL_BLOCK_ID, BlockIDFlag, Commit, CommitSig
 from consensus.validators import Validator, ValidatorSet
 from execution.positions.position import Position
-from node.metrics import OpenInterest, commit_signing, counter, exposition
+from execution.risk.insurance import FundHealth
+from node.metrics import OpenInterest, commit_signing, counter, exposition, insurance_fund_metrics
 from storage import schema
 
 ADDRESSES = [bytes([n]) * 20 for n in (1, 2, 3)]
@@ -115,3 +116,18 @@ def test_open_interest_kept_from_changes_equals_a_fresh_walk(
                 if schema.market_id_from_position_key(key) == market
             )
             assert kept.by_market.get(market, 0) == walked.by_market.get(market, 0) == expected
+
+
+def test_insurance_fund_health_metrics() -> None:
+    health = FundHealth(balance=700, value=450, maintenance=500, open_positions=2)
+    families = {family.name: family for family in insurance_fund_metrics("c", health)}
+    samples = {name: [(s.labels, s.value) for s in family.samples] for name, family in families.items()}
+    assert samples == {
+        "derivd_insurance_fund_value": [({"chain_id": "c"}, 450)],
+        "derivd_insurance_fund_maintenance": [({"chain_id": "c"}, 500)],
+        "derivd_insurance_fund_open_positions": [({"chain_id": "c"}, 2)],
+    }
+    assert {family.type for family in families.values()} == {"gauge"}
+    assert (
+        health.underwater and not FundHealth(balance=0, value=5, maintenance=5, open_positions=1).underwater
+    )

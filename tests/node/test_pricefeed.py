@@ -637,7 +637,7 @@ class _Empty:
     def get(self, key: bytes) -> bytes | None:
         return None
 
-    def iterate(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
+    def iterate(self, prefix: bytes, *, start: bytes | None = None) -> list[tuple[bytes, bytes]]:
         return []
 
 

@@ -12,17 +12,19 @@ from pathlib import Path
 
 import pytest
 import trio
+from click.testing import CliRunner
 
 from execution.codes import Code
 from execution.fees import FeeParams
 from execution.markets import default_markets
 from genesis.genesis import load_genesis, save_genesis
+from node.cli import main
 from node.config import load_config, write_config
 from node.keystore import KeyStore
 from node.sdk import AsyncClient, Book, Client, Fill, InputError, RPCError, TxError, core
 from node.sdk.client import _BookFollower
 from node.sdk.examples import follow_fills, market_maker
-from node.sdk.types import Event
+from node.sdk.types import Event, Liquidations
 from tests.node.e2e import ChainHome, NodeProcess, make_chain
 
 BTC = default_markets()[0]
@@ -155,6 +157,9 @@ async def test_clients_and_examples_against_a_node(trading_node: ChainHome) -> N
     with Client(chain.rpc_url, key=keys.private_key("alice")) as alice:
         assert set(alice.markets()) == {"BTC-USD", "ETH-USD"}
         assert alice.fees() == SCHEDULE
+        assert alice.liquidations() == Liquidations(queue=(), recent=())  # nobody under water
+        shown = CliRunner().invoke(main, ["query", "liquidations", "--node", chain.rpc_url])
+        assert (shown.exit_code, json.loads(shown.output)) == (0, {"queue": [], "recent": []})
         balance = alice.account().balance
         assert balance == Decimal(10**6)
         with pytest.raises(TxError) as low:
@@ -179,6 +184,7 @@ async def test_clients_and_examples_against_a_node(trading_node: ChainHome) -> N
 
     async with AsyncClient(chain.rpc_url, key=keys.private_key("bob")) as bob:
         assert await bob.fees() == SCHEDULE
+        assert await bob.liquidations() == Liquidations(queue=(), recent=())
         await bob.transfer(chain.accounts["alice"], "1")
         assert (await bob.account()).balance == 10**6 + 2 - 1 - SCHEDULE.transfer * UNIT
         books: list[Book] = []
