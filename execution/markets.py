@@ -26,13 +26,16 @@ and queries; no state transition depends on them.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import astuple, dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
 from execution.state import StateReader, StateView
 from primitives import codec
 from primitives.codec import DecodeError, Value
 from storage import schema
+
+T = TypeVar("T")
 
 MAX_INT = 2**63 - 1
 MAX_MARKET_ID = 2**32 - 1
@@ -274,6 +277,26 @@ def value_ceil(m: Market, size: int, price: int) -> int:
 def ppm_of_value_ceil(m: Market, size: int, price: int, ppm: int) -> int:
     """ceil(size * price * 10**qce * ppm / 1e6) in one rounding (requirements and fees)."""
     return scale_ceil(size * price * ppm, m.quantum_conversion_exponent - QUOTE_DECIMALS)
+
+
+def slice_size(m: Market, base: int, fraction_ppm: int, min_notional: int, price: int) -> int:
+    """The most of a position of |size| `base` one block may close (liquidation and the insurance
+    fund's unwind): max(ceil(base * fraction_ppm / 1e6), the size of `min_notional` quote quantums
+    at `price`) rounded up to the step, at most `base`."""
+    by_fraction = -(-base * fraction_ppm // 1_000_000)
+    e = m.quantum_conversion_exponent
+    by_notional = -(-min_notional * pow10(-e) // price) if e <= 0 else -(-min_notional // (price * pow10(e)))
+    step = m.step_base_quantums
+    return min(base, -(-max(by_fraction, by_notional) // step) * step)
+
+
+def rotated(markets: Sequence[T], height: int) -> list[T]:
+    """`markets` (by id) from index `height % len(markets)`, wrapping around: the market order of
+    the end-of-block stages that share a per-block budget, each market leading in turn."""
+    if not markets:
+        return []
+    start = height % len(markets)
+    return [*markets[start:], *markets[:start]]
 
 
 def is_on_tick(m: Market, price: int) -> bool:

@@ -3,8 +3,10 @@
 A `StateView` sits on a parent (another view, or the `CommittedState` adapter over LevelDB),
 buffers its own puts and deletes, and records which keys it read from its parent (`read_set`),
 which it wrote (`write_set`) and which prefixes it scanned (`prefix_reads`): the parallel scheduler
-of a later issue finds conflicts with them. `iterate(prefix)` lists a key range through the
-parents with this view's writes applied, sorted by key. `changes()` lists the buffered writes
+(`execution.scheduler`) finds conflicts with them. `iterate(prefix, start=None)` lists a key range
+through the parents with this view's writes applied, sorted by key, from `start` if given (the
+whole prefix counts as read). A `CountingView` also counts the operations run on it: a
+deterministic measure of work that a block may budget. `changes()` lists the buffered writes
 sorted by key (the one deterministic order), and `apply_to` merges them into another view. Views
 stack: a block view over committed state, a tx view over the block view, an action view over the
 tx view; dropping a view rolls its writes back.

@@ -101,17 +101,9 @@ class LiquidationRecord:
         )
 
     def to_value(self) -> list[codec.Value]:
-        """The canonical array of the record (module docstring)."""
-        return [
-            _KIND_CODES[self.kind],
-            self.account,
-            self.counterparty,
-            self.market_id,
-            self.size,
-            self.price,
-            self.quote,
-            self.fee,
-        ]
+        """The canonical array of the record (module docstring): `fields` with the kind's code."""
+        fields = self.fields()
+        return [_KIND_CODES[fields[0]], *fields[1:]]
 
     @classmethod
     def from_value(cls, value: codec.Value, name: str = "liquidation record") -> LiquidationRecord:

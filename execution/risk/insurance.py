@@ -5,7 +5,7 @@ the blocks that follow, bounded in price and size per block; and the fund's heal
 bankrupt account's position at the bankruptcy price. This module owns what happens to it next.
 
 Parameters (`InsuranceParams`, stored at `storage.schema.INSURANCE_PARAMS`; the defaults while none
-is stored; `InsuranceParams.from_json` reads a genesis `insurance` section): `unwind_fraction_ppm`
+is stored; a genesis `insurance` section sets them, `execution.genesis_state`): `unwind_fraction_ppm`
 (200000: 20% of the position per block), `max_slippage_ppm` (20000: 2% from the oracle price),
 `min_unwind_notional` (1000000000 quote quantums: $1,000).
 
@@ -48,7 +48,7 @@ from execution.accounts import load_account, store_account
 from execution.exchange.context import ExchangeContext
 from execution.exchange.events import make_event
 from execution.exchange.placement import liquidation_match
-from execution.markets import Market, pow10
+from execution.markets import Market, rotated, slice_size
 from execution.positions.funding_index import INSURANCE_FUND, settled
 from execution.positions.margin import maintenance_requirement, position_value
 from execution.positions.position import BUY, SELL, Position, load_position, owner_markets, store_position
@@ -120,19 +120,6 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def unwind_size(params: InsuranceParams, market: Market, size: int, price: int) -> int:
-    """How much of a position of |size| `size` (base quantums) one block's order closes at most, at
-    oracle price `price` (module docstring)."""
-    step = market.step_base_quantums
-    by_fraction = _ceil_div(size * params.unwind_fraction_ppm, PPM)
-    e = market.quantum_conversion_exponent
-    if e <= 0:
-        by_notional = _ceil_div(params.min_unwind_notional * pow10(-e), price)
-    else:
-        by_notional = _ceil_div(params.min_unwind_notional, price * pow10(e))
-    return min(size, _ceil_div(max(by_fraction, by_notional), step) * step)
-
-
 def unwind_limit(params: InsuranceParams, market: Market, side: int, price: int) -> int:
     """The worst price (subticks, on the tick) the fund's order on `side` accepts at oracle price
     `price`: a sale's P * (1e6 - slip) / 1e6 rounded up to the tick (at least one tick), a
@@ -144,14 +131,6 @@ def unwind_limit(params: InsuranceParams, market: Market, side: int, price: int)
 
 
 # -- the end-of-block stage ------------------------------------------------------------------------
-
-
-def market_order(markets: list[Market], height: int) -> list[Market]:
-    """`markets` (by id) rotated to start at index `height % len(markets)`."""
-    if not markets:
-        return []
-    start = height % len(markets)
-    return markets[start:] + markets[:start]
 
 
 def _realize(view: StateView, market: Market, position: Position) -> list[Event]:
@@ -177,7 +156,7 @@ def insurance_unwind(view: StateView, ctx: ExchangeContext, height: int) -> list
         return []
     params: InsuranceParams | None = None
     events: list[Event] = []
-    for market in market_order(ctx.markets(view), height):
+    for market in rotated(ctx.markets(view), height):
         market_id = market.market_id
         if market_id not in held:
             continue
@@ -191,7 +170,9 @@ def insurance_unwind(view: StateView, ctx: ExchangeContext, height: int) -> list
             params = load_params(view)
         price = ctx.price(view, market_id)
         side = SELL if position.size > 0 else BUY
-        size = unwind_size(params, market, abs(position.size), price)
+        size = slice_size(
+            market, abs(position.size), params.unwind_fraction_ppm, params.min_unwind_notional, price
+        )
         limit = unwind_limit(params, market, side, price)
         if size <= 0 or limit <= 0 or ctx.books is None:
             continue

@@ -143,7 +143,7 @@ from execution.exchange.context import ExchangeContext
 from execution.exchange.events import make_event
 from execution.exchange.orders import cancel_owner_orders
 from execution.exchange.placement import liquidation_match
-from execution.markets import Market, pow10, value_floor
+from execution.markets import Market, pow10, slice_size, value_floor
 from execution.positions.funding_index import (
     FUNDING_INDEX_SCALE,
     INSURANCE_FUND,
@@ -524,19 +524,6 @@ def _bump(ctx: ExchangeContext, name: str, by: int = 1) -> None:
     ctx.risk_counts[name] = ctx.risk_counts.get(name, 0) + by
 
 
-def _slice_size(params: LiquidationParams, market: Market, base: int, price: int) -> int:
-    """The most of a position of |size| `base` that may close through the book in one block."""
-    step = market.step_base_quantums
-    by_fraction = _ceil_div(base * params.max_position_fraction_ppm, PPM)
-    e = market.quantum_conversion_exponent
-    if e <= 0:
-        by_notional = _ceil_div(params.min_liquidation_notional * pow10(-e), price)
-    else:
-        by_notional = _ceil_div(params.min_liquidation_notional, price * pow10(e))
-    wanted = _ceil_div(max(by_fraction, by_notional), step) * step
-    return min(base, wanted)
-
-
 def _restoring_size(params: LiquidationParams, market: Market, health: Health, size: int, price: int) -> int:
     """The least multiple of the step (at most |size|) whose close at the oracle price, less its
     liquidation fee, would leave the account's value at least its maintenance requirement (every
@@ -656,7 +643,11 @@ class _Step:
         )
         key = (owner, market.market_id)
         closed = ctx.liquidated.get(key, 0)
-        by_slice = max(0, _slice_size(params, market, closed + abs(size), price) - closed)
+        whole = closed + abs(size)
+        by_slice = slice_size(
+            market, whole, params.max_position_fraction_ppm, params.min_liquidation_notional, price
+        )
+        by_slice = max(0, by_slice - closed)
         wanted = min(abs(size), max(by_slice, _restoring_size(params, market, health, size, price)))
         filled = 0
         if wanted > 0 and limit > 0 and ctx.books is not None:

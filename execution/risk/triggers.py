@@ -82,9 +82,7 @@ Events (attribute values are strings; `market` is the ticker, `owner` lower-case
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 from consensus.app import Event
 from execution.codes import ActionError, Code
@@ -108,7 +106,7 @@ from execution.exchange.trigger_book import (
     trigger_cancelled_event,
     write_trigger,
 )
-from execution.markets import Market
+from execution.markets import Market, rotated
 from execution.positions.margin import order_only_reduces
 from execution.positions.position import BUY, Position
 from execution.state import StateReader, StateView
@@ -121,7 +119,6 @@ PPM = 1_000_000
 SLIPPAGE_PPM = 50_000
 """How far a market trigger's worst price is from its trigger price (5%), against the trader."""
 MAX_PRICE = 2**63 - 1
-T = TypeVar("T")
 TRIGGER_FIELDS = ("max_triggers_per_block",)
 """The keys of the genesis `triggers` section (each optional, `TriggerParams` defaults)."""
 
@@ -370,14 +367,6 @@ def _execute(
     return [_triggered_event(market, trigger, oracle, placed_id), *placed]
 
 
-def round_robin(markets: Sequence[T], height: int) -> list[T]:
-    """`markets` (by id) from index `height % len(markets)`, wrapping around (module docstring)."""
-    if not markets:
-        return []
-    start = height % len(markets)
-    return [*markets[start:], *markets[:start]]
-
-
 def trigger_orders(view: StateView, ctx: ExchangeContext, height: int) -> list[Event]:
     """Fire and place every trigger order that the oracle prices of the block at `height` reach
     (module docstring). `ctx` is a live context created after the oracle aggregation (its cached
@@ -387,7 +376,7 @@ def trigger_orders(view: StateView, ctx: ExchangeContext, height: int) -> list[E
     books = ctx.books
     events: list[Event] = []
     budget = load_trigger_params(view).max_triggers_per_block
-    for market in round_robin(books.markets(), height):
+    for market in rotated(books.markets(), height):
         market_id = market.market_id
         index = books.triggers(market_id)
         if budget <= 0:

@@ -20,7 +20,7 @@ from consensus.app import FinalizeBlockResult, ValidatorUpdate
 from execution.block import END_BLOCK_HOOKS
 from execution.exchange.context import ExchangeContext
 from execution.genesis_state import AppStateError, default_exchange_app_state, parse_app_state
-from execution.markets import Market, default_markets
+from execution.markets import Market, default_markets, rotated, slice_size
 from execution.oracle.prices import OraclePrice, market_is_stale, store_price
 from execution.positions.funding_index import INSURANCE_FUND
 from execution.positions.position import Position, load_position, owner_markets
@@ -29,9 +29,7 @@ from execution.risk.insurance import (
     insurance_fund_health,
     insurance_unwind,
     load_params,
-    market_order,
     unwind_limit,
-    unwind_size,
 )
 from execution.state import StateView
 from execution.tx import Action, OracleVote, PlaceOrder
@@ -271,8 +269,8 @@ def test_markets_take_turns_leading(tmp_path: Path) -> None:
         txs = []
         first = ["BTC-USD", "ETH-USD"][chain.height % 2]  # index height % 2 of the markets by id
         assert [e["market"] for e in unwound(result)] == [first, ({"BTC-USD", "ETH-USD"} - {first}).pop()]
-    assert market_order(default_markets(), 7)[0].market_id == ETH
-    assert market_order([], 7) == []
+    assert rotated(default_markets(), 7)[0].market_id == ETH
+    assert rotated([], 7) == []
     chain.close()
 
 
@@ -365,7 +363,7 @@ def test_the_size_bound_matches_the_rule(
         Fraction(size * params.unwind_fraction_ppm, 10**6), Fraction(params.min_unwind_notional) / (price * q)
     )
     expected = min(size, math.ceil(wanted / market.step_base_quantums) * market.step_base_quantums)
-    got = unwind_size(params, market, size, price)
+    got = slice_size(market, size, params.unwind_fraction_ppm, params.min_unwind_notional, price)
     assert got == expected
     assert 0 < got <= size and got % market.step_base_quantums == 0
 

@@ -23,6 +23,7 @@ from execution.positions.funding_index import INSURANCE_FUND
 from execution.positions.margin import maintenance_requirement
 from execution.positions.position import Position, load_position
 from execution.risk.funding import funding_end_block
+from execution.risk.history import recent
 from execution.risk.liquidation import (
     LiquidationParams,
     account_health,
@@ -322,6 +323,9 @@ def test_the_liquidate_action_pays_its_sender(two_underwater: Chain) -> None:
     (filled,) = tx_events(result, "liquidation_filled")
     assert filled["account"] == queued.hex() and filled["liquidator"] == LIQUIDATOR.address.raw.hex()
     reward = int(filled["reward"])
+    (last_height, record), *_ = recent(chain.app._committed, 10)  # the action's step is kept too
+    assert (last_height, record.kind, record.account) == (chain.height, "liquidated", queued)
+    assert (record.size, record.fee) == (-int(filled["size"]), int(filled["fee"]))
     assert reward == int(filled["notional"]) * 5_000 // 10**6 > 0
     assert chain.balance(LIQUIDATOR.address) == before + reward - standard_fee([Liquidate(Address(queued))])
     # the pass does not liquidate the same account again in that block beyond its per-block part
@@ -448,6 +452,70 @@ def test_the_budget_carries_the_rest_furthest_under_water_first(tmp_path: Path) 
     chain.close()
 
 
+def test_a_step_closes_what_restores_health_at_least(tmp_path: Path) -> None:
+    # default parameters (10% of a position per block): a 3.55x long after a 27.7% fall (value under
+    # 1.5% of its notional) closes all of it in the crash block (no part restores its health); a
+    # 3.36x long just under water closes the least part whose close at the oracle price, less its
+    # 1.5% fee, would restore it (more than the 10% slice here), found by trying every step
+    chain = make_chain(tmp_path / "db", 4, FUNDS * 4, fund=0)
+    deep, slight = btc_size_for(142_000), btc_size_for(134_400)
+    open_pairs(chain, {0: deep, 1: slight}, {2: deep, 3: slight})
+    run(chain, [tx(chain, MAKER, _order(BUY, 10 * deep, usd(46_900), POST_ONLY))])
+    price = usd(47_000)
+    view = StateView(chain.app._committed)
+    store_price(view, BTC, OraclePrice(price, chain.height + 1))
+    ctx = ExchangeContext(chain.height + 1, chain.app.books, live=False)
+    before = account_health(view, ctx, trader(1).address.raw)
+    assert before.liquidatable and before.value > 0
+
+    def restores(part: int) -> bool:
+        fee = -(-value_floor(BTC_MARKET, part, price) * 15_000 // 10**6)
+        rest = maintenance_requirement(BTC_MARKET, Position(size=slight - part), price)
+        return before.value - fee >= rest
+
+    least = next(k * STEP for k in range(1, slight // STEP + 1) if restores(k * STEP))
+    slice_size = -(-slight // 10 // STEP) * STEP
+    assert least > slice_size
+    result = crash(chain, price)
+    closed = {e["account"]: int(e["size"]) for e in events(result, "liquidation_filled")}
+    assert closed == {trader(0).address.raw.hex(): deep, trader(1).address.raw.hex(): least}
+    assert position(chain, trader(0)).size == 0
+    assert position(chain, trader(1)).size == slight - least
+    chain.close()
+
+
+def test_carried_accounts_go_before_new_ones(tmp_path: Path) -> None:
+    # a budget of one step a block: the BTC long left over from the BTC crash goes before an ETH
+    # long that the next block's ETH crash puts further under water
+    chain = make_chain(
+        tmp_path / "db",
+        6,
+        FUNDS,
+        fund=0,
+        liquidation={"work_budget": 1, "max_position_fraction_ppm": 1_000_000},
+    )
+    a, b = btc_size_for(35_850), btc_size_for(33_600)
+    open_pairs(chain, {0: a, 1: b}, {2: a, 3: b})
+    eth_size, eth_price = 14_285 * 10**6, 3_500_000_000
+    run(chain, [tx(chain, trader(5), _order(SELL, eth_size, eth_price, POST_ONLY, ETH))])
+    run(chain, [tx(chain, trader(4), _order(BUY, eth_size, eth_price, IOC, ETH))])
+    run(chain, [tx(chain, MAKER, _order(BUY, 10 * a, usd(46_900), POST_ONLY))])
+    first = crash(chain, usd(47_000))
+    assert [e["account"] for e in events(first, "liquidation_started")] == [trader(0).address.raw.hex()]
+    assert load_queue(chain.app._committed)[0] == trader(1).address.raw  # carried over
+    fallen = 2_870_000_000
+    view = StateView(chain.app._committed)
+    store_price(view, ETH, OraclePrice(fallen, chain.height + 1))
+    ctx = ExchangeContext(chain.height + 1, chain.app.books, live=False)
+    carried, new = (account_health(view, ctx, trader(i).address.raw) for i in (1, 4))
+    assert carried.liquidatable and new.liquidatable and new.value >= 0
+    assert new.value * carried.maintenance < carried.value * new.maintenance  # the new one is further under
+    second = crash(chain, fallen, ETH)
+    assert [e["account"] for e in events(second, "liquidation_started")] == [trader(1).address.raw.hex()]
+    assert load_queue(chain.app._committed)[0] == trader(4).address.raw
+    chain.close()
+
+
 def test_the_default_budget_clears_every_account_in_the_crash_block(tmp_path: Path) -> None:
     chain = make_chain(
         tmp_path / "db", 20, FUNDS, fund=0, liquidation={"max_position_fraction_ppm": 1_000_000}
@@ -459,6 +527,24 @@ def test_the_default_budget_clears_every_account_in_the_crash_block(tmp_path: Pa
     assert len(events(result, "liquidation_started")) == 10
     for i in range(10):
         assert position(chain, trader(i)).size == 0
+    # what each step moved is kept for /liquidations: each account's records add up to its whole
+    # position; those closed through the book carry the fill's quote and fee, the rest went to the
+    # shorts by deleveraging (the fund is empty, the bid too low for the least levered)
+    kept = recent(chain.app._committed, 100)
+    assert {height for height, _ in kept} == {chain.height}
+    moved: dict[bytes, int] = {}
+    for _, r in kept:
+        moved[r.account] = moved.get(r.account, 0) + r.size
+    assert moved == {trader(i).address.raw: -size for i, size in long_sizes.items()}
+    fills = {e["account"]: e for e in events(result, "liquidation_filled")}
+    shorts = {trader(10 + i).address.raw for i in range(10)}
+    for _, r in kept:
+        assert r.market_id == BTC and r.kind in ("liquidated", "deleveraged")
+        if r.kind == "liquidated":
+            fill = fills[r.account.hex()]
+            assert r.counterparty == b"" and (r.quote, r.fee) == (int(fill["notional"]), int(fill["fee"]))
+        else:
+            assert r.counterparty in shorts and r.fee == 0
     chain.close()
 
 

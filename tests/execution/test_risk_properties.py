@@ -18,15 +18,18 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from consensus.app import ValidatorUpdate
+from execution.exchange.context import ExchangeContext
 from execution.genesis_state import default_exchange_app_state
 from execution.markets import Market, default_markets
 from execution.oracle.prices import load_price
 from execution.positions.funding_index import INSURANCE_FUND
+from execution.risk.liquidation import account_health, load_queue
 from execution.tx import CancelAll, CancelOrder, Liquidate, OracleVote, PlaceOrder, PlaceTrigger
 from primitives.hashing import sha256
 from primitives.keys import PrivateKey
 from tests.execution.chain import BLOCK_INTERVAL, Chain
 from tests.execution.exchange_helpers import assert_books_match_state
+from tests.execution.test_holders import assert_holder_index_consistent
 
 USD = 10**6
 PPM = 1_000_000
@@ -207,6 +210,22 @@ class RiskMachine(RuleBasedStateMachine):
     @invariant()
     def books_match_state(self) -> None:
         assert_books_match_state(self.chain)
+
+    @invariant()
+    def every_liquidatable_account_was_found(self) -> None:
+        """Detection misses nobody: an account liquidatable at the committed prices after a block
+        is one the pass found and left in the queue (a full check of every trader, against the
+        range reads of the sorted band edges)."""
+        committed = self.chain.app._committed
+        ctx = ExchangeContext(self.chain.height + 1, self.chain.app.books, live=False)
+        queue = set(load_queue(committed))
+        for owner in (*(key.address.raw for key in TRADERS), INSURANCE_FUND.raw):
+            if account_health(committed, ctx, owner).liquidatable:
+                assert owner in queue, f"{owner.hex()} is liquidatable and not queued"
+
+    @invariant()
+    def holder_index_is_consistent(self) -> None:
+        assert_holder_index_consistent(self.chain.app._committed)
 
     def teardown(self) -> None:
         try:

@@ -8,7 +8,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from execution.state import CommittedState, StateView
+from execution.state import CommittedState, CountingView, StateView
 from storage.db import Database, WriteBatch
 
 
@@ -92,6 +92,37 @@ def test_committed_state_overlays_the_last_commit(tmp_path: Path) -> None:
     state.advance([])
     assert state.get(b"p:2") == b"disk"
     db.close()
+
+
+def test_a_scan_from_a_start_key_sees_every_layer_from_there(tmp_path: Path) -> None:
+    db = Database(tmp_path / "db")
+    batch = WriteBatch()
+    for key in (b"p:1", b"p:3", b"p:5", b"q:1"):
+        batch.put(key, b"disk")
+    db.write(batch)
+    state = CommittedState(db)
+    state.advance([(b"p:0", b"mem"), (b"p:4", b"mem"), (b"p:5", None)])
+    assert state.iterate(b"p:", start=b"p:2") == [(b"p:3", b"disk"), (b"p:4", b"mem")]
+    view = StateView(state)
+    view.put(b"p:1", b"view")
+    view.put(b"p:6", b"view")
+    view.delete(b"p:3")
+    assert view.iterate(b"p:", start=b"p:2") == [(b"p:4", b"mem"), (b"p:6", b"view")]
+    assert view.iterate(b"p:", start=b"p:") == view.iterate(b"p:")
+    assert b"p:" in view.prefix_reads  # a ranged scan still depends on the whole prefix
+    db.close()
+
+
+def test_a_counting_view_counts_each_operation_and_each_key_listed() -> None:
+    view = CountingView(DictState({b"a:1": b"x", b"a:2": b"y", b"b:1": b"z"}))
+    view.get(b"a:1")
+    view.put(b"a:3", b"w")
+    view.delete(b"b:1")
+    assert view.ops == 3
+    assert len(view.iterate(b"a:")) == 3
+    assert view.ops == 3 + 1 + 3 + 1  # the scan, its three keys, and the read of its own write
+    view.iterate(b"a:", start=b"a:3")
+    assert view.ops == 8 + 1 + 1 + 1
 
 
 _keys = st.binary(min_size=1, max_size=7).map(lambda raw: bytes(b"ab:"[x % 3] for x in raw))

@@ -1,4 +1,4 @@
-"""Fair trigger order across markets (`execution.risk.triggers.round_robin`): the markets are visited
+"""Fair trigger order across markets (`execution.markets.rotated`): the markets are visited
 from index height % (number of markets), so a market whose fired triggers exceed the per-block cap
 in every block does not starve the markets after it; within a market the firing order is the
 documented one, unchanged."""
@@ -10,7 +10,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from execution.risk.triggers import round_robin
+from execution.markets import rotated
 from tests.execution.chain import Chain
 from tests.execution.exchange_helpers import BUY, ETH, assert_books_match_state, usd
 from tests.execution.test_triggers import (
@@ -95,14 +95,14 @@ def test_the_start_market_rotates_with_the_height(tmp_path: Path) -> None:
 @given(count=st.integers(1, 20), height=st.integers(0, 2**63 - 1))
 def test_round_robin_is_a_rotation_starting_at_height_mod_count(count: int, height: int) -> None:
     markets = list(range(1, count + 1))
-    order = round_robin(markets, height)
+    order = rotated(markets, height)
     start = height % count
     assert order[0] == markets[start]
     assert sorted(order) == markets  # every market once
     assert all(order[(i + 1) % count] == order[i] % count + 1 for i in range(count))  # id order, wrapping
     # over `count` consecutive heights each market is visited first exactly once
-    assert sorted(round_robin(markets, height + k)[0] for k in range(count)) == markets
+    assert sorted(rotated(markets, height + k)[0] for k in range(count)) == markets
 
 
 def test_round_robin_of_no_markets_is_empty() -> None:
-    assert round_robin([], 7) == []
+    assert rotated([], 7) == []

@@ -321,7 +321,7 @@ def test_firing_order_of_several_triggers_in_one_block(ex: Chain) -> None:
 
 def test_the_per_block_cap_leaves_the_rest_for_the_next_block_in_the_same_order(tmp_path: Path) -> None:
     """Within a market the leftovers keep their order; across markets the next block starts from
-    another market (`execution.risk.triggers.round_robin`, tests/execution/test_trigger_fairness.py)."""
+    another market (`execution.markets.rotated`, tests/execution/test_trigger_fairness.py)."""
     chain = trigger_chain(tmp_path / "db", triggers={"max_triggers_per_block": 3})
     # limit triggers far from any liquidity, so each just rests when it fires
     block(

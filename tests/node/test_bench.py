@@ -67,6 +67,8 @@ def test_bench_liquidation_reports_its_figures() -> None:
     assert out["accounts"] == 1000 and out["markets"] == 4 and out["under_water"] == 10
     assert out["no_move_end_block_ms"] > 0 and out["move_block_ms"] > 0
     assert out["move_liquidations"] == 10, "the 10% fall liquidates exactly the 9x longs"
+    assert out["blocks_to_clear"] == 1 and out["under_water_left"] == 0, "each is closed in the crash block"
+    assert out["liquidations"] == [10] and out["work"][0] > 0 and len(out["block_ms"]) == 1
 
 
 def test_bench_statetree_reports_its_figures() -> None:
