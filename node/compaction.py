@@ -23,8 +23,10 @@ from storage.db import Database
 
 log = logging.getLogger("derivd.compaction")
 
-PRUNED_PREFIXES = (b"b:", b"s:")
-"""the key ranges pruning deletes from: the block store's and the state tree's"""
+PRUNED_PREFIXES = (b"b:", b"s:", b"a:hb")
+"""the key ranges pruning deletes from (the block store's and the state tree's), and the holder
+index's band edges (`execution.positions.holders`), which every band refresh deletes and rewrites:
+a range read of them skips the tombstones that no compaction has dropped yet"""
 
 
 class Compactor:

@@ -72,9 +72,12 @@ from functools import lru_cache
 HEIGHT_SIZE = 8
 
 FORMAT_KEY = b"f:format"
-FORMAT = 2
+FORMAT = 3
 """The layout this code writes. 2: the derived indexes outside the state tree and the blocks'
-tx hash lists (`b:txl:`); a database without the stamp was written before (format 1)."""
+tx hash lists (`b:txl:`); a database without the stamp was written before (format 1). 3: the
+holder index's sorted band edges (`a:hb*`, holder values of five fields), liquidation marks with
+the funding clocks, the 8-hour funding parameters, the liquidation work budget, the insurance and
+liquidation-history records."""
 
 BLOCK_STORE_META = b"b:meta"
 _BLOCK = b"b:blk:"

@@ -393,7 +393,7 @@ def test_check_format_stamps_an_empty_database_and_refuses_other_layouts(tmp_pat
     batch = WriteBatch()
     batch.put(b"a:meta", b"x")
     old.write(batch)
-    with pytest.raises(StorageError, match=r"has layout 1 \(no stamp\); this derivd reads layout 2"):
+    with pytest.raises(StorageError, match=r"has layout 1 \(no stamp\); this derivd reads layout 3"):
         check_format(old, stamp=True)
     batch = WriteBatch()
     batch.put(schema.FORMAT_KEY, b"9")
