@@ -44,7 +44,7 @@ Heights are 8-byte big-endian so that keys of one prefix sort by height. Prefixe
 | `a:lqm:` | market id | `[price, funding index, up, down]` the liquidation pass last saw |
 | `a:lqh:` | height | that block's liquidation records, in order (`execution.risk.history`) |
 | `a:lqi` | | the heights with an `a:lqh:` value, ascending (the last `KEPT_BLOCKS` with records) |
-| `a:hld:` | market id, owner (20) | a holder: `[0, 0]` or its band `[lo, hi, index, clock, edge key]` |
+| `a:hld:` | market id, owner (20) | a holder: `[0, 0]` (band unknown) or its band edge's key |
 | `a:hbu:` | market id, owner (20) | `0`: the holder's band is unknown (checked on every move) |
 | `a:hbl:` | market id, key (32), owner (20) | `0`: a long's band edge (`execution.positions.holders`) |
 | `a:hbh:` | market id, key (32), owner (20) | `0`: a short's band edge |

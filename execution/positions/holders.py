@@ -4,10 +4,9 @@ sorted by price, so that a price move finds the holders it may push out with one
 market and side, without reading the others.
 
 Keys (`storage.schema`), for a holder o of market m (a non-zero position):
-- `holder_key(m, o)`: `HOLDER_UNKNOWN` (`[0, 0]`, no band known) or `[lo, hi, at, clock, edge]`:
-  the account is healthy while the price P of m stays within lo < P < hi and m's funding index
-  stays `at`; `clock` is m's funding clock of the holder's side (below) when the band was
-  computed, `edge` the key below;
+- `holder_key(m, o)`: `HOLDER_UNKNOWN` (`[0, 0]`, no band known) or the key of its band's edge (a
+  byte string): the account is healthy while the price P of m stays within lo < P < hi and m's
+  funding index stays what it was when the band was computed (funding: below);
 - `a:hbu:` m o, while the band is unknown (such holders are checked on every move);
 - the edge, a marker (value `0`): a long's low edge under `a:hbl:` ordered by
   `lo * D - clock * N`, a short's high edge under `a:hbh:` ordered by `-(hi * D + clock * N)` (32
@@ -51,6 +50,7 @@ Rate = tuple[int, int] | None
 HOLDER_UNKNOWN = codec.encode([0, 0])
 """The holder-index value of a holder whose healthy price band is not known (always checked)."""
 _MARK = codec.encode(0)
+_LOW_PREFIX = schema.APP_BAND_LOW_PREFIX
 _OFFSET = 1 << 255
 _KEY_SIZE = 32
 
@@ -76,8 +76,7 @@ def _derived_key(market_id: int, owner: bytes, raw: bytes) -> bytes:
     """The index entry that holder value `raw` says exists (its edge, or the unknown marker)."""
     if raw == HOLDER_UNKNOWN:
         return _unknown_prefix(market_id) + owner
-    fields = codec.field_list(codec.decode(raw), "holder band", 5)
-    return codec.field_bytes(fields[4], "holder band edge")
+    return codec.field_bytes(codec.decode(raw), "holder band edge")
 
 
 def index_holder(view: StateView, market_id: int, owner: bytes, before: int | None, after: int) -> None:
@@ -104,13 +103,14 @@ def set_band(
     band: tuple[int, int] | None,
     *,
     long: bool,
-    index: int,
     clock: int,
     rate: Rate,
 ) -> None:
     """Record the band `(lo, hi)` (None: unknown) of `owner`, a holder of `market_id` (a long if
-    `long`), computed at funding `index` and funding `clock`, the market's funding shift `rate`;
-    nothing is written if it is the band already recorded."""
+    `long`), computed at the funding `clock` of its side, the market's funding shift `rate`.
+    Nothing is written if the recorded edge is on the same side and its order key is at least the
+    new one's: it is then crossed whenever the new one would be (a narrower band stays true of the
+    account as it is now), so it still guarantees what the new one would."""
     key = schema.holder_key(market_id, owner)
     if band is None or rate is None:
         raw, entry = HOLDER_UNKNOWN, _unknown_prefix(market_id) + owner
@@ -121,10 +121,14 @@ def set_band(
             entry = _low_prefix(market_id) + _order_key(lo * d - clock * n) + owner
         else:
             entry = _high_prefix(market_id) + _order_key(-(hi * d + clock * n)) + owner
-        raw = codec.encode([lo, hi, index, clock, entry])
+        raw = codec.encode(entry)
     old = view.get(key)
     if old == raw:
         return
+    if old is not None and HOLDER_UNKNOWN not in (raw, old):
+        kept = _derived_key(market_id, owner, old)
+        if kept[: len(_LOW_PREFIX)] == entry[: len(_LOW_PREFIX)] and kept >= entry:
+            return
     if old is not None:
         view.delete(_derived_key(market_id, owner, old))
     view.put(key, raw)

@@ -392,7 +392,7 @@ def funding_shift_rate(market: Market) -> Rate:
 
 def _refresh_bands(view: StateView, ctx: ExchangeContext, health: Health, marks: Marks) -> None:
     """Record the account's band on every market it holds (`execution.positions.holders.set_band`),
-    at the market's funding index that `health` counted and its funding clock."""
+    with the funding clock of its side (the band holds at the funding index `health` counted)."""
     open_positions = [entry for entry in health.held if entry[1].size]
     bands = [_band(health)] if len(open_positions) == 1 else _multi_bands(health, open_positions)
     for (market, position, _), band in zip(open_positions, bands, strict=True):
@@ -403,7 +403,6 @@ def _refresh_bands(view: StateView, ctx: ExchangeContext, health: Health, marks:
             health.owner,
             band,
             long=position.size > 0,
-            index=ctx.funding_index(view, market_id),
             clock=marks.clock(view, market_id, long=position.size > 0),
             rate=funding_shift_rate(market),
         )

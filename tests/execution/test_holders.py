@@ -32,10 +32,7 @@ def assert_holder_index_consistent(state: StateReader) -> None:
         if raw == HOLDER_UNKNOWN:
             expected.add(schema.APP_BAND_UNKNOWN_PREFIX + market_and_owner)
             continue
-        fields = codec.field_list(codec.decode(raw), "holder band", 5)
-        clock = codec.field_int(fields[3], "holder band clock")  # a clock never goes below 0
-        edge = codec.field_bytes(fields[4], "holder band edge")
-        assert codec.field_int(fields[0], "lo") <= codec.field_int(fields[1], "hi") and clock >= 0
+        edge = codec.field_bytes(codec.decode(raw), "holder band edge")
         market, owner = market_and_owner[: schema.MARKET_ID_SIZE], market_and_owner[schema.MARKET_ID_SIZE :]
         assert edge.startswith((schema.APP_BAND_LOW_PREFIX + market, schema.APP_BAND_HIGH_PREFIX + market))
         assert edge.endswith(owner)
@@ -110,7 +107,7 @@ def test_crossed_is_exactly_the_bands_that_no_longer_hold(
         clock = max(0, (up if long else down) - behind)
         band = None if edges is None else (min(edges), max(edges))
         index_holder(view, MARKET, owner, 0, 1 if long else -1)
-        set_band(view, MARKET, owner, band, long=long, index=0, clock=clock, rate=(n, d))
+        set_band(view, MARKET, owner, band, long=long, clock=clock, rate=(n, d))
         bands.append(Band(owner, long, band, clock))
     found = crossed(view, MARKET, price, up, down, (n, d))
     assert len(found) == len(set(found))
@@ -123,7 +120,7 @@ def test_a_market_without_a_rate_crosses_every_holder() -> None:
     owners = [bytes([i]) * 20 for i in range(3)]
     for owner in owners:
         index_holder(view, MARKET, owner, 0, 5)
-        set_band(view, MARKET, owner, (10, 20), long=True, index=0, clock=0, rate=None)
+        set_band(view, MARKET, owner, (10, 20), long=True, clock=0, rate=None)
     assert crossed(view, MARKET, 15, 0, 0, None) == owners
 
 
@@ -153,7 +150,7 @@ def test_the_index_keys_follow_every_write(steps: list[tuple[int, str, int, int]
             sizes[who] = value
         elif before != 0:  # the pass records bands of holders only
             band = None if kind == "unknown" else (abs(value) * 10, abs(value) * 10 + 5 + clock)
-            set_band(view, MARKET, owner, band, long=before > 0, index=clock, clock=clock, rate=(3, 7))
+            set_band(view, MARKET, owner, band, long=before > 0, clock=clock, rate=(3, 7))
         assert_holder_index_consistent(view)
     holders = {key[-20:] for key, _ in view.iterate(schema.holder_prefix(MARKET))}
     assert holders == {bytes([who + 1]) * 20 for who, size in sizes.items() if size}
@@ -163,9 +160,9 @@ def test_an_unchanged_band_writes_nothing() -> None:
     view = StateView(DictState({}))
     owner = b"\x01" * 20
     index_holder(view, MARKET, owner, 0, 4)
-    set_band(view, MARKET, owner, (100, MAX_PRICE), long=True, index=3, clock=2, rate=(1, 1))
+    set_band(view, MARKET, owner, (100, MAX_PRICE), long=True, clock=2, rate=(1, 1))
     inner = StateView(view)
-    set_band(inner, MARKET, owner, (100, MAX_PRICE), long=True, index=3, clock=2, rate=(1, 1))
+    set_band(inner, MARKET, owner, (100, MAX_PRICE), long=True, clock=2, rate=(1, 1))
     assert inner.write_set == frozenset()
 
 
@@ -182,13 +179,39 @@ def test_the_edges_cross_exactly_at_the_boundary() -> None:
             for offset in (-1, 0, 1):
                 long_owner, short_owner = bytes([1, offset + 2]) * 10, bytes([2, offset + 2]) * 10
                 index_holder(view, MARKET, long_owner, 0, 1)
-                set_band(view, MARKET, long_owner, (price + offset - shift, MAX_PRICE), long=True, index=0,
+                set_band(view, MARKET, long_owner, (price + offset - shift, MAX_PRICE), long=True,
                          clock=100 - behind, rate=(n, d))  # fmt: skip
                 index_holder(view, MARKET, short_owner, 0, -1)
-                set_band(view, MARKET, short_owner, (0, price + offset + shift), long=False, index=0,
+                set_band(view, MARKET, short_owner, (0, price + offset + shift), long=False,
                          clock=50 - behind, rate=(n, d))  # fmt: skip
                 if offset >= 0:
                     expected.add(long_owner)
                 if offset <= 0:
                     expected.add(short_owner)
             assert set(crossed(view, MARKET, price, 100, 50, (n, d))) == expected, (n, d, behind)
+
+
+def test_a_band_is_rewritten_only_when_the_recorded_one_would_miss_something() -> None:
+    view = StateView(DictState({}))
+    owner = b"\x03" * 20
+    index_holder(view, MARKET, owner, 0, 4)
+    set_band(view, MARKET, owner, (100, MAX_PRICE), long=True, clock=5, rate=(1, 1))
+    recorded = view.get(schema.holder_key(MARKET, owner))
+    wider = StateView(view)  # a lower low edge: the recorded one is crossed first, it is kept
+    set_band(wider, MARKET, owner, (90, MAX_PRICE), long=True, clock=5, rate=(1, 1))
+    assert wider.write_set == frozenset()
+    later = StateView(view)  # the same edge at a later clock: crossed later, so kept
+    set_band(later, MARKET, owner, (100, MAX_PRICE), long=True, clock=9, rate=(1, 1))
+    assert later.write_set == frozenset()
+    narrower = StateView(view)
+    set_band(narrower, MARKET, owner, (110, MAX_PRICE), long=True, clock=5, rate=(1, 1))
+    assert narrower.get(schema.holder_key(MARKET, owner)) != recorded
+    assert_holder_index_consistent(narrower)
+    flipped = StateView(view)  # now a short: the other side's edge replaces it
+    set_band(flipped, MARKET, owner, (0, 200), long=False, clock=5, rate=(1, 1))
+    assert crossed(flipped, MARKET, 200, 5, 5, (1, 1)) == [owner]
+    assert crossed(flipped, MARKET, 199, 5, 5, (1, 1)) == []
+    assert_holder_index_consistent(flipped)
+    unknown = StateView(view)
+    set_band(unknown, MARKET, owner, None, long=True, clock=5, rate=(1, 1))
+    assert crossed(unknown, MARKET, 1, 5, 5, (1, 1)) == [owner]
