@@ -258,13 +258,16 @@ class StateView:
 class CountingView(StateView):
     """A view that counts the state operations run on it (`ops`): each get, put or delete is one,
     a scan one plus one per key it lists. Deterministic: the same code on the same state counts
-    the same, so a block may budget its work in these units (the liquidation pass does)."""
+    the same, so a block may budget its work in these units (the liquidation pass does). It also
+    keeps the keys written, in order (`written`), for caches of what was read through it."""
 
-    __slots__ = ("ops",)
+    __slots__ = ("ops", "written")
 
     def __init__(self, parent: StateReader) -> None:
         super().__init__(parent)
         self.ops = 0
+        self.written: list[bytes] = []
+        """every key put or deleted here, in the order of the writes (repeats included)"""
 
     def get(self, key: bytes) -> bytes | None:
         self.ops += 1
@@ -281,14 +284,17 @@ class CountingView(StateView):
 
     def put(self, key: bytes, value: bytes) -> None:
         self.ops += 1
+        self.written.append(key)
         super().put(key, value)
 
     def put_record(self, key: bytes, record: Record) -> None:
         self.ops += 1
+        self.written.append(key)
         super().put_record(key, record)
 
     def delete(self, key: bytes) -> None:
         self.ops += 1
+        self.written.append(key)
         super().delete(key)
 
 

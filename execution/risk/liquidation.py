@@ -90,7 +90,8 @@ One liquidation step of an account (`_Step`)
        requirement ("while its balance can pay the loss"; the fund is an ordinary account whose
        positions count, and it is never its own backstop); else **deleveraging** (counted towards
        `max_deleverages_per_block` unless the account is bankrupt) against the opposite positions
-       of the market, found by a scan of that market's holder index (the rare path):
+       of the market, found by a scan of that market's holder index (once per market and side in
+       a pass, kept current after it from what the pass writes: `Counterparties`):
        counterparties are ranked by the key `(-profit, -leverage_ppm, address)` where `profit` is
        the position's value `floor(size * P * q) + quote` and `leverage_ppm = |floor(size * P *
        q)| * 1e6 // value` of its account (a value <= 0 ranks as the largest leverage, 2**63 - 1).
@@ -134,7 +135,10 @@ The insurance fund unwinds the positions it takes over through the book in the f
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import astuple, dataclass, field, fields
+
+from sortedcontainers import SortedList
 
 from consensus.app import Event
 from execution.accounts import load_account, store_account
@@ -576,6 +580,94 @@ def _pay_from_position(view: StateView, owner: Address, market_id: int, to: Addr
     store_account(view, to, account.with_balance(account.balance + amount))
 
 
+Ranked = tuple[tuple[int, int, bytes], Health, int]
+"""A deleveraging candidate: its ranking key (-profit, -leverage_ppm, address), its figures and its
+size on the market"""
+
+
+def _ranked(
+    view: StateView, ctx: ExchangeContext, market: Market, price: int, long: bool, other: bytes
+) -> Ranked | None:
+    """`other` as a deleveraging candidate on `market` at `price` (module docstring), None unless it
+    holds a long position there (`long`) or a short one (not `long`)."""
+    market_id = market.market_id
+    their = load_position(view, Address(other), market_id)
+    if their.size == 0 or (their.size > 0) != long:
+        return None
+    h = account_health(view, ctx, other)
+    their = settled(their, ctx.funding_index(view, market_id))  # its profit net of funding
+    profit = position_value(market, their, price)
+    notional = abs(value_floor(market, their.size, price))
+    leverage = notional * PPM // h.value if h.value > 0 else MAX_PRICE
+    return (-profit, -leverage, other), h, their.size
+
+
+def _holders(
+    view: StateView, ctx: ExchangeContext, market: Market, price: int, long: bool
+) -> dict[bytes, Ranked]:
+    """Every long (`long`) or short holder of `market` as a deleveraging candidate: one scan of its
+    holder index."""
+    prefix = schema.holder_prefix(market.market_id)
+    found: dict[bytes, Ranked] = {}
+    for key, _ in view.iterate(prefix):
+        entry = _ranked(view, ctx, market, price, long, key[len(prefix) :])
+        if entry is not None:
+            found[entry[0][2]] = entry
+    return found
+
+
+_Side = tuple[Market, int, dict[bytes, Ranked], "SortedList[Ranked]"]
+"""A cached side: the market, its price, the candidates by owner and in ranking order"""
+
+
+class Counterparties:
+    """The pass's deleveraging candidates by market and side: a side's holders are read and figured
+    once, the first time the pass deleverages against it (`_holders`), and from then on only the
+    owners whose account or positions the pass has written since are figured again (the pass
+    view's `written` keys); prices and funding indexes do not change during the pass. So each
+    deleveraging sees exactly what a fresh scan would, at the cost of what changed."""
+
+    __slots__ = ("_ctx", "_seen", "_sides", "_view")
+
+    def __init__(self, view: CountingView, ctx: ExchangeContext) -> None:
+        self._view, self._ctx = view, ctx
+        self._sides: dict[tuple[int, bool], _Side] = {}
+        self._seen = 0
+
+    def of(self, market: Market, price: int, long: bool) -> SortedList[Ranked]:
+        """The long (`long`) or short holders of `market` as candidates at `price` (its oracle
+        price, the same all pass), in ranking order."""
+        self._catch_up()
+        key = (market.market_id, long)
+        cached = self._sides.get(key)
+        if cached is None:
+            holders = _holders(self._view, self._ctx, market, price, long)
+            cached = self._sides[key] = (market, price, holders, SortedList(holders.values()))
+        return cached[3]
+
+    def _catch_up(self) -> None:
+        written = self._view.written
+        new, self._seen = written[self._seen :], len(written)
+        if not self._sides or not new:
+            return
+        changed: dict[bytes, None] = {}
+        for key in new:
+            if key.startswith(schema.APP_ACCOUNT_PREFIX):
+                changed[key[len(schema.APP_ACCOUNT_PREFIX) :]] = None
+            elif key.startswith(schema.APP_POSITION_PREFIX):
+                start = len(schema.APP_POSITION_PREFIX)
+                changed[key[start : start + schema.OWNER_SIZE]] = None
+        for (_, long), (market, price, holders, ranked) in self._sides.items():
+            for owner in changed:
+                entry = _ranked(self._view, self._ctx, market, price, long, owner)
+                old = holders.pop(owner, None)
+                if old is not None:
+                    ranked.remove(old)
+                if entry is not None:
+                    holders[owner] = entry
+                    ranked.add(entry)
+
+
 class _Step:
     """One account's liquidation step (module docstring) in `view` under `ctx`."""
 
@@ -586,12 +678,15 @@ class _Step:
         params: LiquidationParams,
         liquidator: Address | None,
         capped_deleveraging: bool,
+        counterparties: Counterparties | None = None,
     ) -> None:
+        """`counterparties`: the pass's cache of deleveraging candidates (None: read them afresh)."""
         self.view = view
         self.ctx = ctx
         self.params = params
         self.liquidator = liquidator
         self.capped_deleveraging = capped_deleveraging
+        self.counterparties = counterparties
         self.events: list[Event] = []
         self.records: list[LiquidationRecord] = []
 
@@ -776,23 +871,12 @@ class _Step:
     def _deleverage(self, market: Market, health: Health, size: int, price: int, quote: int) -> None:
         view, ctx = self.view, self.ctx
         owner = health.owner
-        market_id = market.market_id
-        ranked: list[tuple[tuple[int, int, bytes], Health, int]] = []
-        prefix = schema.holder_prefix(market_id)
-        for key, _ in view.iterate(prefix):
-            other = key[len(prefix) :]
-            if other == owner:
-                continue
-            their = load_position(view, Address(other), market_id)
-            if their.size == 0 or (their.size > 0) == (size > 0):
-                continue
-            h = account_health(view, ctx, other)
-            their = settled(their, ctx.funding_index(view, market_id))  # its profit net of funding
-            profit = position_value(market, their, price)
-            notional = abs(value_floor(market, their.size, price))
-            leverage = notional * PPM // h.value if h.value > 0 else MAX_PRICE
-            ranked.append(((-profit, -leverage, other), h, their.size))
-        ranked.sort(key=lambda item: item[0])
+        opposite = size < 0  # the side that takes the position over
+        ranked: Iterable[Ranked]
+        if self.counterparties is None:
+            ranked = sorted(_holders(view, ctx, market, price, opposite).values())
+        else:
+            ranked = self.counterparties.of(market, price, opposite)
         total = abs(size)
         sign = 1 if size > 0 else -1
         done = 0
@@ -910,6 +994,7 @@ def liquidation_pass(view: StateView, ctx: ExchangeContext, height: int) -> list
     queue: dict[bytes, None] = {}
     events: list[Event] = []
     records: list[LiquidationRecord] = []
+    counterparties = Counterparties(counted, ctx)
     stepped = False  # at least one account a block, whatever the budget: progress
     for health in liquidatable:
         bankrupt = health.value < 0
@@ -917,7 +1002,7 @@ def liquidation_pass(view: StateView, ctx: ExchangeContext, height: int) -> list
             queue[health.owner] = None
             continue
         stepped = stepped or not bankrupt
-        events.extend(_run_step(counted, ctx, params, health, records, capped=not bankrupt))
+        events.extend(_run_step(counted, ctx, params, health, records, counterparties, capped=not bankrupt))
     for health in liquidatable:
         if health.owner not in queue and account_health(counted, ctx, health.owner).liquidatable:
             queue[health.owner] = None
@@ -936,6 +1021,7 @@ def _run_step(
     params: LiquidationParams,
     health: Health,
     records: list[LiquidationRecord],
+    counterparties: Counterparties,
     *,
     capped: bool,
 ) -> list[Event]:
@@ -944,7 +1030,7 @@ def _run_step(
     current = account_health(view, ctx, health.owner)
     if not current.liquidatable:
         return []
-    step = _Step(view, ctx, params, None, capped_deleveraging=capped)
+    step = _Step(view, ctx, params, None, capped_deleveraging=capped, counterparties=counterparties)
     step.run(current)
     records.extend(step.records)
     return step.events

@@ -21,18 +21,21 @@ from execution.markets import default_markets, value_floor
 from execution.oracle.prices import OraclePrice, load_price, store_price
 from execution.positions.funding_index import INSURANCE_FUND
 from execution.positions.margin import maintenance_requirement
-from execution.positions.position import Position, load_position
+from execution.positions.position import Position, load_position, store_position
 from execution.risk.funding import funding_end_block
 from execution.risk.history import recent
 from execution.risk.liquidation import (
+    Counterparties,
     LiquidationParams,
+    Ranked,
+    _holders,
     account_health,
     apply_liquidate,
     candidates,
     liquidation_pass,
     load_queue,
 )
-from execution.state import StateView
+from execution.state import CountingView, StateView
 from execution.tx import Action, Liquidate, OracleVote, PlaceOrder, PlaceTrigger, Transfer, standard_fee
 from primitives.hashing import sha256
 from primitives.keys import Address, PrivateKey
@@ -545,6 +548,37 @@ def test_the_default_budget_clears_every_account_in_the_crash_block(tmp_path: Pa
             assert r.counterparty == b"" and (r.quote, r.fee) == (int(fill["notional"]), int(fill["fee"]))
         else:
             assert r.counterparty in shorts and r.fee == 0
+    chain.close()
+
+
+def test_the_passes_counterparty_cache_equals_a_fresh_scan_after_any_write(tmp_path: Path) -> None:
+    # shorts 10..19 against longs 0..9; the cache of the short side is built, then balances and
+    # positions change the ways the pass changes them (an account record put, a position record put
+    # as fills do, a position stored as transfers do, a position closed): each later read of the
+    # cache equals a fresh scan
+    chain = make_chain(tmp_path / "db", 20, FUNDS, fund=0)
+    sizes = {i: btc_size_for(20_000 + 1_000 * i) for i in range(10)}
+    open_pairs(chain, sizes, {10 + i: size for i, size in sizes.items()})
+    view = CountingView(chain.app._committed)
+    ctx = ExchangeContext(chain.height + 1, chain.app.books, live=True)
+    price = usd(60_000)
+    cache = Counterparties(view, ctx)
+
+    def fresh() -> list[Ranked]:
+        return sorted(_holders(view, ctx, BTC_MARKET, price, False).values())
+
+    assert list(cache.of(BTC_MARKET, price, False)) == fresh()
+    rich = trader(17).address
+    store_account(view, rich, load_account(view, rich).with_balance(50_000 * USD))
+    assert list(cache.of(BTC_MARKET, price, False)) == fresh()
+    key = schema.position_key(trader(12).address.raw, BTC)
+    view.put_record(key, load_position(view, trader(12).address, BTC).with_fill(0, 9_000 * USD))
+    assert list(cache.of(BTC_MARKET, price, False)) == fresh()
+    closed = trader(15).address
+    store_position(view, closed, BTC, load_position(view, closed, BTC).with_fill(sizes[5], 0))
+    ranked = list(cache.of(BTC_MARKET, price, False))
+    assert ranked == fresh() and closed.raw not in {entry[0][2] for entry in ranked}
+    assert ranked[0][0][2] == trader(12).address.raw  # the most profitable now
     chain.close()
 
 
