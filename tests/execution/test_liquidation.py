@@ -16,7 +16,7 @@ from execution.accounts import load_account, store_account
 from execution.codes import Code
 from execution.exchange.context import ExchangeContext
 from execution.exchange.trigger_book import load_triggers
-from execution.genesis_state import default_exchange_app_state
+from execution.genesis_state import AppStateError, default_exchange_app_state, parse_app_state
 from execution.markets import default_markets, value_floor
 from execution.oracle.prices import OraclePrice, load_price, store_price
 from execution.positions.funding_index import INSURANCE_FUND
@@ -723,3 +723,19 @@ def test_a_liquidation_cancels_the_accounts_resting_triggers(tmp_path: Path) -> 
     assert position(chain, trader(0)).open_orders == 0
     assert_books_match_state(chain)
     chain.close()
+
+
+def test_a_genesis_with_the_former_count_cap_is_refused_naming_the_budget() -> None:
+    state = default_exchange_app_state()
+    state["liquidation"] = {"max_liquidations_per_block": 50}
+    with pytest.raises(
+        AppStateError, match=r"app_state\.liquidation\.max_liquidations_per_block: replaced by work_budget"
+    ):
+        parse_app_state(state)
+    state["liquidation"] = {"work_budget": 0}
+    with pytest.raises(AppStateError, match=r"app_state\.liquidation\.work_budget: must be within \[1, "):
+        parse_app_state(state)
+    state["liquidation"] = {"stale_haircut_ppm": 1_000_001}
+    with pytest.raises(AppStateError, match=r"app_state\.liquidation\.stale_haircut_ppm: must be within"):
+        parse_app_state(state)
+    assert parse_app_state({"liquidation": {"work_budget": 7}}).liquidation.work_budget == 7
