@@ -13,6 +13,8 @@ test. `--json` prints the same figures as one JSON object.
 - `bench liquidation`: the end-block time with 100,000 accounts holding positions, with no price
   move and after a 10% fall that puts 1% under water (see node.bench_liquidation); targets 5 ms and
   500 ms.
+- `bench options`: fixed-point Black-Scholes quotes (price and four Greeks) per second on one core
+  (see node.bench_options); target 20,000/s.
 - `bench statetree`: committing a block's changes (about 5,600 keys) into a state tree of a
   million keys, and proof generation and verification (see node.bench_statetree); targets 50 ms
   and 1 ms.
@@ -52,6 +54,7 @@ from consensus.votes import verify_commit
 from node.bench_book import bench_book
 from node.bench_exec import bench_exec
 from node.bench_liquidation import bench_liquidation
+from node.bench_options import bench_options
 from node.bench_statesync import bench_statesync
 from node.bench_statetree import bench_statetree
 from node.bench_throughput import bench_throughput
@@ -354,6 +357,24 @@ def liquidation_command(accounts: int, as_json: bool) -> None:
         )
         + f"; {figures['queue_after']:,} queued after; "
         f"first pass over every holder {figures['first_pass_ms']:.0f} ms"
+    )
+
+
+@bench.command(name="options")
+@click.option("--count", type=int, default=20_000, show_default=True, help="Option series priced per pass.")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--profile", is_flag=True, help="Print a cProfile of one more pass.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def options_command(count: int, seed: int, profile: bool, as_json: bool) -> None:
+    """Fixed-point Black-Scholes price and Greeks per second on one core."""
+    limit = machine_limit()
+    figures = bench_options(count, seed, profile=profile)
+    if _print_json_or_limit(limit, figures, as_json):
+        return
+    click.echo(
+        f"options, {figures['count']:,} series (price, delta, gamma, vega, theta in fixed point): "
+        f"{figures['options_per_second']:,.0f} options_per_second on one core "
+        f"({figures['microseconds_per_option']:.1f} us each; target 20,000/s); checksum {figures['checksum']}"
     )
 
 

@@ -89,3 +89,9 @@ def test_bench_statesync_reports_its_figures() -> None:
     assert out["restored_height"] >= 15 and out["restored_height"] % 15 == 0, "a snapshot was restored"
     assert out["state_sync_target_height"] >= 40 and out["block_sync_target_height"] >= 40
     assert out["state_sync_seconds"] > 0 and out["block_sync_seconds"] > 0 and out["speedup"] > 0
+
+
+def test_bench_options_reports_its_figures() -> None:
+    out = json.loads(run_cli("bench", "options", "--count", "200", "--json").stdout)
+    assert out["count"] == 200 and out["options_per_second"] > 0 and len(out["checksum"]) == 16
+    assert out["machine_limit"]["verify_per_second_one_core"] > 0
