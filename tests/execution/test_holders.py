@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from execution.positions.holders import HOLDER_UNKNOWN, crossed, index_holder, set_band
+from execution.positions.position import Position
 from execution.state import StateReader, StateView
 from primitives import codec
 from storage import schema
@@ -47,6 +48,17 @@ def assert_holder_index_consistent(state: StateReader) -> None:
         for key, _ in state.iterate(prefix)
     }
     assert found == expected
+
+
+def assert_holders_match_positions(state: StateReader) -> None:
+    """The holder records are exactly the (market, owner) pairs with a non-zero position."""
+    holders = {key[len(schema.APP_HOLDER_PREFIX) :] for key, _ in state.iterate(schema.APP_HOLDER_PREFIX)}
+    positions = set()
+    for key, raw in state.iterate(schema.APP_POSITION_PREFIX):
+        if Position.decode(raw).size:
+            owner = key[len(schema.APP_POSITION_PREFIX) : len(schema.APP_POSITION_PREFIX) + schema.OWNER_SIZE]
+            positions.add(schema.market_id_bytes(schema.market_id_from_position_key(key)) + owner)
+    assert holders == positions
 
 
 @dataclass(frozen=True, slots=True)

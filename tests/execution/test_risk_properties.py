@@ -29,7 +29,7 @@ from primitives.hashing import sha256
 from primitives.keys import PrivateKey
 from tests.execution.chain import BLOCK_INTERVAL, Chain
 from tests.execution.exchange_helpers import assert_books_match_state
-from tests.execution.test_holders import assert_holder_index_consistent
+from tests.execution.test_holders import assert_holder_index_consistent, assert_holders_match_positions
 
 USD = 10**6
 PPM = 1_000_000
@@ -226,6 +226,7 @@ class RiskMachine(RuleBasedStateMachine):
     @invariant()
     def holder_index_is_consistent(self) -> None:
         assert_holder_index_consistent(self.chain.app._committed)
+        assert_holders_match_positions(self.chain.app._committed)
 
     def teardown(self) -> None:
         try:
