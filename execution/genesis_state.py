@@ -247,27 +247,30 @@ _Params = TypeVar(
 )
 
 
-def _parse_params(value: object, path: str, names: tuple[str, ...], params: type[_Params]) -> _Params:
-    """A section of integer parameters, each optional (the dataclass has the defaults and raises
-    ValueError("<field>: <reason>") for a bad value)."""
-    obj = _object(value, path)
-    _check_keys(obj, path, names, required=False)
-    numbers = {name: _integer(obj[name], f"{path}.{name}") for name in names if name in obj}
+def _parse_section(
+    obj: dict[str, Any],
+    path: str,
+    names: tuple[str, ...],
+    params: type[_Params],
+    renamed: dict[str, str] | None = None,
+) -> _Params:
+    """The section `path` (its last part names it in `obj`) of integer parameters, each optional
+    (the dataclass has the defaults and raises ValueError("<field>: <reason>") for a bad value); the
+    defaults when the section is absent; a key of a former rule refused with its replacement named
+    (`renamed`)."""
+    name = path.rsplit(".", 1)[-1]
+    if name not in obj:
+        return params()
+    section = _object(obj[name], path)
+    for old, replacement in (renamed or {}).items():
+        if old in section:
+            raise AppStateError(f"{path}.{old}: {replacement}")
+    _check_keys(section, path, names, required=False)
+    numbers = {key: _integer(section[key], f"{path}.{key}") for key in names if key in section}
     try:
         return params(**numbers)
     except ValueError as exc:
         raise AppStateError(f"{path}.{exc}") from exc
-
-
-def _parse_renamed(
-    value: object, path: str, names: tuple[str, ...], params: type[_Params], renamed: dict[str, str]
-) -> _Params:
-    """`_parse_params`, a key of a former rule refused with its replacement named (`renamed`)."""
-    obj = _object(value, path)
-    for name, replacement in renamed.items():
-        if name in obj:
-            raise AppStateError(f"{path}.{name}: {replacement}")
-    return _parse_params(obj, path, names, params)
 
 
 def _hex(value: object, path: str) -> bytes:
@@ -315,42 +318,14 @@ def parse_app_state(value: object, path: str = "app_state") -> AppState:
         accounts=_parse_accounts(obj.get("accounts", []), f"{path}.accounts"),
         markets=_parse_markets(obj.get("markets", []), f"{path}.markets"),
         oracle=_parse_oracle(obj["oracle"], f"{path}.oracle") if "oracle" in obj else OracleParams(),
-        funding=(
-            _parse_renamed(obj["funding"], f"{path}.funding", FUNDING_FIELDS, FundingParams, RENAMED_FIELDS)
-            if "funding" in obj
-            else FundingParams()
+        funding=_parse_section(obj, f"{path}.funding", FUNDING_FIELDS, FundingParams, RENAMED_FIELDS),
+        liquidation=_parse_section(
+            obj, f"{path}.liquidation", LIQUIDATION_FIELDS, LiquidationParams, LIQUIDATION_RENAMED
         ),
-        liquidation=(
-            _parse_renamed(
-                obj["liquidation"],
-                f"{path}.liquidation",
-                LIQUIDATION_FIELDS,
-                LiquidationParams,
-                LIQUIDATION_RENAMED,
-            )
-            if "liquidation" in obj
-            else LiquidationParams()
-        ),
-        insurance=(
-            _parse_params(obj["insurance"], f"{path}.insurance", INSURANCE_FIELDS, InsuranceParams)
-            if "insurance" in obj
-            else InsuranceParams()
-        ),
-        triggers=(
-            _parse_params(obj["triggers"], f"{path}.triggers", TRIGGER_FIELDS, TriggerParams)
-            if "triggers" in obj
-            else TriggerParams()
-        ),
-        fees=(
-            _parse_params(obj["fees"], f"{path}.fees", FEE_FIELDS, FeeParams)
-            if "fees" in obj
-            else FeeParams()
-        ),
-        rate_limits=(
-            _parse_params(obj["rate_limits"], f"{path}.rate_limits", RATE_LIMIT_FIELDS, RateLimitParams)
-            if "rate_limits" in obj
-            else RateLimitParams()
-        ),
+        insurance=_parse_section(obj, f"{path}.insurance", INSURANCE_FIELDS, InsuranceParams),
+        triggers=_parse_section(obj, f"{path}.triggers", TRIGGER_FIELDS, TriggerParams),
+        fees=_parse_section(obj, f"{path}.fees", FEE_FIELDS, FeeParams),
+        rate_limits=_parse_section(obj, f"{path}.rate_limits", RATE_LIMIT_FIELDS, RateLimitParams),
     )
 
 

@@ -50,7 +50,6 @@ Rate = tuple[int, int] | None
 HOLDER_UNKNOWN = codec.encode([0, 0])
 """The holder-index value of a holder whose healthy price band is not known (always checked)."""
 _MARK = codec.encode(0)
-_LOW_PREFIX = schema.APP_BAND_LOW_PREFIX
 _OFFSET = 1 << 255
 _KEY_SIZE = 32
 
@@ -113,21 +112,20 @@ def set_band(
     account as it is now), so it still guarantees what the new one would."""
     key = schema.holder_key(market_id, owner)
     if band is None or rate is None:
-        raw, entry = HOLDER_UNKNOWN, _unknown_prefix(market_id) + owner
+        side = _unknown_prefix(market_id)
+        raw, entry = HOLDER_UNKNOWN, side + owner
     else:
         lo, hi = band
         n, d = rate
-        if long:
-            entry = _low_prefix(market_id) + _order_key(lo * d - clock * n) + owner
-        else:
-            entry = _high_prefix(market_id) + _order_key(-(hi * d + clock * n)) + owner
+        side = _low_prefix(market_id) if long else _high_prefix(market_id)
+        entry = side + _order_key(lo * d - clock * n if long else -(hi * d + clock * n)) + owner
         raw = codec.encode(entry)
     old = view.get(key)
     if old == raw:
         return
     if old is not None and HOLDER_UNKNOWN not in (raw, old):
         kept = _derived_key(market_id, owner, old)
-        if kept[: len(_LOW_PREFIX)] == entry[: len(_LOW_PREFIX)] and kept >= entry:
+        if kept.startswith(side) and kept >= entry:  # same side, crossed no later
             return
     if old is not None:
         view.delete(_derived_key(market_id, owner, old))

@@ -196,7 +196,7 @@ LIQUIDATION_RENAMED = {
 """Keys of a former rule, refused at genesis with their replacement named."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LiquidationParams:
     """The liquidation parameters (module docstring)."""
 
@@ -241,7 +241,9 @@ class LiquidationParams:
     def decode(cls, raw: bytes) -> LiquidationParams:
         f = codec.field_list(codec.decode(raw), "liquidation params", len(LIQUIDATION_FIELDS))
         names = [item.name for item in fields(cls)]
-        return cls(*(codec.field_int(v, f"liquidation params.{n}") for v, n in zip(f, names, strict=True)))
+        return cls(
+            **{n: codec.field_int(v, f"liquidation params.{n}") for v, n in zip(f, names, strict=True)}
+        )
 
     def to_json(self) -> dict[str, int]:
         return dict(zip(LIQUIDATION_FIELDS, astuple(self), strict=True))

@@ -12,8 +12,6 @@ anything looser would let a broken series term or table entry pass.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import mpmath  # type: ignore[import-untyped]
 import pytest
 from hypothesis import example, given, settings
@@ -22,7 +20,7 @@ from hypothesis import strategies as st
 from execution.options import fixedpoint as fp
 from execution.options.fixedpoint import SCALE
 from execution.options.pricing import Quote, black_scholes
-from node.bench_options import bench_options
+from node.bench_options import Series, bench_options
 
 mpmath.mp.dps = 50
 mpf = mpmath.mpf
@@ -143,16 +141,6 @@ def test_primitive_edges() -> None:
 # ---- Black-Scholes against mpmath -----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Case:
-    spot: int
-    strike: int
-    vol: int
-    t: int
-    rate: int
-    call: bool
-
-
 def log_uniform(low: int, high: int, steps: int = 10**6) -> st.SearchStrategy[int]:
     """Ints spread evenly in log between low and high (mpmath builds them: no code under test)."""
     ratio = mpf(high) / low
@@ -160,11 +148,11 @@ def log_uniform(low: int, high: int, steps: int = 10**6) -> st.SearchStrategy[in
 
 
 @st.composite
-def cases(draw: st.DrawFn) -> Case:
+def cases(draw: st.DrawFn) -> Series:
     spot = draw(log_uniform(10**15, 10**23))  # 0.001 .. 100,000
     moneyness = draw(st.integers(-3 * 10**6, 3 * 10**6))  # K/S = 10**(m / 1e6)
     strike = max(1, int(spot * mpf(10) ** (mpf(moneyness) / 10**6)))
-    return Case(
+    return Series(
         spot=spot,
         strike=strike,
         vol=draw(log_uniform(SCALE // 100, 5 * SCALE)),
@@ -174,11 +162,11 @@ def cases(draw: st.DrawFn) -> Case:
     )
 
 
-def quote(c: Case) -> Quote:
+def quote(c: Series) -> Quote:
     return black_scholes(spot=c.spot, strike=c.strike, vol=c.vol, t=c.t, rate=c.rate, call=c.call)
 
 
-def reference(c: Case) -> dict[str, tuple[mpmath.mpf, mpmath.mpf]]:
+def reference(c: Series) -> dict[str, tuple[mpmath.mpf, mpmath.mpf]]:
     """Each output's exact value (real) and natural scale (real), by mpmath at 50 digits."""
     s, k, v, t, r = real(c.spot), real(c.strike), real(c.vol), real(c.t), real(c.rate)
     vst = v * mpmath.sqrt(t)
@@ -204,7 +192,7 @@ def reference(c: Case) -> dict[str, tuple[mpmath.mpf, mpmath.mpf]]:
     }
 
 
-def assert_matches_reference(c: Case) -> None:
+def assert_matches_reference(c: Series) -> None:
     q = quote(c)
     for name, (exact, scale) in reference(c).items():
         got = getattr(q, name)
@@ -215,20 +203,20 @@ def assert_matches_reference(c: Case) -> None:
 
 
 @given(cases())
-@example(Case(spot=100 * SCALE, strike=100 * SCALE, vol=SCALE // 5, t=SCALE, rate=SCALE // 20, call=True))
-@example(Case(spot=SCALE, strike=1000 * SCALE, vol=SCALE // 100, t=SECOND, rate=-SCALE // 20, call=False))
-@example(Case(spot=SCALE, strike=SCALE // 1000, vol=5 * SCALE, t=FIVE_YEARS, rate=SCALE // 5, call=True))
-@example(Case(spot=SCALE, strike=SCALE, vol=SCALE // 100, t=SECOND, rate=0, call=False))
+@example(Series(spot=100 * SCALE, strike=100 * SCALE, vol=SCALE // 5, t=SCALE, rate=SCALE // 20, call=True))
+@example(Series(spot=SCALE, strike=1000 * SCALE, vol=SCALE // 100, t=SECOND, rate=-SCALE // 20, call=False))
+@example(Series(spot=SCALE, strike=SCALE // 1000, vol=5 * SCALE, t=FIVE_YEARS, rate=SCALE // 5, call=True))
+@example(Series(spot=SCALE, strike=SCALE, vol=SCALE // 100, t=SECOND, rate=0, call=False))
 # d2 = -10.5 on a large strike: K N(d2) is ~4 units, so the normal tail must not be cut at 10
-@example(Case(spot=10**5 * SCALE, strike=10**8 * SCALE, vol=68 * SCALE // 100, t=SCALE, rate=0, call=True))
+@example(Series(spot=10**5 * SCALE, strike=10**8 * SCALE, vol=68 * SCALE // 100, t=SCALE, rate=0, call=True))
 @settings(max_examples=300, deadline=None)
-def test_black_scholes_matches_mpmath(c: Case) -> None:
+def test_black_scholes_matches_mpmath(c: Series) -> None:
     assert_matches_reference(c)
 
 
 @given(cases())
 @settings(max_examples=200, deadline=None)
-def test_put_call_parity(c: Case) -> None:
+def test_put_call_parity(c: Series) -> None:
     """C - P = S - K e**(-rt) to 1 unit plus the discount factor's error, and the Greeks' parity:
     delta_C - delta_P = 1; gamma and vega equal; theta_C - theta_P = -r K e**(-rt)."""
     args = {"spot": c.spot, "strike": c.strike, "vol": c.vol, "t": c.t, "rate": c.rate}
@@ -245,15 +233,15 @@ def test_put_call_parity(c: Case) -> None:
 
 @given(cases(), st.integers(1, 10**17))
 @settings(max_examples=100, deadline=None)
-def test_price_rises_with_vol(c: Case, bump: int) -> None:
-    higher = Case(spot=c.spot, strike=c.strike, vol=c.vol + bump, t=c.t, rate=c.rate, call=c.call)
+def test_price_rises_with_vol(c: Series, bump: int) -> None:
+    higher = Series(spot=c.spot, strike=c.strike, vol=c.vol + bump, t=c.t, rate=c.rate, call=c.call)
     assert quote(higher).price >= quote(c).price
 
 
 @given(cases(), st.integers(1, 10**22))
 @settings(max_examples=100, deadline=None)
-def test_call_price_falls_with_strike_and_put_rises(c: Case, bump: int) -> None:
-    higher = Case(spot=c.spot, strike=c.strike + bump, vol=c.vol, t=c.t, rate=c.rate, call=c.call)
+def test_call_price_falls_with_strike_and_put_rises(c: Series, bump: int) -> None:
+    higher = Series(spot=c.spot, strike=c.strike + bump, vol=c.vol, t=c.t, rate=c.rate, call=c.call)
     if c.call:
         assert quote(higher).price <= quote(c).price
     else:
@@ -285,7 +273,7 @@ def test_one_second_before_expiry_is_near_intrinsic() -> None:
     )
     forward = units(real(120 * SCALE) - real(100 * SCALE) * mpmath.exp(-real(SCALE // 10) * real(SECOND)))
     assert abs(itm.price - forward) <= 1 and itm.delta == SCALE and itm.gamma == 0 and itm.vega == 0
-    atm = Case(spot=100 * SCALE, strike=100 * SCALE, vol=SCALE // 2, t=SECOND, rate=0, call=True)
+    atm = Series(spot=100 * SCALE, strike=100 * SCALE, vol=SCALE // 2, t=SECOND, rate=0, call=True)
     assert_matches_reference(atm)
     assert (
         abs(
