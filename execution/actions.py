@@ -17,7 +17,10 @@ from execution.codes import ActionError, Code
 from execution.exchange.context import ExchangeContext
 from execution.exchange.orders import apply_amend, apply_cancel, apply_cancel_all
 from execution.exchange.placement import apply_place
+from execution.exchange.scale import apply_place_scale
+from execution.exchange.twap import apply_cancel_twap, apply_place_twap
 from execution.oracle.prices import prices_at
+from execution.oracle.volatility import apply_vol_vote
 from execution.oracle.votes import apply_oracle_vote
 from execution.positions.margin import transfer_margin_error
 from execution.risk.liquidation import apply_liquidate
@@ -29,12 +32,16 @@ from execution.tx import (
     AmendOrder,
     CancelAll,
     CancelOrder,
+    CancelTwap,
     Liquidate,
     OracleVote,
     PlaceOrder,
+    PlaceScale,
     PlaceTrigger,
+    PlaceTwap,
     Transfer,
     UnknownAction,
+    VolVote,
 )
 from primitives.keys import Address
 
@@ -75,6 +82,13 @@ def apply_vote(view: StateView, sender: Address, action: OracleVote, ctx: Exchan
     return apply_oracle_vote(view, sender, action, ctx.height)
 
 
+def apply_volatility_vote(
+    view: StateView, sender: Address, action: VolVote, ctx: ExchangeContext
+) -> list[Event]:
+    """A validator's implied-volatility vote at the context's height (`execution.oracle.volatility`)."""
+    return apply_vol_vote(view, sender, action, ctx.height)
+
+
 def apply_unknown(
     view: StateView, sender: Address, action: UnknownAction, ctx: ExchangeContext
 ) -> list[Event]:
@@ -98,6 +112,10 @@ HANDLERS: dict[type[Action], Handler] = {
     OracleVote: _checked(OracleVote, apply_vote),
     Liquidate: _checked(Liquidate, apply_liquidate),
     PlaceTrigger: _checked(PlaceTrigger, apply_place_trigger),
+    VolVote: _checked(VolVote, apply_volatility_vote),
+    PlaceTwap: _checked(PlaceTwap, apply_place_twap),
+    CancelTwap: _checked(CancelTwap, apply_cancel_twap),
+    PlaceScale: _checked(PlaceScale, apply_place_scale),
     UnknownAction: _checked(UnknownAction, apply_unknown),
 }
 """Every action type of `execution.tx.Action` and its handler."""

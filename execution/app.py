@@ -85,6 +85,7 @@ from execution.risk.liquidation import (
     insurance_fund_balance,
     load_queue,
 )
+from execution.risk.option_series import init_option_marks
 from execution.risk.triggers import init_trigger_state
 from execution.state import Change, CommittedState, StateReader, StateView
 from execution.tx import Tx
@@ -266,6 +267,7 @@ class ExchangeApp:
             store_supply(view, state.total_supply)
             register_genesis_validators(view, overriding or request.validators)
             init_exchange_state(view, state, request.initial_height)
+            init_option_marks(view, state.markets, request.initial_height - 1, request.time)
             init_funding_state(view, state.funding, request.time)
             init_liquidation_state(view, state.liquidation)
             init_trigger_state(view, state.triggers)

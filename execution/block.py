@@ -10,12 +10,15 @@
    With a worker pool, and when the cost model says so, the txs run in lanes, in the workers and
    one in this process meanwhile, and are merged in that order with the same outcome
    (`execution.scheduler`).
-4. `END_BLOCK_HOOKS`, in order: the oracle aggregation, the trigger orders the new prices fire,
-   the funding phase (premium samples; the tick when the block time reaches it), the insurance
-   fund's unwind of the positions it took over (`execution.risk.insurance`: the makers it fills
-   are this block's liquidation candidates), and last the liquidation pass, which so sees
-   everything that changed an account's value in the block (the funding tick included): no
-   account ends a block with a negative value.
+4. `END_BLOCK_HOOKS`, in order: the oracle aggregation, the implied volatilities' aggregation
+   (`execution.oracle.volatility`), the option series' marks, expiry and settlement
+   (`execution.risk.option_series`: a series' mark is its oracle price), the trigger orders the
+   new prices fire, the due TWAP slices (`execution.exchange.twap`), the funding phase (premium
+   samples; the tick when the block time reaches it), the insurance fund's unwind of the
+   positions it took over (`execution.risk.insurance`: the makers it fills are this block's
+   liquidation candidates), and last the liquidation pass, which so sees everything that changed
+   an account's value in the block (the funding tick included): no account ends a block with a
+   negative value.
 
 Block events are the stages' events in this order. Nothing here reads a clock or the books other
 than through the exchange contexts; the books change in place and the caller reloads them if the
@@ -36,12 +39,15 @@ from execution.evidence import handle_misbehavior
 from execution.exchange.books import Books
 from execution.exchange.context import ExchangeContext
 from execution.exchange.orders import block_order, expire_orders, is_non_taking
+from execution.exchange.twap import twap_end_block
 from execution.executor import execute_tx, failure
+from execution.oracle.volatility import vol_end_block
 from execution.oracle.votes import end_block as oracle_end_block
 from execution.positions.margin import FEE_COLLECTOR
 from execution.risk.funding import funding_end_block
 from execution.risk.insurance import insurance_unwind
 from execution.risk.liquidation import carry_tx_state, liquidation_pass
+from execution.risk.option_series import option_series_end_block
 from execution.risk.triggers import trigger_orders, triggers_fired
 from execution.scheduler import TxOutcome, merge, plan_lanes, run_lane, worth_parallel
 from execution.state import StateView
@@ -74,8 +80,20 @@ def _oracle(block: EndBlock) -> list[Event]:
     return oracle_end_block(block.view, block.height)
 
 
+def _volatility(block: EndBlock) -> list[Event]:
+    return vol_end_block(block.view, block.height)
+
+
+def _option_series(block: EndBlock) -> list[Event]:
+    return option_series_end_block(block.view, block.exchange, block.height, block.time)
+
+
 def _triggers(block: EndBlock) -> list[Event]:
     return trigger_orders(block.view, block.exchange, block.height)
+
+
+def _twaps(block: EndBlock) -> list[Event]:
+    return twap_end_block(block.view, block.exchange, block.height)
 
 
 def _funding(block: EndBlock) -> list[Event]:
@@ -93,7 +111,10 @@ def _liquidation(block: EndBlock) -> list[Event]:
 
 END_BLOCK_HOOKS: tuple[Callable[[EndBlock], list[Event]], ...] = (
     _oracle,
+    _volatility,
+    _option_series,
     _triggers,
+    _twaps,
     _funding,
     _insurance,
     _liquidation,

@@ -67,6 +67,8 @@ class Code(IntEnum):
     INVALID_TRIGGER = 31
     """a malformed trigger order: trigger kind not 0/1, trigger price 0, or a market trigger whose
     execution price is out of range"""
+    MARKET_CLOSED = 32
+    """an option series that has expired and settled: it takes no orders"""
 
     INSUFFICIENT_MARGIN = 40
     """the account would fall below initial margin"""
@@ -76,10 +78,14 @@ class Code(IntEnum):
     """a liquidate action for an account whose positions are all on markets with a stale oracle price"""
 
     NOT_A_VALIDATOR = 60
-    """an oracle vote signed by an account that is not a validator with power"""
+    """an oracle or vol vote signed by an account that is not a validator with power"""
     INVALID_ORACLE_VOTE = 61
     """an oracle vote that breaks a rule (no prices, market ids not strictly increasing, price 0);
     a vote on an unknown market is UNKNOWN_MARKET"""
+    INVALID_VOL_VOTE = 62
+    """a vol vote that breaks a rule (no vols, (underlying, expiry) pairs not strictly increasing,
+    a vol outside the oracle's [min_vol_ppm, max_vol_ppm]); a vote on a pair with no option series
+    is UNKNOWN_MARKET"""
 
     UNKNOWN_QUERY = 100
     """no query path of that name"""

@@ -5,10 +5,12 @@
 Every tx pays its `fee` (`execution.tx.Tx.fee`, quote units), whatever its actions' outcome, and the
 fee must be at least the chain's minimum for its actions: the sum of each action's price in the
 schedule (`FeeParams`: placements, amends, triggers, transfers and liquidations 100 quote units,
-a ten-thousandth of a dollar; cancels 10, as Hyperliquid lets cancels through more cheaply). An
-oracle vote of a validator with power costs nothing (validators feed prices every block; anyone
-else pays for the vote, which then fails NOT_A_VALIDATOR). Every price is at least 1, so every tx
-but a validator's vote costs something.
+a ten-thousandth of a dollar; cancels 10, as Hyperliquid lets cancels through more cheaply; a vol
+vote costs an oracle vote's price, `oracle_vote`; a TWAP a placement's, its cancel a cancel's; a
+scale order of n orders n placements', `execution.tx.fee_units`). An oracle or vol vote of a
+validator with power costs nothing (validators feed prices and vols every block; anyone else pays
+for the vote, which then fails NOT_A_VALIDATOR). Every price is at least 1, so every tx but a
+validator's vote costs something.
 
 The fee is paid from the sender's account balance (its collateral) before the actions run, so every
 margin check of the actions counts it: a placement, amend, trigger or transfer needs free
@@ -40,7 +42,7 @@ from dataclasses import dataclass, fields
 
 from execution.accounts import Account
 from execution.state import StateReader, StateView, read_record
-from execution.tx import STANDARD_FEES, Action, ActionKind, OracleVote, Tx
+from execution.tx import STANDARD_FEES, VOTE_TYPES, Action, ActionKind, Tx, fee_units
 from execution.validators import load_validator
 from primitives import codec
 from storage import schema
@@ -59,6 +61,7 @@ class FeeParams:
     cancel_all: int = STANDARD_FEES[ActionKind.CANCEL_ALL]
     amend_order: int = STANDARD_FEES[ActionKind.AMEND_ORDER]
     oracle_vote: int = STANDARD_FEES[ActionKind.ORACLE_VOTE]
+    """also the price of a vol vote (`_FIELD_OF_KIND`)"""
     liquidate: int = STANDARD_FEES[ActionKind.LIQUIDATE]
     place_trigger: int = STANDARD_FEES[ActionKind.PLACE_TRIGGER]
 
@@ -85,7 +88,7 @@ class FeeParams:
     def fee_of(self, actions: Sequence[Action]) -> int:
         """The minimum fee of `actions` at this schedule for a sender that is not a validator (what
         a client pays; `minimum_fee` also knows a validator's free vote)."""
-        return sum(self.price(action.kind) for action in actions)
+        return sum(self.price(action.kind) * fee_units(action) for action in actions)
 
     def encode(self) -> bytes:
         return codec.encode([getattr(self, name) for name in FEE_FIELDS])
@@ -118,6 +121,10 @@ _FIELD_OF_KIND: dict[int, str] = {
     ActionKind.ORACLE_VOTE: "oracle_vote",
     ActionKind.LIQUIDATE: "liquidate",
     ActionKind.PLACE_TRIGGER: "place_trigger",
+    ActionKind.VOL_VOTE: "oracle_vote",
+    ActionKind.PLACE_TWAP: "place_order",
+    ActionKind.CANCEL_TWAP: "cancel_order",
+    ActionKind.PLACE_SCALE: "place_order",
 }
 
 
@@ -202,13 +209,13 @@ def init_fee_state(view: StateView, params: FeeParams) -> None:
 
 
 def minimum_fee(state: StateReader, params: FeeParams, tx: Tx) -> int:
-    """The chain's minimum fee of `tx`: the sum of its actions' prices, an oracle vote of a
+    """The chain's minimum fee of `tx`: the sum of its actions' prices, an oracle or vol vote of a
     validator with power counting 0."""
     actions: Sequence[Action] = tx.actions
-    if any(type(action) is OracleVote for action in actions):
+    if any(type(action) in VOTE_TYPES for action in actions):
         entry = load_validator(state, tx.sender.raw)
         if entry is not None and entry.power > 0:  # a validator votes for free
-            actions = [action for action in actions if type(action) is not OracleVote]
+            actions = [action for action in actions if type(action) not in VOTE_TYPES]
     return params.fee_of(actions)
 
 

@@ -48,14 +48,27 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from execution.fees import FEE_FIELDS, RATE_LIMIT_FIELDS, FeeParams, RateLimitParams
-from execution.markets import MARKET_FIELDS, Market, default_markets, market_error, store_market
+from execution.markets import (
+    MARKET_FIELDS,
+    OPTION_FIELDS,
+    Market,
+    OptionTerms,
+    default_markets,
+    market_error,
+    option_ticker,
+    store_market,
+)
+from execution.options.portfolio import PORTFOLIO_FIELDS, PortfolioParams
 from execution.oracle.prices import OracleParams, OraclePrice, store_params, store_price
+from execution.oracle.volatility import VOL_FIELDS, VolParams, init_vol, store_vol_params
 from execution.risk.funding import FUNDING_FIELDS, RENAMED_FIELDS, FundingParams
 from execution.risk.insurance import INSURANCE_FIELDS, InsuranceParams, init_insurance_state
 from execution.risk.liquidation import LIQUIDATION_FIELDS, LIQUIDATION_RENAMED, LiquidationParams
+from execution.risk.option_series import store_option_params
 from execution.risk.triggers import TRIGGER_FIELDS, TriggerParams
 from execution.state import StateView
 from primitives.keys import Address
+from primitives.timefmt import format_rfc3339, parse_rfc3339
 from storage import schema
 
 MAX_SUPPLY = 2**63 - 1
@@ -69,6 +82,8 @@ SECTIONS = (
     "triggers",
     "fees",
     "rate_limits",
+    "options",
+    "volatility",
     "state",
 )
 STATE_FIELDS = ("height", "records")
@@ -97,6 +112,15 @@ class ExportedState:
     """(key, value), keys ascending, each in the state tree (`schema.in_state_tree`)"""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InitialVol:
+    """The genesis implied volatility of one (underlying, expiry) of the option series."""
+
+    underlying_id: int
+    expiry_ns: int
+    vol_ppm: int
+
+
 @dataclass(frozen=True, slots=True)
 class AppState:
     """The validated genesis app state."""
@@ -110,6 +134,10 @@ class AppState:
     triggers: TriggerParams = TriggerParams()  # noqa: RUF009 (frozen, so one shared default is safe)
     fees: FeeParams = FeeParams()  # noqa: RUF009 (frozen, so one shared default is safe)
     rate_limits: RateLimitParams = RateLimitParams()  # noqa: RUF009 (frozen, so one shared default is safe)
+    options: PortfolioParams = PortfolioParams()  # noqa: RUF009 (frozen, so one shared default is safe)
+    volatility: VolParams = VolParams()  # noqa: RUF009 (frozen, so one shared default is safe)
+    initial_vols: tuple[InitialVol, ...] = ()
+    """the option series' `initial_vol_ppm`s, by (underlying, expiry)"""
     exported: ExportedState | None = None
     """the `state` section: a whole state to load (then every other field is its default)"""
 
@@ -196,29 +224,81 @@ def _integer(value: object, path: str) -> int:
     return value
 
 
-def _parse_market(value: object, path: str) -> Market:
+def _parse_option(value: object, path: str) -> tuple[OptionTerms, int | None]:
+    """A market's `option` object: its terms and its initial implied volatility (ppm), if given."""
     obj = _object(value, path)
-    _check_keys(obj, path, MARKET_FIELDS, required=True)
+    _check_keys(obj, path, (*OPTION_FIELDS, "initial_vol_ppm"), required=False)
+    for key in OPTION_FIELDS:
+        if key not in obj:
+            raise AppStateError(f"{path}.{key}: missing")
+    expiry = obj["expiry"]
+    if not isinstance(expiry, str):
+        raise AppStateError(f"{path}.expiry: must be an RFC 3339 time string, got {_show(expiry)}")
+    try:
+        expiry_ns = parse_rfc3339(expiry)
+    except ValueError as exc:
+        raise AppStateError(f"{path}.expiry: {exc}") from exc
+    call = obj["call"]
+    if not isinstance(call, bool):
+        raise AppStateError(f"{path}.call: must be true (a call) or false (a put), got {_show(call)}")
+    vol = _integer(obj["initial_vol_ppm"], f"{path}.initial_vol_ppm") if "initial_vol_ppm" in obj else None
+    terms = OptionTerms(
+        underlying_id=_integer(obj["underlying"], f"{path}.underlying"),
+        expiry_ns=expiry_ns,
+        strike=_integer(obj["strike"], f"{path}.strike"),
+        call=call,
+    )
+    return terms, vol
+
+
+def _parse_market(value: object, path: str) -> tuple[Market, int | None]:
+    """A market and, for an option series, its initial implied volatility (ppm) if given."""
+    obj = _object(value, path)
+    _check_keys(obj, path, (*MARKET_FIELDS, "option"), required=False)
+    for key in MARKET_FIELDS:
+        if key not in obj:
+            raise AppStateError(f"{path}.{key}: missing")
     ticker = obj["ticker"]
     if not isinstance(ticker, str):
         raise AppStateError(f"{path}.ticker: must be a string, got {_show(ticker)}")
     ints = {name: _integer(obj[name], f"{path}.{name}") for name in MARKET_FIELDS if name != "ticker"}
     market_id = ints.pop("id")
-    market = Market(market_id=market_id, ticker=ticker, **ints)
+    terms, vol = _parse_option(obj["option"], f"{path}.option") if "option" in obj else (None, None)
+    market = Market(market_id=market_id, ticker=ticker, **ints, option=terms)
     problem = market_error(market)
     if problem is not None:
         raise AppStateError(f"{path}.{problem[0]}: {problem[1]}")
-    return market
+    return market, vol
 
 
-def _parse_markets(value: object, path: str) -> tuple[Market, ...]:
+def _underlying_error(market: Market, terms: OptionTerms, by_id: dict[int, Market]) -> str | None:
+    """Why an option series' underlying does not fit it (None: it does)."""
+    underlying = by_id.get(terms.underlying_id)
+    if underlying is None:
+        return f"no market has id {terms.underlying_id}"
+    if underlying.option is not None:
+        return f"{underlying.ticker} is an option series, not a perpetual"
+    if (underlying.atomic_resolution, underlying.quantum_conversion_exponent) != (
+        market.atomic_resolution,
+        market.quantum_conversion_exponent,
+    ):
+        return (
+            f"the series must share {underlying.ticker}'s atomic_resolution and quantum_conversion_exponent "
+            f"({underlying.atomic_resolution}, {underlying.quantum_conversion_exponent})"
+        )
+    return None
+
+
+def _parse_markets(value: object, path: str) -> tuple[tuple[Market, ...], tuple[InitialVol, ...]]:
+    """The markets, by id, and the initial implied volatilities of their option series."""
     if not isinstance(value, list):
         raise AppStateError(f"{path}: must be a JSON array, got {_show(value)}")
     markets: list[Market] = []
     ids: dict[int, int] = {}
     tickers: dict[str, int] = {}
+    vols: dict[tuple[int, int], tuple[int, int]] = {}  # (underlying, expiry) -> (vol, entry index)
     for i, item in enumerate(value):
-        market = _parse_market(item, f"{path}[{i}]")
+        market, vol = _parse_market(item, f"{path}[{i}]")
         if market.market_id in ids:
             raise AppStateError(f"{path}[{i}].id: duplicate of {path}[{ids[market.market_id]}]")
         if market.ticker in tickers:
@@ -226,7 +306,25 @@ def _parse_markets(value: object, path: str) -> tuple[Market, ...]:
         ids[market.market_id] = i
         tickers[market.ticker] = i
         markets.append(market)
-    return tuple(sorted(markets, key=lambda market: market.market_id))
+        if market.option is not None and vol is not None:
+            pair = (market.option.underlying_id, market.option.expiry_ns)
+            if pair in vols and vols[pair][0] != vol:
+                raise AppStateError(
+                    f"{path}[{i}].option.initial_vol_ppm: {vol} differs from {path}[{vols[pair][1]}]'s "
+                    f"{vols[pair][0]} (one implied volatility per underlying and expiry)"
+                )
+            vols[pair] = (vol, i)
+    by_id = {market.market_id: market for market in markets}
+    for i, market in enumerate(markets):
+        if market.option is not None:
+            problem = _underlying_error(market, market.option, by_id)
+            if problem is not None:
+                raise AppStateError(f"{path}[{i}].option.underlying: {problem}")
+    initial = tuple(
+        InitialVol(underlying_id=pair[0], expiry_ns=pair[1], vol_ppm=vol)
+        for pair, (vol, _) in sorted(vols.items())
+    )
+    return tuple(sorted(markets, key=lambda market: market.market_id)), initial
 
 
 def _parse_oracle(value: object, path: str) -> OracleParams:
@@ -243,7 +341,15 @@ def _parse_oracle(value: object, path: str) -> OracleParams:
 
 
 _Params = TypeVar(
-    "_Params", FundingParams, LiquidationParams, InsuranceParams, TriggerParams, FeeParams, RateLimitParams
+    "_Params",
+    FundingParams,
+    LiquidationParams,
+    InsuranceParams,
+    TriggerParams,
+    FeeParams,
+    RateLimitParams,
+    PortfolioParams,
+    VolParams,
 )
 
 
@@ -314,9 +420,18 @@ def parse_app_state(value: object, path: str = "app_state") -> AppState:
             others = ", ".join(sorted(key for key in obj if key != "state"))
             raise AppStateError(f"{path}: an exported state carries every record; remove {others}")
         return AppState(exported=_parse_state(obj["state"], f"{path}.state"))
+    markets, initial_vols = _parse_markets(obj.get("markets", []), f"{path}.markets")
+    volatility = _parse_section(obj, f"{path}.volatility", VOL_FIELDS, VolParams)
+    for vol in initial_vols:
+        if not volatility.min_vol_ppm <= vol.vol_ppm <= volatility.max_vol_ppm:
+            raise AppStateError(
+                f"{path}.markets: initial_vol_ppm {vol.vol_ppm} of underlying {vol.underlying_id} is outside "
+                f"the volatility section's [{volatility.min_vol_ppm}, {volatility.max_vol_ppm}]"
+            )
     return AppState(
         accounts=_parse_accounts(obj.get("accounts", []), f"{path}.accounts"),
-        markets=_parse_markets(obj.get("markets", []), f"{path}.markets"),
+        markets=markets,
+        initial_vols=initial_vols,
         oracle=_parse_oracle(obj["oracle"], f"{path}.oracle") if "oracle" in obj else OracleParams(),
         funding=_parse_section(obj, f"{path}.funding", FUNDING_FIELDS, FundingParams, RENAMED_FIELDS),
         liquidation=_parse_section(
@@ -326,6 +441,8 @@ def parse_app_state(value: object, path: str = "app_state") -> AppState:
         triggers=_parse_section(obj, f"{path}.triggers", TRIGGER_FIELDS, TriggerParams),
         fees=_parse_section(obj, f"{path}.fees", FEE_FIELDS, FeeParams),
         rate_limits=_parse_section(obj, f"{path}.rate_limits", RATE_LIMIT_FIELDS, RateLimitParams),
+        options=_parse_section(obj, f"{path}.options", PORTFOLIO_FIELDS, PortfolioParams),
+        volatility=volatility,
     )
 
 
@@ -335,11 +452,17 @@ def exported_app_state(height: int, records: Sequence[tuple[bytes, bytes]]) -> d
     return {"state": {"height": str(height), "records": pairs}}
 
 
-def default_exchange_app_state() -> dict[str, Any]:
-    """The exchange's sections of the default and testnet genesis: the markets (BTC-USD, ETH-USD)
-    and the oracle, funding, liquidation and trigger parameters at their defaults."""
+def default_exchange_app_state(
+    options_from: int | None = None, option_lifetimes: Sequence[int] = ()
+) -> dict[str, Any]:
+    """The exchange's sections of the default and testnet genesis: the markets (BTC-USD, ETH-USD;
+    with `options_from`, a genesis time in ns, also `default_option_series` of that time and
+    `option_lifetimes`) and the oracle, funding, liquidation and trigger parameters at their defaults."""
+    markets: list[dict[str, Any]] = [market.to_json() for market in default_markets()]
+    if options_from is not None:
+        markets.extend(default_option_series(options_from, option_lifetimes))
     return {
-        "markets": [market.to_json() for market in default_markets()],
+        "markets": markets,
         "oracle": OracleParams().to_json(),
         "funding": FundingParams().to_json(),
         "liquidation": LiquidationParams().to_json(),
@@ -347,7 +470,45 @@ def default_exchange_app_state() -> dict[str, Any]:
         "triggers": TriggerParams().to_json(),
         "fees": FeeParams().to_json(),
         "rate_limits": RateLimitParams().to_json(),
+        "options": PortfolioParams().to_json(),
+        "volatility": VolParams().to_json(),
     }
+
+
+DAY_NS = 24 * 3600 * 10**9
+DEFAULT_VOL_PPM = {1: 600_000, 2: 700_000}
+"""The default series' initial implied volatility per underlying (BTC 60%, ETH 70%)."""
+
+
+def default_option_series(genesis_time: int, lifetimes: Sequence[int] = ()) -> list[dict[str, Any]]:
+    """The genesis JSON of the default option series (ids from 101): on BTC-USD and ETH-USD, a
+    call and a put struck at the initial price for each expiry: `genesis_time` + each of
+    `lifetimes` (ns), or without them the first 08:00 UTC at least a day after `genesis_time` and
+    the same a week later."""
+    first = (genesis_time + DAY_NS - 8 * 3600 * 10**9 + DAY_NS - 1) // DAY_NS * DAY_NS + 8 * 3600 * 10**9
+    expiries = (
+        [genesis_time + lifetime for lifetime in lifetimes] if lifetimes else [first, first + 7 * DAY_NS]
+    )
+    series: list[dict[str, Any]] = []
+    next_id = 101
+    for expiry in expiries:
+        for underlying in default_markets():
+            tick = underlying.subticks_per_tick
+            for ppm in (1_000_000,):
+                strike = underlying.initial_price * ppm // 1_000_000 // tick * tick
+                for call in (True, False):
+                    ticker = option_ticker(underlying, expiry, strike, call)
+                    entry = underlying.to_json() | {"id": next_id, "ticker": ticker}
+                    entry["option"] = {
+                        "underlying": underlying.market_id,
+                        "expiry": format_rfc3339(expiry),
+                        "strike": strike,
+                        "call": call,
+                        "initial_vol_ppm": DEFAULT_VOL_PPM[underlying.market_id],
+                    }
+                    series.append(entry)
+                    next_id += 1
+    return series
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -397,13 +558,19 @@ def add_account(app_state: dict[str, Any], address: str, amount: int) -> dict[st
 
 
 def init_exchange_state(view: StateView, app_state: AppState, initial_height: int) -> None:
-    """Write the genesis markets, the oracle parameters and each market's initial price (updated at
-    the genesis height, `initial_height - 1`)."""
+    """Write the genesis markets, the oracle and volatility parameters, each market's initial price
+    and each option expiry's initial implied volatility (updated at the genesis height,
+    `initial_height - 1`), and the option parameters."""
     store_params(view, app_state.oracle)
     init_insurance_state(view, app_state.insurance)
     for market in app_state.markets:
         store_market(view, market)
         store_price(view, market.market_id, OraclePrice(market.initial_price, initial_height - 1))
+    if any(market.option is not None for market in app_state.markets):
+        store_vol_params(view, app_state.volatility)
+        store_option_params(view, app_state.options)
+        for vol in app_state.initial_vols:
+            init_vol(view, vol.underlying_id, vol.expiry_ns, vol.vol_ppm, initial_height - 1)
 
 
 def genesis_markets_json(markets: Sequence[Market]) -> list[dict[str, object]]:

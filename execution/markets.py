@@ -14,8 +14,13 @@ Units (dYdX v4's quantums and subticks):
   integer, so the notional of an aligned size at an aligned price (every fill) is exact
   (`notional`). Values at an unaligned price (the oracle's) use `value_floor` / `value_ceil`.
 
-A market lives at `storage.schema.market_key(market_id)` as the canonical array of its fields in
-declaration order, the ticker as UTF-8 bytes.
+A market is a perpetual, or an option series when it carries `OptionTerms` (European, cash-settled,
+on the perpetual `underlying_id` whose atomic resolution and quantum conversion exponent it shares,
+so strikes and option prices are subticks of the underlying per base unit, one base unit of the
+option being one of the underlying; the series' life is `execution.options.series`). A market
+lives at `storage.schema.market_key(market_id)` as the canonical array of its fields in declaration
+order, the ticker as UTF-8 bytes, an option's terms as a last array `[underlying, expiry_ns,
+strike, call]`.
 
 The human conversions (`price_to_human`, `human_to_price`, `size_to_human`, `human_to_size`,
 `quote_to_human`, `human_to_quote`) are integer and string arithmetic only, exact both ways: a
@@ -27,12 +32,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
 from execution.state import StateReader, StateView
 from primitives import codec
 from primitives.codec import DecodeError, Value
+from primitives.timefmt import format_rfc3339
 from storage import schema
 
 T = TypeVar("T")
@@ -45,6 +51,12 @@ MAX_TICKER_BYTES = 32
 MIN_EXPONENT = -30
 MAX_EXPONENT = 30
 TICKER_PATTERN = re.compile(r"[A-Z0-9]{1,15}-[A-Z0-9]{1,15}")
+OPTION_TICKER_PATTERN = re.compile(
+    r"[A-Z0-9]{1,15}-[0-9]{1,2}[A-Z]{3}[0-9]{2}-[0-9]{1,15}(D[0-9]{1,9})?-[CP]"
+)
+"""An option series' ticker, Deribit's form (`option_ticker`): underlying base, expiry date, strike
+(a decimal point written D), C or P ("BTC-31DEC26-70000-C")."""
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 
 MARKET_FIELDS = (
     "id",
@@ -62,7 +74,36 @@ MARKET_FIELDS = (
     "max_orders_per_block",
     "initial_price",
 )
-"""The keys of a market in the genesis JSON (`id` is `market_id`), in `Market` field order."""
+"""The keys of a market in the genesis JSON (`id` is `market_id`), in `Market` field order; an
+option series has one more, `option` (`OPTION_FIELDS`)."""
+_INT_FIELDS = MARKET_FIELDS[2:]
+OPTION_FIELDS = ("underlying", "expiry", "strike", "call")
+"""The keys of a market's `option` object in the genesis JSON: the underlying's market id, the
+expiry time (RFC 3339), the strike (subticks, on the tick) and whether it is a call (a JSON bool)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OptionTerms:
+    """An option series' terms: European, cash-settled on `underlying_id`'s oracle price at the first
+    block whose time is at or after `expiry_ns`."""
+
+    underlying_id: int
+    expiry_ns: int
+    strike: int
+    call: bool
+
+    def to_fields(self) -> Value:
+        return [self.underlying_id, self.expiry_ns, self.strike, int(self.call)]
+
+    @classmethod
+    def from_fields(cls, value: Value, name: str) -> OptionTerms:
+        f = codec.field_list(value, name, len(OPTION_FIELDS))
+        return cls(
+            underlying_id=codec.field_int(f[0], f"{name}.underlying", 0, MAX_MARKET_ID),
+            expiry_ns=codec.field_int(f[1], f"{name}.expiry", 0, MAX_INT),
+            strike=codec.field_int(f[2], f"{name}.strike", 0, MAX_INT),
+            call=codec.field_bool(f[3], f"{name}.call"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +124,14 @@ class Market:
     max_open_orders: int
     max_orders_per_block: int
     initial_price: int
+    option: OptionTerms | None = None
+    """None: a perpetual."""
 
     def to_fields(self) -> Value:
         values: list[Value] = [self.market_id, self.ticker.encode()]
-        values.extend(v for v in astuple(self)[2:])
+        values.extend(getattr(self, name) for name in _INT_FIELDS)
+        if self.option is not None:
+            values.append(self.option.to_fields())
         return values
 
     def encode(self) -> bytes:
@@ -94,13 +139,23 @@ class Market:
 
     @classmethod
     def from_fields(cls, value: Value, name: str = "market") -> Market:
-        f = codec.field_list(value, name, len(MARKET_FIELDS))
+        f = codec.field_list(value, name)
+        if len(f) not in (len(MARKET_FIELDS), len(MARKET_FIELDS) + 1):
+            raise DecodeError(f"{name}: expected {len(MARKET_FIELDS)} or {len(MARKET_FIELDS) + 1} fields")
         names = [field.name for field in fields(cls)]
         ticker = codec.field_text(f[1], f"{name}.ticker", MAX_TICKER_BYTES)
         ints = [
-            codec.field_int(f[i], f"{name}.{names[i]}", -MAX_INT, MAX_INT) for i in range(len(f)) if i != 1
+            codec.field_int(f[i], f"{name}.{names[i]}", -MAX_INT, MAX_INT)
+            for i in range(len(MARKET_FIELDS))
+            if i != 1
         ]
-        market = cls(ints[0], ticker, *ints[1:])
+        option = (
+            OptionTerms.from_fields(f[len(MARKET_FIELDS)], f"{name}.option")
+            if len(f) > len(MARKET_FIELDS)
+            else None
+        )
+        values: dict[str, Any] = dict(zip(_INT_FIELDS, ints[1:], strict=True))
+        market = cls(market_id=ints[0], ticker=ticker, option=option, **values)
         problem = market_error(market)
         if problem is not None:
             raise DecodeError(f"{name}.{problem[0]}: {problem[1]}")
@@ -111,16 +166,30 @@ class Market:
         return cls.from_fields(codec.decode(raw))
 
     def to_json(self) -> dict[str, Any]:
-        """The genesis JSON object of this market (`MARKET_FIELDS`, integers as JSON ints)."""
-        return dict(zip(MARKET_FIELDS, astuple(self), strict=True))
+        """The genesis JSON object of this market (`MARKET_FIELDS`, integers as JSON ints, and an
+        option's `option` object)."""
+        obj: dict[str, Any] = {"id": self.market_id, "ticker": self.ticker}
+        obj.update((name, getattr(self, name)) for name in _INT_FIELDS)
+        if self.option is not None:
+            obj["option"] = {
+                "underlying": self.option.underlying_id,
+                "expiry": format_rfc3339(self.option.expiry_ns),
+                "strike": self.option.strike,
+                "call": self.option.call,
+            }
+        return obj
 
 
 def market_error(m: Market) -> tuple[str, str] | None:
     """The first rule `m` breaks as (genesis JSON field name, reason), or None if it is valid."""
     if not 1 <= m.market_id <= MAX_MARKET_ID:
         return "id", f"must be in [1, {MAX_MARKET_ID}], got {m.market_id}"
-    if not TICKER_PATTERN.fullmatch(m.ticker):
+    if m.option is None and not TICKER_PATTERN.fullmatch(m.ticker):
         return "ticker", f"must look like BASE-QUOTE in upper-case letters and digits, got {m.ticker!r}"
+    if m.option is not None:
+        problem = _option_error(m, m.option)
+        if problem is not None:
+            return problem
     for name, value in (
         ("atomic_resolution", m.atomic_resolution),
         ("quantum_conversion_exponent", m.quantum_conversion_exponent),
@@ -165,6 +234,32 @@ def market_error(m: Market) -> tuple[str, str] | None:
     return None
 
 
+def option_ticker(underlying: Market, expiry_ns: int, strike: int, call: bool) -> str:
+    """The Deribit-style ticker of a series on `underlying` ("BTC-31DEC26-70000-C")."""
+    date = format_rfc3339(expiry_ns)  # YYYY-MM-DDThh:mm:ssZ
+    day, month, year = int(date[8:10]), _MONTHS[int(date[5:7]) - 1], date[2:4]
+    base = underlying.ticker.split("-", 1)[0]
+    strike_text = price_to_human(underlying, strike).replace(".", "D")
+    return f"{base}-{day}{month}{year}-{strike_text}-{'C' if call else 'P'}"
+
+
+def _option_error(m: Market, terms: OptionTerms) -> tuple[str, str] | None:
+    """The first rule an option series' own fields break (the underlying is checked against the
+    other markets by genesis)."""
+    if not OPTION_TICKER_PATTERN.fullmatch(m.ticker):
+        return "ticker", f"an option's ticker looks like BTC-31DEC26-70000-C, got {m.ticker!r}"
+    if not 1 <= terms.underlying_id <= MAX_MARKET_ID or terms.underlying_id == m.market_id:
+        return "option.underlying", f"must be another market's id, got {terms.underlying_id}"
+    if terms.expiry_ns <= 0:
+        return "option.expiry", f"must be after 1970, got {terms.expiry_ns} ns"
+    if not 1 <= terms.strike <= MAX_INT or terms.strike % m.subticks_per_tick != 0:
+        return (
+            "option.strike",
+            f"must be a positive multiple of subticks_per_tick {m.subticks_per_tick}, got {terms.strike}",
+        )
+    return None
+
+
 _POW10: tuple[int, ...] = tuple(int(10**k) for k in range(64))
 """10**k for the exponents that occur (the unit arithmetic asks for a few, again and again)"""
 
@@ -187,7 +282,7 @@ def _is_positive_integer_scaled(n: int, exponent: int) -> bool:
 
 def default_markets() -> list[Market]:
     """BTC-USD and ETH-USD with dYdX v4's units: the markets of the default and testnet genesis."""
-    common: dict[str, int] = {
+    common: dict[str, Any] = {
         "quantum_conversion_exponent": -9,
         "subticks_per_tick": 100_000,
         "step_base_quantums": 1_000_000,
@@ -345,18 +440,19 @@ def format_scaled(n: int, exponent: int) -> str:
     return f"{sign}{whole}.{frac}" if frac else f"{sign}{whole}"
 
 
-def _price_exponent(m: Market) -> int:
+def price_exponent(m: Market) -> int:
+    """e with one subtick of `m` = 10**e USD per base unit."""
     return m.quantum_conversion_exponent - m.atomic_resolution - QUOTE_DECIMALS
 
 
 def price_to_human(m: Market, subticks: int) -> str:
     """USD per base unit, e.g. "65000" for 6_500_000_000 subticks on BTC-USD."""
-    return format_scaled(subticks, _price_exponent(m))
+    return format_scaled(subticks, price_exponent(m))
 
 
 def human_to_price(m: Market, text: str) -> int:
     """Subticks of a USD price per base unit ("65000.5"); ValueError if not a whole subtick."""
-    return _exact_units(text, _price_exponent(m), f"subticks of {m.ticker}")
+    return _exact_units(text, price_exponent(m), f"subticks of {m.ticker}")
 
 
 def size_to_human(m: Market, size: int) -> str:

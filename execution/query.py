@@ -4,12 +4,13 @@ decimal strings, hashes as upper-case hex:
 | path | value |
 |---|---|
 | `/accounts/<address hex>` | the account, its positions, orders and margin (below; absent: empty) |
-| `/markets` | every market by id: parameters, human tick/step/minimum, oracle price |
+| `/markets` | every market by id: parameters, human tick/step/minimum, oracle price, funding (note) |
 | `/book/<TICKER>` | L2 `{"market", "bids", "asks"}`: levels best first (at most 1,000 a side) |
 | `/book/<TICKER>/l3` | L3 `{"market", "bids", "asks"}`: orders by priority (at most 10,000 a side) |
 | `/triggers/<TICKER>` | `{"market", "rise", "fall"}`: resting stop-loss / take-profit orders (below) |
+| `/twaps/<address hex>` | `{"address", "twaps"}`: live TWAPs by id (`execution.exchange.twap.twap_json`) |
 | `/oracle` | per market: price, `updated_height`, `age_blocks`, `stale` (below) |
-| `/funding` | per market: predicted and last 8-hour rate and hourly part, index, next tick (below) |
+| `/funding` | per perpetual: predicted and last 8-hour rate and hourly part, index, next tick (below) |
 | `/liquidations` | `{"queue", "recent"}`: accounts waiting for liquidation, the last liquidations (below) |
 | `/supply` | `{"total"}`: the quote supply fixed at genesis |
 | `/fees` | the fee schedule: each action kind's price in quote units (`execution.fees`), as strings |
@@ -24,11 +25,15 @@ In `/validators`, `address` is upper-case hex, `pub_key` the base64 of the 32-by
 (ns) and both powers are those of the infraction; `block_height` is the block that handed it to
 the application.
 
+Note: an option series has no funding fields but an `option` object: its terms, status and mark with
+its Greeks (`execution.risk.option_series.option_json`).
+
 `/accounts/<address>` is `{"address", "balance", "nonces", "collateral", "positions", "orders", "triggers",
 "account_value", "initial_requirement", "maintenance_requirement", "free_collateral"}`:
 `collateral` is the balance; `positions` lists `{"market", "market_id",
 "size", "size_human", "quote", "quote_human", "open_buy", "open_sell", "open_orders",
-"oracle_price", "funding_index", "pending_funding"}` by market id, each settled to its market's
+"oracle_price", "funding_index", "pending_funding"}` (and, on an option series, `greeks`:
+`execution.risk.option_series.position_greeks_json`) by market id, each settled to its market's
 funding index (`execution.risk.funding`): `quote` is the settled quote balance, `pending_funding` what
 that settlement takes from the stored one (negative: adds), `funding_index` the market's index;
 `orders` lists the resting orders `{"order_id", "market", "side",
@@ -99,6 +104,7 @@ from execution.exchange.books import load_orders
 from execution.exchange.events import SIDE_NAMES
 from execution.exchange.orderbook import Order, OrderBook
 from execution.exchange.trigger_book import KIND_NAMES, TriggerOrder, load_triggers
+from execution.exchange.twap import live_twaps, twap_json
 from execution.fees import load_fee_params
 from execution.markets import (
     Market,
@@ -116,6 +122,7 @@ from execution.positions.position import positions
 from execution.risk.funding import funding_json
 from execution.risk.history import recent
 from execution.risk.liquidation import load_queue
+from execution.risk.option_series import option_json, position_greeks_json
 from execution.risk.triggers import execution_price
 from execution.state import CommittedState
 from execution.validators import registry
@@ -127,6 +134,7 @@ from storage.statetree import PROOF_OP_TYPE, StateTree, TreeError
 KEY_PATH = "/key"
 ACCOUNTS_PREFIX = "/accounts/"
 TRIGGERS_PREFIX = "/triggers/"
+TWAPS_PREFIX = "/twaps/"
 BOOK_PREFIX = "/book/"
 L3_SUFFIX = "/l3"
 MAX_L2_LEVELS = 1_000
@@ -284,6 +292,17 @@ def query_triggers(ctx: QueryContext, path: str) -> QueryResult:
     return QueryResult(value=_json(value), height=ctx.height)
 
 
+def query_twaps(ctx: QueryContext, path: str) -> QueryResult:
+    text = path[len(TWAPS_PREFIX) :]
+    try:
+        address = Address.parse(text)
+    except ValueError as exc:
+        return _error(ctx, Code.INVALID_QUERY, f"invalid address in {path!r}: {exc}")
+    markets = {market.market_id: market for market in load_markets(ctx.state)}
+    twaps = [twap_json(markets[t.market_id], i, t) for i, t in live_twaps(ctx.state, address.raw)]
+    return QueryResult(value=_json({"address": str(address), "twaps": twaps}), height=ctx.height)
+
+
 def _account_trading(ctx: QueryContext, address: Address) -> dict[str, object]:
     """Positions, resting orders and margin figures of `address`."""
     markets = {market.market_id: market for market in load_markets(ctx.state)}
@@ -306,6 +325,11 @@ def _account_trading(ctx: QueryContext, address: Address) -> dict[str, object]:
                 "oracle_price": str(prices(market_id)),
                 "funding_index": str(indexes[market_id]),
                 "pending_funding": str(pending_funding(position, indexes[market_id])),
+                **(
+                    {"greeks": position_greeks_json(ctx.state, markets[market_id], position.size)}
+                    if markets[market_id].option is not None
+                    else {}
+                ),
             }
             for market_id, position in held
         ],
@@ -344,7 +368,11 @@ def query_markets(ctx: QueryContext, path: str) -> QueryResult:
             "min_order_size_human": size_to_human(market, market.min_order_base_quantums),
             "oracle_price": str(prices(market.market_id)),
             "oracle_price_human": price_to_human(market, prices(market.market_id)),
-            **funding_json(ctx.state, market),
+            **(
+                funding_json(ctx.state, market)
+                if market.option is None
+                else {"option": option_json(ctx.state, market, market.option)}
+            ),
         }
         for market in load_markets(ctx.state)
     ]
@@ -411,6 +439,7 @@ def query_funding(ctx: QueryContext, path: str) -> QueryResult:
             "oracle_price": str(prices(market.market_id)),
         }
         for market in load_markets(ctx.state)
+        if market.option is None
     ]
     return QueryResult(value=_json(value), height=ctx.height)
 
@@ -500,10 +529,13 @@ def run_query(ctx: QueryContext, path: str, data: bytes, height: int, prove: boo
         return query_book(ctx, path)
     if path.startswith(TRIGGERS_PREFIX):
         return query_triggers(ctx, path)
+    if path.startswith(TWAPS_PREFIX):
+        return query_twaps(ctx, path)
     handler = EXACT_PATHS.get(path)
     if handler is None:
         paths = [KEY_PATH, ACCOUNTS_PREFIX + "<address>", BOOK_PREFIX + "<TICKER>[/l3]"]
         paths.append(TRIGGERS_PREFIX + "<TICKER>")
+        paths.append(TWAPS_PREFIX + "<address>")
         known = ", ".join([*paths, *EXACT_PATHS])
         return _error(ctx, Code.UNKNOWN_QUERY, f"unknown query path {path!r} (known: {known})")
     return handler(ctx, path)

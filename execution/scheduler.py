@@ -38,7 +38,16 @@ from execution.exchange.books import Books
 from execution.exchange.context import ExchangeContext
 from execution.executor import execute_tx
 from execution.state import Change, StateReader, StateView
-from execution.tx import AmendOrder, CancelAll, CancelOrder, Liquidate, PlaceOrder, PlaceTrigger, Tx
+from execution.tx import (
+    AmendOrder,
+    CancelAll,
+    CancelOrder,
+    Liquidate,
+    PlaceOrder,
+    PlaceScale,
+    PlaceTrigger,
+    Tx,
+)
 
 MIN_PARALLEL_TXS = 32
 """Fewer txs than this run serially (the messages to the workers would cost more)."""
@@ -75,7 +84,7 @@ def lane_key(tx: Tx) -> tuple[int, bytes]:
     """The key that keeps txs together in a lane: (0, market id) of the first market action,
     else (1, sender)."""
     for action in tx.actions:
-        if isinstance(action, PlaceOrder | CancelOrder | AmendOrder | PlaceTrigger) or (
+        if isinstance(action, PlaceOrder | CancelOrder | AmendOrder | PlaceTrigger | PlaceScale) or (
             isinstance(action, CancelAll) and action.market_id
         ):
             return 0, action.market_id.to_bytes(4, "big")
@@ -113,7 +122,7 @@ def _counted(tx: Tx) -> list[tuple[bytes, int]]:
     return [
         (owner, action.market_id)
         for action in tx.actions
-        if isinstance(action, PlaceOrder | AmendOrder | PlaceTrigger)
+        if isinstance(action, PlaceOrder | AmendOrder | PlaceTrigger | PlaceScale)
     ]
 
 

@@ -16,6 +16,13 @@ Wire form (canonical encoding, `primitives.codec`):
     place_trigger = [8, market_id, side, size, trigger_price, limit_price (0: a market order once
                 triggered), trigger_kind (0 stop-loss, 1 take-profit), flags (bit 0 reduce-only),
                 client_id]                        see `execution.risk.triggers`
+    vol_vote = [9, [[underlying_id, expiry_ns, vol_ppm], ...]]  a validator's implied vols, see
+                `execution.oracle.volatility`
+    place_twap = [10, market_id, side, size, slices, interval_blocks, max_slippage_ppm, flags]
+                                                  see `execution.exchange.twap`
+    cancel_twap = [11, market_id, twap_id]
+    place_scale = [12, market_id, side, size, count, start_price, end_price, tif, flags,
+                client_id_base]                   see `execution.exchange.scale`
 
 Order sizes are base quantums and prices subticks (`execution.markets`); the meaning of each field
 (side, tif and flags values, tick, step...) is checked by execution (`execution.exchange`).
@@ -67,6 +74,10 @@ class ActionKind(IntEnum):
     ORACLE_VOTE = 6
     LIQUIDATE = 7
     PLACE_TRIGGER = 8
+    VOL_VOTE = 9
+    PLACE_TWAP = 10
+    CANCEL_TWAP = 11
+    PLACE_SCALE = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +314,126 @@ class PlaceTrigger:
         return cls(*ints)
 
 
+def _ints_from_fields(
+    fields: list[Value], name: str, names: tuple[str, ...], client_id_at: int = -1
+) -> list[int]:
+    """The int fields after the kind of an action of `names` (the kind first), each in
+    [0, MAX_ORDER_INT] ([0, MAX_CLIENT_ID] at index `client_id_at`); DecodeError names the field."""
+    codec.field_list(fields, name, len(names))
+    return [
+        codec.field_int(
+            fields[i], f"{name}.{field}", 0, MAX_CLIENT_ID if i == client_id_at else MAX_ORDER_INT
+        )
+        for i, field in enumerate(names)
+        if i > 0
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceTwap:
+    """Execute `size` base quantums as `slices` IOC orders, one every `interval_blocks` blocks from
+    the end of this block, each at the oracle price moved by at most `max_slippage_ppm` against the
+    trader; `flags` bit 0 reduce-only. The rules are `execution.exchange.twap`'s."""
+
+    market_id: int
+    side: int
+    size: int
+    slices: int
+    interval_blocks: int
+    max_slippage_ppm: int
+    flags: int = 0
+
+    @property
+    def kind(self) -> int:
+        return ActionKind.PLACE_TWAP
+
+    def to_fields(self) -> Value:
+        return [
+            int(ActionKind.PLACE_TWAP),
+            self.market_id,
+            self.side,
+            self.size,
+            self.slices,
+            self.interval_blocks,
+            self.max_slippage_ppm,
+            self.flags,
+        ]
+
+    @classmethod
+    def from_fields(cls, fields: list[Value], name: str) -> PlaceTwap:
+        names = (
+            "kind",
+            "market_id",
+            "side",
+            "size",
+            "slices",
+            "interval_blocks",
+            "max_slippage_ppm",
+            "flags",
+        )
+        return cls(*_ints_from_fields(fields, name, names))
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTwap:
+    """Stop a live TWAP of the sender on `market_id` (`execution.exchange.twap`)."""
+
+    market_id: int
+    twap_id: int
+
+    @property
+    def kind(self) -> int:
+        return ActionKind.CANCEL_TWAP
+
+    def to_fields(self) -> Value:
+        return [int(ActionKind.CANCEL_TWAP), self.market_id, self.twap_id]
+
+    @classmethod
+    def from_fields(cls, fields: list[Value], name: str) -> CancelTwap:
+        return cls(*_ints_from_fields(fields, name, ("kind", "market_id", "twap_id")))
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceScale:
+    """Place `count` limit orders spread evenly from `start_price` to `end_price` (subticks) whose
+    sizes sum to `size`; `tif` 0 GTC / 3 POST_ONLY; `flags` bit 0 reduce-only; order k gets client
+    id `client_id_base + k` (base 0: none). The rules are `execution.exchange.scale`'s."""
+
+    market_id: int
+    side: int
+    size: int
+    count: int
+    start_price: int
+    end_price: int
+    tif: int = 0
+    flags: int = 0
+    client_id_base: int = 0
+
+    @property
+    def kind(self) -> int:
+        return ActionKind.PLACE_SCALE
+
+    def to_fields(self) -> Value:
+        return [
+            int(ActionKind.PLACE_SCALE),
+            self.market_id,
+            self.side,
+            self.size,
+            self.count,
+            self.start_price,
+            self.end_price,
+            self.tif,
+            self.flags,
+            self.client_id_base,
+        ]
+
+    @classmethod
+    def from_fields(cls, fields: list[Value], name: str) -> PlaceScale:
+        names = ("kind", "market_id", "side", "size", "count", "start_price", "end_price", "tif", "flags",
+                 "client_id_base")  # fmt: skip
+        return cls(*_ints_from_fields(fields, name, names, client_id_at=9))
+
+
 MAX_VOTE_PRICES = 256
 
 
@@ -334,6 +465,43 @@ class OracleVote:
         return cls(tuple(prices))
 
 
+MAX_VOTE_VOLS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class VolVote:
+    """A validator's implied volatility per option expiry: `vols` is ((underlying market id, expiry
+    ns, vol ppm), ...). Decoding checks the structure; the rules (strictly increasing pairs, vol
+    within the oracle's range, listed pairs, signer is a validator) are execution's
+    (`execution.oracle.volatility.apply_vol_vote`)."""
+
+    vols: tuple[tuple[int, int, int], ...]
+
+    @property
+    def kind(self) -> int:
+        return ActionKind.VOL_VOTE
+
+    def to_fields(self) -> Value:
+        return [int(ActionKind.VOL_VOTE), [[u, expiry, vol] for u, expiry, vol in self.vols]]
+
+    @classmethod
+    def from_fields(cls, fields: list[Value], name: str) -> VolVote:
+        codec.field_list(fields, name, 2)
+        items = codec.field_list(fields[1], f"{name}.vols", max_len=MAX_VOTE_VOLS)
+        vols: list[tuple[int, int, int]] = []
+        for i, item in enumerate(items):
+            entry = codec.field_list(item, f"{name}.vols[{i}]", 3)
+            underlying = codec.field_int(entry[0], f"{name}.vols[{i}].underlying", 0, 2**32 - 1)
+            expiry = codec.field_int(entry[1], f"{name}.vols[{i}].expiry", 0, MAX_AMOUNT)
+            vol = codec.field_int(entry[2], f"{name}.vols[{i}].vol_ppm", 0, MAX_AMOUNT)
+            vols.append((underlying, expiry, vol))
+        return cls(tuple(vols))
+
+
+VOTE_TYPES = (OracleVote, VolVote)
+"""The validators' oracle votes: free for a validator with power (`execution.fees`, `standard_fee`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class UnknownAction:
     """An action of a kind this version does not know, kept as its canonical bytes."""
@@ -354,6 +522,10 @@ Action = (
     | OracleVote
     | Liquidate
     | PlaceTrigger
+    | VolVote
+    | PlaceTwap
+    | CancelTwap
+    | PlaceScale
     | UnknownAction
 )
 
@@ -408,6 +580,14 @@ def decode_action(value: Value, name: str) -> Action:
         return Liquidate.from_fields(fields, name)
     if kind == ActionKind.PLACE_TRIGGER:
         return PlaceTrigger.from_fields(fields, name)
+    if kind == ActionKind.VOL_VOTE:
+        return VolVote.from_fields(fields, name)
+    if kind == ActionKind.PLACE_TWAP:
+        return PlaceTwap.from_fields(fields, name)
+    if kind == ActionKind.CANCEL_TWAP:
+        return CancelTwap.from_fields(fields, name)
+    if kind == ActionKind.PLACE_SCALE:
+        return PlaceScale.from_fields(fields, name)
     return UnknownAction(kind, codec.encode(fields))
 
 
@@ -522,18 +702,28 @@ STANDARD_FEES: dict[int, int] = {
     ActionKind.ORACLE_VOTE: 100,
     ActionKind.LIQUIDATE: 100,
     ActionKind.PLACE_TRIGGER: 100,
+    ActionKind.VOL_VOTE: 100,
+    ActionKind.PLACE_TWAP: 100,
+    ActionKind.CANCEL_TWAP: 10,
+    ActionKind.PLACE_SCALE: 100,
 }
 """The fee of each action kind, in quote units, under the default schedule (`execution.fees.FeeParams`
-takes its defaults from here): what clients pay when not told the chain's schedule. An action of a
-kind not listed costs as a placement."""
+takes its defaults from here): what clients pay when not told the chain's schedule, per unit
+(`fee_units`). An action of a kind not listed costs as a placement."""
+
+
+def fee_units(action: Action) -> int:
+    """How many times an action pays its kind's price: a scale order its count of placements (at
+    least 1), any other action once."""
+    return max(action.count, 1) if isinstance(action, PlaceScale) else 1
 
 
 def standard_fee(actions: Sequence[Action]) -> int:
-    """The fee of `actions` under the default schedule (`STANDARD_FEES`), oracle votes counted 0:
-    validators send them, and a validator's vote is free."""
+    """The fee of `actions` under the default schedule (`STANDARD_FEES`), oracle and vol votes
+    counted 0: validators send them, and a validator's vote is free."""
     place = STANDARD_FEES[ActionKind.PLACE_ORDER]
     return sum(
-        0 if action.kind == ActionKind.ORACLE_VOTE else STANDARD_FEES.get(action.kind, place)
+        0 if isinstance(action, VOTE_TYPES) else STANDARD_FEES.get(action.kind, place) * fee_units(action)
         for action in actions
     )
 
@@ -556,7 +746,17 @@ def build_tx(
     for action in actions:
         if isinstance(action, Transfer) and not 0 <= action.amount <= MAX_AMOUNT:
             raise ValueError(f"transfer amount {action.amount} is outside [0, {MAX_AMOUNT}]")
-        if isinstance(action, PlaceOrder | CancelOrder | CancelAll | AmendOrder | PlaceTrigger):
+        if isinstance(
+            action,
+            PlaceOrder
+            | CancelOrder
+            | CancelAll
+            | AmendOrder
+            | PlaceTrigger
+            | PlaceTwap
+            | CancelTwap
+            | PlaceScale,
+        ):
             try:
                 decode_action(action.to_fields(), "action")
             except DecodeError as exc:

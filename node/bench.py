@@ -366,7 +366,7 @@ def liquidation_command(accounts: int, as_json: bool) -> None:
 @click.option("--profile", is_flag=True, help="Print a cProfile of one more pass.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def options_command(count: int, seed: int, profile: bool, as_json: bool) -> None:
-    """Fixed-point Black-Scholes price and Greeks per second on one core."""
+    """Fixed-point Black-Scholes price and Greeks per second on one core, and portfolio margin."""
     limit = machine_limit()
     figures = bench_options(count, seed, profile=profile)
     if _print_json_or_limit(limit, figures, as_json):
@@ -375,6 +375,12 @@ def options_command(count: int, seed: int, profile: bool, as_json: bool) -> None
         f"options, {figures['count']:,} series (price, delta, gamma, vega, theta in fixed point): "
         f"{figures['options_per_second']:,.0f} options_per_second on one core "
         f"({figures['microseconds_per_option']:.1f} us each; target 20,000/s); checksum {figures['checksum']}"
+    )
+    click.echo(
+        f"portfolio margin, {figures['portfolio_positions']} positions over the full grid: "
+        f"{figures['portfolio_margin_ms_50_positions_warm']:.2f} ms with the series' grids shared "
+        f"(target 2 ms), {figures['portfolio_margin_ms_50_positions_cold']:.1f} ms computing them too; "
+        f"{figures['series_grids_per_second']:,.0f} series_grids_per_second"
     )
 
 

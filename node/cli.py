@@ -75,6 +75,7 @@ from node.trade_cli import (
     markets_command,
     oracle_command,
     order_group,
+    twaps_command,
 )
 from node.tx_cli import tx_broadcast, tx_sign, tx_transfer
 from node.version import VERSION
@@ -138,8 +139,9 @@ def init_home(home: Path, moniker: str, chain_id: str | None) -> tuple[Config, G
         click.echo(f"Found genesis file {genesis_file}", err=True)
     else:
         chain = chain_id or f"derivd-{os.urandom(3).hex()}"
-        app_state = {"accounts": [], **default_exchange_app_state()}
-        doc = new_genesis(chain, [(privval.public_key.raw, 10, moniker)], time.time_ns(), app_state)
+        genesis_time = time.time_ns()
+        app_state = {"accounts": [], **default_exchange_app_state(options_from=genesis_time)}
+        doc = new_genesis(chain, [(privval.public_key.raw, 10, moniker)], genesis_time, app_state)
         save_genesis(doc, genesis_file)
         click.echo(f"Generated genesis file {genesis_file}", err=True)
     return config, doc
@@ -352,6 +354,13 @@ async def _run_until_signal(run: Callable[..., Awaitable[None]]) -> None:
     show_default=True,
     help="Number of funded keys account0, account1, ... (1,000,000 USD each) in every home.",
 )
+@click.option(
+    "--option-expiries",
+    "option_expiries",
+    default=None,
+    help="Comma-separated lifetimes of the default option series, as Go durations after the genesis "
+    "time (e.g. 10m,24h; default: the first 08:00 UTC a day away and a week later).",
+)
 def testnet(
     validators: int,
     output: Path,
@@ -361,6 +370,7 @@ def testnet(
     starting_ip: str | None,
     hostnames: str | None,
     accounts: int,
+    option_expiries: str | None,
 ) -> None:
     """Write the homes of a VALIDATORS (+ NON-VALIDATORS) node network sharing one genesis, with
     persistent peers between all nodes, and print a JSON summary."""
@@ -372,10 +382,37 @@ def testnet(
             hosts = parse_hostnames(hostnames)
         elif starting_ip is not None:
             hosts = starting_ip_hosts(starting_ip, validators + non_validators)
-        net = create_testnet(output, validators, non_validators, base_port, chain_id, hosts, accounts)
+        net = create_testnet(
+            output,
+            validators,
+            non_validators,
+            base_port,
+            chain_id,
+            hosts,
+            accounts,
+            option_lifetimes=_option_lifetimes(option_expiries),
+        )
     except TestnetError as exc:
         fail(str(exc))
     emit(net.to_json())
+
+
+def _option_lifetimes(text: str | None) -> list[int]:
+    """The `--option-expiries` durations in ns (none given: the default expiries)."""
+    if text is None:
+        return []
+    lifetimes: list[int] = []
+    for part in text.split(","):
+        try:
+            lifetime = parse_duration(part.strip())
+        except ValueError as exc:
+            fail(f"--option-expiries: {exc}")
+        if lifetime <= 0:
+            fail(f"--option-expiries: a series must expire after the genesis time, got {part.strip()!r}")
+        lifetimes.append(lifetime)
+    if len(set(lifetimes)) != len(lifetimes):
+        fail("--option-expiries: the same lifetime twice")
+    return lifetimes
 
 
 @main.command()
@@ -407,7 +444,16 @@ def testnet(
     show_default=True,
     help="node0's p2p port of a new localnet (node i: p2p base+10i, RPC base+10i+1, metrics base+10i+4).",
 )
-def localnet(home: Path, validators: int, non_validators: int, base_port: int) -> None:
+@click.option(
+    "--option-expiries",
+    "option_expiries",
+    default=None,
+    help="Comma-separated lifetimes of the default option series, as Go durations after the genesis "
+    "time (e.g. 10m,24h; default: the first 08:00 UTC a day away and a week later).",
+)
+def localnet(
+    home: Path, validators: int, non_validators: int, base_port: int, option_expiries: str | None
+) -> None:
     """Create a local testnet under --home if absent (chain derivd-localnet, funded key `account0`
     in every node's key store) and run all its nodes until Ctrl-C."""
     if (home / "config" / "genesis.json").exists():
@@ -418,7 +464,13 @@ def localnet(home: Path, validators: int, non_validators: int, base_port: int) -
     if not (home / "node0" / "config" / "genesis.json").exists():
         try:
             net = create_testnet(
-                home, validators, non_validators, base_port, "derivd-localnet", accounts=LOCALNET_ACCOUNTS
+                home,
+                validators,
+                non_validators,
+                base_port,
+                "derivd-localnet",
+                accounts=LOCALNET_ACCOUNTS,
+                option_lifetimes=_option_lifetimes(option_expiries),
             )
         except TestnetError as exc:
             fail(str(exc))
@@ -434,7 +486,7 @@ def localnet(home: Path, validators: int, non_validators: int, base_port: int) -
         context = click.get_current_context()
         given = [
             f"--{name.replace('_', '-')}"
-            for name in ("validators", "non_validators", "base_port")
+            for name in ("validators", "non_validators", "base_port", "option_expiries")
             if context.get_parameter_source(name) is ParameterSource.COMMANDLINE
         ]
         if given:
@@ -744,6 +796,7 @@ query.add_command(oracle_command)
 query.add_command(funding_command)
 query.add_command(liquidations_command)
 query.add_command(fees_command)
+query.add_command(twaps_command)
 query.add_command(tx_command)
 query.add_command(block_command)
 

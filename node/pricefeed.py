@@ -1,5 +1,6 @@
-"""The validator's price feeder: after every committed block it takes a price per market from the
-configured source and submits one signed ORACLE_VOTE transaction to the node's own mempool.
+"""The validator's price feeder: after every committed block it takes a price per perpetual market
+and a vol per listed option expiry from the configured source and submits one signed transaction,
+an ORACLE_VOTE and (when it has vols) a VOL_VOTE, to the node's own mempool.
 
 The vote is signed with the validator's consensus key (the priv_validator key), so the tx signer's
 address is the validator address the application's oracle checks. It enters the mempool through
@@ -19,6 +20,18 @@ Sources (`[oracle] source` in config.toml), each a small class behind `PriceSour
   test's lever. Markets missing from the file are not voted on.
 - `http`: GET a URL (httpx, with a timeout) and take each market's price from a field path of the
   JSON answer (dot-separated keys, integer indices into arrays: `data.0.price`).
+
+Option series are never voted a price (their price is the chain's own mark, and a vote on one is
+refused, which would fail the whole tx): the sources see the perpetual markets only. Vols
+(`execution.oracle.volatility`, ppm of 1) come from a `VolSource`, one per source kind:
+
+- `sim`: each listed (underlying, expiry) pair's vol stays where it is: the vote is the vol the
+  committed state holds (`ChainVols`; a pair without one is not voted on);
+- `file`: an optional `"vols"` member of the same file, underlying ticker -> expiry (RFC 3339) ->
+  decimal fraction, `{"BTC-USD": {"2026-12-31T08:00:00Z": "0.55"}}` (exactly, at most 6
+  decimals: "0.55" is 550000 ppm); pairs that are not listed on chain, or whose vol is outside the
+  chain's [min_vol_ppm, max_vol_ppm], are left out with a warning (`FileVols`);
+- `http`: no vols (the endpoint gives prices only).
 
 Human prices are converted to subticks (`execution.markets.human_to_price`) and rounded to the
 nearest tick (half up), never below one tick. A source that fails (missing or malformed file,
@@ -46,14 +59,16 @@ from consensus.app import CheckTxResult
 from consensus.mempool import MempoolError
 from execution.genesis_state import AppStateError, parse_app_state
 from execution.markets import Market, human_to_price, load_markets, price_to_human
+from execution.oracle.volatility import listed_expiries, load_vol, load_vol_params
 from execution.state import StateReader
-from execution.tx import OracleVote, Tx
+from execution.tx import Action, OracleVote, Tx, VolVote
 from execution.validators import load_validator
 from node.config import OracleConfig
 from node.events import BusEvent, EventBus, NewBlock
 from primitives import codec
 from primitives.hashing import sha256
 from primitives.keys import PrivateKey
+from primitives.timefmt import format_rfc3339, parse_rfc3339
 
 log = logging.getLogger("derivd.pricefeed")
 
@@ -77,6 +92,19 @@ class PriceSource(Protocol):
     async def prices(self, height: int) -> dict[int, int]:
         """Price (subticks, on tick, > 0) per market id after committed block `height`;
         PriceSourceError if there are none to give."""
+        ...
+
+
+Pair = tuple[int, int]
+"""An option expiry: (underlying market id, expiry ns)."""
+
+
+class VolSource(Protocol):
+    """Where a validator's vols come from."""
+
+    async def vols(self, height: int) -> dict[Pair, int]:
+        """Vol (ppm) per listed pair after committed block `height`, each within the chain's
+        bounds; PriceSourceError if there are none to give."""
         ...
 
 
@@ -108,6 +136,34 @@ def human_price_to_subticks(market: Market, value: object) -> int:
         unit = Decimal(price_to_human(market, 1))
         subticks = int(_DECIMALS.divide(number, unit).to_integral_value(decimal.ROUND_HALF_UP))
     return round_to_tick(market, subticks)
+
+
+MAX_VOL_EXPONENT = 12
+"""the largest power of ten a vol in a file may carry (no vol is near 10**12)"""
+
+
+def vol_fraction_to_ppm(value: object) -> int:
+    """A vol as a decimal fraction (a decimal string, a JSON int or a Decimal: "0.55") in ppm,
+    exactly; ValueError if it is not a positive number or has more than 6 decimals."""
+    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+        raise ValueError(f"not a number: {value!r}")
+    try:
+        number = Decimal(value.strip()) if isinstance(value, str) else Decimal(value)
+    except decimal.InvalidOperation:
+        raise ValueError(f"not a number: {value!r}") from None
+    if not number.is_finite() or number <= 0:
+        raise ValueError(f"not a positive vol: {value!r}")
+    _, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    text = "".join(map(str, digits))
+    significant = text.rstrip("0")  # number = int(significant) * 10**(exponent + trailing zeros)
+    exponent += len(text) - len(significant)
+    if exponent < -6:
+        raise ValueError(f"more than 6 decimals (a vol is a whole number of ppm): {value!r}")
+    if exponent > MAX_VOL_EXPONENT:
+        raise ValueError(f"not a plausible vol: {value!r}")
+    scale: int = 10 ** (exponent + 6)
+    return int(significant) * scale
 
 
 def _markets_by_ticker(markets: Sequence[Market]) -> dict[str, Market]:
@@ -211,6 +267,31 @@ def parse_price_object(doc: object, markets: Mapping[str, Market], what: str) ->
     return prices
 
 
+VOLS_MEMBER = "vols"
+"""The member of a price file that holds the vols (no ticker is lower-case)."""
+
+
+def parse_vol_object(doc: object, markets: Mapping[str, Market], what: str) -> dict[Pair, int]:
+    """`{"TICKER": {"<RFC 3339 expiry>": vol, ...}, ...}` (decimal fractions) as ppm by (underlying
+    market id, expiry ns); PriceSourceError names the unknown ticker, the bad time or the bad value."""
+    if not isinstance(doc, dict):
+        raise PriceSourceError(f"{what}: vols: expected an object of ticker -> {{expiry: vol}}")
+    vols: dict[Pair, int] = {}
+    for ticker, expiries in doc.items():
+        market = markets.get(ticker)
+        if market is None:
+            known = ", ".join(sorted(markets))
+            raise PriceSourceError(f"{what}: vols: unknown market {ticker!r} (markets: {known})")
+        if not isinstance(expiries, dict):
+            raise PriceSourceError(f"{what}: vols.{ticker}: expected an object of expiry -> vol")
+        for expiry, value in expiries.items():
+            try:
+                vols[(market.market_id, parse_rfc3339(expiry))] = vol_fraction_to_ppm(value)
+            except ValueError as exc:
+                raise PriceSourceError(f"{what}: vols.{ticker}.{expiry}: {exc}") from None
+    return vols
+
+
 class FileSource:
     """`source = "file"`: a JSON object of human prices, re-read when its mtime or size changes and
     at least every `reload_interval` seconds (`clock`: trio's clock by default)."""
@@ -229,9 +310,16 @@ class FileSource:
         self.reads = 0
         self._stamp: tuple[int, int] | None = None
         self._read_at = 0.0
-        self._result: dict[int, int] | PriceSourceError | None = None
+        self._result: tuple[dict[int, int], dict[Pair, int]] | PriceSourceError | None = None
 
     async def prices(self, height: int) -> dict[int, int]:
+        return dict(self._load()[0])
+
+    async def vols(self, height: int) -> dict[Pair, int]:
+        """The file's `vols` (every pair it names, listed or not: `FileVols` filters)."""
+        return dict(self._load()[1])
+
+    def _load(self) -> tuple[dict[int, int], dict[Pair, int]]:
         try:
             st = os.stat(self.path)
         except OSError as exc:
@@ -244,9 +332,9 @@ class FileSource:
             self._result = self._read()
         if isinstance(self._result, PriceSourceError):
             raise self._result
-        return dict(self._result)
+        return self._result
 
-    def _read(self) -> dict[int, int] | PriceSourceError:
+    def _read(self) -> tuple[dict[int, int], dict[Pair, int]] | PriceSourceError:
         self.reads += 1
         what = f"price file {self.path}"
         try:
@@ -258,9 +346,62 @@ class FileSource:
         except ValueError as exc:
             return PriceSourceError(f"{what}: not valid JSON: {exc}")
         try:
-            return parse_price_object(doc, self.markets, what)
+            vols: dict[Pair, int] = {}
+            if isinstance(doc, dict) and VOLS_MEMBER in doc:
+                doc = dict(doc)
+                vols = parse_vol_object(doc.pop(VOLS_MEMBER), self.markets, what)
+            return parse_price_object(doc, self.markets, what), vols
         except PriceSourceError as exc:
             return exc
+
+
+# -- vols ----------------------------------------------------------------------------------------
+
+
+class ChainVols:
+    """`source = "sim"`'s vols: every listed pair's vol as the committed state holds it (pairs
+    without one are left out), so the chain's vols stay where genesis put them."""
+
+    def __init__(self, committed: StateReader) -> None:
+        self.committed = committed
+
+    async def vols(self, height: int) -> dict[Pair, int]:
+        vols: dict[Pair, int] = {}
+        for underlying_id, expiry_ns in listed_expiries(self.committed):
+            stored = load_vol(self.committed, underlying_id, expiry_ns)
+            if stored is not None:
+                vols[(underlying_id, expiry_ns)] = stored.vol_ppm
+        return vols
+
+
+class FileVols:
+    """`source = "file"`'s vols: the file's, less the pairs not listed in the committed state and
+    the vols outside its bounds (a vote naming one would be refused and fail the whole tx); what is
+    left out is logged when it changes."""
+
+    def __init__(self, file: FileSource, committed: StateReader) -> None:
+        self.file = file
+        self.committed = committed
+        self._left_out: list[str] = []
+
+    async def vols(self, height: int) -> dict[Pair, int]:
+        wanted = await self.file.vols(height)
+        listed = frozenset(listed_expiries(self.committed))  # membership only
+        params = load_vol_params(self.committed)
+        vols: dict[Pair, int] = {}
+        left_out: list[str] = []
+        for pair, vol in sorted(wanted.items()):
+            where = f"market {pair[0]} expiry {format_rfc3339(pair[1])}"
+            if pair not in listed:
+                left_out.append(f"{where}: no option series")
+            elif not params.min_vol_ppm <= vol <= params.max_vol_ppm:
+                left_out.append(f"{where}: {vol} ppm outside [{params.min_vol_ppm}, {params.max_vol_ppm}]")
+            else:
+                vols[pair] = vol
+        if left_out != self._left_out and left_out:
+            log.warning("vols of %s not voted: %s", self.file.path, "; ".join(left_out))
+        self._left_out = left_out
+        return vols
 
 
 # -- http: a JSON price endpoint -----------------------------------------------------------------
@@ -363,6 +504,8 @@ class FeederStats:
     """committed blocks seen"""
     votes: int = 0
     """votes the mempool admitted"""
+    vol_votes: int = 0
+    """admitted votes that carried vols"""
     refused: int = 0
     """votes the mempool or check_tx turned away"""
     source_errors: int = 0
@@ -380,7 +523,8 @@ def _is_new_block(event: BusEvent) -> bool:
 
 
 class PriceFeeder:
-    """Submits one ORACLE_VOTE per committed block, signed with `key` (the validator's key)."""
+    """Submits one vote tx per committed block, signed with `key` (the validator's key): the
+    source's prices, and `vol_source`'s vols in the same tx when it gives any."""
 
     def __init__(
         self,
@@ -390,8 +534,10 @@ class PriceFeeder:
         submit: Submit,
         bus: EventBus,
         is_active: Callable[[], bool] = _always,
+        vol_source: VolSource | None = None,
     ) -> None:
         self.source = source
+        self.vol_source = vol_source
         self.key = key
         self.chain_id = chain_id
         self.submit = submit
@@ -401,11 +547,16 @@ class PriceFeeder:
         self.last_nonce = 0
         self._last_problem = ""
 
-    def build_vote(self, prices: Mapping[int, int], time_ns: int) -> bytes:
-        """The signed vote tx for `prices` (by market id) after a block of time `time_ns`."""
+    def build_vote(
+        self, prices: Mapping[int, int], time_ns: int, vols: Mapping[Pair, int] | None = None
+    ) -> bytes:
+        """The signed vote tx for `prices` (by market id) and `vols` (by pair; none: no VOL_VOTE)
+        after a block of time `time_ns`."""
         nonce = max(time_ns // NS_PER_MS, self.last_nonce + 1)
-        vote = OracleVote(tuple(sorted(prices.items())))
-        raw = Tx.create(self.key, self.chain_id, nonce, (vote,), fee=0).encode()  # a validator votes for free
+        actions: tuple[Action, ...] = (OracleVote(tuple(sorted(prices.items()))),)
+        if vols:
+            actions += (VolVote(tuple((u, expiry, vol) for (u, expiry), vol in sorted(vols.items()))),)
+        raw = Tx.create(self.key, self.chain_id, nonce, actions, fee=0).encode()  # a validator votes for free
         self.last_nonce = nonce
         return raw
 
@@ -438,7 +589,13 @@ class PriceFeeder:
         if self._last_problem:
             log.info("oracle prices available again at height %d", height)
             self._last_problem = ""
-        raw = self.build_vote(prices, time_ns)
+        vols: dict[Pair, int] = {}
+        if self.vol_source is not None:
+            try:
+                vols = await self.vol_source.vols(height)
+            except PriceSourceError as exc:  # the prices are voted all the same
+                log.warning("vols not voted at height %d: %s", height, exc)
+        raw = self.build_vote(prices, time_ns, vols)
         try:
             result = self.submit(raw)
         except MempoolError as exc:
@@ -450,7 +607,8 @@ class PriceFeeder:
             log.warning("oracle vote at height %d refused: code %d: %s", height, result.code, result.log)
             return None
         self.stats.votes += 1
-        log.debug("oracle vote after height %d: %s", height, prices)
+        self.stats.vol_votes += bool(vols)
+        log.debug("oracle vote after height %d: %s, vols %s", height, prices, vols)
         return raw
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -487,7 +645,9 @@ def build_source(
     fields: Sequence[str] = (),
     timeout: float = 2.0,
 ) -> PriceSource:
-    """The source of `[oracle] source = kind`; PriceSourceError if it cannot be built."""
+    """The source of `[oracle] source = kind` over the perpetuals of `markets` (option series are
+    never voted a price); PriceSourceError if it cannot be built."""
+    markets = [m for m in markets if m.option is None]
     if kind == "sim":
         return SimSource(chain_id, markets, genesis_height)
     if kind == "file":
@@ -518,7 +678,8 @@ def feeder_from_config(
     """The node's feeder from `[oracle]`, or None (disabled, no markets, or a source that cannot be
     built: logged). The markets are the committed ones, or the genesis app state's before the first
     block is written. It votes only while `key` is a validator with power in the application's
-    registry (read from `committed` at each block) and the node is not catching up."""
+    registry (read from `committed` at each block) and the node is not catching up; its vols are
+    `vol_source_for`'s, read from `committed` too."""
     if not oracle.enabled:
         log.info("price feeder disabled ([oracle] enabled = false)")
         return None
@@ -546,6 +707,7 @@ def feeder_from_config(
     except PriceSourceError as exc:
         log.error("price feeder not started: %s", exc)
         return None
+    vol_source = vol_source_for(source, committed)
     address = key.address.raw
 
     def is_active() -> bool:
@@ -555,8 +717,19 @@ def feeder_from_config(
         return validator is not None and validator.power > 0
 
     log.info(
-        "price feeder source=%s markets=%s (votes while this node is a validator)",
+        "price feeder source=%s markets=%s vols=%s (votes while this node is a validator)",
         oracle.source,
-        ",".join(m.ticker for m in markets),
+        ",".join(m.ticker for m in markets if m.option is None),
+        "no" if vol_source is None else "yes",
     )
-    return PriceFeeder(source, key, chain_id, submit, bus, is_active)
+    return PriceFeeder(source, key, chain_id, submit, bus, is_active, vol_source)
+
+
+def vol_source_for(source: PriceSource, committed: StateReader) -> VolSource | None:
+    """The vols that go with `source` (module docstring): the chain's own for `sim`, the file's for
+    `file`, none for `http` (or any other)."""
+    if isinstance(source, SimSource):
+        return ChainVols(committed)
+    if isinstance(source, FileSource):
+        return FileVols(source, committed)
+    return None

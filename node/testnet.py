@@ -218,10 +218,13 @@ def create_testnet(
     account_funds: int = ACCOUNT_FUNDS,
     genesis_time_ns: int | None = None,
     markets: Sequence[Market] = (),
+    option_lifetimes: Sequence[int] = (),
 ) -> Testnet:
     """Write `output/node0 .. node<N+M-1>`, each a complete home (config.toml, validator key and
     sign state, node key, the shared genesis.json, the account keys). `output` must not exist or
-    be an empty directory. `markets` replace the default markets of the genesis, if given."""
+    be an empty directory. `markets` replace the default markets of the genesis, if given;
+    `option_lifetimes` (ns after the genesis time) set the expiries of the default option series
+    (`execution.genesis_state.default_option_series`)."""
     plans = plan_nodes(validators, non_validators, base_port, hosts)
     if accounts < 0:
         raise TestnetError(f"--accounts: must not be negative, got {accounts}")
@@ -231,7 +234,14 @@ def create_testnet(
     try:
         output.mkdir(parents=True, exist_ok=True)
         return _write(
-            output, plans, chain_id or default_chain_id(), accounts, account_funds, genesis_time_ns, markets
+            output,
+            plans,
+            chain_id or default_chain_id(),
+            accounts,
+            account_funds,
+            genesis_time_ns,
+            markets,
+            option_lifetimes,
         )
     except (GenesisError, AppStateError, KeyStoreError, PrivValError, KeyFileError, ConfigError) as exc:
         _remove(output, plans, created_output)
@@ -273,6 +283,7 @@ def _write(
     account_funds: int,
     genesis_time_ns: int | None,
     markets: Sequence[Market],
+    option_lifetimes: Sequence[int],
 ) -> Testnet:
     configs: list[Config] = []
     nodes: list[TestnetNode] = []
@@ -294,13 +305,14 @@ def _write(
                 validator_address=privval.public_key.address.upper(),
             )
         )
+    genesis_time = time.time_ns() if genesis_time_ns is None else genesis_time_ns
     doc = new_genesis(
         chain_id,
         [(n.validator_pub_key, VALIDATOR_POWER, n.plan.name) for n in nodes if n.plan.validator],
-        time.time_ns() if genesis_time_ns is None else genesis_time_ns,
+        genesis_time,
         {
             "accounts": [],
-            **default_exchange_app_state(),
+            **default_exchange_app_state(options_from=genesis_time, option_lifetimes=option_lifetimes),
             **({"markets": [market.to_json() for market in markets]} if markets else {}),
         },
     )

@@ -1,5 +1,6 @@
-"""The trading commands of the `derivd` CLI: `tx order place|market|stop|cancel|cancel-all|amend`
-and `query book|markets|oracle|funding|fees|liquidations`, on the SDK's market units and actions
+"""The trading commands of the `derivd` CLI: `tx order
+place|market|stop|cancel|cancel-all|amend|twap|twap-cancel|scale` and `query
+book|markets|oracle|funding|fees|liquidations|twaps`, on the SDK's market units and actions
 (`node.sdk.core`).
 
 Traders give human decimals (`--size 0.5 --price 65000` on BTC-USD); the CLI reads the market's
@@ -12,6 +13,11 @@ order is an IOC limit order at a worst price: `--worst-price`, or the oracle pri
 book until the oracle price reaches `--trigger-price`, then executes as a market order (the
 trigger price moved by the chain's slippage bound, `execution.risk.triggers`) or, with
 `--limit-price`, as a GTC limit order; cancel it like an order, by its order id or client id.
+A TWAP (`tx order twap`) executes `--size` as `--slices` IOC orders, one every `--interval`
+blocks from the end of its block, each at the oracle price moved by at most `--max-slippage`
+against the trader (`execution.exchange.twap`); `tx order twap-cancel` stops it by its id (the
+`twap_placed` event's). A scale order (`tx order scale`) places `--count` limit orders from
+`--start-price` to `--end-price` whose sizes sum to `--size` (`execution.exchange.scale`).
 The order commands take `node.tx_cli`'s signing options (`--fees`: by default the chain's minimum
 for the tx's actions, a cancel costing less than a placement); with `--generate-only` they print
 the unsigned transaction (the market's units are still read from the node).
@@ -244,6 +250,103 @@ def order_amend(
     deliver(signing, client, [action])
 
 
+@order_group.command(name="twap")
+@signing_options
+@market_option
+@side_option
+@size_option
+@click.option("--slices", type=int, required=True, help="How many IOC orders (2 to 1000).")
+@click.option("--interval", type=int, required=True, help="Blocks between two slices (1 to 1000).")
+@click.option(
+    "--max-slippage",
+    default="0.01",
+    show_default=True,
+    help="Worst price of a slice: the oracle price moved this fraction against you (at most 0.1).",
+)
+@reduce_only_option
+def order_twap(
+    signing: Signing,
+    market: str,
+    side: str,
+    size: str,
+    slices: int,
+    interval: int,
+    max_slippage: str,
+    reduce_only: bool,
+) -> None:
+    """Execute a size as a TWAP: equal IOC slices at a fixed block interval, the first at the end of
+    the block that takes the order."""
+    client = TxClient(signing.node)
+    m, _ = _market(client, market)
+    action = _built(
+        lambda: core.twap_action(
+            m,
+            side,
+            size,
+            slices=slices,
+            interval_blocks=interval,
+            max_slippage=max_slippage,
+            reduce_only=reduce_only,
+        )
+    )
+    deliver(signing, client, [action])
+
+
+@order_group.command(name="twap-cancel")
+@signing_options
+@market_option
+@click.option("--twap-id", type=int, required=True, help="The TWAP's id (its twap_placed event).")
+def order_twap_cancel(signing: Signing, market: str, twap_id: int) -> None:
+    """Stop one of your TWAPs: the slices not yet run are dropped."""
+    client = TxClient(signing.node)
+    m, _ = _market(client, market)
+    deliver(signing, client, [core.cancel_twap_action(m, twap_id)])
+
+
+@order_group.command(name="scale")
+@signing_options
+@market_option
+@side_option
+@size_option
+@click.option("--count", type=int, required=True, help="How many orders (2 to 50).")
+@click.option("--start-price", required=True, help="Price of the first order (USD per base unit).")
+@click.option("--end-price", required=True, help="Price of the last order (USD per base unit).")
+@click.option("--tif", type=click.Choice(["gtc", "post-only"]), default="gtc", show_default=True)
+@reduce_only_option
+@click.option("--client-id-base", type=int, default=0, help="Order k gets client id base + k (0: none).")
+def order_scale(
+    signing: Signing,
+    market: str,
+    side: str,
+    size: str,
+    count: int,
+    start_price: str,
+    end_price: str,
+    tif: str,
+    reduce_only: bool,
+    client_id_base: int,
+) -> None:
+    """Place a scale order: limit orders at prices spread evenly from the start to the end price
+    (each rounded to the tick away from the market), the size split equally (the last order takes
+    the remainder)."""
+    client = TxClient(signing.node)
+    m, _ = _market(client, market)
+    action = _built(
+        lambda: core.scale_action(
+            m,
+            side,
+            size,
+            count=count,
+            start_price=start_price,
+            end_price=end_price,
+            tif=tif,
+            reduce_only=reduce_only,
+            client_id_base=client_id_base,
+        )
+    )
+    deliver(signing, client, [action])
+
+
 @click.command(name="book")
 @node_option
 @click.argument("ticker")
@@ -289,3 +392,11 @@ def fees_command(node: str) -> None:
     """Show the chain's fee schedule: the price of each action kind, in quote units (micro-USD).
     A tx pays at least the sum of its actions' prices (`--fees` of the tx commands)."""
     emit(abci_query(RPCClient(node), "/fees"))
+
+
+@click.command(name="twaps")
+@node_option
+@click.argument("address")
+def twaps_command(node: str, address: str) -> None:
+    """Show an account's live TWAPs: sizes (also in base units), slices left, the next slice's height."""
+    emit(abci_query(RPCClient(node), f"/twaps/{address}"))

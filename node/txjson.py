@@ -6,8 +6,11 @@ signs and `tx broadcast` sends. It carries everything the signature covers, read
               "actions": [{"type": "transfer", "to": "<hex>", "amount": "<int>"}, ...]},
      "signature": "<base64>" | null}
 
-Actions have their `execution.tx` field names and raw units (quantums, subticks, micro-USD);
-integers are decimal strings, addresses hex, `oracle_vote.prices` a list of [market_id, price].
+Actions (`type`: the action kind's name in lower case, e.g. `place_twap`, `cancel_twap`,
+`place_scale`) have their `execution.tx` field names and raw units (quantums, subticks, micro-USD);
+integers are decimal strings, addresses hex, `oracle_vote.prices` a list of [market_id, price],
+`vol_vote.vols` a list of {"underlying": market id, "expiry": ns, "vol_ppm": ppm} (decimal strings
+too: an expiry in ns is beyond a JSON double's exact integers).
 `fee` is what the signer pays for the tx, in quote units (micro-USD; `execution.fees`: at least the
 chain's minimum for its actions, else the chain refuses it with code 7, INSUFFICIENT_FEE).
 `pub_key` may be null when the document was generated from an address: signing fills it in. The
@@ -32,13 +35,17 @@ from execution.tx import (
     AmendOrder,
     CancelAll,
     CancelOrder,
+    CancelTwap,
     Liquidate,
     OracleVote,
     PlaceOrder,
+    PlaceScale,
     PlaceTrigger,
+    PlaceTwap,
     Transfer,
     Tx,
     UnknownAction,
+    VolVote,
     decode_action,
 )
 from primitives.codec import DecodeError, Value
@@ -54,9 +61,15 @@ _CLASSES: dict[ActionKind, type[Action]] = {
     ActionKind.ORACLE_VOTE: OracleVote,
     ActionKind.LIQUIDATE: Liquidate,
     ActionKind.PLACE_TRIGGER: PlaceTrigger,
+    ActionKind.VOL_VOTE: VolVote,
+    ActionKind.PLACE_TWAP: PlaceTwap,
+    ActionKind.CANCEL_TWAP: CancelTwap,
+    ActionKind.PLACE_SCALE: PlaceScale,
 }
 _ADDRESS_FIELDS = frozenset({"to", "account"})
 _PRICES_FIELD = "prices"
+_VOLS_FIELD = "vols"
+_VOL_KEYS = ("underlying", "expiry", "vol_ppm")
 
 
 class TxDocumentError(ValueError):
@@ -81,6 +94,8 @@ def action_to_json(action: Action) -> dict[str, Any]:
             out[field.name] = str(value)
         elif field.name == _PRICES_FIELD:
             out[field.name] = [[str(market_id), str(price)] for market_id, price in value]
+        elif field.name == _VOLS_FIELD:
+            out[field.name] = [{k: str(v) for k, v in zip(_VOL_KEYS, entry, strict=True)} for entry in value]
         else:
             out[field.name] = str(value)
     return out
@@ -110,6 +125,8 @@ def action_from_json(obj: object, where: str) -> Action:
                     raise TxDocumentError(f"{at}[{i}]: must be [market_id, price]")
                 pairs.append([_integer(pair[0], f"{at}[{i}][0]"), _integer(pair[1], f"{at}[{i}][1]")])
             fields.append(pairs)
+        elif field == _VOLS_FIELD:
+            fields.append(_vols(value, at))
         else:
             fields.append(_integer(value, at))
     try:
@@ -246,6 +263,20 @@ def _exact(obj: dict[str, Any], where: str, keys: set[str]) -> None:
             [f"missing field(s) {', '.join(missing)}"] if missing else []
         )
         raise TxDocumentError(f"{where}: {'; '.join(parts)}")
+
+
+def _vols(value: object, where: str) -> list[Value]:
+    """The wire entries of `vol_vote.vols`: a list of {"underlying", "expiry", "vol_ppm"}."""
+    if not isinstance(value, list):
+        raise TxDocumentError(f"{where}: must be a list of {{underlying, expiry, vol_ppm}}")
+    entries: list[Value] = []
+    for i, entry in enumerate(value):
+        at = f"{where}[{i}]"
+        if not isinstance(entry, dict):
+            raise TxDocumentError(f"{at}: must be an object {{underlying, expiry, vol_ppm}}")
+        _exact(entry, at, set(_VOL_KEYS))
+        entries.append([_integer(entry[key], f"{at}.{key}") for key in _VOL_KEYS])
+    return entries
 
 
 def _integer(value: object, where: str) -> int:

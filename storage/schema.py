@@ -29,6 +29,10 @@ Heights are 8-byte big-endian so that keys of one prefix sort by height. Prefixe
 | `a:pos:` | owner (20), market id | a position (`execution.positions.position.Position`) |
 | `a:oid:` | market id | the market's next order id (canonical int; absent: 1) |
 | `a:trg:` | market id, order id (8-byte BE) | a resting trigger order (`execution.exchange.trigger_book`) |
+| `a:twp:` | owner (20), twap id (8-byte BE) | a live TWAP (`execution.exchange.twap.Twap`) |
+| `a:twd:` | next height (8-byte BE), owner (20), twap id (8-byte BE) | `0`: a TWAP's next slice is due then |
+| `a:twn:` | owner (20) | the owner's next twap id (canonical int; absent: 1) |
+| `a:twc` | | the lowest height whose due TWAP slices the per-block cap left waiting (absent: none) |
 | `a:fep` | | the fee schedule (`execution.fees.FeeParams`) |
 | `a:rlp` | | the order-rate window's parameters `[window_blocks, orders_per_window]` (`execution.fees`) |
 | `a:tgp` | | triggered-order parameters `[max_triggers_per_block]` (`execution.risk.triggers`) |
@@ -50,6 +54,12 @@ Heights are 8-byte big-endian so that keys of one prefix sort by height. Prefixe
 | `a:hbh:` | market id, key (32), owner (20) | `0`: a short's band edge |
 | `a:inp` | | insurance fund parameters (`execution.risk.insurance.InsuranceParams`) |
 | `a:pmk:` | owner (20) | the market ids of the owner's position records, ascending (absent: none; note 1) |
+| `a:ops:` | market id | a settled option series (`execution.risk.option_series.SeriesSettlement`) |
+| `a:opm:` | market id | an option series' last mark (`execution.options.marks.OptionMark`) |
+| `a:opp` | | option parameters (`execution.options.portfolio.PortfolioParams`) |
+| `a:vol:` | underlying market id, expiry (ns, 8-byte BE) | implied volatility `[vol_ppm, updated_height]` |
+| `a:vvt:` | underlying market id, expiry (ns, 8-byte BE), validator (20) | a validator's latest vol vote |
+| `a:vop` | | volatility oracle parameters (`execution.oracle.volatility.VolParams`) |
 | `s:n:` | version, nibble path (a byte per nibble) | a state tree node (`storage.statetree`) |
 | `s:r:` | version | the state tree's root at that version (`[]`: empty) |
 | `s:x:` | version | the state tree nodes no version from this one on uses (pruning) |
@@ -294,6 +304,11 @@ APP_NEXT_ORDER_ID_PREFIX = b"a:oid:"
 FEE_DELTA_PREFIX = b"t:fee:"
 APP_TRIGGER_PREFIX = b"a:trg:"
 TRIGGER_PARAMS = b"a:tgp"
+APP_TWAP_PREFIX = b"a:twp:"
+APP_TWAP_DUE_PREFIX = b"a:twd:"
+APP_TWAP_NEXT_ID_PREFIX = b"a:twn:"
+TWAP_CARRY = b"a:twc"
+TWAP_ID_SIZE = 8
 FEE_PARAMS = b"a:fep"
 RATE_LIMIT_PARAMS = b"a:rlp"
 APP_ORACLE_PRICE_PREFIX = b"a:orc:"
@@ -314,6 +329,12 @@ APP_BAND_LOW_PREFIX = b"a:hbl:"
 APP_BAND_HIGH_PREFIX = b"a:hbh:"
 INSURANCE_PARAMS = b"a:inp"
 APP_OWNER_MARKETS_PREFIX = b"a:pmk:"
+APP_OPTION_SERIES_PREFIX = b"a:ops:"
+APP_OPTION_MARK_PREFIX = b"a:opm:"
+OPTION_PARAMS = b"a:opp"
+APP_VOL_PREFIX = b"a:vol:"
+APP_VOL_VOTE_PREFIX = b"a:vvt:"
+VOL_PARAMS = b"a:vop"
 
 DERIVED_PREFIXES = (APP_CLIENT_ORDER_PREFIX, APP_OWNER_MARKETS_PREFIX)
 """The derived indexes (`execution.indexes`): application keys outside the state tree."""
@@ -392,6 +413,42 @@ def trigger_key(market_id: int, order_id: int) -> bytes:
     return trigger_prefix(market_id) + _fixed(order_id, ORDER_ID_SIZE, "order id")
 
 
+def twap_prefix(owner: bytes) -> bytes:
+    """Every live TWAP of one owner, sorted by twap id."""
+    return APP_TWAP_PREFIX + _owner(owner)
+
+
+def twap_key(owner: bytes, twap_id: int) -> bytes:
+    return twap_prefix(owner) + _fixed(twap_id, TWAP_ID_SIZE, "twap id")
+
+
+def twap_due_prefix(height: int) -> bytes:
+    """The TWAPs whose next slice is due at `height`, sorted by owner then twap id."""
+    return APP_TWAP_DUE_PREFIX + height_bytes(height)
+
+
+def twap_due_key(height: int, owner: bytes, twap_id: int) -> bytes:
+    return twap_due_prefix(height) + _owner(owner) + _fixed(twap_id, TWAP_ID_SIZE, "twap id")
+
+
+def twap_due_entry(key: bytes) -> tuple[int, bytes, int]:
+    """(height, owner, twap id) of a `twap_due_key`."""
+    at = len(APP_TWAP_DUE_PREFIX)
+    body = key[at:]
+    if not key.startswith(APP_TWAP_DUE_PREFIX) or len(body) != HEIGHT_SIZE + OWNER_SIZE + TWAP_ID_SIZE:
+        raise ValueError(f"not a twap due key: {key!r}")
+    return (
+        int.from_bytes(body[:HEIGHT_SIZE], "big"),
+        body[HEIGHT_SIZE : HEIGHT_SIZE + OWNER_SIZE],
+        int.from_bytes(body[HEIGHT_SIZE + OWNER_SIZE :], "big"),
+    )
+
+
+def twap_next_id_key(owner: bytes) -> bytes:
+    """The counter of one owner's twap ids (per owner: no key every TWAP placement writes)."""
+    return APP_TWAP_NEXT_ID_PREFIX + _owner(owner)
+
+
 def client_order_key(owner: bytes, market_id: int, client_id: int) -> bytes:
     return (
         APP_CLIENT_ORDER_PREFIX
@@ -441,6 +498,28 @@ def validator_from_oracle_vote_key(key: bytes) -> bytes:
     if not key.startswith(APP_ORACLE_VOTE_PREFIX) or len(body) != MARKET_ID_SIZE + OWNER_SIZE:
         raise ValueError("not an oracle vote key")
     return body[MARKET_ID_SIZE:]
+
+
+def option_series_key(market_id: int) -> bytes:
+    return APP_OPTION_SERIES_PREFIX + market_id_bytes(market_id)
+
+
+def option_mark_key(market_id: int) -> bytes:
+    return APP_OPTION_MARK_PREFIX + market_id_bytes(market_id)
+
+
+def vol_key(underlying_id: int, expiry_ns: int) -> bytes:
+    """The implied volatility of one (underlying, expiry); keys of one underlying sort by expiry."""
+    return APP_VOL_PREFIX + market_id_bytes(underlying_id) + _fixed(expiry_ns, HEIGHT_SIZE, "expiry")
+
+
+def vol_vote_prefix(underlying_id: int, expiry_ns: int) -> bytes:
+    """Every validator's vol vote on one (underlying, expiry), sorted by validator address."""
+    return APP_VOL_VOTE_PREFIX + market_id_bytes(underlying_id) + _fixed(expiry_ns, HEIGHT_SIZE, "expiry")
+
+
+def vol_vote_key(underlying_id: int, expiry_ns: int, validator: bytes) -> bytes:
+    return vol_vote_prefix(underlying_id, expiry_ns) + _owner(validator)
 
 
 def funding_market_key(market_id: int) -> bytes:

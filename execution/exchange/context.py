@@ -43,6 +43,8 @@ class ExchangeContext:
     touched: set[int] = field(default_factory=set)
     prices: dict[int, int] = field(default_factory=dict)
     stale: dict[int, bool] = field(default_factory=dict)
+    closed: dict[int, bool] = field(default_factory=dict)
+    """option series id -> whether it has settled (`is_closed`)"""
     bases: dict[bytes, tuple[int, int]] = field(default_factory=dict)
     """(owner) -> `_other_markets` within one placement (nothing else of the owner changes)"""
     touched_owners: dict[bytes, None] = field(default_factory=dict)
@@ -169,6 +171,17 @@ class ExchangeContext:
             stale = stored is None or is_stale(stored, self.height, load_params(state))
             self.stale[market_id] = stale
         return stale
+
+    def is_closed(self, state: StateReader, market: Market) -> bool:
+        """Whether `market` is an option series that has expired and settled (its settlement record
+        exists: `execution.risk.option_series`, at the end of a block only)."""
+        if market.option is None:
+            return False
+        closed = self.closed.get(market.market_id)
+        if closed is None:
+            closed = state.get(schema.option_series_key(market.market_id)) is not None
+            self.closed[market.market_id] = closed
+        return closed
 
     def count_placement(self, view: StateView, owner: bytes, market: Market) -> None:
         """Count one place or amend of `owner` on `market` (live; not live: only judge it against

@@ -16,6 +16,12 @@ Position.open_buy / open_sell / open_orders follow every rest, fill, cancel and 
 change (`Positions.get`) is first settled to its market's funding index, the payment going
 through the market's funding pool (`execution.positions.funding_index`); the margin figures of the
 other markets count their pending funding.
+Margin figures (`account_margin`, `base_of`, `free_with`, `margin_with`) are those of
+`execution.positions.margin` (the linear rule, and the portfolio rule for the groups that hold an
+option position). The fast path (an account with no position record on an option series, placing
+on a perpetual) is the linear rule alone, unchanged; anything else takes the full path: the base of
+a placement on a market whose group is or may become portfolio margined is a `GroupBase`, which
+carries the group's other positions so that `free_with` can judge the group with a new position.
 """
 
 from __future__ import annotations
@@ -29,10 +35,17 @@ from execution.markets import Market, scale_floor
 from execution.positions.funding_index import Settlements, load_funding_index, settled
 from execution.positions.holders import index_holder
 from execution.positions.margin import (
+    Entry,
     MarginSummary,
+    Portfolio,
+    PriceFn,
+    group_requirements,
     initial_requirement,
+    is_option_position,
     maintenance_requirement,
     position_value,
+    requirements,
+    underlying_of,
 )
 from execution.positions.position import Position, index_owner_market, owner_markets
 from execution.state import StateReader, StateView, read_record
@@ -144,7 +157,8 @@ def _collateral(state: StateReader, owner: bytes) -> int:
 
 def _other_markets(ctx: ExchangeContext, state: StateReader, owner: bytes, market_id: int) -> tuple[int, int]:
     """(collateral + the value of the owner's positions on every other market, their initial
-    requirement with orders)."""
+    requirement with orders); a `GroupBase` instead when the account holds an option series or
+    `market_id` is one (the full path)."""
     value = _collateral(state, owner)
     initial = 0
     prefix = schema.position_prefix(owner)  # position_key(owner, id) = prefix + the id's bytes
@@ -155,18 +169,84 @@ def _other_markets(ctx: ExchangeContext, state: StateReader, owner: bytes, marke
         if position is None:
             continue
         market = ctx.market(state, other)
+        if market.option is not None:
+            return _group_base(ctx, state, owner, market_id)
         price = ctx.price(state, other)
         position = settled(position, ctx.funding_index(state, other))  # pending funding
         value += position_value(market, position, price)
         initial += initial_requirement(market, position, price)
+    if ctx.market(state, market_id).option is not None:
+        return _group_base(ctx, state, owner, market_id)
     return value, initial
+
+
+class GroupBase(tuple[int, int]):
+    """`base_of` on a market whose group may be portfolio margined with the position on it: as a
+    tuple (collateral + the value of every other position, the initial requirement of the other
+    positions by themselves), and the group: `underlying`, its oracle price `spot`, the owner's
+    other positions in the group `group`, the initial requirement of the positions outside the
+    group `outside`, and the `portfolio` inputs (marks, parameters) read through the view."""
+
+    underlying: int
+    spot: int
+    group: list[Entry]
+    outside: int
+    portfolio: Portfolio
+
+
+def _entries(
+    ctx: ExchangeContext, state: StateReader, owner: bytes, skip: int | None
+) -> tuple[int, list[Entry]]:
+    """(collateral + the value of every position but the one on `skip`, those positions as
+    entries by market id)."""
+    value = _collateral(state, owner)
+    entries: list[Entry] = []
+    prefix = schema.position_prefix(owner)
+    for other in owner_markets(state, owner):
+        if other == skip:
+            continue
+        position = read_record(state, prefix + schema.market_id_bytes(other), Position.decode)
+        if position is None:
+            continue
+        market = ctx.market(state, other)
+        price = ctx.price(state, other)
+        position = settled(position, ctx.funding_index(state, other))
+        value += position_value(market, position, price)
+        entries.append((market, position, price))
+    return value, entries
+
+
+def _prices(ctx: ExchangeContext, state: StateReader) -> PriceFn:
+    return lambda market_id: ctx.price(state, market_id)
+
+
+def _group_base(ctx: ExchangeContext, state: StateReader, owner: bytes, market_id: int) -> tuple[int, int]:
+    """The full path of `_other_markets`: a plain tuple when the group of `market_id` stays linear
+    whatever the position on it (a perpetual whose series hold no option position of the owner),
+    else a `GroupBase`."""
+    value, entries = _entries(ctx, state, owner, market_id)
+    prices = _prices(ctx, state)
+    initial = requirements(entries, state, prices)[0]
+    target = ctx.market(state, market_id)
+    underlying = underlying_of(target)
+    group = [entry for entry in entries if underlying_of(entry[0]) == underlying]
+    if target.option is None and not any(is_option_position(m, p) for m, p, _ in group):
+        return value, initial
+    base = GroupBase((value, initial))
+    base.underlying = underlying
+    base.spot = ctx.price(state, underlying)
+    base.group = group
+    base.outside = requirements([e for e in entries if underlying_of(e[0]) != underlying], state, prices)[0]
+    base.portfolio = Portfolio(state, prices)
+    return base
 
 
 def account_margin(ctx: ExchangeContext, state: StateReader, owner: bytes) -> MarginSummary:
     """The account figures of `execution.positions.margin.margin_summary` (same formula), read key
     by key over the owner's markets with the context's prices and funding indexes. The loop is
     `_other_markets`' with maintenance added: one generator shared by both cost serial bench exec
-    3-5% (the placement check calls `_other_markets` for every order)."""
+    3-5% (the placement check calls `_other_markets` for every order). An account with a position
+    record on an option series takes the full path (`requirements`)."""
     value = _collateral(state, owner)
     initial = maintenance = 0
     prefix = schema.position_prefix(owner)
@@ -175,6 +255,10 @@ def account_margin(ctx: ExchangeContext, state: StateReader, owner: bytes) -> Ma
         if position is None:
             continue
         market = ctx.market(state, market_id)
+        if market.option is not None:
+            value, entries = _entries(ctx, state, owner, None)
+            initial, maintenance = requirements(entries, state, _prices(ctx, state))
+            return MarginSummary(value, initial, maintenance, value - initial)
         price = ctx.price(state, market_id)
         position = settled(position, ctx.funding_index(state, market_id))
         value += position_value(market, position, price)
@@ -192,13 +276,32 @@ def base_of(ctx: ExchangeContext, state: StateReader, owner: bytes, market_id: i
 
 
 def free_with(market: Market, base: tuple[int, int], position: Position, price: int) -> int:
-    """Free collateral (value - initial requirement with orders) with `position` on `market`."""
-    return (
-        base[0]
-        + position_value(market, position, price)
-        - base[1]
-        - initial_requirement(market, position, price)
-    )
+    """Free collateral (value - initial requirement with orders) with `position` on `market` (at
+    oracle price `price`)."""
+    if type(base) is tuple:
+        return (
+            base[0]
+            + position_value(market, position, price)
+            - base[1]
+            - initial_requirement(market, position, price)
+        )
+    value, initial = margin_with(market, base, position, price)
+    return value - initial
+
+
+def margin_with(market: Market, base: tuple[int, int], position: Position, price: int) -> tuple[int, int]:
+    """(account value, initial requirement with orders) with `position` on `market` at `price`
+    and `base` (`base_of`) for the rest. A `GroupBase` judges the group with the position (the
+    group's spot is `price` when `market` is its perpetual)."""
+    value = base[0] + position_value(market, position, price)
+    if not isinstance(base, GroupBase):
+        return value, base[1] + initial_requirement(market, position, price)
+    group = list(base.group)
+    if not position.is_empty:
+        group.append((market, position, price))
+    spot = price if market.market_id == base.underlying else base.spot
+    initial = group_requirements(base.underlying, group, spot, base.portfolio)[0]
+    return value, base.outside + initial
 
 
 # -- persistence of orders --------------------------------------------------------------------------

@@ -40,7 +40,18 @@ from execution.exchange.trigger_book import (
 )
 from execution.markets import Market, load_markets
 from execution.state import StateReader, StateView
-from execution.tx import Action, AmendOrder, CancelAll, CancelOrder, OracleVote, PlaceOrder, Transfer
+from execution.tx import (
+    Action,
+    AmendOrder,
+    CancelAll,
+    CancelOrder,
+    CancelTwap,
+    OracleVote,
+    PlaceOrder,
+    PlaceTwap,
+    Transfer,
+    VolVote,
+)
 from primitives import codec
 from primitives.keys import Address
 from storage import schema
@@ -212,7 +223,7 @@ def expire_orders(view: StateView, books: Books, height: int) -> list[Event]:
 
 
 def _action_is_non_taking(action: Action, books: Books) -> bool:
-    if isinstance(action, Transfer | CancelOrder | CancelAll | OracleVote):
+    if isinstance(action, Transfer | CancelOrder | CancelAll | OracleVote | VolVote | PlaceTwap | CancelTwap):
         return True
     if isinstance(action, PlaceOrder):
         return action.tif == TimeInForce.POST_ONLY

@@ -3,7 +3,8 @@
 Validation (check_tx runs only this part, against the check state, and never touches a book):
 UNKNOWN_MARKET; INVALID_ORDER (side not 0/1, tif not 0-3, unknown flag bits, size or price 0,
 good_til_block already past; later, before the reduce-only rule: a size or notional beyond
-`MAX_EXPOSURE`); OFF_TICK; OFF_STEP; BELOW_MIN_SIZE; REDUCE_ONLY_WOULD_INCREASE (a reduce-only
+`MAX_EXPOSURE`); OFF_TICK; OFF_STEP; BELOW_MIN_SIZE; MARKET_CLOSED (an option series that has
+expired and settled, before the size rule); REDUCE_ONLY_WOULD_INCREASE (a reduce-only
 order that is not "only reducing", see `execution.positions.margin.order_only_reduces`);
 MARKET_STALE (a stale oracle price: only reducing orders are accepted); RATE_LIMITED (more than
 `max_orders_per_block` places and amends by the account on the market in this block; check_tx
@@ -33,18 +34,13 @@ from execution.exchange.fills import (
     base_of,
     credit_fees,
     free_with,
+    margin_with,
     settle,
     write_order,
 )
 from execution.exchange.orderbook import CancelReason, Order, OrderCancelled, PlaceStatus, Side, TimeInForce
 from execution.markets import Market
-from execution.positions.margin import (
-    initial_requirement,
-    order_only_reduces,
-    position_value,
-    trade_fee,
-    worst_loss,
-)
+from execution.positions.margin import order_only_reduces, trade_fee, worst_loss
 from execution.positions.position import Position
 from execution.state import StateView
 from execution.tx import PlaceOrder
@@ -125,6 +121,8 @@ def validate_placement(
     will be when the order is placed); whether the order is exempt from the margin check."""
     side, size = request.side, request.size
     owner = sender.raw
+    if ctx.is_closed(view, market):
+        raise ActionError(Code.MARKET_CLOSED, f"{market.ticker} has expired and settled: it takes no orders")
     if (
         abs(position.size) + position.open_buy + position.open_sell + size > MAX_EXPOSURE
         or size * request.price > MAX_EXPOSURE * 10 ** max(0, -market.quantum_conversion_exponent)
@@ -206,10 +204,8 @@ def placement_margin_error(
     `where` says at which price it was judged (empty: the oracle's)."""
     loss = worst_loss(market, side, size, limit, oracle)
     fee = trade_fee(market, size, limit, market.taker_fee_ppm)
-    base_value, base_initial = base_of(ctx, view, owner, market.market_id)
-    with_order = position.with_orders(side, size)
-    value = base_value + position_value(market, with_order, oracle)
-    initial = base_initial + initial_requirement(market, with_order, oracle)
+    base = base_of(ctx, view, owner, market.market_id)
+    value, initial = margin_with(market, base, position.with_orders(side, size), oracle)
     if value - loss - fee >= initial:
         return None
     return (

@@ -1,7 +1,8 @@
 """Validators' price votes and their aggregation into the chain price at the end of each block.
 
 Votes (`apply_oracle_vote`): the action's `prices` must have strictly increasing market ids, each a
-known market (UNKNOWN_MARKET), and prices > 0 (INVALID_ORACLE_VOTE); the signer must be in the
+known market (UNKNOWN_MARKET) that is not an option series (whose price is the chain's mark,
+`execution.risk.option_series`), and prices > 0 (INVALID_ORACLE_VOTE); the signer must be in the
 validator registry (`execution.validators`) with power > 0 (NOT_A_VALIDATOR). A vote overwrites the
 validator's previous vote on each market it names.
 
@@ -68,8 +69,15 @@ def vote_error(state: StateReader, sender: Address, action: OracleVote) -> Actio
         previous = market_id
         if price <= 0:
             return ActionError(Code.INVALID_ORACLE_VOTE, f"prices[{i}]: price must be positive, got {price}")
-        if load_market(state, market_id) is None:
+        market = load_market(state, market_id)
+        if market is None:
             return ActionError(Code.UNKNOWN_MARKET, f"prices[{i}]: unknown market {market_id}")
+        if market.option is not None:
+            return ActionError(
+                Code.INVALID_ORACLE_VOTE,
+                f"prices[{i}]: {market.ticker} is an option series: its price is the chain's mark "
+                "(vote its underlying's price and implied volatility)",
+            )
     return None
 
 

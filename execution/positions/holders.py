@@ -154,3 +154,9 @@ def crossed(view: StateView, market_id: int, price: int, up: int, down: int, rat
         for key, _ in view.iterate(high, start=high + _order_key(-((price + 1) * d + down * n) + 1))
     )
     return found
+
+
+def unknown_band_holders(view: StateView, market_id: int) -> list[bytes]:
+    """The holders of `market_id` whose band is unknown, in key order (one range read)."""
+    owner_at = -schema.OWNER_SIZE
+    return [key[owner_at:] for key, _ in view.iterate(_unknown_prefix(market_id))]

@@ -11,6 +11,9 @@ for, >= `interval_seconds`), `interest_ppm` (100 per rate period: dYdX's 0.01% p
 and `clamp_ppm` of the former per-interval rule are refused, naming their replacements
 (`RENAMED_FIELDS`).
 
+Option series (`Market.option`) pay no funding and take no samples: everything below is of the
+perpetuals.
+
 Premium (every block, `funding_end_block`, per market in id order). The impact bid is the average
 price of selling `impact_notional` quote into the bids (levels best first, the last one partly),
 the impact ask that of buying it from the asks; a side whose whole depth is worth less than
@@ -323,6 +326,8 @@ def funding_end_block(view: StateView, ctx: ExchangeContext, height: int, block_
     events: list[Event] = []
     insurance = 0
     for market in books.markets():
+        if market.option is not None:  # option series pay no funding
+            continue
         market_id = market.market_id
         funding = before = load_market_funding(view, market_id)
         stored = load_price(view, market_id)

@@ -36,7 +36,9 @@ pass checks them. Sizes are per block: what does not fill waits for the next blo
 
 Health (`insurance_fund_health`, read for metrics): the fund's balance, its account value at the
 oracle prices (positions included, each settled to its market's funding index, as
-`execution.positions.margin` counts it), its maintenance requirement and its open positions.
+`execution.positions.margin` counts it), its maintenance requirement (the portfolio rule for a group
+that holds an option position, as `execution.positions.margin.requirements` counts it) and its open
+positions.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from execution.exchange.events import make_event
 from execution.exchange.placement import liquidation_match
 from execution.markets import Market, rotated, slice_size
 from execution.positions.funding_index import INSURANCE_FUND, settled
-from execution.positions.margin import maintenance_requirement, position_value
+from execution.positions.margin import Entry, maintenance_requirement, position_value, requirements
 from execution.positions.position import BUY, SELL, Position, load_position, owner_markets, store_position
 from execution.state import StateReader, StateView
 from primitives import codec
@@ -223,6 +225,7 @@ def insurance_fund_health(state: StateReader, ctx: ExchangeContext) -> FundHealt
     funding indexes (a non-live context over `state` will do), and its open positions."""
     balance = load_account(state, INSURANCE_FUND).balance
     value, maintenance, open_positions = balance, 0, 0
+    held: list[Entry] = []
     for market_id in owner_markets(state, INSURANCE_FUND.raw):
         position = load_position(state, INSURANCE_FUND, market_id)
         if position.is_empty:
@@ -233,4 +236,7 @@ def insurance_fund_health(state: StateReader, ctx: ExchangeContext) -> FundHealt
         value += position_value(market, position, price)
         maintenance += maintenance_requirement(market, position, price)
         open_positions += int(position.size != 0)
+        held.append((market, position, price))
+    if any(market.option is not None for market, _, _ in held):
+        maintenance = requirements(held, state, lambda market_id: ctx.price(state, market_id))[1]
     return FundHealth(balance=balance, value=value, maintenance=maintenance, open_positions=open_positions)

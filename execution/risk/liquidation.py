@@ -11,11 +11,12 @@ block), `min_liquidation_notional` (1000000000 quote quantums: $1,000), `stale_h
 Figures (`execution.positions.margin`, at the oracle prices, q = 10**quantum_conversion_exponent, every
 position settled to its market's funding index: `account_health`, as `margin_summary` counts it;
 `ExchangeContext.funding_index` caches the index, which changes only in the funding phase just
-before this pass, which updates the cache): an account is **liquidatable** when it has a non-zero
-position and `value < maintenance`. It is **bankrupt** when `value < 0`. The **bankruptcy price**
-of its position of size s on market m is the price at which closing the whole position brings the
-account value to 0, every other position at its oracle price: with `rest = value - floor(s * P_m *
-q)` (the account value without m's mark),
+before this pass, which updates the cache; the maintenance requirement is the portfolio rule's for
+a group holding an option position, the linear rule's otherwise): an account is **liquidatable**
+when it has a non-zero position and `value < maintenance`. It is **bankrupt** when `value < 0`.
+The **bankruptcy price** of its position of size s on market m is the price at which closing the
+whole position brings the account value to 0, every other position at its oracle price: with
+`rest = value - floor(s * P_m * q)` (the account value without m's mark),
 
     B = -rest / (s * q)          (subticks, a rational number)
 
@@ -39,7 +40,11 @@ Candidates (detection costs what changed, never every account)
        maintenance, widened by three quote quantums: two for the roundings of the figures, one
        for that of a later funding settlement); with k > 1 (`_multi_bands`) the cushion value -
        maintenance (less 3k) is split evenly and each market's band is how far its price may move
-       before its share is used up; no cushion: unknown, checked on every move. Funding paid since
+       before its share is used up; no cushion, or a portfolio-margined group (whose requirement
+       moves with its underlying's price, vol and time, not with one price): unknown, checked on
+       every move of any market it holds; and for every perpetual that moved, the holders with an
+       unknown band of its option series (the series' mark may round to the same price). Funding
+       paid since
        a band was computed shrinks it by at most `funding_shift_rate` subticks per index unit on
        the payers' side (the holder index keeps what the clocks need). A band is refreshed
        whenever its account is checked (`_refresh_bands`), and every change to an account between
@@ -77,7 +82,11 @@ One liquidation step of an account (`_Step`)
        close at the oracle price, less its fee, would leave value >= maintenance; the whole
        position when none does), at most the position, at the bankruptcy price or better (so an
        account is cleared in one step when the book is deep enough, as on Hyperliquid, and a
-       slightly unhealthy one closes only a part, as on dYdX);
+       slightly unhealthy one closes only a part, as on dYdX). The restoring part assumes the
+       linear rule, so a position in a portfolio-margined group (the perpetual and the option
+       series of an underlying with an option position) closes the block's slice alone, never a
+       "restoring" part computed by the wrong rule: the account stays queued and closes a further
+       slice in each following block while it is liquidatable;
     2. the liquidation fee `ceil(closed notional * fee_ppm / 1e6)`, capped at the account value
        after the fill (never below 0), from the position's quote balance to `INSURANCE_FUND`;
        for a LIQUIDATE action, then the reward `floor(closed notional * liquidator_reward_ppm /
@@ -88,7 +97,8 @@ One liquidation step of an account (`_Step`)
        account is bankrupt: the backstop. The insurance fund takes over the whole remaining
        position at the bankruptcy price if, with it, the fund's value stays >= its maintenance
        requirement ("while its balance can pay the loss"; the fund is an ordinary account whose
-       positions count, and it is never its own backstop); else **deleveraging** (counted towards
+       positions count, by the same rules, portfolio margin included, and it is never its own
+       backstop); else **deleveraging** (counted towards
        `max_deleverages_per_block` unless the account is bankrupt) against the opposite positions
        of the market, found by a scan of that market's holder index (once per market and side in
        a pass, kept current after it from what the pass writes: `Counterparties`):
@@ -154,8 +164,15 @@ from execution.positions.funding_index import (
     load_settled_position,
     settled,
 )
-from execution.positions.holders import Rate, crossed, set_band
-from execution.positions.margin import maintenance_requirement, position_value
+from execution.positions.holders import Rate, crossed, set_band, unknown_band_holders
+from execution.positions.margin import (
+    Entry,
+    maintenance_requirement,
+    portfolio_groups,
+    position_value,
+    requirements,
+    underlying_of,
+)
 from execution.positions.position import (
     Position,
     load_position,
@@ -266,12 +283,18 @@ def init_liquidation_state(view: StateView, params: LiquidationParams) -> None:
 @dataclass(slots=True)
 class Health:
     """An account's value and maintenance requirement at the oracle prices, with its positions
-    (market, position settled to the market's funding index, oracle price), by market id."""
+    (market, position settled to the market's funding index, oracle price), by market id, and the
+    underlyings of its portfolio-margined groups (`execution.positions.margin`), ascending."""
 
     owner: bytes
     value: int
     maintenance: int
     held: list[tuple[Market, Position, int]] = field(default_factory=list)
+    portfolio: tuple[int, ...] = ()
+
+    def in_portfolio(self, market: Market) -> bool:
+        """Whether `market`'s position is margined by the portfolio rule (its group is)."""
+        return bool(self.portfolio) and underlying_of(market) in self.portfolio
 
     @property
     def has_open_position(self) -> bool:
@@ -293,10 +316,12 @@ def account_health(view: StateReader, ctx: ExchangeContext, owner: bytes) -> Hea
     market it has one on (`owner_markets`; no prefix scan). Each position counts as settled to its
     market's funding index (`execution.positions.funding_index.settled`, as
     `execution.positions.margin.margin_summary` counts it): its pending funding is part of the
-    value, rounded as settlement rounds."""
+    value, rounded as settlement rounds. The maintenance requirement is `margin_summary`'s: the
+    portfolio rule for the groups that hold an option position (`requirements`), else linear."""
     address = Address(owner)
     value = load_account(view, address).balance
     maintenance = 0
+    options = False
     held: list[tuple[Market, Position, int]] = []
     for market_id in owner_markets(view, owner):
         market = ctx.market(view, market_id)
@@ -308,7 +333,11 @@ def account_health(view: StateReader, ctx: ExchangeContext, owner: bytes) -> Hea
         value += position_value(market, position, price)
         maintenance += maintenance_requirement(market, position, price)
         held.append((market, position, price))
-    return Health(owner, value, maintenance, held)
+        options = options or market.option is not None
+    if not options:
+        return Health(owner, value, maintenance, held)
+    maintenance = requirements(held, view, lambda market_id: ctx.price(view, market_id))[1]
+    return Health(owner, value, maintenance, held, tuple(portfolio_groups(held)))
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -326,13 +355,14 @@ def _haircut_price(price: int, size: int, haircut_ppm: int) -> int:
 def _band(health: Health) -> tuple[int, int] | None:
     """The healthy band `(lo, hi)` of the account: every price lo < P < hi of its one open
     position's market keeps it healthy (at the funding index of `health`); None (unknown) unless it
-    has exactly one open position. With K = value - floor(s * P * q) (independent of P) the account
-    is liquidatable iff K + floor(s*P*q) < ceil(|s|*P*q*mmf/1e6), which implies K - 2 <
-    P*q*(|s|*mmf/1e6 - s); one more quote quantum is kept for the rounding of a later funding
-    settlement (`_funding_shift`): liquidatable implies for a long P < (3 - K) * 1e6 / (q * s *
-    (1e6 - mmf)), for a short P > (K - 3) * 1e6 / (q * |s| * (1e6 + mmf))."""
+    has exactly one open position and no portfolio-margined group. With K = value - floor(s * P *
+    q) (independent of P) the account is liquidatable iff K + floor(s*P*q) <
+    ceil(|s|*P*q*mmf/1e6), which implies K - 2 < P*q*(|s|*mmf/1e6 - s); one more quote quantum is
+    kept for the rounding of a later funding settlement (`_funding_shift`): liquidatable implies
+    for a long P < (3 - K) * 1e6 / (q * s * (1e6 - mmf)), for a short P > (K - 3) * 1e6 / (q * |s|
+    * (1e6 + mmf))."""
     open_positions = [entry for entry in health.held if entry[1].size]
-    if len(open_positions) != 1:
+    if len(open_positions) != 1 or health.portfolio:
         return None
     return _single_band(health, *open_positions[0])
 
@@ -398,9 +428,16 @@ def funding_shift_rate(market: Market) -> Rate:
 
 def _refresh_bands(view: StateView, ctx: ExchangeContext, health: Health, marks: Marks) -> None:
     """Record the account's band on every market it holds (`execution.positions.holders.set_band`),
-    with the funding clock of its side (the band holds at the funding index `health` counted)."""
+    with the funding clock of its side (the band holds at the funding index `health` counted). An
+    account with a portfolio-margined group has no band (unknown: checked on every move)."""
     open_positions = [entry for entry in health.held if entry[1].size]
-    bands = [_band(health)] if len(open_positions) == 1 else _multi_bands(health, open_positions)
+    bands: list[tuple[int, int] | None]
+    if health.portfolio:
+        bands = [None] * len(open_positions)
+    elif len(open_positions) == 1:
+        bands = [_band(health)]
+    else:
+        bands = _multi_bands(health, open_positions)
     for (market, position, _), band in zip(open_positions, bands, strict=True):
         market_id = market.market_id
         set_band(
@@ -504,11 +541,18 @@ def candidates(view: StateView, ctx: ExchangeContext, marks: Marks | None = None
     found: dict[bytes, None] = dict.fromkeys(load_queue(view))
     for owner in ctx.touched_owners:
         found[owner] = None
+    moved: dict[int, None] = {}
     for market in moved_markets(view, ctx, marks):
         market_id = market.market_id
+        moved[market_id] = None
         price, up, down = ctx.price(view, market_id), *marks.clocks(view, market_id)
         for owner in crossed(view, market_id, price, up, down, funding_shift_rate(market)):
             found[owner] = None
+    for market in ctx.markets(view):  # a series whose underlying moved, its own mark perhaps not
+        option = market.option
+        if option is not None and option.underlying_id in moved and market.market_id not in moved:
+            for owner in unknown_band_holders(view, market.market_id):
+                found[owner] = None
     return list(found)
 
 
@@ -744,7 +788,10 @@ class _Step:
             market, whole, params.max_position_fraction_ppm, params.min_liquidation_notional, price
         )
         by_slice = max(0, by_slice - closed)
-        wanted = min(abs(size), max(by_slice, _restoring_size(params, market, health, size, price)))
+        if health.in_portfolio(market):  # the restoring size assumes the linear rule: the slice
+            wanted = min(abs(size), by_slice)
+        else:
+            wanted = min(abs(size), max(by_slice, _restoring_size(params, market, health, size, price)))
         filled = 0
         if wanted > 0 and limit > 0 and ctx.books is not None:
             side = 1 if size > 0 else 0
@@ -848,11 +895,17 @@ class _Step:
         entry = fund.position(market.market_id)
         current = Position() if entry is None else entry[1]
         after = Position(size=current.size + size)
-        maintenance = (
-            fund.maintenance
-            - maintenance_requirement(market, current, price)
-            + maintenance_requirement(market, after, price)
-        )
+        if fund.portfolio or market.option is not None:
+            view, ctx = self.view, self.ctx
+            entries: list[Entry] = [e for e in fund.held if e[0].market_id != market.market_id]
+            entries.append((market, after, price))
+            maintenance = requirements(entries, view, lambda market_id: ctx.price(view, market_id))[1]
+        else:
+            maintenance = (
+                fund.maintenance
+                - maintenance_requirement(market, current, price)
+                + maintenance_requirement(market, after, price)
+            )
         # the fund pays X for a position worth floor(s*P*q): its value changes by the account's value
         return fund.value + account_value >= maintenance and fund.value + account_value >= 0
 

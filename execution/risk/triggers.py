@@ -244,6 +244,8 @@ def apply_place_trigger(
     market = ctx.market(view, action.market_id)
     market_id = market.market_id
     price = _check_trigger_shape(market, action, ctx.height)
+    if ctx.is_closed(view, market):
+        raise ActionError(Code.MARKET_CLOSED, f"{market.ticker} has expired and settled: it takes no orders")
     owner = sender.raw
     positions = Positions(view, market_id)
     position = positions.get(owner)

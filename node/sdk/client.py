@@ -27,7 +27,7 @@ from node.sdk import core
 from node.sdk.core import Amount
 from node.sdk.errors import InputError, RPCError
 from node.sdk.rpc import DEFAULT_TIMEOUT, AsyncTransport, Transport
-from node.sdk.types import Account, Book, Fill, Liquidations, TxResult
+from node.sdk.types import Account, Book, Fill, Liquidations, Twap, TxResult
 from primitives.keys import PrivateKey
 
 DEFAULT_NODE = "http://127.0.0.1:26657"
@@ -246,6 +246,57 @@ class Client:
     ) -> TxResult:
         return self.send([core.amend_action(self.market(market), order_id, size, price)], fee=fee)
 
+    def twap(
+        self,
+        market: str,
+        side: str,
+        size: Amount,
+        *,
+        slices: int,
+        interval_blocks: int,
+        max_slippage: Amount = DEFAULT_SLIPPAGE,
+        reduce_only: bool = False,
+        fee: int | None = None,
+    ) -> TxResult:
+        """A TWAP order (`core.twap_action`); its id is `result.twap_id()`."""
+        action = core.twap_action(
+            self.market(market), side, size, slices=slices, interval_blocks=interval_blocks,
+            max_slippage=max_slippage, reduce_only=reduce_only,
+        )  # fmt: skip
+        return self.send([action], fee=fee)
+
+    place_twap = twap
+
+    def cancel_twap(self, market: str, twap_id: int, *, fee: int | None = None) -> TxResult:
+        return self.send([core.cancel_twap_action(self.market(market), twap_id)], fee=fee)
+
+    def scale(
+        self,
+        market: str,
+        side: str,
+        size: Amount,
+        *,
+        count: int,
+        start_price: Amount,
+        end_price: Amount,
+        tif: str = "gtc",
+        reduce_only: bool = False,
+        client_id_base: int = 0,
+        fee: int | None = None,
+    ) -> TxResult:
+        """A scale order (`core.scale_action`): `count` limit orders from `start_price` to `end_price`."""
+        action = core.scale_action(
+            self.market(market), side, size, count=count, start_price=start_price, end_price=end_price,
+            tif=tif, reduce_only=reduce_only, client_id_base=client_id_base,
+        )  # fmt: skip
+        return self.send([action], fee=fee)
+
+    place_scale = scale
+
+    def twaps(self, address: str | None = None) -> list[Twap]:
+        """The live TWAPs of `address` (default: the client's key's)."""
+        return core.twaps(self.query(f"/twaps/{address or self.address}"), self.markets())
+
     def transfer(self, to: str, amount: Amount, *, fee: int | None = None) -> TxResult:
         """Send `amount` USD of quote to the address `to`."""
         return self.send([core.transfer_action(to, amount)], fee=fee)
@@ -417,6 +468,54 @@ class AsyncClient:
         self, market: str, order_id: int, *, size: Amount, price: Amount, fee: int | None = None
     ) -> TxResult:
         return await self.send([core.amend_action(await self.market(market), order_id, size, price)], fee=fee)
+
+    async def twap(
+        self,
+        market: str,
+        side: str,
+        size: Amount,
+        *,
+        slices: int,
+        interval_blocks: int,
+        max_slippage: Amount = DEFAULT_SLIPPAGE,
+        reduce_only: bool = False,
+        fee: int | None = None,
+    ) -> TxResult:
+        action = core.twap_action(
+            await self.market(market), side, size, slices=slices, interval_blocks=interval_blocks,
+            max_slippage=max_slippage, reduce_only=reduce_only,
+        )  # fmt: skip
+        return await self.send([action], fee=fee)
+
+    place_twap = twap
+
+    async def cancel_twap(self, market: str, twap_id: int, *, fee: int | None = None) -> TxResult:
+        return await self.send([core.cancel_twap_action(await self.market(market), twap_id)], fee=fee)
+
+    async def scale(
+        self,
+        market: str,
+        side: str,
+        size: Amount,
+        *,
+        count: int,
+        start_price: Amount,
+        end_price: Amount,
+        tif: str = "gtc",
+        reduce_only: bool = False,
+        client_id_base: int = 0,
+        fee: int | None = None,
+    ) -> TxResult:
+        action = core.scale_action(
+            await self.market(market), side, size, count=count, start_price=start_price, end_price=end_price,
+            tif=tif, reduce_only=reduce_only, client_id_base=client_id_base,
+        )  # fmt: skip
+        return await self.send([action], fee=fee)
+
+    place_scale = scale
+
+    async def twaps(self, address: str | None = None) -> list[Twap]:
+        return core.twaps(await self.query(f"/twaps/{address or self.address}"), await self.markets())
 
     async def transfer(self, to: str, amount: Amount, *, fee: int | None = None) -> TxResult:
         return await self.send([core.transfer_action(to, amount)], fee=fee)

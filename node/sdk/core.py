@@ -16,13 +16,24 @@ from execution.fees import FeeParams
 from execution.markets import (
     MARKET_FIELDS,
     Market,
+    OptionTerms,
     human_to_price,
     human_to_quote,
     human_to_size,
     price_to_human,
     size_to_human,
 )
-from execution.tx import AmendOrder, CancelAll, CancelOrder, PlaceOrder, PlaceTrigger, Transfer
+from execution.tx import (
+    AmendOrder,
+    CancelAll,
+    CancelOrder,
+    CancelTwap,
+    PlaceOrder,
+    PlaceScale,
+    PlaceTrigger,
+    PlaceTwap,
+    Transfer,
+)
 from node.sdk.errors import InputError, RPCError, TxError
 from node.sdk.types import (
     Account,
@@ -35,6 +46,7 @@ from node.sdk.types import (
     Position,
     QueuedAccount,
     RestingOrder,
+    Twap,
     TxResult,
 )
 from primitives.keys import Address
@@ -85,8 +97,21 @@ def fee_params(value: Any) -> FeeParams:
 
 
 def market_from_query(item: Mapping[str, Any]) -> Market:
-    """A `Market` from one item of the `/markets` query (integers as strings)."""
-    return Market(int(item["id"]), str(item["ticker"]), *(int(item[name]) for name in MARKET_FIELDS[2:]))
+    """A `Market` from one item of the `/markets` query (integers as strings; an option series'
+    terms from its `option` object)."""
+    option = item.get("option")
+    terms = (
+        None
+        if option is None
+        else OptionTerms(
+            underlying_id=int(option["underlying"]),
+            expiry_ns=int(option["expiry_ns"]),
+            strike=int(option["strike"]),
+            call=option["type"] == "call",
+        )
+    )
+    values: dict[str, Any] = {name: int(item[name]) for name in MARKET_FIELDS[2:]}
+    return Market(market_id=int(item["id"]), ticker=str(item["ticker"]), option=terms, **values)
 
 
 def market_named(markets: Mapping[str, Market], ticker: str) -> Market:
@@ -230,6 +255,96 @@ def stop_action(
         REDUCE_ONLY if reduce_only else 0,
         client_id,
     )
+
+
+def slippage_ppm(slippage: Amount) -> int:
+    """A fraction ("0.01": 1%) as exact parts per million; InputError if finer or not in (0, 1)."""
+    try:
+        ppm = Decimal(slippage) * 1_000_000
+    except ArithmeticError:
+        raise InputError(f"slippage: a decimal fraction, got {slippage!r}") from None
+    if ppm != ppm.to_integral_value() or not 0 < ppm < 1_000_000:
+        raise InputError(f"slippage: a fraction in (0, 1) in steps of 0.000001, got {slippage}")
+    return int(ppm)
+
+
+def twap_action(
+    market: Market,
+    side: str,
+    size: Amount,
+    *,
+    slices: int,
+    interval_blocks: int,
+    max_slippage: Amount,
+    reduce_only: bool = False,
+) -> PlaceTwap:
+    """A TWAP: `size` in `slices` IOC orders, one every `interval_blocks` blocks, each at the oracle
+    price moved by at most `max_slippage` (a fraction) against the trader."""
+    return PlaceTwap(
+        market.market_id,
+        side_code(side),
+        size_units(market, size),
+        slices,
+        interval_blocks,
+        slippage_ppm(max_slippage),
+        REDUCE_ONLY if reduce_only else 0,
+    )
+
+
+def cancel_twap_action(market: Market, twap_id: int) -> CancelTwap:
+    return CancelTwap(market.market_id, twap_id)
+
+
+def scale_action(
+    market: Market,
+    side: str,
+    size: Amount,
+    *,
+    count: int,
+    start_price: Amount,
+    end_price: Amount,
+    tif: str = "gtc",
+    reduce_only: bool = False,
+    client_id_base: int = 0,
+) -> PlaceScale:
+    """A scale order: `count` limit orders from `start_price` to `end_price` whose sizes sum to
+    `size`; `tif` "gtc" or "post-only"; order k gets client id `client_id_base + k` (0: none)."""
+    if tif not in ("gtc", "post-only"):
+        raise InputError(f"tif: gtc or post-only, got {tif!r}")
+    return PlaceScale(
+        market.market_id,
+        side_code(side),
+        size_units(market, size),
+        count,
+        price_units(market, start_price),
+        price_units(market, end_price),
+        TIME_IN_FORCE[tif],
+        REDUCE_ONLY if reduce_only else 0,
+        client_id_base,
+    )
+
+
+def twaps(value: Mapping[str, Any], markets: Mapping[str, Market]) -> list[Twap]:
+    """The live TWAPs of the `/twaps/<address>` query."""
+    out = []
+    for item in value.get("twaps") or ():
+        market = markets[str(item["market"])]
+        out.append(
+            Twap(
+                twap_id=int(item["twap_id"]),
+                market=market.ticker,
+                side=str(item["side"]),
+                size=Decimal(size_to_human(market, int(item["size"]))),
+                remaining=Decimal(size_to_human(market, int(item["remaining"]))),
+                filled=Decimal(size_to_human(market, int(item["filled"]))),
+                slices_left=int(item["slices_left"]),
+                interval_blocks=int(item["interval_blocks"]),
+                next_height=int(item["next_height"]),
+                max_slippage_ppm=int(item["max_slippage_ppm"]),
+                reduce_only=bool(item["reduce_only"]),
+            )
+        )
+    return out
 
 
 def cancel_action(

@@ -36,6 +36,27 @@ class TxResult:
     def fills(self) -> list[Event]:
         return [e for e in self.events if e.type == "order_filled"]
 
+    def twap_id(self) -> int | None:
+        """The id of the TWAP the transaction placed (None if it placed none)."""
+        return next((int(e.get("twap_id")) for e in self.events if e.type == "twap_placed"), None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Twap:
+    """A live TWAP (`/twaps/<address>`): sizes in base units, the next slice's height."""
+
+    twap_id: int
+    market: str
+    side: str
+    size: Decimal
+    remaining: Decimal
+    filled: Decimal
+    slices_left: int
+    interval_blocks: int
+    next_height: int
+    max_slippage_ppm: int
+    reduce_only: bool
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Level:

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from execution.codes import Code
 from execution.fees import FeeParams
-from execution.markets import default_markets
+from execution.markets import OPTION_TICKER_PATTERN, default_markets
 from genesis.genesis import load_genesis, save_genesis
 from node.cli import main
 from node.config import load_config, write_config
@@ -155,7 +155,11 @@ async def test_clients_and_examples_against_a_node(trading_node: ChainHome) -> N
     chain = trading_node
     keys = KeyStore(chain.home)
     with Client(chain.rpc_url, key=keys.private_key("alice")) as alice:
-        assert set(alice.markets()) == {"BTC-USD", "ETH-USD"}
+        markets = alice.markets()
+        perpetuals = {ticker for ticker, market in markets.items() if market.option is None}
+        assert perpetuals == {"BTC-USD", "ETH-USD"}
+        assert len(markets) == 10  # and the default genesis's 8 option series (`default_option_series`)
+        assert all(OPTION_TICKER_PATTERN.fullmatch(t) for t in markets if t not in perpetuals)
         assert alice.fees() == SCHEDULE
         assert alice.liquidations() == Liquidations(queue=(), recent=())  # nobody under water
         shown = CliRunner().invoke(main, ["query", "liquidations", "--node", chain.rpc_url])
