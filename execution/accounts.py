@@ -11,6 +11,13 @@ an account that becomes empty is deleted.
 Nonce rule (Hyperliquid): a new nonce must be unused, larger than the smallest kept nonce once 100
 are kept, and strictly within (block time - 2 days, block time + 1 day), all in milliseconds; block
 time is nanoseconds and is converted by floor division. After use the 100 highest are kept.
+
+Derived accounts (dYdX's numbered subaccounts, Hyperliquid's isolated margin): addresses derived
+from an owner's that nobody holds a key for, each an ordinary account with its own balance,
+positions, margin and liquidation. `subaccount_address(owner, n)`: n = 0 is the owner itself,
+1..127 `sha256(b"derivd/subaccount" + owner + n as 1 byte)[:20]`; `isolated_address(owner, m)`:
+`sha256(b"derivd/isolated" + owner + m as 4 bytes big-endian)[:20]`. Only the owner's txs act as
+them (`execution.tx.UseSubaccount`, `UseIsolated`; the rules are `execution.actions`').
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ from typing import cast
 from execution.state import StateReader, StateView, read_record
 from primitives import codec
 from primitives.codec import DecodeError, Value
-from primitives.keys import Address
+from primitives.hashing import sha256
+from primitives.keys import ADDRESS_SIZE, Address
 from storage import schema
 
 MAX_KEPT_NONCES = 100
@@ -34,6 +42,35 @@ NONCE_FUTURE_WINDOW_MS = MS_PER_DAY
 NS_PER_MS = 1_000_000
 MAX_INT64 = 2**63 - 1
 _INT = frozenset({int})
+MAX_SUBACCOUNT = 127
+"""Subaccounts are numbered 0 (the owner) to this"""
+MAX_ISOLATED_MARKET_ID = 2**32 - 1
+SUBACCOUNT_DOMAIN = b"derivd/subaccount"
+ISOLATED_DOMAIN = b"derivd/isolated"
+
+
+def subaccount_address(owner: Address, number: int) -> Address:
+    """The address of `owner`'s subaccount `number` (0: `owner` itself); ValueError outside 0..127."""
+    if not 0 <= number <= MAX_SUBACCOUNT:
+        raise ValueError(f"subaccount number {number} is outside [0, {MAX_SUBACCOUNT}]")
+    if number == 0:
+        return owner
+    return Address(sha256(SUBACCOUNT_DOMAIN + owner.raw + bytes((number,)))[:ADDRESS_SIZE])
+
+
+def isolated_address(owner: Address, market_id: int) -> Address:
+    """The address of `owner`'s isolated account of `market_id`; ValueError outside 4 bytes."""
+    if not 0 <= market_id <= MAX_ISOLATED_MARKET_ID:
+        raise ValueError(f"market id {market_id} is outside [0, {MAX_ISOLATED_MARKET_ID}]")
+    return Address(sha256(ISOLATED_DOMAIN + owner.raw + market_id.to_bytes(4, "big"))[:ADDRESS_SIZE])
+
+
+def subaccount_number(owner: Address, address: Address) -> int | None:
+    """Which subaccount of `owner` `address` is (0..127), or None if it is none of them."""
+    for number in range(MAX_SUBACCOUNT + 1):
+        if subaccount_address(owner, number) == address:
+            return number
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,9 @@ a ten-thousandth of a dollar; cancels 10, as Hyperliquid lets cancels through mo
 vote costs an oracle vote's price, `oracle_vote`; a TWAP a placement's, its cancel a cancel's; a
 scale order of n orders n placements', `execution.tx.fee_units`). An oracle or vol vote of a
 validator with power costs nothing (validators feed prices and vols every block; anyone else pays
-for the vote, which then fails NOT_A_VALIDATOR). Every price is at least 1, so every tx but a
+for the vote, which then fails NOT_A_VALIDATOR). The subaccount switches (`UseSubaccount`,
+`UseIsolated`) cost nothing and are not in the schedule, but a tx of switches only pays one
+placement (`execution.tx.switches_only`). Every price is at least 1, so every tx but a
 validator's vote costs something.
 
 The fee is paid from the sender's account balance (its collateral) before the actions run, so every
@@ -42,7 +44,7 @@ from dataclasses import dataclass, fields
 
 from execution.accounts import Account
 from execution.state import StateReader, StateView, read_record
-from execution.tx import STANDARD_FEES, VOTE_TYPES, Action, ActionKind, Tx, fee_units
+from execution.tx import STANDARD_FEES, VOTE_TYPES, Action, ActionKind, Tx, fee_units, switches_only
 from execution.validators import load_validator
 from primitives import codec
 from storage import schema
@@ -82,12 +84,17 @@ class FeeParams:
         return None
 
     def price(self, kind: int) -> int:
-        """The price of one action of `kind` (an unknown kind costs as a placement)."""
+        """The price of one action of `kind` (an unknown kind costs as a placement, a switch 0)."""
+        if kind in _FREE_KINDS:
+            return 0
         return getattr(self, _FIELD_OF_KIND.get(kind, "place_order"))  # type: ignore[no-any-return]
 
     def fee_of(self, actions: Sequence[Action]) -> int:
         """The minimum fee of `actions` at this schedule for a sender that is not a validator (what
-        a client pays; `minimum_fee` also knows a validator's free vote)."""
+        a client pays; `minimum_fee` also knows a validator's free vote); switches only: one
+        placement."""
+        if switches_only(actions):
+            return self.place_order
         return sum(self.price(action.kind) * fee_units(action) for action in actions)
 
     def encode(self) -> bytes:
@@ -110,6 +117,8 @@ class FeeParams:
 
 
 FEE_FIELDS = tuple(f.name for f in fields(FeeParams))
+_FREE_KINDS = frozenset({int(ActionKind.USE_SUBACCOUNT), int(ActionKind.USE_ISOLATED)})
+"""The switches: free (`execution.tx.STANDARD_FEES`)"""
 """The keys of the genesis `fees` section, in their stored order (each optional)."""
 
 _FIELD_OF_KIND: dict[int, str] = {

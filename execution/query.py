@@ -9,6 +9,7 @@ decimal strings, hashes as upper-case hex:
 | `/book/<TICKER>/l3` | L3 `{"market", "bids", "asks"}`: orders by priority (at most 10,000 a side) |
 | `/triggers/<TICKER>` | `{"market", "rise", "fall"}`: resting stop-loss / take-profit orders (below) |
 | `/twaps/<address hex>` | `{"address", "twaps"}`: live TWAPs by id (`execution.exchange.twap.twap_json`) |
+| `/subaccounts/<owner hex>` | `{"owner", "subaccounts", "isolated"}`: the owner's derived accounts (below) |
 | `/oracle` | per market: price, `updated_height`, `age_blocks`, `stale` (below) |
 | `/funding` | per perpetual: predicted and last 8-hour rate and hourly part, index, next tick (below) |
 | `/liquidations` | `{"queue", "recent"}`: accounts waiting for liquidation, the last liquidations (below) |
@@ -77,6 +78,12 @@ Prices are subticks, sizes base quantums and quote amounts quote quantums, as in
 the `*_human` strings beside them are USD per base unit, base units and USD
 (`execution.markets`).
 
+`/subaccounts/<owner>` lists the owner's subaccounts (`execution.accounts.subaccount_address`, 0
+the owner itself) by number, each `{"number", "address", "balance", "account_value",
+"initial_requirement", "maintenance_requirement", "positions"}` (`positions`: how many), and its
+isolated accounts (`isolated_address`) by market id, each `{"market", "market_id", "address", ...the
+same}`; only those with an account record or a position.
+
 `/key` answers from the state tree (`storage.statetree`) instead: `data` is a state key (the
 `a:` layouts of `storage.schema`, e.g. `a:acct:` + a 20-byte address), the value is its stored
 bytes (empty: absent) at `height` (0: the last committed), any height the tree still keeps
@@ -97,7 +104,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from consensus.app import ProofOp, QueryResult
-from execution.accounts import load_account, load_supply
+from execution.accounts import MAX_SUBACCOUNT, isolated_address, load_account, load_supply, subaccount_address
 from execution.codes import CODESPACE, Code
 from execution.evidence import load_evidence
 from execution.exchange.books import load_orders
@@ -135,6 +142,7 @@ KEY_PATH = "/key"
 ACCOUNTS_PREFIX = "/accounts/"
 TRIGGERS_PREFIX = "/triggers/"
 TWAPS_PREFIX = "/twaps/"
+SUBACCOUNTS_PREFIX = "/subaccounts/"
 BOOK_PREFIX = "/book/"
 L3_SUFFIX = "/l3"
 MAX_L2_LEVELS = 1_000
@@ -301,6 +309,43 @@ def query_twaps(ctx: QueryContext, path: str) -> QueryResult:
     markets = {market.market_id: market for market in load_markets(ctx.state)}
     twaps = [twap_json(markets[t.market_id], i, t) for i, t in live_twaps(ctx.state, address.raw)]
     return QueryResult(value=_json({"address": str(address), "twaps": twaps}), height=ctx.height)
+
+
+def _derived_json(ctx: QueryContext, address: Address, prices: Callable[[int], int]) -> dict[str, str] | None:
+    """The figures of one derived account of `/subaccounts/<owner>`, None if it is not in use."""
+    held = positions(ctx.state, address)
+    if not held and ctx.state.get(schema.account_key(address.raw)) is None:
+        return None
+    summary = margin_summary(ctx.state, address, prices)
+    return {
+        "address": str(address),
+        "balance": str(load_account(ctx.state, address).balance),
+        "account_value": str(summary.value),
+        "initial_requirement": str(summary.initial),
+        "maintenance_requirement": str(summary.maintenance),
+        "positions": str(len(held)),
+    }
+
+
+def query_subaccounts(ctx: QueryContext, path: str) -> QueryResult:
+    text = path[len(SUBACCOUNTS_PREFIX) :]
+    try:
+        owner = Address.parse(text)
+    except ValueError as exc:
+        return _error(ctx, Code.INVALID_QUERY, f"invalid address in {path!r}: {exc}")
+    prices = _prices(ctx)
+    subaccounts: list[dict[str, str]] = []
+    for number in range(MAX_SUBACCOUNT + 1):
+        item = _derived_json(ctx, subaccount_address(owner, number), prices)
+        if item is not None:
+            subaccounts.append({"number": str(number), **item})
+    isolated: list[dict[str, str]] = []
+    for market in load_markets(ctx.state):
+        item = _derived_json(ctx, isolated_address(owner, market.market_id), prices)
+        if item is not None:
+            isolated.append({"market": market.ticker, "market_id": str(market.market_id), **item})
+    value = {"owner": str(owner), "subaccounts": subaccounts, "isolated": isolated}
+    return QueryResult(value=_json(value), height=ctx.height)
 
 
 def _account_trading(ctx: QueryContext, address: Address) -> dict[str, object]:
@@ -531,11 +576,14 @@ def run_query(ctx: QueryContext, path: str, data: bytes, height: int, prove: boo
         return query_triggers(ctx, path)
     if path.startswith(TWAPS_PREFIX):
         return query_twaps(ctx, path)
+    if path.startswith(SUBACCOUNTS_PREFIX):
+        return query_subaccounts(ctx, path)
     handler = EXACT_PATHS.get(path)
     if handler is None:
         paths = [KEY_PATH, ACCOUNTS_PREFIX + "<address>", BOOK_PREFIX + "<TICKER>[/l3]"]
         paths.append(TRIGGERS_PREFIX + "<TICKER>")
         paths.append(TWAPS_PREFIX + "<address>")
+        paths.append(SUBACCOUNTS_PREFIX + "<owner>")
         known = ", ".join([*paths, *EXACT_PATHS])
         return _error(ctx, Code.UNKNOWN_QUERY, f"unknown query path {path!r} (known: {known})")
     return handler(ctx, path)

@@ -3,7 +3,7 @@ result is exactly that of serial execution (`execution.block.execute_txs` withou
 stays the specification).
 
 1. `plan_lanes`: the txs, in execution order, are dealt into one lane per worker and one for the
-   main process by a key (the market of a tx's first market action, else its sender): all txs of
+   main process by a key (the market of a tx's first market action, else the address it acts as): all txs of
    a key go to one lane in order, keys to the least loaded lane (the main process's counts less:
    `LOCAL_SHARE`), the biggest key first (ties by key).
 2. `run_lane` (in a worker process on a replica of the state the tx phase starts from, or in the
@@ -25,7 +25,9 @@ other lane wrote them, and every earlier writer in its lane has its speculative 
 final ones). The context carried from tx to tx is the same: rate-limit counts are per owner, and
 every tx of an owner writes the owner's account (its nonces), so a tx whose earlier same-owner txs
 ran in another lane conflicts; touched owners are merged in block order; prices, staleness and
-funding indexes do not change during the txs.
+funding indexes do not change during the txs. Rate-limit counts are per acting address (a tx
+acting as a subaccount or isolated account counts for that address, `_counted`), and every counted
+placement writes that address's account record (its rate level), so the same holds for them.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from consensus.app import ExecTxResult
+from execution.actions import acting_addresses
 from execution.exchange.books import Books
 from execution.exchange.context import ExchangeContext
 from execution.executor import execute_tx
@@ -47,6 +50,8 @@ from execution.tx import (
     PlaceScale,
     PlaceTrigger,
     Tx,
+    UseIsolated,
+    UseSubaccount,
 )
 
 MIN_PARALLEL_TXS = 32
@@ -81,13 +86,24 @@ class TxOutcome:
 
 
 def lane_key(tx: Tx) -> tuple[int, bytes]:
-    """The key that keeps txs together in a lane: (0, market id) of the first market action,
-    else (1, sender)."""
+    """The key that keeps txs together in a lane: (0, market id) of the first market action (a
+    cancel-all of market 0 acting as an isolated account: its market), else (1, the address the
+    first action that is not a switch acts as: `execution.actions.acting_addresses`)."""
+    isolated: int | None = None
     for action in tx.actions:
-        if isinstance(action, PlaceOrder | CancelOrder | AmendOrder | PlaceTrigger | PlaceScale) or (
+        if isinstance(action, UseSubaccount):
+            isolated = None
+        elif isinstance(action, UseIsolated):
+            isolated = action.market_id
+        elif isinstance(action, PlaceOrder | CancelOrder | AmendOrder | PlaceTrigger | PlaceScale) or (
             isinstance(action, CancelAll) and action.market_id
         ):
             return 0, action.market_id.to_bytes(4, "big")
+        elif isinstance(action, CancelAll) and isolated is not None and isolated < 2**32:
+            return 0, isolated.to_bytes(4, "big")
+    for action, acting in zip(tx.actions, acting_addresses(tx.sender, tx.actions), strict=True):
+        if not isinstance(action, UseSubaccount | UseIsolated):
+            return 1, acting.raw
     return 1, tx.sender.raw
 
 
@@ -117,11 +133,11 @@ def worth_parallel(lanes: Sequence[Sequence[int]]) -> bool:
 
 
 def _counted(tx: Tx) -> list[tuple[bytes, int]]:
-    """The (owner, market) pairs whose rate-limit count `tx` may change."""
-    owner = tx.sender.raw
+    """The (acting address, market) pairs whose rate-limit count `tx` may change: each placement
+    or amend counts for the address it acts as (`execution.actions.acting_addresses`)."""
     return [
-        (owner, action.market_id)
-        for action in tx.actions
+        (acting.raw, action.market_id)
+        for action, acting in zip(tx.actions, acting_addresses(tx.sender, tx.actions), strict=True)
         if isinstance(action, PlaceOrder | AmendOrder | PlaceTrigger | PlaceScale)
     ]
 

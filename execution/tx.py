@@ -23,6 +23,11 @@ Wire form (canonical encoding, `primitives.codec`):
     cancel_twap = [11, market_id, twap_id]
     place_scale = [12, market_id, side, size, count, start_price, end_price, tif, flags,
                 client_id_base]                   see `execution.exchange.scale`
+    use_subaccount = [13, number]                 the following actions act as the signer's
+                                                  subaccount `number` (0..127; 0: the signer)
+    use_isolated = [14, market_id]                the following actions act as the signer's
+                                                  isolated account of that market
+                                                  (`execution.accounts`, `execution.actions`)
 
 Order sizes are base quantums and prices subticks (`execution.markets`); the meaning of each field
 (side, tif and flags values, tick, step...) is checked by execution (`execution.exchange`).
@@ -78,6 +83,8 @@ class ActionKind(IntEnum):
     PLACE_TWAP = 10
     CANCEL_TWAP = 11
     PLACE_SCALE = 12
+    USE_SUBACCOUNT = 13
+    USE_ISOLATED = 14
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,6 +441,48 @@ class PlaceScale:
         return cls(*_ints_from_fields(fields, name, names, client_id_at=9))
 
 
+@dataclass(frozen=True, slots=True)
+class UseSubaccount:
+    """The following actions of the tx act as the signer's subaccount `number` (0: the signer
+    itself; `execution.accounts.subaccount_address`); the signer still pays and owns the nonce."""
+
+    number: int
+
+    @property
+    def kind(self) -> int:
+        return ActionKind.USE_SUBACCOUNT
+
+    def to_fields(self) -> Value:
+        return [int(ActionKind.USE_SUBACCOUNT), self.number]
+
+    @classmethod
+    def from_fields(cls, fields: list[Value], name: str) -> UseSubaccount:
+        return cls(*_ints_from_fields(fields, name, ("kind", "number")))
+
+
+@dataclass(frozen=True, slots=True)
+class UseIsolated:
+    """The following actions of the tx act as the signer's isolated account of `market_id`
+    (`execution.accounts.isolated_address`), their orders on that market only."""
+
+    market_id: int
+
+    @property
+    def kind(self) -> int:
+        return ActionKind.USE_ISOLATED
+
+    def to_fields(self) -> Value:
+        return [int(ActionKind.USE_ISOLATED), self.market_id]
+
+    @classmethod
+    def from_fields(cls, fields: list[Value], name: str) -> UseIsolated:
+        return cls(*_ints_from_fields(fields, name, ("kind", "market_id")))
+
+
+SWITCH_TYPES = (UseSubaccount, UseIsolated)
+"""The actions that switch who the following actions act as: free (`standard_fee`)."""
+
+
 MAX_VOTE_PRICES = 256
 
 
@@ -526,6 +575,8 @@ Action = (
     | PlaceTwap
     | CancelTwap
     | PlaceScale
+    | UseSubaccount
+    | UseIsolated
     | UnknownAction
 )
 
@@ -588,6 +639,10 @@ def decode_action(value: Value, name: str) -> Action:
         return CancelTwap.from_fields(fields, name)
     if kind == ActionKind.PLACE_SCALE:
         return PlaceScale.from_fields(fields, name)
+    if kind == ActionKind.USE_SUBACCOUNT:
+        return UseSubaccount.from_fields(fields, name)
+    if kind == ActionKind.USE_ISOLATED:
+        return UseIsolated.from_fields(fields, name)
     return UnknownAction(kind, codec.encode(fields))
 
 
@@ -706,10 +761,13 @@ STANDARD_FEES: dict[int, int] = {
     ActionKind.PLACE_TWAP: 100,
     ActionKind.CANCEL_TWAP: 10,
     ActionKind.PLACE_SCALE: 100,
+    ActionKind.USE_SUBACCOUNT: 0,
+    ActionKind.USE_ISOLATED: 0,
 }
 """The fee of each action kind, in quote units, under the default schedule (`execution.fees.FeeParams`
 takes its defaults from here): what clients pay when not told the chain's schedule, per unit
-(`fee_units`). An action of a kind not listed costs as a placement."""
+(`fee_units`). An action of a kind not listed costs as a placement. The switches cost 0, but a tx of
+switches only pays one placement (`switches_only`): no tx but a validator's vote is free."""
 
 
 def fee_units(action: Action) -> int:
@@ -718,10 +776,18 @@ def fee_units(action: Action) -> int:
     return max(action.count, 1) if isinstance(action, PlaceScale) else 1
 
 
+def switches_only(actions: Sequence[Action]) -> bool:
+    """Whether `actions` are one or more switches (`SWITCH_TYPES`) and nothing else: such a tx
+    pays one placement, as it would else be free."""
+    return bool(actions) and all(isinstance(action, SWITCH_TYPES) for action in actions)
+
+
 def standard_fee(actions: Sequence[Action]) -> int:
     """The fee of `actions` under the default schedule (`STANDARD_FEES`), oracle and vol votes
     counted 0: validators send them, and a validator's vote is free."""
     place = STANDARD_FEES[ActionKind.PLACE_ORDER]
+    if switches_only(actions):
+        return place
     return sum(
         0 if isinstance(action, VOTE_TYPES) else STANDARD_FEES.get(action.kind, place) * fee_units(action)
         for action in actions
@@ -755,7 +821,9 @@ def build_tx(
             | PlaceTrigger
             | PlaceTwap
             | CancelTwap
-            | PlaceScale,
+            | PlaceScale
+            | UseSubaccount
+            | UseIsolated,
         ):
             try:
                 decode_action(action.to_fields(), "action")

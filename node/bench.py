@@ -14,7 +14,9 @@ test. `--json` prints the same figures as one JSON object.
   move and after a 10% fall that puts 1% under water (see node.bench_liquidation); targets 5 ms and
   500 ms.
 - `bench options`: fixed-point Black-Scholes quotes (price and four Greeks) per second on one core
-  (see node.bench_options); target 20,000/s.
+  (see node.bench_options); target 20,000/s. With `--liquidation`: the end block of a 10% BTC move
+  with `--accounts` accounts short option series (see node.bench_options_liquidation); target 500 ms
+  for the liquidation pass with 10,000.
 - `bench statetree`: committing a block's changes (about 5,600 keys) into a state tree of a
   million keys, and proof generation and verification (see node.bench_statetree); targets 50 ms
   and 1 ms.
@@ -55,6 +57,7 @@ from node.bench_book import bench_book
 from node.bench_exec import bench_exec
 from node.bench_liquidation import bench_liquidation
 from node.bench_options import bench_options
+from node.bench_options_liquidation import bench_options_liquidation
 from node.bench_statesync import bench_statesync
 from node.bench_statetree import bench_statetree
 from node.bench_throughput import bench_throughput
@@ -363,11 +366,36 @@ def liquidation_command(accounts: int, as_json: bool) -> None:
 @bench.command(name="options")
 @click.option("--count", type=int, default=20_000, show_default=True, help="Option series priced per pass.")
 @click.option("--seed", type=int, default=1, show_default=True)
-@click.option("--profile", is_flag=True, help="Print a cProfile of one more pass.")
+@click.option(
+    "--profile",
+    is_flag=True,
+    help="Print a cProfile of one more pass (with --liquidation: of the move block).",
+)
+@click.option(
+    "--liquidation",
+    is_flag=True,
+    help="Instead: the end block of a 10% move, --accounts holding options (node.bench_options_liquidation).",
+)
+@click.option(
+    "--accounts", type=click.IntRange(min=1), default=10_000, show_default=True, help="With --liquidation."
+)
+@click.option(
+    "--max-blocks",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="With --liquidation: blocks run from the move's while some account is liquidatable.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def options_command(count: int, seed: int, profile: bool, as_json: bool) -> None:
-    """Fixed-point Black-Scholes price and Greeks per second on one core, and portfolio margin."""
+def options_command(
+    count: int, seed: int, profile: bool, liquidation: bool, accounts: int, max_blocks: int, as_json: bool
+) -> None:
+    """Fixed-point Black-Scholes price and Greeks per second on one core, and portfolio margin; with
+    --liquidation, the option marks and liquidation pass of the block of a 10% move."""
     limit = machine_limit()
+    if liquidation:
+        _options_liquidation(limit, accounts, seed, max_blocks, profile, as_json)
+        return
     figures = bench_options(count, seed, profile=profile)
     if _print_json_or_limit(limit, figures, as_json):
         return
@@ -381,6 +409,38 @@ def options_command(count: int, seed: int, profile: bool, as_json: bool) -> None
         f"{figures['portfolio_margin_ms_50_positions_warm']:.2f} ms with the series' grids shared "
         f"(target 2 ms), {figures['portfolio_margin_ms_50_positions_cold']:.1f} ms computing them too; "
         f"{figures['series_grids_per_second']:,.0f} series_grids_per_second"
+    )
+
+
+def _options_liquidation(
+    limit: MachineLimit, accounts: int, seed: int, max_blocks: int, profile: bool, as_json: bool
+) -> None:
+    figures = bench_options_liquidation(accounts, seed, max_blocks, profile)
+    if _print_json_or_limit(limit, figures, as_json):
+        return
+    clear = figures["blocks_to_clear"]
+    click.echo(
+        f"options liquidation, {figures['accounts']:,} accounts short {figures['series']} BTC series "
+        f"(a third delta-hedged): block with a 10% rise {figures['move_block_ms']:.0f} ms, end block "
+        f"{figures['end_block_ms']:.0f} ms (option marks {figures['option_marks_ms']:.1f} ms, liquidation "
+        f"pass {figures['liquidation_pass_ms']:.0f} ms; target 500 ms), {figures['liquidated']:,} "
+        f"liquidated ({figures['liquidatable_after_move_block']:,} liquidatable after it); "
+        f"no move: pass {figures['no_move_liquidation_pass_ms']:.0f} ms; "
+        + (
+            f"cleared in {clear} blocks: "
+            if clear is not None
+            else f"{figures['liquidatable_left']:,} left after: "
+        )
+        + ", ".join(
+            f"{ms:.0f} ms ({n} liquidated, {work:,} operations)"
+            for ms, n, work in zip(
+                figures["liquidation_pass_ms_per_block"],
+                figures["liquidated_per_block"],
+                figures["work_per_block"],
+                strict=True,
+            )
+        )
+        + f"; app hash {figures['app_hash'][:16]}..."
     )
 
 

@@ -71,13 +71,15 @@ from node.trade_cli import (
     book_command,
     fees_command,
     funding_command,
+    isolated_group,
     liquidations_command,
     markets_command,
     oracle_command,
     order_group,
+    subaccounts_command,
     twaps_command,
 )
-from node.tx_cli import tx_broadcast, tx_sign, tx_transfer
+from node.tx_cli import subaccount_group, tx_broadcast, tx_sign, tx_transfer
 from node.version import VERSION
 from p2p.nodekey import load_or_generate_node_key, node_id
 from primitives.ics23 import ProofError
@@ -788,6 +790,8 @@ def _proven_account(
 
 tx.add_command(order_group)
 tx.add_command(tx_transfer)
+tx.add_command(subaccount_group)
+tx.add_command(isolated_group)
 tx.add_command(tx_sign)
 tx.add_command(tx_broadcast)
 query.add_command(book_command)
@@ -797,6 +801,7 @@ query.add_command(funding_command)
 query.add_command(liquidations_command)
 query.add_command(fees_command)
 query.add_command(twaps_command)
+query.add_command(subaccounts_command)
 query.add_command(tx_command)
 query.add_command(block_command)
 

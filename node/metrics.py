@@ -36,11 +36,16 @@ from consensus.types import Block, BlockID, BlockIDFlag, Commit
 from consensus.validators import ValidatorSet
 from execution.app import ExchangeApp
 from execution.markets import load_markets
+from execution.options.fixedpoint import SCALE
+from execution.options.marks import load_mark, mark_quote
 from execution.oracle.prices import is_stale, load_params, load_price
+from execution.oracle.volatility import listed_expiries, load_vol
+from execution.positions.margin import load_option_params
 from execution.positions.position import Position
 from execution.risk.insurance import FundHealth
 from node.pricefeed import FeederStats
 from p2p.switch import Switch
+from primitives.timefmt import format_rfc3339
 from storage import schema
 from storage.db import WriteBatch
 
@@ -313,6 +318,7 @@ class NodeCollector(Collector):
             yield from self._risk(self.app)
             yield self._funding_rates(self.app)
             yield from self._oracle(self.app)
+            yield from self._options(self.app)
         yield from self._exchange_counts()
         if self.feeder is not None:
             yield from self._feeder(self.feeder)
@@ -384,6 +390,50 @@ class NodeCollector(Collector):
                 stale.add_metric([self.chain_id, market.ticker], int(is_stale(stored, height + 1, params)))
         yield age
         yield stale
+
+    def _options(self, app: ExchangeApp) -> Iterator[Metric]:
+        """Per option series: its mark (subticks) and delta; per listed (underlying, expiry): the
+        chain's implied volatility and the blocks since it was set."""
+        state, height = app.committed, app.info().last_block_height
+        markets = load_markets(state)
+        by_id = {market.market_id: market for market in markets}
+        mark_price = GaugeMetricFamily(
+            "derivd_option_mark_price", "An option series' mark, in subticks.", labels=["chain_id", "market"]
+        )
+        delta = GaugeMetricFamily(
+            "derivd_option_delta",
+            "An option series' delta at its mark (at expiry: 0, 1 or -1).",
+            labels=["chain_id", "market"],
+        )
+        for market in markets:
+            terms = market.option
+            mark = None if terms is None else load_mark(state, market.market_id)
+            if terms is None or mark is None:
+                continue
+            mark_price.add_metric([self.chain_id, market.ticker], mark.price)
+            quote = mark_quote(terms, mark, load_option_params(state).rate_ppm)
+            delta.add_metric([self.chain_id, market.ticker], quote.delta / SCALE)
+        vol = GaugeMetricFamily(
+            "derivd_implied_vol_ppm",
+            "The chain's implied volatility of an underlying and expiry, in ppm.",
+            labels=["chain_id", "underlying", "expiry"],
+        )
+        vol_age = GaugeMetricFamily(
+            "derivd_implied_vol_age_blocks",
+            "Blocks since the implied volatility was set.",
+            labels=["chain_id", "underlying", "expiry"],
+        )
+        for underlying, expiry in listed_expiries(state):
+            stored = load_vol(state, underlying, expiry)
+            if stored is None or underlying not in by_id:
+                continue
+            labels = [self.chain_id, by_id[underlying].ticker, format_rfc3339(expiry)]
+            vol.add_metric(labels, stored.vol_ppm)
+            vol_age.add_metric(labels, height - stored.updated_height)
+        yield mark_price
+        yield delta
+        yield vol
+        yield vol_age
 
     def _exchange_counts(self) -> Iterator[Metric]:
         for kind, (name, doc) in EXCHANGE_COUNTED.items():

@@ -8,9 +8,12 @@ A client subscribes with `subscribe` and `{"stream": name, ...}` instead of a qu
 | `book` | `market` (ticker) | a `snapshot` first, then `delta`s: changed levels `[price, size]` ("0": gone) |
 | `trades` | `market` | the market's fills (`order_filled` events) |
 | `user` | `address` (hex) | the events naming the address, and its changed positions |
-| `oracle` | | `oracle_price` and `oracle_price_clamped` events |
+| `oracle` | | price, implied-vol and option-series events (below) |
 | `funding` | | `funding` events |
 | `liquidations` | | `liquidation_*` and `deleveraged` events |
+
+The oracle stream carries the `oracle_price`, `oracle_price_clamped`, `volatility`,
+`volatility_clamped`, `option_mark` and `option_expired` events.
 
 A book's messages carry a sequence number, one per message of that market's book, shared by its
 subscribers: a delta whose `seq` is not the last one plus 1 means a lost message, and the client
@@ -50,7 +53,16 @@ BOOK, TRADES, USER, ORACLE, FUNDING, LIQUIDATIONS = (
 )
 _BY_MARKET = (BOOK, TRADES)
 _EVENT_TYPES = {
-    ORACLE: frozenset({"oracle_price", "oracle_price_clamped"}),
+    ORACLE: frozenset(
+        {
+            "oracle_price",
+            "oracle_price_clamped",
+            "volatility",
+            "volatility_clamped",
+            "option_mark",
+            "option_expired",
+        }
+    ),
     FUNDING: frozenset({"funding"}),
     LIQUIDATIONS: frozenset(
         {"liquidation_started", "liquidation_filled", "liquidation_taken_over", "deleveraged"}

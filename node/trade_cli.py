@@ -1,6 +1,6 @@
 """The trading commands of the `derivd` CLI: `tx order
-place|market|stop|cancel|cancel-all|amend|twap|twap-cancel|scale` and `query
-book|markets|oracle|funding|fees|liquidations|twaps`, on the SDK's market units and actions
+place|market|stop|cancel|cancel-all|amend|twap|twap-cancel|scale`, `tx isolated margin` and `query
+book|markets|oracle|funding|fees|liquidations|twaps|subaccounts`, on the SDK's market units and actions
 (`node.sdk.core`).
 
 Traders give human decimals (`--size 0.5 --price 65000` on BTC-USD); the CLI reads the market's
@@ -20,7 +20,11 @@ against the trader (`execution.exchange.twap`); `tx order twap-cancel` stops it 
 `--start-price` to `--end-price` whose sizes sum to `--size` (`execution.exchange.scale`).
 The order commands take `node.tx_cli`'s signing options (`--fees`: by default the chain's minimum
 for the tx's actions, a cancel costing less than a placement); with `--generate-only` they print
-the unsigned transaction (the market's units are still read from the node).
+the unsigned transaction (the market's units are still read from the node). They also take
+`--subaccount N` or `--isolated` (act as the key's subaccount N, or as its isolated-margin account
+of the order's market: `node.tx_cli.acting_options`). `tx isolated margin --market M --amount X`
+moves X quote units to the key's isolated account of M (negative: back from it to the key), and
+`query subaccounts <owner>` lists an owner's subaccounts and isolated accounts in use.
 """
 
 from __future__ import annotations
@@ -31,12 +35,15 @@ from typing import Any, TypeVar
 
 import click
 
+from execution.accounts import isolated_address
 from execution.markets import Market
+from execution.tx import Action, Transfer, UseIsolated
 from node.client import RPCClient, abci_query, emit, node_option
 from node.exitcodes import bad_input
 from node.sdk import core
 from node.sdk.errors import InputError
-from node.tx_cli import Signing, TxClient, deliver, signing_options
+from node.tx_cli import Signing, TxClient, acting_options, deliver, deliver_for, signing_options
+from primitives.keys import Address
 
 A = TypeVar("A")
 
@@ -78,6 +85,7 @@ def order_group() -> None:
 
 @order_group.command(name="place")
 @signing_options
+@acting_options
 @market_option
 @side_option
 @size_option
@@ -117,6 +125,7 @@ def order_place(
 
 @order_group.command(name="market")
 @signing_options
+@acting_options
 @market_option
 @side_option
 @size_option
@@ -158,6 +167,7 @@ def order_market(
 
 @order_group.command(name="stop")
 @signing_options
+@acting_options
 @market_option
 @side_option
 @size_option
@@ -199,6 +209,7 @@ def order_stop(
 
 @order_group.command(name="cancel")
 @signing_options
+@acting_options
 @market_option
 @click.option("--order-id", type=int, default=None, help="The chain's order id.")
 @click.option("--client-id", type=int, default=None, help="Your client id of the order.")
@@ -219,6 +230,7 @@ def order_cancel(
 
 @order_group.command(name="cancel-all")
 @signing_options
+@acting_options
 @click.option("--market", default=None, help="Only this market (default: every market).")
 def order_cancel_all(
     signing: Signing,
@@ -232,6 +244,7 @@ def order_cancel_all(
 
 @order_group.command(name="amend")
 @signing_options
+@acting_options
 @market_option
 @click.option("--order-id", type=int, required=True, help="The chain's order id.")
 @click.option("--size", required=True, help="New size in base units.")
@@ -252,6 +265,7 @@ def order_amend(
 
 @order_group.command(name="twap")
 @signing_options
+@acting_options
 @market_option
 @side_option
 @size_option
@@ -294,6 +308,7 @@ def order_twap(
 
 @order_group.command(name="twap-cancel")
 @signing_options
+@acting_options
 @market_option
 @click.option("--twap-id", type=int, required=True, help="The TWAP's id (its twap_placed event).")
 def order_twap_cancel(signing: Signing, market: str, twap_id: int) -> None:
@@ -305,6 +320,7 @@ def order_twap_cancel(signing: Signing, market: str, twap_id: int) -> None:
 
 @order_group.command(name="scale")
 @signing_options
+@acting_options
 @market_option
 @side_option
 @size_option
@@ -345,6 +361,45 @@ def order_scale(
         )
     )
     deliver(signing, client, [action])
+
+
+@click.group(name="isolated")
+def isolated_group() -> None:
+    """Isolated margin: an account per market holding one position (its orders: `tx order ...
+    --isolated`)."""
+
+
+@isolated_group.command(name="margin")
+@signing_options
+@market_option
+@click.option(
+    "--amount",
+    type=int,
+    required=True,
+    help="Quote units (micro-USD) to add to the isolated account; negative: to take back.",
+)
+def isolated_margin(signing: Signing, market: str, amount: int) -> None:
+    """Add collateral to your isolated account of MARKET, or take it back to your account."""
+    if amount == 0:
+        bad_input("--amount: must not be 0")
+    client = TxClient(signing.node)
+    m, _ = _market(client, market)
+
+    def actions(owner: Address) -> list[Action]:
+        if amount > 0:
+            return [Transfer(isolated_address(owner, m.market_id), amount)]
+        return [UseIsolated(m.market_id), Transfer(owner, -amount)]
+
+    deliver_for(signing, client, actions)
+
+
+@click.command(name="subaccounts")
+@node_option
+@click.argument("owner")
+def subaccounts_command(node: str, owner: str) -> None:
+    """Show an owner's subaccounts and isolated-margin accounts in use: address, balance, value,
+    margin requirements and how many positions each holds."""
+    emit(abci_query(RPCClient(node), f"/subaccounts/{owner}"))
 
 
 @click.command(name="book")

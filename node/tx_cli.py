@@ -1,8 +1,14 @@
 """How `derivd tx` commands sign and send: the options every signing command takes (`--from`,
 `--chain-id`, `--nonce`, `--fees`, `--broadcast-mode`, `--generate-only`, `--keyring-backend`,
 `--home`, `--node`), signing with a keyring key or printing the unsigned document (`node.txjson`)
-instead, and broadcasting with `node.exitcodes`' codes. Also the commands `tx transfer`, `tx sign`
-(offline) and `tx broadcast`.
+instead, and broadcasting with `node.exitcodes`' codes. Also the commands `tx transfer`,
+`tx subaccount transfer`, `tx sign` (offline) and `tx broadcast`.
+
+Subaccounts (`execution.accounts`): the commands decorated with `acting_options` (the order
+commands) take `--subaccount N` (act as the signer's subaccount N) or `--isolated` (act as its
+isolated account of the order's market), which `deliver` puts before the actions as a switch.
+`tx subaccount transfer --from-number A --to-number B` moves collateral between two subaccounts of
+the `--from` key.
 
 A nonce is a time in milliseconds that the chain accepts within (block time - 2 days, block time +
 1 day) (`execution.accounts`). `--generate-only` fixes it when the document is made (default: the
@@ -32,8 +38,9 @@ from typing import Any
 
 import click
 
+from execution.accounts import MAX_SUBACCOUNT, subaccount_address
 from execution.fees import FeeParams
-from execution.tx import MAX_FEE, MAX_NONCE, Action, Transfer
+from execution.tx import MAX_FEE, MAX_NONCE, Action, Transfer, UseIsolated, UseSubaccount
 from node.client import RPCClient, emit, home_option, node_option
 from node.exitcodes import bad_input, no_answer, rejected
 from node.keys_cli import key_info, keyring_backend_option, open_cli_keyring, signing_key
@@ -60,6 +67,10 @@ class Signing:
     broadcast_mode: str
     generate_only: bool
     keyring_backend: str
+    subaccount: int | None = None
+    """`--subaccount` of the order commands: act as the signer's subaccount"""
+    isolated: bool = False
+    """`--isolated` of the order commands: act as the signer's isolated account of the order's market"""
 
 
 _SIGNING_OPTIONS = [
@@ -94,7 +105,10 @@ _SIGNING_OPTIONS = [
     ),
     keyring_backend_option,
 ]
-_SIGNING_FIELDS = tuple(field.name for field in dataclasses.fields(Signing))
+_ACTING_FIELDS = ("subaccount", "isolated")
+_SIGNING_FIELDS = tuple(
+    field.name for field in dataclasses.fields(Signing) if field.name not in _ACTING_FIELDS
+)
 
 
 def signing_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -103,12 +117,43 @@ def signing_options(command: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(command)
     def gathered(**kwargs: Any) -> None:
-        signing = Signing(**{name: kwargs.pop(name) for name in _SIGNING_FIELDS})
+        acting = {name: kwargs.pop(name) for name in _ACTING_FIELDS if name in kwargs}
+        signing = Signing(**{name: kwargs.pop(name) for name in _SIGNING_FIELDS}, **acting)
         command(signing, **kwargs)
 
     for option in reversed(_SIGNING_OPTIONS):
         gathered = option(gathered)
     return gathered
+
+
+def acting_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Add `--subaccount` and `--isolated` to a command under `signing_options` (they go into its
+    `Signing`)."""
+    command = click.option(
+        "--isolated",
+        is_flag=True,
+        help="Act as your isolated-margin account of the order's market.",
+    )(command)
+    return click.option(
+        "--subaccount",
+        type=click.IntRange(0, MAX_SUBACCOUNT),
+        default=None,
+        help=f"Act as your subaccount N (0 to {MAX_SUBACCOUNT}; 0: the key's own account).",
+    )(command)
+
+
+def acting(signing: Signing, actions: Sequence[Action]) -> list[Action]:
+    """`actions` after the switch `--subaccount`/`--isolated` ask for (none: as they are)."""
+    if signing.subaccount is not None and signing.isolated:
+        bad_input("--subaccount and --isolated: give one of them")
+    if signing.subaccount is not None:
+        return [UseSubaccount(signing.subaccount), *actions]
+    if signing.isolated:
+        markets = [getattr(action, "market_id", 0) for action in actions]
+        if not markets or not markets[0]:
+            bad_input("--isolated: needs the order's --market")
+        return [UseIsolated(markets[0]), *actions]
+    return list(actions)
 
 
 class TxClient(RPCClient):
@@ -169,16 +214,22 @@ def _stop_if_failed(result: dict[str, Any], stage: str, tx_hash: str) -> None:
 
 
 def deliver(signing: Signing, client: TxClient, actions: Sequence[Action]) -> None:
-    """Sign `actions` with the `--from` key and broadcast them, or with `--generate-only` print
-    them as an unsigned document."""
+    """Sign `actions` (after the switch of `--subaccount`/`--isolated`, `acting`) with the `--from`
+    key and broadcast them, or with `--generate-only` print them as an unsigned document."""
+    chosen = acting(signing, actions)
+    deliver_for(signing, client, lambda _: chosen)
+
+
+def deliver_for(signing: Signing, client: TxClient, build: Callable[[Address], Sequence[Action]]) -> None:
+    """`deliver` of the actions `build` makes for the signer's address."""
     nonce = signing.nonce if signing.nonce is not None else time.time_ns() // NS_PER_MS
     if signing.generate_only:
         address, pub_key = _generating_signer(signing)
-        doc = _document(signing, client, nonce, address, pub_key, actions)
+        doc = _document(signing, client, nonce, address, pub_key, build(address))
         emit(doc.to_json())
         return
     key = signing_key(signing.home, signing.keyring_backend, signing.from_)
-    doc = _document(signing, client, nonce, key.address, key.public_key, actions)
+    doc = _document(signing, client, nonce, key.address, key.public_key, build(key.address))
     try:
         raw = doc.sign(key).raw()
     except TxDocumentError as exc:
@@ -263,6 +314,37 @@ def tx_transfer(signing: Signing, to: str, amount: int) -> None:
     if amount <= 0:
         bad_input("--amount: must be positive")
     deliver(signing, TxClient(signing.node), [Transfer(recipient, amount)])
+
+
+@click.group(name="subaccount")
+def subaccount_group() -> None:
+    """Move collateral between your subaccounts (their orders: `tx order ... --subaccount N`)."""
+
+
+@subaccount_group.command(name="transfer")
+@signing_options
+@click.option(
+    "--from-number",
+    type=click.IntRange(0, MAX_SUBACCOUNT),
+    default=0,
+    show_default=True,
+    help="Source subaccount.",
+)
+@click.option("--to-number", type=click.IntRange(0, MAX_SUBACCOUNT), required=True, help="Target subaccount.")
+@click.option(
+    "--amount", type=click.IntRange(1, None), required=True, help="Amount in quote units (micro-USD)."
+)
+def tx_subaccount_transfer(signing: Signing, from_number: int, to_number: int, amount: int) -> None:
+    """Move AMOUNT from subaccount FROM-NUMBER of the key FROM to its subaccount TO-NUMBER (0: the
+    key's own account); margin is checked as for any transfer."""
+    if from_number == to_number:
+        bad_input("--to-number: must differ from --from-number")
+
+    def actions(owner: Address) -> list[Action]:
+        move: list[Action] = [Transfer(subaccount_address(owner, to_number), amount)]
+        return [UseSubaccount(from_number), *move] if from_number else move
+
+    deliver_for(signing, TxClient(signing.node), actions)
 
 
 @click.command(name="sign")

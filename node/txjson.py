@@ -10,7 +10,8 @@ Actions (`type`: the action kind's name in lower case, e.g. `place_twap`, `cance
 `place_scale`) have their `execution.tx` field names and raw units (quantums, subticks, micro-USD);
 integers are decimal strings, addresses hex, `oracle_vote.prices` a list of [market_id, price],
 `vol_vote.vols` a list of {"underlying": market id, "expiry": ns, "vol_ppm": ppm} (decimal strings
-too: an expiry in ns is beyond a JSON double's exact integers).
+too: an expiry in ns is beyond a JSON double's exact integers). The subaccount switches are
+`{"type": "use_subaccount", "number": "1"}` and `{"type": "use_isolated", "market_id": "1"}`.
 `fee` is what the signer pays for the tx, in quote units (micro-USD; `execution.fees`: at least the
 chain's minimum for its actions, else the chain refuses it with code 7, INSUFFICIENT_FEE).
 `pub_key` may be null when the document was generated from an address: signing fills it in. The
@@ -45,6 +46,8 @@ from execution.tx import (
     Transfer,
     Tx,
     UnknownAction,
+    UseIsolated,
+    UseSubaccount,
     VolVote,
     decode_action,
 )
@@ -65,6 +68,8 @@ _CLASSES: dict[ActionKind, type[Action]] = {
     ActionKind.PLACE_TWAP: PlaceTwap,
     ActionKind.CANCEL_TWAP: CancelTwap,
     ActionKind.PLACE_SCALE: PlaceScale,
+    ActionKind.USE_SUBACCOUNT: UseSubaccount,
+    ActionKind.USE_ISOLATED: UseIsolated,
 }
 _ADDRESS_FIELDS = frozenset({"to", "account"})
 _PRICES_FIELD = "prices"

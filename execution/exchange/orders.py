@@ -10,7 +10,8 @@ limit and goes through every placement rule (`execution.exchange.placement`).
 
 Block order (`execution.block`): `expire_orders` at the start of a block removes every order with
 0 < good_til_block < height; then the txs whose actions are all non-taking (`is_non_taking`:
-transfers, oracle votes, cancels, cancel-alls, post-only placements and amends of post-only
+transfers, oracle and vol votes, cancels, cancel-alls, TWAP placements and cancels (their slices
+run at the end of the block), subaccount switches, post-only placements and amends of post-only
 orders) in tx order, then the others in tx order (`block_order`).
 """
 
@@ -50,6 +51,8 @@ from execution.tx import (
     PlaceOrder,
     PlaceTwap,
     Transfer,
+    UseIsolated,
+    UseSubaccount,
     VolVote,
 )
 from primitives import codec
@@ -223,7 +226,18 @@ def expire_orders(view: StateView, books: Books, height: int) -> list[Event]:
 
 
 def _action_is_non_taking(action: Action, books: Books) -> bool:
-    if isinstance(action, Transfer | CancelOrder | CancelAll | OracleVote | VolVote | PlaceTwap | CancelTwap):
+    if isinstance(
+        action,
+        Transfer
+        | CancelOrder
+        | CancelAll
+        | OracleVote
+        | VolVote
+        | PlaceTwap
+        | CancelTwap
+        | UseSubaccount
+        | UseIsolated,
+    ):
         return True
     if isinstance(action, PlaceOrder):
         return action.tif == TimeInForce.POST_ONLY

@@ -279,16 +279,35 @@ def _by_underlying(legs: Iterable[Leg]) -> dict[int, list[Leg]]:
     return groups
 
 
+def _weighted_sum(terms: Sequence[tuple[int, tuple[int, ...]]], count: int) -> list[int]:
+    """sum_k weight_k * row_k[i] for each scenario i (every row has `count` entries): one list
+    built for up to three terms, the common case (exact integers, so the grouping changes nothing)."""
+    if not terms:
+        return [0] * count
+    if len(terms) == 1:
+        a, p = terms[0]
+        return [a * x for x in p]
+    if len(terms) == 2:
+        (a, p), (b, q) = terms
+        return [a * x + b * y for x, y in zip(p, q, strict=True)]
+    (a, p), (b, q), (c, r) = terms[:3]
+    values = [a * x + b * y + c * z for x, y, z in zip(p, q, r, strict=True)]
+    for w, row in terms[3:]:
+        values = [v + w * x for v, x in zip(values, row, strict=True)]
+    return values
+
+
 def _underlyings(
     legs: Iterable[Leg], spots: Mapping[int, int], params: PortfolioParams, grid: SeriesGrid | None
 ) -> list[_Underlying]:
     """Each underlying's exact scenario values, by underlying."""
     if grid is None:
         grid = SeriesGrid(params)
-    elif grid.params != params:
+    elif grid.params is not params and grid.params != params:
         raise ValueError("the SeriesGrid was made for other params")
     floor_ppm = params.short_option_floor_ppm
     count = params.scenario_count
+    tables = grid._tables  # `grid.table`'s cache, read here first (the legs' common case)
     groups = _by_underlying(legs)
     out = []
     for underlying in sorted(groups):
@@ -297,7 +316,7 @@ def _underlyings(
         if spot is None or spot <= 0:
             raise ValueError(f"no positive spot price for underlying {underlying}: {spot}")
         e = max(0, -min(leg.qce for leg in group))
-        values = [0] * count
+        terms: list[tuple[int, tuple[int, ...]]] = []
         perp_weight = 0
         floor = 0
         for leg in group:
@@ -307,16 +326,24 @@ def _underlyings(
             if isinstance(leg, PerpLeg):
                 perp_weight += weight
             elif isinstance(leg, OptionLeg):
-                table = grid.table(
-                    underlying=underlying, strike=leg.strike, t=leg.t, call=leg.call, vol=leg.vol, spot=spot
-                )
-                values = [v + weight * p for v, p in zip(values, table.prices, strict=True)]
+                table = tables.get((underlying, leg.strike, leg.t, leg.call, leg.vol, spot))
+                if table is None:
+                    table = grid.table(
+                        underlying=underlying,
+                        strike=leg.strike,
+                        t=leg.t,
+                        call=leg.call,
+                        vol=leg.vol,
+                        spot=spot,
+                    )
+                terms.append((weight, table.prices))
                 if leg.size < 0:
                     floor += scale_ceil(-leg.size * spot * floor_ppm, leg.qce - 6)  # ppm = 10**-6
             else:
                 assert_never(leg)
         if perp_weight:
-            values = [v + perp_weight * p for v, p in zip(values, grid.spot_row(spot), strict=True)]
+            terms.append((perp_weight, grid.spot_row(spot)))
+        values = _weighted_sum(terms, count)
         out.append(_Underlying(underlying=underlying, values=values, exponent=e, floor=floor))
     return out
 

@@ -116,15 +116,21 @@ VOL_PPM_TO_SCALE = SCALE // 1_000_000
 GRID_LIMIT = 4096
 """The scenario tables a `_grid` keeps before it starts afresh (a bound on memory, not on results)."""
 _grids: dict[PortfolioParams, SeriesGrid] = {}
+_last_grid: list[tuple[PortfolioParams, SeriesGrid]] = []
+"""The params `_grid` was last asked for and its answer: found by the params' identity (a block's
+reads of the params return one object) before they are hashed."""
 
 
 def _grid(params: PortfolioParams) -> SeriesGrid:
     """The shared `SeriesGrid` of `params`: a pure cache (its keys hold every input of a table), so
     when and how often it is replaced changes no figure."""
+    if _last_grid and _last_grid[0][0] is params and len(_last_grid[0][1]) <= GRID_LIMIT:
+        return _last_grid[0][1]
     grid = _grids.get(params)
     if grid is None or len(grid) > GRID_LIMIT:
         _grids.clear()
         grid = _grids[params] = SeriesGrid(params)
+    _last_grid[:] = [(params, grid)]
     return grid
 
 
@@ -272,7 +278,14 @@ def requirements(entries: Sequence[Entry], state: StateReader, prices: PriceFn) 
     """(initial with orders, maintenance) of an account's `entries` (module docstring): the linear
     rule, but for the portfolio-margined groups. The spot of a group is the price of its perpetual's
     entry when held (the caller's price), else `prices(underlying)`."""
-    groups = portfolio_groups(entries)
+    return grouped_requirements(entries, portfolio_groups(entries), state, prices)
+
+
+def grouped_requirements(
+    entries: Sequence[Entry], groups: Sequence[int], state: StateReader, prices: PriceFn
+) -> tuple[int, int]:
+    """`requirements` of `entries` whose `portfolio_groups` are `groups` (a caller that needs them
+    too computes them once)."""
     if not groups:
         return linear_requirements(entries)
     grouped: dict[int, list[Entry]] = {underlying: [] for underlying in groups}

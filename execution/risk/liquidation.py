@@ -57,10 +57,13 @@ Order and budget
     carried over in the queue first, then the rest; within each, by value per maintenance
     requirement (ppm), the furthest under water (bankrupt accounts, whose ratio is negative)
     first, then by address. The pass runs on a `CountingView` that counts every state read and
-    write (a deterministic measure of its work); once the pass has spent `work_budget` of them
-    (detection and checks included), each remaining non-bankrupt account goes to the queue, in
-    that order, to be processed first in the next block (at least one non-bankrupt account is
-    processed in every block, so a budget smaller than detection still makes progress). A
+    write (a deterministic measure of its work); once the steps have spent `work_budget` of them
+    (detection and the checks of the candidates are not counted: their cost is the accounts a move
+    crossed, and they must all be checked to know which to liquidate; counting them let 10,000
+    portfolio-margined option holders, all rechecked as their marks move, starve the steps down to
+    one account a block), each remaining non-bankrupt account goes to the queue, in that order, to
+    be processed first in the next block (at least one non-bankrupt account is processed in every
+    block). A
     bankrupt account is always resolved in the block it is found, whatever the budget (the rule
     that no account ends a block with negative value comes first). Owners whose positions the
     pass itself changed (makers, the fund, deleveraging counterparties) and accounts still
@@ -145,13 +148,14 @@ The insurance fund unwinds the positions it takes over through the book in the f
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import astuple, dataclass, field, fields
+from typing import TypeVar
 
 from sortedcontainers import SortedList
 
 from consensus.app import Event
-from execution.accounts import load_account, store_account
+from execution.accounts import Account, load_account, store_account
 from execution.codes import ActionError, Code
 from execution.exchange.context import ExchangeContext
 from execution.exchange.events import make_event
@@ -167,6 +171,7 @@ from execution.positions.funding_index import (
 from execution.positions.holders import Rate, crossed, set_band, unknown_band_holders
 from execution.positions.margin import (
     Entry,
+    grouped_requirements,
     maintenance_requirement,
     portfolio_groups,
     position_value,
@@ -174,13 +179,13 @@ from execution.positions.margin import (
     underlying_of,
 )
 from execution.positions.position import (
+    MarketIds,
     Position,
     load_position,
-    owner_markets,
     store_position,
 )
 from execution.risk.history import DELEVERAGED, LIQUIDATED, TAKEN_OVER, LiquidationRecord, record_block
-from execution.state import CountingView, StateReader, StateView
+from execution.state import CountingView, StateReader, StateView, read_record
 from execution.tx import Liquidate
 from primitives import codec
 from primitives.keys import ADDRESS_SIZE, Address
@@ -317,27 +322,60 @@ def account_health(view: StateReader, ctx: ExchangeContext, owner: bytes) -> Hea
     market's funding index (`execution.positions.funding_index.settled`, as
     `execution.positions.margin.margin_summary` counts it): its pending funding is part of the
     value, rounded as settlement rounds. The maintenance requirement is `margin_summary`'s: the
-    portfolio rule for the groups that hold an option position (`requirements`), else linear."""
-    address = Address(owner)
-    value = load_account(view, address).balance
-    maintenance = 0
+    portfolio rule for the groups that hold an option position (`requirements`), else linear.
+    The reads are `load_account`'s, `owner_markets`' and `load_position`'s, the same keys in the
+    same order; their bytes are decoded through `_memo` (the pass checks every option holder in
+    every block whose series' marks moved, and most of their records have not changed)."""
+    account = read_record(view, schema.account_key(owner), _decode_account)
+    value = 0 if account is None else account.balance
+    ids = read_record(view, schema.owner_markets_key(owner), _decode_market_ids)
     options = False
     held: list[tuple[Market, Position, int]] = []
-    for market_id in owner_markets(view, owner):
+    for market_id in () if ids is None else ids.ids:
         market = ctx.market(view, market_id)
-        position = load_position(view, address, market_id)
-        if position.is_empty:
+        raw = view.get(schema.position_key(owner, market_id))
+        if raw is None:
             continue
-        position = settled(position, ctx.funding_index(view, market.market_id))
+        position = settled(_decode_position(raw), ctx.funding_index(view, market.market_id))
         price = ctx.price(view, market.market_id)
         value += position_value(market, position, price)
-        maintenance += maintenance_requirement(market, position, price)
         held.append((market, position, price))
         options = options or market.option is not None
     if not options:
+        maintenance = 0
+        for market, position, price in held:
+            maintenance += maintenance_requirement(market, position, price)
         return Health(owner, value, maintenance, held)
-    maintenance = requirements(held, view, lambda market_id: ctx.price(view, market_id))[1]
-    return Health(owner, value, maintenance, held, tuple(portfolio_groups(held)))
+    groups = portfolio_groups(held)
+    maintenance = grouped_requirements(held, groups, view, lambda market_id: ctx.price(view, market_id))[1]
+    return Health(owner, value, maintenance, held, tuple(groups))
+
+
+R = TypeVar("R")
+MEMO_LIMIT = 1 << 16
+"""The decoded records a `_memo` keeps before it starts afresh (a bound on memory, not on results)."""
+
+
+def _memo(decode: Callable[[bytes], R]) -> Callable[[bytes], R]:
+    """`decode` through a cache by the bytes decoded: a pure cache (the records are immutable and
+    the same bytes always decode to the same record; bytes that fail to decode are not kept), so
+    when and how often it starts afresh changes no figure."""
+    cache: dict[bytes, R] = {}
+
+    def cached(raw: bytes) -> R:
+        record = cache.get(raw)
+        if record is None:
+            if len(cache) >= MEMO_LIMIT:
+                cache.clear()
+            record = cache[raw] = decode(raw)
+        return record
+
+    return cached
+
+
+_decode_account = _memo(Account.decode)
+_decode_market_ids = _memo(MarketIds.decode)
+_decode_position = _memo(Position.decode)
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -440,6 +478,9 @@ def _refresh_bands(view: StateView, ctx: ExchangeContext, health: Health, marks:
         bands = _multi_bands(health, open_positions)
     for (market, position, _), band in zip(open_positions, bands, strict=True):
         market_id = market.market_id
+        if band is None:  # unknown: neither the clock nor the rate counts (`set_band`)
+            set_band(view, market_id, health.owner, None, long=position.size > 0, clock=0, rate=None)
+            continue
         set_band(
             view,
             market_id,
@@ -1051,9 +1092,10 @@ def liquidation_pass(view: StateView, ctx: ExchangeContext, height: int) -> list
     records: list[LiquidationRecord] = []
     counterparties = Counterparties(counted, ctx)
     stepped = False  # at least one account a block, whatever the budget: progress
+    checked = counted.ops  # detection and checks: not on the budget
     for health in liquidatable:
         bankrupt = health.value < 0
-        if not bankrupt and stepped and counted.ops >= params.work_budget:
+        if not bankrupt and stepped and counted.ops - checked >= params.work_budget:
             queue[health.owner] = None
             continue
         stepped = stepped or not bankrupt

@@ -21,8 +21,10 @@ sizes sum to zero, so these changes sum to zero and quote is conserved) and size
 whose balance + quote >= 0 is paid out: its quote moves to its balance and the record goes;
 otherwise the record stays with its negative quote, a debt its account value counts. The series is
 then closed: `SeriesSettlement` `[H, X, S]` at `option_series_key` (its existence is what closes
-it: placements are refused with MARKET_CLOSED), its oracle price `[max(X, 1), H]` and its mark X
-with zero Greeks. Events: `option_settlement` per holder, `option_expired` per series.
+it: placements are refused with MARKET_CLOSED), its oracle price `[max(X, 1), H]` and its mark
+`[max(X, 1), S, 0, 0, H]` (no vol: Greeks at expiry). Events: `option_mark` per series marked
+(market, price, underlying_price, vol_ppm, height); at expiry `option_settlement` per holder and
+`option_expired` per series.
 """
 
 from __future__ import annotations
@@ -122,9 +124,11 @@ def _fresh_price(view: StateView, market_id: int, height: int) -> int | None:
     return stored.price
 
 
-def _mark(view: StateView, market: Market, terms: OptionTerms, height: int, block_time: int) -> int | None:
+def _mark(
+    view: StateView, market: Market, terms: OptionTerms, height: int, block_time: int
+) -> OptionMark | None:
     """Mark an open series that has not expired: store its `OptionMark` and oracle price and
-    return the price; None (nothing written) without a fresh underlying price and vol."""
+    return the mark; None (nothing written) without a fresh underlying price and vol."""
     spot = _fresh_price(view, terms.underlying_id, height)
     if spot is None:
         return None
@@ -134,12 +138,10 @@ def _mark(view: StateView, market: Market, terms: OptionTerms, height: int, bloc
     t = years_to_expiry(terms, block_time)
     rate = load_option_params(view).rate_ppm
     price = mark_subticks(quote(terms, spot=spot, vol_ppm=vol.vol_ppm, t=t, rate_ppm=rate))
-    view.put_record(
-        schema.option_mark_key(market.market_id),
-        OptionMark(price=price, spot=spot, vol_ppm=vol.vol_ppm, t=t, height=height),
-    )
+    mark = OptionMark(price=price, spot=spot, vol_ppm=vol.vol_ppm, t=t, height=height)
+    view.put_record(schema.option_mark_key(market.market_id), mark)
     store_price(view, market.market_id, OraclePrice(price, height))
-    return price
+    return mark
 
 
 def init_option_marks(view: StateView, markets: Iterable[Market], height: int, genesis_time: int) -> None:
@@ -167,10 +169,20 @@ def option_series_end_block(
                 continue
             events.extend(settle_series(view, ctx, market, terms, spot, height))
             continue
-        price = _mark(view, market, terms, height, block_time)
-        if price is not None:  # the context's view of the price, current
-            ctx.prices[market.market_id] = price
+        mark = _mark(view, market, terms, height, block_time)
+        if mark is not None:  # the context's view of the price, current
+            ctx.prices[market.market_id] = mark.price
             ctx.stale.pop(market.market_id, None)
+            events.append(
+                make_event(
+                    "option_mark",
+                    ("market", market.ticker),
+                    ("price", mark.price),
+                    ("underlying_price", mark.spot),
+                    ("vol_ppm", mark.vol_ppm),
+                    ("height", height),
+                )
+            )
     return events
 
 

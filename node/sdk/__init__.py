@@ -18,7 +18,9 @@ next nonce (`core.Nonces`), pay the chain's minimum fee for their actions (the s
 `RPCError`. `AsyncClient.book_updates(market)` yields the book after each change (a sequence gap or
 a dropped connection resubscribes for a new snapshot) and `AsyncClient.fills()` the account's
 fills. Results are the dataclasses of
-`node.sdk.types`. The CLI's trading commands are built on this package.
+`node.sdk.types`. Orders may act as a subaccount or an isolated account of the key (`subaccount=`,
+`isolated=`; `core.acting_as`), and `subaccounts()` lists them. The CLI's trading commands are
+built on this package.
 """
 
 from node.sdk.client import DEFAULT_NODE, AsyncClient, Client
@@ -26,6 +28,7 @@ from node.sdk.errors import InputError, RPCError, SDKError, TxError
 from node.sdk.types import (
     Account,
     Book,
+    DerivedAccount,
     Event,
     Fill,
     Level,
@@ -34,6 +37,7 @@ from node.sdk.types import (
     Position,
     QueuedAccount,
     RestingOrder,
+    Subaccounts,
     TxResult,
 )
 
@@ -43,6 +47,7 @@ __all__ = [
     "AsyncClient",
     "Book",
     "Client",
+    "DerivedAccount",
     "Event",
     "Fill",
     "InputError",
@@ -54,6 +59,7 @@ __all__ = [
     "RPCError",
     "RestingOrder",
     "SDKError",
+    "Subaccounts",
     "TxError",
     "TxResult",
 ]

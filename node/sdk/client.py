@@ -5,7 +5,10 @@ Each method is a thin shell over `node.sdk.core`: the two clients differ only in
 Transactions go out with `broadcast_tx_commit` and return a `TxResult` once in a block, or raise
 `TxError` with the chain's code and reason. Each pays the chain's minimum fee for its actions at
 the chain's schedule (`fees()`, read once), unless given `fee=` (quote units); a fee the chain or
-the node finds too low is a `TxError` with code 7 (INSUFFICIENT_FEE).
+the node finds too low is a `TxError` with code 7 (INSUFFICIENT_FEE). The order methods take
+`subaccount=n` (act as the key's subaccount n) or `isolated=True` (act as the key's isolated account
+of the order's market); `subaccounts()`, `transfer_to_subaccount`, `add_isolated_margin` and
+`remove_isolated_margin` cover the rest (`execution.accounts`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from node.sdk import core
 from node.sdk.core import Amount
 from node.sdk.errors import InputError, RPCError
 from node.sdk.rpc import DEFAULT_TIMEOUT, AsyncTransport, Transport
-from node.sdk.types import Account, Book, Fill, Liquidations, Twap, TxResult
+from node.sdk.types import Account, Book, Fill, Liquidations, Subaccounts, Twap, TxResult
 from primitives.keys import PrivateKey
 
 DEFAULT_NODE = "http://127.0.0.1:26657"
@@ -165,6 +168,8 @@ class Client:
         client_id: int = 0,
         reduce_only: bool = False,
         good_til_block: int = 0,
+        subaccount: int | None = None,
+        isolated: bool = False,
         fee: int | None = None,
     ) -> TxResult:
         """A limit order of `size` base units at `price` USD (tif "gtc", "ioc", "fok", "post-only")."""
@@ -178,7 +183,7 @@ class Client:
             reduce_only=reduce_only,
             good_til_block=good_til_block,
         )
-        return self.send([action], fee=fee)
+        return self.send(self._acting([action], market, subaccount, isolated), fee=fee)
 
     def market_order(
         self,
@@ -189,6 +194,8 @@ class Client:
         slippage: Decimal = DEFAULT_SLIPPAGE,
         client_id: int = 0,
         reduce_only: bool = False,
+        subaccount: int | None = None,
+        isolated: bool = False,
         fee: int | None = None,
     ) -> TxResult:
         """An immediate-or-cancel order whose worst price is the oracle price moved by `slippage`
@@ -197,7 +204,16 @@ class Client:
         oracle = int(core.oracle_item(self.query("/oracle"), market)["price"])
         worst = core.slipped_price(m, oracle, side, slippage)
         return self.send(
-            [core.market_order_action(m, side, size, worst, client_id=client_id, reduce_only=reduce_only)],
+            self._acting(
+                [
+                    core.market_order_action(
+                        m, side, size, worst, client_id=client_id, reduce_only=reduce_only
+                    )
+                ],
+                market,
+                subaccount,
+                isolated,
+            ),
             fee=fee,
         )
 
@@ -212,6 +228,8 @@ class Client:
         take_profit: bool = False,
         client_id: int = 0,
         reduce_only: bool = False,
+        subaccount: int | None = None,
+        isolated: bool = False,
         fee: int | None = None,
     ) -> TxResult:
         """A stop-loss (or take-profit) order triggered by the oracle price (`core.stop_action`)."""
@@ -225,7 +243,7 @@ class Client:
             client_id=client_id,
             reduce_only=reduce_only,
         )
-        return self.send([action], fee=fee)
+        return self.send(self._acting([action], market, subaccount, isolated), fee=fee)
 
     def cancel(
         self,
@@ -233,18 +251,48 @@ class Client:
         *,
         order_id: int | None = None,
         client_id: int | None = None,
+        subaccount: int | None = None,
+        isolated: bool = False,
         fee: int | None = None,
     ) -> TxResult:
         action = core.cancel_action(self.market(market), order_id=order_id, client_id=client_id)
-        return self.send([action], fee=fee)
+        return self.send(self._acting([action], market, subaccount, isolated), fee=fee)
 
-    def cancel_all(self, market: str | None = None, *, fee: int | None = None) -> TxResult:
-        return self.send([core.cancel_all_action(self.market(market) if market else None)], fee=fee)
+    def cancel_all(
+        self,
+        market: str | None = None,
+        *,
+        subaccount: int | None = None,
+        isolated: bool = False,
+        fee: int | None = None,
+    ) -> TxResult:
+        return self.send(
+            self._acting(
+                [core.cancel_all_action(self.market(market) if market else None)],
+                market,
+                subaccount,
+                isolated,
+            ),
+            fee=fee,
+        )
 
     def amend(
-        self, market: str, order_id: int, *, size: Amount, price: Amount, fee: int | None = None
+        self,
+        market: str,
+        order_id: int,
+        *,
+        size: Amount,
+        price: Amount,
+        subaccount: int | None = None,
+        isolated: bool = False,
+        fee: int | None = None,
     ) -> TxResult:
-        return self.send([core.amend_action(self.market(market), order_id, size, price)], fee=fee)
+        return self.send(
+            self._acting(
+                [core.amend_action(self.market(market), order_id, size, price)], market, subaccount, isolated
+            ),
+            fee=fee,
+        )
 
     def twap(
         self,
@@ -256,6 +304,8 @@ class Client:
         interval_blocks: int,
         max_slippage: Amount = DEFAULT_SLIPPAGE,
         reduce_only: bool = False,
+        subaccount: int | None = None,
+        isolated: bool = False,
         fee: int | None = None,
     ) -> TxResult:
         """A TWAP order (`core.twap_action`); its id is `result.twap_id()`."""
@@ -263,12 +313,25 @@ class Client:
             self.market(market), side, size, slices=slices, interval_blocks=interval_blocks,
             max_slippage=max_slippage, reduce_only=reduce_only,
         )  # fmt: skip
-        return self.send([action], fee=fee)
+        return self.send(self._acting([action], market, subaccount, isolated), fee=fee)
 
     place_twap = twap
 
-    def cancel_twap(self, market: str, twap_id: int, *, fee: int | None = None) -> TxResult:
-        return self.send([core.cancel_twap_action(self.market(market), twap_id)], fee=fee)
+    def cancel_twap(
+        self,
+        market: str,
+        twap_id: int,
+        *,
+        subaccount: int | None = None,
+        isolated: bool = False,
+        fee: int | None = None,
+    ) -> TxResult:
+        return self.send(
+            self._acting(
+                [core.cancel_twap_action(self.market(market), twap_id)], market, subaccount, isolated
+            ),
+            fee=fee,
+        )
 
     def scale(
         self,
@@ -282,6 +345,8 @@ class Client:
         tif: str = "gtc",
         reduce_only: bool = False,
         client_id_base: int = 0,
+        subaccount: int | None = None,
+        isolated: bool = False,
         fee: int | None = None,
     ) -> TxResult:
         """A scale order (`core.scale_action`): `count` limit orders from `start_price` to `end_price`."""
@@ -289,7 +354,7 @@ class Client:
             self.market(market), side, size, count=count, start_price=start_price, end_price=end_price,
             tif=tif, reduce_only=reduce_only, client_id_base=client_id_base,
         )  # fmt: skip
-        return self.send([action], fee=fee)
+        return self.send(self._acting([action], market, subaccount, isolated), fee=fee)
 
     place_scale = scale
 
@@ -300,6 +365,44 @@ class Client:
     def transfer(self, to: str, amount: Amount, *, fee: int | None = None) -> TxResult:
         """Send `amount` USD of quote to the address `to`."""
         return self.send([core.transfer_action(to, amount)], fee=fee)
+
+    def subaccounts(self, owner: str | None = None) -> Subaccounts:
+        """The subaccounts and isolated accounts in use of `owner` (default: the key's)."""
+        return core.subaccounts(self.query(f"/subaccounts/{owner or self.address}"))
+
+    def subaccount_address(self, number: int, owner: str | None = None) -> str:
+        """The address of subaccount `number` of `owner` (default: the key's; 0: the owner)."""
+        return core.subaccount_address(owner or self.address, number)
+
+    def isolated_address(self, market: str, owner: str | None = None) -> str:
+        """The address of the isolated account of `market` of `owner` (default: the key's)."""
+        return core.isolated_address(owner or self.address, self.market(market))
+
+    def transfer_to_subaccount(
+        self, amount: Amount, *, from_number: int = 0, to_number: int, fee: int | None = None
+    ) -> TxResult:
+        """Move `amount` USD from the key's subaccount `from_number` to its subaccount `to_number`."""
+        to = core.transfer_action(self.subaccount_address(to_number), amount)
+        return self.send(core.acting_as([to], subaccount=from_number or None), fee=fee)
+
+    def add_isolated_margin(self, market: str, amount: Amount, *, fee: int | None = None) -> TxResult:
+        """Move `amount` USD from the key's account to its isolated account of `market`."""
+        return self.send([core.transfer_action(self.isolated_address(market), amount)], fee=fee)
+
+    def remove_isolated_margin(self, market: str, amount: Amount, *, fee: int | None = None) -> TxResult:
+        """Move `amount` USD from the key's isolated account of `market` back to the key's account."""
+        back = core.transfer_action(self.address, amount)
+        return self.send(core.acting_as([back], isolated=self.market(market)), fee=fee)
+
+    def _acting(
+        self, actions: Sequence[Action], market: str | None, subaccount: int | None, isolated: bool
+    ) -> list[Action]:
+        """`actions` as the key's subaccount or as its isolated account of `market` (`core.acting_as`)."""
+        if isolated and not market:
+            raise InputError("isolated: needs the order's market")
+        return core.acting_as(
+            actions, subaccount=subaccount, isolated=self.market(market) if isolated and market else None
+        )
 
 
 class AsyncClient:
@@ -393,6 +496,8 @@ class AsyncClient:
         client_id: int = 0,
         reduce_only: bool = False,
         good_til_block: int = 0,
+        subaccount: int | None = None,
+        isolated: bool = False,
         fee: int | None = None,
     ) -> TxResult:
         action = core.place_action(
@@ -405,7 +510,7 @@ class AsyncClient:
             reduce_only=reduce_only,
             good_til_block=good_til_block,
         )
-        return await self.send([action], fee=fee)
+        return await self.send(await self._acting([action], market, subaccount, isolated), fee=fee)
 
     async def market_order(
         self,
@@ -416,13 +521,15 @@ class AsyncClient:
         slippage: Decimal = DEFAULT_SLIPPAGE,
         client_id: int = 0,
         reduce_only: bool = False,
+        subaccount: int | None = None,
+        isolated: bool = False,
         fee: int | None = None,
     ) -> TxResult:
         m = await self.market(market)
         oracle = int(core.oracle_item(await self.query("/oracle"), market)["price"])
         worst = core.slipped_price(m, oracle, side, slippage)
         action = core.market_order_action(m, side, size, worst, client_id=client_id, reduce_only=reduce_only)
-        return await self.send([action], fee=fee)
+        return await self.send(await self._acting([action], market, subaccount, isolated), fee=fee)
 
     async def stop(
         self,
@@ -435,6 +542,8 @@ class AsyncClient:
         take_profit: bool = False,
         client_id: int = 0,
         reduce_only: bool = False,
+        subaccount: int | None = None,
+        isolated: bool = False,
         fee: int | None = None,
     ) -> TxResult:
         action = core.stop_action(
@@ -447,7 +556,7 @@ class AsyncClient:
             client_id=client_id,
             reduce_only=reduce_only,
         )
-        return await self.send([action], fee=fee)
+        return await self.send(await self._acting([action], market, subaccount, isolated), fee=fee)
 
     async def cancel(
         self,
@@ -455,19 +564,44 @@ class AsyncClient:
         *,
         order_id: int | None = None,
         client_id: int | None = None,
+        subaccount: int | None = None,
+        isolated: bool = False,
         fee: int | None = None,
     ) -> TxResult:
         action = core.cancel_action(await self.market(market), order_id=order_id, client_id=client_id)
-        return await self.send([action], fee=fee)
+        return await self.send(await self._acting([action], market, subaccount, isolated), fee=fee)
 
-    async def cancel_all(self, market: str | None = None, *, fee: int | None = None) -> TxResult:
+    async def cancel_all(
+        self,
+        market: str | None = None,
+        *,
+        subaccount: int | None = None,
+        isolated: bool = False,
+        fee: int | None = None,
+    ) -> TxResult:
         action = core.cancel_all_action(await self.market(market) if market else None)
-        return await self.send([action], fee=fee)
+        return await self.send(await self._acting([action], market, subaccount, isolated), fee=fee)
 
     async def amend(
-        self, market: str, order_id: int, *, size: Amount, price: Amount, fee: int | None = None
+        self,
+        market: str,
+        order_id: int,
+        *,
+        size: Amount,
+        price: Amount,
+        subaccount: int | None = None,
+        isolated: bool = False,
+        fee: int | None = None,
     ) -> TxResult:
-        return await self.send([core.amend_action(await self.market(market), order_id, size, price)], fee=fee)
+        return await self.send(
+            await self._acting(
+                [core.amend_action(await self.market(market), order_id, size, price)],
+                market,
+                subaccount,
+                isolated,
+            ),
+            fee=fee,
+        )
 
     async def twap(
         self,
@@ -479,18 +613,33 @@ class AsyncClient:
         interval_blocks: int,
         max_slippage: Amount = DEFAULT_SLIPPAGE,
         reduce_only: bool = False,
+        subaccount: int | None = None,
+        isolated: bool = False,
         fee: int | None = None,
     ) -> TxResult:
         action = core.twap_action(
             await self.market(market), side, size, slices=slices, interval_blocks=interval_blocks,
             max_slippage=max_slippage, reduce_only=reduce_only,
         )  # fmt: skip
-        return await self.send([action], fee=fee)
+        return await self.send(await self._acting([action], market, subaccount, isolated), fee=fee)
 
     place_twap = twap
 
-    async def cancel_twap(self, market: str, twap_id: int, *, fee: int | None = None) -> TxResult:
-        return await self.send([core.cancel_twap_action(await self.market(market), twap_id)], fee=fee)
+    async def cancel_twap(
+        self,
+        market: str,
+        twap_id: int,
+        *,
+        subaccount: int | None = None,
+        isolated: bool = False,
+        fee: int | None = None,
+    ) -> TxResult:
+        return await self.send(
+            await self._acting(
+                [core.cancel_twap_action(await self.market(market), twap_id)], market, subaccount, isolated
+            ),
+            fee=fee,
+        )
 
     async def scale(
         self,
@@ -504,13 +653,15 @@ class AsyncClient:
         tif: str = "gtc",
         reduce_only: bool = False,
         client_id_base: int = 0,
+        subaccount: int | None = None,
+        isolated: bool = False,
         fee: int | None = None,
     ) -> TxResult:
         action = core.scale_action(
             await self.market(market), side, size, count=count, start_price=start_price, end_price=end_price,
             tif=tif, reduce_only=reduce_only, client_id_base=client_id_base,
         )  # fmt: skip
-        return await self.send([action], fee=fee)
+        return await self.send(await self._acting([action], market, subaccount, isolated), fee=fee)
 
     place_scale = scale
 
@@ -519,6 +670,41 @@ class AsyncClient:
 
     async def transfer(self, to: str, amount: Amount, *, fee: int | None = None) -> TxResult:
         return await self.send([core.transfer_action(to, amount)], fee=fee)
+
+    async def subaccounts(self, owner: str | None = None) -> Subaccounts:
+        return core.subaccounts(await self.query(f"/subaccounts/{owner or self.address}"))
+
+    def subaccount_address(self, number: int, owner: str | None = None) -> str:
+        return core.subaccount_address(owner or self.address, number)
+
+    async def isolated_address(self, market: str, owner: str | None = None) -> str:
+        return core.isolated_address(owner or self.address, await self.market(market))
+
+    async def transfer_to_subaccount(
+        self, amount: Amount, *, from_number: int = 0, to_number: int, fee: int | None = None
+    ) -> TxResult:
+        to = core.transfer_action(self.subaccount_address(to_number), amount)
+        return await self.send(core.acting_as([to], subaccount=from_number or None), fee=fee)
+
+    async def add_isolated_margin(self, market: str, amount: Amount, *, fee: int | None = None) -> TxResult:
+        return await self.send([core.transfer_action(await self.isolated_address(market), amount)], fee=fee)
+
+    async def remove_isolated_margin(
+        self, market: str, amount: Amount, *, fee: int | None = None
+    ) -> TxResult:
+        back = core.transfer_action(self.address, amount)
+        return await self.send(core.acting_as([back], isolated=await self.market(market)), fee=fee)
+
+    async def _acting(
+        self, actions: Sequence[Action], market: str | None, subaccount: int | None, isolated: bool
+    ) -> list[Action]:
+        if isolated and not market:
+            raise InputError("isolated: needs the order's market")
+        return core.acting_as(
+            actions,
+            subaccount=subaccount,
+            isolated=await self.market(market) if isolated and market else None,
+        )
 
     # -- streams -------------------------------------------------------------------------------
 

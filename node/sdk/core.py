@@ -1,6 +1,11 @@
 """What the blocking and the async clients share, without I/O: nonces, human amounts to the
 chain's units, actions, the fee schedule, the parsing of results, and a book kept from its
-stream."""
+stream.
+
+Subaccounts and isolated margin (`execution.accounts`): `subaccount_address`/`isolated_address`
+derive an owner's accounts; `use_subaccount`/`use_isolated` are the switches a tx puts before the
+actions that act as them, and `acting_as` puts one before a list of actions (what the clients'
+`subaccount=`/`isolated=` options do); collateral moves by plain transfers to derived addresses."""
 
 from __future__ import annotations
 
@@ -8,10 +13,11 @@ import base64
 import json
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
+from execution import accounts
 from execution.fees import FeeParams
 from execution.markets import (
     MARKET_FIELDS,
@@ -21,9 +27,11 @@ from execution.markets import (
     human_to_quote,
     human_to_size,
     price_to_human,
+    quote_to_human,
     size_to_human,
 )
 from execution.tx import (
+    Action,
     AmendOrder,
     CancelAll,
     CancelOrder,
@@ -33,11 +41,14 @@ from execution.tx import (
     PlaceTrigger,
     PlaceTwap,
     Transfer,
+    UseIsolated,
+    UseSubaccount,
 )
 from node.sdk.errors import InputError, RPCError, TxError
 from node.sdk.types import (
     Account,
     Book,
+    DerivedAccount,
     Event,
     Fill,
     Level,
@@ -46,6 +57,7 @@ from node.sdk.types import (
     Position,
     QueuedAccount,
     RestingOrder,
+    Subaccounts,
     Twap,
     TxResult,
 )
@@ -372,6 +384,77 @@ def transfer_action(to: str, amount: Amount) -> Transfer:
     except ValueError as exc:
         raise InputError(f"recipient: {exc}") from None
     return Transfer(recipient, quote_units(amount))
+
+
+def _address(text: str, what: str) -> Address:
+    try:
+        return Address.parse(text)
+    except ValueError as exc:
+        raise InputError(f"{what}: {exc}") from None
+
+
+def subaccount_address(owner: str, number: int) -> str:
+    """The address (lower-case hex) of `owner`'s subaccount `number` (0..127; 0: `owner`)."""
+    try:
+        return str(accounts.subaccount_address(_address(owner, "owner"), number))
+    except ValueError as exc:
+        raise InputError(f"subaccount: {exc}") from None
+
+
+def isolated_address(owner: str, market: Market) -> str:
+    """The address (lower-case hex) of `owner`'s isolated account of `market`."""
+    return str(accounts.isolated_address(_address(owner, "owner"), market.market_id))
+
+
+def use_subaccount(number: int) -> UseSubaccount:
+    """The switch after which a tx's actions act as the signer's subaccount `number`."""
+    if not 0 <= number <= accounts.MAX_SUBACCOUNT:
+        raise InputError(f"subaccount: a number in [0, {accounts.MAX_SUBACCOUNT}], got {number}")
+    return UseSubaccount(number)
+
+
+def use_isolated(market: Market) -> UseIsolated:
+    """The switch after which a tx's actions act as the signer's isolated account of `market`."""
+    return UseIsolated(market.market_id)
+
+
+def acting_as(
+    actions: Sequence[Action], *, subaccount: int | None = None, isolated: Market | None = None
+) -> list[Action]:
+    """`actions` acting as the signer's subaccount `subaccount` or its isolated account of
+    `isolated` (neither: as the signer); InputError for both."""
+    if subaccount is not None and isolated is not None:
+        raise InputError("subaccount: give a subaccount or isolated, not both")
+    if subaccount is not None:
+        return [use_subaccount(subaccount), *actions]
+    if isolated is not None:
+        return [use_isolated(isolated), *actions]
+    return list(actions)
+
+
+def _derived(item: Mapping[str, Any], *, number: int | None, market: str | None) -> DerivedAccount:
+    def usd(name: str) -> Decimal:
+        return Decimal(quote_to_human(int(item[name])))
+
+    return DerivedAccount(
+        address=str(item["address"]),
+        number=number,
+        market=market,
+        balance=usd("balance"),
+        account_value=usd("account_value"),
+        initial_requirement=usd("initial_requirement"),
+        maintenance_requirement=usd("maintenance_requirement"),
+        positions=int(item["positions"]),
+    )
+
+
+def subaccounts(value: Mapping[str, Any]) -> Subaccounts:
+    """The `/subaccounts/<owner>` query."""
+    return Subaccounts(
+        owner=str(value["owner"]),
+        subaccounts=tuple(_derived(i, number=int(i["number"]), market=None) for i in value["subaccounts"]),
+        isolated=tuple(_derived(i, number=None, market=str(i["market"])) for i in value["isolated"]),
+    )
 
 
 def events(items: Any) -> tuple[Event, ...]:

@@ -176,3 +176,33 @@ class Fill:
     maker: bool
     order_id: int
     height: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DerivedAccount:
+    """One of an owner's subaccounts (`number`; 0: the owner itself) or isolated accounts
+    (`market`), from the `/subaccounts/<owner>` query."""
+
+    address: str
+    number: int | None
+    """the subaccount number, None for an isolated account"""
+    market: str | None
+    """the isolated account's market, None for a subaccount"""
+    balance: Decimal
+    """USD"""
+    account_value: Decimal
+    """USD"""
+    initial_requirement: Decimal
+    """USD"""
+    maintenance_requirement: Decimal
+    """USD"""
+    positions: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Subaccounts:
+    """An owner's derived accounts in use: subaccounts by number, isolated accounts by market id."""
+
+    owner: str
+    subaccounts: tuple[DerivedAccount, ...]
+    isolated: tuple[DerivedAccount, ...]

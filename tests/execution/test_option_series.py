@@ -14,22 +14,29 @@ from hypothesis import strategies as st
 
 from consensus.app import FinalizeBlockResult, ValidatorUpdate
 from execution.codes import Code
-from execution.genesis_state import AppStateError, default_exchange_app_state, parse_app_state
+from execution.genesis_state import (
+    AppStateError,
+    default_exchange_app_state,
+    init_exchange_state,
+    parse_app_state,
+)
 from execution.markets import Market, OptionTerms, default_markets, load_market, option_ticker
 from execution.options.fixedpoint import SCALE
 from execution.options.marks import YEAR_NS, OptionMark, load_mark
-from execution.options.pricing import black_scholes
+from execution.options.pricing import Quote, black_scholes
 from execution.oracle.prices import load_price
 from execution.positions.position import Position
 from execution.risk.option_series import (
+    init_option_marks,
     load_settlement,
     mark_subticks,
     settlement_price,
 )
+from execution.state import StateView
 from execution.tx import OracleVote
 from primitives.timefmt import format_rfc3339
 from storage import schema
-from tests.execution.chain import BLOCK_INTERVAL, GENESIS_TIME, Chain, address, key
+from tests.execution.chain import BLOCK_INTERVAL, GENESIS_TIME, Chain, Empty, address, key
 from tests.execution.exchange_helpers import (
     BUY,
     FUNDS,
@@ -124,6 +131,7 @@ def test_default_series_parse_and_are_listed_by_genesis() -> None:
         (lambda e: e.update(atomic_resolution=-9), "must share BTC-USD's atomic_resolution"),
         (lambda e: e["option"].update(strike=STRIKE + 1), "option.strike: must be a positive multiple"),
         (lambda e: e["option"].update(expiry="next friday"), "option.expiry: not an RFC 3339 time"),
+        (lambda e: e["option"].update(expiry="1970-01-01T00:00:00Z"), "option.expiry: must be after 1970"),
         (lambda e: e["option"].update(call="yes"), "option.call: must be true"),
         (lambda e: e["option"].pop("strike"), "option.strike: missing"),
         (lambda e: e["option"].update(colour="red"), "option.colour: unknown field"),
@@ -181,6 +189,17 @@ def test_marks_are_black_scholes_at_the_oracle_price_and_vol(chain: Chain) -> No
     assert option["mark"]["underlying_price_human"] == "66000"
     assert "funding_rate_ppm" not in shown
     assert "funding_rate_ppm" in markets_query(chain)["BTC-USD"]
+
+
+def test_each_block_emits_the_series_marks(chain: Chain) -> None:
+    result = chain.run_block([])
+    marks = [{a.key: a.value for a in e.attributes} for e in result.events if e.type == "option_mark"]
+    assert [m["market"] for m in marks] == [
+        option_ticker(BTC_MARKET, EXPIRY, STRIKE, True),
+        option_ticker(BTC_MARKET, EXPIRY, STRIKE, False),
+    ]
+    mark = load_mark(chain.app._committed, CALL)
+    assert mark is not None and marks[0]["price"] == str(mark.price) and marks[0]["vol_ppm"] == str(VOL_PPM)
 
 
 def test_genesis_marks_the_series_and_a_stale_vol_stops_the_marks(tmp_path: Path) -> None:
@@ -284,3 +303,26 @@ def test_series_pay_no_funding_and_take_no_premium_samples(chain: Chain) -> None
     assert ticked == {"BTC-USD", "ETH-USD"}
     for market_id in (CALL, PUT):
         assert chain.app._committed.get(schema.funding_market_key(market_id)) is None
+
+
+def test_genesis_writes_the_first_marks() -> None:
+    state = parse_app_state(options_app_state())
+    view = StateView(Empty())
+    init_exchange_state(view, state, 1)
+    init_option_marks(view, state.markets, 0, GENESIS_TIME)
+    mark = load_mark(view, CALL)
+    assert mark is not None and mark.height == 0 and mark.t == (EXPIRY - GENESIS_TIME) * SCALE // YEAR_NS
+    price = load_price(view, CALL)
+    assert price is not None and price.price == mark.price and price.updated_height == 0
+    late = StateView(Empty())
+    init_exchange_state(late, state, 1)
+    init_option_marks(late, state.markets, 0, EXPIRY)  # a genesis at the expiry: nothing to mark
+    assert load_mark(late, CALL) is None
+
+
+@pytest.mark.parametrize(
+    ("price", "subticks"),
+    [(0, 1), (SCALE // 2 - 1, 1), (3 * SCALE // 2 - 1, 1), (3 * SCALE // 2, 2), (7 * SCALE, 7)],
+)
+def test_a_mark_is_the_price_to_the_nearest_subtick_and_at_least_one(price: int, subticks: int) -> None:
+    assert mark_subticks(Quote(price=price, delta=0, gamma=0, vega=0, theta=0)) == subticks

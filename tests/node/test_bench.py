@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from node.bench_options_liquidation import bench_options_liquidation
 from tests.node.e2e import run_cli
 
 
@@ -95,3 +96,41 @@ def test_bench_options_reports_its_figures() -> None:
     out = json.loads(run_cli("bench", "options", "--count", "200", "--json").stdout)
     assert out["count"] == 200 and out["options_per_second"] > 0 and len(out["checksum"]) == 16
     assert out["machine_limit"]["verify_per_second_one_core"] > 0
+
+
+def test_bench_options_liquidation_reports_its_figures() -> None:
+    args = ("bench", "options", "--liquidation", "--accounts", "300", "--max-blocks", "2", "--json")
+    out = json.loads(run_cli(*args).stdout)
+    assert out["accounts"] == 300 and out["series"] == 12
+    assert out["liquidatable_before_move"] == 0, "every account starts above its maintenance requirement"
+    assert out["liquidated"] > 30, "the 10% rise puts the short calls under water; the book closes them"
+    assert 0 < out["liquidation_pass_ms"] <= out["end_block_ms"] <= out["move_block_ms"]
+    assert 0 < out["option_marks_ms"] <= out["end_block_ms"] and out["liquidation_pass_cpu_ms"] > 0
+    assert out["no_move_liquidation_pass_ms"] > 0 and out["first_pass_ms"] > 0
+    assert out["liquidation_work"] == out["work_per_block"][0] > 0
+    blocks = len(out["block_ms"])
+    assert 1 <= blocks <= 2 and len(out["liquidated_per_block"]) == blocks
+    if out["blocks_to_clear"] is None:
+        assert out["liquidatable_left"] > 0 and blocks == 2
+    else:
+        assert out["liquidatable_left"] == 0 and out["blocks_to_clear"] == blocks
+    assert len(out["app_hash"]) == 64
+    assert out["machine_limit"]["verify_per_second_one_core"] > 0
+
+
+def test_checking_the_candidates_does_not_spend_the_steps_budget() -> None:
+    """Checking 300 portfolio-margined holders costs ~3,600 state operations; with a budget of
+    2,000 the steps still get their 2,000 (the checks are not on the budget), so the move block
+    liquidates many accounts, not the one the progress rule guarantees."""
+    out = bench_options_liquidation(300, seed=1, max_blocks=1, work_budget=2_000)
+    assert out["liquidation_work"] > 2_000 + 3_000
+    assert out["liquidated_per_block"][0] > 5
+
+
+def test_bench_options_liquidation_is_deterministic() -> None:
+    first = bench_options_liquidation(40, seed=5, max_blocks=2)
+    again = bench_options_liquidation(40, seed=5, max_blocks=2)
+    assert first["app_hash"] == again["app_hash"], "the same arguments end in the same state"
+    assert first["liquidated_per_block"] == again["liquidated_per_block"]
+    other = bench_options_liquidation(40, seed=6, max_blocks=2)
+    assert other["app_hash"] != first["app_hash"], "the seed draws the portfolios"

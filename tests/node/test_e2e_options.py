@@ -1,6 +1,7 @@
 """Options end to end on a real `derivd` validator: the testnet's default option series (here with
-a 25-second lifetime) show their mark and Greeks in `query markets`, trade through the CLI, show
-the position's Greeks in `query account`, expire and settle at the intrinsic value, after which the
+a 20-second lifetime) show their mark and Greeks in `query markets`, trade through the CLI, show
+the position's Greeks in `query account`, are margined by the portfolio rule (a naked short call
+the linear rule would take is refused), expire and settle at the intrinsic value, after which the
 series refuses orders."""
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from node.testnet import Testnet as Network
 from node.testnet import create_testnet, free_base_port
 from tests.node.e2e import SPEED, ChainHome, NodeProcess, run_cli, wait_for
 
-LIFETIME_NS = 25 * 10**9
+LIFETIME_NS = 20 * 10**9
 
 
 @pytest.fixture
@@ -77,6 +78,17 @@ def test_an_option_series_trades_shows_its_greeks_expires_and_settles(
     assert "funding_rate_ppm" not in markets[call]
 
     seller, buyer = (account.address for account in net.accounts)
+    # the seller keeps about $3,000: enough for a short 0.01 BTC call, not for a naked 1 BTC one, whose
+    # portfolio margin (the loss if BTC rose 15%, plus 1% of its notional) is ~$12,000 (the linear
+    # rule's 5% of the call's notional would be a few dollars)
+    moved = cli(net, "tx", "transfer", "--from", "account0", "--to", buyer, "--amount", str(997_000 * 10**6))
+    assert moved["tx_result"]["code"] == 0, moved
+    naked = cli(
+        net, "tx", "order", "place", "--from", "account0", "--side", "sell", "--market", call, "--size", "1",
+        "--price", "50", "--tif", "post-only", check=False,
+    )  # fmt: skip
+    code = naked.get("check_tx", {}).get("code") or naked.get("tx_result", {}).get("code")
+    assert code == Code.INSUFFICIENT_MARGIN, naked
     before = {address: balance(node, address) for address in (seller, buyer, str(FEE_COLLECTOR))}
     trade = ("--market", call, "--size", "0.01", "--price", "50")
     sold = cli(net, "tx", "order", "place", "--from", "account0", "--side", "sell", *trade)

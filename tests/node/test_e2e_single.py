@@ -575,6 +575,14 @@ def test_metrics_are_exported(node: NodeProcess, chain: ChainHome) -> None:
     assert timing["count"] >= 2 and 0 < timing["sum"] < 60_000 * timing["count"]
     assert value("derivd_open_interest", market="BTC-USD") >= 0
     assert value("derivd_liquidation_queue_size") == 0
+    # the default genesis's option series: marks, deltas, and the implied vols (aging: no feeder here)
+    marks = [s for s in families["derivd_option_mark_price"].samples if s.labels["market"].startswith("BTC-")]
+    assert len(marks) == 4 and all(s.value >= 1 for s in marks)
+    deltas = [(s.labels["market"][-1], s.value) for s in families["derivd_option_delta"].samples]
+    assert len(deltas) == 8 and all(0 < d < 1 if kind == "C" else -1 < d < 0 for kind, d in deltas)
+    vols = {(s.labels["underlying"], s.value) for s in families["derivd_implied_vol_ppm"].samples}
+    assert vols == {("BTC-USD", 600_000), ("ETH-USD", 700_000)}  # two expiries each
+    assert all(s.value >= 0 for s in families["derivd_implied_vol_age_blocks"].samples)
     # the operator guide's table names every metric the node exports, and nothing it does not
     guide = (Path(__file__).resolve().parents[2] / "deploy" / "OPERATORS.md").read_text()
     table = guide[guide.index("### Metrics") :]

@@ -107,8 +107,19 @@ def test_trades_are_the_market_fills() -> None:
         "trades": [{"type": "order_filled", "market": "BTC-USD", "price": "1"}]
     }
     assert streams._data(parse_stream({"stream": "trades", "market": "SOL-USD"}), events, {}) is None
-    oracle = streams._data(parse_stream({"stream": "oracle"}), [*events, Event("oracle_price")], {})
-    assert oracle == {"events": [{"type": "oracle_price"}]}
+    oracle = streams._data(
+        parse_stream({"stream": "oracle"}),
+        [*events, Event("oracle_price"), Event("volatility"), Event("option_mark"), Event("option_expired")],
+        {},
+    )
+    assert oracle == {
+        "events": [
+            {"type": "oracle_price"},
+            {"type": "volatility"},
+            {"type": "option_mark"},
+            {"type": "option_expired"},
+        ]
+    }
 
 
 @pytest.mark.parametrize(
