@@ -78,6 +78,27 @@ def _size_for(market: Market, quote: int) -> int:
     return max(1, quote // unit) * market.step_base_quantums
 
 
+def genesis_app(
+    path: Path, state: dict[str, Any], validator: PrivateKey, chain_id: str = CHAIN_ID
+) -> tuple[Database, ExchangeApp]:
+    """A new database at `path` holding the committed genesis of `state` (`validator` with power
+    10, `GENESIS_TIME`), synced, and the application over it (a one-core verifier)."""
+    db = Database(path)
+    app = ExchangeApp(db, chain_id, BatchVerifier(workers=1))
+    request = InitChainRequest(
+        chain_id,
+        GENESIS_TIME,
+        1,
+        (ValidatorUpdate(validator.public_key.raw, 10),),
+        json.dumps(state).encode(),
+    )
+    app.init_chain(request)
+    batch = WriteBatch()
+    app.commit(batch)
+    db.write(batch, sync=True)
+    return db, app
+
+
 def _build(path: Path, accounts: int) -> tuple[PrivateKey, PrivateKey, list[Market], int]:
     """Genesis, then every position written straight into state; (validator, maker, markets,
     under-water accounts)."""
@@ -89,20 +110,7 @@ def _build(path: Path, accounts: int) -> tuple[PrivateKey, PrivateKey, list[Mark
     state["oracle"] = {"max_vote_age_blocks": 3, "stale_after_blocks": 1_000_000_000}
     state["accounts"] = [{"address": str(_address(i)), "balance": str(FUNDS)} for i in range(accounts)]
     state["accounts"].append({"address": str(maker.address), "balance": str(10**9 * 10**6)})
-    db = Database(path)
-    app = ExchangeApp(db, CHAIN_ID, BatchVerifier(workers=1))
-    app.init_chain(
-        InitChainRequest(
-            CHAIN_ID,
-            GENESIS_TIME,
-            1,
-            (ValidatorUpdate(validator.public_key.raw, 10),),
-            json.dumps(state).encode(),
-        )
-    )
-    batch = WriteBatch()
-    app.commit(batch)
-    db.write(batch)
+    db, _ = genesis_app(path, state, validator)
     view = StateView(CommittedState(db))
     under_water = 0
     for pair in range(accounts // 2):

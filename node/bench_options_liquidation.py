@@ -36,7 +36,6 @@ code's speed.
 from __future__ import annotations
 
 import cProfile
-import json
 import pstats
 import random
 import sys
@@ -47,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from consensus.app import Event, FinalizeBlockRequest, InitChainRequest, ValidatorUpdate
+from consensus.app import Event, FinalizeBlockRequest
 from execution import block as block_module
 from execution.accounts import load_account, store_account
 from execution.app import ExchangeApp
@@ -61,6 +60,7 @@ from execution.risk.liquidation import account_health
 from execution.risk.option_series import mark_subticks
 from execution.state import CommittedState, StateView
 from execution.tx import OracleVote, PlaceOrder, build_tx
+from node.bench_liquidation import GENESIS_TIME, genesis_app
 from primitives.batch_verify import BatchVerifier
 from primitives.hashing import sha256
 from primitives.keys import Address, PrivateKey
@@ -68,7 +68,6 @@ from primitives.timefmt import format_rfc3339
 from storage.db import Database, WriteBatch
 
 CHAIN_ID = "derivd-bench-options-liquidation"
-GENESIS_TIME = 1_750_000_000 * 10**9
 BLOCK_INTERVAL = 10**9
 DAY_NS = 24 * 3600 * 10**9
 FUNDS = 1_000_000 * 10**6  # each account's genesis funds, $1M (most go to the maker)
@@ -167,20 +166,7 @@ def _build(path: Path, accounts: int, seed: int, work_budget: int | None = None)
         state["liquidation"] = {**state["liquidation"], "work_budget": work_budget}
     state["accounts"] = [{"address": str(_address(i)), "balance": str(FUNDS)} for i in range(accounts)]
     state["accounts"].append({"address": str(maker.address), "balance": str(MAKER_FUNDS)})
-    db = Database(path)
-    app = ExchangeApp(db, CHAIN_ID, BatchVerifier(workers=1))
-    app.init_chain(
-        InitChainRequest(
-            CHAIN_ID,
-            GENESIS_TIME,
-            1,
-            (ValidatorUpdate(validator.public_key.raw, 10),),
-            json.dumps(state).encode(),
-        )
-    )
-    batch = WriteBatch()
-    app.commit(batch)
-    db.write(batch, sync=True)
+    db, app = genesis_app(path, state, validator, CHAIN_ID)
     committed = CommittedState(db)
     btc = _btc()
     series = [m for m in app.books.markets() if m.option is not None]

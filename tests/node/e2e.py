@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from click.testing import CliRunner
 
 from execution.genesis_state import add_account
 from genesis.genesis import load_genesis, save_genesis
-from node.cli import init_home
+from node.cli import init_home, main
 from node.config import load_config, write_config
 from node.keystore import KeyStore
 from node.testnet import Testnet, create_testnet, free_base_port
@@ -71,6 +72,27 @@ class ChainHome:
     @property
     def rpc_url(self) -> str:
         return f"http://127.0.0.1:{self.rpc_port}"
+
+
+def invoke(chain: ChainHome, *args: str, query: bool = False) -> dict[str, Any]:
+    """`derivd ARGS` in this process against `chain`'s node (a query: `--node` only; else with
+    `--home`, and the tx must succeed); the printed JSON."""
+    tail = ["--node", chain.rpc_url] if query else ["--home", str(chain.home), "--node", chain.rpc_url]
+    result = CliRunner().invoke(main, [*args, *tail], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    out: dict[str, Any] = json.loads(result.output)
+    if not query:
+        assert out["tx_result"].get("code", 0) == 0, out
+    return out
+
+
+def tx_events(out: dict[str, Any], kind: str) -> list[dict[str, str]]:
+    """The attributes of each event of type `kind` of a committed tx's printed result."""
+    return [
+        {a["key"]: a["value"] for a in e["attributes"]}
+        for e in out["tx_result"]["events"]
+        if e["type"] == kind
+    ]
 
 
 def make_chain(tmp: Path, funded: dict[str, int], chain_id: str = "e2e-chain") -> ChainHome:

@@ -9,21 +9,18 @@ import json
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
 from execution.accounts import isolated_address, subaccount_address
 from execution.codes import Code
 from execution.tx import CancelAll, Transfer, UseIsolated, UseSubaccount
-from node.cli import main
 from node.config import load_config, write_config
 from node.keystore import KeyStore
 from node.sdk import AsyncClient, Client, InputError, TxError, core
 from node.txjson import TxDocumentError, action_from_json, action_to_json
 from primitives.keys import Address
-from tests.node.e2e import ChainHome, NodeProcess, make_chain
+from tests.node.e2e import ChainHome, NodeProcess, invoke, make_chain, tx_events
 
 
 @pytest.fixture
@@ -37,24 +34,6 @@ def node(tmp_path: Path) -> Iterator[tuple[ChainHome, NodeProcess]]:
     process.wait_height(2)
     yield chain, process
     process.stop()
-
-
-def run(chain: ChainHome, *args: str, query: bool = False) -> dict[str, Any]:
-    tail = ["--node", chain.rpc_url] if query else ["--home", str(chain.home), "--node", chain.rpc_url]
-    result = CliRunner().invoke(main, [*args, *tail], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    out: dict[str, Any] = json.loads(result.output)
-    if not query:
-        assert out["tx_result"].get("code", 0) == 0, out
-    return out
-
-
-def events(out: dict[str, Any], kind: str) -> list[dict[str, str]]:
-    return [
-        {a["key"]: a["value"] for a in e["attributes"]}
-        for e in out["tx_result"]["events"]
-        if e["type"] == kind
-    ]
 
 
 def test_json_forms_round_trip() -> None:
@@ -86,23 +65,31 @@ async def test_subaccounts_through_cli_and_sdk(node: tuple[ChainHome, NodeProces
     sub2 = subaccount_address(alice, 2)
     iso = isolated_address(alice, 1)
     # CLI: fund subaccount 2 ($500) and the isolated BTC account ($300), take $100 back from it
-    moved = run(
+    moved = invoke(
         chain, "tx", "subaccount", "transfer", "--from", "alice", "--to-number", "2", "--amount", "500000000"
     )
-    assert events(moved, "transfer")[0]["recipient"] == str(sub2)
-    run(chain, "tx", "isolated", "margin", "--from", "alice", "--market", "BTC-USD", "--amount", "300000000")
-    back = run(
+    assert tx_events(moved, "transfer")[0]["recipient"] == str(sub2)
+    invoke(
+        chain, "tx", "isolated", "margin", "--from", "alice", "--market", "BTC-USD", "--amount", "300000000"
+    )
+    back = invoke(
         chain, "tx", "isolated", "margin", "--from", "alice", "--market", "BTC-USD", "--amount", "-100000000"
     )
-    assert events(back, "transfer")[0] == {"sender": str(iso), "recipient": str(alice), "amount": "100000000"}
+    assert tx_events(back, "transfer")[0] == {
+        "sender": str(iso),
+        "recipient": str(alice),
+        "amount": "100000000",
+    }
     # an order of subaccount 2 and one of the isolated account, both resting under their address
-    placed = run(chain, "tx", "order", "place", "--from", "alice", "--subaccount", "2", "--market", "BTC-USD",
+    placed = invoke(
+        chain, "tx", "order", "place", "--from", "alice", "--subaccount", "2", "--market", "BTC-USD",
+        "--side", "buy", "--size", "0.001", "--price", "60000", "--tif", "post-only",
+    )  # fmt: skip
+    assert tx_events(placed, "order_placed")[0]["owner"] == str(sub2)
+    placed = invoke(chain, "tx", "order", "place", "--from", "alice", "--isolated", "--market", "BTC-USD",
                  "--side", "buy", "--size", "0.001", "--price", "60000", "--tif", "post-only")  # fmt: skip
-    assert events(placed, "order_placed")[0]["owner"] == str(sub2)
-    placed = run(chain, "tx", "order", "place", "--from", "alice", "--isolated", "--market", "BTC-USD",
-                 "--side", "buy", "--size", "0.001", "--price", "60000", "--tif", "post-only")  # fmt: skip
-    assert events(placed, "order_placed")[0]["owner"] == str(iso)
-    shown = run(chain, "query", "subaccounts", str(alice), query=True)
+    assert tx_events(placed, "order_placed")[0]["owner"] == str(iso)
+    shown = invoke(chain, "query", "subaccounts", str(alice), query=True)
     assert [(s["number"], s["balance"]) for s in shown["subaccounts"]][1] == ("2", "500000000")
     assert [(i["market"], i["address"], i["balance"]) for i in shown["isolated"]] == [
         ("BTC-USD", str(iso), "200000000")

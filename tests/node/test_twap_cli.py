@@ -15,13 +15,12 @@ from click.testing import CliRunner
 
 from execution.codes import Code
 from execution.tx import CancelTwap, PlaceScale, PlaceTwap
-from node.cli import main
 from node.config import load_config, write_config
 from node.keystore import KeyStore
 from node.sdk import AsyncClient, Client, TxError
 from node.trade_cli import twaps_command
 from node.txjson import action_from_json, action_to_json
-from tests.node.e2e import ChainHome, NodeProcess, make_chain
+from tests.node.e2e import ChainHome, NodeProcess, invoke, make_chain, tx_events
 
 
 @pytest.fixture
@@ -37,24 +36,8 @@ def node(tmp_path: Path) -> Iterator[tuple[ChainHome, NodeProcess]]:
     process.stop()
 
 
-def cli(chain: ChainHome, *args: str) -> dict[str, Any]:
-    result = CliRunner().invoke(
-        main,
-        ["tx", "order", *args, "--home", str(chain.home), "--node", chain.rpc_url],
-        catch_exceptions=False,
-    )
-    assert result.exit_code == 0, result.output
-    out: dict[str, Any] = json.loads(result.output)
-    assert out["tx_result"].get("code", 0) == 0, out
-    return out
-
-
-def events(out: dict[str, Any], kind: str) -> list[dict[str, str]]:
-    return [
-        {a["key"]: a["value"] for a in e["attributes"]}
-        for e in out["tx_result"]["events"]
-        if e["type"] == kind
-    ]
+def order(chain: ChainHome, *args: str) -> dict[str, Any]:
+    return invoke(chain, "tx", "order", *args)
 
 
 def test_json_forms_round_trip() -> None:
@@ -68,12 +51,12 @@ async def test_twap_and_scale_through_cli_and_sdk(node: tuple[ChainHome, NodePro
     chain, process = node
     keys = KeyStore(chain.home)
     # bob's scale order: asks at 65,100, 65,200, 65,300 of 0.001 BTC each
-    scale = cli(chain, "scale", "--from", "bob", "--market", "BTC-USD", "--side", "sell", "--size", "0.003",
+    scale = order(chain, "scale", "--from", "bob", "--market", "BTC-USD", "--side", "sell", "--size", "0.003",
                 "--count", "3", "--start-price", "65100", "--end-price", "65300", "--tif", "post-only",
                 "--client-id-base", "10")  # fmt: skip
-    (summary,) = events(scale, "scale_placed")
+    (summary,) = tx_events(scale, "scale_placed")
     assert summary["count"] == "3"
-    placed = events(scale, "order_placed")
+    placed = tx_events(scale, "order_placed")
     assert [p["price"] for p in placed] == [str(d * 100_000) for d in (65_100, 65_200, 65_300)]
     with Client(chain.rpc_url, key=keys.private_key("alice")) as alice:
         result = alice.twap("BTC-USD", "buy", "0.002", slices=2, interval_blocks=1, max_slippage="0.01")
@@ -84,9 +67,11 @@ async def test_twap_and_scale_through_cli_and_sdk(node: tuple[ChainHome, NodePro
         position = alice.account().position("BTC-USD")
         assert position is not None and position.size == Decimal("0.002")
         # a slow TWAP through the CLI, shown by the query command, then cancelled
-        twap = cli(chain, "twap", "--from", "alice", "--market", "BTC-USD", "--side", "buy", "--size", "0.01",
-                   "--slices", "10", "--interval", "1000", "--max-slippage", "0.001")  # fmt: skip
-        (started,) = events(twap, "twap_placed")
+        twap = order(
+            chain, "twap", "--from", "alice", "--market", "BTC-USD", "--side", "buy",
+            "--size", "0.01", "--slices", "10", "--interval", "1000", "--max-slippage", "0.001",
+        )  # fmt: skip
+        (started,) = tx_events(twap, "twap_placed")
         assert started["twap_id"] == "2" and started["max_slippage_ppm"] == "1000"
         shown = CliRunner().invoke(twaps_command, [alice.address, "--node", chain.rpc_url])
         assert shown.exit_code == 0, shown.output
@@ -94,8 +79,10 @@ async def test_twap_and_scale_through_cli_and_sdk(node: tuple[ChainHome, NodePro
         assert (item["twap_id"], item["size_human"], item["slices_left"]) == ("2", "0.01", "9")
         (live,) = alice.twaps()
         assert (live.twap_id, live.size, live.slices_left) == (2, Decimal("0.01"), 9)
-        cancelled = cli(chain, "twap-cancel", "--from", "alice", "--market", "BTC-USD", "--twap-id", "2")
-        assert events(cancelled, "twap_cancelled")[0]["twap_id"] == "2"
+        cancelled = invoke(
+            chain, "tx", "order", "twap-cancel", "--from", "alice", "--market", "BTC-USD", "--twap-id", "2"
+        )
+        assert tx_events(cancelled, "twap_cancelled")[0]["twap_id"] == "2"
         assert alice.twaps() == []
     async with AsyncClient(chain.rpc_url, key=keys.private_key("bob")) as bob:
         with pytest.raises(TxError) as missing:
