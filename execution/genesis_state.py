@@ -159,10 +159,13 @@ def _object(value: object, path: str) -> dict[str, Any]:
     return value
 
 
-def _check_keys(obj: dict[str, Any], path: str, known: tuple[str, ...], required: bool) -> None:
+def _check_keys(
+    obj: dict[str, Any], path: str, known: tuple[str, ...], required: bool, optional: tuple[str, ...] = ()
+) -> None:
+    """Every key of `obj` is one of `known` or `optional`; with `required`, every one of `known` is there."""
     for key in obj:
-        if key not in known:
-            raise AppStateError(f"{path}.{key}: unknown field (known: {', '.join(known)})")
+        if key not in known and key not in optional:
+            raise AppStateError(f"{path}.{key}: unknown field (known: {', '.join((*known, *optional))})")
     if required:
         for key in known:
             if key not in obj:
@@ -227,10 +230,7 @@ def _integer(value: object, path: str) -> int:
 def _parse_option(value: object, path: str) -> tuple[OptionTerms, int | None]:
     """A market's `option` object: its terms and its initial implied volatility (ppm), if given."""
     obj = _object(value, path)
-    _check_keys(obj, path, (*OPTION_FIELDS, "initial_vol_ppm"), required=False)
-    for key in OPTION_FIELDS:
-        if key not in obj:
-            raise AppStateError(f"{path}.{key}: missing")
+    _check_keys(obj, path, OPTION_FIELDS, required=True, optional=("initial_vol_ppm",))
     expiry = obj["expiry"]
     if not isinstance(expiry, str):
         raise AppStateError(f"{path}.expiry: must be an RFC 3339 time string, got {_show(expiry)}")
@@ -254,10 +254,7 @@ def _parse_option(value: object, path: str) -> tuple[OptionTerms, int | None]:
 def _parse_market(value: object, path: str) -> tuple[Market, int | None]:
     """A market and, for an option series, its initial implied volatility (ppm) if given."""
     obj = _object(value, path)
-    _check_keys(obj, path, (*MARKET_FIELDS, "option"), required=False)
-    for key in MARKET_FIELDS:
-        if key not in obj:
-            raise AppStateError(f"{path}.{key}: missing")
+    _check_keys(obj, path, MARKET_FIELDS, required=True, optional=("option",))
     ticker = obj["ticker"]
     if not isinstance(ticker, str):
         raise AppStateError(f"{path}.ticker: must be a string, got {_show(ticker)}")

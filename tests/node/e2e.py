@@ -95,6 +95,19 @@ def tx_events(out: dict[str, Any], kind: str) -> list[dict[str, str]]:
     ]
 
 
+def start_file_priced_node(tmp: Path, funded: dict[str, int]) -> tuple[ChainHome, NodeProcess]:
+    """`make_chain` with its validator's price feeder reading fixed prices from a file (BTC-USD
+    65,000, ETH-USD 3,500), started and past height 2."""
+    chain = make_chain(tmp, funded)
+    prices = tmp / "prices.json"
+    prices.write_text(json.dumps({"BTC-USD": "65000", "ETH-USD": "3500"}))
+    overrides = {"oracle.enabled": True, "oracle.source": "file", "oracle.file": str(prices)}
+    write_config(load_config(chain.home).with_overrides(**overrides))
+    process = NodeProcess(chain).start()
+    process.wait_height(2)
+    return chain, process
+
+
 def make_chain(tmp: Path, funded: dict[str, int], chain_id: str = "e2e-chain") -> ChainHome:
     """`derivd init` a home with short timeouts, port 0 everywhere and the given keys funded (the
     ports are known once a NodeProcess has started the node)."""

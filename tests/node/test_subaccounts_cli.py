@@ -15,23 +15,16 @@ import pytest
 from execution.accounts import isolated_address, subaccount_address
 from execution.codes import Code
 from execution.tx import CancelAll, Transfer, UseIsolated, UseSubaccount
-from node.config import load_config, write_config
 from node.keystore import KeyStore
 from node.sdk import AsyncClient, Client, InputError, TxError, core
 from node.txjson import TxDocumentError, action_from_json, action_to_json
 from primitives.keys import Address
-from tests.node.e2e import ChainHome, NodeProcess, invoke, make_chain, tx_events
+from tests.node.e2e import ChainHome, NodeProcess, invoke, start_file_priced_node, tx_events
 
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[tuple[ChainHome, NodeProcess]]:
-    chain = make_chain(tmp_path, {"alice": 10**12, "bob": 10**12})
-    prices = tmp_path / "prices.json"
-    prices.write_text(json.dumps({"BTC-USD": "65000", "ETH-USD": "3500"}))
-    overrides = {"oracle.enabled": True, "oracle.source": "file", "oracle.file": str(prices)}
-    write_config(load_config(chain.home).with_overrides(**overrides))
-    process = NodeProcess(chain).start()
-    process.wait_height(2)
+    chain, process = start_file_priced_node(tmp_path, {"alice": 10**12, "bob": 10**12})
     yield chain, process
     process.stop()
 
