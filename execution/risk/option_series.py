@@ -18,8 +18,12 @@ max(S - K, 0) for a call and max(K - S, 0) for a put, rounded down to the tick. 
 and trigger order on the series is cancelled (reason "expiry"), then every holder's position closes
 at X: quote += size * X * 10**qce (exact: sizes are on the step and X on the tick; the holders'
 sizes sum to zero, so these changes sum to zero and quote is conserved) and size = 0. A holder
-whose balance + quote >= 0 is paid out: its quote moves to its balance and the record goes;
-otherwise the record stays with its negative quote, a debt its account value counts. The series is
+whose balance + quote >= 0 is paid out: its quote moves to its balance and the record goes. A
+holder who cannot pay and holds nothing else is bankrupt: its balance pays first, the insurance
+fund covers the rest as far as its balance goes (`insurance_covered`), and only what the fund
+cannot cover stays as a negative quote on the series. A holder with other positions keeps the
+negative quote (a debt its account value counts: the liquidation pass closes the other positions
+if it is then under water). The series is
 then closed: `SeriesSettlement` `[H, X, S]` at `option_series_key` (its existence is what closes
 it: placements are refused with MARKET_CLOSED), its oracle price `[max(X, 1), H]` and its mark
 `[max(X, 1), S, 0, 0, H]` (no vol: Greeks at expiry). Events: `option_mark` per series marked
@@ -55,8 +59,9 @@ from execution.options.portfolio import PortfolioParams
 from execution.options.pricing import Quote
 from execution.oracle.prices import OraclePrice, is_stale, load_params, load_price, store_price
 from execution.oracle.volatility import load_vol, load_vol_params, vol_is_stale
+from execution.positions.funding_index import INSURANCE_FUND
 from execution.positions.margin import load_option_params
-from execution.positions.position import Position
+from execution.positions.position import Position, owner_markets
 from execution.state import StateReader, StateView, read_record
 from primitives import codec
 from primitives.keys import Address
@@ -194,6 +199,39 @@ def _order_owners(view: StateView, ctx: ExchangeContext, market_id: int) -> list
     return sorted(owners)
 
 
+def _pay_out(
+    view: StateView, positions: Positions, market: Market, owner: bytes, size: int, paid: int, price: int
+) -> Event:
+    """Realize a closed series position's quote into its holder's balance (module docstring);
+    its `option_settlement` event."""
+    position = positions.get(owner)
+    address = Address(owner)
+    account = load_account(view, address)
+    balance = account.balance + position.quote
+    covered = 0
+    if balance >= 0:
+        store_account(view, address, account.with_balance(balance))
+        positions.set(owner, Position())
+    elif owner != INSURANCE_FUND.raw and owner_markets(view, owner) == (market.market_id,):
+        fund = load_account(view, INSURANCE_FUND)
+        covered = min(fund.balance, -balance)
+        store_account(view, INSURANCE_FUND, fund.with_balance(fund.balance - covered))
+        store_account(view, address, account.with_balance(0))
+        left = balance + covered  # <= 0: what the fund could not cover stays as a debt
+        positions.set(owner, Position(0, left, 0, 0, 0, position.funding_index) if left else Position())
+    return make_event(
+        "option_settlement",
+        ("market", market.ticker),
+        ("owner", owner.hex()),
+        ("size", size),
+        ("settlement_price", price),
+        ("paid", paid),
+        ("quote", position.quote),
+        ("paid_out", "true" if balance >= 0 else "false"),
+        ("insurance_covered", covered),
+    )
+
+
 def settle_series(
     view: StateView, ctx: ExchangeContext, market: Market, terms: OptionTerms, spot: int, height: int
 ) -> list[Event]:
@@ -213,25 +251,7 @@ def settle_series(
         positions.set(owner, Position(0, position.quote + paid, 0, 0, 0, position.funding_index))
     positions.store()
     for owner, size, paid in closed:
-        position = positions.get(owner)
-        account = load_account(view, Address(owner))
-        balance = account.balance + position.quote
-        paid_out = balance >= 0
-        if paid_out:
-            store_account(view, Address(owner), account.with_balance(balance))
-            positions.set(owner, Position())
-        events.append(
-            make_event(
-                "option_settlement",
-                ("market", market.ticker),
-                ("owner", owner.hex()),
-                ("size", size),
-                ("settlement_price", price),
-                ("paid", paid),
-                ("quote", position.quote),
-                ("paid_out", "true" if paid_out else "false"),
-            )
-        )
+        events.append(_pay_out(view, positions, market, owner, size, paid, price))
     positions.store()
     view.put_record(
         schema.option_series_key(market_id),

@@ -25,6 +25,7 @@ from execution.options.fixedpoint import SCALE
 from execution.options.marks import YEAR_NS, OptionMark, load_mark
 from execution.options.pricing import Quote, black_scholes
 from execution.oracle.prices import load_price
+from execution.positions.funding_index import INSURANCE_FUND
 from execution.positions.position import Position
 from execution.risk.option_series import (
     init_option_marks,
@@ -326,3 +327,37 @@ def test_genesis_writes_the_first_marks() -> None:
 )
 def test_a_mark_is_the_price_to_the_nearest_subtick_and_at_least_one(price: int, subticks: int) -> None:
     assert mark_subticks(Quote(price=price, delta=0, gamma=0, vega=0, theta=0)) == subticks
+
+
+def test_a_holder_who_cannot_pay_at_expiry_is_covered_by_the_insurance_fund(chain: Chain) -> None:
+    seller, buyer, fund = address(1), address(0), INSURANCE_FUND
+    keep = 200 * 10**6  # the seller keeps $200: enough margin for a short 0.01 BTC call, not for a 50% jump
+    assert_ok(
+        chain.run_block(
+            [
+                chain.transfer(key(1), address(3), FUNDS - keep),
+                chain.transfer(key(3), fund, 10_000 * 10**6),
+            ]
+        ).tx_results
+    )
+    size = 100 * STEP  # 0.01 BTC
+    _trade(chain, CALL, 1_000 * TICK, size)
+    funded = chain.balance(fund)
+    before = {who: chain.balance(who) for who in (seller, buyer)}
+    quotes = {who: position(chain, who, CALL).quote for who in (seller, buyer)}
+    # the expiry block: the underlying jumps 50% (the oracle's bound) and the series settles on it
+    result = set_underlying(chain, 9_750_000_000, time=EXPIRY)
+    payoff = size * (9_750_000_000 - STRIKE) // 10**9  # $325
+    shortfall = payoff - (before[seller] + quotes[seller])
+    assert shortfall > 0
+    settled = {
+        attrs["owner"]: attrs
+        for attrs in (
+            {a.key: a.value for a in e.attributes} for e in result.events if e.type == "option_settlement"
+        )
+    }
+    assert settled[seller.raw.hex()]["insurance_covered"] == str(shortfall)
+    assert settled[buyer.raw.hex()]["insurance_covered"] == "0"
+    assert chain.balance(seller) == 0 and position(chain, seller, CALL) == Position()
+    assert chain.balance(fund) == funded - shortfall
+    assert chain.balance(buyer) == before[buyer] + quotes[buyer] + payoff
