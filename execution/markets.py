@@ -52,10 +52,11 @@ MIN_EXPONENT = -30
 MAX_EXPONENT = 30
 TICKER_PATTERN = re.compile(r"[A-Z0-9]{1,15}-[A-Z0-9]{1,15}")
 OPTION_TICKER_PATTERN = re.compile(
-    r"[A-Z0-9]{1,15}-[0-9]{1,2}[A-Z]{3}[0-9]{2}-[0-9]{1,15}(D[0-9]{1,9})?-[CP]"
+    r"[A-Z0-9]{1,15}-[0-9]{1,2}[A-Z]{3}[0-9]{2}(T[0-9]{4}([0-9]{2})?)?-[0-9]{1,15}(D[0-9]{1,9})?-[CP]"
 )
-"""An option series' ticker, Deribit's form (`option_ticker`): underlying base, expiry date, strike
-(a decimal point written D), C or P ("BTC-31DEC26-70000-C")."""
+"""An option series' ticker, Deribit's form (`option_ticker`): underlying base, expiry date (and
+its UTC time, THHMM or THHMMSS, unless it is Deribit's 08:00), strike (a decimal point written D),
+C or P ("BTC-31DEC26-70000-C", "BTC-5DEC26T1315-65000-P")."""
 _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 
 MARKET_FIELDS = (
@@ -235,9 +236,13 @@ def market_error(m: Market) -> tuple[str, str] | None:
 
 
 def option_ticker(underlying: Market, expiry_ns: int, strike: int, call: bool) -> str:
-    """The Deribit-style ticker of a series on `underlying` ("BTC-31DEC26-70000-C")."""
-    date = format_rfc3339(expiry_ns)  # YYYY-MM-DDThh:mm:ssZ
+    """The Deribit-style ticker of a series on `underlying` ("BTC-31DEC26-70000-C"; an expiry at
+    another time of day than 08:00 UTC adds it: "BTC-31DEC26T1315-70000-C")."""
+    date = format_rfc3339(expiry_ns)  # YYYY-MM-DDThh:mm:ss[.fraction]Z
     day, month, year = int(date[8:10]), _MONTHS[int(date[5:7]) - 1], date[2:4]
+    clock = date[11:19].replace(":", "")
+    if clock != "080000":
+        year += "T" + (clock[:4] if clock.endswith("00") else clock)
     base = underlying.ticker.split("-", 1)[0]
     strike_text = price_to_human(underlying, strike).replace(".", "D")
     return f"{base}-{day}{month}{year}-{strike_text}-{'C' if call else 'P'}"

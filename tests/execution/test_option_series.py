@@ -155,7 +155,7 @@ def test_series_record_round_trips_with_its_terms(chain: Chain) -> None:
     assert market is not None
     assert market.option == OptionTerms(underlying_id=1, expiry_ns=EXPIRY, strike=STRIKE, call=True)
     assert Market.decode(market.encode()) == market
-    assert market.ticker == "BTC-14NOV23-65000-C"
+    assert market.ticker == "BTC-14NOV23T221340-65000-C"  # expiry 22:13:40 UTC: not 08:00, so in the ticker
 
 
 # -- marks ---------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from node.supervisor import Child, Supervisor, find_homes
 from node.testnet import ACCOUNT_FUNDS, create_testnet, free_base_port, plan_nodes, starting_ip_hosts
 from p2p.nodekey import node_id
 from primitives.keyfile import load_key_file
+from primitives.timefmt import parse_rfc3339
 from tests.node.e2e import DERIVD, run_cli, wait_for
 
 VALIDATORS, FULL_NODES = 3, 1
@@ -321,3 +322,36 @@ def test_localnet_supervisor_runs_a_node_and_stops_on_sigint(tmp_path: Path) -> 
     assert "received SIGINT" in output and "every node has stopped" in output
     assert "node stopped" in (home / "node0" / "node.log").read_text()
     assert KeyStore(home / "node0").get("account0")
+
+
+def test_the_genesis_lists_option_series_with_the_lifetimes_asked_for(tmp_path: Path) -> None:
+    net = create_testnet(tmp_path / "net", 1, option_lifetimes=[600 * 10**9, 3 * 3600 * 10**9])
+    doc = load_genesis(net.nodes[0].home / "config" / "genesis.json")
+    series = [m for m in doc.app_state["markets"] if "option" in m]
+    expiries = sorted({parse_rfc3339(m["option"]["expiry"]) - doc.genesis_time for m in series})
+    assert expiries == [600 * 10**9, 3 * 3600 * 10**9]
+    assert len(series) == 8 and {m["option"]["underlying"] for m in series} == {1, 2}
+    default = create_testnet(tmp_path / "default", 1)  # the first 08:00 UTC a day away, and a week later
+    doc = load_genesis(default.nodes[0].home / "config" / "genesis.json")
+    times = sorted({parse_rfc3339(m["option"]["expiry"]) for m in doc.app_state["markets"] if "option" in m})
+    day = 24 * 3600 * 10**9
+    assert len(times) == 2 and times[1] - times[0] == 7 * day and times[0] % day == 8 * 3600 * 10**9
+    assert day <= times[0] - doc.genesis_time < 2 * day
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("0s", "must expire after the genesis time"),
+        ("tomorrow", "not a duration"),
+        ("5m,5m", "the same lifetime"),
+    ],
+)
+def test_bad_option_expiries_are_refused_in_one_line(tmp_path: Path, flag: str, message: str) -> None:
+    output = tmp_path / "net"
+    result = run_cli(
+        "testnet", "--validators", "1", "--output", str(output), "--option-expiries", flag, check=False
+    )
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert "--option-expiries" in result.stderr and message in result.stderr
+    assert not output.exists()
