@@ -23,6 +23,7 @@ from execution.fees import FeeParams, RateLimitParams, load_fee_params, load_rat
 from execution.markets import Market, load_market, load_markets
 from execution.oracle.prices import is_stale, load_params, load_price
 from execution.positions.funding_index import load_funding_index
+from execution.positions.margin import MarginBase
 from execution.state import StateReader, StateView
 from primitives import codec
 from storage import schema
@@ -45,7 +46,7 @@ class ExchangeContext:
     stale: dict[int, bool] = field(default_factory=dict)
     closed: dict[int, bool] = field(default_factory=dict)
     """option series id -> whether it has settled (`is_closed`)"""
-    bases: dict[bytes, tuple[int, int]] = field(default_factory=dict)
+    bases: dict[bytes, MarginBase] = field(default_factory=dict)
     """(owner) -> `_other_markets` within one placement (nothing else of the owner changes)"""
     touched_owners: dict[bytes, None] = field(default_factory=dict)
     """the owners whose positions a fill changed in this block, in first-touch order: candidates of

@@ -20,8 +20,9 @@ Margin figures (`account_margin`, `base_of`, `free_with`, `margin_with`) are tho
 `execution.positions.margin` (the linear rule, and the portfolio rule for the groups that hold an
 option position). The fast path (an account with no position record on an option series, placing
 on a perpetual) is the linear rule alone, unchanged; anything else takes the full path: the base of
-a placement on a market whose group is or may become portfolio margined is a `GroupBase`, which
-carries the group's other positions so that `free_with` can judge the group with a new position.
+a placement on a market whose group is or may become portfolio margined carries its
+`PortfolioGroup` (the group's other positions), so that `free_with` judges the group with a new
+position.
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ from execution.positions.funding_index import Settlements, load_funding_index, s
 from execution.positions.holders import index_holder
 from execution.positions.margin import (
     Entry,
+    MarginBase,
     MarginSummary,
     Portfolio,
+    PortfolioGroup,
     PriceFn,
     group_requirements,
     initial_requirement,
@@ -155,10 +158,9 @@ def _collateral(state: StateReader, owner: bytes) -> int:
     return 0 if account is None else account.balance
 
 
-def _other_markets(ctx: ExchangeContext, state: StateReader, owner: bytes, market_id: int) -> tuple[int, int]:
-    """(collateral + the value of the owner's positions on every other market, their initial
-    requirement with orders); a `GroupBase` instead when the account holds an option series or
-    `market_id` is one (the full path)."""
+def _other_markets(ctx: ExchangeContext, state: StateReader, owner: bytes, market_id: int) -> MarginBase:
+    """The owner's figures without its position on `market_id` (`MarginBase`); the full path
+    (`_group_base`) when the account holds an option series or `market_id` is one."""
     value = _collateral(state, owner)
     initial = 0
     prefix = schema.position_prefix(owner)  # position_key(owner, id) = prefix + the id's bytes
@@ -177,21 +179,7 @@ def _other_markets(ctx: ExchangeContext, state: StateReader, owner: bytes, marke
         initial += initial_requirement(market, position, price)
     if ctx.market(state, market_id).option is not None:
         return _group_base(ctx, state, owner, market_id)
-    return value, initial
-
-
-class GroupBase(tuple[int, int]):
-    """`base_of` on a market whose group may be portfolio margined with the position on it: as a
-    tuple (collateral + the value of every other position, the initial requirement of the other
-    positions by themselves), and the group: `underlying`, its oracle price `spot`, the owner's
-    other positions in the group `group`, the initial requirement of the positions outside the
-    group `outside`, and the `portfolio` inputs (marks, parameters) read through the view."""
-
-    underlying: int
-    spot: int
-    group: list[Entry]
-    outside: int
-    portfolio: Portfolio
+    return MarginBase(value, initial)
 
 
 def _entries(
@@ -220,25 +208,30 @@ def _prices(ctx: ExchangeContext, state: StateReader) -> PriceFn:
     return lambda market_id: ctx.price(state, market_id)
 
 
-def _group_base(ctx: ExchangeContext, state: StateReader, owner: bytes, market_id: int) -> tuple[int, int]:
-    """The full path of `_other_markets`: a plain tuple when the group of `market_id` stays linear
-    whatever the position on it (a perpetual whose series hold no option position of the owner),
-    else a `GroupBase`."""
+def _group_base(ctx: ExchangeContext, state: StateReader, owner: bytes, market_id: int) -> MarginBase:
+    """The full path of `_other_markets`: without a group when the group of `market_id` stays
+    linear whatever the position on it (a perpetual whose series hold no option position of the
+    owner), else with its `PortfolioGroup`."""
     value, entries = _entries(ctx, state, owner, market_id)
     prices = _prices(ctx, state)
     initial = requirements(entries, state, prices)[0]
     target = ctx.market(state, market_id)
     underlying = underlying_of(target)
-    group = [entry for entry in entries if underlying_of(entry[0]) == underlying]
+    group = tuple(entry for entry in entries if underlying_of(entry[0]) == underlying)
     if target.option is None and not any(is_option_position(m, p) for m, p, _ in group):
-        return value, initial
-    base = GroupBase((value, initial))
-    base.underlying = underlying
-    base.spot = ctx.price(state, underlying)
-    base.group = group
-    base.outside = requirements([e for e in entries if underlying_of(e[0]) != underlying], state, prices)[0]
-    base.portfolio = Portfolio(state, prices)
-    return base
+        return MarginBase(value, initial)
+    outside = [e for e in entries if underlying_of(e[0]) != underlying]
+    return MarginBase(
+        value,
+        initial,
+        PortfolioGroup(
+            underlying=underlying,
+            spot=ctx.price(state, underlying),
+            entries=group,
+            outside=requirements(outside, state, prices)[0],
+            portfolio=Portfolio(state, prices),
+        ),
+    )
 
 
 def account_margin(ctx: ExchangeContext, state: StateReader, owner: bytes) -> MarginSummary:
@@ -267,7 +260,7 @@ def account_margin(ctx: ExchangeContext, state: StateReader, owner: bytes) -> Ma
     return MarginSummary(value, initial, maintenance, value - initial)
 
 
-def base_of(ctx: ExchangeContext, state: StateReader, owner: bytes, market_id: int) -> tuple[int, int]:
+def base_of(ctx: ExchangeContext, state: StateReader, owner: bytes, market_id: int) -> MarginBase:
     """`_other_markets`, remembered for the current placement (`ExchangeContext.bases`)."""
     base = ctx.bases.get(owner)
     if base is None:
@@ -275,33 +268,34 @@ def base_of(ctx: ExchangeContext, state: StateReader, owner: bytes, market_id: i
     return base
 
 
-def free_with(market: Market, base: tuple[int, int], position: Position, price: int) -> int:
+def free_with(market: Market, base: MarginBase, position: Position, price: int) -> int:
     """Free collateral (value - initial requirement with orders) with `position` on `market` (at
     oracle price `price`)."""
-    if type(base) is tuple:
+    if base.group is None:
         return (
-            base[0]
+            base.value
             + position_value(market, position, price)
-            - base[1]
+            - base.initial
             - initial_requirement(market, position, price)
         )
     value, initial = margin_with(market, base, position, price)
     return value - initial
 
 
-def margin_with(market: Market, base: tuple[int, int], position: Position, price: int) -> tuple[int, int]:
+def margin_with(market: Market, base: MarginBase, position: Position, price: int) -> tuple[int, int]:
     """(account value, initial requirement with orders) with `position` on `market` at `price`
-    and `base` (`base_of`) for the rest. A `GroupBase` judges the group with the position (the
-    group's spot is `price` when `market` is its perpetual)."""
-    value = base[0] + position_value(market, position, price)
-    if not isinstance(base, GroupBase):
-        return value, base[1] + initial_requirement(market, position, price)
-    group = list(base.group)
+    and `base` (`base_of`) for the rest; with a `PortfolioGroup`, the group is judged with the
+    position (its spot is `price` when `market` is its perpetual)."""
+    value = base.value + position_value(market, position, price)
+    group = base.group
+    if group is None:
+        return value, base.initial + initial_requirement(market, position, price)
+    entries = list(group.entries)
     if not position.is_empty:
-        group.append((market, position, price))
-    spot = price if market.market_id == base.underlying else base.spot
-    initial = group_requirements(base.underlying, group, spot, base.portfolio)[0]
-    return value, base.outside + initial
+        entries.append((market, position, price))
+    spot = price if market.market_id == group.underlying else group.spot
+    initial = group_requirements(group.underlying, entries, spot, group.portfolio)[0]
+    return value, group.outside + initial
 
 
 # -- persistence of orders --------------------------------------------------------------------------

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from execution.accounts import load_account
 from execution.markets import Market, load_market, ppm_of_value_ceil, value_ceil, value_floor
@@ -304,6 +305,31 @@ def grouped_requirements(
         initial += group_initial
         maintenance += group_maintenance
     return initial, maintenance
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PortfolioGroup:
+    """The group of a placement's market when it is or may become portfolio margined: its
+    `underlying`, the underlying's oracle price `spot`, the owner's other positions in the group
+    `entries`, the initial requirement of its positions outside the group `outside`, and the
+    `portfolio` inputs (marks, parameters) read through the view."""
+
+    underlying: int
+    spot: int
+    entries: tuple[Entry, ...]
+    outside: int
+    portfolio: Portfolio
+
+
+class MarginBase(NamedTuple):
+    """An account's figures without its position on one market (`execution.exchange.fills.base_of`):
+    collateral + the value of its other positions, their initial requirement with orders, and the
+    market's `PortfolioGroup` when that market's group is or may become portfolio margined (None:
+    the linear rule, the hot path)."""
+
+    value: int
+    initial: int
+    group: PortfolioGroup | None = None
 
 
 # -- account figures ---------------------------------------------------------------------------------
