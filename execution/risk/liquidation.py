@@ -58,11 +58,9 @@ Order and budget
     requirement (ppm), the furthest under water (bankrupt accounts, whose ratio is negative)
     first, then by address. The pass runs on a `CountingView` that counts every state read and
     write (a deterministic measure of its work); once the steps have spent `work_budget` of them
-    (detection and the checks of the candidates are not counted: their cost is the accounts a move
-    crossed, and they must all be checked to know which to liquidate; counting them let 10,000
-    portfolio-margined option holders, all rechecked as their marks move, starve the steps down to
-    one account a block), each remaining non-bankrupt account goes to the queue, in that order, to
-    be processed first in the next block (at least one non-bankrupt account is processed in every
+    (the candidates' checks are not counted: all must be checked anyway, and counting them starved
+    the steps), each remaining non-bankrupt account goes to the queue, in that order, to be
+    processed first in the next block (at least one non-bankrupt account is processed in every
     block). A
     bankrupt account is always resolved in the block it is found, whatever the budget (the rule
     that no account ends a block with negative value comes first). Owners whose positions the
