@@ -29,7 +29,7 @@ accepts (the writers build them through the record's own checked constructors).
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Protocol, TypeVar, cast
 
@@ -320,9 +320,15 @@ class Store(Protocol):
         ...
 
 
+DECODED_LIMIT = 1 << 17
+"""The decoded records a `CommittedState` keeps before it starts afresh (a bound on memory)."""
+
+
 class CommittedState:
     """Committed application state: LevelDB plus the last commit's changes (until the node has
-    written them, they exist only here). Decoded records are kept until the next `advance`."""
+    written them, they exist only here). Decoded records are kept across commits, each dropped when
+    a commit changes its key (`forget`); a pure cache: records are immutable and a key's record is
+    always the decoding of its current bytes."""
 
     __slots__ = ("_db", "_decoded", "_unwritten", "_unwritten_keys")
 
@@ -371,4 +377,14 @@ class CommittedState:
         """Make `changes` (one commit's) the committed state; the previous commit's batch is on disk."""
         self._unwritten = dict(changes)
         self._unwritten_keys = sorted(self._unwritten)
-        self._decoded = {}
+        self.forget(self._unwritten)
+
+    def forget(self, keys: Iterable[bytes]) -> None:
+        """Drop the decoded records of `keys`, whose values have changed in the store (all of them
+        once `DECODED_LIMIT` are kept)."""
+        decoded = self._decoded
+        if len(decoded) > DECODED_LIMIT:
+            decoded.clear()
+            return
+        for key in keys:
+            decoded.pop(key, None)

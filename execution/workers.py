@@ -151,7 +151,7 @@ class Replica:
         else:
             self.books.apply(changes)
         self.store.apply(changes)
-        self.committed.advance(())  # drops the decoded records of the previous state
+        self.committed.forget(key for key, _ in changes)
 
     def run(self, message: _Run) -> list[TxOutcome]:
         """The outcomes of the lane of `message` (`execution.scheduler.run_lane`)."""

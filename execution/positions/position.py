@@ -110,10 +110,14 @@ class Position:
         return max(abs(self.size + self.open_buy), abs(self.size - self.open_sell))
 
 
+_NO_POSITION = Position()
+
+
 def load_position(state: StateReader, owner: Address, market_id: int) -> Position:
-    """The position of `owner` on `market_id` (all zero if it has none)."""
-    raw = state.get(schema.position_key(owner.raw, market_id))
-    return Position() if raw is None else Position.decode(raw)
+    """The position of `owner` on `market_id` (all zero if it has none; decoded once per state that
+    holds its bytes: `read_record`)."""
+    position = read_record(state, schema.position_key(owner.raw, market_id), Position.decode)
+    return _NO_POSITION if position is None else position
 
 
 def store_position(view: StateView, owner: Address, market_id: int, position: Position) -> None:

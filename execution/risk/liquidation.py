@@ -146,14 +146,13 @@ The insurance fund unwinds the positions it takes over through the book in the f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import astuple, dataclass, field, fields
-from typing import TypeVar
 
 from sortedcontainers import SortedList
 
 from consensus.app import Event
-from execution.accounts import Account, load_account, store_account
+from execution.accounts import load_account, store_account
 from execution.codes import ActionError, Code
 from execution.exchange.context import ExchangeContext
 from execution.exchange.events import make_event
@@ -176,14 +175,9 @@ from execution.positions.margin import (
     requirements,
     underlying_of,
 )
-from execution.positions.position import (
-    MarketIds,
-    Position,
-    load_position,
-    store_position,
-)
+from execution.positions.position import Position, load_position, owner_markets, store_position
 from execution.risk.history import DELEVERAGED, LIQUIDATED, TAKEN_OVER, LiquidationRecord, record_block
-from execution.state import CountingView, StateReader, StateView, read_record
+from execution.state import CountingView, StateReader, StateView
 from execution.tx import Liquidate
 from primitives import codec
 from primitives.keys import ADDRESS_SIZE, Address
@@ -320,21 +314,17 @@ def account_health(view: StateReader, ctx: ExchangeContext, owner: bytes) -> Hea
     market's funding index (`execution.positions.funding_index.settled`, as
     `execution.positions.margin.margin_summary` counts it): its pending funding is part of the
     value, rounded as settlement rounds. The maintenance requirement is `margin_summary`'s: the
-    portfolio rule for the groups that hold an option position (`requirements`), else linear.
-    The reads are `load_account`'s, `owner_markets`' and `load_position`'s, the same keys in the
-    same order; their bytes are decoded through `_memo` (the pass checks every option holder in
-    every block whose series' marks moved, and most of their records have not changed)."""
-    account = read_record(view, schema.account_key(owner), _decode_account)
-    value = 0 if account is None else account.balance
-    ids = read_record(view, schema.owner_markets_key(owner), _decode_market_ids)
+    portfolio rule for the groups that hold an option position (`requirements`), else linear."""
+    address = Address(owner)
+    value = load_account(view, address).balance
     options = False
     held: list[tuple[Market, Position, int]] = []
-    for market_id in () if ids is None else ids.ids:
+    for market_id in owner_markets(view, owner):
         market = ctx.market(view, market_id)
-        raw = view.get(schema.position_key(owner, market_id))
-        if raw is None:
+        position = load_position(view, address, market_id)
+        if position.is_empty:
             continue
-        position = settled(_decode_position(raw), ctx.funding_index(view, market.market_id))
+        position = settled(position, ctx.funding_index(view, market.market_id))
         price = ctx.price(view, market.market_id)
         value += position_value(market, position, price)
         held.append((market, position, price))
@@ -347,33 +337,6 @@ def account_health(view: StateReader, ctx: ExchangeContext, owner: bytes) -> Hea
     groups = portfolio_groups(held)
     maintenance = grouped_requirements(held, groups, view, lambda market_id: ctx.price(view, market_id))[1]
     return Health(owner, value, maintenance, held, tuple(groups))
-
-
-R = TypeVar("R")
-MEMO_LIMIT = 1 << 16
-"""The decoded records a `_memo` keeps before it starts afresh (a bound on memory, not on results)."""
-
-
-def _memo(decode: Callable[[bytes], R]) -> Callable[[bytes], R]:
-    """`decode` through a cache by the bytes decoded: a pure cache (the records are immutable and
-    the same bytes always decode to the same record; bytes that fail to decode are not kept), so
-    when and how often it starts afresh changes no figure."""
-    cache: dict[bytes, R] = {}
-
-    def cached(raw: bytes) -> R:
-        record = cache.get(raw)
-        if record is None:
-            if len(cache) >= MEMO_LIMIT:
-                cache.clear()
-            record = cache[raw] = decode(raw)
-        return record
-
-    return cached
-
-
-_decode_account = _memo(Account.decode)
-_decode_market_ids = _memo(MarketIds.decode)
-_decode_position = _memo(Position.decode)
 
 
 def _ceil_div(a: int, b: int) -> int:

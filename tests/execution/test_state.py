@@ -3,6 +3,7 @@ rollback by dropping; the committed-state adapter over LevelDB and its unwritten
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from hypothesis import given
@@ -171,3 +172,37 @@ def test_iterate_matches_a_model_whatever_the_prefix_length(
                 model[restored] = base[restored]
     for prefix in [b"", *prefixes]:
         assert view.iterate(prefix) == sorted((k, v) for k, v in model.items() if k.startswith(prefix))
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A record that is its bytes."""
+
+    raw: bytes
+
+    def encode(self) -> bytes:
+        return self.raw
+
+
+def test_decoded_records_outlive_commits_that_do_not_change_them(tmp_path: Path) -> None:
+    db = Database(tmp_path / "db")
+    batch = WriteBatch()
+    for key in (b"k:1", b"k:2"):
+        batch.put(key, b"v1")
+    db.write(batch)
+    state = CommittedState(db)
+    decoded: list[bytes] = []
+
+    def decode(raw: bytes) -> Raw:
+        decoded.append(raw)
+        return Raw(raw)
+
+    first = state.get_record(b"k:1", decode)
+    assert state.get_record(b"k:2", decode) == Raw(b"v1") and state.get_record(b"k:3", decode) is None
+    state.advance([(b"k:2", b"v2"), (b"k:3", b"v3")])  # k:1 unchanged: kept, decoded once
+    assert state.get_record(b"k:1", decode) is first
+    assert state.get_record(b"k:2", decode) == Raw(b"v2") and state.get_record(b"k:3", decode) == Raw(b"v3")
+    assert decoded == [b"v1", b"v1", b"v2", b"v3"]
+    state.forget([b"k:1"])  # a replica's store changed it
+    assert state.get_record(b"k:1", decode) is not first
+    db.close()
