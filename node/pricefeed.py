@@ -118,9 +118,9 @@ def round_to_tick(market: Market, subticks: int) -> int:
     return max(1, ticks) * tick
 
 
-def human_price_to_subticks(market: Market, value: object) -> int:
-    """A human USD price (a decimal string, a JSON int or a Decimal) as subticks rounded to tick;
-    ValueError if it is not a positive finite number."""
+def _positive_decimal(value: object, what: str) -> Decimal:
+    """`value` (a decimal string, a JSON int or a Decimal) as a positive finite Decimal; ValueError
+    naming `what` otherwise."""
     if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
         raise ValueError(f"not a number: {value!r}")
     try:
@@ -128,7 +128,14 @@ def human_price_to_subticks(market: Market, value: object) -> int:
     except decimal.InvalidOperation:
         raise ValueError(f"not a number: {value!r}") from None
     if not number.is_finite() or number <= 0:
-        raise ValueError(f"not a positive price: {value!r}")
+        raise ValueError(f"not a positive {what}: {value!r}")
+    return number
+
+
+def human_price_to_subticks(market: Market, value: object) -> int:
+    """A human USD price (a decimal string, a JSON int or a Decimal) as subticks rounded to tick;
+    ValueError if it is not a positive finite number."""
+    number = _positive_decimal(value, "price")
     text = format(number, "f")
     try:
         subticks = human_to_price(market, text)
@@ -145,14 +152,7 @@ MAX_VOL_EXPONENT = 12
 def vol_fraction_to_ppm(value: object) -> int:
     """A vol as a decimal fraction (a decimal string, a JSON int or a Decimal: "0.55") in ppm,
     exactly; ValueError if it is not a positive number or has more than 6 decimals."""
-    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
-        raise ValueError(f"not a number: {value!r}")
-    try:
-        number = Decimal(value.strip()) if isinstance(value, str) else Decimal(value)
-    except decimal.InvalidOperation:
-        raise ValueError(f"not a number: {value!r}") from None
-    if not number.is_finite() or number <= 0:
-        raise ValueError(f"not a positive vol: {value!r}")
+    number = _positive_decimal(value, "vol")
     _, digits, exponent = number.as_tuple()
     assert isinstance(exponent, int)  # finite
     text = "".join(map(str, digits))
