@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: localnet test lint typecheck unit mutation clean prometheus
+.PHONY: localnet test lint typecheck unit mutation clean prometheus evm-node
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,17 @@ $(PROMETHEUS): $(STAMP)
 
 prometheus: $(PROMETHEUS)
 
-unit: $(STAMP) $(COSMJS) $(if $(DERIVD_PROMETHEUS),,$(PROMETHEUS))
+# Solidity compiler and the local EVM (Hardhat) for the bridge (evm/, tests/evm), from the lock file
+EVM := evm/node_modules/.package-lock.json
+$(EVM): evm/package-lock.json
+	npm ci --prefix evm --no-audit --no-fund --loglevel=error
+	touch $(EVM)
+
+# A local EVM chain (Hardhat's network, chain id 31337) on 127.0.0.1:8545 for `derivd localnet --evm-rpc`
+evm-node: $(EVM)
+	cd evm && ./node_modules/.bin/hardhat node --hostname 127.0.0.1 --port 8545
+
+unit: $(STAMP) $(COSMJS) $(EVM) $(if $(DERIVD_PROMETHEUS),,$(PROMETHEUS))
 	$(BIN)/pytest -q
 
 test: lint typecheck unit

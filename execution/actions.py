@@ -10,11 +10,11 @@ itself (they have no handler): `UseSubaccount(n)` (INVALID_ACTION outside 0..127
 following actions act as `execution.accounts.subaccount_address(signer, n)`, `UseIsolated(m)`
 (UNKNOWN_MARKET unless market m exists) as `isolated_address(signer, m)`, isolated: until the next
 switch every order action (place, cancel, cancel-all, amend, trigger, TWAP and its cancel, scale)
-must be on market m (a cancel-all of market 0 means m) and a transfer may go only to one of the
-signer's subaccounts (INVALID_ACTION otherwise). The handlers see the acting address as `sender`,
-so events, margin, the rate limit and liquidation are the acting address's. The signer alone pays
-the fee and owns the nonce (`execution.executor`). `acting_addresses` is the same walk without
-the checks, for the scheduler.
+must be on market m (a cancel-all of market 0 means m), a transfer may go only to one of the
+signer's subaccounts and a bridge withdrawal is refused (INVALID_ACTION otherwise). The handlers
+see the acting address as `sender`, so events, margin, the rate limit and liquidation are the
+acting address's. The signer alone pays the fee and owns the nonce (`execution.executor`).
+`acting_addresses` is the same walk without the checks, for the scheduler.
 """
 
 from __future__ import annotations
@@ -31,6 +31,10 @@ from execution.accounts import (
     subaccount_address,
     subaccount_number,
 )
+from execution.bridge.deposits import apply_deposit_vote
+from execution.bridge.signing import apply_bridge_sign
+from execution.bridge.valsets import apply_set_bridge_key
+from execution.bridge.withdrawals import apply_withdraw
 from execution.codes import ActionError, Code
 from execution.exchange.context import ExchangeContext
 from execution.exchange.orders import apply_amend, apply_cancel, apply_cancel_all
@@ -48,6 +52,8 @@ from execution.tx import (
     MAX_ACTIONS,
     Action,
     AmendOrder,
+    BridgeDepositVote,
+    BridgeSign,
     CancelAll,
     CancelOrder,
     CancelTwap,
@@ -57,11 +63,13 @@ from execution.tx import (
     PlaceScale,
     PlaceTrigger,
     PlaceTwap,
+    SetBridgeKey,
     Transfer,
     UnknownAction,
     UseIsolated,
     UseSubaccount,
     VolVote,
+    Withdraw,
     switches_only,
 )
 from primitives.keys import Address
@@ -110,6 +118,34 @@ def apply_volatility_vote(
     return apply_vol_vote(view, sender, action, ctx.height)
 
 
+def apply_bridge_deposit_vote(
+    view: StateView, sender: Address, action: BridgeDepositVote, ctx: ExchangeContext
+) -> list[Event]:
+    """A validator's attestations of EVM deposits (`execution.bridge.deposits`)."""
+    return apply_deposit_vote(view, sender, action, ctx.height)
+
+
+def apply_bridge_withdraw(
+    view: StateView, sender: Address, action: Withdraw, ctx: ExchangeContext
+) -> list[Event]:
+    """Quote out through the bridge (`execution.bridge.withdrawals`)."""
+    return apply_withdraw(view, sender, action, ctx.height)
+
+
+def apply_bridge_signatures(
+    view: StateView, sender: Address, action: BridgeSign, ctx: ExchangeContext
+) -> list[Event]:
+    """A validator's bridge-key signatures (`execution.bridge.signing`)."""
+    return apply_bridge_sign(view, sender, action, ctx.height)
+
+
+def apply_bridge_key(
+    view: StateView, sender: Address, action: SetBridgeKey, ctx: ExchangeContext
+) -> list[Event]:
+    """A validator's new bridge key (`execution.bridge.valsets`)."""
+    return apply_set_bridge_key(view, sender, action)
+
+
 def apply_unknown(
     view: StateView, sender: Address, action: UnknownAction, ctx: ExchangeContext
 ) -> list[Event]:
@@ -147,6 +183,10 @@ HANDLERS: dict[type[Action], Handler] = {
     PlaceScale: _checked(PlaceScale, apply_place_scale),
     UseSubaccount: _checked(UseSubaccount, apply_switch),
     UseIsolated: _checked(UseIsolated, apply_switch),
+    BridgeDepositVote: _checked(BridgeDepositVote, apply_bridge_deposit_vote),
+    Withdraw: _checked(Withdraw, apply_bridge_withdraw),
+    BridgeSign: _checked(BridgeSign, apply_bridge_signatures),
+    SetBridgeKey: _checked(SetBridgeKey, apply_bridge_key),
     UnknownAction: _checked(UnknownAction, apply_unknown),
 }
 """Every action type of `execution.tx.Action` and its handler."""
@@ -197,6 +237,10 @@ def _isolated_action(sender: Address, action: Action, market_id: int) -> Action:
         return CancelAll(market_id)
     if isinstance(action, _MARKET_ACTIONS) and action.market_id != market_id:
         raise ActionError(Code.INVALID_ACTION, f"{where}: an order action on market {action.market_id}")
+    if isinstance(action, Withdraw):
+        raise ActionError(
+            Code.INVALID_ACTION, f"{where}: a withdrawal (withdraw from the owner or a subaccount)"
+        )
     if isinstance(action, Transfer) and subaccount_number(sender, action.to) is None:
         raise ActionError(
             Code.INVALID_ACTION, f"{where}: a transfer to {action.to}, not one of the subaccounts of {sender}"

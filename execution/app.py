@@ -15,6 +15,8 @@ It owns the life cycle of application state across heights:
 
 Genesis: `init_chain` writes the accounts and supply of `app_state` and the validator registry
 (`execution.validators`) of the genesis validators; the app keeps them (it returns no validators).
+With a `bridge` section it writes the bridge's parameters (with the chain id), keys and valset 0
+(`execution.genesis_state.init_bridge`).
 
 Block execution: first the block's misbehavior (`execution.evidence`: recorded, offenders' power
 set to 0 and returned as `validator_updates`, `misbehavior` block events); then all signatures of
@@ -67,12 +69,13 @@ from consensus.app import (
 from execution.accounts import Account, load_supply, store_account, store_supply
 from execution.actions import VALIDATED_ONLY_IN_CHECK
 from execution.block import KeptTxs, bad_signature_log, execute_block
+from execution.bridge.totals import BridgeTotals, load_totals
 from execution.codes import CODESPACE, Code
 from execution.exchange.books import Books
 from execution.exchange.context import ExchangeContext
 from execution.executor import execute_tx, run_ante
 from execution.fees import FeeParams, init_fee_state, init_rate_state, minimum_fee
-from execution.genesis_state import ExportedState, init_exchange_state, load_app_state
+from execution.genesis_state import ExportedState, init_bridge, init_exchange_state, load_app_state
 from execution.indexes import rebuild as rebuild_indexes
 from execution.positions.funding_index import load_market_funding, pool_total
 from execution.positions.position import Position
@@ -267,6 +270,7 @@ class ExchangeApp:
             store_supply(view, state.total_supply)
             register_genesis_validators(view, overriding or request.validators)
             init_exchange_state(view, state, request.initial_height)
+            init_bridge(view, state.bridge, request.chain_id)
             init_option_marks(view, state.markets, request.initial_height - 1, request.time)
             init_funding_state(view, state.funding, request.time)
             init_liquidation_state(view, state.liquidation)
@@ -521,12 +525,18 @@ class ExchangeApp:
 
     def total_quote(self) -> int:
         """The sum of every committed account balance, every position's quote balance and every
-        market's funding pool balance (conservation: equals `total_supply`)."""
+        market's funding pool balance (conservation: equals `total_supply` plus the bridge's
+        deposits minus its withdrawals, `bridge_totals`)."""
         accounts = self._committed.iterate(schema.APP_ACCOUNT_PREFIX)
         balances = sum(Account.decode(raw).balance for _, raw in accounts)
         positions = self._committed.iterate(schema.APP_POSITION_PREFIX)
         quotes = sum(Position.decode(raw).quote for _, raw in positions)
         return balances + quotes + pool_total(self._committed)
+
+    def bridge_totals(self) -> BridgeTotals:
+        """The committed bridge totals (`execution.bridge.totals`): conservation is
+        `total_quote() == total_supply() + deposited - withdrawn`."""
+        return load_totals(self._committed)
 
     def funding_rates(self) -> dict[str, int]:
         """Per market ticker (by id), the committed 8-hour rate (ppm) of its last funding tick

@@ -10,7 +10,9 @@
    With a worker pool, and when the cost model says so, the txs run in lanes, in the workers and
    one in this process meanwhile, and are merged in that order with the same outcome
    (`execution.scheduler`).
-4. `END_BLOCK_HOOKS`, in order: the oracle aggregation, the implied volatilities' aggregation
+4. `END_BLOCK_HOOKS`, in order: the bridge's valset (`execution.bridge.valsets.valset_end_block`:
+   a new set when the registry's validators with power and a bridge key changed, after this
+   block's slashing and key changes), the oracle aggregation, the implied volatilities' aggregation
    (`execution.oracle.volatility`), the option series' marks, expiry and settlement
    (`execution.risk.option_series`: a series' mark is its oracle price), the trigger orders the
    new prices fire, the due TWAP slices (`execution.exchange.twap`), the funding phase (premium
@@ -34,6 +36,7 @@ from typing import cast
 
 from consensus.app import Event, ExecTxResult, FinalizeBlockRequest, ValidatorUpdate
 from execution.accounts import load_account, store_account
+from execution.bridge.valsets import valset_end_block
 from execution.codes import Code
 from execution.evidence import handle_misbehavior
 from execution.exchange.books import Books
@@ -76,6 +79,10 @@ class EndBlock:
     tx_exchange: ExchangeContext
 
 
+def _bridge(block: EndBlock) -> list[Event]:
+    return valset_end_block(block.view, block.height)
+
+
 def _oracle(block: EndBlock) -> list[Event]:
     return oracle_end_block(block.view, block.height)
 
@@ -110,6 +117,7 @@ def _liquidation(block: EndBlock) -> list[Event]:
 
 
 END_BLOCK_HOOKS: tuple[Callable[[EndBlock], list[Event]], ...] = (
+    _bridge,
     _oracle,
     _volatility,
     _option_series,

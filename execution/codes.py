@@ -86,6 +86,16 @@ class Code(IntEnum):
     """a vol vote that breaks a rule (no vols, (underlying, expiry) pairs not strictly increasing,
     a vol outside the oracle's [min_vol_ppm, max_vol_ppm]); a vote on a pair with no option series
     is UNKNOWN_MARKET"""
+    INVALID_BRIDGE_VOTE = 63
+    """a bridge deposit vote that breaks a rule (no deposits, another EVM chain, an amount below the
+    minimum, the same deposit twice in one vote)"""
+    INVALID_BRIDGE_SIGNATURE = 64
+    """a bridge signature (or a bridge key's proof) that does not recover to the signer's bridge
+    key, or a signer outside the validator set that must sign"""
+    BRIDGE_DISABLED = 65
+    """a bridge action on a chain whose genesis has no bridge section"""
+    UNKNOWN_WITHDRAWAL = 66
+    """a bridge signature of a withdrawal id or validator-set nonce that does not exist"""
 
     UNKNOWN_QUERY = 100
     """no query path of that name"""

@@ -6,10 +6,12 @@ Every tx pays its `fee` (`execution.tx.Tx.fee`, quote units), whatever its actio
 fee must be at least the chain's minimum for its actions: the sum of each action's price in the
 schedule (`FeeParams`: placements, amends, triggers, transfers and liquidations 100 quote units,
 a ten-thousandth of a dollar; cancels 10, as Hyperliquid lets cancels through more cheaply; a vol
-vote costs an oracle vote's price, `oracle_vote`; a TWAP a placement's, its cancel a cancel's; a
-scale order of n orders n placements', `execution.tx.fee_units`). An oracle or vol vote of a
-validator with power costs nothing (validators feed prices and vols every block; anyone else pays
-for the vote, which then fails NOT_A_VALIDATOR). The subaccount switches (`UseSubaccount`,
+vote costs an oracle vote's price, `oracle_vote`, and so do the bridge's deposit votes, signatures
+and key; a bridge withdrawal costs a transfer's; a TWAP a placement's, its cancel a cancel's; a
+scale order of n orders n placements', `execution.tx.fee_units`). An oracle or vol vote (or a
+bridge vote, signature or key, `execution.tx.VOTE_TYPES`) of a validator with power costs nothing
+(validators feed prices and vols every block; anyone else pays for the vote, which then fails
+NOT_A_VALIDATOR). The subaccount switches (`UseSubaccount`,
 `UseIsolated`) cost nothing and are not in the schedule, but a tx of switches only pays one
 placement (`execution.tx.switches_only`). Every price is at least 1, so every tx but a
 validator's vote costs something.
@@ -134,6 +136,10 @@ _FIELD_OF_KIND: dict[int, str] = {
     ActionKind.PLACE_TWAP: "place_order",
     ActionKind.CANCEL_TWAP: "cancel_order",
     ActionKind.PLACE_SCALE: "place_order",
+    ActionKind.BRIDGE_DEPOSIT_VOTE: "oracle_vote",
+    ActionKind.WITHDRAW: "transfer",
+    ActionKind.BRIDGE_SIGN: "oracle_vote",
+    ActionKind.SET_BRIDGE_KEY: "oracle_vote",
 }
 
 

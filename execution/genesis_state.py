@@ -32,6 +32,18 @@ An exported state (`derivd export`) is the one section `state` instead:
 loaded as they are by `init_chain` at initial height `height + 1`; the derived indexes
 (`execution.indexes`) are rebuilt from them. No other section may be beside it.
 
+`bridge` (absent: the chain has no bridge, `execution.bridge`) is
+
+    {"evm_chain_id": 1, "contract": "0x<40 hex>", "token": "0x<40 hex>", "confirmations": 12,
+     "min_deposit": 1000000, "min_withdrawal": 1000000,
+     "keys": [{"validator": "<40 hex: a genesis validator's address>", "evm_address": "0x<40 hex>"}]}
+
+every field required, `keys` not empty (valset 0 is the contract's first set); the numbers JSON
+integers >= 1; no address zero, no validator or EVM address twice in `keys`. init_chain also
+refuses a key of an address that is not a genesis validator (`init_bridge`), then writes the
+parameters (with its chain id), the keys and valset 0: the keyed genesis validators with their
+powers (`execution.bridge.valsets`). A genesis validator without a key is not in the bridge's set.
+
 Every section is optional and defaults to empty; unknown keys are errors. Each error is an
 `AppStateError` that names the field path, e.g.
 `app_state.accounts[2].balance: must be a non-negative integer, got "x"`. To add a section: a
@@ -47,6 +59,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from execution.bridge.evm import parse_evm_address
+from execution.bridge.params import ZERO_EVM_ADDRESS, BridgeParams
+from execution.bridge.valsets import init_bridge_state
 from execution.fees import FEE_FIELDS, RATE_LIMIT_FIELDS, FeeParams, RateLimitParams
 from execution.markets import (
     MARKET_FIELDS,
@@ -67,6 +82,7 @@ from execution.risk.liquidation import LIQUIDATION_FIELDS, LIQUIDATION_RENAMED, 
 from execution.risk.option_series import store_option_params
 from execution.risk.triggers import TRIGGER_FIELDS, TriggerParams
 from execution.state import StateView
+from execution.validators import load_validator
 from primitives.keys import Address
 from primitives.timefmt import format_rfc3339, parse_rfc3339
 from storage import schema
@@ -84,8 +100,11 @@ SECTIONS = (
     "rate_limits",
     "options",
     "volatility",
+    "bridge",
     "state",
 )
+BRIDGE_FIELDS = ("evm_chain_id", "contract", "token", "confirmations", "min_deposit", "min_withdrawal")
+BRIDGE_KEY_FIELDS = ("validator", "evm_address")
 STATE_FIELDS = ("height", "records")
 ORACLE_FIELDS = ("max_vote_age_blocks", "stale_after_blocks", "max_price_move_ppm")
 ORACLE_REQUIRED = ("max_vote_age_blocks", "stale_after_blocks")
@@ -121,6 +140,31 @@ class InitialVol:
     vol_ppm: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GenesisBridge:
+    """The `bridge` section: the parameters but the chain id (init_chain's) and the validators' keys."""
+
+    evm_chain_id: int
+    contract: bytes
+    token: bytes
+    confirmations: int
+    min_deposit: int
+    min_withdrawal: int
+    keys: tuple[tuple[Address, bytes], ...]
+    """(validator address, EVM address), in the section's order"""
+
+    def params(self, chain_id: str) -> BridgeParams:
+        return BridgeParams(
+            chain_id=chain_id,
+            evm_chain_id=self.evm_chain_id,
+            contract=self.contract,
+            token=self.token,
+            confirmations=self.confirmations,
+            min_deposit=self.min_deposit,
+            min_withdrawal=self.min_withdrawal,
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class AppState:
     """The validated genesis app state."""
@@ -138,6 +182,8 @@ class AppState:
     volatility: VolParams = VolParams()  # noqa: RUF009 (frozen, so one shared default is safe)
     initial_vols: tuple[InitialVol, ...] = ()
     """the option series' `initial_vol_ppm`s, by (underlying, expiry)"""
+    bridge: GenesisBridge | None = None
+    """the `bridge` section (None: no bridge)"""
     exported: ExportedState | None = None
     """the `state` section: a whole state to load (then every other field is its default)"""
 
@@ -385,6 +431,58 @@ def _hex(value: object, path: str) -> bytes:
     raise AppStateError(f"{path}: must be a string of hex digits, got {_show(value)}")
 
 
+def _evm_address(value: object, path: str) -> bytes:
+    """A 0x-prefixed 40-hex-digit EVM address, not zero."""
+    if not isinstance(value, str):
+        raise AppStateError(f"{path}: must be 0x and 40 hex digits, got {_show(value)}")
+    try:
+        address = parse_evm_address(value)
+    except ValueError as exc:
+        raise AppStateError(f"{path}: {exc}") from exc
+    if address == ZERO_EVM_ADDRESS:
+        raise AppStateError(f"{path}: must not be the zero address")
+    return address
+
+
+def _parse_bridge(value: object, path: str) -> GenesisBridge:
+    obj = _object(value, path)
+    _check_keys(obj, path, (*BRIDGE_FIELDS, "keys"), required=True)
+    numbers = {
+        name: _integer(obj[name], f"{path}.{name}")
+        for name in ("evm_chain_id", "confirmations", "min_deposit", "min_withdrawal")
+    }
+    for name, number in numbers.items():
+        if number < 1:
+            raise AppStateError(f"{path}.{name}: must be a positive integer, got {number}")
+    contract = _evm_address(obj["contract"], f"{path}.contract")
+    token = _evm_address(obj["token"], f"{path}.token")
+    entries = obj["keys"]
+    if not isinstance(entries, list) or not entries:
+        raise AppStateError(
+            f"{path}.keys: must be a non-empty JSON array (valset 0, the contract's first set, is the keyed "
+            f"genesis validators), got {_show(entries)}"
+        )
+    keys: list[tuple[Address, bytes]] = []
+    validators: dict[Address, int] = {}
+    evm_addresses: dict[bytes, int] = {}
+    for i, item in enumerate(entries):
+        at = f"{path}.keys[{i}]"
+        entry = _object(item, at)
+        _check_keys(entry, at, BRIDGE_KEY_FIELDS, required=True)
+        validator = _address(entry["validator"], f"{at}.validator")
+        evm_address = _evm_address(entry["evm_address"], f"{at}.evm_address")
+        if validator in validators:
+            raise AppStateError(f"{at}.validator: duplicate of {path}.keys[{validators[validator]}]")
+        if evm_address in evm_addresses:
+            raise AppStateError(
+                f"{at}.evm_address: already the key of {path}.keys[{evm_addresses[evm_address]}] "
+                "(one EVM address per validator)"
+            )
+        validators[validator] = evm_addresses[evm_address] = i
+        keys.append((validator, evm_address))
+    return GenesisBridge(contract=contract, token=token, keys=tuple(keys), **numbers)
+
+
 def _parse_state(value: object, path: str) -> ExportedState:
     obj = _object(value, path)
     _check_keys(obj, path, STATE_FIELDS, required=True)
@@ -440,6 +538,7 @@ def parse_app_state(value: object, path: str = "app_state") -> AppState:
         rate_limits=_parse_section(obj, f"{path}.rate_limits", RATE_LIMIT_FIELDS, RateLimitParams),
         options=_parse_section(obj, f"{path}.options", PORTFOLIO_FIELDS, PortfolioParams),
         volatility=volatility,
+        bridge=_parse_bridge(obj["bridge"], f"{path}.bridge") if "bridge" in obj else None,
     )
 
 
@@ -573,3 +672,20 @@ def init_exchange_state(view: StateView, app_state: AppState, initial_height: in
 def genesis_markets_json(markets: Sequence[Market]) -> list[dict[str, object]]:
     """The genesis `markets` section of `markets`."""
     return [market.to_json() for market in markets]
+
+
+def init_bridge(
+    view: StateView, bridge: GenesisBridge | None, chain_id: str, path: str = "app_state.bridge"
+) -> None:
+    """The genesis writes of the bridge (nothing without one): AppStateError for a key of an address
+    that is not a genesis validator (write the registry first)."""
+    if bridge is None:
+        return
+    for i, (validator, _) in enumerate(bridge.keys):
+        if load_validator(view, validator.raw) is None:
+            raise AppStateError(f"{path}.keys[{i}].validator: {validator.upper()} is not a genesis validator")
+    try:
+        params = bridge.params(chain_id)
+    except ValueError as exc:
+        raise AppStateError(f"{path}.{exc}") from exc
+    init_bridge_state(view, params, [(validator.raw, evm_address) for validator, evm_address in bridge.keys])

@@ -18,6 +18,11 @@ decimal strings, hashes as upper-case hex:
 | `/app` | `{"height", "app_hash"}` of the last commit |
 | `/validators` | the validator registry, sorted by address: `[{"address", "pub_key", "power"}]` |
 | `/evidence` | every recorded misbehavior, oldest first (see below) |
+| `/bridge` | the bridge (`execution.bridge`): parameters, totals, current valset, pending counts (below) |
+| `/bridge/deposits/<id hex>` | a deposit: `credited` with its claim, else its pending votes |
+| `/bridge/withdrawals/<id>` | a withdrawal (id decimal), its status, digest and signatures |
+| `/bridge/owners/<address hex>` | `{"owner", "withdrawals"}`: the owner's withdrawals by number |
+| `/bridge/valsets/<nonce>` | a valset: members, hash, status, the digest its predecessor signs, signatures |
 
 In `/validators`, `address` is upper-case hex, `pub_key` the base64 of the 32-byte Ed25519 key and
 `power` the application's current power (a slashed validator stays listed with "0").
@@ -84,6 +89,21 @@ the owner itself) by number, each `{"number", "address", "balance", "account_val
 isolated accounts (`isolated_address`) by market id, each `{"market", "market_id", "address", ...the
 same}`; only those with an account record or a position.
 
+`/bridge` is `{"chain_id", "evm_chain_id", "contract", "token", "confirmations", "min_deposit",
+"min_withdrawal", "deposited", "withdrawn", "valset", "pending_withdrawals" (a count),
+"pending_valsets" (nonces, ascending), "pending_deposits" (a count)}`; a valset is `{"nonce",
+"hash", "total_power", "members": [{"evm_address", "power", "validator"}]}` (`validator`: the
+upper-case hex address whose bridge key it is now, "" if none), and `/bridge/valsets/<nonce>` adds
+`"status"` (pending|signed: signed by > 2/3 of the set before; nonce 0 is signed), `"digest"` (what
+the set before signs) and `"signatures"`. A withdrawal is `{"id", "owner", "recipient", "amount",
+"height", "signed_height", "status" (pending|signed), "digest", "signatures"}`; signatures are
+`[{"evm_address", "signature"}]` by address. `/bridge/deposits/<id>` is `{"deposit_id", "status"}`
+and, credited, `"height"` and `"claim"`, else (pending, or unknown without votes) `"votes":
+[{"validator", "claim_hash", "claim"}]`; a claim is `{"evm_chain_id", "tx_hash", "log_index",
+"depositor", "recipient", "amount"}`. EVM addresses are EIP-55, hashes, digests and signatures 0x
+and lower-case hex. On a chain without a bridge every `/bridge` path answers BRIDGE_DISABLED; an
+unknown withdrawal or valset UNKNOWN_WITHDRAWAL.
+
 `/key` answers from the state tree (`storage.statetree`) instead: `data` is a state key (the
 `a:` layouts of `storage.schema`, e.g. `a:acct:` + a 20-byte address), the value is its stored
 bytes (empty: absent) at `height` (0: the last committed), any height the tree still keeps
@@ -105,6 +125,27 @@ from dataclasses import dataclass
 
 from consensus.app import ProofOp, QueryResult
 from execution.accounts import MAX_SUBACCOUNT, isolated_address, load_account, load_supply, subaccount_address
+from execution.bridge.deposits import claim_hash, deposit_votes, load_credited, pending_deposit_count
+from execution.bridge.evm import format_evm_address, valset_digest
+from execution.bridge.params import BridgeParams, bridge_domain, load_bridge_params
+from execution.bridge.totals import load_totals
+from execution.bridge.valsets import (
+    Valset,
+    bridge_keys,
+    current_valset,
+    is_valset_pending,
+    load_valset,
+    pending_valset_nonces,
+    valset_signatures,
+)
+from execution.bridge.withdrawals import (
+    Withdrawal,
+    digest_of,
+    is_withdrawal_pending,
+    load_withdrawal,
+    owner_withdrawals,
+    withdrawal_signatures,
+)
 from execution.codes import CODESPACE, Code
 from execution.evidence import load_evidence
 from execution.exchange.books import load_orders
@@ -132,6 +173,7 @@ from execution.risk.liquidation import load_queue
 from execution.risk.option_series import option_json, position_greeks_json
 from execution.risk.triggers import execution_price
 from execution.state import CommittedState
+from execution.tx import DepositClaim
 from execution.validators import registry
 from primitives.ics23 import encode_proof
 from primitives.keys import Address
@@ -145,6 +187,9 @@ TWAPS_PREFIX = "/twaps/"
 SUBACCOUNTS_PREFIX = "/subaccounts/"
 BOOK_PREFIX = "/book/"
 L3_SUFFIX = "/l3"
+BRIDGE_PATH = "/bridge"
+BRIDGE_PREFIX = "/bridge/"
+BRIDGE_SUBPATHS = ("deposits/<deposit id hex>", "withdrawals/<id>", "owners/<address>", "valsets/<nonce>")
 MAX_L2_LEVELS = 1_000
 MAX_L3_ORDERS = 10_000
 MAX_LIQUIDATION_QUEUE = 1_000
@@ -528,6 +573,154 @@ def query_liquidations(ctx: QueryContext, path: str) -> QueryResult:
     return QueryResult(value=_json({"queue": queue, "recent": records}), height=ctx.height)
 
 
+# -- bridge --------------------------------------------------------------------------------------------
+
+
+def _claim_json(claim: DepositClaim) -> dict[str, str]:
+    return {
+        "evm_chain_id": str(claim.evm_chain_id),
+        "tx_hash": "0x" + claim.tx_hash.hex(),
+        "log_index": str(claim.log_index),
+        "depositor": format_evm_address(claim.depositor),
+        "recipient": str(claim.recipient),
+        "amount": str(claim.amount),
+    }
+
+
+def _signatures_json(signatures: dict[bytes, bytes]) -> list[dict[str, str]]:
+    return [
+        {"evm_address": format_evm_address(address), "signature": "0x" + signature.hex()}
+        for address, signature in signatures.items()
+    ]
+
+
+def _members_json(ctx: QueryContext, valset: Valset) -> list[dict[str, str]]:
+    validator_of = {key: validator for validator, key in bridge_keys(ctx.state)}
+    return [
+        {
+            "evm_address": format_evm_address(address),
+            "power": str(power),
+            "validator": validator_of[address].hex().upper() if address in validator_of else "",
+        }
+        for address, power in valset.members
+    ]
+
+
+def _valset_json(ctx: QueryContext, valset: Valset) -> dict[str, object]:
+    return {
+        "nonce": str(valset.nonce),
+        "hash": "0x" + valset.hash.hex(),
+        "total_power": str(valset.total_power),
+        "members": _members_json(ctx, valset),
+    }
+
+
+def _withdrawal_json(ctx: QueryContext, params: BridgeParams, withdrawal: Withdrawal) -> dict[str, object]:
+    pending = is_withdrawal_pending(ctx.state, withdrawal.id)
+    return {
+        "id": str(withdrawal.id),
+        "owner": str(withdrawal.owner),
+        "recipient": format_evm_address(withdrawal.recipient),
+        "amount": str(withdrawal.amount),
+        "height": str(withdrawal.height),
+        "signed_height": str(withdrawal.signed_height),
+        "status": "pending" if pending else "signed",
+        "digest": "0x" + digest_of(params, withdrawal).hex(),
+        "signatures": _signatures_json(withdrawal_signatures(ctx.state, withdrawal.id)),
+    }
+
+
+def query_bridge(ctx: QueryContext, path: str) -> QueryResult:
+    """`/bridge` and its sub-paths (module docstring)."""
+    params = load_bridge_params(ctx.state)
+    if params is None:
+        return _error(
+            ctx, Code.BRIDGE_DISABLED, "this chain has no bridge (its genesis has no bridge section)"
+        )
+    if path == BRIDGE_PATH:
+        return _ok(ctx, _bridge_json(ctx, params))
+    rest = path[len(BRIDGE_PREFIX) :]
+    kind, _, arg = rest.partition("/")
+    if kind == "deposits" and arg:
+        return _bridge_deposit(ctx, arg)
+    if kind == "withdrawals" and arg:
+        if not (arg.isascii() and arg.isdigit()):
+            return _error(ctx, Code.INVALID_QUERY, f"a withdrawal id is a decimal integer, got {arg!r}")
+        withdrawal = load_withdrawal(ctx.state, int(arg))
+        if withdrawal is None:
+            return _error(ctx, Code.UNKNOWN_WITHDRAWAL, f"no withdrawal with id {arg}")
+        return _ok(ctx, _withdrawal_json(ctx, params, withdrawal))
+    if kind == "owners" and arg:
+        try:
+            owner = Address.parse(arg)
+        except ValueError as exc:
+            return _error(ctx, Code.INVALID_QUERY, f"invalid address in {path!r}: {exc}")
+        items = [_withdrawal_json(ctx, params, w) for w in owner_withdrawals(ctx.state, owner)]
+        return _ok(ctx, {"owner": str(owner), "withdrawals": items})
+    if kind == "valsets" and arg:
+        if not (arg.isascii() and arg.isdigit()):
+            return _error(ctx, Code.INVALID_QUERY, f"a valset nonce is a decimal integer, got {arg!r}")
+        valset = load_valset(ctx.state, int(arg))
+        if valset is None:
+            return _error(ctx, Code.UNKNOWN_WITHDRAWAL, f"no bridge valset with nonce {arg}")
+        value = _valset_json(ctx, valset)
+        value["status"] = "pending" if is_valset_pending(ctx.state, valset.nonce) else "signed"
+        value["digest"] = "0x" + valset_digest(bridge_domain(params), valset.hash).hex()
+        value["signatures"] = _signatures_json(valset_signatures(ctx.state, valset.nonce))
+        return _ok(ctx, value)
+    known = ", ".join(f"{BRIDGE_PREFIX}{sub}" for sub in BRIDGE_SUBPATHS)
+    return _error(ctx, Code.UNKNOWN_QUERY, f"unknown query path {path!r} (known: {BRIDGE_PATH}, {known})")
+
+
+def _ok(ctx: QueryContext, value: object) -> QueryResult:
+    return QueryResult(value=_json(value), height=ctx.height)
+
+
+def _bridge_json(ctx: QueryContext, params: BridgeParams) -> dict[str, object]:
+    totals = load_totals(ctx.state)
+    valset = current_valset(ctx.state)
+    return {
+        "chain_id": params.chain_id,
+        "evm_chain_id": str(params.evm_chain_id),
+        "contract": format_evm_address(params.contract),
+        "token": format_evm_address(params.token),
+        "confirmations": str(params.confirmations),
+        "min_deposit": str(params.min_deposit),
+        "min_withdrawal": str(params.min_withdrawal),
+        "deposited": str(totals.deposited),
+        "withdrawn": str(totals.withdrawn),
+        "valset": None if valset is None else _valset_json(ctx, valset),
+        "pending_withdrawals": str(len(ctx.state.iterate(schema.APP_BRIDGE_WITHDRAWAL_PENDING_PREFIX))),
+        "pending_valsets": [str(nonce) for nonce in pending_valset_nonces(ctx.state)],
+        "pending_deposits": str(pending_deposit_count(ctx.state)),
+    }
+
+
+def _bridge_deposit(ctx: QueryContext, text: str) -> QueryResult:
+    body = text[2:] if text.startswith(("0x", "0X")) else text
+    try:
+        deposit = bytes.fromhex(body)
+    except ValueError:
+        deposit = b""
+    if len(deposit) != schema.DEPOSIT_ID_SIZE or not body.isascii():
+        return _error(ctx, Code.INVALID_QUERY, f"a deposit id is 64 hex digits, got {text!r}")
+    credited = load_credited(ctx.state, deposit)
+    value: dict[str, object] = {"deposit_id": "0x" + deposit.hex()}
+    if credited is not None:
+        value.update(status="credited", height=str(credited.height), claim=_claim_json(credited.claim))
+        return _ok(ctx, value)
+    votes = [
+        {
+            "validator": validator.hex().upper(),
+            "claim_hash": "0x" + claim_hash(claim).hex(),
+            "claim": _claim_json(claim),
+        }
+        for validator, claim in deposit_votes(ctx.state, deposit)
+    ]
+    value.update(status="pending" if votes else "unknown", votes=votes)
+    return _ok(ctx, value)
+
+
 EXACT_PATHS: dict[str, Callable[[QueryContext, str], QueryResult]] = {
     "/markets": query_markets,
     "/funding": query_funding,
@@ -578,12 +771,16 @@ def run_query(ctx: QueryContext, path: str, data: bytes, height: int, prove: boo
         return query_twaps(ctx, path)
     if path.startswith(SUBACCOUNTS_PREFIX):
         return query_subaccounts(ctx, path)
+    if path == BRIDGE_PATH or path.startswith(BRIDGE_PREFIX):
+        return query_bridge(ctx, path)
     handler = EXACT_PATHS.get(path)
     if handler is None:
         paths = [KEY_PATH, ACCOUNTS_PREFIX + "<address>", BOOK_PREFIX + "<TICKER>[/l3]"]
         paths.append(TRIGGERS_PREFIX + "<TICKER>")
         paths.append(TWAPS_PREFIX + "<address>")
         paths.append(SUBACCOUNTS_PREFIX + "<owner>")
+        paths.append(BRIDGE_PATH)
+        paths.extend(BRIDGE_PREFIX + sub for sub in BRIDGE_SUBPATHS)
         known = ", ".join([*paths, *EXACT_PATHS])
         return _error(ctx, Code.UNKNOWN_QUERY, f"unknown query path {path!r} (known: {known})")
     return handler(ctx, path)

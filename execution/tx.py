@@ -28,6 +28,14 @@ Wire form (canonical encoding, `primitives.codec`):
     use_isolated = [14, market_id]                the following actions act as the signer's
                                                   isolated account of that market
                                                   (`execution.accounts`, `execution.actions`)
+    bridge_deposit_vote = [15, [[evm_chain_id, tx_hash (32 bytes), log_index, depositor (20),
+                recipient (20), amount], ...]]    a validator's attestations of EVM deposits
+    withdraw = [16, recipient (20-byte EVM address), amount]  quote units out through the bridge
+    bridge_sign = [17, [[target (0 withdrawal, 1 valset), id (32 bytes: a uint256, big-endian),
+                signature (65 bytes)], ...]]      a validator's bridge-key signatures (a withdrawal
+                                                  id is 224 bits: more than a codec integer holds)
+    set_bridge_key = [18, evm address (20), proof (65 bytes)]  a validator's new bridge key
+                                                  (see `execution.bridge`)
 
 Order sizes are base quantums and prices subticks (`execution.markets`); the meaning of each field
 (side, tif and flags values, tick, step...) is checked by execution (`execution.exchange`).
@@ -85,6 +93,10 @@ class ActionKind(IntEnum):
     PLACE_SCALE = 12
     USE_SUBACCOUNT = 13
     USE_ISOLATED = 14
+    BRIDGE_DEPOSIT_VOTE = 15
+    WITHDRAW = 16
+    BRIDGE_SIGN = 17
+    SET_BRIDGE_KEY = 18
 
 
 @dataclass(frozen=True, slots=True)
@@ -547,8 +559,175 @@ class VolVote:
         return cls(tuple(vols))
 
 
-VOTE_TYPES = (OracleVote, VolVote)
-"""The validators' oracle votes: free for a validator with power (`execution.fees`, `standard_fee`)."""
+MAX_BRIDGE_ENTRIES = 64
+BRIDGE_HASH_SIZE = 32
+EVM_ADDRESS_SIZE = 20
+EVM_SIGNATURE_SIZE = 65
+MAX_UINT256 = 2**256 - 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DepositClaim:
+    """One deposit event on the EVM chain as a validator saw it (`execution.bridge.deposits`)."""
+
+    evm_chain_id: int
+    tx_hash: bytes
+    log_index: int
+    depositor: bytes
+    """the EVM address that deposited (20 bytes)"""
+    recipient: Address
+    amount: int
+
+    def to_fields(self) -> Value:
+        return [
+            self.evm_chain_id,
+            self.tx_hash,
+            self.log_index,
+            self.depositor,
+            self.recipient.raw,
+            self.amount,
+        ]
+
+    @classmethod
+    def from_fields(cls, value: Value, name: str) -> DepositClaim:
+        f = codec.field_list(value, name, 6)
+        return cls(
+            evm_chain_id=codec.field_int(f[0], f"{name}.evm_chain_id", 0, MAX_UINT256),
+            tx_hash=codec.field_bytes(f[1], f"{name}.tx_hash", BRIDGE_HASH_SIZE),
+            log_index=codec.field_int(f[2], f"{name}.log_index", 0, MAX_UINT256),
+            depositor=codec.field_bytes(f[3], f"{name}.depositor", EVM_ADDRESS_SIZE),
+            recipient=Address(codec.field_bytes(f[4], f"{name}.recipient", ADDRESS_SIZE)),
+            amount=codec.field_int(f[5], f"{name}.amount", 0, MAX_AMOUNT),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeDepositVote:
+    """A validator's attestations of deposits on the EVM chain (1 to `MAX_BRIDGE_ENTRIES`);
+    the rules are execution's (`execution.bridge.deposits`)."""
+
+    deposits: tuple[DepositClaim, ...]
+
+    @property
+    def kind(self) -> int:
+        return ActionKind.BRIDGE_DEPOSIT_VOTE
+
+    def to_fields(self) -> Value:
+        return [int(ActionKind.BRIDGE_DEPOSIT_VOTE), [claim.to_fields() for claim in self.deposits]]
+
+    @classmethod
+    def from_fields(cls, fields: list[Value], name: str) -> BridgeDepositVote:
+        codec.field_list(fields, name, 2)
+        items = codec.field_list(fields[1], f"{name}.deposits", max_len=MAX_BRIDGE_ENTRIES)
+        return cls(
+            tuple(DepositClaim.from_fields(item, f"{name}.deposits[{i}]") for i, item in enumerate(items))
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Withdraw:
+    """Send `amount` quote units of the acting account out through the bridge to `recipient`, a
+    20-byte EVM address (`execution.bridge.withdrawals`)."""
+
+    recipient: bytes
+    amount: int
+
+    @property
+    def kind(self) -> int:
+        return ActionKind.WITHDRAW
+
+    def to_fields(self) -> Value:
+        return [int(ActionKind.WITHDRAW), self.recipient, self.amount]
+
+    @classmethod
+    def from_fields(cls, fields: list[Value], name: str) -> Withdraw:
+        codec.field_list(fields, name, 3)
+        recipient = codec.field_bytes(fields[1], f"{name}.recipient", EVM_ADDRESS_SIZE)
+        return cls(recipient, codec.field_int(fields[2], f"{name}.amount", 0, MAX_AMOUNT))
+
+
+class SignTarget(IntEnum):
+    """What a bridge signature signs."""
+
+    WITHDRAWAL = 0
+    VALSET = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BridgeSignature:
+    """A validator's bridge-key signature of a withdrawal (by id) or a validator-set update (by
+    nonce). On the wire `id` is a 32-byte big-endian word (a withdrawal id has 224 bits)."""
+
+    target: SignTarget
+    id: int
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.id <= MAX_UINT256:
+            raise ValueError(f"a bridge signature's id is a uint256, got {self.id}")
+
+    def to_fields(self) -> Value:
+        return [int(self.target), self.id.to_bytes(BRIDGE_HASH_SIZE, "big"), self.signature]
+
+    @classmethod
+    def from_fields(cls, value: Value, name: str) -> BridgeSignature:
+        f = codec.field_list(value, name, 3)
+        return cls(
+            target=SignTarget(codec.field_int(f[0], f"{name}.target", 0, len(SignTarget) - 1)),
+            id=int.from_bytes(codec.field_bytes(f[1], f"{name}.id", BRIDGE_HASH_SIZE), "big"),
+            signature=codec.field_bytes(f[2], f"{name}.signature", EVM_SIGNATURE_SIZE),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeSign:
+    """A validator's bridge-key signatures (1 to `MAX_BRIDGE_ENTRIES`; `execution.bridge`)."""
+
+    signatures: tuple[BridgeSignature, ...]
+
+    @property
+    def kind(self) -> int:
+        return ActionKind.BRIDGE_SIGN
+
+    def to_fields(self) -> Value:
+        return [int(ActionKind.BRIDGE_SIGN), [entry.to_fields() for entry in self.signatures]]
+
+    @classmethod
+    def from_fields(cls, fields: list[Value], name: str) -> BridgeSign:
+        codec.field_list(fields, name, 2)
+        items = codec.field_list(fields[1], f"{name}.signatures", max_len=MAX_BRIDGE_ENTRIES)
+        return cls(
+            tuple(
+                BridgeSignature.from_fields(item, f"{name}.signatures[{i}]") for i, item in enumerate(items)
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SetBridgeKey:
+    """A validator's new bridge key: its EVM address and the key's signature proving possession
+    (`execution.bridge`)."""
+
+    evm_address: bytes
+    proof: bytes
+
+    @property
+    def kind(self) -> int:
+        return ActionKind.SET_BRIDGE_KEY
+
+    def to_fields(self) -> Value:
+        return [int(ActionKind.SET_BRIDGE_KEY), self.evm_address, self.proof]
+
+    @classmethod
+    def from_fields(cls, fields: list[Value], name: str) -> SetBridgeKey:
+        codec.field_list(fields, name, 3)
+        evm_address = codec.field_bytes(fields[1], f"{name}.evm_address", EVM_ADDRESS_SIZE)
+        return cls(evm_address, codec.field_bytes(fields[2], f"{name}.proof", EVM_SIGNATURE_SIZE))
+
+
+VOTE_TYPES = (OracleVote, VolVote, BridgeDepositVote, BridgeSign, SetBridgeKey)
+"""The validators' votes (oracle, vol, bridge attestations and signatures, bridge key): free for a
+validator with power (`execution.fees`, `standard_fee`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -577,6 +756,10 @@ Action = (
     | PlaceScale
     | UseSubaccount
     | UseIsolated
+    | BridgeDepositVote
+    | Withdraw
+    | BridgeSign
+    | SetBridgeKey
     | UnknownAction
 )
 
@@ -643,6 +826,14 @@ def decode_action(value: Value, name: str) -> Action:
         return UseSubaccount.from_fields(fields, name)
     if kind == ActionKind.USE_ISOLATED:
         return UseIsolated.from_fields(fields, name)
+    if kind == ActionKind.BRIDGE_DEPOSIT_VOTE:
+        return BridgeDepositVote.from_fields(fields, name)
+    if kind == ActionKind.WITHDRAW:
+        return Withdraw.from_fields(fields, name)
+    if kind == ActionKind.BRIDGE_SIGN:
+        return BridgeSign.from_fields(fields, name)
+    if kind == ActionKind.SET_BRIDGE_KEY:
+        return SetBridgeKey.from_fields(fields, name)
     return UnknownAction(kind, codec.encode(fields))
 
 
@@ -763,6 +954,10 @@ STANDARD_FEES: dict[int, int] = {
     ActionKind.PLACE_SCALE: 100,
     ActionKind.USE_SUBACCOUNT: 0,
     ActionKind.USE_ISOLATED: 0,
+    ActionKind.BRIDGE_DEPOSIT_VOTE: 100,
+    ActionKind.WITHDRAW: 100,
+    ActionKind.BRIDGE_SIGN: 100,
+    ActionKind.SET_BRIDGE_KEY: 100,
 }
 """The fee of each action kind, in quote units, under the default schedule (`execution.fees.FeeParams`
 takes its defaults from here): what clients pay when not told the chain's schedule, per unit

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import click
 import trio
@@ -29,6 +30,7 @@ from consensus.light import LightError, TrustOptions
 from consensus.privval import FilePrivValidator, PrivValError
 from consensus.wal import WALError
 from execution.accounts import Account
+from execution.bridge.evm import format_evm_address
 from execution.genesis_state import AppStateError, add_account, default_exchange_app_state
 from genesis.genesis import (
     GenesisDoc,
@@ -41,6 +43,16 @@ from genesis.genesis import (
 from node import inspect as inspect_server
 from node import light, light_proxy, logs
 from node.bench import bench
+from node.bridge_cli import (
+    DEFAULT_EVM_RPC,
+    DEV_MINT,
+    DEV_MINT_ACCOUNTS,
+    HARDHAT_DEV_KEYS,
+    bridge_group,
+    read_evm_key,
+    tx_bridge_group,
+)
+from node.bridge_key import BridgeKeyError, create_bridge_key
 from node.client import (
     RPCClient,
     abci_query,
@@ -56,7 +68,7 @@ from node.export import ExportError, export_genesis
 from node.keys_cli import keyring_backend_option, keys_group, open_cli_keyring
 from node.keystore import KeyStoreError
 from node.node import Node, NodeStartError, first_leaf, start_server
-from node.query_cli import block_command, tx_command
+from node.query_cli import block_command, bridge_query_group, tx_command
 from node.rollback import RollbackError, rollback
 from node.sdk.errors import RPCError
 from node.supervisor import SupervisorError, supervise
@@ -79,7 +91,7 @@ from node.trade_cli import (
     subaccounts_command,
     twaps_command,
 )
-from node.tx_cli import subaccount_group, tx_broadcast, tx_sign, tx_transfer
+from node.tx_cli import subaccount_group, tx_broadcast, tx_sign, tx_transfer, tx_withdraw
 from node.version import VERSION
 from p2p.nodekey import load_or_generate_node_key, node_id
 from primitives.ics23 import ProofError
@@ -131,6 +143,12 @@ def init_home(home: Path, moniker: str, chain_id: str | None) -> tuple[Config, G
     else:
         privval = FilePrivValidator.generate(key_path, state_path)
         click.echo(f"Generated private validator {key_path}", err=True)
+    bridge_key_path = config.path(config.bridge.key_file)
+    if bridge_key_path.exists():
+        click.echo(f"Found bridge key {bridge_key_path}", err=True)
+    else:
+        bridge_key = create_bridge_key(bridge_key_path)
+        click.echo(f"Generated bridge key {bridge_key_path} ({bridge_key.address_text})", err=True)
     node_key_path = config.path(config.base.node_key_file)
     existed = node_key_path.exists()
     load_or_generate_node_key(node_key_path)
@@ -154,10 +172,10 @@ def init_home(home: Path, moniker: str, chain_id: str | None) -> tuple[Config, G
 @click.option("--moniker", default=socket.gethostname, help="Node name.")
 @click.option("--chain-id", default=None, help="Chain id of a new genesis (default: derivd-<random>).")
 def init(home: Path, moniker: str, chain_id: str | None) -> None:
-    """Initialise a node home: config.toml, keys and genesis.json."""
+    """Initialise a node home: config.toml, keys (validator, node, bridge) and genesis.json."""
     try:
         init_home(home, moniker, chain_id)
-    except (GenesisError, PrivValError, KeyFileError, OSError) as exc:
+    except (GenesisError, PrivValError, KeyFileError, BridgeKeyError, OSError) as exc:
         fail(str(exc))
 
 
@@ -311,6 +329,77 @@ async def _run_until_signal(run: Callable[..., Awaitable[None]]) -> None:
 # -- testnets -------------------------------------------------------------------------------------
 
 
+def _bridge_options(command: Callable[..., None]) -> Callable[..., None]:
+    """`--evm-rpc` and the bridge's other testnet options."""
+    options = [
+        click.option(
+            "--evm-rpc",
+            default=None,
+            help=f"Bridge the chain to the EVM node at this JSON-RPC URL (e.g. {DEFAULT_EVM_RPC}, a "
+            "`hardhat node`): bridge keys in the validator homes, the test token and the bridge "
+            "deployed there, a genesis bridge section (default: no bridge).",
+        ),
+        click.option(
+            "--evm-key",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="With --evm-rpc: a file with the deployer's secret key (0x and 64 hex digits).",
+        ),
+        click.option(
+            "--evm-dev-account",
+            type=click.IntRange(0, len(HARDHAT_DEV_KEYS) - 1),
+            default=None,
+            help="With --evm-rpc: deploy from hardhat's dev account N (default 0; LOCAL CHAINS ONLY, "
+            "its key is public).",
+        ),
+        click.option(
+            "--bridge-confirmations",
+            type=click.IntRange(min=1),
+            default=3,
+            show_default=True,
+            help="With --evm-rpc: EVM blocks a deposit waits before validators vote it.",
+        ),
+        click.option(
+            "--bridge-dispute-period",
+            type=click.IntRange(min=0),
+            default=60,
+            show_default=True,
+            help="With --evm-rpc: seconds between a withdrawal's request and its payment on the EVM chain.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _bridge_settings(
+    evm_rpc: str | None,
+    evm_key: Path | None,
+    evm_dev_account: int | None,
+    bridge_confirmations: int,
+    bridge_dispute_period: int,
+) -> dict[str, Any]:
+    """`create_testnet`'s bridge arguments from the options (none without --evm-rpc)."""
+    if evm_rpc is None:
+        given = [
+            name
+            for name, value in (("--evm-key", evm_key), ("--evm-dev-account", evm_dev_account))
+            if value is not None
+        ]
+        if given:
+            fail(f"{' and '.join(given)}: only with --evm-rpc")
+        return {}
+    if evm_key is not None and evm_dev_account is not None:
+        fail("give one of --evm-key and --evm-dev-account")
+    key = HARDHAT_DEV_KEYS[evm_dev_account or 0] if evm_key is None else read_evm_key(evm_key)
+    return {
+        "evm_rpc": evm_rpc,
+        "evm_key": key,
+        "bridge_confirmations": bridge_confirmations,
+        "bridge_dispute_period": bridge_dispute_period,
+    }
+
+
 @main.command()
 @click.option(
     "--validators", type=click.IntRange(min=1), default=4, show_default=True, help="Number of validators."
@@ -363,6 +452,7 @@ async def _run_until_signal(run: Callable[..., Awaitable[None]]) -> None:
     help="Comma-separated lifetimes of the default option series, as Go durations after the genesis "
     "time (e.g. 10m,24h; default: the first 08:00 UTC a day away and a week later).",
 )
+@_bridge_options
 def testnet(
     validators: int,
     output: Path,
@@ -373,9 +463,12 @@ def testnet(
     hostnames: str | None,
     accounts: int,
     option_expiries: str | None,
+    **bridge_options: Any,
 ) -> None:
     """Write the homes of a VALIDATORS (+ NON-VALIDATORS) node network sharing one genesis, with
-    persistent peers between all nodes, and print a JSON summary."""
+    persistent peers between all nodes, and print a JSON summary (with --evm-rpc: bridged to an
+    EVM chain, the contract and token addresses in its `bridge` member)."""
+    bridge = _bridge_settings(**bridge_options)
     try:
         hosts: list[str] | None = None
         if starting_ip is not None and hostnames is not None:
@@ -393,6 +486,7 @@ def testnet(
             hosts,
             accounts,
             option_lifetimes=_option_lifetimes(option_expiries),
+            **bridge,
         )
     except TestnetError as exc:
         fail(str(exc))
@@ -453,8 +547,14 @@ def _option_lifetimes(text: str | None) -> list[int]:
     help="Comma-separated lifetimes of the default option series, as Go durations after the genesis "
     "time (e.g. 10m,24h; default: the first 08:00 UTC a day away and a week later).",
 )
+@_bridge_options
 def localnet(
-    home: Path, validators: int, non_validators: int, base_port: int, option_expiries: str | None
+    home: Path,
+    validators: int,
+    non_validators: int,
+    base_port: int,
+    option_expiries: str | None,
+    **bridge_options: Any,
 ) -> None:
     """Create a local testnet under --home if absent (chain derivd-localnet, funded key `account0`
     in every node's key store) and run all its nodes until Ctrl-C."""
@@ -464,6 +564,7 @@ def localnet(
             f"`derivd start --home {home}`, or remove it to create a new localnet"
         )
     if not (home / "node0" / "config" / "genesis.json").exists():
+        bridge = _bridge_settings(**bridge_options)
         try:
             net = create_testnet(
                 home,
@@ -473,6 +574,7 @@ def localnet(
                 "derivd-localnet",
                 accounts=LOCALNET_ACCOUNTS,
                 option_lifetimes=_option_lifetimes(option_expiries),
+                **bridge,
             )
         except TestnetError as exc:
             fail(str(exc))
@@ -484,11 +586,21 @@ def localnet(
             f"--market BTC-USD --side sell --size 0.1 --price 65000",
             err=True,
         )
+        if net.bridge is not None:
+            click.echo(
+                f"bridge on EVM chain {net.bridge.evm_chain_id} ({net.evm_rpc}): contract "
+                f"{format_evm_address(net.bridge.contract)}, token {format_evm_address(net.bridge.token)}; "
+                f"hardhat's dev accounts 0-{DEV_MINT_ACCOUNTS - 1} hold {DEV_MINT // 10**QUOTE_DECIMALS:,} "
+                f"test USD each.\n"
+                f"Try: derivd bridge deposit --evm-rpc {net.evm_rpc} --evm-dev-account 1 "
+                f"--node http://127.0.0.1:{base_port + 1} --amount 1000 --to {net.accounts[0].address}",
+                err=True,
+            )
     else:
         context = click.get_current_context()
         given = [
             f"--{name.replace('_', '-')}"
-            for name in ("validators", "non_validators", "base_port", "option_expiries")
+            for name in ("validators", "non_validators", "base_port", "option_expiries", *bridge_options)
             if context.get_parameter_source(name) is ParameterSource.COMMANDLINE
         ]
         if given:
@@ -790,6 +902,8 @@ def _proven_account(
 
 tx.add_command(order_group)
 tx.add_command(tx_transfer)
+tx.add_command(tx_withdraw)
+tx.add_command(tx_bridge_group)
 tx.add_command(subaccount_group)
 tx.add_command(isolated_group)
 tx.add_command(tx_sign)
@@ -804,6 +918,8 @@ query.add_command(twaps_command)
 query.add_command(subaccounts_command)
 query.add_command(tx_command)
 query.add_command(block_command)
+query.add_command(bridge_query_group)
+main.add_command(bridge_group)
 
 
 if __name__ == "__main__":

@@ -937,6 +937,57 @@ _register(
     },
 )
 
+
+def _evm_rpc_url(value: str, shown: str) -> str | None:
+    if value == "" or re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+        return None
+    return f'must be "" (no EVM endpoint) or an http:// or https:// URL, got {shown}'
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeConfig:
+    """[bridge]: the validator's bridge watcher (`node.bridge_watcher`), which votes the EVM
+    deposits it sees and signs withdrawals and validator-set updates with the bridge key."""
+
+    enabled: bool = True
+    evm_rpc: str = ""
+    key_file: str = "config/bridge_key.json"
+    poll_interval: int = 1 * _S
+    start_block: int = 0
+    max_block_range: int = 2000
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+
+_register(
+    BridgeConfig,
+    "bridge",
+    "EVM bridge watcher configuration options (validators only)",
+    {
+        "enabled": _Key(
+            _BOOL,
+            "Run the bridge watcher: vote EVM deposits and sign withdrawals and validator-set updates "
+            "(only with evm_rpc set, on a chain with a bridge, on a validator)",
+        ),
+        "evm_rpc": _Key(
+            _STR,
+            'JSON-RPC endpoint of an EVM node of the bridge\'s chain ("http://127.0.0.1:8545"); "" for none '
+            "(the watcher does not run)",
+            _evm_rpc_url,
+        ),
+        "key_file": _Key(
+            _STR,
+            'The validator\'s bridge key (secp256k1): {"evm_address", "secret"}; keep it secret',
+            _non_empty,
+        ),
+        "poll_interval": _Key(_DURATION_KEY, "How often the EVM node is asked for new blocks", _positive),
+        "start_block": _Key(_INT, "The first EVM block scanned for deposits", _non_negative),
+        "max_block_range": _Key(_INT, "The most blocks one eth_getLogs request covers", _positive),
+    },
+)
+
+
 AUTO = "auto"
 
 
@@ -990,6 +1041,7 @@ _TABLES: tuple[tuple[str, type], ...] = (
     ("tx_index", TxIndexConfig),
     ("instrumentation", InstrumentationConfig),
     ("oracle", OracleConfig),
+    ("bridge", BridgeConfig),
     ("execution", ExecutionConfig),
 )
 """The TOML tables in file order, each with its record; the Config attribute is the table name."""
@@ -1014,6 +1066,7 @@ class Config:
     tx_index: TxIndexConfig = field(default_factory=TxIndexConfig)
     instrumentation: InstrumentationConfig = field(default_factory=InstrumentationConfig)
     oracle: OracleConfig = field(default_factory=OracleConfig)
+    bridge: BridgeConfig = field(default_factory=BridgeConfig)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     unknown_keys: tuple[str, ...] = ()
     """keys of the file this node does not know, as "p2p.foo" (a whole unknown table by its name)"""

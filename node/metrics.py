@@ -35,6 +35,11 @@ from consensus.state import ChainState
 from consensus.types import Block, BlockID, BlockIDFlag, Commit
 from consensus.validators import ValidatorSet
 from execution.app import ExchangeApp
+from execution.bridge.deposits import pending_deposit_count
+from execution.bridge.params import load_bridge_params
+from execution.bridge.totals import load_totals
+from execution.bridge.valsets import current_valset
+from execution.bridge.withdrawals import pending_withdrawals
 from execution.markets import load_markets
 from execution.options.fixedpoint import SCALE
 from execution.options.marks import load_mark, mark_quote
@@ -43,6 +48,8 @@ from execution.oracle.volatility import listed_expiries, load_vol
 from execution.positions.margin import load_option_params
 from execution.positions.position import Position
 from execution.risk.insurance import FundHealth
+from execution.state import StateReader
+from node.bridge_watcher import WatcherStats
 from node.pricefeed import FeederStats
 from p2p.switch import Switch
 from primitives.timefmt import format_rfc3339
@@ -234,6 +241,86 @@ class TimedFinalize:
         return self.app.commit(batch)
 
 
+def bridge_chain_metrics(chain_id: str, state: StateReader) -> list[Metric]:
+    """The bridge as the committed state has it (none on a chain without a bridge): deposits voted
+    and not credited, withdrawals awaiting signatures, the totals moved (quote units), the current
+    valset's nonce."""
+    if load_bridge_params(state) is None:
+        return []
+    totals = load_totals(state)
+    valset = current_valset(state)
+    families: list[Metric] = []
+    for name, doc, value in (
+        (
+            "derivd_bridge_pending_deposits",
+            "EVM deposits with validators' votes, not credited yet.",
+            pending_deposit_count(state),
+        ),
+        (
+            "derivd_bridge_pending_withdrawals",
+            "Withdrawals awaiting the validators' signatures.",
+            len(pending_withdrawals(state)),
+        ),
+        (
+            "derivd_bridge_deposited",
+            "Quote units credited by bridge deposits since genesis.",
+            totals.deposited,
+        ),
+        (
+            "derivd_bridge_withdrawn",
+            "Quote units withdrawn through the bridge since genesis.",
+            totals.withdrawn,
+        ),
+        (
+            "derivd_bridge_valset_nonce",
+            "Nonce of the bridge's current validator set.",
+            valset.nonce if valset is not None else 0,
+        ),
+    ):
+        family = GaugeMetricFamily(name, doc, labels=["chain_id"])
+        family.add_metric([chain_id], value)
+        families.append(family)
+    return families
+
+
+def watcher_metrics(chain_id: str, stats: WatcherStats) -> list[Metric]:
+    """This validator's bridge watcher (`node.bridge_watcher.WatcherStats`)."""
+    families: list[Metric] = []
+    for name, doc, value in (
+        ("derivd_bridge_watcher_up", "1 if the last poll of the EVM node succeeded.", int(stats.up)),
+        (
+            "derivd_bridge_watcher_lag_blocks",
+            "EVM blocks between the EVM head and the last block scanned for deposits.",
+            stats.lag,
+        ),
+        ("derivd_bridge_evm_head", "The EVM node's latest block number.", stats.evm_head),
+    ):
+        gauge = GaugeMetricFamily(name, doc, labels=["chain_id"])
+        gauge.add_metric([chain_id], value)
+        families.append(gauge)
+    for name, doc, value in (
+        (
+            "derivd_bridge_votes_total",
+            "Deposit claims this validator's votes got into the mempool.",
+            stats.votes,
+        ),
+        (
+            "derivd_bridge_signatures_total",
+            "Bridge signatures (withdrawals, valsets) this validator got into the mempool.",
+            stats.signatures,
+        ),
+        (
+            "derivd_bridge_rpc_errors_total",
+            "EVM JSON-RPC calls of the bridge watcher that failed.",
+            stats.rpc_errors,
+        ),
+    ):
+        family = counter(name, doc)
+        family.add_sample(family.name, {"chain_id": chain_id}, value)
+        families.append(family)
+    return families
+
+
 class NodeCollector(Collector):
     def __init__(
         self,
@@ -249,10 +336,12 @@ class NodeCollector(Collector):
         reactor: ConsensusReactor | None = None,
         validator_address: bytes | None = None,
         feeder: FeederStats | None = None,
+        watcher: WatcherStats | None = None,
     ):
         self.reactor = reactor
         self.validator_address = validator_address
         self.feeder = feeder
+        self.watcher = watcher
         self.switch = switch
         self.blocksync = blocksync
         self.app = app
@@ -322,6 +411,10 @@ class NodeCollector(Collector):
         yield from self._exchange_counts()
         if self.feeder is not None:
             yield from self._feeder(self.feeder)
+        if self.app is not None:
+            yield from bridge_chain_metrics(self.chain_id, self.app.committed)
+        if self.watcher is not None:
+            yield from watcher_metrics(self.chain_id, self.watcher)
         if self.blocksync is not None:
             yield self._gauge(
                 "blocksync", "syncing", "Whether the node is block syncing.", int(self.blocksync.syncing)
@@ -580,6 +673,7 @@ class NodeMetrics:
         reactor: ConsensusReactor | None = None,
         validator_address: bytes | None = None,
         feeder: FeederStats | None = None,
+        watcher: WatcherStats | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.stats = ChainStats()
@@ -598,6 +692,7 @@ class NodeMetrics:
             reactor=reactor,
             validator_address=validator_address,
             feeder=feeder,
+            watcher=watcher,
         )
         self.registry.register(self.collector)
         ProcessCollector(

@@ -48,6 +48,7 @@ from consensus.wal import WAL, WALWriteError
 from execution.app import ExchangeApp
 from execution.state import CommittedState
 from genesis.genesis import GenesisDoc
+from node.bridge_watcher import watcher_from_config
 from node.compaction import Compactor
 from node.config import Config, parse_id_list, parse_laddr, parse_peer_list
 from node.database import open_database
@@ -55,7 +56,7 @@ from node.events import EventBus, RoundStepChanged, VoteAdded
 from node.gcpolicy import apply_gc_policy
 from node.indexer import EventIndex
 from node.metrics import NodeMetrics, TimedFinalize
-from node.pricefeed import feeder_from_config
+from node.pricefeed import NonceAllocator, feeder_from_config
 from node.rollback import replay_kept_block
 from node.rpc import ConnectionLimit, HeaderLimit, NodeInfo, RPCEnv, make_app
 from node.statesync import restore_from_peers
@@ -324,6 +325,7 @@ class Node:
                 [reactor, gossip, blocksync, StateSync(app, ban)],
             )
             switches.append(switch)
+            nonces = NonceAllocator()  # the validator key's: the feeder and the watcher both sign with it
             feeder = feeder_from_config(
                 config.oracle,
                 config.path,
@@ -334,6 +336,20 @@ class Node:
                 privval.key,
                 mempool.check_tx,
                 bus,
+                lambda: blocksync.syncing,
+                nonces,
+            )
+            watcher = watcher_from_config(
+                config.bridge,
+                config.path,
+                doc.chain_id,
+                app.committed,  # not a CommittedState of its own: its decoded records would go stale
+                doc.app_state,
+                privval.key,
+                address is not None,
+                mempool.check_tx,
+                bus,
+                nonces,
                 lambda: blocksync.syncing,
             )
             metrics = NodeMetrics(
@@ -347,6 +363,7 @@ class Node:
                 reactor=reactor,
                 validator_address=privval.address,
                 feeder=feeder.stats if feeder is not None else None,
+                watcher=watcher.stats if watcher is not None else None,
             )
             executor.listeners.append(metrics.on_commit)
             executor.app = TimedFinalize(executor.app, metrics.block_processing.observe)
@@ -401,6 +418,8 @@ class Node:
                         log.info("metrics listening on %s", self.listening.metrics)
                     if feeder is not None:
                         await nursery.start(feeder.run)
+                    if watcher is not None:
+                        await nursery.start(watcher.run)
                     task_status.started(self)
                     synced_state, synced_commit = await blocksync.sync()
                     height = synced_state.last_block_height

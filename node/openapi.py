@@ -253,7 +253,11 @@ PARAMETERS: dict[str, tuple[JSON, str]] = {
     "order_by": ({"enum": ["", "asc", "desc"]}, "ascending (default) or descending height"),
     "query": (_S, "an event query: `tm.event = 'Tx' AND transfer.recipient = '<hex>'`"),
     "tx": (_S, "a transaction: 0x-hex in the URI form, base64 in JSON"),
-    "path": (_S, "an application query path: /accounts/<hex>, /markets, /book/<TICKER>, /key..."),
+    "path": (
+        _S,
+        "an application query path: /accounts/<hex>, /markets, /book/<TICKER>, /bridge, "
+        "/bridge/withdrawals/<id>, /key...",
+    ),
     "data": (_S, "query data (0x-hex)"),
     "minHeight": (_INT_STR, "lowest height (default 1)"),
     "maxHeight": (_INT_STR, "highest height (default the latest)"),

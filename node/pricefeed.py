@@ -7,6 +7,8 @@ address is the validator address the application's oracle checks. It enters the 
 the same `check_tx` path as RPC `broadcast_tx_sync`, and the mempool reactor gossips it on. The
 nonce is the committed block's time in milliseconds, raised to one more than the previous vote's
 nonce if needed (strictly increasing; `execution.accounts`' nonce window is relative to block time).
+The allocator (`NonceAllocator`) is one per key, shared with the bridge watcher (`node.bridge_watcher`),
+which signs with the same key: two allocators could hand out the same nonce.
 
 Sources (`[oracle] source` in config.toml), each a small class behind `PriceSource`:
 
@@ -498,6 +500,19 @@ Submit = Callable[[bytes], CheckTxResult]
 """How a signed tx enters the mempool: `Mempool.check_tx` (may raise MempoolError)."""
 
 
+class NonceAllocator:
+    """The nonces of one key's txs: `max(time_ms, last + 1)`, strictly increasing. One per key,
+    shared by every task of the node that signs with it (the feeder, the bridge watcher)."""
+
+    def __init__(self) -> None:
+        self.last = 0
+
+    def next(self, time_ms: int) -> int:
+        """A nonce not handed out before: `time_ms`, or one more than the last if that is not above it."""
+        self.last = max(time_ms, self.last + 1)
+        return self.last
+
+
 @dataclass(slots=True)
 class FeederStats:
     blocks: int = 0
@@ -535,6 +550,7 @@ class PriceFeeder:
         bus: EventBus,
         is_active: Callable[[], bool] = _always,
         vol_source: VolSource | None = None,
+        nonces: NonceAllocator | None = None,
     ) -> None:
         self.source = source
         self.vol_source = vol_source
@@ -544,7 +560,7 @@ class PriceFeeder:
         self.bus = bus
         self.is_active = is_active
         self.stats = FeederStats()
-        self.last_nonce = 0
+        self.nonces = NonceAllocator() if nonces is None else nonces
         self._last_problem = ""
 
     def build_vote(
@@ -552,13 +568,11 @@ class PriceFeeder:
     ) -> bytes:
         """The signed vote tx for `prices` (by market id) and `vols` (by pair; none: no VOL_VOTE)
         after a block of time `time_ns`."""
-        nonce = max(time_ns // NS_PER_MS, self.last_nonce + 1)
+        nonce = self.nonces.next(time_ns // NS_PER_MS)
         actions: tuple[Action, ...] = (OracleVote(tuple(sorted(prices.items()))),)
         if vols:
             actions += (VolVote(tuple((u, expiry, vol) for (u, expiry), vol in sorted(vols.items()))),)
-        raw = Tx.create(self.key, self.chain_id, nonce, actions, fee=0).encode()  # a validator votes for free
-        self.last_nonce = nonce
-        return raw
+        return Tx.create(self.key, self.chain_id, nonce, actions, fee=0).encode()  # free for a validator
 
     def _problem(self, height: int, problem: str) -> None:
         """Log a skipped block: the first of a run of identical problems as an error, the rest quietly."""
@@ -674,12 +688,14 @@ def feeder_from_config(
     submit: Submit,
     bus: EventBus,
     catching_up: Callable[[], bool] = lambda: False,
+    nonces: NonceAllocator | None = None,
 ) -> PriceFeeder | None:
     """The node's feeder from `[oracle]`, or None (disabled, no markets, or a source that cannot be
     built: logged). The markets are the committed ones, or the genesis app state's before the first
     block is written. It votes only while `key` is a validator with power in the application's
     registry (read from `committed` at each block) and the node is not catching up; its vols are
-    `vol_source_for`'s, read from `committed` too."""
+    `vol_source_for`'s, read from `committed` too. `nonces`: the key's allocator, shared with the
+    node's other tasks that sign with `key`."""
     if not oracle.enabled:
         log.info("price feeder disabled ([oracle] enabled = false)")
         return None
@@ -722,7 +738,7 @@ def feeder_from_config(
         ",".join(m.ticker for m in markets if m.option is None),
         "no" if vol_source is None else "yes",
     )
-    return PriceFeeder(source, key, chain_id, submit, bus, is_active, vol_source)
+    return PriceFeeder(source, key, chain_id, submit, bus, is_active, vol_source, nonces)
 
 
 def vol_source_for(source: PriceSource, committed: StateReader) -> VolSource | None:

@@ -11,8 +11,17 @@ gives node0 CometBFT's 26656/26657/26660. With `hosts` (from `--hostnames` or `-
 every node is on its own host (a container or a machine), listens on all interfaces and uses the
 same three ports `base`, `base + 1` and `base + 4`; peers are dialed at `id@host:base`.
 
+The bridge (`evm_rpc`, off by default): each validator home also gets a bridge key
+(`node.bridge_key`, `[bridge] key_file`) and `[bridge] evm_rpc`; the test token and the bridge
+contract are deployed on that EVM chain (`node.bridge_cli.deploy_localnet_bridge`, by hardhat's dev
+account 0 unless `evm_key` is given) trusting the validators' bridge keys with their genesis powers
+as valset nonce 0; the genesis gets its `bridge` section (the EVM chain id, the contract, the token,
+`bridge_confirmations`, minimum deposit and withdrawal of 1 USD, the validators' keys), and the
+first dev accounts get test tokens. Without `evm_rpc` there is no bridge section.
+
 A failure leaves nothing behind: what was written is removed and a TestnetError of one line says
-what went wrong.
+what went wrong (the contracts of a deployment that failed half-way stay on the EVM chain,
+unreferenced).
 """
 
 from __future__ import annotations
@@ -28,10 +37,24 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from web3 import Web3
+
 from consensus.privval import FilePrivValidator, PrivValError
-from execution.genesis_state import AppStateError, add_account, default_exchange_app_state
+from execution.bridge.evm import format_evm_address
+from execution.genesis_state import AppStateError, add_account, default_exchange_app_state, parse_app_state
 from execution.markets import Market
 from genesis.genesis import GenesisError, new_genesis, save_genesis
+from node.bridge_cli import (
+    DEV_MINT_ACCOUNTS,
+    HARDHAT_DEV_KEYS,
+    EvmError,
+    LocalBridge,
+    connect_evm,
+    deploy_localnet_bridge,
+    dev_address,
+    genesis_members,
+)
+from node.bridge_key import BridgeKeyError, create_bridge_key
 from node.config import Config, ConfigError, PeerAddress, parse_peer, write_config
 from node.keystore import KeyStore, KeyStoreError
 from p2p.nodekey import load_or_generate_node_key, node_id
@@ -51,6 +74,10 @@ ACCOUNT_FUNDS = 1_000_000 * 10**QUOTE_DECIMALS
 """What each generated account holds at genesis: 1,000,000 USD in quote units."""
 ACCOUNT_PREFIX = "account"
 NODE_PREFIX = "node"
+BRIDGE_CONFIRMATIONS = 3
+BRIDGE_DISPUTE_PERIOD_S = 60
+BRIDGE_MINIMUM = 1 * 10**QUOTE_DECIMALS
+"""The localnet bridge's minimum deposit and withdrawal: 1 USD."""
 
 
 class TestnetError(ValueError):
@@ -152,6 +179,8 @@ class TestnetNode:
     validator_pub_key: bytes
     validator_address: str
     """upper-case hex, as in genesis.json"""
+    bridge_address: bytes | None = None
+    """the EVM address of the validator's bridge key (a bridged testnet's validators only)"""
 
     @property
     def peer_address(self) -> PeerAddress:
@@ -169,6 +198,9 @@ class TestnetNode:
             "p2p": str(self.peer_address),
             "rpc": f"http://{plan.host}:{plan.rpc_port}",
             "metrics": f"http://{plan.host}:{plan.metrics_port}/metrics",
+            **(
+                {} if self.bridge_address is None else {"bridge_key": format_evm_address(self.bridge_address)}
+            ),
         }
 
 
@@ -192,14 +224,18 @@ class Testnet:
     chain_id: str
     nodes: tuple[TestnetNode, ...]
     accounts: tuple[TestnetAccount, ...]
+    bridge: LocalBridge | None = None
+    evm_rpc: str | None = None
 
     def to_json(self) -> dict[str, Any]:
+        bridge = {} if self.bridge is None else {"bridge": {"evm_rpc": self.evm_rpc, **self.bridge.to_json()}}
         return {
             "output": str(self.output),
             "chain_id": self.chain_id,
             "validators": sum(1 for n in self.nodes if n.plan.validator),
             "nodes": [n.to_json() for n in self.nodes],
             "accounts": [a.to_json() for a in self.accounts],
+            **bridge,
         }
 
 
@@ -219,17 +255,41 @@ def create_testnet(
     genesis_time_ns: int | None = None,
     markets: Sequence[Market] = (),
     option_lifetimes: Sequence[int] = (),
+    *,
+    evm_rpc: str | None = None,
+    evm_key: bytes | None = None,
+    bridge_confirmations: int = BRIDGE_CONFIRMATIONS,
+    bridge_dispute_period: int = BRIDGE_DISPUTE_PERIOD_S,
 ) -> Testnet:
     """Write `output/node0 .. node<N+M-1>`, each a complete home (config.toml, validator key and
     sign state, node key, the shared genesis.json, the account keys). `output` must not exist or
     be an empty directory. `markets` replace the default markets of the genesis, if given;
     `option_lifetimes` (ns after the genesis time) set the expiries of the default option series
-    (`execution.genesis_state.default_option_series`)."""
+    (`execution.genesis_state.default_option_series`). With `evm_rpc`, the bridge too (module
+    docstring), deployed with `evm_key` (default: hardhat's dev account 0)."""
     plans = plan_nodes(validators, non_validators, base_port, hosts)
     if accounts < 0:
         raise TestnetError(f"--accounts: must not be negative, got {accounts}")
+    if bridge_confirmations < 1:
+        raise TestnetError(f"--bridge-confirmations: must be at least 1, got {bridge_confirmations}")
+    if bridge_dispute_period < 0:
+        raise TestnetError(f"--bridge-dispute-period: must not be negative, got {bridge_dispute_period}")
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise TestnetError(f"{output}: already exists and is not empty; refusing to overwrite it")
+    bridge: _BridgePlan | None = None
+    if evm_rpc is not None:
+        try:
+            w3 = connect_evm(evm_rpc)
+        except EvmError as exc:
+            raise TestnetError(f"--evm-rpc: {exc}") from None
+        key = HARDHAT_DEV_KEYS[0] if evm_key is None else evm_key
+        bridge = _BridgePlan(
+            evm_rpc=evm_rpc,
+            w3=w3,
+            key=key,
+            confirmations=bridge_confirmations,
+            dispute_period=bridge_dispute_period,
+        )
     created_output = not output.exists()
     try:
         output.mkdir(parents=True, exist_ok=True)
@@ -242,8 +302,20 @@ def create_testnet(
             genesis_time_ns,
             markets,
             option_lifetimes,
+            bridge,
         )
-    except (GenesisError, AppStateError, KeyStoreError, PrivValError, KeyFileError, ConfigError) as exc:
+    except EvmError as exc:
+        _remove(output, plans, created_output)
+        raise TestnetError(f"--evm-rpc: {exc}") from None
+    except (
+        GenesisError,
+        AppStateError,
+        KeyStoreError,
+        PrivValError,
+        KeyFileError,
+        ConfigError,
+        BridgeKeyError,
+    ) as exc:
         _remove(output, plans, created_output)
         raise TestnetError(str(exc)) from None
     except OSError as exc:
@@ -253,6 +325,17 @@ def create_testnet(
     except BaseException:
         _remove(output, plans, created_output)
         raise
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _BridgePlan:
+    """What `create_testnet` deploys the bridge with."""
+
+    evm_rpc: str
+    w3: Web3
+    key: bytes
+    confirmations: int
+    dispute_period: int
 
 
 def _remove(output: Path, plans: Sequence[NodePlan], created_output: bool) -> None:
@@ -284,6 +367,7 @@ def _write(
     genesis_time_ns: int | None,
     markets: Sequence[Market],
     option_lifetimes: Sequence[int],
+    bridge_plan: _BridgePlan | None,
 ) -> Testnet:
     configs: list[Config] = []
     nodes: list[TestnetNode] = []
@@ -295,6 +379,10 @@ def _write(
             config.path(config.base.priv_validator_state_file),
         )
         node_key = load_or_generate_node_key(config.path(config.base.node_key_file))
+        bridge_address = None
+        if bridge_plan is not None and plan.validator:
+            config = config.with_overrides(**{"bridge.evm_rpc": bridge_plan.evm_rpc})
+            bridge_address = create_bridge_key(config.path(config.bridge.key_file)).evm_address
         configs.append(config)
         nodes.append(
             TestnetNode(
@@ -303,6 +391,7 @@ def _write(
                 node_id=node_id(node_key.public_key),
                 validator_pub_key=privval.public_key.raw,
                 validator_address=privval.public_key.address.upper(),
+                bridge_address=bridge_address,
             )
         )
     genesis_time = time.time_ns() if genesis_time_ns is None else genesis_time_ns
@@ -325,6 +414,11 @@ def _write(
         app_state = add_account(app_state, str(info.address), account_funds)
         funded.append(TestnetAccount(name, str(info.address), account_funds))
         seeds.append((name, seed))
+    bridge = None
+    if bridge_plan is not None:
+        bridge = _deploy_bridge(bridge_plan, chain_id, nodes)
+        app_state = {**app_state, "bridge": _bridge_section(bridge, bridge_plan, nodes)}
+        parse_app_state(app_state)
     doc = replace(doc, app_state=app_state)
     for node, config in zip(nodes, configs, strict=True):
         peers = ",".join(str(other.peer_address) for other in nodes if other is not node)
@@ -334,7 +428,46 @@ def _write(
             store = KeyStore(node.home)
             for name, seed in seeds:
                 store.add(name, seed)
-    return Testnet(output, chain_id, tuple(nodes), tuple(funded))
+    return Testnet(
+        output,
+        chain_id,
+        tuple(nodes),
+        tuple(funded),
+        bridge,
+        None if bridge_plan is None else bridge_plan.evm_rpc,
+    )
+
+
+def _deploy_bridge(plan: _BridgePlan, chain_id: str, nodes: Sequence[TestnetNode]) -> LocalBridge:
+    """The test token and the bridge, trusting the validators' bridge keys (valset nonce 0)."""
+    keys = {bytes.fromhex(n.validator_address): n.bridge_address for n in nodes if n.bridge_address}
+    validators = [(bytes.fromhex(n.validator_address), VALIDATOR_POWER) for n in nodes if n.plan.validator]
+    return deploy_localnet_bridge(
+        plan.w3,
+        plan.key,
+        chain_id,
+        genesis_members(validators, keys),
+        dispute_period=plan.dispute_period,
+        min_deposit=BRIDGE_MINIMUM,
+        mint_to=[dev_address(i) for i in range(DEV_MINT_ACCOUNTS)],
+    )
+
+
+def _bridge_section(bridge: LocalBridge, plan: _BridgePlan, nodes: Sequence[TestnetNode]) -> dict[str, Any]:
+    """The genesis `bridge` section of a deployed bridge."""
+    return {
+        "evm_chain_id": bridge.evm_chain_id,
+        "contract": format_evm_address(bridge.contract),
+        "token": format_evm_address(bridge.token),
+        "confirmations": plan.confirmations,
+        "min_deposit": BRIDGE_MINIMUM,
+        "min_withdrawal": BRIDGE_MINIMUM,
+        "keys": [
+            {"validator": n.validator_address.lower(), "evm_address": format_evm_address(n.bridge_address)}
+            for n in nodes
+            if n.bridge_address is not None
+        ],
+    }
 
 
 def _port_free(port: int) -> bool:

@@ -2,7 +2,8 @@
 `--chain-id`, `--nonce`, `--fees`, `--broadcast-mode`, `--generate-only`, `--keyring-backend`,
 `--home`, `--node`), signing with a keyring key or printing the unsigned document (`node.txjson`)
 instead, and broadcasting with `node.exitcodes`' codes. Also the commands `tx transfer`,
-`tx subaccount transfer`, `tx sign` (offline) and `tx broadcast`.
+`tx subaccount transfer`, `tx withdraw` (out through the bridge), `tx sign` (offline) and
+`tx broadcast`.
 
 Subaccounts (`execution.accounts`): the commands decorated with `acting_options` (the order
 commands) take `--subaccount N` (act as the signer's subaccount N) or `--isolated` (act as its
@@ -39,14 +40,17 @@ from typing import Any
 import click
 
 from execution.accounts import MAX_SUBACCOUNT, subaccount_address
+from execution.codes import Code
 from execution.fees import FeeParams
+from execution.markets import quote_to_human
 from execution.tx import MAX_FEE, MAX_NONCE, Action, Transfer, UseIsolated, UseSubaccount
 from node.client import RPCClient, emit, home_option, node_option
 from node.exitcodes import bad_input, no_answer, rejected
 from node.keys_cli import key_info, keyring_backend_option, open_cli_keyring, signing_key
 from node.keystore import KeyStoreError
+from node.sdk import core
 from node.sdk.core import fee_params, query_value
-from node.sdk.errors import RPCError
+from node.sdk.errors import InputError, RPCError
 from node.txjson import TxDocument, TxDocumentError
 from primitives.keys import Address, PublicKey
 from primitives.timefmt import NS_PER_MS
@@ -314,6 +318,51 @@ def tx_transfer(signing: Signing, to: str, amount: int) -> None:
     if amount <= 0:
         bad_input("--amount: must be positive")
     deliver(signing, TxClient(signing.node), [Transfer(recipient, amount)])
+
+
+@click.command(name="withdraw")
+@signing_options
+@click.option("--to", "to", required=True, help="Recipient on the EVM chain: 0x and 40 hex digits.")
+@click.option(
+    "--amount",
+    required=True,
+    help="USD to withdraw, e.g. 250 or 12.5 (at most 6 decimals: token units are micro-USD).",
+)
+@click.option(
+    "--subaccount",
+    type=click.IntRange(0, MAX_SUBACCOUNT),
+    default=None,
+    help=f"Withdraw from your subaccount N (0 to {MAX_SUBACCOUNT}; 0: the key's own account).",
+)
+def tx_withdraw(signing: Signing, to: str, amount: str) -> None:
+    """Withdraw AMOUNT USD of collateral through the bridge to the EVM address TO. The chain
+    debits it now and makes a withdrawal (its id in the `withdrawal` event); once the validators
+    have signed it, `derivd bridge claim <id>` requests it on the EVM chain."""
+    try:
+        action = core.withdraw_action(to, amount)
+    except InputError as exc:
+        bad_input(f"--{exc}".replace("--recipient", "--to", 1))
+    client = TxClient(signing.node)
+    if not (signing.generate_only and signing.chain_id is not None and signing.fees is not None):
+        minimum = _min_withdrawal(client)
+        if action.amount < minimum:
+            bad_input(
+                f"--amount: {quote_to_human(action.amount)} USD is below the bridge's minimum "
+                f"withdrawal of {quote_to_human(minimum)} USD"
+            )
+    deliver(signing, client, [action])
+
+
+def _min_withdrawal(client: TxClient) -> int:
+    """The chain's minimum withdrawal (`/bridge`); EXIT_INPUT if the chain has no bridge."""
+    response = client.call("abci_query", path="/bridge", data="", height="0", prove=False)["response"]
+    try:
+        summary = query_value("/bridge", response)
+    except RPCError as exc:
+        if exc.code == Code.BRIDGE_DISABLED:
+            bad_input("this chain has no bridge (its genesis has no bridge section)")
+        no_answer(f"cannot read the chain's bridge: {exc}")
+    return int(summary["min_withdrawal"])
 
 
 @click.group(name="subaccount")

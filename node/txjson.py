@@ -12,6 +12,14 @@ integers are decimal strings, addresses hex, `oracle_vote.prices` a list of [mar
 `vol_vote.vols` a list of {"underlying": market id, "expiry": ns, "vol_ppm": ppm} (decimal strings
 too: an expiry in ns is beyond a JSON double's exact integers). The subaccount switches are
 `{"type": "use_subaccount", "number": "1"}` and `{"type": "use_isolated", "market_id": "1"}`.
+The bridge's actions (`execution.bridge`) write EVM addresses as 0x EIP-55 (read in any case, but
+a mixed-case one must pass its checksum), hashes and signatures as 0x lower-case hex, and ids,
+chain ids and log indexes as decimal strings of up to 78 digits (uint256):
+`{"type": "withdraw", "recipient": "0x..", "amount": "<micro-USD>"}`,
+`{"type": "set_bridge_key", "evm_address": "0x..", "proof": "0x<65 bytes>"}`,
+`{"type": "bridge_sign", "signatures": [{"target": "withdrawal" | "valset", "id", "signature"}]}`,
+`{"type": "bridge_deposit_vote", "deposits": [{"evm_chain_id", "tx_hash", "log_index",
+"depositor", "recipient" (a derivd address), "amount"}]}`.
 `fee` is what the signer pays for the tx, in quote units (micro-USD; `execution.fees`: at least the
 chain's minimum for its actions, else the chain refuses it with code 7, INSUFFICIENT_FEE).
 `pub_key` may be null when the document was generated from an address: signing fills it in. The
@@ -24,9 +32,11 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any
 
+from execution.bridge.evm import format_evm_address
 from execution.tx import (
     MAX_FEE,
     MAX_NONCE,
@@ -34,23 +44,32 @@ from execution.tx import (
     Action,
     ActionKind,
     AmendOrder,
+    BridgeDepositVote,
+    BridgeSign,
+    BridgeSignature,
     CancelAll,
     CancelOrder,
     CancelTwap,
+    DepositClaim,
     Liquidate,
     OracleVote,
     PlaceOrder,
     PlaceScale,
     PlaceTrigger,
     PlaceTwap,
+    SetBridgeKey,
+    SignTarget,
     Transfer,
     Tx,
     UnknownAction,
     UseIsolated,
     UseSubaccount,
     VolVote,
+    Withdraw,
     decode_action,
 )
+from node.sdk.core import evm_address
+from node.sdk.errors import InputError
 from primitives.codec import DecodeError, Value
 from primitives.keyfile import PUB_KEY_TYPE
 from primitives.keys import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Address, PrivateKey, PublicKey
@@ -70,11 +89,23 @@ _CLASSES: dict[ActionKind, type[Action]] = {
     ActionKind.PLACE_SCALE: PlaceScale,
     ActionKind.USE_SUBACCOUNT: UseSubaccount,
     ActionKind.USE_ISOLATED: UseIsolated,
+    ActionKind.BRIDGE_DEPOSIT_VOTE: BridgeDepositVote,
+    ActionKind.WITHDRAW: Withdraw,
+    ActionKind.BRIDGE_SIGN: BridgeSign,
+    ActionKind.SET_BRIDGE_KEY: SetBridgeKey,
 }
 _ADDRESS_FIELDS = frozenset({"to", "account"})
 _PRICES_FIELD = "prices"
 _VOLS_FIELD = "vols"
 _VOL_KEYS = ("underlying", "expiry", "vol_ppm")
+_EVM_ADDRESS_FIELDS = frozenset({"recipient", "evm_address", "depositor"})
+"""EVM addresses, except the deposit's `recipient`, which is a derivd address"""
+_HEX_FIELDS = frozenset({"proof", "tx_hash", "signature"})
+_DEPOSIT_KEYS = ("evm_chain_id", "tx_hash", "log_index", "depositor", "recipient", "amount")
+_SIGNATURE_KEYS = ("target", "id", "signature")
+_TARGETS = {target.name.lower(): target for target in SignTarget}
+MAX_UINT256_DIGITS = 78
+_HEX = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
 
 
 class TxDocumentError(ValueError):
@@ -86,6 +117,9 @@ def _type_name(kind: ActionKind) -> str:
 
 
 _KINDS = {_type_name(kind): kind for kind in _CLASSES}
+_BRIDGE_KINDS = frozenset(
+    {ActionKind.WITHDRAW, ActionKind.SET_BRIDGE_KEY, ActionKind.BRIDGE_SIGN, ActionKind.BRIDGE_DEPOSIT_VOTE}
+)
 
 
 def action_to_json(action: Action) -> dict[str, Any]:
@@ -102,8 +136,39 @@ def action_to_json(action: Action) -> dict[str, Any]:
         elif field.name == _VOLS_FIELD:
             out[field.name] = [{k: str(v) for k, v in zip(_VOL_KEYS, entry, strict=True)} for entry in value]
         else:
-            out[field.name] = str(value)
+            out[field.name] = _bridge_value_json(field.name, value)
     return out
+
+
+def _bridge_value_json(name: str, value: Any) -> Any:
+    """A field of any action but the address, price and vol lists: integers as decimal strings,
+    and the bridge's EVM addresses, byte strings and lists."""
+    if name in _EVM_ADDRESS_FIELDS and isinstance(value, bytes):
+        return format_evm_address(value)
+    if name in _HEX_FIELDS:
+        return "0x" + value.hex()
+    if name == "deposits":
+        return [
+            {
+                "evm_chain_id": str(claim.evm_chain_id),
+                "tx_hash": "0x" + claim.tx_hash.hex(),
+                "log_index": str(claim.log_index),
+                "depositor": format_evm_address(claim.depositor),
+                "recipient": str(claim.recipient),
+                "amount": str(claim.amount),
+            }
+            for claim in value
+        ]
+    if name == "signatures":
+        return [
+            {
+                "target": entry.target.name.lower(),
+                "id": str(entry.id),
+                "signature": "0x" + entry.signature.hex(),
+            }
+            for entry in value
+        ]
+    return str(value)
 
 
 def action_from_json(obj: object, where: str) -> Action:
@@ -116,6 +181,8 @@ def action_from_json(obj: object, where: str) -> Action:
     kind = _KINDS[name]
     names = [field.name for field in dataclasses.fields(_CLASSES[kind])]
     _exact(obj, where, {"type", *names})
+    if kind in _BRIDGE_KINDS:
+        return _bridge_action(kind, obj, where)
     fields: list[Value] = [int(kind)]
     for field in names:
         value, at = obj[field], f"{where}.{field}"
@@ -284,8 +351,92 @@ def _vols(value: object, where: str) -> list[Value]:
     return entries
 
 
-def _integer(value: object, where: str) -> int:
-    if not isinstance(value, str) or not (value.isascii() and value.isdigit()) or len(value) > 20:
+def _objects(value: object, where: str, keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """A list of objects with exactly `keys`."""
+    if not isinstance(value, list):
+        raise TxDocumentError(f"{where}: must be a list of {{{', '.join(keys)}}}")
+    for i, entry in enumerate(value):
+        if not isinstance(entry, dict):
+            raise TxDocumentError(f"{where}[{i}]: must be an object {{{', '.join(keys)}}}")
+        _exact(entry, f"{where}[{i}]", set(keys))
+    return value
+
+
+def _bridge_action(kind: ActionKind, obj: dict[str, Any], where: str) -> Action:
+    """A bridge action from its JSON form (exact fields already checked), then through the wire
+    format's checks (`execution.tx.decode_action` of its fields)."""
+    action: Action
+    try:
+        if kind == ActionKind.WITHDRAW:
+            recipient = _evm_address(obj["recipient"], f"{where}.recipient")
+            action = Withdraw(recipient, _integer(obj["amount"], f"{where}.amount"))
+        elif kind == ActionKind.SET_BRIDGE_KEY:
+            address = _evm_address(obj["evm_address"], f"{where}.evm_address")
+            action = SetBridgeKey(address, _hex(obj["proof"], f"{where}.proof"))
+        elif kind == ActionKind.BRIDGE_SIGN:
+            action = BridgeSign(_signatures(obj["signatures"], f"{where}.signatures"))
+        else:
+            action = BridgeDepositVote(_deposits(obj["deposits"], f"{where}.deposits"))
+        return decode_action(action.to_fields(), where)
+    except (DecodeError, ValueError) as exc:
+        if isinstance(exc, TxDocumentError):
+            raise
+        raise TxDocumentError(str(exc)) from None
+
+
+def _deposits(value: object, where: str) -> tuple[DepositClaim, ...]:
+    """`bridge_deposit_vote.deposits`."""
+    claims: list[DepositClaim] = []
+    for i, entry in enumerate(_objects(value, where, _DEPOSIT_KEYS)):
+        at = f"{where}[{i}]"
+        claims.append(
+            DepositClaim(
+                evm_chain_id=_integer(entry["evm_chain_id"], f"{at}.evm_chain_id", MAX_UINT256_DIGITS),
+                tx_hash=_hex(entry["tx_hash"], f"{at}.tx_hash"),
+                log_index=_integer(entry["log_index"], f"{at}.log_index", MAX_UINT256_DIGITS),
+                depositor=_evm_address(entry["depositor"], f"{at}.depositor"),
+                recipient=_address(entry["recipient"], f"{at}.recipient"),
+                amount=_integer(entry["amount"], f"{at}.amount"),
+            )
+        )
+    return tuple(claims)
+
+
+def _signatures(value: object, where: str) -> tuple[BridgeSignature, ...]:
+    """`bridge_sign.signatures`."""
+    entries: list[BridgeSignature] = []
+    for i, entry in enumerate(_objects(value, where, _SIGNATURE_KEYS)):
+        at = f"{where}[{i}]"
+        target = entry["target"]
+        if target not in _TARGETS:
+            raise TxDocumentError(f"{at}.target: must be one of {', '.join(_TARGETS)}, got {target!r}")
+        number = _integer(entry["id"], f"{at}.id", MAX_UINT256_DIGITS)
+        signature = _hex(entry["signature"], f"{at}.signature")
+        try:
+            entries.append(BridgeSignature(target=_TARGETS[target], id=number, signature=signature))
+        except ValueError as exc:
+            raise TxDocumentError(f"{at}.id: {exc}") from None
+    return tuple(entries)
+
+
+def _evm_address(value: object, where: str) -> bytes:
+    if not isinstance(value, str):
+        raise TxDocumentError(f"{where}: must be an EVM address (0x and 40 hex digits)")
+    try:
+        return evm_address(value, where)
+    except InputError as exc:
+        raise TxDocumentError(str(exc)) from None
+
+
+def _hex(value: object, where: str) -> bytes:
+    """0x-prefixed hex (the wire decode checks the length)."""
+    if not isinstance(value, str) or not _HEX.fullmatch(value):
+        raise TxDocumentError(f"{where}: must be 0x and an even number of hex digits, got {value!r}")
+    return bytes.fromhex(value[2:])
+
+
+def _integer(value: object, where: str, max_digits: int = 20) -> int:
+    if not isinstance(value, str) or not (value.isascii() and value.isdigit()) or len(value) > max_digits:
         raise TxDocumentError(f"{where}: must be a non-negative integer as a decimal string, got {value!r}")
     return int(value)
 

@@ -60,6 +60,19 @@ Heights are 8-byte big-endian so that keys of one prefix sort by height. Prefixe
 | `a:vol:` | underlying market id, expiry (ns, 8-byte BE) | implied volatility `[vol_ppm, updated_height]` |
 | `a:vvt:` | underlying market id, expiry (ns, 8-byte BE), validator (20) | a validator's latest vol vote |
 | `a:vop` | | volatility oracle parameters (`execution.oracle.volatility.VolParams`) |
+| `a:brp` | | bridge parameters (`execution.bridge.params.BridgeParams`; absent: no bridge) |
+| `a:brk:` | validator (20) | the validator's bridge key: a 20-byte EVM address |
+| `a:brt` | | bridge totals `[deposited, withdrawn]` (`execution.bridge.totals`) |
+| `a:bvn` | | the latest bridge valset nonce (canonical int) |
+| `a:bvs:` | nonce (8-byte BE) | a bridge valset `[[evm address, power], ...]` (`execution.bridge.valsets`) |
+| `a:bvp:` | nonce (8-byte BE) | `0`: the valset awaits the signatures of the set before it |
+| `a:bvg:` | nonce (8-byte BE), EVM address (20) | a signature of the valset by a member of the set before |
+| `a:bdc:` | deposit id (32) | a credited deposit `[height, claim]` (`execution.bridge.deposits`) |
+| `a:bdv:` | deposit id (32), validator (20) | the validator's vote on a deposit not yet credited: the claim |
+| `a:bwd:` | owner (20), number (8-byte BE) | a withdrawal (`execution.bridge.withdrawals`) |
+| `a:bwp:` | owner (20), number (8-byte BE) | `0`: the withdrawal awaits signatures |
+| `a:bws:` | owner (20), number (8-byte BE), EVM address (20) | a bridge signature of the withdrawal |
+| `a:bwn:` | owner (20) | the owner's next withdrawal number (canonical int; absent: 1) |
 | `s:n:` | version, nibble path (a byte per nibble) | a state tree node (`storage.statetree`) |
 | `s:r:` | version | the state tree's root at that version (`[]`: empty) |
 | `s:x:` | version | the state tree nodes no version from this one on uses (pruning) |
@@ -335,6 +348,24 @@ OPTION_PARAMS = b"a:opp"
 APP_VOL_PREFIX = b"a:vol:"
 APP_VOL_VOTE_PREFIX = b"a:vvt:"
 VOL_PARAMS = b"a:vop"
+BRIDGE_PARAMS = b"a:brp"
+APP_BRIDGE_KEY_PREFIX = b"a:brk:"
+BRIDGE_TOTALS = b"a:brt"
+BRIDGE_VALSET_NONCE = b"a:bvn"
+APP_BRIDGE_VALSET_PREFIX = b"a:bvs:"
+APP_BRIDGE_VALSET_PENDING_PREFIX = b"a:bvp:"
+APP_BRIDGE_VALSET_SIGNATURE_PREFIX = b"a:bvg:"
+APP_BRIDGE_CREDITED_PREFIX = b"a:bdc:"
+APP_BRIDGE_DEPOSIT_VOTE_PREFIX = b"a:bdv:"
+APP_BRIDGE_WITHDRAWAL_PREFIX = b"a:bwd:"
+APP_BRIDGE_WITHDRAWAL_PENDING_PREFIX = b"a:bwp:"
+APP_BRIDGE_WITHDRAWAL_SIGNATURE_PREFIX = b"a:bws:"
+APP_BRIDGE_WITHDRAWAL_NUMBER_PREFIX = b"a:bwn:"
+EVM_ADDRESS_SIZE = 20
+DEPOSIT_ID_SIZE = 32
+VALSET_NONCE_SIZE = 8
+WITHDRAWAL_NUMBER_SIZE = 8
+WITHDRAWAL_ID_SIZE = OWNER_SIZE + WITHDRAWAL_NUMBER_SIZE
 
 DERIVED_PREFIXES = (APP_CLIENT_ORDER_PREFIX, APP_OWNER_MARKETS_PREFIX)
 """The derived indexes (`execution.indexes`): application keys outside the state tree."""
@@ -556,3 +587,81 @@ def owner_from_holder_key(key: bytes) -> bytes:
     if not key.startswith(APP_HOLDER_PREFIX) or len(body) != MARKET_ID_SIZE + OWNER_SIZE:
         raise ValueError("not a holder key")
     return body[MARKET_ID_SIZE:]
+
+
+# -- bridge (`execution.bridge`) ----------------------------------------------------------------
+
+
+def _sized(raw: bytes, size: int, what: str) -> bytes:
+    if len(raw) != size:
+        raise ValueError(f"{what} is {size} bytes, got {len(raw)}")
+    return raw
+
+
+def bridge_key_key(validator: bytes) -> bytes:
+    """The bridge key (EVM address) of one validator."""
+    return APP_BRIDGE_KEY_PREFIX + _owner(validator)
+
+
+def bridge_valset_key(nonce: int) -> bytes:
+    return APP_BRIDGE_VALSET_PREFIX + _fixed(nonce, VALSET_NONCE_SIZE, "valset nonce")
+
+
+def bridge_valset_pending_key(nonce: int) -> bytes:
+    return APP_BRIDGE_VALSET_PENDING_PREFIX + _fixed(nonce, VALSET_NONCE_SIZE, "valset nonce")
+
+
+def bridge_valset_signature_prefix(nonce: int) -> bytes:
+    """Every signature of valset `nonce`, sorted by the signer's EVM address."""
+    return APP_BRIDGE_VALSET_SIGNATURE_PREFIX + _fixed(nonce, VALSET_NONCE_SIZE, "valset nonce")
+
+
+def bridge_valset_signature_key(nonce: int, evm_address: bytes) -> bytes:
+    return bridge_valset_signature_prefix(nonce) + _sized(evm_address, EVM_ADDRESS_SIZE, "an EVM address")
+
+
+def bridge_credited_key(deposit_id: bytes) -> bytes:
+    return APP_BRIDGE_CREDITED_PREFIX + _sized(deposit_id, DEPOSIT_ID_SIZE, "a deposit id")
+
+
+def bridge_deposit_vote_prefix(deposit_id: bytes) -> bytes:
+    """Every validator's vote on one deposit, sorted by validator address."""
+    return APP_BRIDGE_DEPOSIT_VOTE_PREFIX + _sized(deposit_id, DEPOSIT_ID_SIZE, "a deposit id")
+
+
+def bridge_deposit_vote_key(deposit_id: bytes, validator: bytes) -> bytes:
+    return bridge_deposit_vote_prefix(deposit_id) + _owner(validator)
+
+
+def withdrawal_id_bytes(withdrawal_id: int) -> bytes:
+    """A withdrawal id as its 28 bytes: owner (20) and number (8-byte BE); ValueError if it does not fit."""
+    return _fixed(withdrawal_id, WITHDRAWAL_ID_SIZE, "withdrawal id")
+
+
+def bridge_withdrawal_owner_prefix(owner: bytes) -> bytes:
+    """Every withdrawal of one owner, sorted by number."""
+    return APP_BRIDGE_WITHDRAWAL_PREFIX + _owner(owner)
+
+
+def bridge_withdrawal_key(withdrawal_id: int) -> bytes:
+    return APP_BRIDGE_WITHDRAWAL_PREFIX + withdrawal_id_bytes(withdrawal_id)
+
+
+def bridge_withdrawal_pending_key(withdrawal_id: int) -> bytes:
+    return APP_BRIDGE_WITHDRAWAL_PENDING_PREFIX + withdrawal_id_bytes(withdrawal_id)
+
+
+def bridge_withdrawal_signature_prefix(withdrawal_id: int) -> bytes:
+    """Every signature of one withdrawal, sorted by the signer's EVM address."""
+    return APP_BRIDGE_WITHDRAWAL_SIGNATURE_PREFIX + withdrawal_id_bytes(withdrawal_id)
+
+
+def bridge_withdrawal_signature_key(withdrawal_id: int, evm_address: bytes) -> bytes:
+    return bridge_withdrawal_signature_prefix(withdrawal_id) + _sized(
+        evm_address, EVM_ADDRESS_SIZE, "an EVM address"
+    )
+
+
+def bridge_withdrawal_number_key(owner: bytes) -> bytes:
+    """The counter of one owner's withdrawal numbers (per owner: no key every withdrawal writes)."""
+    return APP_BRIDGE_WITHDRAWAL_NUMBER_PREFIX + _owner(owner)

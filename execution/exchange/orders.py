@@ -11,8 +11,8 @@ limit and goes through every placement rule (`execution.exchange.placement`).
 Block order (`execution.block`): `expire_orders` at the start of a block removes every order with
 0 < good_til_block < height; then the txs whose actions are all non-taking (`is_non_taking`:
 transfers, oracle and vol votes, cancels, cancel-alls, TWAP placements and cancels (their slices
-run at the end of the block), subaccount switches, post-only placements and amends of post-only
-orders) in tx order, then the others in tx order (`block_order`).
+run at the end of the block), subaccount switches, the bridge's actions, post-only placements and
+amends of post-only orders) in tx order, then the others in tx order (`block_order`).
 """
 
 from __future__ import annotations
@@ -44,16 +44,20 @@ from execution.state import StateReader, StateView
 from execution.tx import (
     Action,
     AmendOrder,
+    BridgeDepositVote,
+    BridgeSign,
     CancelAll,
     CancelOrder,
     CancelTwap,
     OracleVote,
     PlaceOrder,
     PlaceTwap,
+    SetBridgeKey,
     Transfer,
     UseIsolated,
     UseSubaccount,
     VolVote,
+    Withdraw,
 )
 from primitives import codec
 from primitives.keys import Address
@@ -236,7 +240,11 @@ def _action_is_non_taking(action: Action, books: Books) -> bool:
         | PlaceTwap
         | CancelTwap
         | UseSubaccount
-        | UseIsolated,
+        | UseIsolated
+        | BridgeDepositVote
+        | Withdraw
+        | BridgeSign
+        | SetBridgeKey,
     ):
         return True
     if isinstance(action, PlaceOrder):

@@ -19,8 +19,9 @@ next nonce (`core.Nonces`), pay the chain's minimum fee for their actions (the s
 a dropped connection resubscribes for a new snapshot) and `AsyncClient.fills()` the account's
 fills. Results are the dataclasses of
 `node.sdk.types`. Orders may act as a subaccount or an isolated account of the key (`subaccount=`,
-`isolated=`; `core.acting_as`), and `subaccounts()` lists them. The CLI's trading commands are
-built on this package.
+`isolated=`; `core.acting_as`), and `subaccounts()` lists them. `withdraw(to, amount)` sends
+collateral out through the bridge to an EVM address and `bridge_withdrawal(id)` follows it (the
+EVM side: `derivd bridge claim|finalize`). The CLI's trading commands are built on this package.
 """
 
 from node.sdk.client import DEFAULT_NODE, AsyncClient, Client
@@ -28,6 +29,7 @@ from node.sdk.errors import InputError, RPCError, SDKError, TxError
 from node.sdk.types import (
     Account,
     Book,
+    BridgeWithdrawal,
     DerivedAccount,
     Event,
     Fill,
@@ -46,6 +48,7 @@ __all__ = [
     "Account",
     "AsyncClient",
     "Book",
+    "BridgeWithdrawal",
     "Client",
     "DerivedAccount",
     "Event",

@@ -8,7 +8,10 @@ the chain's schedule (`fees()`, read once), unless given `fee=` (quote units); a
 the node finds too low is a `TxError` with code 7 (INSUFFICIENT_FEE). The order methods take
 `subaccount=n` (act as the key's subaccount n) or `isolated=True` (act as the key's isolated account
 of the order's market); `subaccounts()`, `transfer_to_subaccount`, `add_isolated_margin` and
-`remove_isolated_margin` cover the rest (`execution.accounts`).
+`remove_isolated_margin` cover the rest (`execution.accounts`). `withdraw(to, amount)` sends
+collateral out through the bridge (its id: `TxResult.withdrawal_id()`), and `bridge()`,
+`bridge_withdrawal(id)`, `bridge_withdrawals(owner)`, `bridge_deposit(id)`, `bridge_valset(nonce)`
+read the bridge's state (`execution.bridge`).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from node.sdk import core
 from node.sdk.core import Amount
 from node.sdk.errors import InputError, RPCError
 from node.sdk.rpc import DEFAULT_TIMEOUT, AsyncTransport, Transport
-from node.sdk.types import Account, Book, Fill, Liquidations, Subaccounts, Twap, TxResult
+from node.sdk.types import Account, Book, BridgeWithdrawal, Fill, Liquidations, Subaccounts, Twap, TxResult
 from primitives.keys import PrivateKey
 
 DEFAULT_NODE = "http://127.0.0.1:26657"
@@ -394,6 +397,32 @@ class Client:
         back = core.transfer_action(self.address, amount)
         return self.send(core.acting_as([back], isolated=self.market(market)), fee=fee)
 
+    def withdraw(
+        self, to: str, amount: Amount, *, subaccount: int | None = None, fee: int | None = None
+    ) -> TxResult:
+        """Withdraw `amount` USD through the bridge to the EVM address `to` (from the key's
+        subaccount `subaccount`, if given); `TxResult.withdrawal_id()` is the withdrawal's id."""
+        return self.send(core.acting_as([core.withdraw_action(to, amount)], subaccount=subaccount), fee=fee)
+
+    def bridge(self) -> Any:
+        """The `/bridge` summary: EVM chain, contract, token, minimums, totals, current valset."""
+        return self.query("/bridge")
+
+    def bridge_withdrawal(self, withdrawal_id: int) -> BridgeWithdrawal:
+        return core.bridge_withdrawal(self.query(f"/bridge/withdrawals/{withdrawal_id}"))
+
+    def bridge_withdrawals(self, owner: str | None = None) -> list[BridgeWithdrawal]:
+        """The withdrawals of `owner` (default: the key's)."""
+        return core.bridge_withdrawals(self.query(f"/bridge/owners/{owner or self.address}"))
+
+    def bridge_deposit(self, deposit_id: str) -> Any:
+        """A deposit by its id (64 hex digits): `credited` with its claim, else its votes."""
+        return self.query(f"/bridge/deposits/{deposit_id.removeprefix('0x')}")
+
+    def bridge_valset(self, nonce: int) -> Any:
+        """Bridge validator set `nonce`: members, hash, status and signatures."""
+        return self.query(f"/bridge/valsets/{nonce}")
+
     def _acting(
         self, actions: Sequence[Action], market: str | None, subaccount: int | None, isolated: bool
     ) -> list[Action]:
@@ -694,6 +723,27 @@ class AsyncClient:
     ) -> TxResult:
         back = core.transfer_action(self.address, amount)
         return await self.send(core.acting_as([back], isolated=await self.market(market)), fee=fee)
+
+    async def withdraw(
+        self, to: str, amount: Amount, *, subaccount: int | None = None, fee: int | None = None
+    ) -> TxResult:
+        actions = core.acting_as([core.withdraw_action(to, amount)], subaccount=subaccount)
+        return await self.send(actions, fee=fee)
+
+    async def bridge(self) -> Any:
+        return await self.query("/bridge")
+
+    async def bridge_withdrawal(self, withdrawal_id: int) -> BridgeWithdrawal:
+        return core.bridge_withdrawal(await self.query(f"/bridge/withdrawals/{withdrawal_id}"))
+
+    async def bridge_withdrawals(self, owner: str | None = None) -> list[BridgeWithdrawal]:
+        return core.bridge_withdrawals(await self.query(f"/bridge/owners/{owner or self.address}"))
+
+    async def bridge_deposit(self, deposit_id: str) -> Any:
+        return await self.query(f"/bridge/deposits/{deposit_id.removeprefix('0x')}")
+
+    async def bridge_valset(self, nonce: int) -> Any:
+        return await self.query(f"/bridge/valsets/{nonce}")
 
     async def _acting(
         self, actions: Sequence[Action], market: str | None, subaccount: int | None, isolated: bool

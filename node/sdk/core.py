@@ -18,6 +18,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 from execution import accounts
+from execution.bridge.evm import format_evm_address, parse_evm_address
 from execution.fees import FeeParams
 from execution.markets import (
     MARKET_FIELDS,
@@ -43,11 +44,13 @@ from execution.tx import (
     Transfer,
     UseIsolated,
     UseSubaccount,
+    Withdraw,
 )
 from node.sdk.errors import InputError, RPCError, TxError
 from node.sdk.types import (
     Account,
     Book,
+    BridgeWithdrawal,
     DerivedAccount,
     Event,
     Fill,
@@ -384,6 +387,59 @@ def transfer_action(to: str, amount: Amount) -> Transfer:
     except ValueError as exc:
         raise InputError(f"recipient: {exc}") from None
     return Transfer(recipient, quote_units(amount))
+
+
+def evm_address(text: str, what: str = "EVM address") -> bytes:
+    """The 20 bytes of a 0x-prefixed EVM address; a mixed-case one must carry a valid EIP-55
+    checksum (all lower or all upper case carries none). InputError naming `what` otherwise."""
+    try:
+        raw = parse_evm_address(text)
+    except ValueError as exc:
+        raise InputError(f"{what}: {exc}") from None
+    digits = text[2:]
+    if digits != digits.lower() and digits != digits.upper() and text[:2] + digits != format_evm_address(raw):
+        raise InputError(
+            f"{what}: {text} fails its EIP-55 checksum (a typo?); its checksummed form is "
+            f"{format_evm_address(raw)}"
+        )
+    return raw
+
+
+def withdraw_action(recipient: str, amount: Amount) -> Withdraw:
+    """Withdraw `amount` USD through the bridge to the EVM address `recipient` (a positive whole
+    number of micro-USD, as token units; the chain's minimum withdrawal is the chain's to check)."""
+    return Withdraw(evm_address(recipient, "recipient"), quote_units(amount))
+
+
+WITHDRAWAL_NUMBER_SIZE = 8
+
+
+def withdrawal_id(owner: str, number: int) -> int:
+    """The id of `owner`'s withdrawal `number` (1, 2, ...: its withdrawals in order): the owner's
+    20 bytes then the number's 8, big-endian, as one integer (the contract's uint256 id)."""
+    if not 1 <= number < 2 ** (8 * WITHDRAWAL_NUMBER_SIZE):
+        raise InputError(f"withdrawal number: from 1 to 2**64 - 1, got {number}")
+    return int.from_bytes(
+        _address(owner, "owner").raw + number.to_bytes(WITHDRAWAL_NUMBER_SIZE, "big"), "big"
+    )
+
+
+def bridge_withdrawal(value: Mapping[str, Any]) -> BridgeWithdrawal:
+    """A `/bridge/withdrawals/<id>` value (or an item of `/bridge/owners/<owner>`)."""
+    return BridgeWithdrawal(
+        id=int(value["id"]),
+        owner=str(value["owner"]),
+        recipient=str(value["recipient"]),
+        amount=Decimal(quote_to_human(int(value["amount"]))),
+        amount_units=int(value["amount"]),
+        status=str(value["status"]),
+        signers=tuple(str(s["evm_address"]) for s in value.get("signatures") or ()),
+    )
+
+
+def bridge_withdrawals(value: Mapping[str, Any]) -> list[BridgeWithdrawal]:
+    """The `/bridge/owners/<owner>` value: the owner's withdrawals, oldest first."""
+    return [bridge_withdrawal(item) for item in value["withdrawals"]]
 
 
 def _address(text: str, what: str) -> Address:

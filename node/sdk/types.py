@@ -40,6 +40,10 @@ class TxResult:
         """The id of the TWAP the transaction placed (None if it placed none)."""
         return next((int(e.get("twap_id")) for e in self.events if e.type == "twap_placed"), None)
 
+    def withdrawal_id(self) -> int | None:
+        """The id of the bridge withdrawal the transaction made (None if it made none)."""
+        return next((int(e.get("id")) for e in self.events if e.type == "bridge_withdrawal"), None)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Twap:
@@ -206,3 +210,22 @@ class Subaccounts:
     owner: str
     subaccounts: tuple[DerivedAccount, ...]
     isolated: tuple[DerivedAccount, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BridgeWithdrawal:
+    """A withdrawal through the bridge (`/bridge/withdrawals/<id>`): `pending` until validators
+    holding > 2/3 of the power signed it, then `signed` (claim it on the EVM chain: `derivd bridge
+    claim`)."""
+
+    id: int
+    owner: str
+    recipient: str
+    """the EVM address, EIP-55"""
+    amount: Decimal
+    """USD"""
+    amount_units: int
+    """token units (micro-USD)"""
+    status: str
+    signers: tuple[str, ...]
+    """the EVM addresses (EIP-55) of the validators' bridge keys that signed it so far"""

@@ -151,11 +151,13 @@ class Chain:
 
     def assert_conservation(self) -> None:
         """Accounts' balances plus positions' quote balances plus the markets' funding pools
-        (`ExchangeApp.total_quote`) equal the genesis supply, each funding pool holds exactly what the
+        (`ExchangeApp.total_quote`) equal the genesis supply plus what the bridge credited minus
+        what it withdrew (`ExchangeApp.bridge_totals`), each funding pool holds exactly what the
         unsettled positions owe net plus its dust (`execution.risk.funding.funding_imbalances`), and on
         every market the position sizes sum to zero."""
         assert self.app.total_supply() == self.supply
-        assert self.app.total_quote() == self.supply
+        bridge = self.app.bridge_totals()
+        assert self.app.total_quote() == self.supply + bridge.deposited - bridge.withdrawn
         assert all(v == 0 for v in funding_imbalances(CommittedState(self.db)).values())
         assert all(total == 0 for total in self.app.position_size_sums().values())
         self.assert_derived_indexes()

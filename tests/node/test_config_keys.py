@@ -103,6 +103,7 @@ EN = "tests/node/test_e2e_network.py::"
 RH = "tests/node/test_rpc_http.py::"
 WS = "tests/node/test_websocket.py::"
 PF = "tests/node/test_pricefeed.py::"
+BW = "tests/node/test_bridge_watcher.py::"
 SW = "tests/p2p/test_switch.py::"
 PX = "tests/p2p/test_pex.py::"
 PC = "tests/p2p/test_connection.py::"
@@ -292,6 +293,28 @@ KEY_TESTS: dict[str, tuple[str, ...]] = {
     "oracle.fields": (PF + "test_feeder_from_config", PF + "test_http_source_reads_field_paths"),
     "oracle.reload_interval": (PF + "test_file_source_picks_up_changes",),
     "oracle.timeout": (K + "test_oracle_timeout_bounds_a_price_request",),
+    # -- [bridge]
+    "bridge.enabled": (BW + "test_watcher_from_config_runs_only_where_it_can",),
+    "bridge.evm_rpc": (
+        BW + "test_watcher_from_config_runs_only_where_it_can",
+        BW + "test_an_evm_node_that_is_not_there_costs_errors_then_votes_once_it_appears",
+    ),
+    "bridge.key_file": (
+        BW + "test_watcher_from_config_runs_only_where_it_can",
+        BW + "test_a_key_file_that_is_not_the_registered_key_signs_nothing_and_says_how_to_fix",
+    ),
+    "bridge.poll_interval": (
+        BW + "test_watcher_from_config_runs_only_where_it_can",
+        BW + "test_backoff_doubles_up_to_its_cap",
+    ),
+    "bridge.start_block": (
+        BW + "test_watcher_from_config_runs_only_where_it_can",
+        BW + "test_the_scan_starts_at_start_block_in_ranges_of_max_block_range",
+    ),
+    "bridge.max_block_range": (
+        BW + "test_watcher_from_config_runs_only_where_it_can",
+        BW + "test_the_scan_starts_at_start_block_in_ranges_of_max_block_range",
+    ),
     # -- [execution]
     "execution.workers": (C + "test_execution_workers_are_a_count_or_auto",),
 }

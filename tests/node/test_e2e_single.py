@@ -589,7 +589,8 @@ def test_metrics_are_exported(node: NodeProcess, chain: ChainHome) -> None:
     documented = set(re.findall(r"`((?:cometbft|derivd)_[a-z0-9_]+)`", table[: table.index("\n## ")]))
     exported = {name for name in families if name.startswith(("cometbft_", "derivd_"))}
     exported |= {f"{name}_total" for name in exported if families[name].type == "counter"} & documented
-    feeder_only = {name for name in documented if name.startswith("derivd_price_feeder_")}  # no feeder here
+    # no feeder, no bridge and no bridge watcher here
+    feeder_only = {name for name in documented if name.startswith(("derivd_price_feeder_", "derivd_bridge_"))}
     assert sorted(exported - documented - {n[: -len("_total")] for n in documented}) == []
     assert sorted(documented - exported - feeder_only) == []
 
