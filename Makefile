@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 
 # 4 validators on 127.0.0.1 (node i: p2p 26656+10i, RPC 26657+10i, metrics 26660+10i), created in
 # ./.localnet on first use; `derivd localnet --validators 1` runs a single-node chain instead.
+# `make localnet EVM_RPC=http://127.0.0.1:8545` (after `make evm-node`) also deploys the bridge there.
 localnet: $(STAMP)
-	$(BIN)/derivd localnet --home ./.localnet
+	$(BIN)/derivd localnet --home ./.localnet $(if $(EVM_RPC),--evm-rpc $(EVM_RPC))
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -50,9 +51,10 @@ $(EVM): evm/package-lock.json
 	npm ci --prefix evm --no-audit --no-fund --loglevel=error
 	touch $(EVM)
 
-# A local EVM chain (Hardhat's network, chain id 31337) on 127.0.0.1:8545 for `derivd localnet --evm-rpc`
+# A local EVM chain (Hardhat's network, chain id 31337, a block a second) on 127.0.0.1:8545 for
+# `make localnet EVM_RPC=http://127.0.0.1:8545`
 evm-node: $(EVM)
-	cd evm && ./node_modules/.bin/hardhat node --hostname 127.0.0.1 --port 8545
+	cd evm && DERIVD_EVM_BLOCK_MS=1000 ./node_modules/.bin/hardhat node --hostname 127.0.0.1 --port 8545
 
 unit: $(STAMP) $(COSMJS) $(EVM) $(if $(DERIVD_PROMETHEUS),,$(PROMETHEUS))
 	$(BIN)/pytest -q

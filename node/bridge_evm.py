@@ -9,6 +9,7 @@ are `execution.bridge.evm`'s.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -34,6 +35,14 @@ from execution.bridge.evm import (
     parse_evm_address,
     valset_hash,
 )
+
+PYTHON_RECURSION_LIMIT = 1000
+"""CPython's default recursion limit. Importing eth-account imports py_ecc, which raises the
+limit to 100,000 for the whole process; the RPC's JSON parsing relies on the default to refuse
+deeply nested input with RecursionError (`node.websocket.parse_json`) instead of overflowing the C
+stack (a segfault: one hostile request would kill the node). It is put back once the
+imports are done, here (py_ecc runs its import once per process)."""
+sys.setrecursionlimit(PYTHON_RECURSION_LIMIT)
 
 RECEIPT_TIMEOUT_S = 120.0
 ERROR_STRING_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)

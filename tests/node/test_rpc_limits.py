@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator, MutableMapping
 from contextlib import asynccontextmanager
@@ -139,6 +141,22 @@ async def test_a_body_at_the_limit_is_served() -> None:
 
 PARSE_ERROR = (500, -32700)
 INVALID = (200, -32600)
+
+
+def test_the_derivd_process_keeps_the_default_recursion_limit() -> None:
+    """A dependency of the bridge's web3 (py_ecc) raises the recursion limit at import; with it
+    raised, the deep-nesting bodies below overflow the C stack instead of raising RecursionError.
+    The `derivd` command imports everything `node.cli` does: its limit must be a bare
+    interpreter's."""
+    probe = "import sys; import node.cli; print(sys.getrecursionlimit())"
+    bare = subprocess.run(
+        [sys.executable, "-c", "import sys; print(sys.getrecursionlimit())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    derivd = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert derivd.stdout == bare.stdout == "1000\n"
 
 
 @pytest.mark.parametrize(
