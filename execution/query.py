@@ -125,7 +125,13 @@ from dataclasses import dataclass
 
 from consensus.app import ProofOp, QueryResult
 from execution.accounts import MAX_SUBACCOUNT, isolated_address, load_account, load_supply, subaccount_address
-from execution.bridge.deposits import claim_hash, deposit_votes, load_credited, pending_deposit_count
+from execution.bridge.deposits import (
+    claim_hash,
+    claim_json,
+    deposit_votes,
+    load_credited,
+    pending_deposit_count,
+)
 from execution.bridge.evm import format_evm_address, valset_digest
 from execution.bridge.params import BridgeParams, bridge_domain, load_bridge_params
 from execution.bridge.totals import load_totals
@@ -173,7 +179,6 @@ from execution.risk.liquidation import load_queue
 from execution.risk.option_series import option_json, position_greeks_json
 from execution.risk.triggers import execution_price
 from execution.state import CommittedState
-from execution.tx import DepositClaim
 from execution.validators import registry
 from primitives.ics23 import encode_proof
 from primitives.keys import Address
@@ -576,17 +581,6 @@ def query_liquidations(ctx: QueryContext, path: str) -> QueryResult:
 # -- bridge --------------------------------------------------------------------------------------------
 
 
-def _claim_json(claim: DepositClaim) -> dict[str, str]:
-    return {
-        "evm_chain_id": str(claim.evm_chain_id),
-        "tx_hash": "0x" + claim.tx_hash.hex(),
-        "log_index": str(claim.log_index),
-        "depositor": format_evm_address(claim.depositor),
-        "recipient": str(claim.recipient),
-        "amount": str(claim.amount),
-    }
-
-
 def _signatures_json(signatures: dict[bytes, bytes]) -> list[dict[str, str]]:
     return [
         {"evm_address": format_evm_address(address), "signature": "0x" + signature.hex()}
@@ -707,13 +701,13 @@ def _bridge_deposit(ctx: QueryContext, text: str) -> QueryResult:
     credited = load_credited(ctx.state, deposit)
     value: dict[str, object] = {"deposit_id": "0x" + deposit.hex()}
     if credited is not None:
-        value.update(status="credited", height=str(credited.height), claim=_claim_json(credited.claim))
+        value.update(status="credited", height=str(credited.height), claim=claim_json(credited.claim))
         return _ok(ctx, value)
     votes = [
         {
             "validator": validator.hex().upper(),
             "claim_hash": "0x" + claim_hash(claim).hex(),
-            "claim": _claim_json(claim),
+            "claim": claim_json(claim),
         }
         for validator, claim in deposit_votes(ctx.state, deposit)
     ]

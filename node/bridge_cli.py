@@ -56,7 +56,15 @@ from node.bridge_evm import (
     deploy_bridge,
     deploy_token,
 )
-from node.bridge_key import BridgeKeyError, load_bridge_key
+from node.bridge_key import (
+    DEFAULT_EVM_RPC,
+    DEV_MINT,
+    HARDHAT_DEV_KEYS,
+    BridgeKeyError,
+    EvmError,
+    load_bridge_key,
+    read_evm_key,
+)
 from node.client import RPCClient, abci_query, emit, fail, home_option, node_option
 from node.config import ConfigError, load_config
 from node.exitcodes import bad_input
@@ -67,37 +75,11 @@ from primitives.keyfile import KeyFileError, load_key_file
 from primitives.keys import Address
 from primitives.timefmt import NS_PER_MS
 
-DEFAULT_EVM_RPC = "http://127.0.0.1:8545"
 DEFAULT_CONFIRMATIONS = 3
 EVM_TIMEOUT_S = 30.0
-HARDHAT_DEV_KEYS = tuple(
-    bytes.fromhex(k)
-    for k in (
-        "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
-        "59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
-        "5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
-        "7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
-        "47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a",
-        "8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba",
-        "92db14e403b83dfe3df233f83dfa3a0d7096f21ca9b0d6d6b8d88b2b4ec1564e",
-        "4bbbf85ce3377467afe5d46f804f221813b2bb87f24d81f60f1fcdbf7cbf4356",
-        "dbda1821b80551c9d65939329250298aa3472ba22feea921c0cf5d620ea67b97",
-        "2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6",
-    )
-)
-"""The secrets of hardhat's (and anvil's) dev accounts 0..9, from the public mnemonic "test test
-... junk": funded on a local EVM chain, worthless (and public) anywhere else."""
-DEV_MINT = 1_000_000 * 10**6
-"""Test tokens (1,000,000 USD) a localnet mints to each of its first dev accounts."""
-DEV_MINT_ACCOUNTS = 4
-
 _UINT = re.compile(r"[0-9]{1,78}|0x[0-9A-Fa-f]{1,64}")
 EVM_ERRORS = (Web3Exception, TimeExhausted, OSError, ValueError)
 """What a call to the EVM node may raise besides `BridgeRevert`: unreachable, refused, timed out."""
-
-
-class EvmError(Exception):
-    """An EVM-side failure, one line."""
 
 
 # -- the EVM connection and the localnet's deployment --------------------------------------------
@@ -198,11 +180,6 @@ def deploy_localnet_bridge(
     )
 
 
-def dev_address(index: int) -> bytes:
-    """The EVM address of hardhat's dev account `index`."""
-    return address_of_secret(HARDHAT_DEV_KEYS[index])
-
-
 # -- options -------------------------------------------------------------------------------------
 
 
@@ -229,22 +206,6 @@ class EvmSide:
         if self.key_file is None:
             bad_input("this command signs an EVM transaction: give --evm-key FILE or --evm-dev-account N")
         return read_evm_key(self.key_file)
-
-
-def read_evm_key(path: Path) -> bytes:
-    """The 32-byte secret in `path` (0x and 64 hex digits, blank space around it allowed)."""
-    try:
-        text = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        bad_input(f"--evm-key: cannot read {path}: {getattr(exc, 'strerror', None) or exc}")
-    digits = text[2:] if text[:2] in ("0x", "0X") else text
-    try:
-        secret = bytes.fromhex(digits)
-    except ValueError:
-        secret = b""
-    if len(secret) != 32 or len(digits) != 64:
-        bad_input(f"--evm-key: {path} must hold a secp256k1 secret as 0x and 64 hex digits")
-    return secret
 
 
 def evm_options(command: Callable[..., None]) -> Callable[..., None]:

@@ -1,6 +1,8 @@
 """The validator's bridge key file (`[bridge] key_file`, `config/bridge_key.json`): the secp256k1
 key with which this validator signs bridge withdrawals and validator-set updates
-(`execution.bridge.evm`), kept apart from the Ed25519 consensus key.
+(`execution.bridge.evm`), kept apart from the Ed25519 consensus key. Also the other EVM keys of the
+command line: `--evm-key` files (`read_evm_key`) and a local EVM chain's public dev keys. Nothing
+here imports web3 (`derivd` imports this module for every command).
 
 Layout: `{"evm_address": "0x<EIP-55>", "secret": "<64 hex digits>"}`, written atomically with mode
 0600 like `priv_validator_key.json`. Reading checks that the address is the secret's.
@@ -20,9 +22,14 @@ from execution.bridge.evm import (
     parse_evm_address,
     sign_digest,
 )
+from node.exitcodes import bad_input
 from primitives.files import atomic_write
 
 SECRET_SIZE = 32
+
+
+class EvmError(Exception):
+    """An EVM-side failure (the node unreachable, a deployment refused), one line."""
 
 
 class BridgeKeyError(ValueError):
@@ -106,3 +113,49 @@ def load_bridge_key(path: Path) -> BridgeKey:
             f"{path}: evm_address: {address_text} is not the secret's address ({key.address_text})"
         )
     return key
+
+
+# -- EVM keys of the command line and of a local EVM chain ------------------------------------------
+
+DEFAULT_EVM_RPC = "http://127.0.0.1:8545"
+HARDHAT_DEV_KEYS = tuple(
+    bytes.fromhex(k)
+    for k in (
+        "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+        "59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+        "5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
+        "7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
+        "47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a",
+        "8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba",
+        "92db14e403b83dfe3df233f83dfa3a0d7096f21ca9b0d6d6b8d88b2b4ec1564e",
+        "4bbbf85ce3377467afe5d46f804f221813b2bb87f24d81f60f1fcdbf7cbf4356",
+        "dbda1821b80551c9d65939329250298aa3472ba22feea921c0cf5d620ea67b97",
+        "2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6",
+    )
+)
+"""The secrets of hardhat's (and anvil's) dev accounts 0..9, from the public mnemonic "test test
+... junk": funded on a local EVM chain, worthless (and public) anywhere else."""
+DEV_MINT = 1_000_000 * 10**6
+"""Test tokens (1,000,000 USD) a localnet mints to each of its first dev accounts."""
+DEV_MINT_ACCOUNTS = 4
+
+
+def dev_address(index: int) -> bytes:
+    """The EVM address of hardhat's dev account `index`."""
+    return address_of_secret(HARDHAT_DEV_KEYS[index])
+
+
+def read_evm_key(path: Path) -> bytes:
+    """The 32-byte secret in `path` (0x and 64 hex digits, blank space around it allowed)."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        bad_input(f"--evm-key: cannot read {path}: {getattr(exc, 'strerror', None) or exc}")
+    digits = text[2:] if text[:2] in ("0x", "0X") else text
+    try:
+        secret = bytes.fromhex(digits)
+    except ValueError:
+        secret = b""
+    if len(secret) != 32 or len(digits) != 64:
+        bad_input(f"--evm-key: {path} must hold a secp256k1 secret as 0x and 64 hex digits")
+    return secret

@@ -71,7 +71,7 @@ from execution.tx import (
 from execution.validators import load_validator
 from node.bridge_key import BridgeKey, BridgeKeyError, load_bridge_key
 from node.config import BridgeConfig
-from node.events import BusEvent, EventBus, NewBlock
+from node.events import EventBus, NewBlock, follow_new_blocks
 from node.pricefeed import NS_PER_MS, NonceAllocator, Submit
 from primitives.keys import Address, PrivateKey
 from storage import schema
@@ -519,10 +519,6 @@ def backoff(poll_interval: float, failures: int) -> float:
     return min(poll_interval * (1 << min(failures - 1, 32)), max(MAX_BACKOFF_S, poll_interval))
 
 
-def _is_new_block(event: BusEvent) -> bool:
-    return isinstance(event, NewBlock)
-
-
 class BridgeWatcher:
     """Votes deposits (polling `rpc`) and signs what the bridge waits for (after each block), with
     the validator's `key` for txs and `bridge_key` for signatures."""
@@ -710,31 +706,16 @@ class BridgeWatcher:
             failures = 0 if ok else failures + 1
             await trio.sleep(backoff(self.poll_interval, failures))
 
-    async def _block_loop(self, task_status: trio.TaskStatus[None]) -> None:
-        started = False
-        while True:
-            with self.bus.subscribe(_is_new_block, buffer=64) as subscription:
-                if not started:
-                    task_status.started()
-                    started = True
-                async for event in subscription.receive:
-                    latest = event
-                    while True:
-                        try:
-                            latest = subscription.receive.receive_nowait()
-                        except (trio.WouldBlock, trio.EndOfChannel):
-                            break
-                    assert isinstance(latest, NewBlock)
-                    self.height = latest.block.header.height
-                    self.block_time_ns = latest.block.header.time
-                    self.sign_pending()
-            log.warning("bridge watcher fell behind the event bus; subscribing again")
+    async def _on_block(self, block: NewBlock) -> None:
+        self.height = block.block.header.height
+        self.block_time_ns = block.block.header.time
+        self.sign_pending()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Poll the EVM node and sign after every block until cancelled."""
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(self._block_loop)
+                await nursery.start(follow_new_blocks, self.bus, self._on_block, "bridge watcher")
                 nursery.start_soon(self._poll_loop)
                 task_status.started()
         finally:

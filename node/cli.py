@@ -8,6 +8,7 @@ Errors are one line on stderr naming what is wrong, with a non-zero exit.
 from __future__ import annotations
 
 import base64
+import importlib
 import json
 import os
 import shutil
@@ -43,16 +44,15 @@ from genesis.genesis import (
 from node import inspect as inspect_server
 from node import light, light_proxy, logs
 from node.bench import bench
-from node.bridge_cli import (
+from node.bridge_key import (
     DEFAULT_EVM_RPC,
     DEV_MINT,
     DEV_MINT_ACCOUNTS,
     HARDHAT_DEV_KEYS,
-    bridge_group,
+    BridgeKeyError,
+    create_bridge_key,
     read_evm_key,
-    tx_bridge_group,
 )
-from node.bridge_key import BridgeKeyError, create_bridge_key
 from node.client import (
     RPCClient,
     abci_query,
@@ -104,7 +104,32 @@ QUOTE_DECIMALS = 6
 LOCALNET_ACCOUNTS = 2
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group some of whose subcommands are imported only when used: `derivd bridge` and `derivd
+    tx bridge` (their module imports web3, ~0.5 s, which no other command should pay)."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy or {}
+        """subcommand name -> "module:attribute" of its click command"""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.lazy:
+            return super().get_command(ctx, cmd_name)
+        module, attribute = self.lazy[cmd_name].split(":")
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy={"bridge": "node.bridge_cli:bridge_group"},
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 def main() -> None:
     """derivd: a full node for a derivatives chain (Tendermint BFT, order books, perpetuals)."""
 
@@ -768,7 +793,7 @@ def status(node: str) -> None:
     emit(RPCClient(node).call("status"))
 
 
-@main.group()
+@main.group(cls=LazyGroup, lazy={"bridge": "node.bridge_cli:tx_bridge_group"})
 def tx() -> None:
     """Sign and broadcast transactions (offline too: --generate-only, `tx sign`, `tx broadcast`)."""
 
@@ -903,7 +928,6 @@ def _proven_account(
 tx.add_command(order_group)
 tx.add_command(tx_transfer)
 tx.add_command(tx_withdraw)
-tx.add_command(tx_bridge_group)
 tx.add_command(subaccount_group)
 tx.add_command(isolated_group)
 tx.add_command(tx_sign)
@@ -919,7 +943,6 @@ query.add_command(subaccounts_command)
 query.add_command(tx_command)
 query.add_command(block_command)
 query.add_command(bridge_query_group)
-main.add_command(bridge_group)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ published and keep their own bounds.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -22,6 +23,8 @@ from consensus.execution import BlockResults
 from consensus.machine import Step
 from consensus.types import Block, BlockID, Vote
 from primitives.hashing import sha256
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,3 +114,35 @@ class EventBus:
         self.publish(NewBlock(block, block_id, results))
         for index, (tx, result) in enumerate(zip(block.txs, results.tx_results, strict=True)):
             self.publish(TxCommitted(block.height, index, tx, sha256(tx), result))
+
+
+def _is_new_block(event: BusEvent) -> bool:
+    return isinstance(event, NewBlock)
+
+
+async def follow_new_blocks(
+    bus: EventBus,
+    handle: Callable[[NewBlock], Awaitable[None]],
+    who: str,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Call `handle` with each committed block until cancelled, coalesced: blocks that arrive while
+    it runs are skipped but the newest. Started once subscribed; a subscription lost for falling
+    behind is logged (as `who`'s) and taken again."""
+    started = False
+    while True:
+        with bus.subscribe(_is_new_block, buffer=64) as subscription:
+            if not started:
+                task_status.started()
+                started = True
+            async for event in subscription.receive:
+                latest = event
+                while True:
+                    try:
+                        latest = subscription.receive.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                assert isinstance(latest, NewBlock)
+                await handle(latest)
+        log.warning("%s fell behind the event bus; subscribing again", who)

@@ -66,7 +66,7 @@ from execution.state import StateReader
 from execution.tx import Action, OracleVote, Tx, VolVote
 from execution.validators import load_validator
 from node.config import OracleConfig
-from node.events import BusEvent, EventBus, NewBlock
+from node.events import EventBus, NewBlock, follow_new_blocks
 from primitives import codec
 from primitives.hashing import sha256
 from primitives.keys import PrivateKey
@@ -533,10 +533,6 @@ def _always() -> bool:
     return True
 
 
-def _is_new_block(event: BusEvent) -> bool:
-    return isinstance(event, NewBlock)
-
-
 class PriceFeeder:
     """Submits one vote tx per committed block, signed with `key` (the validator's key): the
     source's prices, and `vol_source`'s vols in the same tx when it gives any."""
@@ -628,23 +624,11 @@ class PriceFeeder:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Vote after every committed block until cancelled. Blocks that arrive while a vote is in
         progress are coalesced: only the newest is voted on."""
-        started = False
-        while True:
-            with self.bus.subscribe(_is_new_block, buffer=64) as subscription:
-                if not started:
-                    task_status.started()
-                    started = True
-                async for event in subscription.receive:
-                    latest = event
-                    while True:
-                        try:
-                            latest = subscription.receive.receive_nowait()
-                        except (trio.WouldBlock, trio.EndOfChannel):
-                            break
-                    assert isinstance(latest, NewBlock)
-                    header = latest.block.header
-                    await self.on_block(header.height, header.time)
-            log.warning("price feeder fell behind the event bus; subscribing again")
+
+        async def vote(block: NewBlock) -> None:
+            await self.on_block(block.block.header.height, block.block.header.time)
+
+        await follow_new_blocks(self.bus, vote, "price feeder", task_status=task_status)
 
 
 def build_source(

@@ -35,29 +35,29 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
-
-from web3 import Web3
+from typing import TYPE_CHECKING, Any
 
 from consensus.privval import FilePrivValidator, PrivValError
 from execution.bridge.evm import format_evm_address
 from execution.genesis_state import AppStateError, add_account, default_exchange_app_state, parse_app_state
 from execution.markets import Market
 from genesis.genesis import GenesisError, new_genesis, save_genesis
-from node.bridge_cli import (
+from node.bridge_key import (
     DEV_MINT_ACCOUNTS,
     HARDHAT_DEV_KEYS,
+    BridgeKeyError,
     EvmError,
-    LocalBridge,
-    connect_evm,
-    deploy_localnet_bridge,
+    create_bridge_key,
     dev_address,
-    genesis_members,
 )
-from node.bridge_key import BridgeKeyError, create_bridge_key
 from node.config import Config, ConfigError, PeerAddress, parse_peer, write_config
 from node.keystore import KeyStore, KeyStoreError
 from p2p.nodekey import load_or_generate_node_key, node_id
+
+if TYPE_CHECKING:  # web3 is imported only when a testnet is bridged (`node.bridge_cli`)
+    from web3 import Web3
+
+    from node.bridge_cli import LocalBridge
 from primitives.keyfile import KeyFileError
 
 DEFAULT_BASE_PORT = 26656
@@ -278,6 +278,8 @@ def create_testnet(
         raise TestnetError(f"{output}: already exists and is not empty; refusing to overwrite it")
     bridge: _BridgePlan | None = None
     if evm_rpc is not None:
+        from node.bridge_cli import connect_evm  # noqa: PLC0415 (web3: only for a bridged testnet)
+
         try:
             w3 = connect_evm(evm_rpc)
         except EvmError as exc:
@@ -440,6 +442,8 @@ def _write(
 
 def _deploy_bridge(plan: _BridgePlan, chain_id: str, nodes: Sequence[TestnetNode]) -> LocalBridge:
     """The test token and the bridge, trusting the validators' bridge keys (valset nonce 0)."""
+    from node.bridge_cli import deploy_localnet_bridge, genesis_members  # noqa: PLC0415 (web3)
+
     keys = {bytes.fromhex(n.validator_address): n.bridge_address for n in nodes if n.bridge_address}
     validators = [(bytes.fromhex(n.validator_address), VALIDATOR_POWER) for n in nodes if n.plan.validator]
     return deploy_localnet_bridge(

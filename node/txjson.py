@@ -36,6 +36,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from execution.bridge.deposits import claim_json
 from execution.bridge.evm import format_evm_address
 from execution.tx import (
     MAX_FEE,
@@ -148,17 +149,7 @@ def _bridge_value_json(name: str, value: Any) -> Any:
     if name in _HEX_FIELDS:
         return "0x" + value.hex()
     if name == "deposits":
-        return [
-            {
-                "evm_chain_id": str(claim.evm_chain_id),
-                "tx_hash": "0x" + claim.tx_hash.hex(),
-                "log_index": str(claim.log_index),
-                "depositor": format_evm_address(claim.depositor),
-                "recipient": str(claim.recipient),
-                "amount": str(claim.amount),
-            }
-            for claim in value
-        ]
+        return [claim_json(claim) for claim in value]
     if name == "signatures":
         return [
             {

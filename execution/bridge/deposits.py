@@ -44,6 +44,19 @@ def claim_hash(claim: DepositClaim) -> bytes:
     return sha256(codec.encode(claim.to_fields()))
 
 
+def claim_json(claim: DepositClaim) -> dict[str, str]:
+    """A claim as queries and clients show it: numbers as decimal strings, the tx hash 0x hex, the
+    depositor EIP-55, the recipient a derivd address."""
+    return {
+        "evm_chain_id": str(claim.evm_chain_id),
+        "tx_hash": "0x" + claim.tx_hash.hex(),
+        "log_index": str(claim.log_index),
+        "depositor": format_evm_address(claim.depositor),
+        "recipient": str(claim.recipient),
+        "amount": str(claim.amount),
+    }
+
+
 def claim_deposit_id(claim: DepositClaim) -> bytes:
     """The deposit id a claim is about."""
     return evm_deposit_id(claim.evm_chain_id, claim.tx_hash, claim.log_index)

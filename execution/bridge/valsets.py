@@ -24,7 +24,7 @@ must be neither zero nor another validator's key (INVALID_ACTION).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from consensus.app import Event, EventAttribute
@@ -88,6 +88,12 @@ class Valset:
             if address == evm_address:
                 return power
         return 0
+
+    def signed_quorum(self, signers: Iterable[bytes]) -> int | None:
+        """The power of the members among `signers` (EVM addresses, each once) if it is more than
+        2/3 of the set's (what the contract requires), else None."""
+        signed = sum(self.power_of(address) for address in signers)
+        return signed if signed * 3 > self.total_power * 2 else None
 
     def encode(self) -> bytes:
         return codec.encode([[address, power] for address, power in self.members])
@@ -276,8 +282,8 @@ def sign_valset(
     view.put(sig_key, signature)
     if not is_valset_pending(view, nonce):
         return []
-    signed = sum(previous.power_of(address) for address in valset_signatures(view, nonce))
-    if signed * 3 <= previous.total_power * 2:
+    signed = previous.signed_quorum(valset_signatures(view, nonce))
+    if signed is None:
         return []
     view.delete(schema.bridge_valset_pending_key(nonce))
     return [

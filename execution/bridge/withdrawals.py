@@ -212,8 +212,8 @@ def sign_withdrawal(
     valset = current_valset(view)
     if valset is None:  # a bridge always has valset 0
         return []
-    signed = sum(valset.power_of(address) for address in withdrawal_signatures(view, withdrawal_id))
-    if signed * 3 <= valset.total_power * 2:
+    signed = valset.signed_quorum(withdrawal_signatures(view, withdrawal_id))
+    if signed is None:
         return []
     view.delete(schema.bridge_withdrawal_pending_key(withdrawal_id))
     view.put_record(schema.bridge_withdrawal_key(withdrawal_id), replace(withdrawal, signed_height=height))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -51,9 +53,8 @@ from execution.tx import (
 from genesis.genesis import load_genesis
 from node import client as node_client
 from node import testnet
-from node.bridge_cli import HARDHAT_DEV_KEYS, dev_address
 from node.bridge_evm import BridgeContract, load_contracts
-from node.bridge_key import load_bridge_key
+from node.bridge_key import HARDHAT_DEV_KEYS, dev_address, load_bridge_key
 from node.cli import main
 from node.config import load_config
 from node.sdk import BridgeWithdrawal, Client, InputError, core
@@ -739,3 +740,14 @@ def test_relay_valset_hands_the_contract_over_to_derivds_next_set(
     assert json.loads(run(*relay).stdout) == {"relayed": [], "valset_nonce": "1"}
     assert "already trusts valset 1" in one_line_error(run(*relay, "1"), 1)
     revert(w3, before)
+
+
+def test_only_the_bridge_commands_import_web3() -> None:
+    """web3 costs every `derivd` command ~0.5 s of imports (and raises the recursion limit, see
+    `node.bridge_evm`): only `derivd bridge`, `derivd tx bridge` and a bridged testnet load it."""
+    probe = (
+        "import sys, node.cli; print('web3' in sys.modules);"
+        "node.cli.main.get_command(None, 'bridge'); print('web3' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]
