@@ -15,7 +15,9 @@ was scanned (a deeper reorg, a test reverting the EVM) is logged and the scan re
 `head - N + 1`. Before scanning, the
 EVM node's `eth_chainId` must be the bridge's: otherwise the watcher logs an error and votes nothing.
 RPC failures are counted, the first of a run is logged as an error, and each poll retries after a
-backoff doubling up to `MAX_BACKOFF_S`; nothing of the node waits for the EVM.
+backoff doubling up to `MAX_BACKOFF_S`; nothing of the node waits for the EVM. Where a restart
+resumes the scan (`DepositScanner.resume_from`: the oldest claim seen and not done, else the first
+block not scanned) is saved after each poll that moved it (`ScanPosition`, `data/bridge_watcher.json`).
 
 Signatures. After each committed block it signs every pending withdrawal this key has not signed
 (`withdrawal_digest`) and every pending valset k whose set k-1 has this key as a member and which
@@ -31,6 +33,7 @@ whether it runs. Nonces come from the `NonceAllocator` the price feeder shares (
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -51,6 +54,7 @@ from execution.bridge.evm import (
     deposit_id,
     format_evm_address,
     keccak256,
+    parse_evm_address,
     valset_digest,
     withdrawal_digest,
 )
@@ -73,6 +77,7 @@ from node.bridge_key import BridgeKey, BridgeKeyError, load_bridge_key
 from node.config import BridgeConfig
 from node.events import EventBus, NewBlock, follow_new_blocks
 from node.pricefeed import NS_PER_MS, NonceAllocator, Submit
+from primitives.files import atomic_write
 from primitives.keys import Address, PrivateKey
 from storage import schema
 
@@ -270,6 +275,16 @@ class DepositScanner:
     def scanned_to(self) -> int:
         """The last block scanned (start_block - 1: none yet)."""
         return self.next_block - 1
+
+    @property
+    def resume_from(self) -> int:
+        """Where a restarted watcher must scan from to still vote every deposit this one has seen
+        and not known done: the block of the oldest such claim, else the first block not scanned."""
+        return min((seen.block for seen in self.seen.values()), default=self.next_block)
+
+    def resume(self, block: int) -> None:
+        """Start the scan at `block` (a saved `resume_from`; never below `start_block`)."""
+        self.next_block = max(self.start_block, block)
 
     @property
     def confirmed_tip(self) -> int | None:
@@ -519,6 +534,38 @@ def backoff(poll_interval: float, failures: int) -> float:
     return min(poll_interval * (1 << min(failures - 1, 32)), max(MAX_BACKOFF_S, poll_interval))
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScanPosition:
+    """The watcher's file (`data/bridge_watcher.json`): where a restart resumes the deposit scan, for
+    which bridge. JSON `{"evm_chain_id": "31337", "contract": "0x...", "resume_from": "1234"}`."""
+
+    evm_chain_id: int
+    contract: bytes
+    resume_from: int
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "evm_chain_id": str(self.evm_chain_id),
+            "contract": format_evm_address(self.contract),
+            "resume_from": str(self.resume_from),
+        }
+
+    @classmethod
+    def from_json(cls, value: object) -> ScanPosition:
+        """ValueError for anything but the three fields, numbers as decimal strings."""
+        if not isinstance(value, dict) or set(value) != {"evm_chain_id", "contract", "resume_from"}:
+            raise ValueError("expected an object of evm_chain_id, contract and resume_from")
+        numbers = value["evm_chain_id"], value["resume_from"]
+        if not all(isinstance(n, str) and n.isdigit() for n in numbers):
+            raise ValueError("evm_chain_id and resume_from must be decimal strings")
+        contract = value["contract"]
+        if not isinstance(contract, str):
+            raise ValueError("contract must be an address")
+        return cls(
+            evm_chain_id=int(numbers[0]), contract=parse_evm_address(contract), resume_from=int(numbers[1])
+        )
+
+
 class BridgeWatcher:
     """Votes deposits (polling `rpc`) and signs what the bridge waits for (after each block), with
     the validator's `key` for txs and `bridge_key` for signatures."""
@@ -537,6 +584,7 @@ class BridgeWatcher:
         poll_interval: float = 1.0,
         start_block: int = 0,
         max_block_range: int = 2000,
+        position_file: Path | None = None,
         now_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.rpc = rpc
@@ -550,6 +598,9 @@ class BridgeWatcher:
         self.poll_interval = poll_interval
         self.start_block = start_block
         self.max_block_range = max_block_range
+        self.position_file = position_file
+        """where the scan position survives a restart (`ScanPosition`); None: kept in memory only"""
+        self._saved_position: int | None = None
         self.now_ns = now_ns
         self.stats = WatcherStats(scanned_to=max(0, start_block - 1))
         self.scanner: DepositScanner | None = None
@@ -659,6 +710,12 @@ class BridgeWatcher:
                     max_block_range=self.max_block_range,
                     min_deposit=params.min_deposit,
                 )
+                saved = self._load_position(params)
+                if saved is not None:
+                    self.scanner.resume(saved)
+                    log.info(
+                        "bridge watcher resumes the deposit scan at EVM block %d", self.scanner.next_block
+                    )
             head = await self.rpc.block_number()
             self.stats.evm_head = head
             if self.scanner.observe_head(head):
@@ -692,7 +749,45 @@ class BridgeWatcher:
             self._rpc_failing = False
         self.stats.up = True
         self.vote_deposits()
+        self._save_position(params)
         return True
+
+    def _load_position(self, params: BridgeParams) -> int | None:
+        """The saved scan position for this bridge, None if none (or unreadable: logged)."""
+        if self.position_file is None or not self.position_file.exists():
+            return None
+        try:
+            position = ScanPosition.from_json(json.loads(self.position_file.read_bytes()))
+        except (OSError, ValueError) as exc:
+            log.warning(
+                "%s: not used (%s); scanning from block %d", self.position_file, exc, self.start_block
+            )
+            return None
+        if (position.evm_chain_id, position.contract) != (params.evm_chain_id, params.contract):
+            log.warning(
+                "%s: another bridge's scan position; scanning from block %d",
+                self.position_file,
+                self.start_block,
+            )
+            return None
+        return position.resume_from
+
+    def _save_position(self, params: BridgeParams) -> None:
+        """Save where a restart resumes (`DepositScanner.resume_from`) when it moved."""
+        if self.position_file is None or self.scanner is None:
+            return
+        resume_from = self.scanner.resume_from
+        if resume_from == self._saved_position:
+            return
+        position = ScanPosition(
+            evm_chain_id=params.evm_chain_id, contract=params.contract, resume_from=resume_from
+        )
+        try:
+            atomic_write(self.position_file, json.dumps(position.to_json()).encode() + b"\n")
+        except OSError as exc:
+            log.warning("%s: cannot save the deposit scan position: %s", self.position_file, exc)
+            return
+        self._saved_position = resume_from
 
     async def _poll_loop(self) -> None:
         failures = 0
@@ -759,6 +854,7 @@ def watcher_from_config(
     bus: EventBus,
     nonces: NonceAllocator,
     catching_up: Callable[[], bool] = lambda: False,
+    position_file: Path | None = None,
 ) -> BridgeWatcher | None:
     """The node's watcher from `[bridge]`, or None with one log line saying why not (disabled, no
     `evm_rpc`, a chain without a bridge, not a validator, a bridge key file that cannot be read).
@@ -799,4 +895,5 @@ def watcher_from_config(
         poll_interval=bridge.poll_interval / 1e9,
         start_block=bridge.start_block,
         max_block_range=bridge.max_block_range,
+        position_file=position_file,
     )

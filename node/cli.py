@@ -652,6 +652,10 @@ def unsafe_reset_all(home: Path) -> None:
         if child.exists():
             shutil.rmtree(child)
             click.echo(f"Removed {child}", err=True)
+    scan_position = data / "bridge_watcher.json"  # the bridge watcher's, of the chain removed
+    if scan_position.exists():
+        scan_position.unlink()
+        click.echo(f"Removed {scan_position}", err=True)
     key_path = config.path(config.base.priv_validator_key_file)
     if key_path.exists():
         FilePrivValidator.load(key_path, config.path(config.base.priv_validator_state_file)).reset_state()

@@ -351,6 +351,7 @@ class Node:
                 bus,
                 nonces,
                 lambda: blocksync.syncing,
+                config.path(config.base.db_dir) / "bridge_watcher.json",
             )
             metrics = NodeMetrics(
                 config.instrumentation.namespace,

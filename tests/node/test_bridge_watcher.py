@@ -69,6 +69,7 @@ from node.bridge_watcher import (
     EvmRpcError,
     PendingValset,
     PendingWithdrawal,
+    ScanPosition,
     SignatureTracker,
     WatcherStats,
     backoff,
@@ -933,3 +934,94 @@ async def test_an_evm_node_of_another_chain_is_not_scanned(
             nursery.cancel_scope.cancel()
     assert "eth_chainId is 31337, the bridge's EVM chain is 1" in caplog.records[0].getMessage()
     assert watcher.scanner is None and not watcher.stats.up
+
+
+# -- the scan position across restarts ----------------------------------------------------------------
+
+
+def test_a_restart_resumes_at_the_oldest_claim_not_done_else_after_the_scan() -> None:
+    evm = FakeEvm()
+    for deposits in (0, 1, 0, 2, 0, 0):
+        evm.mine(deposits)  # deposits in blocks 2 and 4, head 6
+    scanner = DepositScanner(evm_chain_id=EVM_CHAIN, confirmations=2, start_block=1)
+    assert scanner.resume_from == 1  # nothing scanned: from the start
+    scan(scanner, evm)
+    assert scanner.scanned_to == 5 and scanner.resume_from == 2  # block 2's deposit is not done
+    voted: list[bytes] = []
+    vote(scanner, voted)  # recorded on the chain: done
+    vote(scanner, voted)  # (done claims are forgotten when the votes are next asked for)
+    assert scanner.resume_from == 6
+    again = DepositScanner(evm_chain_id=EVM_CHAIN, confirmations=2, start_block=3)
+    again.resume(2)
+    assert again.next_block == 3, "never below start_block"
+
+
+class RecordingRpc(EvmRpc):
+    """The real JSON-RPC client, recording the block ranges it fetches logs of."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, timeout=2.0)
+        self.ranges: list[tuple[int, int]] = []
+
+    async def deposit_logs(self, contract: bytes, first: int, last: int) -> list[DepositLog]:
+        self.ranges.append((first, last))
+        return await super().deposit_logs(contract, first, last)
+
+
+async def test_a_restarted_watcher_votes_what_it_saw_and_does_not_rescan_the_rest(
+    evm: HardhatNode, tmp_path: Path
+) -> None:
+    deployed = deploy(evm)
+    w3 = deployed.w3
+    chain = bridge_chain(tmp_path, deployed.bridge.address, deployed.bridge.token_address)
+    position = tmp_path / "data" / "bridge_watcher.json"
+    mine(w3, 20)
+    event = deployed.bridge.deposit(deployed.depositor, 25_000, TRADER.address.raw)
+    mine(w3, CONFIRMATIONS + 5)
+    first = watcher_on(chain, Mempool(), evm.url, poll_interval=0.02, position_file=position)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(first.run)
+        await wait_for(
+            lambda: first.stats.votes == 1 and position.exists(), "the vote and the saved position"
+        )
+        nursery.cancel_scope.cancel()
+    saved = json.loads(position.read_text())  # the vote never reached a block: resume at its deposit
+    assert saved["resume_from"] == str(event.block_number)
+    assert saved["contract"] == format_evm_address(deployed.bridge.address)
+
+    mempool = Mempool()
+    second = watcher_on(chain, mempool, evm.url, poll_interval=0.02, position_file=position)
+    second.rpc = recording = RecordingRpc(evm.url)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(second.run)
+        await wait_for(lambda: bool(mempool.txs), "the vote again")
+        nursery.cancel_scope.cancel()
+    assert recording.ranges[0][0] == event.block_number, "from the deposit, not from block 0"
+    assert [c.tx_hash for c in voted_claims(mempool)] == [event.tx_hash]
+    chain.run_block(mempool.txs)  # recorded: the next save moves past it
+    position.write_text(json.dumps({**saved, "contract": format_evm_address(b"\x01" * 20)}))
+    third = watcher_on(chain, Mempool(), evm.url, poll_interval=0.02, position_file=position)
+    third.rpc = recording = RecordingRpc(evm.url)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(third.run)
+        await wait_for(lambda: bool(recording.ranges), "a scan")
+        nursery.cancel_scope.cancel()
+    assert recording.ranges[0][0] == 0, "another bridge's position is not used"
+
+
+def test_a_scan_position_file_is_read_strictly() -> None:
+    good = {"evm_chain_id": "31337", "contract": "0x" + "11" * 20, "resume_from": "12"}
+    assert ScanPosition.from_json(good) == ScanPosition(
+        evm_chain_id=31337, contract=b"\x11" * 20, resume_from=12
+    )
+    assert ScanPosition.from_json(ScanPosition.from_json(good).to_json()) == ScanPosition.from_json(good)
+    bad_files: list[object] = [
+        [],
+        {**good, "extra": "1"},
+        {**good, "resume_from": 12},
+        {**good, "resume_from": "-1"},
+        {**good, "contract": "0x12"},
+    ]
+    for bad in bad_files:
+        with pytest.raises(ValueError):
+            ScanPosition.from_json(bad)
