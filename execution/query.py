@@ -219,12 +219,18 @@ def _error(ctx: QueryContext, code: Code, log: str) -> QueryResult:
     return QueryResult(code=int(code), log=log, height=ctx.height, codespace=CODESPACE)
 
 
-def query_account(ctx: QueryContext, path: str) -> QueryResult:
-    text = path[len(ACCOUNTS_PREFIX) :]
+def _parsed_address(ctx: QueryContext, text: str, path: str) -> Address | QueryResult:
+    """The address `text` of the query `path`, or its INVALID_QUERY answer."""
     try:
-        address = Address.parse(text)
+        return Address.parse(text)
     except ValueError as exc:
         return _error(ctx, Code.INVALID_QUERY, f"invalid address in {path!r}: {exc}")
+
+
+def query_account(ctx: QueryContext, path: str) -> QueryResult:
+    address = _parsed_address(ctx, path[len(ACCOUNTS_PREFIX) :], path)
+    if isinstance(address, QueryResult):
+        return address
     account = load_account(ctx.state, address)
     value: dict[str, object] = {
         "address": str(address),
@@ -351,11 +357,9 @@ def query_triggers(ctx: QueryContext, path: str) -> QueryResult:
 
 
 def query_twaps(ctx: QueryContext, path: str) -> QueryResult:
-    text = path[len(TWAPS_PREFIX) :]
-    try:
-        address = Address.parse(text)
-    except ValueError as exc:
-        return _error(ctx, Code.INVALID_QUERY, f"invalid address in {path!r}: {exc}")
+    address = _parsed_address(ctx, path[len(TWAPS_PREFIX) :], path)
+    if isinstance(address, QueryResult):
+        return address
     markets = {market.market_id: market for market in load_markets(ctx.state)}
     twaps = [twap_json(markets[t.market_id], i, t) for i, t in live_twaps(ctx.state, address.raw)]
     return QueryResult(value=_json({"address": str(address), "twaps": twaps}), height=ctx.height)
@@ -378,11 +382,9 @@ def _derived_json(ctx: QueryContext, address: Address, prices: Callable[[int], i
 
 
 def query_subaccounts(ctx: QueryContext, path: str) -> QueryResult:
-    text = path[len(SUBACCOUNTS_PREFIX) :]
-    try:
-        owner = Address.parse(text)
-    except ValueError as exc:
-        return _error(ctx, Code.INVALID_QUERY, f"invalid address in {path!r}: {exc}")
+    owner = _parsed_address(ctx, path[len(SUBACCOUNTS_PREFIX) :], path)
+    if isinstance(owner, QueryResult):
+        return owner
     prices = _prices(ctx)
     subaccounts: list[dict[str, str]] = []
     for number in range(MAX_SUBACCOUNT + 1):
@@ -645,10 +647,9 @@ def query_bridge(ctx: QueryContext, path: str) -> QueryResult:
             return _error(ctx, Code.UNKNOWN_WITHDRAWAL, f"no withdrawal with id {arg}")
         return _ok(ctx, _withdrawal_json(ctx, params, withdrawal))
     if kind == "owners" and arg:
-        try:
-            owner = Address.parse(arg)
-        except ValueError as exc:
-            return _error(ctx, Code.INVALID_QUERY, f"invalid address in {path!r}: {exc}")
+        owner = _parsed_address(ctx, arg, path)
+        if isinstance(owner, QueryResult):
+            return owner
         items = [_withdrawal_json(ctx, params, w) for w in owner_withdrawals(ctx.state, owner)]
         return _ok(ctx, {"owner": str(owner), "withdrawals": items})
     if kind == "valsets" and arg:

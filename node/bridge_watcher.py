@@ -44,7 +44,6 @@ from typing import Any, Protocol
 import httpx
 import trio
 
-from consensus.mempool import MempoolError
 from execution.bridge import deposits as bridge_deposits
 from execution.bridge import valsets as bridge_valsets
 from execution.bridge import withdrawals as bridge_withdrawals
@@ -76,7 +75,7 @@ from execution.validators import load_validator
 from node.bridge_key import BridgeKey, BridgeKeyError, load_bridge_key
 from node.config import BridgeConfig
 from node.events import EventBus, NewBlock, follow_new_blocks
-from node.pricefeed import NS_PER_MS, NonceAllocator, Submit
+from node.pricefeed import NS_PER_MS, NonceAllocator, Submit, submit_admitted
 from primitives.files import atomic_write
 from primitives.keys import Address, PrivateKey
 from storage import schema
@@ -618,15 +617,8 @@ class BridgeWatcher:
         """Sign and submit a tx of `action`; whether the mempool admitted it."""
         time_ms = (self.block_time_ns or self.now_ns()) // NS_PER_MS
         raw = Tx.create(self.key, self.chain_id, self.nonces.next(time_ms), (action,), fee=0).encode()
-        try:
-            result = self.submit(raw)
-        except MempoolError as exc:
+        if not submit_admitted(self.submit, raw, f"bridge {what}"):
             self.stats.refused += 1
-            log.warning("bridge %s not admitted: %s", what, exc)
-            return False
-        if not result.ok:
-            self.stats.refused += 1
-            log.warning("bridge %s refused: code %d: %s", what, result.code, result.log)
             return False
         return True
 

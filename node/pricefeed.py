@@ -500,6 +500,20 @@ Submit = Callable[[bytes], CheckTxResult]
 """How a signed tx enters the mempool: `Mempool.check_tx` (may raise MempoolError)."""
 
 
+def submit_admitted(submit: Submit, raw: bytes, what: str) -> bool:
+    """Submit a validator's own tx (a vote); whether the mempool admitted it, else a warning
+    naming `what` and why (the mempool's refusal, or check_tx's code and log)."""
+    try:
+        result = submit(raw)
+    except MempoolError as exc:
+        log.warning("%s not admitted: %s", what, exc)
+        return False
+    if not result.ok:
+        log.warning("%s refused: code %d: %s", what, result.code, result.log)
+        return False
+    return True
+
+
 class NonceAllocator:
     """The nonces of one key's txs: `max(time_ms, last + 1)`, strictly increasing. One per key,
     shared by every task of the node that signs with it (the feeder, the bridge watcher)."""
@@ -606,15 +620,8 @@ class PriceFeeder:
             except PriceSourceError as exc:  # the prices are voted all the same
                 log.warning("vols not voted at height %d: %s", height, exc)
         raw = self.build_vote(prices, time_ns, vols)
-        try:
-            result = self.submit(raw)
-        except MempoolError as exc:
+        if not submit_admitted(self.submit, raw, f"oracle vote at height {height}"):
             self.stats.refused += 1
-            log.warning("oracle vote at height %d not admitted: %s", height, exc)
-            return None
-        if not result.ok:
-            self.stats.refused += 1
-            log.warning("oracle vote at height %d refused: code %d: %s", height, result.code, result.log)
             return None
         self.stats.votes += 1
         self.stats.vol_votes += bool(vols)

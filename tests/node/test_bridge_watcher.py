@@ -85,6 +85,7 @@ from primitives.keys import Address
 from storage import schema
 from tests.evm.hardhat import HARDHAT_CHAIN_ID, HardhatNode, hardhat_node, mine, revert, snapshot
 from tests.execution.chain import Chain, key
+from tests.p2p.helpers import wait_until
 
 # -- the deposit scanner over random EVM histories ---------------------------------------------------
 
@@ -774,15 +775,6 @@ def deploy(node: HardhatNode) -> Deployed:
     return Deployed(w3, bridge, depositor)
 
 
-async def wait_for(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    """Polls `condition` until it holds (a deadline, not a sleep to synchronise)."""
-    with trio.move_on_after(timeout):
-        while not condition():
-            await trio.sleep(0.01)
-        return
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def voted_claims(mempool: Mempool) -> list[DepositClaim]:
     return [claim for a in mempool.actions() if isinstance(a, BridgeDepositVote) for claim in a.deposits]
 
@@ -800,13 +792,13 @@ async def test_a_deposit_is_voted_after_n_confirmations_and_not_before(
         event = deployed.bridge.deposit(deployed.depositor, 25_000, TRADER.address.raw)
         mine(w3, CONFIRMATIONS - 2)  # the deposit's block has N - 1 confirmations
         head = w3.eth.block_number
-        await wait_for(
-            lambda: watcher.stats.evm_head == head and watcher.stats.up, "the watcher to see the head"
+        await wait_until(
+            lambda: watcher.stats.evm_head == head and watcher.stats.up, what="the watcher to see the head"
         )
-        await wait_for(lambda: watcher.stats.scanned_to == head - CONFIRMATIONS + 1, "the scan")
+        await wait_until(lambda: watcher.stats.scanned_to == head - CONFIRMATIONS + 1, what="the scan")
         assert voted_claims(mempool) == []
         mine(w3, 1)  # N confirmations
-        await wait_for(lambda: bool(mempool.txs), "the vote")
+        await wait_until(lambda: bool(mempool.txs), what="the vote")
         nursery.cancel_scope.cancel()
     assert voted_claims(mempool) == [
         DepositClaim(
@@ -841,12 +833,16 @@ async def test_a_deposit_reverted_before_n_confirmations_is_never_voted(
         deployed.bridge.deposit(deployed.depositor, 30_000, TRADER.address.raw)  # approve, deposit: 2 blocks
         mine(w3, CONFIRMATIONS - 2)
         head = w3.eth.block_number
-        await wait_for(lambda: watcher.stats.evm_head == head, "the watcher to see the deposit's blocks")
+        await wait_until(
+            lambda: watcher.stats.evm_head == head, what="the watcher to see the deposit's blocks"
+        )
         revert(w3, before)
         kept = deployed.bridge.deposit(deployed.depositor, 40_000, TRADER.address.raw)  # other blocks instead
         mine(w3, CONFIRMATIONS + 2)
         tip = w3.eth.block_number - CONFIRMATIONS + 1
-        await wait_for(lambda: watcher.stats.scanned_to == tip and bool(mempool.txs), "the scan past both")
+        await wait_until(
+            lambda: watcher.stats.scanned_to == tip and bool(mempool.txs), what="the scan past both"
+        )
         nursery.cancel_scope.cancel()
     assert [(c.tx_hash, c.amount) for c in voted_claims(mempool)] == [(kept.tx_hash, 40_000)]
 
@@ -895,10 +891,10 @@ async def test_an_evm_node_that_is_not_there_costs_errors_then_votes_once_it_app
     with caplog.at_level(logging.INFO, "derivd.bridge"):
         async with trio.open_nursery() as nursery:
             await nursery.start(watcher.run)
-            await wait_for(lambda: watcher.stats.rpc_errors >= 3, "RPC errors")
+            await wait_until(lambda: watcher.stats.rpc_errors >= 3, what="RPC errors")
             assert not watcher.stats.up and mempool.txs == []
             await nursery.start(forward, port, evm.url.removeprefix("http://"))
-            await wait_for(lambda: bool(mempool.txs), "the vote once the EVM node is there")
+            await wait_until(lambda: bool(mempool.txs), what="the vote once the EVM node is there")
             nursery.cancel_scope.cancel()
     assert watcher.stats.up and [c.amount for c in voted_claims(mempool)] == [50_000]
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
@@ -930,7 +926,7 @@ async def test_an_evm_node_of_another_chain_is_not_scanned(
     with caplog.at_level(logging.ERROR, "derivd.bridge"):
         async with trio.open_nursery() as nursery:
             await nursery.start(watcher.run)
-            await wait_for(lambda: bool(caplog.records), "the error")
+            await wait_until(lambda: bool(caplog.records), what="the error")
             nursery.cancel_scope.cancel()
     assert "eth_chainId is 31337, the bridge's EVM chain is 1" in caplog.records[0].getMessage()
     assert watcher.scanner is None and not watcher.stats.up
@@ -981,8 +977,8 @@ async def test_a_restarted_watcher_votes_what_it_saw_and_does_not_rescan_the_res
     first = watcher_on(chain, Mempool(), evm.url, poll_interval=0.02, position_file=position)
     async with trio.open_nursery() as nursery:
         await nursery.start(first.run)
-        await wait_for(
-            lambda: first.stats.votes == 1 and position.exists(), "the vote and the saved position"
+        await wait_until(
+            lambda: first.stats.votes == 1 and position.exists(), what="the vote and the saved position"
         )
         nursery.cancel_scope.cancel()
     saved = json.loads(position.read_text())  # the vote never reached a block: resume at its deposit
@@ -994,7 +990,7 @@ async def test_a_restarted_watcher_votes_what_it_saw_and_does_not_rescan_the_res
     second.rpc = recording = RecordingRpc(evm.url)
     async with trio.open_nursery() as nursery:
         await nursery.start(second.run)
-        await wait_for(lambda: bool(mempool.txs), "the vote again")
+        await wait_until(lambda: bool(mempool.txs), what="the vote again")
         nursery.cancel_scope.cancel()
     assert recording.ranges[0][0] == event.block_number, "from the deposit, not from block 0"
     assert [c.tx_hash for c in voted_claims(mempool)] == [event.tx_hash]
@@ -1004,7 +1000,7 @@ async def test_a_restarted_watcher_votes_what_it_saw_and_does_not_rescan_the_res
     third.rpc = recording = RecordingRpc(evm.url)
     async with trio.open_nursery() as nursery:
         await nursery.start(third.run)
-        await wait_for(lambda: bool(recording.ranges), "a scan")
+        await wait_until(lambda: bool(recording.ranges), what="a scan")
         nursery.cancel_scope.cancel()
     assert recording.ranges[0][0] == 0, "another bridge's position is not used"
 

@@ -22,11 +22,15 @@ TOY_LOW_CHANNEL = 0x71
 CHAIN_ID = "test-chain"
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll `predicate` until it holds; fail after `timeout` seconds."""
-    with trio.fail_after(timeout):
+async def wait_until(
+    predicate: Callable[[], bool], timeout: float = 5.0, what: str = "the condition"
+) -> None:
+    """Poll `predicate` until it holds; AssertionError naming `what` after `timeout` seconds."""
+    with trio.move_on_after(timeout):
         while not predicate():
             await trio.sleep(0.005)
+        return
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 class ToyReactor:
