@@ -578,6 +578,13 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     show_default=True,
     help="WebSocket subscribers of the first market's book stream on node 0 (their latency from commit).",
 )
+@click.option(
+    "--book-stream-on",
+    type=click.Choice(["websocket", "rpc"]),
+    default="websocket",
+    show_default=True,
+    help="Where the subscribers connect: the second /websocket ([rpc] websocket_laddr) or the RPC port's.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def throughput_command(
     validators: int,
@@ -592,6 +599,7 @@ def throughput_command(
     workers: str,
     settings: tuple[str, ...],
     book_subscribers: int,
+    book_stream_on: str,
     as_json: bool,
 ) -> None:
     """Committed orders/s and latency of a temporary localnet under the load generator."""
@@ -613,6 +621,7 @@ def throughput_command(
         workers=workers,
         settings={key: value for key, _, value in pairs},
         book_subscribers=book_subscribers,
+        book_stream_on=book_stream_on,
     )
     if _print_json_or_limit(limit, figures, as_json):
         return
@@ -640,6 +649,7 @@ def throughput_command(
             f"commit to read p50 {stream['latency_p50_ms']} ms p99 {stream['latency_p99_ms']} ms max "
             f"{stream['latency_max_ms']} ms, {stream['gaps']} sequence gaps, {stream['closed']} dropped, "
             f"subscribers' CPU {stream['subscriber_cpu_seconds']} s "
+            f"({stream['subscriber_cpu_us_per_message']} us a message) "
             f"in {stream['subscriber_processes']} processes; the node's share (queued to sent) p50 <= "
             f"{stream['node_delivery_p50_le_ms']} ms p99 <= {stream['node_delivery_p99_le_ms']} ms"
         )

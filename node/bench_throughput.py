@@ -241,12 +241,14 @@ def bench_throughput(
     workers: str = "auto",
     settings: dict[str, str] | None = None,
     book_subscribers: int = 0,
+    book_stream_on: str = "websocket",
 ) -> dict[str, Any]:
     """Measure the generator, start a temporary localnet, load it, stop it, report (module docstring).
     `settings`: more config.toml keys for every node ("mempool.recheck": "false").
     `rate`: offered orders per second (for `mix` "transfers": txs per second); 0: as fast as accepted.
     `book_subscribers`: WebSocket clients of the first market's book stream on node 0, in
-    `SUBSCRIBER_PROCESSES` processes of `node.bench_streams`, through the load."""
+    `SUBSCRIBER_PROCESSES` processes of `node.bench_streams`, through the load; `book_stream_on`:
+    "websocket" (the second listener, `[rpc] websocket_laddr`) or "rpc" (the RPC port's)."""
     book = copies_of_btc(markets)
     transfer_share = 1.0 if mix == "transfers" else 0.0
     per_tx = 1.0 if mix == "transfers" else ORDERS_PER_TX
@@ -301,8 +303,14 @@ def bench_throughput(
                 cancel_gap=max(1_000, int(tx_rate / processes * CANCEL_GAP_SECONDS)),
             )
         )
+        plan = net.nodes[0].plan
+        stream_url = (
+            f"ws://127.0.0.1:{plan.websocket_port}/websocket"
+            if book_stream_on == "websocket"
+            else f"ws://127.0.0.1:{plan.rpc_port}/websocket"
+        )
         followers = _start_followers(
-            urls[0], book[0].ticker, book_subscribers, duration + FOLLOW_MARGIN_SECONDS, processes_run
+            stream_url, book[0].ticker, book_subscribers, duration + FOLLOW_MARGIN_SECONDS, processes_run
         )
         try:
             generator.start()
@@ -390,14 +398,13 @@ def _start_followers(
     their snapshot (their stdout's first line)."""
     if count <= 0:
         return []
-    ws = url.replace("http://", "ws://") + "/websocket"
     shares = [
         count // SUBSCRIBER_PROCESSES + (i < count % SUBSCRIBER_PROCESSES)
         for i in range(SUBSCRIBER_PROCESSES)
     ]
     followers = [
         subprocess.Popen(
-            [sys.executable, "-m", "node.bench_streams", ws, market, str(share), str(seconds)],
+            [sys.executable, "-m", "node.bench_streams", url, market, str(share), str(seconds)],
             stdout=subprocess.PIPE,
         )
         for share in shares
@@ -422,9 +429,10 @@ def _followed(followers: list[subprocess.Popen[bytes]], metrics_port: int) -> di
         out, _ = follower.communicate(timeout=120)
         reports.append(json.loads(out.decode().splitlines()[-1]))
     latencies = sorted(ns / 1e6 for report in reports for ns in report["latencies_ns"])
+    messages = sum(r["messages"] for r in reports)
     return {
         "subscribers": sum(r["snapshots"] for r in reports),
-        "messages": sum(r["messages"] for r in reports),
+        "messages": messages,
         "latency_p50_ms": round(_percentile(latencies, 0.5), 1) if latencies else None,
         "latency_p99_ms": round(_percentile(latencies, 0.99), 1) if latencies else None,
         "latency_max_ms": round(latencies[-1], 1) if latencies else None,
@@ -432,6 +440,9 @@ def _followed(followers: list[subprocess.Popen[bytes]], metrics_port: int) -> di
         "closed": sum(r["closed"] for r in reports),
         "failed": [f for r in reports for f in r["failed"]],
         "subscriber_cpu_seconds": round(sum(r["cpu_seconds"] for r in reports), 1),
+        "subscriber_cpu_us_per_message": (
+            round(sum(r["cpu_seconds"] for r in reports) / messages * 1e6, 1) if messages else None
+        ),
         "subscriber_processes": len(reports),
         **_delivery(metrics_port),
     }

@@ -247,6 +247,7 @@ START_SETTINGS = (
     ("p2p.seeds", "Comma-separated id@host:port seed nodes to learn peers from."),
     ("p2p.laddr", "P2P listen address, e.g. tcp://0.0.0.0:26656."),
     ("rpc.laddr", "RPC listen address, e.g. tcp://127.0.0.1:26657."),
+    ("rpc.websocket_laddr", "A second /websocket's listen address, e.g. tcp://127.0.0.1:26661."),
     ("instrumentation.prometheus", "Serve Prometheus metrics: true or false."),
     ("instrumentation.prometheus_listen_addr", "Metrics listen address, e.g. :26660."),
     ("log_level", "debug, info, warn or error."),

@@ -407,6 +407,7 @@ class RPCConfig:
     """[rpc]: the JSON-RPC server."""
 
     laddr: str = "tcp://127.0.0.1:26657"
+    websocket_laddr: str = ""
     cors_allowed_origins: tuple[str, ...] = ()
     cors_allowed_methods: tuple[str, ...] = ("HEAD", "GET", "POST")
     cors_allowed_headers: tuple[str, ...] = (
@@ -435,6 +436,12 @@ _register(
     "RPC server configuration options",
     {
         "laddr": _Key(_STR, "TCP address for the RPC server to listen on", _laddr),
+        "websocket_laddr": _Key(
+            _STR,
+            "TCP address of a second /websocket (the same protocol, written to sockets directly: for"
+            " many stream subscribers), empty for none",
+            _parsed_by(parse_laddr, allow_empty=True),
+        ),
         "cors_allowed_origins": _Key(
             _STR_LIST, 'Origins a cross-domain request can be executed from; ["*"] allows any, [] none'
         ),

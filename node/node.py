@@ -58,11 +58,12 @@ from node.indexer import EventIndex
 from node.metrics import NodeMetrics, TimedFinalize
 from node.pricefeed import NonceAllocator, feeder_from_config
 from node.rollback import replay_kept_block
-from node.rpc import ConnectionLimit, HeaderLimit, NodeInfo, RPCEnv, make_app
+from node.rpc import ConnectionLimit, HeaderLimit, NodeInfo, RPCEnv, make_app, request_handler
 from node.statesync import restore_from_peers
 from node.streams import MarketStreams
 from node.version import COMETBFT_VERSION
 from node.websocket import Hub, Limits
+from node.ws_server import WebSocketServer
 from p2p.base import NodeInfo as P2PNodeInfo
 from p2p.nodekey import load_or_generate_node_key, node_id
 from p2p.switch import P2PSettings, Switch
@@ -213,6 +214,7 @@ class Listening:
     """Where the node's servers listen (filled once they are bound)."""
 
     rpc: str = ""
+    websocket: str = ""
     metrics: str = ""
 
 
@@ -415,6 +417,9 @@ class Node:
                             setting="instrumentation.prometheus_listen_addr",
                         )
                     log.info("rpc listening on %s", self.listening.rpc)
+                    if config.rpc.websocket_laddr:
+                        self.listening.websocket = await start_websocket(nursery, rpc_env, config)
+                        log.info("websocket listening on %s", self.listening.websocket)
                     if self.listening.metrics:
                         log.info("metrics listening on %s", self.listening.metrics)
                     if feeder is not None:
@@ -582,6 +587,22 @@ async def start_rpc(nursery: trio.Nursery, env: RPCEnv, config: Config) -> str:
         max_header_bytes=config.rpc.max_header_bytes,
         max_message_bytes=config.rpc.max_body_bytes,
     )
+
+
+async def start_websocket(nursery: trio.Nursery, env: RPCEnv, config: Config) -> str:
+    """Serve `/websocket` on `[rpc] websocket_laddr` (`node.ws_server`); the address it bound."""
+    host, port = parse_laddr(config.rpc.websocket_laddr)
+    server = WebSocketServer(
+        env.hub,
+        request_handler(env),
+        max_connections=config.rpc.max_open_connections,
+        max_message_bytes=config.rpc.max_body_bytes,
+    )
+    try:
+        bound: str = await nursery.start(server.serve, host, port)
+    except OSError as exc:
+        raise NodeStartError(listen_error(config.rpc.websocket_laddr, "rpc.websocket_laddr", exc)) from exc
+    return bound
 
 
 async def start_server(

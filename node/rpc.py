@@ -42,6 +42,7 @@ from node.query import Query, QueryError
 from node.query import parse as parse_query
 from node.version import VERSION
 from node.websocket import Endpoint as WebSocketEndpoint
+from node.websocket import Handler as RequestHandler
 from node.websocket import Hub, parse_json
 from p2p.switch import ConnectedPeer, Switch
 from primitives.codec import DecodeError, decode
@@ -1135,6 +1136,16 @@ class ConnectionLimit:
             self.active -= 1
 
 
+def request_handler(env: RPCEnv) -> RequestHandler:
+    """One JSON-RPC request -> its response (what `/websocket` answers a method other than the
+    subscriptions with)."""
+
+    async def handle(request: JSON) -> JSON:
+        return await _one(env, request)
+
+    return handle
+
+
 def make_app(env: RPCEnv) -> Starlette:
     async def post(request: Request) -> Response:
         body = await read_body(request, env.max_body_bytes)
@@ -1184,9 +1195,7 @@ def make_app(env: RPCEnv) -> Starlette:
             return Reply(_error(-1, internal(f"{type(exc).__name__}: {exc}")), 500)
         return Reply({"jsonrpc": "2.0", "id": -1, "result": result})
 
-    async def handle(request: JSON) -> JSON:
-        return await _one(env, request)
-
+    handle = request_handler(env)
     middleware = []
     if env.max_open_connections:
         middleware.append(Middleware(ConnectionLimit, limit=env.max_open_connections))

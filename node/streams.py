@@ -1,5 +1,6 @@
 """Market-data streams on `/websocket` (as dYdX's full-node streaming and Hyperliquid's WebSocket):
-what a trader follows, published at each commit.
+what a trader follows, published at each commit, on the RPC port and on the second listener
+(`node.ws_server`) alike.
 
 A client subscribes with `subscribe` and `{"stream": name, ...}` instead of a query:
 

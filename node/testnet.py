@@ -6,10 +6,11 @@ other node as `id@host:port`), the one shared genesis (validators `node0..` of p
 accounts) and the account keys copied into every home's key store.
 
 Port scheme. On one machine (the default) node i listens on 127.0.0.1 with its own ports:
-p2p `base + 10*i`, RPC `base + 10*i + 1`, Prometheus `base + 10*i + 4`; the default base 26656
-gives node0 CometBFT's 26656/26657/26660. With `hosts` (from `--hostnames` or `--starting-ip`)
+p2p `base + 10*i`, RPC `base + 10*i + 1`, Prometheus `base + 10*i + 4`, the second `/websocket`
+(`[rpc] websocket_laddr`, `node.ws_server`) `base + 10*i + 5`; the default base 26656 gives node0
+CometBFT's 26656/26657/26660 and 26661. With `hosts` (from `--hostnames` or `--starting-ip`)
 every node is on its own host (a container or a machine), listens on all interfaces and uses the
-same three ports `base`, `base + 1` and `base + 4`; peers are dialed at `id@host:base`.
+same four ports `base`, `base + 1`, `base + 4` and `base + 5`; peers are dialed at `id@host:base`.
 
 The bridge (`evm_rpc`, off by default): each validator home also gets a bridge key
 (`node.bridge_key`, `[bridge] key_file`) and `[bridge] evm_rpc`; the test token and the bridge
@@ -61,10 +62,12 @@ if TYPE_CHECKING:  # web3 is imported only when a testnet is bridged (`node.brid
 from primitives.keyfile import KeyFileError
 
 DEFAULT_BASE_PORT = 26656
-"""node0's p2p port; its RPC port is one above (26657), its Prometheus port four above (26660)."""
+"""node0's p2p port; its RPC port is one above (26657), its Prometheus port four above (26660), its
+second `/websocket` five above (26661)."""
 PORT_STRIDE = 10
 RPC_OFFSET = 1
 METRICS_OFFSET = 4
+WEBSOCKET_OFFSET = 5
 MAX_PORT = 65535
 LOOPBACK = "127.0.0.1"
 ALL_INTERFACES = "0.0.0.0"
@@ -96,6 +99,7 @@ class NodePlan:
     p2p_port: int
     rpc_port: int
     metrics_port: int
+    websocket_port: int
     validator: bool
 
     @property
@@ -111,8 +115,8 @@ def plan_nodes(
     hosts: Sequence[str] | None = None,
 ) -> list[NodePlan]:
     """The nodes' addresses and ports: validators first, then full nodes. Without `hosts` all
-    nodes share 127.0.0.1 with ports `base + 10*i (+1, +4)`; with `hosts` (one per node) each
-    node has its own host and every node uses `base`, `base + 1` and `base + 4`."""
+    nodes share 127.0.0.1 with ports `base + 10*i (+1, +4, +5)`; with `hosts` (one per node) each
+    node has its own host and every node uses `base`, `base + 1`, `base + 4` and `base + 5`."""
     if validators < 1:
         raise TestnetError(f"--validators: must be at least 1, got {validators}")
     if non_validators < 0:
@@ -120,7 +124,7 @@ def plan_nodes(
     count = validators + non_validators
     if hosts is not None and len(hosts) != count:
         raise TestnetError(f"--hostnames: {len(hosts)} hosts for {count} nodes; give exactly one per node")
-    last_offset = (0 if hosts is not None else PORT_STRIDE * (count - 1)) + METRICS_OFFSET
+    last_offset = (0 if hosts is not None else PORT_STRIDE * (count - 1)) + WEBSOCKET_OFFSET
     if base_port < 1 or base_port + last_offset > MAX_PORT:
         raise TestnetError(
             f"--base-port: must be between 1 and {MAX_PORT - last_offset} for {count} nodes, got {base_port}"
@@ -136,6 +140,7 @@ def plan_nodes(
                 p2p_port=base_port + offset,
                 rpc_port=base_port + offset + RPC_OFFSET,
                 metrics_port=base_port + offset + METRICS_OFFSET,
+                websocket_port=base_port + offset + WEBSOCKET_OFFSET,
                 validator=i < validators,
             )
         )
@@ -198,6 +203,7 @@ class TestnetNode:
             "p2p": str(self.peer_address),
             "rpc": f"http://{plan.host}:{plan.rpc_port}",
             "metrics": f"http://{plan.host}:{plan.metrics_port}/metrics",
+            "websocket": f"ws://{plan.host}:{plan.websocket_port}/websocket",
             **(
                 {} if self.bridge_address is None else {"bridge_key": format_evm_address(self.bridge_address)}
             ),
@@ -353,6 +359,7 @@ def _node_config(home: Path, plan: NodePlan) -> Config:
         "p2p.laddr": f"tcp://{plan.listen_host}:{plan.p2p_port}",
         "rpc.laddr": f"tcp://{plan.listen_host}:{plan.rpc_port}",
         "instrumentation.prometheus_listen_addr": f"{plan.listen_host}:{plan.metrics_port}",
+        "rpc.websocket_laddr": f"tcp://{plan.listen_host}:{plan.websocket_port}",
         "p2p.allow_duplicate_ip": True,
     }
     if plan.listen_host == ALL_INTERFACES:  # its own host: tell peers where to dial
@@ -491,7 +498,7 @@ def free_base_port(nodes: int) -> int:
     outbound connection and every bind to port 0: a port there can be taken between this check
     and the node's bind (or while a crashed node is down) by any connection on the machine, the
     nodes' own dials included. Below it only a program that binds that very port can take it."""
-    span = 10 * (nodes - 1) + METRICS_OFFSET + 1
+    span = 10 * (nodes - 1) + WEBSOCKET_OFFSET + 1
     low, high = 10000, _ephemeral_low() - span
     if high <= low:
         raise TestnetError(f"no room below the ephemeral port range for {nodes} nodes")
@@ -499,7 +506,11 @@ def free_base_port(nodes: int) -> int:
     first = secrets.randbelow(len(choices))
     for index in range(len(choices)):
         base = choices[(first + index) % len(choices)]
-        if all(_port_free(base + 10 * i + k) for i in range(nodes) for k in (0, RPC_OFFSET, METRICS_OFFSET)):
+        if all(
+            _port_free(base + 10 * i + k)
+            for i in range(nodes)
+            for k in (0, RPC_OFFSET, METRICS_OFFSET, WEBSOCKET_OFFSET)
+        ):
             return base
     raise TestnetError("no free range of ports on 127.0.0.1")
 

@@ -11,10 +11,11 @@ query follows a market-data stream (`node.streams`): its messages are `{"jsonrpc
 "result": {"stream", ..., "data"}}`.
 
 `Hub` is the event bus's sink: at publish it computes an event's tags once if a query may match
-it (`tm.event` rules out the others first), and its JSON once if one does, and queues the text
-on each matching client's bounded outbox. A client whose outbox is full is sent nothing more and
-disconnected (the node never waits for a reader); `max_subscription_clients` and
-`max_subscriptions_per_client` bound the rest.
+it (`tm.event` rules out the others first), and its JSON once if one does, and puts the text in
+each matching client's bounded outbox (`Outbox`: here a memory channel drained by the client's
+writer task; on the second listener, `node.ws_server`, the socket itself). A client whose outbox
+is full is sent nothing more and disconnected (the node never waits for a reader);
+`max_subscription_clients` and `max_subscriptions_per_client` bound the rest.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -90,6 +91,8 @@ class QuerySubscription:
 class StreamSubscription:
     key: StreamKey
     request_id: Any
+    id_json: str
+    """`request_id` as JSON: the followers that used the same id share a message's text"""
 
 
 Queued = tuple[str, int]
@@ -97,12 +100,23 @@ Queued = tuple[str, int]
 0 for the rest): the writer observes the delivery time from it"""
 
 
+class Outbox(Protocol):
+    """Where the hub puts a client's messages: a bounded memory channel its writer task drains
+    (the RPC port's `/websocket`), or the socket itself (`node.ws_server`)."""
+
+    def send_nowait(self, item: Queued) -> None:
+        """trio.WouldBlock when full; trio.ClosedResourceError or BrokenResourceError when gone."""
+
+    def close(self) -> None:
+        """The hub sends nothing more (the client left or was dropped: `Client.dropped`)."""
+
+
 @dataclass(eq=False)
 class Client:
-    """One WebSocket connection: its subscriptions (by query text, or `StreamKey.text`) and the
-    outbox its writer task drains."""
+    """One WebSocket connection: its subscriptions (by query text, or `StreamKey.text`) and its
+    outbox."""
 
-    send: trio.MemorySendChannel[Queued]
+    send: Outbox
     subscriptions: dict[str, QuerySubscription | StreamSubscription] = field(default_factory=dict)
     dropped: str = ""
     """why the hub stopped sending (empty while it is served)"""
@@ -240,10 +254,16 @@ class Hub:
         to its client completing (the node's share of the stream latency; `node.metrics`)"""
 
     def connect(self) -> tuple[Client, trio.MemoryReceiveChannel[Queued]]:
+        """A new client whose messages wait in a channel (at most `limits.outbox`); its receiving
+        end, for the client's writer task."""
         send, receive = trio.open_memory_channel[Queued](self.limits.outbox)
-        client = Client(send)
+        return self.attach(send), receive
+
+    def attach(self, outbox: Outbox) -> Client:
+        """A new client whose messages go to `outbox`."""
+        client = Client(outbox)
         self.clients.append(client)
-        return client, receive
+        return client
 
     def disconnect(self, client: Client) -> None:
         if client in self.clients:
@@ -286,10 +306,10 @@ class Hub:
             first = self.streams.open(key)
         except StreamError as exc:
             raise SubscribeError(str(exc)) from exc
-        subscription = StreamSubscription(key=key, request_id=request_id)
+        subscription = StreamSubscription(key=key, request_id=request_id, id_json=json.dumps(request_id))
         client.subscriptions[key.text] = subscription
         self._followers.setdefault(key, {})[id(client)] = (client, subscription)
-        return None if first is None else _stream_message(request_id, json.dumps(first))
+        return None if first is None else _stream_message(subscription.id_json, json.dumps(first))
 
     def unsubscribe(self, client: Client, text: str) -> None:
         subscription = client.subscriptions.pop(text, None)
@@ -330,7 +350,7 @@ class Hub:
                 if subscription.names is not None and item.name not in subscription.names:
                     continue
                 if subscription.query.matches(item.tags):
-                    self._send(client, item.message(text, subscription.request_id))
+                    self.deliver(client, item.message(text, subscription.request_id))
 
     def _publish_streams(self, event: NewBlock) -> None:
         assert self.streams is not None
@@ -338,11 +358,15 @@ class Hub:
         queued = time.monotonic_ns()
         for key, message in messages.items():
             text = json.dumps(message)
+            by_id: dict[str, str] = {}  # one text per request id: a transport may frame it once
             for client, subscription in list(self._followers.get(key, {}).values()):
                 if not client.dropped:
-                    self._send(client, _stream_message(subscription.request_id, text), queued)
+                    out = by_id.get(subscription.id_json)
+                    if out is None:
+                        out = by_id[subscription.id_json] = _stream_message(subscription.id_json, text)
+                    self.deliver(client, out, queued)
 
-    def _send(self, client: Client, text: str, queued: int = 0) -> bool:
+    def deliver(self, client: Client, text: str, queued: int = 0) -> bool:
         """Queue `text` for `client`; False if the client is gone or was dropped as too slow."""
         try:
             client.send.send_nowait((text, queued))
@@ -362,8 +386,8 @@ class Hub:
         client.send.close()  # the writer sees the end of its outbox and closes the socket
 
 
-def _stream_message(request_id: Any, result: str) -> str:
-    return f'{{"jsonrpc": "2.0", "id": {json.dumps(request_id)}, "result": {result}}}'
+def _stream_message(id_json: str, result: str) -> str:
+    return f'{{"jsonrpc": "2.0", "id": {id_json}, "result": {result}}}'
 
 
 def _response(request_id: Any, result: JSON) -> str:
@@ -420,12 +444,7 @@ async def _write(
             hub.observe_delivery((time.monotonic_ns() - queued) / 1e9)
     # the hub dropped the client: say why, then close
     if client.dropped:
-        await send(
-            {
-                "type": "websocket.send",
-                "text": _error(None, -32000, "Server error", f"disconnected: {client.dropped}"),
-            }
-        )
+        await send({"type": "websocket.send", "text": drop_notice(client.dropped)})
         await send({"type": "websocket.close", "code": 1008})
     scope.cancel()
 
@@ -439,11 +458,9 @@ async def _read(receive: ASGIReceive, hub: Hub, client: Client, handle: Handler)
         if text is None:
             raw = message.get("bytes") or b""
             text = raw.decode("utf-8", "replace")
-        try:
-            for reply in await _reply(text, hub, client, handle):
-                await client.send.send((reply, 0))
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            return  # dropped meanwhile
+        for reply in await answer(text, hub, client, handle):
+            if not hub.deliver(client, reply):
+                return  # gone, or dropped as too slow
 
 
 def parse_json(text: bytes | str) -> Any:
@@ -481,7 +498,12 @@ def _query_param(params: Any) -> str | None:
     return query if isinstance(query, str) else None
 
 
-async def _reply(text: str, hub: Hub, client: Client, handle: Handler) -> list[str]:
+def drop_notice(reason: str) -> str:
+    """The last message to a client the hub dropped (then the socket closes with 1008)."""
+    return _error(None, -32000, "Server error", f"disconnected: {reason}")
+
+
+async def answer(text: str, hub: Hub, client: Client, handle: Handler) -> list[str]:
     """The messages answering one request: its reply, then a stream's first message if any."""
     try:
         request = parse_json(text)

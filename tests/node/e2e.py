@@ -33,6 +33,7 @@ from node.testnet import Testnet, create_testnet, free_base_port
 DERIVD = str(Path(sys.executable).parent / "derivd")
 LISTENING_RPC = re.compile(r"rpc listening on \S*:(\d+)")
 LISTENING_METRICS = re.compile(r"metrics listening on \S*:(\d+)")
+LISTENING_WEBSOCKET = re.compile(r"websocket listening on \S*:(\d+)")
 T = TypeVar("T")
 
 
@@ -145,6 +146,7 @@ class NodeProcess:
         self.chain = chain
         self.log_path = chain.home / log_name
         self.proc: subprocess.Popen[bytes] | None = None
+        self.websocket_port = 0
 
     def start(self, *args: str) -> NodeProcess:
         """Start the node (`args`: more `derivd start` flags), learn the ports it bound from its
@@ -164,7 +166,8 @@ class NodeProcess:
         return self
 
     def _bound_ports(self, log_start: int) -> tuple[int, int] | None:
-        """The RPC and metrics ports this start of the node logged, once it has logged both."""
+        """The RPC and metrics ports this start of the node logged, once it has logged both (and
+        `websocket_port`, the `[rpc] websocket_laddr` listener's, logged between them if any)."""
         if not self.alive():
             self._died()
         with open(self.log_path, "rb") as file:
@@ -172,6 +175,8 @@ class NodeProcess:
             text = file.read().decode(errors="replace")
         rpc = LISTENING_RPC.search(text)
         metrics = LISTENING_METRICS.search(text)
+        websocket = LISTENING_WEBSOCKET.search(text)
+        self.websocket_port = int(websocket[1]) if websocket else 0
         return (int(rpc[1]), int(metrics[1])) if rpc and metrics else None
 
     def _died(self) -> None:

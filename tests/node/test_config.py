@@ -77,7 +77,7 @@ def test_written_file_is_commented_cometbft_toml(tmp_path: Path) -> None:
     text = config_to_toml(Config.default(tmp_path, "node0"))
     lines = text.splitlines()
     assignments = [i for i, line in enumerate(lines) if re.match(r"^[A-Za-z0-9_-]+ = ", line)]
-    assert len(assignments) == 9 + 12 + 19 + 9 + 7 + 1 + 14 + 6 + 1 + 4 + 7 + 6 + 1
+    assert len(assignments) == 9 + 13 + 19 + 9 + 7 + 1 + 14 + 6 + 1 + 4 + 7 + 6 + 1
     for i in assignments:
         assert lines[i - 1].startswith("# "), lines[i]
     parsed = tomllib.loads(text)

@@ -135,6 +135,7 @@ KEY_TESTS: dict[str, tuple[str, ...]] = {
     "node_key_file": (REAL_NODE,),
     # -- [rpc]
     "rpc.laddr": (E1 + "test_blocks_advance_and_status_has_cometbft_shape", REAL_NODE),
+    "rpc.websocket_laddr": ("tests/node/test_e2e_streams.py::test_book_trades_user_and_oracle_streams",),
     "rpc.cors_allowed_origins": (RH + "test_cors_follows_the_config", REAL_NODE),
     "rpc.cors_allowed_methods": (RH + "test_cors_follows_the_config", REAL_NODE),
     "rpc.cors_allowed_headers": (REAL_NODE,),

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
@@ -50,16 +51,26 @@ def _apply(book: dict[str, dict[int, int]], data: dict[str, Any]) -> None:
                 book[side].pop(int(price), None)
 
 
-async def test_book_trades_user_and_oracle_streams(tmp_path: Path) -> None:
+@pytest.mark.parametrize("listener", ["rpc", "websocket_laddr"])
+async def test_book_trades_user_and_oracle_streams(tmp_path: Path, listener: str) -> None:
+    """The same streams on the RPC port's `/websocket` and on the second listener
+    (`[rpc] websocket_laddr`, `node.ws_server`)."""
     chain = make_chain(tmp_path, {"alice": 10**12})
     prices = tmp_path / "prices.json"
     prices.write_text(json.dumps({"BTC-USD": "65000", "ETH-USD": "3500"}))
-    overrides = {"oracle.enabled": True, "oracle.source": "file", "oracle.file": str(prices)}
+    overrides = {
+        "oracle.enabled": True,
+        "oracle.source": "file",
+        "oracle.file": str(prices),
+        "rpc.websocket_laddr": "tcp://127.0.0.1:0",
+    }
     write_config(load_config(chain.home).with_overrides(**overrides))
     node = NodeProcess(chain).start()
     try:
         node.wait_height(2)  # the genesis state (its markets) is committed with the first block
-        await _run(node, chain.rpc_url.replace("http://", "ws://") + "/websocket", chain.home)
+        assert node.websocket_port
+        port = chain.rpc_port if listener == "rpc" else node.websocket_port
+        await _run(node, f"ws://127.0.0.1:{port}/websocket", chain.home)
     finally:
         node.stop()
 

@@ -113,6 +113,7 @@ def test_start_flags_beat_variables_which_beat_config_toml(
         "p2p.seeds": (peer.replace("a", "c"), "d" * 40 + "@127.0.0.1:2"),
         "p2p.laddr": ("tcp://127.0.0.1:1001", "tcp://127.0.0.1:2001"),
         "rpc.laddr": ("tcp://127.0.0.1:1002", "tcp://127.0.0.1:2002"),
+        "rpc.websocket_laddr": ("tcp://127.0.0.1:1004", "tcp://127.0.0.1:2004"),
         "instrumentation.prometheus": ("false", "true"),
         "instrumentation.prometheus_listen_addr": ("127.0.0.1:1003", "127.0.0.1:2003"),
         "log_level": ("debug", "error"),
