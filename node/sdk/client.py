@@ -445,9 +445,12 @@ class AsyncClient:
         key: PrivateKey | None = None,
         chain_id: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        websocket_url: str | None = None,
     ) -> None:
+        """`websocket_url`: where the streams connect; default the RPC's own `/websocket` (a
+        node's second listener, `[rpc] websocket_laddr`, serves them too: `ws://host:26661`)."""
         self.rpc = AsyncTransport(url, timeout)
-        self.websocket_url = (
+        self.websocket_url = websocket_url or (
             url.replace("http://", "ws://").replace("https://", "wss://").rstrip("/") + "/websocket"
         )
         self._signer = _Signer(key, chain_id)

@@ -69,6 +69,8 @@ class ChainHome:
     rpc_port: int
     metrics_port: int
     accounts: dict[str, str] = field(default_factory=dict)
+    websocket_port: int = 0
+    """the second `/websocket`'s (`[rpc] websocket_laddr`), if the node serves one"""
 
     @property
     def rpc_url(self) -> str:
@@ -146,7 +148,6 @@ class NodeProcess:
         self.chain = chain
         self.log_path = chain.home / log_name
         self.proc: subprocess.Popen[bytes] | None = None
-        self.websocket_port = 0
 
     def start(self, *args: str) -> NodeProcess:
         """Start the node (`args`: more `derivd start` flags), learn the ports it bound from its
@@ -167,7 +168,7 @@ class NodeProcess:
 
     def _bound_ports(self, log_start: int) -> tuple[int, int] | None:
         """The RPC and metrics ports this start of the node logged, once it has logged both (and
-        `websocket_port`, the `[rpc] websocket_laddr` listener's, logged between them if any)."""
+        the chain's `websocket_port`, logged between them if the node has that listener)."""
         if not self.alive():
             self._died()
         with open(self.log_path, "rb") as file:
@@ -176,7 +177,7 @@ class NodeProcess:
         rpc = LISTENING_RPC.search(text)
         metrics = LISTENING_METRICS.search(text)
         websocket = LISTENING_WEBSOCKET.search(text)
-        self.websocket_port = int(websocket[1]) if websocket else 0
+        self.chain.websocket_port = int(websocket[1]) if websocket else 0
         return (int(rpc[1]), int(metrics[1])) if rpc and metrics else None
 
     def _died(self) -> None:

@@ -68,8 +68,8 @@ async def test_book_trades_user_and_oracle_streams(tmp_path: Path, listener: str
     node = NodeProcess(chain).start()
     try:
         node.wait_height(2)  # the genesis state (its markets) is committed with the first block
-        assert node.websocket_port
-        port = chain.rpc_port if listener == "rpc" else node.websocket_port
+        assert chain.websocket_port
+        port = chain.rpc_port if listener == "rpc" else chain.websocket_port
         await _run(node, f"ws://127.0.0.1:{port}/websocket", chain.home)
     finally:
         node.stop()

@@ -143,7 +143,12 @@ def trading_node(tmp_path: Path) -> Iterator[ChainHome]:
     save_genesis(dataclasses.replace(doc, app_state=doc.app_state | {"fees": SCHEDULE.to_json()}), genesis)
     prices = tmp_path / "prices.json"
     prices.write_text(json.dumps({"BTC-USD": "65000", "ETH-USD": "3500"}))
-    overrides = {"oracle.enabled": True, "oracle.source": "file", "oracle.file": str(prices)}
+    overrides = {
+        "oracle.enabled": True,
+        "oracle.source": "file",
+        "oracle.file": str(prices),
+        "rpc.websocket_laddr": "tcp://127.0.0.1:0",
+    }
     write_config(load_config(chain.home).with_overrides(**overrides))
     process = NodeProcess(chain).start()
     process.wait_height(2)  # the genesis state is committed with the first block
@@ -186,7 +191,8 @@ async def test_clients_and_examples_against_a_node(trading_node: ChainHome) -> N
         with pytest.raises(RPCError, match="unknown market"):
             alice.query("/book/DOGE-USD")
 
-    async with AsyncClient(chain.rpc_url, key=keys.private_key("bob")) as bob:
+    streams = f"ws://127.0.0.1:{chain.websocket_port}/websocket"  # the second listener's
+    async with AsyncClient(chain.rpc_url, key=keys.private_key("bob"), websocket_url=streams) as bob:
         assert await bob.fees() == SCHEDULE
         assert await bob.liquidations() == Liquidations(queue=(), recent=())
         await bob.transfer(chain.accounts["alice"], "1")
