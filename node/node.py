@@ -44,6 +44,7 @@ from consensus.service import ConsensusService, wall_clock
 from consensus.state import ConsensusParams
 from consensus.statesync import StateSync, StateSyncError
 from consensus.types import Block
+from consensus.validators import ValidatorSet
 from consensus.wal import WAL, WALWriteError
 from execution.app import ExchangeApp
 from execution.state import CommittedState
@@ -303,12 +304,16 @@ class Node:
                 for switch in switches:
                     switch.stop_peer_for_error(peer_id, reason)
 
+            if only_validator_is_us(state.validators, privval.address):
+                log.info("block sync skipped: this node is the only validator")
             blocksync = BlockSync(
                 executor,
                 core.blocks,
                 state,
                 verifier.verify_batch,
                 ban,
+                # as CometBFT (`onlyValidatorIsUs`): the sole validator has nobody to sync from
+                status_wait=0.0 if only_validator_is_us(state.validators, privval.address) else 2.0,
                 on_applied=core.evidence.mark_committed,
             )
             reactor = ConsensusReactor(
@@ -443,6 +448,11 @@ class Node:
             verifier.close()
             db.close()
             log.info("node stopped")
+
+
+def only_validator_is_us(validators: ValidatorSet, address: bytes) -> bool:
+    """Whether the set is this node's validator alone (block sync then has no one to wait for)."""
+    return len(validators) == 1 and validators.get(address) is not None
 
 
 def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -23,7 +23,19 @@ def test_bench_consensus_reports_its_figures() -> None:
 
 
 def test_bench_throughput_reports_its_figures() -> None:
-    args = ("bench", "throughput", "--validators", "1", "--duration", "3", "--rate", "2000", "--json")
+    args = (
+        "bench",
+        "throughput",
+        "--validators",
+        "1",
+        "--duration",
+        "3",
+        "--rate",
+        "2000",
+        "--accounts",
+        "50",
+        "--json",
+    )
     out = json.loads(run_cli(*args).stdout)
     assert out["validators"] == 1 and out["mix"] == "orders" and len(out["nodes"]) == 1
     assert out["committed_txs"] > 0 and out["committed_orders"] > out["committed_txs"], "batches of orders"

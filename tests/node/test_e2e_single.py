@@ -20,12 +20,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 from consensus.types import BlockID, PartSetHeader, Vote, VoteType
+from consensus.validators import ValidatorSet
 from execution.accounts import Account
 from execution.positions.margin import FEE_COLLECTOR
 from execution.tx import CancelAll, Transfer, Tx, build_tx, standard_fee
 from node import jsonfmt
 from node.config import load_config, write_config
 from node.keystore import KeyStore
+from node.node import only_validator_is_us
 from primitives.codec import encode
 from primitives.hashing import MerkleProof, sha256
 from primitives.ics23 import decode_proof, verify_membership
@@ -64,6 +66,15 @@ def test_blocks_advance_and_status_has_cometbft_shape(node: NodeProcess) -> None
     assert status["sync_info"]["catching_up"] is False
     assert len(status["sync_info"]["latest_block_hash"]) == 64
     assert status["validator_info"]["voting_power"] == "10"
+    assert "block sync skipped: this node is the only validator" in node.log()  # CometBFT's rule
+
+
+def test_only_the_sole_validator_skips_block_sync() -> None:
+    us, other = b"\x01" * 32, b"\x02" * 32  # public keys
+    mine = Address.from_public_key(us).raw
+    assert only_validator_is_us(ValidatorSet.genesis([(us, 10)]), mine)
+    assert not only_validator_is_us(ValidatorSet.genesis([(other, 10)]), mine)
+    assert not only_validator_is_us(ValidatorSet.genesis([(us, 10), (other, 10)]), mine)
 
 
 def test_block_commit_validators_and_uri_forms(node: NodeProcess, chain: ChainHome) -> None:
