@@ -11,6 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from execution.tx import Transfer, build_tx
 from node.config import load_config, write_config
 from node.keystore import KeyStore
@@ -21,11 +23,19 @@ from tests.node.e2e import NodeProcess, make_chain
 CHECK = Path(__file__).resolve().parent.parent / "cosmjs" / "check.mjs"
 
 
-def test_cosmjs_comet38_client(tmp_path: Path) -> None:
+@pytest.mark.parametrize("listener", ["rpc", "websocket_laddr"])
+def test_cosmjs_comet38_client(tmp_path: Path, listener: str) -> None:
+    """On the RPC port and on the second `/websocket` listener (`node.ws_server`): CosmJS sends
+    every call over the WebSocket."""
     chain = make_chain(tmp_path, {"alice": 10**12})
     prices = tmp_path / "prices.json"
     prices.write_text(json.dumps({"BTC-USD": "65000", "ETH-USD": "3500"}))
-    overrides = {"oracle.enabled": True, "oracle.source": "file", "oracle.file": str(prices)}
+    overrides = {
+        "oracle.enabled": True,
+        "oracle.source": "file",
+        "oracle.file": str(prices),
+        "rpc.websocket_laddr": "tcp://127.0.0.1:0",
+    }
     write_config(load_config(chain.home).with_overrides(**overrides))  # oracle prices: block events
     node = NodeProcess(chain).start()
     try:
@@ -33,11 +43,12 @@ def test_cosmjs_comet38_client(tmp_path: Path) -> None:
         alice = KeyStore(chain.home).private_key("alice")
         bob = Address.parse(str(PrivateKey.from_seed(sha256(b"bob")).address))
         tx = build_tx(alice, "e2e-chain", time.time_ns() // 1_000_000, [Transfer(bob, 77)])
+        port = chain.rpc_port if listener == "rpc" else chain.websocket_port
         done = subprocess.run(
             [
                 "node",
                 str(CHECK),
-                chain.rpc_url.replace("http://", "ws://"),
+                f"ws://127.0.0.1:{port}",
                 base64.b64encode(tx).decode(),
                 f"transfer.recipient='{bob}'",
             ],
