@@ -14,6 +14,7 @@ wsproto's; no extension is accepted (a compressed frame could not be shared).
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import deque
@@ -35,6 +36,8 @@ from wsproto.frame_protocol import CloseReason, FrameProtocol
 from wsproto.utilities import RemoteProtocolError
 
 from node.websocket import Client, Handler, Hub, Queued, answer, drop_notice
+
+log = logging.getLogger("derivd.websocket")
 
 PATHS = ("/websocket", "/")
 """where a client connects (CometBFT clients add `/websocket` to the node's address)"""
@@ -199,8 +202,10 @@ class WebSocketServer:
                     accepted = await self._handshake(stream, ws)
                 if accepted:
                     await self._serve(stream, ws)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the client went away
+        except* (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client went away (a reset, a write to a closed socket)
+        except* Exception as group:  # one connection's failure must not stop the node
+            log.error("websocket connection failed: %r", group.exceptions[0], exc_info=group)
         finally:
             self.connections -= 1
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -180,6 +181,25 @@ async def test_a_peer_that_closes_is_answered() -> None:
         with trio.fail_after(5):
             while hub.clients:
                 await trio.sleep(0.01)  # a deadline poll of the server's task, not a synchronisation
+
+
+async def test_a_reset_connection_leaves_the_server_serving() -> None:
+    hub = Hub()
+    async with _served(hub) as (server, port):
+        for _ in range(2):  # a reset while idle, then one with a message waiting to be read
+            client = await trio.to_thread.run_sync(lambda: _RawClient(port))
+            with trio.fail_after(5):
+                while not hub.clients:
+                    await trio.sleep(0.01)  # a deadline poll of the server's accept
+            assert hub.deliver(hub.clients[0], '{"unread": true}')
+            client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.sock.close()  # linger 0: the kernel sends RST, the server's read fails
+            with trio.fail_after(5):
+                while hub.clients or server.connections:
+                    await trio.sleep(0.01)  # a deadline poll of the server's task
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/websocket") as ws:  # still serving
+            await ws.send_message(_request("health", 3))
+            assert json.loads(await ws.get_message())["result"] == {"method": "health"}
 
 
 def test_a_text_is_framed_once() -> None:
