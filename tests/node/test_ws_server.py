@@ -6,6 +6,7 @@ closed while the publisher goes on."""
 from __future__ import annotations
 
 import json
+import random
 import socket
 import struct
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from trio_websocket import ConnectionRejected, open_websocket_url
+from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Message, Request, TextMessage
 from wsproto.frame_protocol import FrameProtocol
@@ -200,6 +201,59 @@ async def test_a_reset_connection_leaves_the_server_serving() -> None:
         async with open_websocket_url(f"ws://127.0.0.1:{port}/websocket") as ws:  # still serving
             await ws.send_message(_request("health", 3))
             assert json.loads(await ws.get_message())["result"] == {"method": "health"}
+
+
+async def test_hostile_bytes_before_and_after_the_upgrade_leave_the_server_serving() -> None:
+    hub = Hub()
+    rng = random.Random(7)
+    async with _served(hub, max_message_bytes=1000) as (server, port):
+
+        def attack(upgraded: bool, garbage: bytes, reset: bool) -> None:
+            if upgraded:
+                client = _RawClient(port)
+                sock = client.sock
+                if rng.random() < 0.5:  # sometimes a valid masked frame header, then nonsense
+                    garbage = client.ws.send(Message(data="x" * 10))[:6] + garbage
+            else:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.sendall(garbage)
+            if reset:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+
+        for _ in range(60):
+            garbage = rng.randbytes(rng.choice((1, 7, 130, 5000)))
+            upgraded, reset = rng.random() < 0.6, rng.random() < 0.5
+            await trio.to_thread.run_sync(attack, upgraded, garbage, reset)
+        with trio.fail_after(15):
+            while server.connections:
+                await trio.sleep(0.01)  # a deadline poll: every connection ends (handshakes time out at 10 s)
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/websocket") as ws:
+            await ws.send_message(_request("health", 4))
+            assert json.loads(await ws.get_message())["result"] == {"method": "health"}
+        assert not hub.clients
+
+
+async def test_a_failure_in_one_connection_is_logged_and_the_server_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def failing(request: JSON) -> JSON:
+        if request.get("method") == "boom":
+            raise RuntimeError("a bug in a handler")
+        return await _echo(request)
+
+    server = WebSocketServer(Hub(), failing, max_connections=0, max_message_bytes=0)
+    async with trio.open_nursery() as nursery:
+        port = int((await nursery.start(server.serve, "127.0.0.1", 0)).rsplit(":", 1)[1])
+        url = f"ws://127.0.0.1:{port}/websocket"
+        async with open_websocket_url(url) as broken, open_websocket_url(url) as other:
+            await broken.send_message(_request("boom", 1))
+            with pytest.raises(ConnectionClosed), trio.fail_after(5):
+                await broken.get_message()  # its connection ends
+            await other.send_message(_request("health", 2))  # the other is still served
+            assert json.loads(await other.get_message())["result"] == {"method": "health"}
+        nursery.cancel_scope.cancel()
+    assert "websocket connection failed: RuntimeError('a bug in a handler')" in caplog.text
 
 
 def test_a_text_is_framed_once() -> None:
