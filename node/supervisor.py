@@ -81,6 +81,8 @@ class Child:
     metrics: str
     p2p: str
     command: list[str]
+    websocket: str = ""
+    """the second `/websocket`'s URL (`[rpc] websocket_laddr`), empty when the node has none"""
     process: trio.Process | None = None
     returncode: int | None = None
     exited: trio.Event = field(default_factory=trio.Event)
@@ -105,6 +107,11 @@ class Child:
             metrics=metrics,
             p2p=config.p2p.laddr,
             command=command(home),
+            websocket=(
+                _client_url(config.rpc.websocket_laddr, "ws") + "/websocket"
+                if config.rpc.websocket_laddr
+                else ""
+            ),
         )
 
     def running(self) -> bool:
@@ -182,7 +189,8 @@ class Supervisor:
             pid = child.process.pid if child.process is not None else "-"
             self.echo(
                 f"{child.name}: rpc {child.rpc}  metrics {child.metrics}  p2p {child.p2p}  "
-                f"pid {pid}  log {child.log_path}"
+                + (f"streams {child.websocket}  " if child.websocket else "")
+                + f"pid {pid}  log {child.log_path}"
             )
         logs = " ".join(str(c.log_path) for c in self.children)
         self.echo(f"Follow the logs: tail -F {logs}")

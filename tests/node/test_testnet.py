@@ -95,11 +95,17 @@ def test_distinct_loopback_ports_in_the_documented_scheme(summary: dict[str, Any
         config = load_config(home)
         p2p, rpc = parse_laddr(config.p2p.laddr), parse_laddr(config.rpc.laddr)
         metrics = parse_laddr(config.instrumentation.prometheus_listen_addr)
+        websocket = parse_laddr(config.rpc.websocket_laddr)
         base = 36656 + 10 * i
-        assert (p2p, rpc, metrics) == (("127.0.0.1", base), ("127.0.0.1", base + 1), ("127.0.0.1", base + 4))
+        assert (p2p, rpc, metrics, websocket) == (
+            ("127.0.0.1", base),
+            ("127.0.0.1", base + 1),
+            ("127.0.0.1", base + 4),
+            ("127.0.0.1", base + 5),
+        )
         assert config.p2p.allow_duplicate_ip is True
-        assert not seen & {base, base + 1, base + 4}
-        seen |= {base, base + 1, base + 4}
+        assert not seen & {base, base + 1, base + 4, base + 5}
+        seen |= {base, base + 1, base + 4, base + 5}
         assert summary["nodes"][i]["rpc"] == f"http://127.0.0.1:{base + 1}"
 
 
@@ -320,6 +326,7 @@ def test_localnet_supervisor_runs_a_node_and_stops_on_sigint(tmp_path: Path) -> 
         os.kill(pids[0], 0)  # the child was stopped and reaped before the supervisor exited
     output = out_path.read_text()
     assert "received SIGINT" in output and "every node has stopped" in output
+    assert re.search(r"node0: rpc http://127\.0\.0\.1:\d+ .* streams ws://127\.0\.0\.1:\d+/websocket ", output)
     assert "node stopped" in (home / "node0" / "node.log").read_text()
     assert KeyStore(home / "node0").get("account0")
 
