@@ -326,7 +326,7 @@ def test_localnet_supervisor_runs_a_node_and_stops_on_sigint(tmp_path: Path) -> 
         os.kill(pids[0], 0)  # the child was stopped and reaped before the supervisor exited
     output = out_path.read_text()
     assert "received SIGINT" in output and "every node has stopped" in output
-    assert re.search(r"node0: rpc http://127\.0\.0\.1:\d+ .* streams ws://127\.0\.0\.1:\d+/websocket ", output)
+    assert re.search(r"node0: rpc http://127\.0\.0\.1:\d+ .* streams ws://127\.0\.0\.1:\d+/websocket", output)
     assert "node stopped" in (home / "node0" / "node.log").read_text()
     assert KeyStore(home / "node0").get("account0")
 
