@@ -148,11 +148,16 @@ class NodeProcess:
         self.chain = chain
         self.log_path = chain.home / log_name
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log_start = 0
 
     def start(self, *args: str) -> NodeProcess:
         """Start the node (`args`: more `derivd start` flags), learn the ports it bound from its
         log, and wait for its RPC."""
-        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
+        return self.spawn(*args).wait_started()
+
+    def spawn(self, *args: str) -> NodeProcess:
+        """Start the node's process without waiting for it (`wait_started` does)."""
+        self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
             [DERIVD, "start", "--home", str(self.chain.home), *args],
@@ -161,7 +166,11 @@ class NodeProcess:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         log.close()
-        ports = wait_for("the node's listening ports", lambda: self._bound_ports(log_start))
+        return self
+
+    def wait_started(self) -> NodeProcess:
+        """Learn the ports the spawned node bound from its log, and wait for its RPC."""
+        ports = wait_for("the node's listening ports", lambda: self._bound_ports(self._log_start))
         self.chain.rpc_port, self.chain.metrics_port = ports
         wait_for("the node's RPC", lambda: self.status() if self.alive() else self._died())
         return self
@@ -241,6 +250,14 @@ SPEED = {
     "consensus.peer_gossip_sleep_duration": "50ms",
     "execution.workers": 1,  # the parallel scheduler on (auto is serial on 2 cores)
 }
+
+
+def start_all(processes: list[NodeProcess]) -> None:
+    """Start every node at once (their interpreters load side by side), then wait for each."""
+    for process in processes:
+        process.spawn()
+    for process in processes:
+        process.wait_started()
 
 
 def make_net(tmp: Path, validators: int, full_nodes: int = 0) -> tuple[Testnet, list[NodeProcess]]:

@@ -30,7 +30,7 @@ from node.testnet import create_testnet, free_base_port
 from primitives.keyfile import load_key_file
 from primitives.keys import Address
 from tests.evm.hardhat import HARDHAT_CHAIN_ID, HardhatNode, advance_time, hardhat_node, mine
-from tests.node.e2e import SPEED, ChainHome, NodeProcess, run_cli, wait_for
+from tests.node.e2e import SPEED, ChainHome, NodeProcess, run_cli, start_all, wait_for
 
 CONFIRMATIONS = 2
 DISPUTE_PERIOD_S = 30
@@ -63,8 +63,7 @@ def bridged_net(tmp_path: Path) -> Iterator[tuple[HardhatNode, Network, list[Nod
             write_config(load_config(node.home).with_overrides(**overrides))
             processes.append(NodeProcess(ChainHome(node.home, node.plan.rpc_port, node.plan.metrics_port)))
         try:
-            for process in processes:
-                process.start()
+            start_all(processes)
             yield evm, net, processes
         finally:
             for process in processes:

@@ -20,7 +20,7 @@ from node.keystore import KeyStore
 from node.testnet import Testnet as Network
 from primitives.hashing import sha256
 from primitives.keys import Address, PrivateKey
-from tests.node.e2e import NodeProcess, make_net, run_cli, wait_for
+from tests.node.e2e import NodeProcess, make_net, run_cli, start_all, wait_for
 
 
 def block_hashes(node: NodeProcess, heights: range) -> list[str]:
@@ -30,8 +30,7 @@ def block_hashes(node: NodeProcess, heights: range) -> list[str]:
 @pytest.fixture
 def four(tmp_path: Path) -> Iterator[tuple[Network, list[NodeProcess]]]:
     net, nodes = make_net(tmp_path, 4)
-    for node in nodes:
-        node.start()
+    start_all(nodes)
     yield net, nodes
     for node in nodes:
         if node.alive():
@@ -127,8 +126,7 @@ def test_fresh_full_node_syncs_from_far_behind_and_follows(tmp_path: Path) -> No
     _, nodes = make_net(tmp_path, 4, full_nodes=1)
     validators, full = nodes[:4], nodes[4]
     try:
-        for node in validators:
-            node.start()
+        start_all(validators)
         validators[0].wait_height(105, timeout=120)
         full.start()
         tip = validators[0].height()

@@ -22,7 +22,7 @@ from genesis.genesis import load_genesis, save_genesis
 from node.config import load_config, write_config
 from node.testnet import Testnet as Network
 from node.testnet import create_testnet, free_base_port
-from tests.node.e2e import SPEED, ChainHome, NodeProcess, run_cli, wait_for
+from tests.node.e2e import SPEED, ChainHome, NodeProcess, run_cli, start_all, wait_for
 
 STALE_AFTER_BLOCKS = 3
 MARKET_STALE = 30
@@ -49,8 +49,7 @@ def trading_net(tmp_path: Path) -> Iterator[tuple[Network, list[NodeProcess], Pa
         app_state["oracle"] = {**app_state["oracle"], "stale_after_blocks": STALE_AFTER_BLOCKS}
         save_genesis(replace(doc, app_state=app_state), genesis_path)
         processes.append(NodeProcess(ChainHome(node.home, node.plan.rpc_port, node.plan.metrics_port)))
-    for process in processes:
-        process.start()
+    start_all(processes)
     yield net, processes, prices
     for process in processes:
         if process.alive():

@@ -24,7 +24,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.node.e2e import NodeProcess, make_net, wait_for
+from tests.node.e2e import NodeProcess, make_net, start_all, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 KIT = REPO / "deploy" / "monitoring"
@@ -302,8 +302,7 @@ PANELS_WITH_DATA = {
 def network(tmp_path: Path) -> Iterator[list[NodeProcess]]:
     _, nodes = make_net(tmp_path, 4)
     try:
-        for node in nodes:
-            node.start()
+        start_all(nodes)
         yield nodes
     finally:
         for node in nodes:
