@@ -304,7 +304,8 @@ class Node:
                 for switch in switches:
                     switch.stop_peer_for_error(peer_id, reason)
 
-            if only_validator_is_us(state.validators, privval.address):
+            alone = only_validator_is_us(state.validators, privval.address)
+            if alone:  # as CometBFT (`onlyValidatorIsUs`): the sole validator has nobody to sync from
                 log.info("block sync skipped: this node is the only validator")
             blocksync = BlockSync(
                 executor,
@@ -312,8 +313,7 @@ class Node:
                 state,
                 verifier.verify_batch,
                 ban,
-                # as CometBFT (`onlyValidatorIsUs`): the sole validator has nobody to sync from
-                status_wait=0.0 if only_validator_is_us(state.validators, privval.address) else 2.0,
+                status_wait=0.0 if alone else 2.0,
                 on_applied=core.evidence.mark_committed,
             )
             reactor = ConsensusReactor(

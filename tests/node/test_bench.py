@@ -34,9 +34,16 @@ def test_bench_throughput_reports_its_figures() -> None:
         "2000",
         "--accounts",
         "50",
+        "--book-subscribers",
+        "6",
         "--json",
     )
     out = json.loads(run_cli(*args).stdout)
+    stream = out["book_stream"]  # on the second /websocket listener, by default
+    assert stream["subscribers"] == 6 and stream["messages"] > 0 and stream["messages"] % 6 == 0
+    assert stream["gaps"] == 0 and stream["closed"] == 0 and stream["failed"] == []
+    assert 0 < stream["latency_p50_ms"] <= stream["latency_p99_ms"] <= stream["latency_max_ms"]
+    assert stream["subscriber_cpu_us_per_message"] > 0
     assert out["validators"] == 1 and out["mix"] == "orders" and len(out["nodes"]) == 1
     assert out["committed_txs"] > 0 and out["committed_orders"] > out["committed_txs"], "batches of orders"
     assert out["committed_orders_per_s"] > 0 and out["committed_tx_per_s"] > 0
