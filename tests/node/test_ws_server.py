@@ -26,6 +26,7 @@ from node.streams import StreamKey
 from node.websocket import Hub, Limits
 from node.ws_server import DirectSender, FrameCache, WebSocketServer
 from tests.node.test_websocket import new_block
+from tests.p2p.helpers import wait_until
 
 JSON = dict[str, Any]
 
@@ -71,9 +72,7 @@ async def test_methods_subscriptions_and_pings() -> None:
         await ws.send_message(_request("unsubscribe_all", 8))
         assert json.loads(await ws.get_message())["result"] == {}
         assert hub.clients and not hub.clients[0].subscriptions
-    with trio.fail_after(5):
-        while hub.clients:  # the closed connection leaves the hub
-            await trio.sleep(0.01)  # a deadline poll of the server's task, not a synchronisation
+    await wait_until(lambda: not hub.clients, what="the closed connection to leave the hub")
 
 
 class _RawClient:
@@ -123,9 +122,7 @@ async def test_a_client_that_does_not_read_is_told_why_and_closed() -> None:
     async with _served(hub) as (_, port):
         reader = await trio.to_thread.run_sync(lambda: _RawClient(port, receive_buffer=4096))
         other = await trio.to_thread.run_sync(lambda: _RawClient(port))
-        with trio.fail_after(5):
-            while len(hub.clients) < 2:
-                await trio.sleep(0.01)  # a deadline poll of the server's accept, not a synchronisation
+        await wait_until(lambda: len(hub.clients) == 2, what="the server to accept both clients")
         slow, fast = hub.clients
         big = "x" * 1_000_000
         sent = 0
@@ -179,9 +176,7 @@ async def test_a_peer_that_closes_is_answered() -> None:
         client = await trio.to_thread.run_sync(lambda: _RawClient(port))
         client.sock.sendall(client.ws.send(CloseConnection(code=1000, reason="bye")))
         assert (await trio.to_thread.run_sync(client.messages)) == ([], 1000)  # echoed, then closed
-        with trio.fail_after(5):
-            while hub.clients:
-                await trio.sleep(0.01)  # a deadline poll of the server's task, not a synchronisation
+        await wait_until(lambda: not hub.clients, what="the closed connection to leave the hub")
 
 
 async def test_a_reset_connection_leaves_the_server_serving() -> None:
@@ -189,15 +184,13 @@ async def test_a_reset_connection_leaves_the_server_serving() -> None:
     async with _served(hub) as (server, port):
         for _ in range(2):  # a reset while idle, then one with a message waiting to be read
             client = await trio.to_thread.run_sync(lambda: _RawClient(port))
-            with trio.fail_after(5):
-                while not hub.clients:
-                    await trio.sleep(0.01)  # a deadline poll of the server's accept
+            await wait_until(lambda: bool(hub.clients), what="the server to accept the client")
             assert hub.deliver(hub.clients[0], '{"unread": true}')
             client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             client.sock.close()  # linger 0: the kernel sends RST, the server's read fails
-            with trio.fail_after(5):
-                while hub.clients or server.connections:
-                    await trio.sleep(0.01)  # a deadline poll of the server's task
+            await wait_until(
+                lambda: not hub.clients and not server.connections, what="the reset connection to end"
+            )
         async with open_websocket_url(f"ws://127.0.0.1:{port}/websocket") as ws:  # still serving
             await ws.send_message(_request("health", 3))
             assert json.loads(await ws.get_message())["result"] == {"method": "health"}
@@ -225,9 +218,8 @@ async def test_hostile_bytes_before_and_after_the_upgrade_leave_the_server_servi
             garbage = rng.randbytes(rng.choice((1, 7, 130, 5000)))
             upgraded, reset = rng.random() < 0.6, rng.random() < 0.5
             await trio.to_thread.run_sync(attack, upgraded, garbage, reset)
-        with trio.fail_after(15):
-            while server.connections:
-                await trio.sleep(0.01)  # a deadline poll: every connection ends (handshakes time out at 10 s)
+        # every connection ends (a handshake left half-sent times out at 10 s)
+        await wait_until(lambda: not server.connections, timeout=15, what="every connection to end")
         async with open_websocket_url(f"ws://127.0.0.1:{port}/websocket") as ws:
             await ws.send_message(_request("health", 4))
             assert json.loads(await ws.get_message())["result"] == {"method": "health"}
